@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages moepp builds and tests with. Idempotent: installs only what
+# is missing. Set MOEPP_WITH_TORCH=1 to also install python3-torch (reference fixtures and
+# the PyTorch peer benchmarks; never needed to build or test).
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config libdnnl-dev libopenblas-dev
+      libgtest-dev libbenchmark-dev nlohmann-json3-dev)
+if [ "${MOEPP_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-numpy); fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then echo "setup-deps: all packages present"; exit 0; fi
+echo "setup-deps: installing ${missing[*]}"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"

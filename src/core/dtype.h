@@ -1,0 +1,37 @@
+// Element types moepp stores (f32, f64 for verification, bf16, f16, i64) and the bf16/f16
+// conversions. bf16 is the upper half of an IEEE f32; conversion rounds to nearest even.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace moepp {
+
+enum class DType { f32, f64, bf16, f16, i64, i32, u8 };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+
+struct bf16 {
+  uint16_t bits = 0;
+};
+
+inline float bf16_to_f32(bf16 v) {
+  uint32_t u = uint32_t(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline bf16 f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{uint16_t((u >> 16) | 0x40)};  // quiet NaN
+  uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
+  return bf16{uint16_t((u + rounding) >> 16)};
+}
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+}  // namespace moepp

@@ -1,0 +1,25 @@
+// OpenMP helpers. Kernels parallelise over rows (tokens) with parallel_for; GEMM providers
+// thread internally, so callers never open an OpenMP region around a GEMM (no nesting).
+#pragma once
+#include <omp.h>
+
+#include <cstdint>
+
+namespace moepp {
+
+inline int max_threads() { return omp_get_max_threads(); }
+inline void set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
+
+// Runs fn(i) for i in [0, n), split statically over the OpenMP threads. Small loops run
+// inline: a parallel region costs microseconds.
+template <typename Fn>
+void parallel_for(int64_t n, Fn&& fn, int64_t min_parallel = 2) {
+  if (n < min_parallel || omp_in_parallel() || omp_get_max_threads() == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) fn(i);
+}
+
+}  // namespace moepp

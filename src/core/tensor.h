@@ -1,0 +1,126 @@
+// Shapes, owning buffers and non-owning views.
+//
+// Tensor<T> owns a 64-byte aligned, zero-initialised block and its shape. View<T> is a
+// pointer plus a shape that never owns: kernels take raw pointers or views, callers own
+// the memory (a Tensor, or a slice of an Arena). Row-major throughout.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace moepp {
+
+struct Shape {
+  std::vector<int64_t> dims;
+
+  Shape() = default;
+  Shape(std::initializer_list<int64_t> d) : dims(d) {}
+  explicit Shape(std::vector<int64_t> d) : dims(std::move(d)) {}
+
+  int rank() const { return int(dims.size()); }
+  int64_t operator[](int i) const { return dims.at(size_t(i)); }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (auto d : dims) n *= d;
+    return n;
+  }
+  bool operator==(const Shape& o) const { return dims == o.dims; }
+  bool operator!=(const Shape& o) const { return dims != o.dims; }
+  std::string str() const;
+};
+
+// Deleter for aligned blocks from aligned_alloc.
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
+
+void* aligned_zeroed(size_t bytes);  // throws moepp::Error when out of memory
+
+template <typename T>
+struct View {
+  T* data = nullptr;
+  Shape shape;
+
+  int64_t numel() const { return shape.numel(); }
+  T& operator[](int64_t i) const { return data[i]; }
+};
+
+template <typename T>
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(Shape shape) { resize(std::move(shape)); }
+
+  void resize(Shape shape) {
+    shape_ = std::move(shape);
+    const int64_t n = shape_.numel();
+    MOEPP_CHECK(n >= 0, "tensor shape ", shape_.str(), " has a negative dimension");
+    data_.reset(n ? static_cast<T*>(aligned_zeroed(size_t(n) * sizeof(T))) : nullptr);
+    capacity_ = n;
+  }
+  void zero() {
+    if (data_) std::memset(data_.get(), 0, size_t(numel()) * sizeof(T));
+  }
+  // Gives the tensor `shape`, reusing the storage when it is large enough (scratch buffers
+  // whose row count changes every batch). Contents are unspecified afterwards.
+  void fit(Shape shape) {
+    const int64_t n = shape.numel();
+    if (n > capacity_) {
+      resize(std::move(shape));
+      return;
+    }
+    shape_ = std::move(shape);
+  }
+
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
+  T& operator[](int64_t i) { return data_.get()[i]; }
+  const T& operator[](int64_t i) const { return data_.get()[i]; }
+  const Shape& shape() const { return shape_; }
+  int64_t numel() const { return shape_.numel(); }
+  int64_t dim(int i) const { return shape_[i]; }
+  View<T> view() { return View<T>{data(), shape_}; }
+
+  Tensor clone() const {
+    Tensor t(shape_);
+    if (numel()) std::memcpy(t.data(), data(), size_t(numel()) * sizeof(T));
+    return t;
+  }
+
+ private:
+  Shape shape_;
+  int64_t capacity_ = 0;
+  std::unique_ptr<T, AlignedFree> data_;
+};
+
+// Arena: one aligned block handed out in 64-byte aligned slices. Activations for a given
+// problem size are planned once (sum of slice sizes) and reused call after call; reset()
+// takes every slice back at once.
+class Arena {
+ public:
+  Arena() = default;
+  explicit Arena(size_t bytes) { reserve(bytes); }
+  void reserve(size_t bytes);  // drops every slice handed out
+  void reset() { used_ = 0; }
+  size_t capacity() const { return capacity_; }
+  size_t used() const { return used_; }
+
+  template <typename T>
+  T* take(int64_t count) {
+    return static_cast<T*>(take_bytes(size_t(count) * sizeof(T)));
+  }
+
+ private:
+  void* take_bytes(size_t bytes);
+  std::unique_ptr<char, AlignedFree> block_;
+  size_t capacity_ = 0;
+  size_t used_ = 0;
+};
+
+}  // namespace moepp

@@ -1,0 +1,11 @@
+// Atomic file replacement: write to "<path>.tmp-<pid>", flush and fsync, then rename over
+// the destination. Readers see the old file or the new one, never a partial write.
+#pragma once
+#include <string>
+#include <string_view>
+
+namespace moepp {
+
+void write_file_atomic(const std::string& path, std::string_view bytes);
+
+}  // namespace moepp

@@ -1,0 +1,171 @@
+#include "io/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+
+namespace moepp {
+
+namespace {
+
+using json = nlohmann::json;
+
+const std::map<std::string, DType>& dtype_names() {
+  static const std::map<std::string, DType> m = {
+      {"F32", DType::f32}, {"F64", DType::f64}, {"BF16", DType::bf16}, {"F16", DType::f16},
+      {"I64", DType::i64}, {"I32", DType::i32}, {"U8", DType::u8}};
+  return m;
+}
+
+std::string dtype_tag(DType t) {
+  for (const auto& [name, d] : dtype_names())
+    if (d == t) return name;
+  fail("safetensors: dtype ", dtype_name(t), " cannot be written");
+}
+
+template <typename T>
+T convert(const char* src, DType t) {
+  switch (t) {
+    case DType::f32: { float v; std::memcpy(&v, src, 4); return T(v); }
+    case DType::f64: { double v; std::memcpy(&v, src, 8); return T(v); }
+    case DType::bf16: { bf16 v; std::memcpy(&v.bits, src, 2); return T(bf16_to_f32(v)); }
+    case DType::f16: { uint16_t v; std::memcpy(&v, src, 2); return T(f16_to_f32(v)); }
+    case DType::i64: { int64_t v; std::memcpy(&v, src, 8); return T(v); }
+    case DType::i32: { int32_t v; std::memcpy(&v, src, 4); return T(v); }
+    case DType::u8: return T(uint8_t(*src));
+  }
+  return T(0);
+}
+
+}  // namespace
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  MOEPP_CHECK(in, path, ": cannot open file");
+  const uint64_t file_size = uint64_t(in.tellg());
+  in.seekg(0);
+  MOEPP_CHECK(file_size >= 8, path, ": file of ", file_size, " bytes is too short for a safetensors header");
+  unsigned char len_bytes[8];
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  MOEPP_CHECK(header_len <= file_size - 8, path, ": header length ", header_len,
+              " runs past the end of the file (", file_size, " bytes)");
+  MOEPP_CHECK(header_len <= (uint64_t(100) << 20), path, ": header length ", header_len, " is implausibly large");
+  std::string header(size_t(header_len), '\0');
+  in.read(header.data(), std::streamsize(header_len));
+  json j;
+  try {
+    j = json::parse(header);
+  } catch (const json::exception& e) {
+    fail(path, ": header is not valid JSON: ", e.what());
+  }
+  MOEPP_CHECK(j.is_object(), path, ": header is not a JSON object");
+  const uint64_t data_size = file_size - 8 - header_len;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      MOEPP_CHECK(v.is_object(), path, ": __metadata__ is not an object");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        MOEPP_CHECK(m.value().is_string(), path, ": __metadata__.", m.key(), " is not a string");
+        metadata_[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    MOEPP_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets"),
+                path, ": tensor ", name, " lacks dtype, shape or data_offsets");
+    SafetensorsEntry e;
+    MOEPP_CHECK(v["dtype"].is_string(), path, ": tensor ", name, ": dtype is not a string");
+    const auto dt = dtype_names().find(v["dtype"].get<std::string>());
+    MOEPP_CHECK(dt != dtype_names().end(), path, ": tensor ", name, ": unsupported dtype ", v["dtype"].dump());
+    e.dtype = dt->second;
+    MOEPP_CHECK(v["shape"].is_array(), path, ": tensor ", name, ": shape is not an array");
+    uint64_t count = 1;
+    for (const auto& d : v["shape"]) {
+      MOEPP_CHECK(d.is_number_unsigned(), path, ": tensor ", name, ": shape entry ", d.dump(), " is not a non-negative integer");
+      const uint64_t dim = d.get<uint64_t>();
+      MOEPP_CHECK(dim == 0 || count <= (uint64_t(1) << 48) / dim, path, ": tensor ", name, ": shape overflows");
+      count *= dim;
+      e.shape.push_back(int64_t(dim));
+    }
+    const json& off = v["data_offsets"];
+    MOEPP_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
+                path, ": tensor ", name, ": data_offsets must be two non-negative integers");
+    e.begin = off[0].get<uint64_t>();
+    e.end = off[1].get<uint64_t>();
+    MOEPP_CHECK(e.begin <= e.end && e.end <= data_size, path, ": tensor ", name, ": data_offsets [",
+                e.begin, ", ", e.end, "] run outside the data section of ", data_size, " bytes");
+    MOEPP_CHECK(e.end - e.begin == count * dtype_size(e.dtype), path, ": tensor ", name, ": ",
+                e.end - e.begin, " bytes for shape of ", count, " ", dtype_name(e.dtype), " elements");
+    if (e.end > e.begin) ranges.emplace_back(e.begin, e.end);
+    entries_[name] = std::move(e);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    MOEPP_CHECK(ranges[i].first >= ranges[i - 1].second, path, ": tensor data ranges overlap at byte ",
+                ranges[i].first);
+  data_.resize(size_t(data_size));
+  in.read(data_.data(), std::streamsize(data_size));
+  MOEPP_CHECK(uint64_t(in.gcount()) == data_size, path, ": short read of the data section");
+}
+
+const SafetensorsEntry& SafetensorsFile::entry(const std::string& name) const {
+  const auto it = entries_.find(name);
+  MOEPP_CHECK(it != entries_.end(), path_, ": no tensor named ", name);
+  return it->second;
+}
+
+std::string SafetensorsFile::meta(const std::string& key) const {
+  const auto it = metadata_.find(key);
+  MOEPP_CHECK(it != metadata_.end(), path_, ": __metadata__ has no key ", key);
+  return it->second;
+}
+
+template <typename T>
+Tensor<T> SafetensorsFile::read(const std::string& name) const {
+  const SafetensorsEntry& e = entry(name);
+  Tensor<T> t{Shape(e.shape)};
+  const size_t sz = dtype_size(e.dtype);
+  const char* src = data_.data() + e.begin;
+  for (int64_t i = 0; i < t.numel(); ++i) t[i] = convert<T>(src + size_t(i) * sz, e.dtype);
+  return t;
+}
+
+template Tensor<float> SafetensorsFile::read<float>(const std::string&) const;
+template Tensor<double> SafetensorsFile::read<double>(const std::string&) const;
+template Tensor<int64_t> SafetensorsFile::read<int64_t>(const std::string&) const;
+template Tensor<int32_t> SafetensorsFile::read<int32_t>(const std::string&) const;
+
+void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
+                       const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& it : items) {
+    uint64_t count = 1;
+    for (auto d : it.shape) count *= uint64_t(d);
+    const uint64_t bytes = count * dtype_size(it.dtype);
+    header[it.name] = {{"dtype", dtype_tag(it.dtype)}, {"shape", it.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string h = header.dump();
+  while (h.size() % 8) h.push_back(' ');
+  std::string out;
+  out.reserve(8 + h.size() + size_t(offset));
+  for (int i = 0; i < 8; ++i) out.push_back(char((uint64_t(h.size()) >> (8 * i)) & 0xff));
+  out += h;
+  for (const auto& it : items) {
+    uint64_t count = 1;
+    for (auto d : it.shape) count *= uint64_t(d);
+    out.append(static_cast<const char*>(it.data), size_t(count * dtype_size(it.dtype)));
+  }
+  write_file_atomic(path, out);
+}
+
+}  // namespace moepp

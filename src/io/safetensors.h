@@ -1,0 +1,56 @@
+// safetensors files: an 8-byte little-endian header length, a JSON header mapping tensor
+// names to {dtype, shape, data_offsets} (plus optional "__metadata__"), then the data.
+// The reader validates everything before it trusts it: header length against the file,
+// dtypes, shape products against byte ranges, ranges inside the data and not overlapping.
+// The writer goes through a temporary file and a rename, so a crash leaves no half file.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+namespace moepp {
+
+struct SafetensorsEntry {
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // byte range within the data section
+};
+
+class SafetensorsFile {
+ public:
+  // Reads and validates `path`; throws moepp::Error naming the file and the field.
+  explicit SafetensorsFile(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  bool has(const std::string& name) const { return entries_.count(name) != 0; }
+  const SafetensorsEntry& entry(const std::string& name) const;
+  const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  std::string meta(const std::string& key) const;  // throws when absent
+
+  // The tensor converted to T (f32, f64, bf16, f16, i64 and i32 sources).
+  template <typename T>
+  Tensor<T> read(const std::string& name) const;
+
+ private:
+  std::string path_;
+  std::vector<char> data_;  // the data section
+  std::map<std::string, SafetensorsEntry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+struct SafetensorsWriteItem {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  const void* data;  // shape-product elements of dtype
+};
+
+void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
+                       const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace moepp

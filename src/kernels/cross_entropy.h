@@ -1,0 +1,18 @@
+// Cross-entropy over logits [rows, V] with integer targets; a target < 0 is ignored.
+// The loss is the mean over counted rows. The fused form writes the logit gradient in the
+// same pass, so the softmax over a large vocabulary is computed once.
+#pragma once
+#include <cstdint>
+
+namespace moepp {
+
+template <typename T>
+double cross_entropy_forward(const T* logits, const int32_t* targets, int64_t rows, int64_t V);
+
+// Returns the mean loss and sets dlogits = dloss * d(mean loss)/dlogits (overwritten, not
+// accumulated: the logits' gradient starts here).
+template <typename T>
+double cross_entropy_fused(const T* logits, const int32_t* targets, int64_t rows, int64_t V,
+                           T dloss, T* dlogits);
+
+}  // namespace moepp

@@ -1,0 +1,115 @@
+#include "kernels/gemm.h"
+
+#include "core/error.h"
+#include "core/parallel.h"
+
+#ifdef MOEPP_HAVE_CBLAS
+#include <cblas.h>
+#endif
+
+namespace moepp {
+
+// Provider entry points (gemm_onednn.cpp).
+void gemm_f32_onednn(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                     float* C, int64_t ldc);
+
+namespace {
+
+void check_args(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t lda,
+                int64_t ldb, int64_t ldc) {
+  MOEPP_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size M=", M, " N=", N, " K=", K);
+  MOEPP_CHECK(lda >= (ta == Trans::N ? K : M) && lda >= 1, "gemm: lda=", lda, " too small");
+  MOEPP_CHECK(ldb >= (tb == Trans::N ? N : K) && ldb >= 1, "gemm: ldb=", ldb, " too small");
+  MOEPP_CHECK(ldc >= N && ldc >= 1, "gemm: ldc=", ldc, " too small for N=", N);
+}
+
+template <typename T>
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+}
+
+// Plain loop, parallel over rows of C; only used for f64 when no CBLAS is built in.
+template <typename T>
+void gemm_loop(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+               int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  parallel_for(M, [&](int64_t i) {
+    for (int64_t j = 0; j < N; ++j) {
+      T acc = 0;
+      for (int64_t p = 0; p < K; ++p) {
+        const T a = ta == Trans::N ? A[i * lda + p] : A[p * lda + i];
+        const T b = tb == Trans::N ? B[p * ldb + j] : B[j * ldb + p];
+        acc += a * b;
+      }
+      T& c = C[i * ldc + j];
+      c = alpha * acc + (beta == T(0) ? T(0) : beta * c);
+    }
+  });
+}
+
+#ifdef MOEPP_HAVE_CBLAS
+CBLAS_TRANSPOSE cblas_trans(Trans t) { return t == Trans::N ? CblasNoTrans : CblasTrans; }
+#endif
+
+}  // namespace
+
+bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                    float* C, int64_t ldc) {
+#ifdef MOEPP_HAVE_CBLAS
+  cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), int(M), int(N), int(K), alpha, A,
+              int(lda), B, int(ldb), beta, C, int(ldc));
+  return true;
+#else
+  return false;
+#endif
+}
+
+const char* gemm_provider() {
+#ifdef MOEPP_GEMM_ONEDNN
+  return "onednn";
+#else
+  return "cblas";
+#endif
+}
+
+template <>
+void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                 float* C, int64_t ldc) {
+  check_args(ta, tb, M, N, K, lda, ldb, ldc);
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_c(M, N, beta, C, ldc);
+#ifdef MOEPP_GEMM_ONEDNN
+  gemm_f32_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+  gemm_f32_cblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+template <>
+void gemm<double>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double alpha,
+                  const double* A, int64_t lda, const double* B, int64_t ldb, double beta,
+                  double* C, int64_t ldc) {
+  check_args(ta, tb, M, N, K, lda, ldb, ldc);
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_c(M, N, beta, C, ldc);
+#ifdef MOEPP_HAVE_CBLAS
+  cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), int(M), int(N), int(K), alpha, A,
+              int(lda), B, int(ldb), beta, C, int(ldc));
+#else
+  gemm_loop(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+template <typename T>
+void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
+  for (const auto& p : problems)
+    gemm<T>(ta, tb, p.M, p.N, p.K, T(1), p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
+}
+
+template void gemm_grouped<float>(Trans, Trans, const std::vector<GemmProblem<float>>&);
+template void gemm_grouped<double>(Trans, Trans, const std::vector<GemmProblem<double>>&);
+
+}  // namespace moepp

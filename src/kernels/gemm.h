@@ -1,0 +1,42 @@
+// GEMM: C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, row-major, op = identity or
+// transpose. f32 goes to the configured provider (oneDNN's matmul with primitives cached
+// per shape, or CBLAS); f64, the verification path, goes to CBLAS or a plain loop.
+// gemm_grouped runs a list of independent problems (one per expert) back to back, each
+// using every thread, so callers never nest parallel regions around it.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace moepp {
+
+enum class Trans { N, T };
+
+template <typename T>
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+template <typename T>
+struct GemmProblem {
+  int64_t M = 0, N = 0, K = 0;
+  const T* A = nullptr;
+  int64_t lda = 0;
+  const T* B = nullptr;
+  int64_t ldb = 0;
+  T* C = nullptr;
+  int64_t ldc = 0;
+  T beta = 0;
+};
+
+template <typename T>
+void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems);
+
+// Name of the f32 provider chosen at configure time ("onednn" or "cblas").
+const char* gemm_provider();
+
+// The f32 provider that is not the configured one, when built in; used by benchmarks to
+// compare providers. Returns false when unavailable.
+bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                    float* C, int64_t ldc);
+
+}  // namespace moepp

@@ -1,0 +1,40 @@
+#include "kernels/softmax.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/parallel.h"
+
+namespace moepp {
+
+template <typename T>
+void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols) {
+  parallel_for(rows, [&](int64_t r) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    T mx = xr[0];
+    for (int64_t j = 1; j < cols; ++j) mx = std::max(mx, xr[j]);
+    T sum = 0;
+    for (int64_t j = 0; j < cols; ++j) sum += (yr[j] = std::exp(xr[j] - mx));
+    const T inv = T(1) / sum;
+    for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
+  }, 64);
+}
+
+template <typename T>
+void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols) {
+  parallel_for(rows, [&](int64_t r) {
+    const T* yr = y + r * cols;
+    const T* dyr = dy + r * cols;
+    T dot = 0;
+    for (int64_t j = 0; j < cols; ++j) dot += yr[j] * dyr[j];
+    for (int64_t j = 0; j < cols; ++j) dx[r * cols + j] += yr[j] * (dyr[j] - dot);
+  }, 64);
+}
+
+template void softmax_forward<float>(const float*, float*, int64_t, int64_t);
+template void softmax_forward<double>(const double*, double*, int64_t, int64_t);
+template void softmax_backward<float>(const float*, const float*, float*, int64_t, int64_t);
+template void softmax_backward<double>(const double*, const double*, double*, int64_t, int64_t);
+
+}  // namespace moepp

@@ -1,0 +1,47 @@
+#include "moe/experts/constant.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace moepp {
+
+template <typename T>
+void constant_forward(const T* x, const T* v, const T* wc, int64_t D, T* a, T* out) {
+  T l0 = 0, l1 = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    l0 += wc[d] * x[d];
+    l1 += wc[D + d] * x[d];
+  }
+  const T mx = std::max(l0, l1);
+  const T e0 = std::exp(l0 - mx), e1 = std::exp(l1 - mx);
+  a[0] = e0 / (e0 + e1);
+  a[1] = e1 / (e0 + e1);
+  if (out)
+    for (int64_t d = 0; d < D; ++d) out[d] = a[0] * x[d] + a[1] * v[d];
+}
+
+template <typename T>
+void constant_backward(const T* x, const T* v, const T* wc, const T* a, const T* dout,
+                       int64_t D, T* dx, T* dv, T* dwc) {
+  T da0 = 0, da1 = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    da0 += dout[d] * x[d];
+    da1 += dout[d] * v[d];
+  }
+  // softmax backward over the two logits
+  const T dot = a[0] * da0 + a[1] * da1;
+  const T dl0 = a[0] * (da0 - dot), dl1 = a[1] * (da1 - dot);
+  for (int64_t d = 0; d < D; ++d) {
+    dx[d] += a[0] * dout[d] + dl0 * wc[d] + dl1 * wc[D + d];
+    dv[d] += a[1] * dout[d];
+    dwc[d] += dl0 * x[d];
+    dwc[D + d] += dl1 * x[d];
+  }
+}
+
+template void constant_forward<float>(const float*, const float*, const float*, int64_t, float*, float*);
+template void constant_forward<double>(const double*, const double*, const double*, int64_t, double*, double*);
+template void constant_backward<float>(const float*, const float*, const float*, const float*, const float*, int64_t, float*, float*, float*);
+template void constant_backward<double>(const double*, const double*, const double*, const double*, const double*, int64_t, double*, double*, double*);
+
+}  // namespace moepp

@@ -1,0 +1,17 @@
+// The constant expert (MoE++ "replace"): out = a0 x + a1 v with [a0, a1] = softmax(Wc x),
+// a learned vector v [D] and Wc [2, D]. One row at a time: it costs O(D), never a GEMM.
+#pragma once
+#include <cstdint>
+
+namespace moepp {
+
+// Writes a[2] and, when out is not null, out[D].
+template <typename T>
+void constant_forward(const T* x, const T* v, const T* wc, int64_t D, T* a, T* out);
+
+// dout: gradient w.r.t. out. dx, dv, dwc += their gradients.
+template <typename T>
+void constant_backward(const T* x, const T* v, const T* wc, const T* a, const T* dout,
+                       int64_t D, T* dx, T* dv, T* dwc);
+
+}  // namespace moepp

@@ -1,0 +1,73 @@
+#include "moe/experts/ffn.h"
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/gemm.h"
+#include "kernels/swiglu.h"
+
+namespace moepp {
+
+template <typename T>
+void ffn_experts_forward(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan& plan,
+                         FfnCache<T>& c) {
+  const int64_t D = cfg.hidden, I = cfg.intermediate, R = plan.ffn_rows();
+  c.u.fit({R, 2 * I});
+  c.h.fit({R, I});
+  c.o.fit({R, D});
+  std::vector<GemmProblem<T>> up, down;
+  for (int e = 0; e < cfg.num_ffn; ++e) {
+    const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
+    if (M == 0) continue;
+    up.push_back({M, 2 * I, D, c.x.data() + r0 * D, D, w.up[size_t(e)].data(), D,
+                  c.u.data() + r0 * 2 * I, 2 * I, T(0)});
+    down.push_back({M, D, I, c.h.data() + r0 * I, I, w.down[size_t(e)].data(), I,
+                    c.o.data() + r0 * D, D, T(0)});
+  }
+  gemm_grouped<T>(Trans::N, Trans::T, up);
+  swiglu_forward(c.u.data(), c.h.data(), R, I);
+  gemm_grouped<T>(Trans::N, Trans::T, down);
+  c.gemm_rows = R;
+}
+
+template <typename T>
+void ffn_experts_backward(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan& plan,
+                          const FfnCache<T>& c, const T* do_, T* dh, T* du, T* dx,
+                          MoeParams<T>& grad) {
+  const int64_t D = cfg.hidden, I = cfg.intermediate, R = plan.ffn_rows();
+  // dH = dO down;  dDown += dO^T H
+  std::vector<GemmProblem<T>> dh_p, ddown_p;
+  for (int e = 0; e < cfg.num_ffn; ++e) {
+    const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
+    if (M == 0) continue;
+    dh_p.push_back({M, I, D, do_ + r0 * D, D, w.down[size_t(e)].data(), I, dh + r0 * I, I, T(0)});
+  }
+  gemm_grouped<T>(Trans::N, Trans::N, dh_p);
+  for (int e = 0; e < cfg.num_ffn; ++e) {
+    const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
+    if (M == 0) continue;
+    gemm<T>(Trans::T, Trans::N, D, I, M, T(1), do_ + r0 * D, D, c.h.data() + r0 * I, I, T(1),
+            grad.down[size_t(e)].data(), I);
+  }
+  std::memset(du, 0, size_t(R * 2 * I) * sizeof(T));
+  swiglu_backward(c.u.data(), dh, du, R, I);
+  // dUp += dU^T X;  dX = dU up
+  std::vector<GemmProblem<T>> dx_p;
+  for (int e = 0; e < cfg.num_ffn; ++e) {
+    const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
+    if (M == 0) continue;
+    gemm<T>(Trans::T, Trans::N, 2 * I, D, M, T(1), du + r0 * 2 * I, 2 * I, c.x.data() + r0 * D, D,
+            T(1), grad.up[size_t(e)].data(), D);
+    dx_p.push_back({M, D, 2 * I, du + r0 * 2 * I, 2 * I, w.up[size_t(e)].data(), D, dx + r0 * D, D, T(0)});
+  }
+  gemm_grouped<T>(Trans::N, Trans::N, dx_p);
+}
+
+template struct FfnCache<float>;
+template struct FfnCache<double>;
+template void ffn_experts_forward<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, FfnCache<float>&);
+template void ffn_experts_forward<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, FfnCache<double>&);
+template void ffn_experts_backward<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, const FfnCache<float>&, const float*, float*, float*, float*, MoeParams<float>&);
+template void ffn_experts_backward<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, const FfnCache<double>&, const double*, double*, double*, double*, MoeParams<double>&);
+
+}  // namespace moepp

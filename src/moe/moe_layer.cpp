@@ -1,0 +1,175 @@
+#include "moe/moe_layer.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "moe/balance_loss.h"
+#include "moe/experts/constant.h"
+#include "moe/experts/copy.h"
+
+namespace moepp {
+
+namespace {
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+}  // namespace
+
+template <typename T>
+void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_t n,
+                 const T* z_prev, MoeCache<T>& c, T* y) {
+  cfg.validate();
+  w.check_shapes(cfg);
+  MOEPP_CHECK(n >= 0, "moe layer: negative token count ", n);
+  const int64_t D = cfg.hidden, k = cfg.top_k;
+  const T scale = T(cfg.input_scale());
+  c.tokens = n;
+  c.x_in.fit({n, D});
+  parallel_for(n * D, [&](int64_t i) { c.x_in[i] = scale * x[i]; }, 1 << 16);
+
+  router_forward(cfg, w, x, n, z_prev, c.router);
+  plan_dispatch(cfg, c.router.idx.data(), n, c.plan);
+  c.stats = routing_stats(cfg, c.plan);
+  c.balance_loss = balance_loss_forward(cfg, c.router.p.data(), c.router.idx.data(), n, c.f);
+
+  // FFN slots: one contiguous block, grouped GEMMs.
+  c.ffn.x.fit({c.plan.ffn_rows(), D});
+  gather_ffn_rows(c.plan, c.x_in.data(), D, c.ffn.x.data());
+  ffn_experts_forward(cfg, w, c.plan, c.ffn);
+
+  // Combine, with the copy and constant experts applied in the same pass; zero slots skip.
+  c.constant_a.fit({n * k, 2});
+  parallel_for(n, [&](int64_t t) {
+    T* yt = y + t * D;
+    const T* xt = c.x_in.data() + t * D;
+    std::memset(yt, 0, size_t(D) * sizeof(T));
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t slot = t * k + j;
+      const int e = c.router.idx[size_t(slot)];
+      const T gate = c.router.g[slot];
+      switch (cfg.kind(e)) {
+        case ExpertKind::ffn: {
+          const T* o = c.ffn.o.data() + int64_t(c.plan.slot_pos[size_t(slot)]) * D;
+          for (int64_t d = 0; d < D; ++d) yt[d] += gate * o[d];
+          break;
+        }
+        case ExpertKind::constant: {
+          const size_t ci = size_t(e - cfg.num_ffn);
+          T* a = c.constant_a.data() + slot * 2;
+          constant_forward(xt, w.constant[ci].data(), w.constant_wg[ci].data(), D, a, (T*)nullptr);
+          const T* v = w.constant[ci].data();
+          for (int64_t d = 0; d < D; ++d) yt[d] += gate * (a[0] * xt[d] + a[1] * v[d]);
+          break;
+        }
+        case ExpertKind::copy:
+          copy_expert_forward(xt, D, gate, yt);
+          break;
+        case ExpertKind::zero:
+          break;
+      }
+    }
+  }, 16);
+}
+
+template <typename T>
+void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const T* z_prev,
+                  MoeCache<T>& c, const T* dy, const T* dz_next, double dbalance, T* dx,
+                  T* dz_prev, MoeParams<T>& grad) {
+  const int64_t n = c.tokens, D = cfg.hidden, I = cfg.intermediate, k = cfg.top_k;
+  const int64_t E = cfg.num_experts(), R = c.plan.ffn_rows();
+  const T scale = T(cfg.input_scale());
+  c.dg.fit({n, k});
+  c.d_o.fit({R, D});
+  c.dx_in.fit({n, D});
+  // Gate gradients, the weighted output gradient of every FFN row, and the copy experts.
+  parallel_for(n, [&](int64_t t) {
+    const T* dyt = dy + t * D;
+    const T* xt = c.x_in.data() + t * D;
+    T* dxt = c.dx_in.data() + t * D;
+    std::memset(dxt, 0, size_t(D) * sizeof(T));
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t slot = t * k + j;
+      const int e = c.router.idx[size_t(slot)];
+      const T gate = c.router.g[slot];
+      T& dg = c.dg[slot];
+      switch (cfg.kind(e)) {
+        case ExpertKind::ffn: {
+          const int64_t pos = c.plan.slot_pos[size_t(slot)];
+          dg = dot(dyt, c.ffn.o.data() + pos * D, D);
+          T* dor = c.d_o.data() + pos * D;
+          for (int64_t d = 0; d < D; ++d) dor[d] = gate * dyt[d];
+          break;
+        }
+        case ExpertKind::constant: {
+          const T* a = c.constant_a.data() + slot * 2;
+          const T* v = w.constant[size_t(e - cfg.num_ffn)].data();
+          dg = a[0] * dot(dyt, xt, D) + a[1] * dot(dyt, v, D);
+          break;
+        }
+        case ExpertKind::copy:
+          dg = dot(dyt, xt, D);
+          copy_expert_backward(dyt, D, gate, dxt);
+          break;
+        case ExpertKind::zero:
+          dg = 0;
+          break;
+      }
+    }
+  }, 16);
+
+  // FFN experts: grouped GEMM backward, then each token gathers its rows' input gradients.
+  c.d_h.fit({R, I});
+  c.d_u.fit({R, 2 * I});
+  c.d_xg.fit({R, D});
+  ffn_experts_backward(cfg, w, c.plan, c.ffn, c.d_o.data(), c.d_h.data(), c.d_u.data(),
+                       c.d_xg.data(), grad);
+  parallel_for(n, [&](int64_t t) {
+    T* dxt = c.dx_in.data() + t * D;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t slot = t * k + j;
+      if (cfg.kind(c.router.idx[size_t(slot)]) != ExpertKind::ffn) continue;
+      const T* src = c.d_xg.data() + int64_t(c.plan.slot_pos[size_t(slot)]) * D;
+      for (int64_t d = 0; d < D; ++d) dxt[d] += src[d];
+    }
+  }, 16);
+
+  // Constant experts: O(D) per slot, accumulated serially per expert (no write races).
+  std::vector<T> dout(static_cast<size_t>(D));
+  for (int ci = 0; ci < cfg.num_constant; ++ci) {
+    const int e = cfg.num_ffn + ci;
+    for (int64_t r = c.plan.offsets[size_t(e)]; r < c.plan.offsets[size_t(e) + 1]; ++r) {
+      const int32_t slot = c.plan.sorted_slots[size_t(r)];
+      const int64_t t = c.plan.token_of(slot);
+      const T gate = c.router.g[slot];
+      for (int64_t d = 0; d < D; ++d) dout[size_t(d)] = gate * dy[t * D + d];
+      constant_backward(c.x_in.data() + t * D, w.constant[size_t(ci)].data(),
+                        w.constant_wg[size_t(ci)].data(), c.constant_a.data() + int64_t(slot) * 2,
+                        dout.data(), D, c.dx_in.data() + t * D, grad.constant[size_t(ci)].data(),
+                        grad.constant_wg[size_t(ci)].data());
+    }
+  }
+  parallel_for(n * D, [&](int64_t i) { dx[i] += scale * c.dx_in[i]; }, 1 << 16);
+
+  // Router, with the balance loss's gradient w.r.t. p.
+  const T* dp = nullptr;
+  if (dbalance != 0.0) {
+    c.dp.fit({n, E});
+    c.dp.zero();
+    balance_loss_backward(cfg, c.f, n, dbalance, c.dp.data());
+    dp = c.dp.data();
+  }
+  router_backward(cfg, w, x, z_prev, c.router, c.dg.data(), dp, dz_next, dx, dz_prev, grad);
+}
+
+template struct MoeCache<float>;
+template struct MoeCache<double>;
+template void moe_forward<float>(const MoeConfig&, const MoeParams<float>&, const float*, int64_t, const float*, MoeCache<float>&, float*);
+template void moe_forward<double>(const MoeConfig&, const MoeParams<double>&, const double*, int64_t, const double*, MoeCache<double>&, double*);
+template void moe_backward<float>(const MoeConfig&, const MoeParams<float>&, const float*, const float*, MoeCache<float>&, const float*, const float*, double, float*, float*, MoeParams<float>&);
+template void moe_backward<double>(const MoeConfig&, const MoeParams<double>&, const double*, const double*, MoeCache<double>&, const double*, const double*, double, double*, double*, MoeParams<double>&);
+
+}  // namespace moepp

@@ -1,0 +1,49 @@
+// The MoE++ layer (SPEC §2): router -> top-k -> dispatch -> FFN grouped GEMMs plus one
+// fused pass for the copy and constant experts -> combine, and the balance loss. The
+// backward is the mirror image. A vanilla MoE is the same code with no zero-computation
+// experts. MoeCache holds the activations of the last forward; its scratch buffers grow to
+// the largest batch seen and are reused.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "moe/dispatch.h"
+#include "moe/experts/ffn.h"
+#include "moe/moe_config.h"
+#include "moe/moe_params.h"
+#include "moe/router.h"
+#include "moe/routing_stats.h"
+
+namespace moepp {
+
+template <typename T>
+struct MoeCache {
+  int64_t tokens = 0;
+  Tensor<T> x_in;            // [T, D] what the experts receive (x, or k*x)
+  RouterCache<T> router;
+  DispatchPlan plan;
+  FfnCache<T> ffn;
+  Tensor<T> constant_a;      // [T*k, 2] softmax weights of constant slots
+  std::vector<double> f;     // [E] balance-loss token fractions
+  double balance_loss = 0;   // L_b of this layer (before beta)
+  RoutingStats stats;
+  // backward scratch
+  Tensor<T> d_o, d_h, d_u, d_xg, dx_in, dg, dp;
+};
+
+// x: [T, D]; z_prev: [T, E] from the previous MoE layer or null. Writes y [T, D]; the
+// layer's z for the next layer is cache.router.z.
+template <typename T>
+void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_t tokens,
+                 const T* z_prev, MoeCache<T>& cache, T* y);
+
+// dy: [T, D]; dz_next: [T, E] gradient w.r.t. this layer's z from the next layer, or null;
+// dbalance: dL/dL_b (beta / number of MoE layers in training). Accumulates into dx, dz_prev
+// (when z_prev was given) and grad.
+template <typename T>
+void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const T* z_prev,
+                  MoeCache<T>& cache, const T* dy, const T* dz_next, double dbalance, T* dx,
+                  T* dz_prev, MoeParams<T>& grad);
+
+}  // namespace moepp

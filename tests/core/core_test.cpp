@@ -1,0 +1,98 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+using namespace moepp;
+
+TEST(Rng, SameSeedSameSequenceOtherSeedOtherSequence) {
+  Rng a(42), b(42), c(43);
+  for (int i = 0; i < 100; ++i) {
+    const uint64_t va = a.next_u64();
+    EXPECT_EQ(va, b.next_u64());
+    EXPECT_NE(va, c.next_u64());
+  }
+}
+
+TEST(Rng, NormalHasUnitMomentsAndUniformIsInRange) {
+  Rng r(7);
+  const int n = 200000;
+  double s = 0, s2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const double v = r.normal();
+    s += v;
+    s2 += v * v;
+  }
+  EXPECT_NEAR(s / n, 0.0, 0.01);       // 4.5 standard errors
+  EXPECT_NEAR(s2 / n, 1.0, 0.015);
+  for (int i = 0; i < 1000; ++i) {
+    const double u = r.uniform();
+    EXPECT_GE(u, 0.0);
+    EXPECT_LT(u, 1.0);
+  }
+}
+
+TEST(Bf16, KnownBitPatternsAndRoundToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f).bits, 0x3f80);
+  EXPECT_EQ(f32_to_bf16(-2.0f).bits, 0xc000);
+  EXPECT_EQ(bf16_to_f32(bf16{0x3f80}), 1.0f);
+  // 1 + 2^-8 lies halfway between bf16 1.0 and 1.0078125: ties to even (1.0).
+  EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.0f + 0x1p-8f)), 1.0f);
+  // 1 + 3*2^-8 is halfway between 1.0078125 (odd) and 1.015625 (even): rounds up.
+  EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.0f + 3 * 0x1p-8f)), 1.015625f);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
+  // 8 significant bits: a round trip is off by at most half an ulp, 2^-8 relative
+  Rng r(1);
+  for (int i = 0; i < 1000; ++i) {
+    const float v = float(r.normal() * 100);
+    EXPECT_LE(std::fabs(bf16_to_f32(f32_to_bf16(v)) - v), std::fabs(v) * 0x1p-8f);
+  }
+}
+
+TEST(F16, KnownValuesAndRoundTrip) {
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);
+  EXPECT_EQ(f16_to_f32(0x0001), 0x1p-24f);  // smallest subnormal
+  EXPECT_EQ(f16_to_f32(0x3555), 0.333251953125f);
+  for (uint32_t h = 0; h < 0x7c00; ++h) EXPECT_EQ(f32_to_f16(f16_to_f32(uint16_t(h))), h);
+}
+
+TEST(Tensor, ZeroInitialisedAlignedAndFitReusesStorage) {
+  Tensor<float> t({3, 5});
+  EXPECT_EQ(t.numel(), 15);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data()) % 64, 0u);
+  for (int64_t i = 0; i < t.numel(); ++i) EXPECT_EQ(t[i], 0.0f);
+  float* before = t.data();
+  t.fit({2, 7});
+  EXPECT_EQ(t.data(), before);
+  EXPECT_EQ(t.shape(), (Shape{2, 7}));
+  t.fit({4, 5});
+  EXPECT_EQ(t.numel(), 20);
+}
+
+TEST(Arena, HandsOutAlignedSlicesAndRefusesOverflow) {
+  Arena a(1024);
+  float* p = a.take<float>(3);
+  double* q = a.take<double>(5);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(q) % 64, 0u);
+  EXPECT_EQ(a.used(), 128u);
+  EXPECT_THROW(a.take<char>(2000), Error);
+  a.reset();
+  EXPECT_EQ(a.used(), 0u);
+}
+
+TEST(Error, CarriesItsContext) {
+  try {
+    MOEPP_CHECK(1 + 1 == 3, "field ", "top_k", " has value ", 7);
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "field top_k has value 7");
+  }
+}

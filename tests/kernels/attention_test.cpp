@@ -1,0 +1,87 @@
+#include "kernels/attention.h"
+
+#include "core/error.h"
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+namespace {
+const AttentionShape kShape{2, 6, 4, 2, 5};  // batch 2, seq 6, 4 q heads over 2 kv heads
+
+Shape qshape() { return {kShape.batch, kShape.seq, kShape.q_heads, kShape.head_dim}; }
+Shape kvshape() { return {kShape.batch, kShape.seq, kShape.kv_heads, kShape.head_dim}; }
+
+// softmax(q k^T / sqrt(d) + causal mask) v per (batch, head), HF repeat_kv head mapping.
+void naive_attention(const double* q, const double* k, const double* v, double* out) {
+  const auto& s = kShape;
+  const int64_t rep = s.q_heads / s.kv_heads;
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < s.q_heads; ++h)
+      for (int64_t i = 0; i < s.seq; ++i) {
+        std::vector<double> sc(size_t(s.seq), -INFINITY);
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+          double d = 0;
+          for (int64_t e = 0; e < s.head_dim; ++e)
+            d += q[((b * s.seq + i) * s.q_heads + h) * s.head_dim + e] *
+                 k[((b * s.seq + j) * s.kv_heads + h / rep) * s.head_dim + e];
+          sc[size_t(j)] = d / std::sqrt(double(s.head_dim));
+          mx = std::max(mx, sc[size_t(j)]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += std::exp(sc[size_t(j)] - mx);
+        for (int64_t e = 0; e < s.head_dim; ++e) {
+          double acc = 0;
+          for (int64_t j = 0; j <= i; ++j)
+            acc += std::exp(sc[size_t(j)] - mx) / sum * v[((b * s.seq + j) * s.kv_heads + h / rep) * s.head_dim + e];
+          out[((b * s.seq + i) * s.q_heads + h) * s.head_dim + e] = acc;
+        }
+      }
+}
+}  // namespace
+
+TEST(Attention, CausalGroupedQueryForwardMatchesNaive) {
+  Rng rng(1);
+  auto q = random_tensor<double>(qshape(), rng), k = random_tensor<double>(kvshape(), rng);
+  auto v = random_tensor<double>(kvshape(), rng);
+  Tensor<double> out(qshape()), want(qshape());
+  Tensor<double> probs({kShape.batch, kShape.q_heads, kShape.seq, kShape.seq});
+  attention_forward(q.data(), k.data(), v.data(), out.data(), probs.data(), kShape);
+  naive_attention(q.data(), k.data(), v.data(), want.data());
+  EXPECT_LT(rel_error(out, want), 1e-13);
+}
+
+TEST(Attention, BackwardMatchesFiniteDifferencesAndF32MatchesF64) {
+  Rng rng(2);
+  auto q = random_tensor<double>(qshape(), rng), k = random_tensor<double>(kvshape(), rng);
+  auto v = random_tensor<double>(kvshape(), rng), dout = random_tensor<double>(qshape(), rng);
+  Tensor<double> out(qshape()), probs({kShape.batch, kShape.q_heads, kShape.seq, kShape.seq});
+  auto loss = [&] {
+    attention_forward(q.data(), k.data(), v.data(), out.data(), probs.data(), kShape);
+    double l = 0;
+    for (int64_t i = 0; i < out.numel(); ++i) l += dout[i] * out[i];
+    return l;
+  };
+  loss();
+  Tensor<double> dq(qshape()), dk(kvshape()), dv(kvshape());
+  attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(), dk.data(), dv.data(), kShape);
+  expect_fd_gradient("attention dq", q.data(), dq.data(), q.numel(), loss);
+  expect_fd_gradient("attention dk", k.data(), dk.data(), k.numel(), loss);
+  expect_fd_gradient("attention dv", v.data(), dv.data(), v.numel(), loss);
+
+  auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v), df = cast<float>(dout);
+  Tensor<float> of(qshape()), pf(probs.shape()), dqf(qshape()), dkf(kvshape()), dvf(kvshape());
+  attention_forward(qf.data(), kf.data(), vf.data(), of.data(), pf.data(), kShape);
+  attention_backward(qf.data(), kf.data(), vf.data(), pf.data(), df.data(), dqf.data(), dkf.data(), dvf.data(), kShape);
+  loss();
+  EXPECT_LT(rel_error(of, out), 1e-5);
+  EXPECT_LT(rel_error(dqf, dq), 1e-4);
+  EXPECT_LT(rel_error(dkf, dk), 1e-4);
+  EXPECT_LT(rel_error(dvf, dv), 1e-4);
+}
+
+TEST(Attention, HeadsThatDoNotGroupAreAnError) {
+  Tensor<float> x({1, 1, 3, 2}), p({1, 3, 1, 1});
+  EXPECT_THROW(attention_forward(x.data(), x.data(), x.data(), x.data(), p.data(), AttentionShape{1, 1, 3, 2, 2}), Error);
+}

@@ -1,0 +1,75 @@
+#include "kernels/gemm.h"
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+namespace {
+// Checks gemm<T> for one transpose pair against the double triple loop, alpha/beta included.
+template <typename T>
+void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double tol) {
+  Rng rng(uint64_t(M * 131 + N * 17 + K + ta * 3 + tb * 5));
+  auto A = random_tensor<double>(ta ? Shape{K, M} : Shape{M, K}, rng);
+  auto B = random_tensor<double>(tb ? Shape{N, K} : Shape{K, N}, rng);
+  auto C0 = random_tensor<double>({M, N}, rng);
+  Tensor<double> AB({M, N});
+  naive_gemm(ta, tb, M, N, K, A.data(), B.data(), AB.data());
+  const double alpha = 0.75, beta = -0.5;
+  Tensor<double> want({M, N});
+  for (int64_t i = 0; i < M * N; ++i) want[i] = alpha * AB[i] + beta * C0[i];
+  auto At = cast<T>(A), Bt = cast<T>(B), C = cast<T>(C0);
+  gemm<T>(ta ? Trans::T : Trans::N, tb ? Trans::T : Trans::N, M, N, K, T(alpha), At.data(),
+          ta ? M : K, Bt.data(), tb ? K : N, T(beta), C.data(), N);
+  EXPECT_LT(rel_error(C, want), tol) << "ta=" << ta << " tb=" << tb << " " << M << "x" << N << "x" << K;
+}
+}  // namespace
+
+TEST(Gemm, AllTransposesMatchNaiveDouble) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (auto [M, N, K] : {std::tuple{1, 1, 1}, {7, 5, 3}, {33, 65, 17}, {128, 96, 200}}) {
+        check_gemm<double>(ta, tb, M, N, K, 1e-13);
+        check_gemm<float>(ta, tb, M, N, K, 1e-5);
+      }
+}
+
+TEST(Gemm, BetaZeroIgnoresNaNInOutputAndKZeroScales) {
+  Tensor<float> A({2, 3}), B({3, 2}), C({2, 2});
+  for (int i = 0; i < 6; ++i) A[i] = B[i] = float(i);
+  for (int i = 0; i < 4; ++i) C[i] = NAN;
+  gemm<float>(Trans::N, Trans::N, 2, 2, 3, 1.0f, A.data(), 3, B.data(), 2, 0.0f, C.data(), 2);
+  EXPECT_EQ(C[0], 0 * 0 + 1 * 2 + 2 * 4);
+  EXPECT_EQ(C[3], 3 * 1 + 4 * 3 + 5 * 5);
+  gemm<float>(Trans::N, Trans::N, 2, 2, 0, 1.0f, A.data(), 1, B.data(), 2, 2.0f, C.data(), 2);
+  EXPECT_EQ(C[0], 20.0f);
+}
+
+TEST(Gemm, GroupedEqualsOneByOne) {
+  Rng rng(3);
+  const int64_t K = 24, N = 40;
+  auto W = random_tensor<float>({N, K}, rng);
+  std::vector<int64_t> rows = {5, 0, 13, 1};
+  int64_t total = 0;
+  for (auto r : rows) total += r;
+  auto X = random_tensor<float>({total, K}, rng);
+  Tensor<float> grouped({total, N}), single({total, N});
+  std::vector<GemmProblem<float>> problems;
+  int64_t r0 = 0;
+  for (auto r : rows) {
+    problems.push_back({r, N, K, X.data() + r0 * K, K, W.data(), K, grouped.data() + r0 * N, N, 0.0f});
+    gemm<float>(Trans::N, Trans::T, r, N, K, 1.0f, X.data() + r0 * K, K, W.data(), K, 0.0f,
+                single.data() + r0 * N, N);
+    r0 += r;
+  }
+  gemm_grouped<float>(Trans::N, Trans::T, problems);
+  for (int64_t i = 0; i < grouped.numel(); ++i) EXPECT_EQ(grouped[i], single[i]);
+}
+
+TEST(Gemm, RejectsBadLeadingDimensions) {
+  Tensor<float> A({4, 4}), B({4, 4}), C({4, 4});
+  EXPECT_THROW(gemm<float>(Trans::N, Trans::N, 4, 4, 4, 1.0f, A.data(), 3, B.data(), 4, 0.0f, C.data(), 4), Error);
+  EXPECT_THROW(gemm<float>(Trans::N, Trans::N, -1, 4, 4, 1.0f, A.data(), 4, B.data(), 4, 0.0f, C.data(), 4), Error);
+}

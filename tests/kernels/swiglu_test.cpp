@@ -1,0 +1,44 @@
+#include "kernels/swiglu.h"
+
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+TEST(SwiGlu, ForwardIsSiluOfFirstHalfTimesSecondHalf) {
+  Rng rng(1);
+  const int64_t R = 3, I = 5;
+  auto u = random_tensor<double>({R, 2 * I}, rng, 2.0);
+  Tensor<double> h({R, I}), want({R, I});
+  swiglu_forward(u.data(), h.data(), R, I);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t j = 0; j < I; ++j) {
+      const double a = u[r * 2 * I + j], b = u[r * 2 * I + I + j];
+      want[r * I + j] = a / (1 + std::exp(-a)) * b;
+    }
+  EXPECT_LT(rel_error(h, want), 1e-14);
+}
+
+TEST(SwiGlu, BackwardMatchesFiniteDifferencesAndF32MatchesF64) {
+  Rng rng(2);
+  const int64_t R = 4, I = 6;
+  auto u = random_tensor<double>({R, 2 * I}, rng, 2.0), dh = random_tensor<double>({R, I}, rng);
+  Tensor<double> h({R, I}), du({R, 2 * I});
+  auto loss = [&] {
+    swiglu_forward(u.data(), h.data(), R, I);
+    double l = 0;
+    for (int64_t i = 0; i < R * I; ++i) l += dh[i] * h[i];
+    return l;
+  };
+  loss();
+  swiglu_backward(u.data(), dh.data(), du.data(), R, I);
+  expect_fd_gradient("swiglu du", u.data(), du.data(), R * 2 * I, loss);
+
+  auto uf = cast<float>(u), dhf = cast<float>(dh);
+  Tensor<float> hf({R, I}), duf({R, 2 * I});
+  swiglu_forward(uf.data(), hf.data(), R, I);
+  swiglu_backward(uf.data(), dhf.data(), duf.data(), R, I);
+  loss();
+  EXPECT_LT(rel_error(hf, h), 1e-6);
+  EXPECT_LT(rel_error(duf, du), 1e-4);
+}

@@ -1,0 +1,87 @@
+// Shared test helpers: random tensors, a plain double-precision GEMM to compare against,
+// relative errors, and the central finite-difference gradient check.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace moepp::test {
+
+template <typename T>
+void fill_normal(T* p, int64_t n, Rng& rng, double std = 1.0) {
+  for (int64_t i = 0; i < n; ++i) p[i] = T(rng.normal() * std);
+}
+
+template <typename T>
+Tensor<T> random_tensor(Shape s, Rng& rng, double std = 1.0) {
+  Tensor<T> t(std::move(s));
+  fill_normal(t.data(), t.numel(), rng, std);
+  return t;
+}
+
+template <typename A, typename B>
+Tensor<A> cast(const Tensor<B>& t) {
+  Tensor<A> out(t.shape());
+  for (int64_t i = 0; i < t.numel(); ++i) out[i] = A(t[i]);
+  return out;
+}
+
+// ||a - b|| / ||b|| (b the reference); 0 when both are zero.
+template <typename A, typename B>
+double rel_error(const A* a, const B* b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  if (den == 0) return std::sqrt(num);
+  return std::sqrt(num / den);
+}
+
+template <typename A, typename B>
+double rel_error(const Tensor<A>& a, const Tensor<B>& b) {
+  EXPECT_EQ(a.numel(), b.numel());
+  return rel_error(a.data(), b.data(), std::min(a.numel(), b.numel()));
+}
+
+// C = op(A) op(B), all double, the obvious triple loop.
+inline void naive_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* A,
+                       const double* B, double* C) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double acc = 0;
+      for (int64_t p = 0; p < K; ++p)
+        acc += (ta ? A[p * M + i] : A[i * K + p]) * (tb ? B[j * K + p] : B[p * N + j]);
+      C[i * N + j] = acc;
+    }
+}
+
+// Central finite differences of loss() w.r.t. every element of param (perturbed in place
+// and restored), compared with the analytic gradient: ||fd - grad|| / ||fd|| < tol.
+inline void expect_fd_gradient(const std::string& what, double* param, const double* grad,
+                               int64_t n, const std::function<double()>& loss,
+                               double tol = 1e-6, double eps = 1e-6) {
+  std::vector<double> fd(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const double keep = param[i];
+    param[i] = keep + eps;
+    const double lp = loss();
+    param[i] = keep - eps;
+    const double lm = loss();
+    param[i] = keep;
+    fd[size_t(i)] = (lp - lm) / (2 * eps);
+  }
+  double fd_norm = 0;
+  for (double v : fd) fd_norm += v * v;
+  EXPECT_GT(std::sqrt(fd_norm), 1e-10) << what << ": gradient is identically zero, the check would be vacuous";
+  EXPECT_LT(rel_error(grad, fd.data(), n), tol) << what;
+}
+
+}  // namespace moepp::test
