@@ -54,7 +54,7 @@ struct View {
 template <typename T>
 class Tensor {
  public:
-  Tensor() = default;
+  Tensor() : shape_{0} {}  // empty: numel() == 0
   explicit Tensor(Shape shape) { resize(std::move(shape)); }
 
   void resize(Shape shape) {

@@ -12,9 +12,9 @@ struct Expected {
 Expected expected_shapes(const MoeConfig& cfg) {
   const int64_t E = cfg.num_experts(), D = cfg.hidden, I = cfg.intermediate, H = cfg.router_hidden();
   Expected s;
-  s.wg = cfg.two_layer_router ? Shape{} : Shape{E, D};
-  s.w1 = cfg.two_layer_router ? Shape{H, D} : Shape{};
-  s.w2 = cfg.two_layer_router ? Shape{E, H} : Shape{};
+  s.wg = cfg.two_layer_router ? Shape{0} : Shape{E, D};
+  s.w1 = cfg.two_layer_router ? Shape{H, D} : Shape{0};
+  s.w2 = cfg.two_layer_router ? Shape{E, H} : Shape{0};
   s.gate_map = Shape{E, E};
   s.up = Shape{2 * I, D};
   s.down = Shape{D, I};
