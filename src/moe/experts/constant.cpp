@@ -23,14 +23,15 @@ void constant_forward(const T* x, const T* v, const T* wc, int64_t D, T* a, T* o
 template <typename T>
 void constant_backward(const T* x, const T* v, const T* wc, const T* a, const T* dout,
                        int64_t D, T* dx, T* dv, T* dwc) {
-  T da0 = 0, da1 = 0;
+  // The mixer's gradient is a difference of two dot products that often nearly cancel:
+  // accumulate them in double, and use the two-way softmax's closed form
+  // dl0 = -dl1 = a0 a1 (da0 - da1) rather than subtracting a weighted mean.
+  double da0 = 0, da1 = 0;
   for (int64_t d = 0; d < D; ++d) {
-    da0 += dout[d] * x[d];
-    da1 += dout[d] * v[d];
+    da0 += double(dout[d]) * double(x[d]);
+    da1 += double(dout[d]) * double(v[d]);
   }
-  // softmax backward over the two logits
-  const T dot = a[0] * da0 + a[1] * da1;
-  const T dl0 = a[0] * (da0 - dot), dl1 = a[1] * (da1 - dot);
+  const T dl0 = T(double(a[0]) * double(a[1]) * (da0 - da1)), dl1 = -dl0;
   for (int64_t d = 0; d < D; ++d) {
     dx[d] += a[0] * dout[d] + dl0 * wc[d] + dl1 * wc[D + d];
     dv[d] += a[1] * dout[d];
