@@ -1,0 +1,31 @@
+// Benchmark helpers: wall-clock timing with a warm-up and the median of repeats, simple
+// flag parsing, and running a peer script (PyTorch) whose stdout is one JSON object.
+#pragma once
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moepp::bench {
+
+// Runs fn once to warm up, then `repeats` times; returns the median seconds.
+double median_seconds(int repeats, const std::function<void()>& fn);
+
+// --key value and --flag pairs; positional arguments are an error.
+class Flags {
+ public:
+  Flags(int argc, char** argv);
+  std::string get(const std::string& key, const std::string& fallback) const;
+  long long get_int(const std::string& key, long long fallback) const;
+  std::vector<double> get_list(const std::string& key, const std::vector<double>& fallback) const;
+  bool has(const std::string& key) const { return values_.count(key) != 0; }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+// Runs a shell command and returns its stdout; empty string when it fails.
+std::string run_capture(const std::string& command);
+
+}  // namespace moepp::bench

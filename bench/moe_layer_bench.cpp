@@ -1,0 +1,264 @@
+// bench/moe_layer: one MoE++ layer with the released MoE++7B layer shape against its
+// vanilla twin, f32, in the same run:
+//   - forward and forward+backward tokens/s, for a router bias that sends a fraction z of
+//     the slots to zero-computation experts; MoE++/vanilla against the ideal 1/(1-z);
+//   - the FFN grouped GEMMs' GFLOP/s as a fraction of one plain GEMM of the same total
+//     shape through the same provider;
+//   - the same layers in PyTorch (bench/moe_layer_torch.py) as the peer baseline.
+// Usage: moe_layer_bench [--tokens 2048] [--hidden 1536] [--intermediate 4096]
+//        [--experts 16] [--threads 2] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
+//        [--json FILE]
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "bench_util.h"
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "kernels/gemm.h"
+#include "kernels/swiglu.h"
+#include "moe/moe_layer.h"
+
+using namespace moepp;
+using namespace moepp::bench;
+using json = nlohmann::json;
+
+namespace {
+
+struct Setup {
+  int64_t T, D, I;
+  int N, threads, repeats;
+};
+
+MoeConfig released_layer(const Setup& s, bool moepp) {
+  MoeConfig c;
+  c.hidden = s.D;
+  c.intermediate = s.I;
+  c.num_ffn = s.N;
+  c.num_constant = moepp ? 2 : 0;
+  c.num_copy = moepp ? 1 : 0;
+  c.num_zero = moepp ? 1 : 0;
+  c.top_k = 2;
+  c.gate_weights = GateWeights::official;
+  c.logits_norm = true;
+  c.norm_std = 1.0;
+  c.scale_inputs = false;
+  return c;
+}
+
+void fill(Tensor<float>& t, Rng& rng, double std) {
+  for (int64_t i = 0; i < t.numel(); ++i) t[i] = float(rng.normal() * std);
+}
+
+// The router bias knob: z_prev = 1 and a diagonal gate map with `bias` on the
+// zero-computation experts adds `bias` to their logits (before the logit norm).
+void set_bias(const MoeConfig& cfg, MoeParams<float>& w, float bias) {
+  const int E = cfg.num_experts();
+  w.gate_map.zero();
+  for (int e = cfg.num_ffn; e < E; ++e) w.gate_map[e * E + e] = bias;
+}
+
+double zc_fraction(const MoeConfig& cfg, const MoeParams<float>& w, const Tensor<float>& x,
+                   const Tensor<float>& ones, int64_t T) {
+  RouterCache<float> rc;
+  router_forward(cfg, w, x.data(), T, ones.data(), rc);
+  int64_t zc = 0;
+  for (auto e : rc.idx) zc += e >= cfg.num_ffn;
+  return double(zc) / double(rc.idx.size());
+}
+
+// Bisection on the bias until the routed zero-computation fraction is within 0.01.
+double calibrate(const MoeConfig& cfg, MoeParams<float>& w, const Tensor<float>& x,
+                 const Tensor<float>& ones, int64_t T, double target) {
+  double lo = -20, hi = 20, frac = 0;
+  for (int it = 0; it < 40; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    set_bias(cfg, w, float(mid));
+    frac = zc_fraction(cfg, w, x, ones, T);
+    if (std::fabs(frac - target) < 0.01) return frac;
+    (frac < target ? lo : hi) = mid;
+  }
+  return frac;
+}
+
+struct Timing {
+  double fwd_s = 0, fwdbwd_s = 0, zc = 0, ffn_per_token = 0;
+};
+
+Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, MoeParams<float>& g,
+                  const Tensor<float>& x, const Tensor<float>& z_prev, const Tensor<float>& dy) {
+  MoeCache<float> cache;
+  Tensor<float> y({s.T, s.D}), dx({s.T, s.D}), dzp({s.T, int64_t(cfg.num_experts())});
+  const float* zp = cfg.num_zero_compute() ? z_prev.data() : nullptr;
+  Timing t;
+  t.fwd_s = median_seconds(s.repeats, [&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); });
+  t.zc = 1.0 - cache.stats.share(ExpertKind::ffn);
+  t.ffn_per_token = cache.stats.ffn_experts_per_token();
+  t.fwdbwd_s = median_seconds(s.repeats, [&] {
+    moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data());
+    moe_backward<float>(cfg, w, x.data(), zp, cache, dy.data(), nullptr, 0.01, dx.data(),
+                 zp ? dzp.data() : nullptr, g);
+  });
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Flags flags(argc, argv);
+  if (flags.has("help")) {
+    std::printf(
+        "moe_layer_bench: MoE++ layer vs its vanilla twin vs PyTorch, f32\n"
+        "  --tokens N (2048) --hidden D (1536) --intermediate I (4096) --experts N (16)\n"
+        "  --threads N (2) --repeats N (3) --z LIST (0.2,0.5,0.8) --torch 0|1 (1)\n"
+        "  --json FILE  also write the results as JSON\n");
+    return 0;
+  }
+  Setup s;
+  s.T = flags.get_int("tokens", 2048);
+  s.D = flags.get_int("hidden", 1536);
+  s.I = flags.get_int("intermediate", 4096);
+  s.N = int(flags.get_int("experts", 16));
+  s.threads = int(flags.get_int("threads", 2));
+  s.repeats = int(flags.get_int("repeats", 3));
+  const std::vector<double> targets = flags.get_list("z", {0.2, 0.5, 0.8});
+  set_threads(s.threads);
+
+  const MoeConfig van_cfg = released_layer(s, false), pp_cfg = released_layer(s, true);
+  Rng rng(1234);
+  auto van = MoeParams<float>::zeros(van_cfg);
+  auto pp = MoeParams<float>::zeros(pp_cfg);
+  for (auto& t : van.up) fill(t, rng, 0.02);
+  for (auto& t : van.down) fill(t, rng, 0.02);
+  fill(van.wg, rng, 0.02);
+  // The twin shares the FFN experts and the FFN rows of the router.
+  for (int64_t i = 0; i < van.wg.numel(); ++i) pp.wg[i] = van.wg[i];
+  for (int64_t i = van.wg.numel(); i < pp.wg.numel(); ++i) pp.wg[i] = float(rng.normal() * 0.02);
+  for (auto& t : pp.constant) fill(t, rng, 0.02);
+  for (auto& t : pp.constant_wg) fill(t, rng, 0.02);
+  auto van_grad = MoeParams<float>::zeros(van_cfg);
+  Tensor<float> x({s.T, s.D}), dy({s.T, s.D}), ones({s.T, int64_t(pp_cfg.num_experts())});
+  fill(x, rng, 1.0);
+  fill(dy, rng, 1.0);
+  for (int64_t i = 0; i < ones.numel(); ++i) ones[i] = 1.0f;
+
+  std::fprintf(stderr, "moe_layer_bench: T=%lld D=%lld I=%lld N=%d top-2, f32, %d threads, gemm=%s\n",
+               (long long)s.T, (long long)s.D, (long long)s.I, s.N, s.threads, gemm_provider());
+  json out;
+  out["setup"] = {{"tokens", s.T}, {"hidden", s.D}, {"intermediate", s.I}, {"ffn_experts", s.N},
+                  {"threads", s.threads}, {"repeats", s.repeats}, {"gemm_provider", gemm_provider()}};
+
+  // 1. vanilla
+  std::fprintf(stderr, "  vanilla ...\n");
+  const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy);
+  json runs = json::array();
+  runs.push_back({{"variant", "vanilla"}, {"z", 0.0}, {"fwd_tokens_per_s", s.T / v.fwd_s},
+                  {"fwdbwd_tokens_per_s", s.T / v.fwdbwd_s}, {"ffn_experts_per_token", v.ffn_per_token}});
+
+  // 2. FFN grouped GEMMs vs one plain GEMM of the same total shape (vanilla routing).
+  {
+    MoeCache<float> cache;
+    Tensor<float> y({s.T, s.D});
+    moe_forward<float>(van_cfg, van, x.data(), s.T, nullptr, cache, y.data());
+    const int64_t R = cache.plan.ffn_rows();
+    const double flops = 6.0 * double(R) * double(s.D) * double(s.I);
+    const double grouped = median_seconds(s.repeats, [&] { ffn_experts_forward(van_cfg, van, cache.plan, cache.ffn); });
+    Tensor<float> u({R, 2 * s.I}), h({R, s.I}), o({R, s.D});
+    auto plain_with = [&](bool cblas) {
+      return median_seconds(s.repeats, [&] {
+        if (cblas) {
+          gemm_f32_cblas(Trans::N, Trans::T, R, 2 * s.I, s.D, 1.0f, cache.ffn.x.data(), s.D, van.up[0].data(), s.D, 0.0f, u.data(), 2 * s.I);
+        } else {
+          gemm<float>(Trans::N, Trans::T, R, 2 * s.I, s.D, 1.0f, cache.ffn.x.data(), s.D, van.up[0].data(), s.D, 0.0f, u.data(), 2 * s.I);
+        }
+        swiglu_forward(u.data(), h.data(), R, s.I);
+        if (cblas) {
+          gemm_f32_cblas(Trans::N, Trans::T, R, s.D, s.I, 1.0f, h.data(), s.I, van.down[0].data(), s.I, 0.0f, o.data(), s.D);
+        } else {
+          gemm<float>(Trans::N, Trans::T, R, s.D, s.I, 1.0f, h.data(), s.I, van.down[0].data(), s.I, 0.0f, o.data(), s.D);
+        }
+      });
+    };
+    const double plain = plain_with(false);
+    out["ffn_gemm"] = {{"rows", R}, {"grouped_gflops", flops / grouped / 1e9}, {"plain_gflops", flops / plain / 1e9},
+                       {"grouped_over_plain", plain / grouped}, {"provider", gemm_provider()}};
+    Tensor<float> probe({1, 1});
+    if (gemm_f32_cblas(Trans::N, Trans::N, 1, 1, 1, 1.0f, probe.data(), 1, probe.data(), 1, 0.0f, probe.data(), 1) &&
+        std::string(gemm_provider()) != "cblas") {
+      out["ffn_gemm"]["cblas_plain_gflops"] = flops / plain_with(true) / 1e9;
+    }
+  }
+
+  // 3. MoE++ at each target z (its FFN experts are the vanilla ones, moved in).
+  std::swap(pp.up, van.up);
+  std::swap(pp.down, van.down);
+  auto pp_grad = MoeParams<float>::zeros(pp_cfg);
+  for (double target : targets) {
+    const double got = calibrate(pp_cfg, pp, x, ones, s.T, target);
+    std::fprintf(stderr, "  moe++ z=%.2f (target %.2f) ...\n", got, target);
+    const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy);
+    runs.push_back({{"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
+                    {"fwd_tokens_per_s", s.T / t.fwd_s}, {"fwdbwd_tokens_per_s", s.T / t.fwdbwd_s},
+                    {"ffn_experts_per_token", t.ffn_per_token},
+                    {"fwd_speedup", v.fwd_s / t.fwd_s}, {"fwdbwd_speedup", v.fwdbwd_s / t.fwdbwd_s},
+                    {"ideal_speedup", 1.0 / (1.0 - t.zc)}});
+  }
+  out["runs"] = runs;
+
+  // 4. PyTorch peer, same shapes, threads and targets.
+  if (flags.get_int("torch", 1)) {
+    std::string zs;
+    for (double z : targets) zs += (zs.empty() ? "" : ",") + std::to_string(z);
+    const std::string cmd = "/usr/bin/python3 " MOEPP_BENCH_DIR "/moe_layer_torch.py --T " + std::to_string(s.T) +
+                            " --D " + std::to_string(s.D) + " --I " + std::to_string(s.I) + " --N " + std::to_string(s.N) +
+                            " --threads " + std::to_string(s.threads) + " --repeats " + std::to_string(s.repeats) +
+                            " --target-z " + zs;
+    std::fprintf(stderr, "  pytorch: %s\n", cmd.c_str());
+    const std::string text = run_capture(cmd);
+    try {
+      out["torch"] = json::parse(text);
+    } catch (...) {
+      std::fprintf(stderr, "  pytorch peer unavailable (needs Debian's python3-torch); skipped\n");
+    }
+  }
+
+  // Table.
+  const auto& fg = out["ffn_gemm"];
+  std::printf("\nMoE layer T=%lld D=%lld I=%lld, %d FFN experts, top-2, f32, %d threads, GEMM provider %s\n",
+              (long long)s.T, (long long)s.D, (long long)s.I, s.N, s.threads, gemm_provider());
+  std::printf("FFN GEMMs: grouped %.0f GFLOP/s vs one plain GEMM of the same total shape %.0f GFLOP/s: %.1f%%",
+              fg["grouped_gflops"].get<double>(), fg["plain_gflops"].get<double>(),
+              100.0 * fg["grouped_over_plain"].get<double>());
+  if (fg.contains("cblas_plain_gflops")) std::printf(" (CBLAS plain: %.0f GFLOP/s)", fg["cblas_plain_gflops"].get<double>());
+  std::printf("\n\n%-8s %6s %8s | %12s %14s | %9s %9s %6s %9s", "variant", "z", "FFN/tok", "fwd tok/s",
+              "fwd+bwd tok/s", "fwd x", "fwd+bwd x", "ideal", "fwd/ideal");
+  const bool torch = out.contains("torch") && out["torch"].contains("runs");
+  if (torch) std::printf(" | %12s %12s %8s", "torch fwd", "torch f+b", "vs torch");
+  std::printf("\n");
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    const double sp = r.contains("fwd_speedup") ? r["fwd_speedup"].get<double>() : 1.0;
+    const double spb = r.contains("fwdbwd_speedup") ? r["fwdbwd_speedup"].get<double>() : 1.0;
+    const double ideal = r.contains("ideal_speedup") ? r["ideal_speedup"].get<double>() : 1.0;
+    std::printf("%-8s %6.3f %8.3f | %12.0f %14.0f | %9.2f %9.2f %6.2f %9.2f", r["variant"].get<std::string>().c_str(),
+                r["z"].get<double>(), r["ffn_experts_per_token"].get<double>(), r["fwd_tokens_per_s"].get<double>(),
+                r["fwdbwd_tokens_per_s"].get<double>(), sp, spb, ideal, sp / ideal);
+    if (torch && i < out["torch"]["runs"].size()) {
+      const auto& tr = out["torch"]["runs"][i];
+      std::printf(" | %12.0f %12.0f %7.2fx", tr["fwd_tokens_per_s"].get<double>(), tr["fwdbwd_tokens_per_s"].get<double>(),
+                  r["fwd_tokens_per_s"].get<double>() / tr["fwd_tokens_per_s"].get<double>());
+    }
+    std::printf("\n");
+  }
+  if (torch) std::printf("(torch rows are at their own calibrated z: see the JSON for the exact values)\n");
+  const std::string json_path = flags.get("json", "");
+  if (!json_path.empty()) {
+    std::ofstream(json_path) << out.dump(2) << "\n";
+    std::printf("wrote %s\n", json_path.c_str());
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "error: %s\n", e.what());
+  return 1;
+}
