@@ -8,6 +8,7 @@
 // Usage: moe_layer_bench [--tokens 2048] [--hidden 1536] [--intermediate 4096]
 //        [--experts 16] [--threads 2] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
 //        [--json FILE]
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -82,6 +83,18 @@ double calibrate(const MoeConfig& cfg, MoeParams<float>& w, const Tensor<float>&
   return frac;
 }
 
+// GFLOP/s of one up-projection-shaped GEMM with M rows: the per-expert GEMM efficiency a
+// layer gets when each FFN expert receives about M rows.
+double up_gemm_gflops(const Setup& s, const MoeParams<float>& w, int64_t M) {
+  M = std::max<int64_t>(1, M);
+  Tensor<float> a({M, s.D}), c({M, 2 * s.I});
+  for (int64_t i = 0; i < a.numel(); ++i) a[i] = 0.01f * float(i % 13);
+  const double t = median_seconds(s.repeats + 2, [&] {
+    gemm<float>(Trans::N, Trans::T, M, 2 * s.I, s.D, 1.0f, a.data(), s.D, w.up[0].data(), s.D, 0.0f, c.data(), 2 * s.I);
+  });
+  return 2.0 * double(M) * double(2 * s.I) * double(s.D) / t / 1e9;
+}
+
 struct Timing {
   double fwd_s = 0, fwdbwd_s = 0, zc = 0, ffn_per_token = 0;
 };
@@ -153,7 +166,7 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr, "  vanilla ...\n");
   const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy);
   json runs = json::array();
-  runs.push_back({{"variant", "vanilla"}, {"z", 0.0}, {"fwd_tokens_per_s", s.T / v.fwd_s},
+  runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"variant", "vanilla"}, {"z", 0.0}, {"fwd_tokens_per_s", s.T / v.fwd_s},
                   {"fwdbwd_tokens_per_s", s.T / v.fwdbwd_s}, {"ffn_experts_per_token", v.ffn_per_token}});
 
   // 2. FFN grouped GEMMs vs one plain GEMM of the same total shape (vanilla routing).
@@ -190,6 +203,9 @@ int main(int argc, char** argv) try {
     }
   }
 
+  const double van_rows_per_expert = v.ffn_per_token * double(s.T) / s.N;
+  const double van_gemm = up_gemm_gflops(s, van, int64_t(std::lround(van_rows_per_expert)));
+
   // 3. MoE++ at each target z (its FFN experts are the vanilla ones, moved in).
   std::swap(pp.up, van.up);
   std::swap(pp.down, van.down);
@@ -198,7 +214,9 @@ int main(int argc, char** argv) try {
     const double got = calibrate(pp_cfg, pp, x, ones, s.T, target);
     std::fprintf(stderr, "  moe++ z=%.2f (target %.2f) ...\n", got, target);
     const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy);
-    runs.push_back({{"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
+    const double rows_per_expert = t.ffn_per_token * double(s.T) / s.N;
+    const double gemm_eff = up_gemm_gflops(s, pp, int64_t(std::lround(rows_per_expert))) / van_gemm;
+    runs.push_back({{"rows_per_ffn_expert", rows_per_expert}, {"gemm_efficiency_vs_vanilla_rows", gemm_eff},{"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
                     {"fwd_tokens_per_s", s.T / t.fwd_s}, {"fwdbwd_tokens_per_s", s.T / t.fwdbwd_s},
                     {"ffn_experts_per_token", t.ffn_per_token},
                     {"fwd_speedup", v.fwd_s / t.fwd_s}, {"fwdbwd_speedup", v.fwdbwd_s / t.fwdbwd_s},
@@ -231,8 +249,8 @@ int main(int argc, char** argv) try {
               fg["grouped_gflops"].get<double>(), fg["plain_gflops"].get<double>(),
               100.0 * fg["grouped_over_plain"].get<double>());
   if (fg.contains("cblas_plain_gflops")) std::printf(" (CBLAS plain: %.0f GFLOP/s)", fg["cblas_plain_gflops"].get<double>());
-  std::printf("\n\n%-8s %6s %8s | %12s %14s | %9s %9s %6s %9s", "variant", "z", "FFN/tok", "fwd tok/s",
-              "fwd+bwd tok/s", "fwd x", "fwd+bwd x", "ideal", "fwd/ideal");
+  std::printf("\n\n%-8s %6s %8s %6s | %12s %14s | %9s %9s %6s %9s %8s", "variant", "z", "FFN/tok", "rows/e",
+              "fwd tok/s", "fwd+bwd tok/s", "fwd x", "fwd+bwd x", "ideal", "fwd/ideal", "GEMM eff");
   const bool torch = out.contains("torch") && out["torch"].contains("runs");
   if (torch) std::printf(" | %12s %12s %8s", "torch fwd", "torch f+b", "vs torch");
   std::printf("\n");
@@ -241,9 +259,10 @@ int main(int argc, char** argv) try {
     const double sp = r.contains("fwd_speedup") ? r["fwd_speedup"].get<double>() : 1.0;
     const double spb = r.contains("fwdbwd_speedup") ? r["fwdbwd_speedup"].get<double>() : 1.0;
     const double ideal = r.contains("ideal_speedup") ? r["ideal_speedup"].get<double>() : 1.0;
-    std::printf("%-8s %6.3f %8.3f | %12.0f %14.0f | %9.2f %9.2f %6.2f %9.2f", r["variant"].get<std::string>().c_str(),
-                r["z"].get<double>(), r["ffn_experts_per_token"].get<double>(), r["fwd_tokens_per_s"].get<double>(),
-                r["fwdbwd_tokens_per_s"].get<double>(), sp, spb, ideal, sp / ideal);
+    const double eff = r.contains("gemm_efficiency_vs_vanilla_rows") ? r["gemm_efficiency_vs_vanilla_rows"].get<double>() : 1.0;
+    std::printf("%-8s %6.3f %8.3f %6.0f | %12.0f %14.0f | %9.2f %9.2f %6.2f %9.2f %8.2f", r["variant"].get<std::string>().c_str(),
+                r["z"].get<double>(), r["ffn_experts_per_token"].get<double>(), r["rows_per_ffn_expert"].get<double>(),
+                r["fwd_tokens_per_s"].get<double>(), r["fwdbwd_tokens_per_s"].get<double>(), sp, spb, ideal, sp / ideal, eff);
     if (torch && i < out["torch"]["runs"].size()) {
       const auto& tr = out["torch"]["runs"][i];
       std::printf(" | %12.0f %12.0f %7.2fx", tr["fwd_tokens_per_s"].get<double>(), tr["fwdbwd_tokens_per_s"].get<double>(),
@@ -251,6 +270,8 @@ int main(int argc, char** argv) try {
     }
     std::printf("\n");
   }
+  std::printf("ideal = 1/(1-z), the FFN work saved; GEMM eff = GFLOP/s of one up-projection GEMM with the\n"
+              "run's mean rows per FFN expert over the same GEMM with the vanilla layer's rows (same provider)\n");
   if (torch) std::printf("(torch rows are at their own calibrated z: see the JSON for the exact values)\n");
   const std::string json_path = flags.get("json", "");
   if (!json_path.empty()) {

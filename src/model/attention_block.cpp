@@ -1,0 +1,78 @@
+#include "model/attention_block.h"
+
+#include "core/parallel.h"
+#include "kernels/attention.h"
+#include "kernels/gemm.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+
+namespace moepp {
+
+std::vector<int32_t> sequence_positions(int64_t B, int64_t S) {
+  std::vector<int32_t> pos(size_t(B * S));
+  for (int64_t i = 0; i < B * S; ++i) pos[size_t(i)] = int32_t(i % S);
+  return pos;
+}
+
+namespace {
+AttentionShape shape_of(const ModelConfig& cfg, int64_t B, int64_t S) {
+  return AttentionShape{B, S, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim()};
+}
+RopeConfig rope_of(const ModelConfig& cfg) { return RopeConfig{cfg.rope_theta, cfg.rope_linear_factor}; }
+}  // namespace
+
+template <typename T>
+void attention_block_forward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
+                             int64_t B, int64_t S, AttentionCache<T>& c, T* h) {
+  const int64_t n = B * S, D = cfg.hidden_size, H = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads;
+  const int64_t hd = cfg.head_dim(), kvD = Hkv * hd;
+  c.a.fit({n, D});
+  c.rstd.fit({n});
+  c.q.fit({n, D});
+  c.k.fit({n, kvD});
+  c.v.fit({n, kvD});
+  c.probs.fit({B, H, S, S});
+  c.ctx.fit({n, D});
+  rmsnorm_forward(x, w.input_norm.data(), c.a.data(), c.rstd.data(), n, D, T(cfg.rms_norm_eps));
+  gemm<T>(Trans::N, Trans::T, n, D, D, T(1), c.a.data(), D, w.wq.data(), D, T(0), c.q.data(), D);
+  gemm<T>(Trans::N, Trans::T, n, kvD, D, T(1), c.a.data(), D, w.wk.data(), D, T(0), c.k.data(), kvD);
+  gemm<T>(Trans::N, Trans::T, n, kvD, D, T(1), c.a.data(), D, w.wv.data(), D, T(0), c.v.data(), kvD);
+  const auto pos = sequence_positions(B, S);
+  rope_forward(c.q.data(), pos.data(), n, H, hd, rope_of(cfg));
+  rope_forward(c.k.data(), pos.data(), n, Hkv, hd, rope_of(cfg));
+  attention_forward(c.q.data(), c.k.data(), c.v.data(), c.ctx.data(), c.probs.data(), shape_of(cfg, B, S));
+  // h = x + ctx Wo^T
+  parallel_for(n * D, [&](int64_t i) { h[i] = x[i]; }, 1 << 16);
+  gemm<T>(Trans::N, Trans::T, n, D, D, T(1), c.ctx.data(), D, w.wo.data(), D, T(1), h, D);
+}
+
+template <typename T>
+void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
+                              int64_t B, int64_t S, const AttentionCache<T>& c, const T* dh,
+                              T* dx, LayerParams<T>& g) {
+  const int64_t n = B * S, D = cfg.hidden_size, H = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads;
+  const int64_t hd = cfg.head_dim(), kvD = Hkv * hd;
+  parallel_for(n * D, [&](int64_t i) { dx[i] += dh[i]; }, 1 << 16);
+  Tensor<T> dctx({n, D}), dq({n, D}), dk({n, kvD}), dv({n, kvD}), da({n, D});
+  gemm<T>(Trans::N, Trans::N, n, D, D, T(1), dh, D, w.wo.data(), D, T(0), dctx.data(), D);
+  gemm<T>(Trans::T, Trans::N, D, D, n, T(1), dh, D, c.ctx.data(), D, T(1), g.wo.data(), D);
+  attention_backward(c.q.data(), c.k.data(), c.v.data(), c.probs.data(), dctx.data(), dq.data(),
+                     dk.data(), dv.data(), shape_of(cfg, B, S));
+  const auto pos = sequence_positions(B, S);
+  rope_backward(dq.data(), pos.data(), n, H, hd, rope_of(cfg));
+  rope_backward(dk.data(), pos.data(), n, Hkv, hd, rope_of(cfg));
+  gemm<T>(Trans::T, Trans::N, D, D, n, T(1), dq.data(), D, c.a.data(), D, T(1), g.wq.data(), D);
+  gemm<T>(Trans::T, Trans::N, kvD, D, n, T(1), dk.data(), kvD, c.a.data(), D, T(1), g.wk.data(), D);
+  gemm<T>(Trans::T, Trans::N, kvD, D, n, T(1), dv.data(), kvD, c.a.data(), D, T(1), g.wv.data(), D);
+  gemm<T>(Trans::N, Trans::N, n, D, D, T(1), dq.data(), D, w.wq.data(), D, T(0), da.data(), D);
+  gemm<T>(Trans::N, Trans::N, n, D, kvD, T(1), dk.data(), kvD, w.wk.data(), D, T(1), da.data(), D);
+  gemm<T>(Trans::N, Trans::N, n, D, kvD, T(1), dv.data(), kvD, w.wv.data(), D, T(1), da.data(), D);
+  rmsnorm_backward(x, w.input_norm.data(), c.rstd.data(), da.data(), dx, g.input_norm.data(), n, D);
+}
+
+template void attention_block_forward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, int64_t, AttentionCache<float>&, float*);
+template void attention_block_forward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, int64_t, AttentionCache<double>&, double*);
+template void attention_block_backward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, int64_t, const AttentionCache<float>&, const float*, float*, LayerParams<float>&);
+template void attention_block_backward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, int64_t, const AttentionCache<double>&, const double*, double*, LayerParams<double>&);
+
+}  // namespace moepp

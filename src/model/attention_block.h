@@ -1,0 +1,35 @@
+// The attention sublayer of a decoder layer: h = x + o_proj(attention(rope(q), rope(k), v))
+// with q, k, v projected from rms1(x). Forward keeps its activations in AttentionCache.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace moepp {
+
+template <typename T>
+struct AttentionCache {
+  Tensor<T> a, rstd;   // rms1(x) [BT, D], 1/rms [BT]
+  Tensor<T> q, k, v;   // [BT, D], [BT, kvD], [BT, kvD] (q, k after RoPE)
+  Tensor<T> probs;     // [B, H, S, S]
+  Tensor<T> ctx;       // attention output before o_proj [BT, D]
+};
+
+// x: [B*S, D] (sequences of S tokens at positions 0..S-1). Writes h [B*S, D].
+template <typename T>
+void attention_block_forward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
+                             int64_t B, int64_t S, AttentionCache<T>& c, T* h);
+
+// dh: gradient w.r.t. h. dx += dL/dx (the residual path included); grad += weights' grads.
+template <typename T>
+void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
+                              int64_t B, int64_t S, const AttentionCache<T>& c, const T* dh,
+                              T* dx, LayerParams<T>& grad);
+
+// Positions 0..S-1 repeated for B sequences.
+std::vector<int32_t> sequence_positions(int64_t B, int64_t S);
+
+}  // namespace moepp

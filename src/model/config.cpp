@@ -1,0 +1,285 @@
+#include "model/config.h"
+
+#include <fstream>
+#include <set>
+
+#include "core/error.h"
+
+namespace moepp {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Keys a Hugging Face config.json may carry that do not change the computation.
+const std::set<std::string>& ignorable_keys() {
+  static const std::set<std::string> k = {
+      "architectures", "auto_map", "transformers_version", "use_cache", "_name_or_path",
+      "attention_dropout", "pretraining_tp", "output_router_logits", "router_aux_loss_coef",
+      "router_jitter_noise", "sliding_window", "attention_bias", "mlp_bias", "torch_dtype",
+      "model_type", "hidden_act", "num_experts_per_tok", "num_local_experts", "id2label",
+      "label2id", "tokenizer_class", "initializer_range", "bos_token_id", "eos_token_id",
+      "pad_token_id", "rope_scaling", "moepp"};
+  return k;
+}
+
+template <typename V>
+void read(const json& j, const char* key, V& out, const std::string& src) {
+  if (!j.contains(key) || j[key].is_null()) return;
+  try {
+    out = j[key].get<V>();
+  } catch (const json::exception&) {
+    fail(src, ": field ", key, " has value ", j[key].dump(), " of the wrong type");
+  }
+}
+
+}  // namespace
+
+int ModelConfig::num_moe_layers() const {
+  int n = 0;
+  for (int l = 0; l < num_hidden_layers; ++l) n += is_moe_layer(l);
+  return n;
+}
+
+MoeConfig ModelConfig::moe() const {
+  MoeConfig m;
+  m.hidden = hidden_size;
+  m.intermediate = intermediate_size;
+  m.num_ffn = num_ffn_experts();
+  m.num_constant = num_constant_experts;
+  m.num_copy = num_copy_experts;
+  m.num_zero = num_zero_experts;
+  m.top_k = top_k;
+  m.gate_weights = gate_weights;
+  m.two_layer_router = moe_2layer_gate;
+  m.logits_norm = moe_use_logits_norm;
+  m.norm_std = moe_gate_norm_std;
+  m.scale_inputs = !moe_feature_no_mul_topk;
+  m.balance_tau = balance_tau;
+  return m;
+}
+
+void ModelConfig::validate() const {
+  auto positive = [](const char* name, double v) {
+    MOEPP_CHECK(v > 0, "config: ", name, " must be positive, got ", v);
+  };
+  positive("vocab_size", double(vocab_size));
+  positive("hidden_size", double(hidden_size));
+  positive("intermediate_size", double(intermediate_size));
+  positive("num_hidden_layers", num_hidden_layers);
+  positive("num_attention_heads", num_attention_heads);
+  positive("num_key_value_heads", num_key_value_heads);
+  positive("max_position_embeddings", double(max_position_embeddings));
+  positive("rms_norm_eps", rms_norm_eps);
+  positive("rope_theta", rope_theta);
+  positive("rope_scaling.factor", rope_linear_factor);
+  MOEPP_CHECK(hidden_size % num_attention_heads == 0, "config: hidden_size ", hidden_size,
+              " is not a multiple of num_attention_heads ", num_attention_heads);
+  MOEPP_CHECK(head_dim() % 2 == 0, "config: head_dim ", head_dim(), " must be even for RoPE");
+  MOEPP_CHECK(num_attention_heads % num_key_value_heads == 0, "config: num_attention_heads ",
+              num_attention_heads, " is not a multiple of num_key_value_heads ", num_key_value_heads);
+  MOEPP_CHECK(moe_expert_interval >= 1, "config: moe_expert_interval must be at least 1, got ", moe_expert_interval);
+  MOEPP_CHECK(num_moe_layers() > 0, "config: no layer is an MoE layer (num_hidden_layers ",
+              num_hidden_layers, ", moe_expert_interval ", moe_expert_interval, ")");
+  MOEPP_CHECK(moe_use_mixtral_gating == (gate_weights == GateWeights::mixtral),
+              "config: moe_use_mixtral_gating is ", moe_use_mixtral_gating ? "true" : "false",
+              " but moepp.gate_weights is \"", gate_weights_name(gate_weights), "\"");
+  MOEPP_CHECK(capacity_factor == 0.0, "config: moepp.capacity_factor ", capacity_factor,
+              " is not supported yet (moepp is dropless); use 0");
+  MOEPP_CHECK(balance_coef >= 0, "config: moepp.balance_coef must be non-negative, got ", balance_coef);
+  MOEPP_CHECK(num_ffn_experts() >= 0, "config: num_experts ", num_experts, " is smaller than the ",
+              num_constant_experts + num_copy_experts + num_zero_experts,
+              " zero-computation experts of the moepp block");
+  moe().validate();
+}
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
+  MOEPP_CHECK(j.is_object(), src, ": config is not a JSON object");
+  ModelConfig c;
+  read(j, "model_type", c.model_type, src);
+  MOEPP_CHECK(c.model_type == "MoE++", src, ": model_type \"", c.model_type,
+              "\" is not supported here (expected \"MoE++\")");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    static const std::set<std::string> known = {
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rms_norm_eps",
+        "rope_theta", "tie_word_embeddings", "num_experts", "moe_expert_interval",
+        "moe_use_mixtral_gating", "moe_2layer_gate", "moe_use_logits_norm", "moe_gate_norm_std",
+        "moe_feature_no_mul_topk"};
+    const std::string& k = it.key();
+    if (known.count(k) || ignorable_keys().count(k)) continue;
+    // An unknown MoE setting would silently change nothing: refuse it.
+    MOEPP_CHECK(k.rfind("moe", 0) != 0, src, ": unknown field ", k);
+  }
+  read(j, "vocab_size", c.vocab_size, src);
+  read(j, "hidden_size", c.hidden_size, src);
+  read(j, "intermediate_size", c.intermediate_size, src);
+  read(j, "num_hidden_layers", c.num_hidden_layers, src);
+  read(j, "num_attention_heads", c.num_attention_heads, src);
+  c.num_key_value_heads = c.num_attention_heads;
+  read(j, "num_key_value_heads", c.num_key_value_heads, src);
+  read(j, "max_position_embeddings", c.max_position_embeddings, src);
+  read(j, "rms_norm_eps", c.rms_norm_eps, src);
+  read(j, "rope_theta", c.rope_theta, src);
+  read(j, "tie_word_embeddings", c.tie_word_embeddings, src);
+  read(j, "initializer_range", c.initializer_range, src);
+  read(j, "bos_token_id", c.bos_token_id, src);
+  read(j, "eos_token_id", c.eos_token_id, src);
+  read(j, "pad_token_id", c.pad_token_id, src);
+  read(j, "torch_dtype", c.torch_dtype, src);
+  if (j.contains("hidden_act") && !j["hidden_act"].is_null())
+    MOEPP_CHECK(j["hidden_act"] == "silu", src, ": hidden_act ", j["hidden_act"].dump(), " is not supported (silu only)");
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    const json& rs = j["rope_scaling"];
+    MOEPP_CHECK(rs.is_object(), src, ": rope_scaling is not an object");
+    const std::string type = rs.value("type", rs.value("rope_type", std::string("linear")));
+    MOEPP_CHECK(type == "linear", src, ": rope_scaling type \"", type, "\" is not supported yet (linear only)");
+    read(rs, "factor", c.rope_linear_factor, src + " rope_scaling");
+  }
+  if (j.contains("num_experts")) {
+    const json& ne = j["num_experts"];
+    if (ne.is_array()) {
+      MOEPP_CHECK(ne.size() == 1 && ne[0].is_number_integer(), src, ": num_experts ", ne.dump(),
+                  " must be a one-element list [E]");
+      c.num_experts = ne[0].get<int>();
+    } else {
+      read(j, "num_experts", c.num_experts, src);
+    }
+  }
+  read(j, "moe_expert_interval", c.moe_expert_interval, src);
+  read(j, "moe_use_mixtral_gating", c.moe_use_mixtral_gating, src);
+  read(j, "moe_2layer_gate", c.moe_2layer_gate, src);
+  read(j, "moe_use_logits_norm", c.moe_use_logits_norm, src);
+  read(j, "moe_gate_norm_std", c.moe_gate_norm_std, src);
+  read(j, "moe_feature_no_mul_topk", c.moe_feature_no_mul_topk, src);
+  if (c.moe_use_mixtral_gating) c.gate_weights = GateWeights::mixtral;
+  if (j.contains("moepp")) {
+    const json& m = j["moepp"];
+    const std::string msrc = src + " moepp";
+    MOEPP_CHECK(m.is_object(), src, ": the moepp block is not an object");
+    static const std::set<std::string> known = {
+        "num_constant_experts", "num_copy_experts", "num_zero_experts", "top_k", "gating_residual",
+        "gate_weights", "balance_coef", "balance_tau", "capacity_factor"};
+    for (auto it = m.begin(); it != m.end(); ++it)
+      MOEPP_CHECK(known.count(it.key()), src, ": unknown field moepp.", it.key());
+    read(m, "num_constant_experts", c.num_constant_experts, msrc);
+    read(m, "num_copy_experts", c.num_copy_experts, msrc);
+    read(m, "num_zero_experts", c.num_zero_experts, msrc);
+    read(m, "top_k", c.top_k, msrc);
+    read(m, "gating_residual", c.gating_residual, msrc);
+    if (m.contains("gate_weights")) {
+      MOEPP_CHECK(m["gate_weights"].is_string(), src, ": moepp.gate_weights is not a string");
+      c.gate_weights = parse_gate_weights(m["gate_weights"].get<std::string>());
+    }
+    read(m, "balance_coef", c.balance_coef, msrc);
+    read(m, "balance_tau", c.balance_tau, msrc);
+    read(m, "capacity_factor", c.capacity_factor, msrc);
+  }
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(src, ": ", e.what());
+  }
+  return c;
+}
+
+ModelConfig ModelConfig::load(const std::string& path) {
+  std::ifstream in(path);
+  MOEPP_CHECK(in, path, ": cannot open file");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  return from_json(j, path);
+}
+
+json ModelConfig::to_json() const {
+  json j;
+  j["architectures"] = {"MoEPPForCausalLM"};
+  j["model_type"] = model_type;
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  j["rope_scaling"] = rope_linear_factor == 1.0 ? json(nullptr) : json{{"type", "linear"}, {"factor", rope_linear_factor}};
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["initializer_range"] = initializer_range;
+  j["hidden_act"] = "silu";
+  j["bos_token_id"] = bos_token_id;
+  j["eos_token_id"] = eos_token_id;
+  j["pad_token_id"] = pad_token_id < 0 ? json(nullptr) : json(pad_token_id);
+  j["torch_dtype"] = torch_dtype;
+  j["num_experts"] = {num_experts};
+  j["moe_expert_interval"] = moe_expert_interval;
+  j["moe_use_mixtral_gating"] = moe_use_mixtral_gating;
+  j["moe_2layer_gate"] = moe_2layer_gate;
+  j["moe_use_logits_norm"] = moe_use_logits_norm;
+  j["moe_gate_norm_std"] = moe_gate_norm_std;
+  j["moe_feature_no_mul_topk"] = moe_feature_no_mul_topk;
+  j["moepp"] = {{"num_constant_experts", num_constant_experts}, {"num_copy_experts", num_copy_experts},
+                {"num_zero_experts", num_zero_experts}, {"top_k", top_k},
+                {"gating_residual", gating_residual}, {"gate_weights", gate_weights_name(gate_weights)},
+                {"balance_coef", balance_coef}, {"balance_tau", balance_tau},
+                {"capacity_factor", capacity_factor}};
+  return j;
+}
+
+std::vector<std::string> ModelConfig::preset_names() { return {"tiny", "small", "paper-0.6b"}; }
+
+ModelConfig ModelConfig::preset(const std::string& name, int64_t vocab, bool vanilla) {
+  ModelConfig c;
+  c.vocab_size = vocab;
+  // The released model's router settings: linear router with logit norm, no input scaling.
+  c.moe_2layer_gate = false;
+  c.moe_use_logits_norm = true;
+  c.moe_feature_no_mul_topk = true;
+  int ffn = 8;
+  if (name == "tiny") {
+    c.hidden_size = 32;
+    c.intermediate_size = 48;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.max_position_embeddings = 128;
+    ffn = 4;
+  } else if (name == "small") {
+    c.hidden_size = 256;
+    c.intermediate_size = 512;
+    c.num_hidden_layers = 4;
+    c.num_attention_heads = 8;
+    c.num_key_value_heads = 4;
+    c.max_position_embeddings = 512;
+    ffn = 8;
+  } else if (name == "paper-0.6b") {
+    c.hidden_size = 768;
+    c.intermediate_size = 2048;
+    c.num_hidden_layers = 12;
+    c.num_attention_heads = 12;
+    c.num_key_value_heads = 12;
+    c.max_position_embeddings = 2048;
+    ffn = 8;
+  } else {
+    fail("unknown preset \"", name, "\" (known: tiny, small, paper-0.6b)");
+  }
+  if (vanilla) {
+    // The twin of every comparison: a plain top-k MoE, no gating residual.
+    c.num_constant_experts = c.num_copy_experts = c.num_zero_experts = 0;
+    c.gating_residual = false;
+  } else {
+    c.num_constant_experts = 2;
+    c.num_copy_experts = 1;
+    c.num_zero_experts = 1;
+  }
+  c.num_experts = ffn + c.num_constant_experts + c.num_copy_experts + c.num_zero_experts;
+  c.validate();
+  return c;
+}
+
+}  // namespace moepp

@@ -1,0 +1,68 @@
+// ModelConfig: a whole decoder (SPEC §1, §3.2). Read from and written to a Hugging Face
+// config.json (the released MoE++ keys plus moepp's own "moepp" block, which Hugging Face
+// ignores); presets name the shapes moepp trains out of the box.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "moe/moe_config.h"
+
+namespace moepp {
+
+struct ModelConfig {
+  std::string model_type = "MoE++";
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int num_hidden_layers = 0;
+  int num_attention_heads = 0;
+  int num_key_value_heads = 0;
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  double rope_linear_factor = 1.0;  // rope_scaling {type: linear, factor}
+  bool tie_word_embeddings = false;
+  double initializer_range = 0.02;
+  int bos_token_id = 1, eos_token_id = 2, pad_token_id = -1;
+  std::string torch_dtype = "float32";
+
+  // MoE (HF keys; absent keys take the official modeling code's defaults)
+  int num_experts = 0;  // E, all kinds together (num_experts: [E])
+  int moe_expert_interval = 1;
+  bool moe_use_mixtral_gating = false;
+  bool moe_2layer_gate = true;
+  bool moe_use_logits_norm = false;
+  double moe_gate_norm_std = 1.0;
+  bool moe_feature_no_mul_topk = false;
+
+  // The "moepp" block (absent = the released model's values)
+  int num_constant_experts = 2, num_copy_experts = 1, num_zero_experts = 1;
+  int top_k = 2;
+  bool gating_residual = true;
+  GateWeights gate_weights = GateWeights::official;
+  double balance_coef = 0.01;
+  double balance_tau = 0.75;
+  double capacity_factor = 0.0;
+
+  int head_dim() const { return int(hidden_size / num_attention_heads); }
+  int num_ffn_experts() const { return num_experts - num_constant_experts - num_copy_experts - num_zero_experts; }
+  bool is_moe_layer(int l) const { return moe_expert_interval == 1 || (l + 1) % moe_expert_interval == 0; }
+  int num_moe_layers() const;
+  MoeConfig moe() const;  // the per-layer MoE++ configuration
+
+  // Throws moepp::Error naming the field and value when unusable or contradictory.
+  void validate() const;
+
+  // `source` names the file in error messages.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
+  static ModelConfig load(const std::string& path);
+  nlohmann::json to_json() const;
+
+  // tiny (tests), small (the demo), paper-0.6b (the MoE++ paper's 0.6B/(8+4)E shape);
+  // vanilla=true gives the twin with no zero-computation experts.
+  static ModelConfig preset(const std::string& name, int64_t vocab_size, bool vanilla = false);
+  static std::vector<std::string> preset_names();
+};
+
+}  // namespace moepp

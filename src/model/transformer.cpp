@@ -1,0 +1,158 @@
+#include "model/transformer.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/embedding.h"
+#include "kernels/gemm.h"
+#include "kernels/rmsnorm.h"
+
+namespace moepp {
+
+std::vector<int32_t> next_token_targets(const int32_t* ids, int64_t n) {
+  std::vector<int32_t> t(size_t(n), -1);
+  for (int64_t i = 0; i + 1 < n; ++i) t[size_t(i)] = ids[i + 1];
+  return t;
+}
+
+template <typename T>
+void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_t* ids,
+                   int64_t B, int64_t S, ModelCache<T>& c) {
+  const int64_t n = B * S, D = cfg.hidden_size, V = cfg.vocab_size;
+  MOEPP_CHECK(B >= 1 && S >= 1, "model: empty batch (", B, " x ", S, ")");
+  MOEPP_CHECK(S <= cfg.max_position_embeddings, "model: sequence of ", S,
+              " tokens exceeds max_position_embeddings ", cfg.max_position_embeddings);
+  const MoeConfig mc = cfg.moe();
+  c.batch = B;
+  c.seq = S;
+  c.ids.assign(ids, ids + n);
+  c.layers.resize(w.layers.size());
+  Tensor<T> x({n, D});
+  embedding_forward(w.embed.data(), V, D, ids, n, x.data());
+  int last_moe = -1;
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const auto& L = w.layers[l];
+    auto& lc = c.layers[l];
+    lc.x = std::move(x);
+    lc.h.fit({n, D});
+    attention_block_forward(cfg, L, lc.x.data(), B, S, lc.attn, lc.h.data());
+    lc.b.fit({n, D});
+    lc.rstd2.fit({n});
+    rmsnorm_forward(lc.h.data(), L.post_norm.data(), lc.b.data(), lc.rstd2.data(), n, D, T(cfg.rms_norm_eps));
+    Tensor<T> out({n, D});
+    if (L.is_moe) {
+      lc.z_from = cfg.gating_residual ? last_moe : -1;
+      const T* z_prev = lc.z_from >= 0 ? c.layers[size_t(lc.z_from)].moe.router.z.data() : nullptr;
+      moe_forward(mc, L.moe, lc.b.data(), n, z_prev, lc.moe, out.data());
+      last_moe = int(l);
+    } else {
+      dense_mlp_forward(cfg, L, lc.b.data(), n, lc.mlp, out.data());
+    }
+    x = Tensor<T>({n, D});
+    const T* h = lc.h.data();
+    T* xo = x.data();
+    const T* o = out.data();
+    parallel_for(n * D, [&](int64_t i) { xo[i] = h[i] + o[i]; }, 1 << 16);
+  }
+  c.x_final = std::move(x);
+  c.normed.fit({n, D});
+  c.rstd_final.fit({n});
+  rmsnorm_forward(c.x_final.data(), w.final_norm.data(), c.normed.data(), c.rstd_final.data(), n, D, T(cfg.rms_norm_eps));
+  c.logits.fit({n, V});
+  gemm<T>(Trans::N, Trans::T, n, V, D, T(1), c.normed.data(), D, w.output_weights().data(), D, T(0), c.logits.data(), V);
+}
+
+namespace {
+template <typename T>
+double mean_balance(const ModelConfig& cfg, const ModelCache<T>& c) {
+  double sum = 0;
+  int count = 0;
+  for (size_t l = 0; l < c.layers.size(); ++l)
+    if (cfg.is_moe_layer(int(l))) {
+      sum += c.layers[l].moe.balance_loss;
+      ++count;
+    }
+  return count ? sum / count : 0.0;
+}
+}  // namespace
+
+template <typename T>
+LossParts model_loss(const ModelConfig& cfg, const ModelCache<T>& c, const int32_t* targets) {
+  LossParts p;
+  p.lm_loss = cross_entropy_forward(c.logits.data(), targets, c.batch * c.seq, cfg.vocab_size);
+  p.balance_loss = mean_balance(cfg, c);
+  p.loss = p.lm_loss + cfg.balance_coef * p.balance_loss;
+  return p;
+}
+
+template <typename T>
+LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelCache<T>& c,
+                         const int32_t* targets, ModelParams<T>& g) {
+  const int64_t B = c.batch, S = c.seq, n = B * S, D = cfg.hidden_size, V = cfg.vocab_size;
+  const MoeConfig mc = cfg.moe();
+  LossParts p;
+  Tensor<T> dlogits({n, V});
+  p.lm_loss = cross_entropy_fused(c.logits.data(), targets, n, V, T(1), dlogits.data());
+  p.balance_loss = mean_balance(cfg, c);
+  p.loss = p.lm_loss + cfg.balance_coef * p.balance_loss;
+  const double dbalance = cfg.balance_coef / cfg.num_moe_layers();
+
+  // LM head and final norm.
+  Tensor<T> dnormed({n, D}), dx({n, D});
+  gemm<T>(Trans::N, Trans::N, n, D, V, T(1), dlogits.data(), V, w.output_weights().data(), D, T(0), dnormed.data(), D);
+  Tensor<T>& dout_w = g.lm_head.numel() ? g.lm_head : g.embed;
+  gemm<T>(Trans::T, Trans::N, V, D, n, T(1), dlogits.data(), V, c.normed.data(), D, T(1), dout_w.data(), D);
+  rmsnorm_backward(c.x_final.data(), w.final_norm.data(), c.rstd_final.data(), dnormed.data(), dx.data(),
+                   g.final_norm.data(), n, D);
+
+  // Layers, last to first. dz[l]: gradient w.r.t. MoE layer l's router logits z, filled
+  // by the later MoE layer that took them as its gating residual.
+  std::vector<Tensor<T>> dz(w.layers.size());
+  for (size_t l = w.layers.size(); l-- > 0;) {
+    const auto& L = w.layers[l];
+    auto& lc = c.layers[l];
+    auto& gl = g.layers[l];
+    Tensor<T> dh = dx.clone();  // residual: x_{l+1} = h + mlp(b)
+    Tensor<T> db({n, D});
+    if (L.is_moe) {
+      const T* z_prev = lc.z_from >= 0 ? c.layers[size_t(lc.z_from)].moe.router.z.data() : nullptr;
+      T* dz_prev = nullptr;
+      if (lc.z_from >= 0) {
+        auto& target = dz[size_t(lc.z_from)];
+        if (!target.numel()) target.resize({n, int64_t(mc.num_experts())});
+        dz_prev = target.data();
+      }
+      moe_backward(mc, L.moe, lc.b.data(), z_prev, lc.moe, dx.data(), dz[l].numel() ? dz[l].data() : nullptr,
+                   dbalance, db.data(), dz_prev, gl.moe);
+    } else {
+      dense_mlp_backward(cfg, L, lc.b.data(), n, lc.mlp, dx.data(), db.data(), gl);
+    }
+    rmsnorm_backward(lc.h.data(), L.post_norm.data(), lc.rstd2.data(), db.data(), dh.data(), gl.post_norm.data(), n, D);
+    Tensor<T> dxl({n, D});
+    attention_block_backward(cfg, L, lc.x.data(), B, S, lc.attn, dh.data(), dxl.data(), gl);
+    dx = std::move(dxl);
+  }
+  embedding_backward(c.ids.data(), n, dx.data(), g.embed.data(), V, D);
+  return p;
+}
+
+template <typename T>
+std::vector<RoutingStats> routing_stats_of(const ModelConfig& cfg, const ModelCache<T>& c) {
+  std::vector<RoutingStats> out;
+  for (size_t l = 0; l < c.layers.size(); ++l)
+    if (cfg.is_moe_layer(int(l))) out.push_back(c.layers[l].moe.stats);
+  return out;
+}
+
+template void model_forward<float>(const ModelConfig&, const ModelParams<float>&, const int32_t*, int64_t, int64_t, ModelCache<float>&);
+template void model_forward<double>(const ModelConfig&, const ModelParams<double>&, const int32_t*, int64_t, int64_t, ModelCache<double>&);
+template LossParts model_loss<float>(const ModelConfig&, const ModelCache<float>&, const int32_t*);
+template LossParts model_loss<double>(const ModelConfig&, const ModelCache<double>&, const int32_t*);
+template LossParts model_backward<float>(const ModelConfig&, const ModelParams<float>&, ModelCache<float>&, const int32_t*, ModelParams<float>&);
+template LossParts model_backward<double>(const ModelConfig&, const ModelParams<double>&, ModelCache<double>&, const int32_t*, ModelParams<double>&);
+template std::vector<RoutingStats> routing_stats_of<float>(const ModelConfig&, const ModelCache<float>&);
+template std::vector<RoutingStats> routing_stats_of<double>(const ModelConfig&, const ModelCache<double>&);
+
+}  // namespace moepp

@@ -1,0 +1,66 @@
+// The decoder stack (SPEC §1): embedding -> layers {attention sublayer, then an MoE++ layer
+// or a dense MLP on rms2(h), gating residuals carried from MoE layer to MoE layer across
+// dense layers} -> final norm -> LM head, and the training loss
+//   L = mean cross-entropy of next-token targets + balance_coef * mean over MoE layers of L_b.
+// model_forward fills a ModelCache; model_backward walks it back into a ModelParams of
+// gradients. Batches are B sequences of S tokens, each at positions 0..S-1.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/attention_block.h"
+#include "model/config.h"
+#include "model/dense_mlp.h"
+#include "model/params.h"
+#include "moe/moe_layer.h"
+#include "moe/routing_stats.h"
+
+namespace moepp {
+
+template <typename T>
+struct LayerCache {
+  Tensor<T> x;          // layer input [BT, D]
+  AttentionCache<T> attn;
+  Tensor<T> h;          // after the attention residual [BT, D]
+  Tensor<T> b, rstd2;   // rms2(h), its 1/rms
+  MoeCache<T> moe;      // MoE layers
+  DenseMlpCache<T> mlp; // dense layers
+  int z_from = -1;      // index of the layer whose router logits fed this layer's gating residual
+};
+
+template <typename T>
+struct ModelCache {
+  int64_t batch = 0, seq = 0;
+  std::vector<int32_t> ids;
+  std::vector<LayerCache<T>> layers;
+  Tensor<T> x_final, normed, rstd_final;  // [BT, D], [BT, D], [BT]
+  Tensor<T> logits;                       // [BT, V]
+};
+
+struct LossParts {
+  double loss = 0, lm_loss = 0, balance_loss = 0;  // balance_loss: mean L_b, before the coefficient
+};
+
+// ids: [B, S]. Fills cache, including cache.logits.
+template <typename T>
+void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_t* ids,
+                   int64_t B, int64_t S, ModelCache<T>& cache);
+
+// The loss of the last forward for targets [B, S] (a target < 0 is ignored).
+template <typename T>
+LossParts model_loss(const ModelConfig& cfg, const ModelCache<T>& cache, const int32_t* targets);
+
+// Loss of the last forward and its gradient, accumulated (+=) into grad.
+template <typename T>
+LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelCache<T>& cache,
+                         const int32_t* targets, ModelParams<T>& grad);
+
+// Next-token targets for one sequence: ids[t+1], and -1 for the last position.
+std::vector<int32_t> next_token_targets(const int32_t* ids, int64_t n);
+
+// Routing statistics of the last forward, per MoE layer in layer order.
+template <typename T>
+std::vector<RoutingStats> routing_stats_of(const ModelConfig& cfg, const ModelCache<T>& cache);
+
+}  // namespace moepp
