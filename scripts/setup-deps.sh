@@ -4,7 +4,7 @@
 # the PyTorch peer benchmarks; never needed to build or test).
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libdnnl-dev libopenblas-dev
-      libgtest-dev libbenchmark-dev nlohmann-json3-dev)
+      libgtest-dev libbenchmark-dev nlohmann-json3-dev libsentencepiece-dev libcli11-dev)
 if [ "${MOEPP_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,35 @@
+// moepp eval: validation loss, perplexity and routing statistics as one JSON object.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "data/shards.h"
+#include "io/model_folder.h"
+#include "train/evaluator.h"
+
+namespace moepp::cli {
+
+void add_eval(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Loss, perplexity and routing statistics of a model on prepared data (JSON)");
+  struct Args {
+    std::string model, data, split = "val";
+    int64_t batch = 8, seq = 128, max_batches = 0;
+    int threads = 0;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--model", a->model, "Model folder")->required();
+  cmd->add_option("--data", a->data, "Prepared data folder")->required();
+  cmd->add_option("--split", a->split, "val or train")->default_val("val")->check(CLI::IsMember({"val", "train"}));
+  cmd->add_option("--batch", a->batch, "Sequences per batch")->default_val(8);
+  cmd->add_option("--seq", a->seq, "Tokens per sequence")->default_val(128);
+  cmd->add_option("--max-batches", a->max_batches, "Stop after N batches (0: the whole split)")->default_val(0);
+  add_threads_option(cmd, &a->threads);
+  cmd->callback([a] {
+    apply_threads(a->threads);
+    const LoadedModel m = load_model_folder(a->model);
+    const auto tokens = read_token_shard(a->data + "/" + a->split + ".bin");
+    const EvalResult r = evaluate(m.config, m.params, tokens, a->batch, a->seq, a->max_batches);
+    std::printf("%s\n", r.to_json().dump(2).c_str());
+  });
+}
+
+}  // namespace moepp::cli

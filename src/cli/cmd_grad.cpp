@@ -1,0 +1,43 @@
+// moepp grad: the training loss of one sequence and every parameter's gradient, under the
+// SPEC tensor names (loss as "loss", the mean balance loss as "balance_loss").
+#include "cli/commands.h"
+#include "io/model_folder.h"
+#include "io/safetensors.h"
+#include "model/transformer.h"
+
+namespace moepp::cli {
+
+void add_grad(CLI::App& app) {
+  auto* cmd = app.add_subcommand("grad", "Write the loss and every parameter's gradient for one token sequence");
+  struct Args {
+    std::string model, ids, out;
+    int threads = 0;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--model", a->model, "Model folder")->required();
+  cmd->add_option("--ids", a->ids, "Token ids: 1,2,3 or @file")->required();
+  cmd->add_option("--out", a->out, "Output .safetensors file")->required();
+  add_threads_option(cmd, &a->threads);
+  cmd->callback([a] {
+    apply_threads(a->threads);
+    const LoadedModel m = load_model_folder(a->model);
+    const auto ids = parse_ids(a->ids);
+    MOEPP_CHECK(ids.size() >= 2, "grad: need at least two tokens (the loss predicts each next token)");
+    check_ids_in_vocab(ids, m.config.vocab_size);
+    const auto targets = next_token_targets(ids.data(), int64_t(ids.size()));
+    ModelCache<float> cache;
+    model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
+    auto grads = ModelParams<float>::zeros(m.config);
+    const LossParts p = model_backward(m.config, m.params, cache, targets.data(), grads);
+    const float loss = float(p.loss), lm = float(p.lm_loss), bal = float(p.balance_loss);
+    std::vector<SafetensorsWriteItem> items = {{"loss", DType::f32, {1}, &loss},
+                                               {"lm_loss", DType::f32, {1}, &lm},
+                                               {"balance_loss", DType::f32, {1}, &bal}};
+    grads.for_each(m.config, [&](const std::string& name, const Tensor<float>& t) {
+      items.push_back({name, DType::f32, t.shape().dims, t.data()});
+    });
+    write_safetensors(a->out, items);
+  });
+}
+
+}  // namespace moepp::cli

@@ -1,0 +1,39 @@
+// moepp info: architecture, parameter counts (total / activated) and the expert pool.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "io/model_folder.h"
+#include "model/params.h"
+
+namespace moepp::cli {
+
+void add_info(CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Architecture, parameter counts and expert pool of a model folder (JSON)");
+  auto dir = std::make_shared<std::string>();
+  cmd->add_option("--model", *dir, "Model folder")->required();
+  cmd->callback([dir] {
+    const ModelConfig c = ModelConfig::load(*dir + "/config.json");
+    const MoeConfig m = c.moe();
+    nlohmann::json j = {
+        {"model_type", c.model_type},
+        {"vocab_size", c.vocab_size},
+        {"hidden_size", c.hidden_size},
+        {"intermediate_size", c.intermediate_size},
+        {"layers", c.num_hidden_layers},
+        {"moe_layers", c.num_moe_layers()},
+        {"heads", c.num_attention_heads},
+        {"kv_heads", c.num_key_value_heads},
+        {"experts", {{"ffn", m.num_ffn}, {"constant", m.num_constant}, {"copy", m.num_copy}, {"zero", m.num_zero},
+                     {"top_k", m.top_k}}},
+        {"router", {{"kind", m.two_layer_router ? "2-layer tanh" : "linear"}, {"gate_weights", gate_weights_name(m.gate_weights)},
+                    {"logits_norm", m.logits_norm}, {"inputs_scaled_by_k", m.input_scale() != 1},
+                    {"gating_residual", c.gating_residual}}},
+        {"parameters", {{"total", total_params(c)},
+                        {"activated_all_ffn_slots", activated_params(c, double(m.top_k))},
+                        {"note", "activated = total minus the FFN experts a token does not use, with all k slots on FFN experts; "
+                                 "MoE++ tokens that pick zero-computation experts activate fewer"}}}};
+    std::printf("%s\n", j.dump(2).c_str());
+  });
+}
+
+}  // namespace moepp::cli

@@ -1,0 +1,78 @@
+// moepp train: train a model (a preset, a config.json, or resume a run folder).
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "data/tokenizer.h"
+#include "io/model_folder.h"
+#include "model/params.h"
+#include "train/trainer.h"
+
+namespace moepp::cli {
+
+namespace {
+struct TrainArgs {
+  TrainOptions opt;
+  std::string preset = "small", config;
+  bool vanilla = false;
+  double tau = -1, beta = -1;
+  int threads = 0;
+};
+}  // namespace
+
+void add_train(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train", "Train a model; checkpoints and metrics.jsonl go into the run folder");
+  auto a = std::make_shared<TrainArgs>();
+  auto& o = a->opt;
+  cmd->add_option("--data", o.data_dir, "Prepared data folder (train.bin, val.bin, tokenizer.model)")->required();
+  cmd->add_option("--out", o.out_dir, "Run folder (a model folder plus optimizer and trainer state)")->required();
+  auto* preset = cmd->add_option("--preset", a->preset, "tiny, small or paper-0.6b")->default_val("small");
+  cmd->add_option("--config", a->config, "A config.json to train instead of a preset")->excludes(preset)->check(CLI::ExistingFile);
+  cmd->add_flag("--vanilla", a->vanilla, "The preset's vanilla twin: no zero-computation experts, no gating residual");
+  cmd->add_option("--tau", a->tau, "Balance-loss weight of zero-computation experts (moepp.balance_tau)");
+  cmd->add_option("--beta", a->beta, "Balance-loss coefficient (moepp.balance_coef)");
+  cmd->add_option("--steps", o.steps, "Optimizer steps")->default_val(1000);
+  cmd->add_option("--batch", o.batch, "Sequences per micro-batch")->default_val(8);
+  cmd->add_option("--seq", o.seq, "Tokens per sequence")->default_val(128);
+  cmd->add_option("--accum", o.accum, "Micro-batches per step (gradient accumulation)")->default_val(1);
+  cmd->add_option("--lr", o.lr, "Peak learning rate")->default_val(1e-3);
+  cmd->add_option("--min-lr-ratio", o.min_lr_ratio, "Final learning rate as a fraction of --lr")->default_val(0.1);
+  cmd->add_option("--warmup", o.warmup, "Warmup steps (-1: 5% of --steps)")->default_val(-1);
+  cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->default_val(0.1);
+  cmd->add_option("--clip", o.clip, "Global gradient-norm clip (0: off)")->default_val(1.0);
+  cmd->add_option("--seed", o.seed, "Seed of initialisation and data order")->default_val(1);
+  cmd->add_option("--checkpoint-every", o.checkpoint_every, "Checkpoint every N steps (0: at the end only)")->default_val(0);
+  cmd->add_option("--eval-every", o.eval_every, "Validate every N steps (0: at the end only)")->default_val(0);
+  cmd->add_option("--eval-batches", o.eval_batches, "Validation batches per evaluation")->default_val(16);
+  cmd->add_option("--time-limit", o.time_limit_s, "Stop with a checkpoint after this many seconds (0: no limit)")->default_val(0);
+  cmd->add_flag("--resume", o.resume, "Continue the run in --out exactly where it stopped");
+  cmd->add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->default_val(10);
+  add_threads_option(cmd, &a->threads);
+  cmd->callback([a] {
+    apply_threads(a->threads);
+    auto& o = a->opt;
+    if (!o.resume) {
+      const Tokenizer tok(o.data_dir + "/tokenizer.model");
+      if (a->config.empty()) {
+        o.model = ModelConfig::preset(a->preset, tok.vocab_size(), a->vanilla);
+      } else {
+        o.model = ModelConfig::load(a->config);
+      }
+      if (a->tau >= 0) o.model.balance_tau = a->tau;
+      if (a->beta >= 0) o.model.balance_coef = a->beta;
+      o.model.bos_token_id = tok.bos_id();
+      o.model.eos_token_id = tok.eos_id();
+      o.model.validate();
+      std::fprintf(stderr, "train: %s, %lld parameters (%d FFN + %d zero-computation experts, top-%d), %lld steps of %lld x %lld tokens\n",
+                   a->config.empty() ? (a->preset + (a->vanilla ? " (vanilla)" : "")).c_str() : a->config.c_str(),
+                   (long long)total_params(o.model), o.model.num_ffn_experts(),
+                   o.model.num_experts - o.model.num_ffn_experts(), o.model.top_k, (long long)o.steps,
+                   (long long)o.batch, (long long)o.seq);
+    }
+    const TrainResult r = train(o);
+    std::printf("{\"steps\": %lld, \"loss\": %.6f, \"val_loss\": %.6f, \"tokens_per_s\": %.1f, \"interrupted\": %s, \"time_limited\": %s}\n",
+                (long long)r.steps_done, r.last_loss, r.val_loss, r.tokens_per_s, r.interrupted ? "true" : "false",
+                r.time_limited ? "true" : "false");
+  });
+}
+
+}  // namespace moepp::cli

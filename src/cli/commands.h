@@ -1,0 +1,26 @@
+// The subcommands of `moepp`: each file adds one to the CLI11 app and runs it. Shared
+// helpers (token-id lists, thread setup) live in common.cpp.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moepp::cli {
+
+void add_prepare(CLI::App& app);
+void add_train(CLI::App& app);
+void add_eval(CLI::App& app);
+void add_generate(CLI::App& app);
+void add_logits(CLI::App& app);
+void add_grad(CLI::App& app);
+void add_info(CLI::App& app);
+
+// "1,2,3" or "@file" (ids separated by whitespace or commas).
+std::vector<int32_t> parse_ids(const std::string& spec);
+void check_ids_in_vocab(const std::vector<int32_t>& ids, int64_t vocab);
+// --threads N (0 = all cores).
+void add_threads_option(CLI::App* cmd, int* threads);
+void apply_threads(int threads);
+
+}  // namespace moepp::cli

@@ -1,0 +1,54 @@
+#include <fstream>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/parallel.h"
+
+namespace moepp::cli {
+
+std::vector<int32_t> parse_ids(const std::string& spec) {
+  std::string text = spec;
+  std::string source = "--ids";
+  if (!spec.empty() && spec[0] == '@') {
+    source = spec.substr(1);
+    std::ifstream in(source);
+    MOEPP_CHECK(in, source, ": cannot open the ids file");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  for (char& c : text)
+    if (c == ',') c = ' ';
+  std::istringstream is(text);
+  std::vector<int32_t> ids;
+  std::string tok;
+  while (is >> tok) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(tok, &used);
+    } catch (...) {
+      used = 0;
+    }
+    MOEPP_CHECK(used == tok.size() && v >= 0 && v <= INT32_MAX, source, ": '", tok, "' is not a token id");
+    ids.push_back(int32_t(v));
+  }
+  MOEPP_CHECK(!ids.empty(), source, ": no token ids");
+  return ids;
+}
+
+void check_ids_in_vocab(const std::vector<int32_t>& ids, int64_t vocab) {
+  for (size_t i = 0; i < ids.size(); ++i)
+    MOEPP_CHECK(ids[i] < vocab, "token id ", ids[i], " at position ", i, " is outside the vocabulary of ", vocab);
+}
+
+void add_threads_option(CLI::App* cmd, int* threads) {
+  cmd->add_option("--threads", *threads, "Threads to use (0 = all cores)")->default_val(0);
+}
+
+void apply_threads(int threads) {
+  if (threads > 0) set_threads(threads);
+}
+
+}  // namespace moepp::cli

@@ -1,0 +1,32 @@
+// moepp: train, evaluate and run MoE++ language models. `moepp <command> --help` for each.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "moepp - an engine for MoE++ language models (mixture of experts with zero-computation experts)\n"
+      "Typical use: moepp prepare -> moepp train -> moepp eval / generate"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Help for every command");
+  moepp::cli::add_prepare(app);
+  moepp::cli::add_train(app);
+  moepp::cli::add_eval(app);
+  moepp::cli::add_generate(app);
+  moepp::cli::add_logits(app);
+  moepp::cli::add_grad(app);
+  moepp::cli::add_info(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const moepp::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,27 @@
+// Sampler: picks the next token from logits with temperature, top-k and top-p (nucleus),
+// from a seeded RNG. Temperature 0 is greedy (argmax, ties to the lower id).
+#pragma once
+#include <cstdint>
+
+#include "core/rng.h"
+
+namespace moepp {
+
+struct SamplerOptions {
+  double temperature = 0.8;
+  int top_k = 40;       // 0: no limit
+  double top_p = 0.95;  // 1: no limit
+  uint64_t seed = 1;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(SamplerOptions o);
+  int32_t sample(const float* logits, int64_t vocab);
+
+ private:
+  SamplerOptions opt_;
+  Rng rng_;
+};
+
+}  // namespace moepp

@@ -1,0 +1,73 @@
+#include "io/model_folder.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+
+namespace moepp {
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  std::ifstream in(from, std::ios::binary);
+  MOEPP_CHECK(in, from, ": cannot open file");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  write_file_atomic(to, ss.str());
+}
+
+void write_params(const std::string& path, const ModelConfig& cfg, const ModelParams<float>& params,
+                  const std::string& prefix) {
+  std::vector<SafetensorsWriteItem> items;
+  params.for_each(cfg, [&](const std::string& name, const Tensor<float>& t) {
+    items.push_back({prefix + name, DType::f32, t.shape().dims, t.data()});
+  });
+  write_safetensors(path, items, {{"format", "pt"}, {"writer", "moepp"}});
+}
+
+void read_params(const std::string& path, const ModelConfig& cfg, ModelParams<float>& params,
+                 const std::string& prefix) {
+  const SafetensorsFile f(path);
+  params.for_each(cfg, [&](const std::string& name, Tensor<float>& t) {
+    const std::string key = prefix + name;
+    MOEPP_CHECK(f.has(key), path, ": tensor ", key, " is missing");
+    const auto& e = f.entry(key);
+    MOEPP_CHECK(Shape(e.shape) == t.shape(), path, ": tensor ", key, " has shape ", Shape(e.shape).str(),
+                " but the config implies ", t.shape().str());
+    t = f.read<float>(key);
+  });
+}
+
+void save_model_folder(const std::string& dir, const ModelConfig& cfg, const ModelParams<float>& params,
+                       const std::string& tokenizer_model) {
+  ::mkdir(dir.c_str(), 0755);
+  struct stat st;
+  MOEPP_CHECK(::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), dir, ": cannot create the model folder");
+  write_params(dir + "/model.safetensors", cfg, params);
+  if (!tokenizer_model.empty() && tokenizer_model != dir + "/tokenizer.model")
+    copy_file_atomic(tokenizer_model, dir + "/tokenizer.model");
+  write_file_atomic(dir + "/config.json", cfg.to_json().dump(2) + "\n");
+}
+
+LoadedModel load_model_folder(const std::string& dir) {
+  LoadedModel m;
+  m.dir = dir;
+  const std::string cfg_path = dir + "/config.json";
+  MOEPP_CHECK(file_exists(cfg_path), dir, ": not a model folder (no config.json)");
+  m.config = ModelConfig::load(cfg_path);
+  m.params = ModelParams<float>::zeros(m.config);
+  const std::string st = dir + "/model.safetensors";
+  MOEPP_CHECK(file_exists(st), dir, ": no model.safetensors (sharded and pytorch_model.bin folders are not supported yet)");
+  read_params(st, m.config, m.params);
+  return m;
+}
+
+}  // namespace moepp

@@ -1,0 +1,35 @@
+// Model folders (SPEC §3.1): config.json + model.safetensors (+ tokenizer.model). This is
+// what moepp writes and what its own checkpoints are. Loading checks every tensor the
+// config implies for presence, dtype and shape before any is used, and names the offender.
+#pragma once
+#include <string>
+
+#include "model/config.h"
+#include "model/params.h"
+
+namespace moepp {
+
+struct LoadedModel {
+  ModelConfig config;
+  ModelParams<float> params;
+  std::string dir;
+};
+
+// Writes config.json and model.safetensors (f32), each atomically; copies tokenizer_model
+// into the folder as tokenizer.model when given.
+void save_model_folder(const std::string& dir, const ModelConfig& cfg, const ModelParams<float>& params,
+                       const std::string& tokenizer_model = "");
+
+LoadedModel load_model_folder(const std::string& dir);
+
+// Reads `prefix + name` for every parameter of cfg from a safetensors file into params.
+// Throws naming the file and tensor on a missing tensor or a shape that contradicts cfg.
+void read_params(const std::string& path, const ModelConfig& cfg, ModelParams<float>& params,
+                 const std::string& prefix = "");
+void write_params(const std::string& path, const ModelConfig& cfg, const ModelParams<float>& params,
+                  const std::string& prefix = "");
+
+bool file_exists(const std::string& path);
+void copy_file_atomic(const std::string& from, const std::string& to);
+
+}  // namespace moepp

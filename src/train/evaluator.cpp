@@ -1,0 +1,55 @@
+#include "train/evaluator.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "model/transformer.h"
+#include "train/metrics.h"
+
+namespace moepp {
+
+nlohmann::json EvalResult::to_json() const {
+  return {{"loss", loss}, {"perplexity", perplexity}, {"balance_loss", balance_loss}, {"tokens", tokens},
+          {"routing", routing_json(routing)}};
+}
+
+EvalResult evaluate(const ModelConfig& cfg, const ModelParams<float>& params, const std::vector<int32_t>& tokens,
+                    int64_t B, int64_t S, int64_t max_batches) {
+  const int64_t windows = (int64_t(tokens.size()) - 1) / S;
+  MOEPP_CHECK(windows >= 1, "evaluate: ", tokens.size(), " tokens are too few for one window of ", S + 1);
+  for (int32_t t : tokens)
+    MOEPP_CHECK(t >= 0 && t < cfg.vocab_size, "evaluate: token id ", t, " is outside the model's vocabulary of ",
+                cfg.vocab_size);
+  EvalResult r;
+  ModelCache<float> cache;
+  double loss_sum = 0, bal_sum = 0;
+  int64_t batches = 0;
+  std::vector<int32_t> ids, targets;
+  for (int64_t w0 = 0; w0 < windows; w0 += B) {
+    if (max_batches > 0 && batches >= max_batches) break;
+    const int64_t b = std::min(B, windows - w0);
+    ids.resize(size_t(b * S));
+    targets.resize(size_t(b * S));
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t s = 0; s < S; ++s) {
+        ids[size_t(i * S + s)] = tokens[size_t((w0 + i) * S + s)];
+        targets[size_t(i * S + s)] = tokens[size_t((w0 + i) * S + s + 1)];
+      }
+    model_forward(cfg, params, ids.data(), b, S, cache);
+    const LossParts p = model_loss(cfg, cache, targets.data());
+    loss_sum += p.lm_loss * double(b * S);
+    bal_sum += p.balance_loss * double(b * S);
+    r.tokens += b * S;
+    const auto stats = routing_stats_of(cfg, cache);
+    if (r.routing.empty()) r.routing = stats;
+    else
+      for (size_t l = 0; l < stats.size(); ++l) r.routing[l].add(stats[l]);
+    ++batches;
+  }
+  r.loss = loss_sum / double(r.tokens);
+  r.balance_loss = bal_sum / double(r.tokens);
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+}  // namespace moepp

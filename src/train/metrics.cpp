@@ -1,0 +1,60 @@
+#include "train/metrics.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+
+namespace moepp {
+
+using json = nlohmann::json;
+
+namespace {
+json shares(const RoutingStats& s) {
+  return {{"ffn", s.share(ExpertKind::ffn)}, {"zero", s.share(ExpertKind::zero)},
+          {"copy", s.share(ExpertKind::copy)}, {"constant", s.share(ExpertKind::constant)}};
+}
+}  // namespace
+
+json routing_json(const std::vector<RoutingStats>& per_layer) {
+  RoutingStats all;
+  json layers = json::array();
+  for (const auto& s : per_layer) {
+    all.add(s);
+    layers.push_back({{"ffn_experts_per_token", s.ffn_experts_per_token()}, {"share", shares(s)},
+                      {"ffn_load_max_over_mean", s.ffn_load_max_over_mean()}});
+  }
+  // Pooled over layers: tokens counted once per layer, so per-token means are layer means.
+  return {{"ffn_experts_per_token", all.ffn_experts_per_token()},
+          {"ffn_flops_vs_vanilla", all.ffn_flops_vs_vanilla()},
+          {"share", shares(all)},
+          {"ffn_load_max_over_mean", all.ffn_load_max_over_mean()},
+          {"layers", layers}};
+}
+
+void append_jsonl(const std::string& path, const json& line) {
+  std::ofstream out(path, std::ios::app);
+  MOEPP_CHECK(out, path, ": cannot append metrics");
+  out << line.dump() << "\n";
+  out.flush();
+  MOEPP_CHECK(out, path, ": write failed");
+}
+
+void truncate_jsonl_after(const std::string& path, int64_t max_step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      const json j = json::parse(line);
+      if (j.contains("step") && j["step"].get<int64_t>() > max_step) continue;
+    } catch (const json::exception&) {
+      continue;  // a torn last line from a crash
+    }
+    kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
+}  // namespace moepp

@@ -1,0 +1,22 @@
+// Routing statistics and training metrics as JSON (SPEC §5), and the JSONL metrics log.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "moe/routing_stats.h"
+
+namespace moepp {
+
+// {"ffn_experts_per_token", "ffn_flops_vs_vanilla", "share": {ffn, zero, copy, constant},
+//  "ffn_load_max_over_mean", "layers": [per-layer ffn_experts_per_token and shares]}
+nlohmann::json routing_json(const std::vector<RoutingStats>& per_layer);
+
+// Appends one line to a JSONL file (open, append, flush, close).
+void append_jsonl(const std::string& path, const nlohmann::json& line);
+
+// Rewrites a JSONL file keeping only the lines whose "step" is at most max_step (a resumed
+// run continues the log where its checkpoint was taken).
+void truncate_jsonl_after(const std::string& path, int64_t max_step);
+
+}  // namespace moepp

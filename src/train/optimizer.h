@@ -1,0 +1,39 @@
+// AdamW with decoupled weight decay, on f32 master weights. Norm weights and the constant
+// experts' vectors are not decayed (they are scales and offsets, not projections).
+// Moments live in ModelParams of the same shapes, so checkpoints store them by name.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+#include "model/params.h"
+
+namespace moepp {
+
+struct AdamWConfig {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+};
+
+bool decays(const std::string& param_name);
+
+class AdamW {
+ public:
+  AdamW(const ModelConfig& cfg, AdamWConfig opt);
+  // One update with learning rate lr; step() counts updates (bias correction uses it).
+  void update(const ModelConfig& cfg, ModelParams<float>& params, ModelParams<float>& grads, double lr);
+  int64_t step() const { return step_; }
+  void set_step(int64_t s) { step_ = s; }
+  ModelParams<float>& m() { return m_; }
+  ModelParams<float>& v() { return v_; }
+
+ private:
+  AdamWConfig opt_;
+  ModelParams<float> m_, v_;
+  int64_t step_ = 0;
+};
+
+// Scales grads so their global L2 norm is at most max_norm (when max_norm > 0); returns
+// the norm before clipping.
+double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm);
+
+}  // namespace moepp

@@ -1,0 +1,188 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/loader.h"
+#include "data/shards.h"
+#include "io/model_folder.h"
+#include "model/params.h"
+#include "model/transformer.h"
+#include "train/checkpoint.h"
+#include "train/evaluator.h"
+#include "train/metrics.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+
+namespace moepp {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop = true; }
+
+std::string fmt_duration(double s) {
+  char buf[32];
+  const long t = long(s + 0.5);
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  return buf;
+}
+
+void check_vocab(const std::vector<int32_t>& tokens, const ModelConfig& cfg, const std::string& what) {
+  for (size_t i = 0; i < tokens.size(); ++i)
+    MOEPP_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size, what, ": token id ", tokens[i], " at position ", i,
+                " is outside the model's vocabulary of ", cfg.vocab_size);
+}
+
+}  // namespace
+
+void request_training_stop() { g_stop = true; }
+
+TrainResult train(const TrainOptions& o) {
+  using clock = std::chrono::steady_clock;
+  ensure_writable_dir(o.out_dir);
+  const std::string tok_path = o.data_dir + "/tokenizer.model";
+  const auto train_tokens = read_token_shard(o.data_dir + "/train.bin");
+  const auto val_tokens = read_token_shard(o.data_dir + "/val.bin");
+  const std::string state_path = o.out_dir + "/trainer_state.json";
+  const std::string metrics_path = o.out_dir + "/metrics.jsonl";
+  MOEPP_CHECK(o.resume || !file_exists(state_path), o.out_dir,
+              ": already holds a run; pass --resume to continue it or choose another --out");
+  const ModelConfig cfg = o.resume ? ModelConfig::load(o.out_dir + "/config.json") : o.model;
+  cfg.validate();
+  check_vocab(train_tokens, cfg, o.data_dir + "/train.bin");
+  check_vocab(val_tokens, cfg, o.data_dir + "/val.bin");
+  MOEPP_CHECK(o.steps >= 1 && o.accum >= 1, "train: --steps and --accum must be positive");
+
+  auto params = ModelParams<float>::zeros(cfg);
+  Rng rng(o.seed);
+  params.init(cfg, rng);
+  AdamW opt(cfg, AdamWConfig{0.9, 0.95, 1e-8, o.weight_decay});
+  Loader loader(train_tokens, o.batch, o.seq, o.seed);
+  int64_t start = 0;
+  double prior_time = 0;
+  if (o.resume) {
+    const json st = load_checkpoint(o.out_dir, cfg, params, opt);
+    start = st.at("step").get<int64_t>();
+    loader.seek(LoaderPosition{st.at("loader_epoch").get<uint64_t>(), st.at("loader_index").get<uint64_t>()});
+    prior_time = st.value("train_seconds", 0.0);
+    truncate_jsonl_after(metrics_path, start);
+  } else {
+    std::remove(metrics_path.c_str());
+  }
+  Schedule sched{o.lr, o.lr * o.min_lr_ratio, o.warmup >= 0 ? o.warmup : std::max<int64_t>(1, o.steps / 20), o.steps};
+
+  auto state_json = [&](int64_t step, double seconds) {
+    const auto p = loader.position();
+    return json{{"step", step}, {"loader_epoch", p.epoch}, {"loader_index", p.index}, {"seed", o.seed},
+                {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq}, {"accum", o.accum}, {"lr", o.lr},
+                {"train_seconds", seconds}, {"data", o.data_dir}};
+  };
+
+  g_stop = false;
+  auto old_int = std::signal(SIGINT, on_signal);
+  auto old_term = std::signal(SIGTERM, on_signal);
+  const bool tty = isatty(fileno(stderr));
+  auto grads = ModelParams<float>::zeros(cfg);
+  ModelCache<float> cache;
+  std::vector<int32_t> ids, targets;
+  TrainResult r;
+  const auto t0 = clock::now();
+  auto seconds = [&] { return prior_time + std::chrono::duration<double>(clock::now() - t0).count(); };
+  double tok_per_s = 0;
+  int64_t step = start;
+  try {
+    for (; step < o.steps; ++step) {
+      const auto ts = clock::now();
+      grads.zero();
+      LossParts acc;
+      std::vector<RoutingStats> routing;
+      for (int64_t a = 0; a < o.accum; ++a) {
+        loader.next(ids, targets);
+        model_forward(cfg, params, ids.data(), o.batch, o.seq, cache);
+        const LossParts p = model_backward(cfg, params, cache, targets.data(), grads);
+        acc.loss += p.loss / double(o.accum);
+        acc.lm_loss += p.lm_loss / double(o.accum);
+        acc.balance_loss += p.balance_loss / double(o.accum);
+        const auto st = routing_stats_of(cfg, cache);
+        if (routing.empty()) routing = st;
+        else
+          for (size_t l = 0; l < st.size(); ++l) routing[l].add(st[l]);
+      }
+      MOEPP_CHECK(std::isfinite(acc.loss), "train: loss is ", acc.loss, " at step ", step + 1,
+                  " (lower --lr?); the last checkpoint is kept");
+      if (o.accum > 1)
+        grads.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
+          for (int64_t j = 0; j < t.numel(); ++j) t[j] /= float(o.accum);
+        });
+      const double gnorm = clip_grad_norm(cfg, grads, o.clip);
+      const double lr = sched.at(step);
+      opt.update(cfg, params, grads, lr);
+      const double dt = std::chrono::duration<double>(clock::now() - ts).count();
+      const double inst = double(o.batch * o.seq * o.accum) / dt;
+      tok_per_s = tok_per_s == 0 ? inst : 0.9 * tok_per_s + 0.1 * inst;
+      r.last_loss = acc.loss;
+      append_jsonl(metrics_path, {{"step", step + 1}, {"loss", acc.loss}, {"lm_loss", acc.lm_loss},
+                                  {"balance_loss", acc.balance_loss}, {"lr", lr}, {"grad_norm", gnorm},
+                                  {"tokens_per_s", inst}, {"routing", routing_json(routing)}});
+      if (!o.quiet) {
+        const double eta = double(o.steps - step - 1) * double(o.batch * o.seq * o.accum) / tok_per_s;
+        if (tty) {
+          std::fprintf(stderr, "\r  step %lld/%lld | loss %.4f | %.0f tok/s | ETA %s   ", (long long)(step + 1),
+                       (long long)o.steps, acc.loss, tok_per_s, fmt_duration(eta).c_str());
+        } else if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
+          std::fprintf(stderr, "  step %lld/%lld loss %.4f lm %.4f %.0f tok/s ETA %s\n", (long long)(step + 1),
+                       (long long)o.steps, acc.loss, acc.lm_loss, tok_per_s, fmt_duration(eta).c_str());
+        }
+      }
+      if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
+        const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
+        append_jsonl(metrics_path, {{"step", step + 1}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity}});
+      }
+      if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0)
+        save_checkpoint(o.out_dir, cfg, params, opt, state_json(step + 1, seconds()), tok_path);
+      if (g_stop) {
+        r.interrupted = true;
+        ++step;
+        break;
+      }
+      if (o.time_limit_s > 0 && seconds() >= o.time_limit_s) {
+        r.time_limited = true;
+        ++step;
+        break;
+      }
+    }
+  } catch (...) {
+    std::signal(SIGINT, old_int);
+    std::signal(SIGTERM, old_term);
+    if (tty && !o.quiet) std::fprintf(stderr, "\n");
+    throw;
+  }
+  if (tty && !o.quiet) std::fprintf(stderr, "\n");
+  r.steps_done = step;
+  r.tokens_per_s = tok_per_s;
+  save_checkpoint(o.out_dir, cfg, params, opt, state_json(step, seconds()), tok_path);
+  std::signal(SIGINT, old_int);
+  std::signal(SIGTERM, old_term);
+  if (!r.interrupted) {
+    const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
+    r.val_loss = ev.loss;
+    json line = {{"step", step}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity},
+                 {"val_routing", routing_json(ev.routing)}};
+    append_jsonl(metrics_path, line);
+  }
+  return r;
+}
+
+}  // namespace moepp

@@ -1,0 +1,42 @@
+// The training loop: batches from train.bin, forward + backward (gradient accumulation),
+// global-norm clipping, AdamW on a warmup + cosine schedule, periodic validation,
+// checkpoints (every N steps, at the end, on Ctrl-C and at the time limit), metrics.jsonl,
+// and a progress line. `resume` continues a run folder exactly where it stopped.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+
+namespace moepp {
+
+struct TrainOptions {
+  std::string data_dir, out_dir;
+  ModelConfig model;         // used for a new run; a resumed run uses its folder's config
+  int64_t steps = 1000;
+  int64_t batch = 8, seq = 128, accum = 1;
+  double lr = 1e-3, min_lr_ratio = 0.1;
+  int64_t warmup = -1;       // -1: 5% of steps
+  double weight_decay = 0.1, clip = 1.0;
+  uint64_t seed = 1;
+  int64_t checkpoint_every = 0;  // 0: only at the end (and on interrupt / time limit)
+  int64_t eval_every = 0;        // 0: only at the end
+  int64_t eval_batches = 16;
+  double time_limit_s = 0;       // stop cleanly after this much training time (0: none)
+  bool resume = false;
+  int log_every = 10;            // plain-line progress when stderr is not a terminal
+  bool quiet = false;
+};
+
+struct TrainResult {
+  int64_t steps_done = 0;
+  double last_loss = 0, val_loss = 0, tokens_per_s = 0;
+  bool interrupted = false, time_limited = false;
+};
+
+TrainResult train(const TrainOptions& opt);
+
+// Set by SIGINT/SIGTERM while train() runs; train() then checkpoints and returns.
+void request_training_stop();
+
+}  // namespace moepp
