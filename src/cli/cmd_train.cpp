@@ -44,6 +44,7 @@ void add_train(CLI::App& app) {
   cmd->add_option("--eval-every", o.eval_every, "Validate every N steps (0: at the end only)")->default_val(0);
   cmd->add_option("--eval-batches", o.eval_batches, "Validation batches per evaluation")->default_val(16);
   cmd->add_option("--time-limit", o.time_limit_s, "Stop with a checkpoint after this many seconds (0: no limit)")->default_val(0);
+  cmd->add_option("--stop-after", o.stop_after, "Checkpoint and stop after N steps of this invocation (0: run to --steps)")->default_val(0);
   cmd->add_flag("--resume", o.resume, "Continue the run in --out exactly where it stopped");
   cmd->add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->default_val(10);
   add_threads_option(cmd, &a->threads);

@@ -52,7 +52,8 @@ void request_training_stop() { g_stop = true; }
 TrainResult train(const TrainOptions& o) {
   using clock = std::chrono::steady_clock;
   ensure_writable_dir(o.out_dir);
-  const std::string tok_path = o.data_dir + "/tokenizer.model";
+  // A data folder without a tokenizer (synthetic token tasks) trains all the same.
+  const std::string tok_path = file_exists(o.data_dir + "/tokenizer.model") ? o.data_dir + "/tokenizer.model" : "";
   const auto train_tokens = read_token_shard(o.data_dir + "/train.bin");
   const auto val_tokens = read_token_shard(o.data_dir + "/val.bin");
   const std::string state_path = o.out_dir + "/trainer_state.json";
@@ -157,7 +158,7 @@ TrainResult train(const TrainOptions& o) {
         ++step;
         break;
       }
-      if (o.time_limit_s > 0 && seconds() >= o.time_limit_s) {
+      if ((o.time_limit_s > 0 && seconds() >= o.time_limit_s) || (o.stop_after > 0 && step + 1 - start >= o.stop_after)) {
         r.time_limited = true;
         ++step;
         break;

@@ -23,6 +23,7 @@ struct TrainOptions {
   int64_t eval_every = 0;        // 0: only at the end
   int64_t eval_batches = 16;
   double time_limit_s = 0;       // stop cleanly after this much training time (0: none)
+  int64_t stop_after = 0;        // stop cleanly after this many steps of this invocation (0: none)
   bool resume = false;
   int log_every = 10;            // plain-line progress when stderr is not a terminal
   bool quiet = false;
