@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test bench deps fixtures clean
+.PHONY: all build test bench deps fixtures clean run
 
 all: build
 
@@ -12,11 +12,14 @@ $(BUILD)/build.ninja:
 build: $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: build
+test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE long
 
 bench: build
 	$(BUILD)/bench/moe_layer_bench
+
+run:
+	bash scripts/run-main.sh
 
 deps:
 	bash scripts/setup-deps.sh

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   moepp::cli::add_logits(app);
   moepp::cli::add_grad(app);
   moepp::cli::add_info(app);
+  moepp::cli::add_compare(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
+#include "io/atomic_file.h"
 #include "io/model_folder.h"
 
 namespace moepp {
@@ -37,10 +38,7 @@ PrepareResult prepare_corpus(const PrepareOptions& opt) {
     MOEPP_CHECK(text.find_first_not_of(" \t\r\n") != std::string::npos, f, ": the corpus file is empty");
     check_utf8(text, f);
   }
-  ::mkdir(opt.out_dir.c_str(), 0755);
-  struct stat st;
-  MOEPP_CHECK(::stat(opt.out_dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), opt.out_dir,
-              ": cannot create the output folder");
+  make_dirs(opt.out_dir);
   const std::string model = opt.out_dir + "/tokenizer.model";
   if (!opt.tokenizer_model.empty()) {
     copy_file_atomic(opt.tokenizer_model, model);

@@ -1,6 +1,7 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,6 +38,17 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     ::unlink(tmp.c_str());
     fail("cannot rename ", tmp, " to ", path, ": ", why);
   }
+}
+
+void make_dirs(const std::string& path) {
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos < path.size() && path[pos] != '/') continue;
+    const std::string part = path.substr(0, pos);
+    if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST)
+      fail(path, ": cannot create folder ", part, ": ", std::strerror(errno));
+  }
+  struct stat st;
+  MOEPP_CHECK(::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode), path, ": not a folder");
 }
 
 }  // namespace moepp

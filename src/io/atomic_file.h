@@ -8,4 +8,7 @@ namespace moepp {
 
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// mkdir -p: creates the folder and its missing parents; throws naming the path.
+void make_dirs(const std::string& path);
+
 }  // namespace moepp

@@ -48,9 +48,7 @@ void read_params(const std::string& path, const ModelConfig& cfg, ModelParams<fl
 
 void save_model_folder(const std::string& dir, const ModelConfig& cfg, const ModelParams<float>& params,
                        const std::string& tokenizer_model) {
-  ::mkdir(dir.c_str(), 0755);
-  struct stat st;
-  MOEPP_CHECK(::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), dir, ": cannot create the model folder");
+  make_dirs(dir);
   write_params(dir + "/model.safetensors", cfg, params);
   if (!tokenizer_model.empty() && tokenizer_model != dir + "/tokenizer.model")
     copy_file_atomic(tokenizer_model, dir + "/tokenizer.model");

@@ -33,6 +33,7 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
       for (int64_t j = 0; j <= i; ++j) {
         const T* kj = k + ((b * Tn + j) * Hkv + kvh) * hd;
         T dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int64_t d = 0; d < hd; ++d) dot += qi[d] * kj[d];
         Pi[j] = dot * scale;
         mx = std::max(mx, Pi[j]);
@@ -46,7 +47,9 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
       std::fill(oi, oi + hd, T(0));
       for (int64_t j = 0; j <= i; ++j) {
         const T* vj = v + ((b * Tn + j) * Hkv + kvh) * hd;
-        for (int64_t d = 0; d < hd; ++d) oi[d] += Pi[j] * vj[d];
+        const T pij = Pi[j];
+#pragma omp simd
+        for (int64_t d = 0; d < hd; ++d) oi[d] += pij * vj[d];
       }
     }
   });
@@ -75,9 +78,11 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
           const T* vj = v + ((b * Tn + j) * Hkv + kvh) * hd;
           T* dvj = dv + ((b * Tn + j) * Hkv + kvh) * hd;
           T dp = 0;
+          const T pij = Pi[j];
+#pragma omp simd reduction(+ : dp)
           for (int64_t d = 0; d < hd; ++d) {
             dp += doi[d] * vj[d];
-            dvj[d] += Pi[j] * doi[d];
+            dvj[d] += pij * doi[d];
           }
           dS[size_t(j)] = dp;
           dot += Pi[j] * dp;
@@ -86,6 +91,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
           const T ds = Pi[j] * (dS[size_t(j)] - dot) * scale;
           const T* kj = k + ((b * Tn + j) * Hkv + kvh) * hd;
           T* dkj = dk + ((b * Tn + j) * Hkv + kvh) * hd;
+#pragma omp simd
           for (int64_t d = 0; d < hd; ++d) {
             dqi[d] += ds * kj[d];
             dkj[d] += ds * qi[d];

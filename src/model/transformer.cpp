@@ -93,7 +93,8 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
   const int64_t B = c.batch, S = c.seq, n = B * S, D = cfg.hidden_size, V = cfg.vocab_size;
   const MoeConfig mc = cfg.moe();
   LossParts p;
-  Tensor<T> dlogits({n, V});
+  Tensor<T>& dlogits = c.dlogits;
+  dlogits.fit({n, V});
   p.lm_loss = cross_entropy_fused(c.logits.data(), targets, n, V, T(1), dlogits.data());
   p.balance_loss = mean_balance(cfg, c);
   p.loss = p.lm_loss + cfg.balance_coef * p.balance_loss;

@@ -36,6 +36,7 @@ struct ModelCache {
   std::vector<LayerCache<T>> layers;
   Tensor<T> x_final, normed, rstd_final;  // [BT, D], [BT, D], [BT]
   Tensor<T> logits;                       // [BT, V]
+  Tensor<T> dlogits;                      // [BT, V] backward scratch, kept between steps
 };
 
 struct LossParts {

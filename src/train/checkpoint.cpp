@@ -16,10 +16,11 @@ namespace moepp {
 using json = nlohmann::json;
 
 void ensure_writable_dir(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    fail(dir, ": cannot create the run folder: ", std::strerror(errno));
-  struct stat st;
-  MOEPP_CHECK(::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), dir, ": not a folder");
+  try {
+    make_dirs(dir);
+  } catch (const Error& e) {
+    fail(dir, ": cannot create the run folder (", e.what(), ")");
+  }
   MOEPP_CHECK(::access(dir.c_str(), W_OK) == 0, dir, ": the run folder is not writable");
 }
 

@@ -45,13 +45,19 @@ void AdamW::update(const ModelConfig& cfg, ModelParams<float>& params, ModelPara
 double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm) {
   double sq = 0;
   grads.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
-    for (int64_t j = 0; j < t.numel(); ++j) sq += double(t[j]) * double(t[j]);
+    const float* g = t.data();
+    const int64_t n = t.numel();
+    double part = 0;
+#pragma omp parallel for reduction(+ : part) schedule(static) if (n > (1 << 16))
+    for (int64_t j = 0; j < n; ++j) part += double(g[j]) * double(g[j]);
+    sq += part;
   });
   const double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {
     const float s = float(max_norm / norm);
     grads.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
-      for (int64_t j = 0; j < t.numel(); ++j) t[j] *= s;
+      float* g = t.data();
+      parallel_for(t.numel(), [&](int64_t j) { g[j] *= s; }, 1 << 16);
     });
   }
   return norm;

@@ -1,0 +1,125 @@
+// moepp compare: evaluate several run folders on the same data and print them side by
+// side (validation loss, perplexity, FFN experts per token, FFN compute relative to a
+// vanilla MoE, training tokens/s from metrics.jsonl), then a sample from each.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "data/shards.h"
+#include "data/tokenizer.h"
+#include "infer/sampler.h"
+#include "infer/session.h"
+#include "io/model_folder.h"
+#include "model/params.h"
+#include "train/evaluator.h"
+#include "train/metrics.h"
+
+namespace moepp::cli {
+
+namespace {
+
+// Median tokens/s of the run's training steps, skipping the first 10 (warm-up).
+double median_train_speed(const std::string& run) {
+  std::ifstream in(run + "/metrics.jsonl");
+  std::vector<double> v;
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("tokens_per_s") && j.value("step", 0) > 10) v.push_back(j["tokens_per_s"].get<double>());
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::string sample(const LoadedModel& m, const std::string& prompt, int n, uint64_t seed) {
+  const Tokenizer tok(m.dir + "/tokenizer.model");
+  std::vector<int32_t> ids;
+  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  const auto p = tok.encode(prompt);
+  ids.insert(ids.end(), p.begin(), p.end());
+  const int64_t ctx = std::min<int64_t>(m.config.max_position_embeddings, int64_t(ids.size()) + n);
+  Session<float> s(m.config, m.params, ctx);
+  Sampler sampler(SamplerOptions{0.7, 40, 0.95, seed});
+  Tensor<float> logits;
+  s.append(ids.data(), int64_t(ids.size()), logits);
+  std::vector<int32_t> out = p;
+  while (s.length() < ctx) {
+    const int32_t next = sampler.sample(logits.data() + (logits.dim(0) - 1) * m.config.vocab_size, m.config.vocab_size);
+    if (next == tok.eos_id()) break;
+    out.push_back(next);
+    s.append(&next, 1, logits);
+  }
+  return tok.decode(out);
+}
+
+}  // namespace
+
+void add_compare(CLI::App& app) {
+  auto* cmd = app.add_subcommand("compare", "Evaluate run folders on the same data and print them side by side");
+  struct Args {
+    std::vector<std::string> runs;
+    std::string data, prompt = "And God said", json_out;
+    int64_t batch = 8, seq = 128, max_batches = 0;
+    int sample_tokens = 48, threads = 0;
+    uint64_t seed = 1;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--run", a->runs, "Run (or model) folders; the first vanilla one is the FFN-compute baseline")->required();
+  cmd->add_option("--data", a->data, "Prepared data folder (val.bin)")->required();
+  cmd->add_option("--batch", a->batch, "Sequences per evaluation batch")->default_val(8);
+  cmd->add_option("--seq", a->seq, "Tokens per sequence")->default_val(128);
+  cmd->add_option("--max-batches", a->max_batches, "Evaluation batches (0: the whole split)")->default_val(0);
+  cmd->add_option("--prompt", a->prompt, "Prompt for the samples (empty: no samples)")->default_val("And God said");
+  cmd->add_option("--sample-tokens", a->sample_tokens, "Tokens per sample")->default_val(48);
+  cmd->add_option("--seed", a->seed, "Sampling seed")->default_val(1);
+  cmd->add_option("--json", a->json_out, "Also write the table as JSON to this file");
+  add_threads_option(cmd, &a->threads);
+  cmd->callback([a] {
+    apply_threads(a->threads);
+    const auto tokens = read_token_shard(a->data + "/val.bin");
+    nlohmann::json rows = nlohmann::json::array();
+    std::vector<std::string> samples;
+    for (const auto& run : a->runs) {
+      std::fprintf(stderr, "compare: evaluating %s\n", run.c_str());
+      const LoadedModel m = load_model_folder(run);
+      const EvalResult r = evaluate(m.config, m.params, tokens, a->batch, a->seq, a->max_batches);
+      RoutingStats all;
+      for (const auto& s : r.routing) all.add(s);
+      const MoeConfig mc = m.config.moe();
+      rows.push_back({{"run", run}, {"kind", mc.num_zero_compute() ? "MoE++" : "vanilla"},
+                      {"ffn_experts", mc.num_ffn}, {"zc_experts", mc.num_zero_compute()},
+                      {"tau", m.config.balance_tau}, {"params", total_params(m.config)},
+                      {"val_loss", r.loss}, {"val_ppl", r.perplexity}, {"val_tokens", r.tokens},
+                      {"ffn_experts_per_token", all.ffn_experts_per_token()},
+                      {"ffn_compute_vs_vanilla", all.ffn_flops_vs_vanilla()},
+                      {"train_tokens_per_s", median_train_speed(run)}, {"routing", routing_json(r.routing)}});
+      if (!a->prompt.empty()) samples.push_back(sample(m, a->prompt, a->sample_tokens, a->seed));
+    }
+    std::printf("\n%-28s %-8s %10s %9s %9s %9s %11s %12s\n", "run", "kind", "params", "val loss", "val ppl", "FFN/tok",
+                "FFN vs van", "train tok/s");
+    for (const auto& r : rows)
+      std::printf("%-28s %-8s %10lld %9.4f %9.2f %9.3f %11.3f %12.0f\n", r["run"].get<std::string>().c_str(),
+                  r["kind"].get<std::string>().c_str(), (long long)r["params"].get<int64_t>(), r["val_loss"].get<double>(),
+                  r["val_ppl"].get<double>(), r["ffn_experts_per_token"].get<double>(),
+                  r["ffn_compute_vs_vanilla"].get<double>(), r["train_tokens_per_s"].get<double>());
+    std::printf("(val loss over %lld held-out tokens; FFN vs van = mean FFN experts per token / k, the FFN compute\n"
+                " relative to a vanilla top-k MoE with the same FFN experts)\n",
+                (long long)rows[0]["val_tokens"].get<int64_t>());
+    for (size_t i = 0; i < samples.size(); ++i)
+      std::printf("\n--- sample from %s (temperature 0.7, seed %llu)\n%s\n", a->runs[i].c_str(),
+                  (unsigned long long)a->seed, samples[i].c_str());
+    if (!a->json_out.empty()) {
+      std::ofstream(a->json_out) << rows.dump(2) << "\n";
+      std::fprintf(stderr, "compare: wrote %s\n", a->json_out.c_str());
+    }
+  });
+}
+
+}  // namespace moepp::cli
