@@ -1,0 +1,150 @@
+// bench/train: training tokens/s of a preset model (default `small`), MoE++ against its
+// vanilla twin in the same run, on synthetic tokens (speed does not depend on the text),
+// and peak memory against the planned sum of parameters, gradients, AdamW moments and
+// activations. A PyTorch eager peer of the same model runs through bench/train_torch.py
+// when --torch 1 and Debian's python3-torch is installed.
+// Usage: train_bench [--preset small] [--steps 20] [--batch 8] [--seq 128] [--threads 2]
+//        [--vocab 4000] [--torch 1] [--json FILE]
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "bench_util.h"
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "model/params.h"
+#include "model/transformer.h"
+#include "train/optimizer.h"
+
+using namespace moepp;
+using namespace moepp::bench;
+using json = nlohmann::json;
+
+namespace {
+
+double peak_rss_mb() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+// Bytes of the activations the backward keeps for one batch (the ModelCache), summed
+// from its tensors after a forward and backward.
+double cache_mb(const ModelCache<float>& c) {
+  double b = 0;
+  auto add = [&](const auto& t) { b += double(t.numel()) * 4; };
+  for (const auto& l : c.layers) {
+    add(l.x); add(l.h); add(l.b); add(l.rstd2);
+    add(l.attn.a); add(l.attn.rstd); add(l.attn.q); add(l.attn.k); add(l.attn.v); add(l.attn.probs); add(l.attn.ctx);
+    add(l.mlp.gu); add(l.mlp.act);
+    const auto& m = l.moe;
+    add(m.x_in); add(m.router.z); add(m.router.s); add(m.router.p); add(m.router.g); add(m.router.hidden);
+    add(m.ffn.x); add(m.ffn.u); add(m.ffn.h); add(m.ffn.o); add(m.constant_a);
+    add(m.d_o); add(m.d_h); add(m.d_u); add(m.d_xg); add(m.dx_in); add(m.dg); add(m.dp);
+  }
+  add(c.x_final); add(c.normed); add(c.rstd_final); add(c.logits); add(c.dlogits);
+  return b / 1e6;
+}
+
+json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S) {
+  Rng rng(7);
+  auto params = ModelParams<float>::zeros(cfg);
+  params.init(cfg, rng);
+  auto grads = ModelParams<float>::zeros(cfg);
+  AdamW opt(cfg, AdamWConfig{});
+  ModelCache<float> cache;
+  std::vector<int32_t> ids(size_t(B * S)), targets(size_t(B * S));
+  std::vector<double> times;
+  double ffn_per_token = 0;
+  for (int64_t step = 0; step < steps + 2; ++step) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      ids[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+      targets[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    grads.zero();
+    model_forward(cfg, params, ids.data(), B, S, cache);
+    model_backward(cfg, params, cache, targets.data(), grads);
+    clip_grad_norm(cfg, grads, 1.0);
+    opt.update(cfg, params, grads, 1e-3);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (step >= 2) times.push_back(dt);  // two warm-up steps
+    RoutingStats all;
+    for (const auto& s : routing_stats_of(cfg, cache)) all.add(s);
+    ffn_per_token = all.ffn_experts_per_token();
+  }
+  std::sort(times.begin(), times.end());
+  const double med = times[times.size() / 2];
+  const double n = double(params.numel(cfg));
+  return {{"params", int64_t(n)}, {"tokens_per_s", double(B * S) / med}, {"step_s_median", med},
+          {"ffn_experts_per_token", ffn_per_token},
+          {"planned_mb", {{"params", n * 4 / 1e6}, {"grads", n * 4 / 1e6}, {"adam_moments", n * 8 / 1e6},
+                          {"activations", cache_mb(cache)}}}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Flags f(argc, argv);
+  if (f.has("help")) {
+    std::printf("train_bench: training tokens/s, MoE++ vs vanilla twin vs PyTorch eager\n"
+                "  --preset small --steps 20 --batch 8 --seq 128 --threads 2 --vocab 4000 --torch 1 --json FILE\n");
+    return 0;
+  }
+  const std::string preset = f.get("preset", "small");
+  const int64_t steps = f.get_int("steps", 20), B = f.get_int("batch", 8), S = f.get_int("seq", 128);
+  const int threads = int(f.get_int("threads", 2));
+  const int64_t vocab = f.get_int("vocab", 4000);
+  set_threads(threads);
+  json out = {{"preset", preset}, {"batch", B}, {"seq", S}, {"threads", threads}, {"steps", steps}};
+  for (bool vanilla : {false, true}) {
+    const ModelConfig cfg = ModelConfig::preset(preset, vocab, vanilla);
+    std::fprintf(stderr, "train_bench: %s %s ...\n", preset.c_str(), vanilla ? "vanilla" : "MoE++");
+    out[vanilla ? "vanilla" : "moepp"] = run(cfg, steps, B, S);
+    out[vanilla ? "vanilla" : "moepp"]["peak_rss_mb_so_far"] = peak_rss_mb();
+  }
+  if (f.get_int("torch", 1)) {
+    const std::string cmd = "/usr/bin/python3 " MOEPP_BENCH_DIR "/train_torch.py --preset " + preset + " --steps " +
+                            std::to_string(steps) + " --batch " + std::to_string(B) + " --seq " + std::to_string(S) +
+                            " --threads " + std::to_string(threads) + " --vocab " + std::to_string(vocab);
+    std::fprintf(stderr, "train_bench: pytorch: %s\n", cmd.c_str());
+    try {
+      out["torch"] = json::parse(run_capture(cmd));
+    } catch (...) {
+      std::fprintf(stderr, "train_bench: pytorch peer unavailable; skipped\n");
+    }
+  }
+  const auto& pp = out["moepp"];
+  const auto& va = out["vanilla"];
+  std::printf("\ntraining step, preset %s, batch %lld x seq %lld, f32, %d threads (median of %lld steps)\n",
+              preset.c_str(), (long long)B, (long long)S, threads, (long long)steps);
+  std::printf("%-10s %12s %12s %10s", "model", "params", "tokens/s", "FFN/tok");
+  const bool torch = out.contains("torch") && out["torch"].contains("moepp");
+  if (torch) std::printf(" %14s %10s", "torch tok/s", "vs torch");
+  std::printf("\n");
+  for (const char* k : {"moepp", "vanilla"}) {
+    const auto& r = out[k];
+    std::printf("%-10s %12lld %12.0f %10.3f", k, (long long)r["params"].get<int64_t>(), r["tokens_per_s"].get<double>(),
+                r["ffn_experts_per_token"].get<double>());
+    if (torch)
+      std::printf(" %14.0f %9.2fx", out["torch"][k]["tokens_per_s"].get<double>(),
+                  r["tokens_per_s"].get<double>() / out["torch"][k]["tokens_per_s"].get<double>());
+    std::printf("\n");
+  }
+  std::printf("MoE++ / vanilla: %.2fx\n", pp["tokens_per_s"].get<double>() / va["tokens_per_s"].get<double>());
+  const auto& pm = pp["planned_mb"];
+  const double planned = pm["params"].get<double>() + pm["grads"].get<double>() + pm["adam_moments"].get<double>() +
+                         pm["activations"].get<double>();
+  std::printf("memory (MoE++): peak RSS %.0f MB; planned %.0f MB = params %.0f + grads %.0f + AdamW %.0f + activations %.0f\n",
+              pp["peak_rss_mb_so_far"].get<double>(), planned, pm["params"].get<double>(), pm["grads"].get<double>(),
+              pm["adam_moments"].get<double>(), pm["activations"].get<double>());
+  const std::string path = f.get("json", "");
+  if (!path.empty()) std::ofstream(path) << out.dump(2) << "\n";
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "error: %s\n", e.what());
+  return 1;
+}
