@@ -13,7 +13,7 @@ build: $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: deps build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE long
+	cd $(BUILD) && ctest --output-on-failure -LE long
 
 bench: build
 	$(BUILD)/bench/moe_layer_bench

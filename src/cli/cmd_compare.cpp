@@ -10,8 +10,7 @@
 #include "core/error.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
-#include "infer/sampler.h"
-#include "infer/session.h"
+#include "infer/generator.h"
 #include "io/model_folder.h"
 #include "model/params.h"
 #include "train/evaluator.h"
@@ -40,23 +39,7 @@ double median_train_speed(const std::string& run) {
 
 std::string sample(const LoadedModel& m, const std::string& prompt, int n, uint64_t seed) {
   const Tokenizer tok(m.dir + "/tokenizer.model");
-  std::vector<int32_t> ids;
-  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-  const auto p = tok.encode(prompt);
-  ids.insert(ids.end(), p.begin(), p.end());
-  const int64_t ctx = std::min<int64_t>(m.config.max_position_embeddings, int64_t(ids.size()) + n);
-  Session<float> s(m.config, m.params, ctx);
-  Sampler sampler(SamplerOptions{0.7, 40, 0.95, seed});
-  Tensor<float> logits;
-  s.append(ids.data(), int64_t(ids.size()), logits);
-  std::vector<int32_t> out = p;
-  while (s.length() < ctx) {
-    const int32_t next = sampler.sample(logits.data() + (logits.dim(0) - 1) * m.config.vocab_size, m.config.vocab_size);
-    if (next == tok.eos_id()) break;
-    out.push_back(next);
-    s.append(&next, 1, logits);
-  }
-  return tok.decode(out);
+  return generate_text(m.config, m.params, tok, prompt, GenerateOptions{n, SamplerOptions{0.7, 40, 0.95, seed}});
 }
 
 }  // namespace

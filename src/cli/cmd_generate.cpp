@@ -4,8 +4,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "data/tokenizer.h"
-#include "infer/sampler.h"
-#include "infer/session.h"
+#include "infer/generator.h"
 #include "io/model_folder.h"
 
 namespace moepp::cli {
@@ -31,37 +30,10 @@ void add_generate(CLI::App& app) {
     apply_threads(a->threads);
     const LoadedModel m = load_model_folder(a->model);
     const Tokenizer tok(a->model + "/tokenizer.model");
-    std::vector<int32_t> ids;
-    if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-    const auto p = tok.encode(a->prompt);
-    ids.insert(ids.end(), p.begin(), p.end());
-    check_ids_in_vocab(ids, m.config.vocab_size);
-    const int64_t ctx = std::min<int64_t>(m.config.max_position_embeddings, int64_t(ids.size()) + a->n);
-    MOEPP_CHECK(int64_t(ids.size()) < ctx, "generate: the prompt (", ids.size(), " tokens) fills the context of ",
-                m.config.max_position_embeddings);
-    Session<float> session(m.config, m.params, ctx);
-    Sampler sampler(a->s);
-    Tensor<float> logits;
-    session.append(ids.data(), int64_t(ids.size()), logits);
-    // Decode prompt and continuation together and print what is new: SentencePiece
-    // pieces carry their leading space, which a continuation decoded alone would lose.
-    std::vector<int32_t> out = p;
-    std::string shown = tok.decode(out);
-    std::printf("%s", shown.c_str());
-    for (int i = 0; i < a->n && session.length() < ctx; ++i) {
-      const int64_t V = m.config.vocab_size;
-      const int32_t next = sampler.sample(logits.data() + (logits.dim(0) - 1) * V, V);
-      if (next == tok.eos_id()) break;
-      out.push_back(next);
-      // Decode the whole continuation and print what is new: pieces can merge across tokens.
-      const std::string text = tok.decode(out);
-      if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
-        std::printf("%s", text.c_str() + shown.size());
-        std::fflush(stdout);
-        shown = text;
-      }
-      session.append(&next, 1, logits);
-    }
+    generate_text(m.config, m.params, tok, a->prompt, GenerateOptions{a->n, a->s}, [](const std::string& piece) {
+      std::printf("%s", piece.c_str());
+      std::fflush(stdout);
+    });
     std::printf("\n");
   });
 }

@@ -12,7 +12,7 @@ void add_info(CLI::App& app) {
   auto dir = std::make_shared<std::string>();
   cmd->add_option("--model", *dir, "Model folder")->required();
   cmd->callback([dir] {
-    const ModelConfig c = ModelConfig::load(*dir + "/config.json");
+    const ModelConfig c = load_model_config(*dir);
     const MoeConfig m = c.moe();
     nlohmann::json j = {
         {"model_type", c.model_type},

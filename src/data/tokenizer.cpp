@@ -38,7 +38,9 @@ int32_t Tokenizer::eos_id() const { return sp_->eos_id(); }
 
 void Tokenizer::train(const std::vector<std::string>& inputs, const std::string& prefix, int vocab_size) {
   MOEPP_CHECK(!inputs.empty(), "tokenizer training: no input files");
-  MOEPP_CHECK(vocab_size >= 16, "tokenizer training: vocab size ", vocab_size, " is too small");
+  // Byte fallback reserves 256 byte pieces besides unk/bos/eos and the characters seen.
+  MOEPP_CHECK(vocab_size > 259, "tokenizer training: --vocab-size ", vocab_size,
+              " is too small: byte fallback needs 259 pieces plus one per distinct character");
   std::string files;
   for (const auto& f : inputs) files += (files.empty() ? "" : ",") + f;
   // LLaMA-style ids: unk 0, bos 1, eos 2, no pad; byte fallback so any UTF-8 round-trips.

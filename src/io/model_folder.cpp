@@ -55,12 +55,16 @@ void save_model_folder(const std::string& dir, const ModelConfig& cfg, const Mod
   write_file_atomic(dir + "/config.json", cfg.to_json().dump(2) + "\n");
 }
 
+ModelConfig load_model_config(const std::string& dir) {
+  const std::string cfg_path = dir + "/config.json";
+  MOEPP_CHECK(file_exists(cfg_path), dir, ": not a model folder (no config.json)");
+  return ModelConfig::load(cfg_path);
+}
+
 LoadedModel load_model_folder(const std::string& dir) {
   LoadedModel m;
   m.dir = dir;
-  const std::string cfg_path = dir + "/config.json";
-  MOEPP_CHECK(file_exists(cfg_path), dir, ": not a model folder (no config.json)");
-  m.config = ModelConfig::load(cfg_path);
+  m.config = load_model_config(dir);
   m.params = ModelParams<float>::zeros(m.config);
   const std::string st = dir + "/model.safetensors";
   MOEPP_CHECK(file_exists(st), dir, ": no model.safetensors (sharded and pytorch_model.bin folders are not supported yet)");

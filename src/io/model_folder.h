@@ -22,6 +22,9 @@ void save_model_folder(const std::string& dir, const ModelConfig& cfg, const Mod
 
 LoadedModel load_model_folder(const std::string& dir);
 
+// The folder's config.json alone; throws "not a model folder" when there is none.
+ModelConfig load_model_config(const std::string& dir);
+
 // Reads `prefix + name` for every parameter of cfg from a safetensors file into params.
 // Throws naming the file and tensor on a missing tensor or a shape that contradicts cfg.
 void read_params(const std::string& path, const ModelConfig& cfg, ModelParams<float>& params,

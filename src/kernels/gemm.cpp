@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/gemm_small.h"
 
 #ifdef MOEPP_HAVE_CBLAS
 #include <cblas.h>
@@ -78,6 +79,16 @@ template <>
 void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                  float* C, int64_t ldc) {
+  check_args(ta, tb, M, N, K, lda, ldb, ldc);
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_c(M, N, beta, C, ldc);
+  // Few rows (one expert's tokens, decode): stream B once instead of packing it.
+  if (gemm_small_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  gemm_f32_general(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_f32_general(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                      int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   check_args(ta, tb, M, N, K, lda, ldb, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_c(M, N, beta, C, ldc);

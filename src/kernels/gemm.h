@@ -33,6 +33,10 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
 // Name of the f32 provider chosen at configure time ("onednn" or "cblas").
 const char* gemm_provider();
 
+// The configured f32 provider alone, without the few-row kernels (benchmarks compare them).
+void gemm_f32_general(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                      int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
 // The f32 provider that is not the configured one, when built in; used by benchmarks to
 // compare providers. Returns false when unavailable.
 bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,

@@ -1,11 +1,13 @@
 // oneDNN matmul provider for f32 GEMM. Primitive creation costs tens of microseconds, so
 // primitives are cached per (shape, strides, alpha, beta); the cache is bounded because
-// per-expert row counts change every batch.
+// per-expert row counts change every batch. Scratchpads are user-managed: one buffer,
+// grown to the largest any primitive asks for, instead of one per cached primitive.
 #ifdef MOEPP_GEMM_ONEDNN
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/gemm.h"
@@ -26,6 +28,7 @@ struct OneDnnState {
   dnnl::stream stream{engine};
   std::map<Key, Cached> cache;
   std::mutex mutex;
+  std::vector<char> scratch;
 };
 
 OneDnnState& state() {
@@ -33,7 +36,7 @@ OneDnnState& state() {
   return s;
 }
 
-constexpr size_t kMaxCachedPrimitives = 4096;
+constexpr size_t kMaxCachedPrimitives = 1024;
 
 }  // namespace
 
@@ -53,6 +56,7 @@ void gemm_f32_onednn(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float 
                             tb == Trans::N ? memory::dims{ldb, 1} : memory::dims{1, ldb});
     const memory::desc c_md({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
     dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
     if (beta != 0.0f) {
       dnnl::post_ops ops;
@@ -67,10 +71,14 @@ void gemm_f32_onednn(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float 
     }
   }
   const auto& pd = it->second.pd;
+  const memory::desc scratch_md = pd.scratchpad_desc();
+  if (scratch_md.get_size() > s.scratch.size()) s.scratch.resize(scratch_md.get_size());
   memory a_mem(pd.src_desc(), s.engine, const_cast<float*>(A));
   memory b_mem(pd.weights_desc(), s.engine, const_cast<float*>(B));
   memory c_mem(pd.dst_desc(), s.engine, C);
-  it->second.prim.execute(s.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+  memory scratch_mem(scratch_md, s.engine, s.scratch.data());
+  it->second.prim.execute(s.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem},
+                                     {DNNL_ARG_SCRATCHPAD, scratch_mem}});
   s.stream.wait();
 }
 

@@ -1,0 +1,43 @@
+#include "infer/generator.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "infer/session.h"
+
+namespace moepp {
+
+std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& params, const Tokenizer& tok,
+                          const std::string& prompt, const GenerateOptions& opt,
+                          const std::function<void(const std::string&)>& on_text) {
+  std::vector<int32_t> ids;
+  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  const auto p = tok.encode(prompt);
+  ids.insert(ids.end(), p.begin(), p.end());
+  for (size_t i = 0; i < ids.size(); ++i)
+    MOEPP_CHECK(ids[i] >= 0 && ids[i] < cfg.vocab_size, "generate: the tokenizer produced id ", ids[i],
+                " outside the model's vocabulary of ", cfg.vocab_size, " (tokenizer and model do not match)");
+  const int64_t ctx = std::min<int64_t>(cfg.max_position_embeddings, int64_t(ids.size()) + opt.max_tokens);
+  MOEPP_CHECK(int64_t(ids.size()) < ctx || opt.max_tokens == 0, "generate: the prompt (", ids.size(),
+              " tokens) fills the context of ", cfg.max_position_embeddings);
+  Session<float> session(cfg, params, std::max<int64_t>(ctx, int64_t(ids.size())));
+  Sampler sampler(opt.sampler);
+  Tensor<float> logits;
+  session.append(ids.data(), int64_t(ids.size()), logits);
+  std::vector<int32_t> text_ids = p;
+  std::string shown = tok.decode(text_ids);
+  if (on_text) on_text(shown);
+  for (int i = 0; i < opt.max_tokens && session.length() < ctx; ++i) {
+    const int32_t next = sampler.sample(logits.data() + (logits.dim(0) - 1) * cfg.vocab_size, cfg.vocab_size);
+    if (next == tok.eos_id()) break;
+    text_ids.push_back(next);
+    const std::string text = tok.decode(text_ids);
+    if (on_text && text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0)
+      on_text(text.substr(shown.size()));
+    shown = text;
+    if (session.length() < ctx) session.append(&next, 1, logits);
+  }
+  return shown;
+}
+
+}  // namespace moepp

@@ -1,0 +1,25 @@
+// Generator: text in, text out. Encodes the prompt (with BOS), prefills a Session, samples
+// up to max_tokens (stopping at EOS or the context), and reports text as it grows: pieces
+// are decoded together with the prompt so that leading spaces survive.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "data/tokenizer.h"
+#include "infer/sampler.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace moepp {
+
+struct GenerateOptions {
+  int max_tokens = 128;
+  SamplerOptions sampler;
+};
+
+// Returns prompt + continuation; on_text (if set) receives each new piece of text.
+std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& params, const Tokenizer& tok,
+                          const std::string& prompt, const GenerateOptions& opt,
+                          const std::function<void(const std::string&)>& on_text = {});
+
+}  // namespace moepp

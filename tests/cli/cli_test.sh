@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# End-to-end checks of the moepp command line: every command's --help, prepare -> train ->
+# eval/generate/logits/grad/info on a tiny corpus, one-line errors with a non-zero exit,
+# and Ctrl-C during training writing a checkpoint that resumes.
+# Usage: cli_test.sh BUILD_DIR
+set -uo pipefail
+moepp="$1/moepp"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+check() {  # check NAME COMMAND...: the command must succeed
+  if "${@:2}" >"$tmp/out" 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; cat "$tmp/out"; fi
+}
+check_error() {  # check_error NAME NEEDLE COMMAND...: must fail with a one-line error containing NEEDLE
+  if "${@:3}" >"$tmp/out" 2>"$tmp/err"; then
+    fail=$((fail + 1)); echo "FAIL: $1 (succeeded)"
+  elif grep -q "^error: .*$2" "$tmp/err"; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1)); echo "FAIL: $1: expected 'error: ...$2', got:"; cat "$tmp/err"
+  fi
+}
+
+for c in prepare train eval generate logits grad info compare; do check "$c --help" "$moepp" "$c" --help; done
+
+# A small corpus: numbered sentences, enough for a 400-piece tokenizer.
+for i in $(seq 1 400); do echo "Line $i: the quick brown fox jumps over the lazy dog number $((i % 17))."; done > "$tmp/corpus.txt"
+check "prepare" "$moepp" prepare --input "$tmp/corpus.txt" --out "$tmp/data" --vocab-size 400
+check "train" "$moepp" train --data "$tmp/data" --out "$tmp/run" --preset tiny --steps 6 --batch 2 --seq 16 --eval-batches 1
+check "eval" "$moepp" eval --model "$tmp/run" --data "$tmp/data" --batch 2 --seq 16 --max-batches 2
+check "generate" "$moepp" generate --model "$tmp/run" --prompt "Line 3" -n 5 --seed 2
+check "info" "$moepp" info --model "$tmp/run"
+check "logits" "$moepp" logits --model "$tmp/run" --ids 1,5,9 --out "$tmp/logits.safetensors"
+echo "1 5 9 12" > "$tmp/ids.txt"
+check "grad @file" "$moepp" grad --model "$tmp/run" --ids @"$tmp/ids.txt" --out "$tmp/grad.safetensors"
+
+check_error "id outside vocab" "outside the vocabulary of 400" "$moepp" logits --model "$tmp/run" --ids 1,400 --out "$tmp/x.safetensors"
+check_error "bad id" "'x' is not a token id" "$moepp" logits --model "$tmp/run" --ids 1,x --out "$tmp/x.safetensors"
+check_error "not a model folder" "not a model folder" "$moepp" info --model "$tmp"
+check_error "existing run" "already holds a run" "$moepp" train --data "$tmp/data" --out "$tmp/run" --preset tiny --steps 2
+check_error "unknown preset" "unknown preset" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset huge --steps 2
+
+# Ctrl-C: SIGINT mid-run writes a checkpoint; --resume finishes the run.
+"$moepp" train --data "$tmp/data" --out "$tmp/int" --preset tiny --steps 100000 --batch 2 --seq 16 >"$tmp/int.log" 2>&1 &
+pid=$!
+sleep 2
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 0 ] && grep -q '"interrupted": true' "$tmp/int.log" && [ -f "$tmp/int/trainer_state.json" ]; then
+  pass=$((pass + 1))
+  steps=$(sed -nE 's/.*"step": ([0-9]+),.*/\1/p' "$tmp/int/trainer_state.json" | head -1)
+  check "resume after Ctrl-C" "$moepp" train --data "$tmp/data" --out "$tmp/int" --steps $((steps + 3)) --batch 2 --seq 16 --resume
+else
+  fail=$((fail + 1)); echo "FAIL: Ctrl-C (rc $rc)"; cat "$tmp/int.log"
+fi
+
+echo "cli: $pass passed, $fail failed"
+[ $fail -eq 0 ]
