@@ -9,15 +9,8 @@ namespace moepp::cli {
 
 void add_grad(CLI::App& app) {
   auto* cmd = app.add_subcommand("grad", "Write the loss and every parameter's gradient for one token sequence");
-  struct Args {
-    std::string model, ids, out;
-    int threads = 0;
-  };
-  auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Model folder")->required();
-  cmd->add_option("--ids", a->ids, "Token ids: 1,2,3 or @file")->required();
-  cmd->add_option("--out", a->out, "Output .safetensors file")->required();
-  add_threads_option(cmd, &a->threads);
+  auto a = std::make_shared<SequenceArgs>();
+  add_sequence_options(cmd, *a);
   cmd->callback([a] {
     apply_threads(a->threads);
     const LoadedModel m = load_model_folder(a->model);

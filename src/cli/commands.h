@@ -20,6 +20,13 @@ void add_compare(CLI::App& app);
 // "1,2,3" or "@file" (ids separated by whitespace or commas).
 std::vector<int32_t> parse_ids(const std::string& spec);
 void check_ids_in_vocab(const std::vector<int32_t>& ids, int64_t vocab);
+// The inputs of `logits` and `grad`: a model folder, a token sequence, an output file.
+struct SequenceArgs {
+  std::string model, ids, out;
+  int threads = 0;
+};
+void add_sequence_options(CLI::App* cmd, SequenceArgs& a);
+
 // --threads N (0 = all cores).
 void add_threads_option(CLI::App* cmd, int* threads);
 void apply_threads(int threads);

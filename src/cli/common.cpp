@@ -43,6 +43,13 @@ void check_ids_in_vocab(const std::vector<int32_t>& ids, int64_t vocab) {
     MOEPP_CHECK(ids[i] < vocab, "token id ", ids[i], " at position ", i, " is outside the vocabulary of ", vocab);
 }
 
+void add_sequence_options(CLI::App* cmd, SequenceArgs& a) {
+  cmd->add_option("--model", a.model, "Model folder")->required();
+  cmd->add_option("--ids", a.ids, "Token ids: 1,2,3 or @file")->required();
+  cmd->add_option("--out", a.out, "Output .safetensors file")->required();
+  add_threads_option(cmd, &a.threads);
+}
+
 void add_threads_option(CLI::App* cmd, int* threads) {
   cmd->add_option("--threads", *threads, "Threads to use (0 = all cores)")->default_val(0);
 }

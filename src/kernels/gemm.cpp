@@ -80,9 +80,8 @@ void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alph
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                  float* C, int64_t ldc) {
   check_args(ta, tb, M, N, K, lda, ldb, ldc);
-  if (M == 0 || N == 0) return;
-  if (K == 0) return scale_c(M, N, beta, C, ldc);
-  // Few rows (one expert's tokens, decode): stream B once instead of packing it.
+  // Few rows (one expert's tokens, decode): stream B once instead of packing it. It
+  // declines empty problems, which the general path handles.
   if (gemm_small_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   gemm_f32_general(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
