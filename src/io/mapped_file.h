@@ -1,0 +1,28 @@
+// MappedFile: a read-only memory map of a whole file (weights are read in place, not
+// copied, where the layout allows). Owns the mapping; movable, not copyable.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace moepp {
+
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);  // throws moepp::Error naming the file
+  ~MappedFile();
+  MappedFile(MappedFile&& o) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace moepp
