@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/hf_folder.h"
 #include "io/safetensors.h"
 
 namespace moepp {
@@ -55,20 +56,15 @@ void save_model_folder(const std::string& dir, const ModelConfig& cfg, const Mod
   write_file_atomic(dir + "/config.json", cfg.to_json().dump(2) + "\n");
 }
 
-ModelConfig load_model_config(const std::string& dir) {
-  const std::string cfg_path = dir + "/config.json";
-  MOEPP_CHECK(file_exists(cfg_path), dir, ": not a model folder (no config.json)");
-  return ModelConfig::load(cfg_path);
-}
+ModelConfig load_model_config(const std::string& dir) { return read_hf_config(dir); }
 
 LoadedModel load_model_folder(const std::string& dir) {
   LoadedModel m;
   m.dir = dir;
-  m.config = load_model_config(dir);
+  m.config = read_hf_config(dir);
   m.params = ModelParams<float>::zeros(m.config);
-  const std::string st = dir + "/model.safetensors";
-  MOEPP_CHECK(file_exists(st), dir, ": no model.safetensors (sharded and pytorch_model.bin folders are not supported yet)");
-  read_params(st, m.config, m.params);
+  const auto src = WeightSource::open(dir);
+  read_hf_params(dir, m.config, *src, m.params);
   return m;
 }
 

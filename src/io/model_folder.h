@@ -1,6 +1,8 @@
-// Model folders (SPEC §3.1): config.json + model.safetensors (+ tokenizer.model). This is
-// what moepp writes and what its own checkpoints are. Loading checks every tensor the
-// config implies for presence, dtype and shape before any is used, and names the offender.
+// Model folders (SPEC §3.1): moepp writes config.json + model.safetensors (+ tokenizer.model),
+// which is also what its checkpoints are; it loads any layout hf_folder reads (safetensors,
+// sharded or not, pytorch_model.bin, sharded or not; MoE++ or Mixtral configs). Loading
+// checks every tensor the config implies for presence and shape before any is used, and
+// names the offender.
 #pragma once
 #include <string>
 

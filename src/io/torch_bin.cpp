@@ -101,14 +101,18 @@ TorchBinShards::TorchBinShards(const std::string& dir) : dir_(dir) {
   }
 }
 
-Tensor<float> TorchBinShards::read_f32(const std::string& name) {
+TorchBinFile& TorchBinShards::shard_of(const std::string& name) {
   const auto it = where_.find(name);
   MOEPP_CHECK(it != where_.end(), dir_, "/pytorch_model.bin.index.json: no tensor named ", name);
   auto& f = open_[it->second];
   if (!f) f = std::make_unique<TorchBinFile>(dir_ + "/" + it->second);
   MOEPP_CHECK(f->has(name), f->path(), ": the index places ", name, " in this shard, but it is not there");
-  return f->read_f32(name);
+  return *f;
 }
+
+Tensor<float> TorchBinShards::read_f32(const std::string& name) { return shard_of(name).read_f32(name); }
+
+std::vector<int64_t> TorchBinShards::shape(const std::string& name) { return shard_of(name).ref(name).shape; }
 
 std::vector<std::string> TorchBinShards::names() const {
   std::vector<std::string> n;

@@ -37,12 +37,14 @@ class TorchBinShards {
   explicit TorchBinShards(const std::string& dir);  // checks that every named shard exists
   bool has(const std::string& name) const { return where_.count(name) != 0; }
   Tensor<float> read_f32(const std::string& name);
+  std::vector<int64_t> shape(const std::string& name);
   std::vector<std::string> names() const;
 
  private:
   std::string dir_;
   std::map<std::string, std::string> where_;  // tensor -> shard file
   std::map<std::string, std::unique_ptr<TorchBinFile>> open_;
+  TorchBinFile& shard_of(const std::string& name);
 };
 
 }  // namespace moepp

@@ -1,0 +1,36 @@
+// Hugging Face model folders in every layout moepp reads (SPEC §3.1): weights as
+// model.safetensors, sharded safetensors with model.safetensors.index.json,
+// pytorch_model.bin, or sharded .bin with pytorch_model.bin.index.json; config.json of
+// model_type "MoE++" or "mixtral" (loaded as a vanilla MoE: block_sparse_moe names, w1/w3
+// fused into up_proj, mixtral gates, no gating residual).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace moepp {
+
+// The tensors of a folder, whatever the file layout.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool has(const std::string& name) = 0;
+  virtual std::vector<int64_t> shape(const std::string& name) = 0;
+  virtual Tensor<float> read_f32(const std::string& name) = 0;
+  virtual std::string describe() const = 0;  // the file(s), for error messages
+
+  // Picks the layout present in dir; throws when there is none.
+  static std::unique_ptr<WeightSource> open(const std::string& dir);
+};
+
+// config.json of a MoE++ or Mixtral folder as a ModelConfig.
+ModelConfig read_hf_config(const std::string& dir);
+
+// Every parameter cfg implies, from the folder's weights, checked for presence and shape.
+void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params);
+
+}  // namespace moepp

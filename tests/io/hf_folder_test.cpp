@@ -1,0 +1,43 @@
+// Hugging Face folders in every layout moepp reads — pytorch_model.bin saved by torch.save
+// (f32 and bf16), sharded .bin, sharded safetensors, and a Mixtral folder — give the
+// logits of the PyTorch reference run on the weights as stored.
+#include "io/hf_folder.h"
+
+#include <gtest/gtest.h>
+
+#include "io/model_folder.h"
+#include "io/safetensors.h"
+#include "model/transformer.h"
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+class HfFolder : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(HfFolder, LogitsMatchTheReference) {
+  const std::string dir = std::string(MOEPP_FIXTURES_DIR) + "/hf/" + GetParam();
+  const LoadedModel m = load_model_folder(dir);
+  const SafetensorsFile e(dir + "/expected.safetensors");
+  const auto ids64 = e.read<int64_t>("ids");
+  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
+  ModelCache<float> cache;
+  model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
+  EXPECT_LT(rel_error(cache.logits, e.read<double>("logits")), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, HfFolder,
+                         ::testing::Values("released_bin_f32", "released_bin_bf16", "interval2_bin_sharded",
+                                           "interval2_st_sharded", "mixtral"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+TEST(HfFolderConfig, MixtralLoadsAsAVanillaMoe) {
+  const ModelConfig c = read_hf_config(std::string(MOEPP_FIXTURES_DIR) + "/hf/mixtral");
+  const MoeConfig m = c.moe();
+  EXPECT_EQ(m.num_ffn, 4);
+  EXPECT_EQ(m.num_zero_compute(), 0);
+  EXPECT_EQ(m.gate_weights, GateWeights::mixtral);
+  EXPECT_EQ(m.input_scale(), 1);
+  EXPECT_FALSE(c.gating_residual);
+  EXPECT_FALSE(m.two_layer_router);
+}
