@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   moepp::cli::add_grad(app);
   moepp::cli::add_info(app);
   moepp::cli::add_compare(app);
+  moepp::cli::add_convert(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -41,3 +41,31 @@ TEST(HfFolderConfig, MixtralLoadsAsAVanillaMoe) {
   EXPECT_FALSE(c.gating_residual);
   EXPECT_FALSE(m.two_layer_router);
 }
+
+// `moepp convert` writes a moepp folder that loads back to the same logits (f32: exactly;
+// bf16: within bf16 rounding of the weights).
+TEST(ConvertCommand, MixtralFolderToF32AndBf16Safetensors) {
+  const std::string in = std::string(MOEPP_FIXTURES_DIR) + "/hf/mixtral";
+  const LoadedModel ref = load_model_folder(in);
+  const SafetensorsFile e(in + "/expected.safetensors");
+  const auto ids64 = e.read<int64_t>("ids");
+  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
+  ModelCache<float> want;
+  model_forward(ref.config, ref.params, ids.data(), 1, int64_t(ids.size()), want);
+  char tmpl[] = "/tmp/moepp-convert-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  for (const char* dtype : {"f32", "bf16"}) {
+    const std::string out = dir + "/" + dtype;
+    const std::string cmd = std::string(MOEPP_CLI) + " convert --in " + in + " --out " + out + " --dtype " + dtype;
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const LoadedModel m = load_model_folder(out);
+    ModelCache<float> got;
+    model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), got);
+    if (std::string(dtype) == "f32") {
+      EXPECT_EQ(rel_error(got.logits, want.logits), 0.0);
+    } else {
+      EXPECT_GT(rel_error(got.logits, want.logits), 0.0);
+      EXPECT_LT(rel_error(got.logits, want.logits), 2e-2);
+    }
+  }
+}
