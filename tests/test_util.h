@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 
@@ -97,6 +98,16 @@ inline void expect_fd_gradient(const std::string& what, double* param, const dou
   for (double v : fd) fd_norm += v * v;
   EXPECT_GT(std::sqrt(fd_norm), 1e-10) << what << ": gradient is identically zero, the check would be vacuous";
   EXPECT_LT(rel_error(grad, fd.data(), n), tol) << what;
+}
+
+// fn must throw moepp::Error whose message contains needle.
+inline void expect_error_mentioning(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one mentioning \"" << needle << "\"";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace moepp::test

@@ -231,43 +231,44 @@ json ModelConfig::to_json() const {
   return j;
 }
 
-std::vector<std::string> ModelConfig::preset_names() { return {"tiny", "small", "paper-0.6b"}; }
+namespace {
+struct Preset {
+  const char* name;
+  int64_t hidden, intermediate;
+  int layers, heads, kv_heads;
+  int64_t context;
+  int ffn_experts;
+};
+constexpr Preset kPresets[] = {
+    {"tiny", 32, 48, 2, 4, 2, 128, 4},
+    {"small", 256, 512, 4, 8, 4, 512, 8},
+    {"paper-0.6b", 768, 2048, 12, 12, 12, 2048, 8},  // the MoE++ paper's 0.6B/(8+4)E
+};
+}  // namespace
+
+std::vector<std::string> ModelConfig::preset_names() {
+  std::vector<std::string> names;
+  for (const auto& p : kPresets) names.push_back(p.name);
+  return names;
+}
 
 ModelConfig ModelConfig::preset(const std::string& name, int64_t vocab, bool vanilla) {
+  const Preset* p = nullptr;
+  for (const auto& q : kPresets)
+    if (name == q.name) p = &q;
+  MOEPP_CHECK(p, "unknown preset \"", name, "\" (known: tiny, small, paper-0.6b)");
   ModelConfig c;
   c.vocab_size = vocab;
+  c.hidden_size = p->hidden;
+  c.intermediate_size = p->intermediate;
+  c.num_hidden_layers = p->layers;
+  c.num_attention_heads = p->heads;
+  c.num_key_value_heads = p->kv_heads;
+  c.max_position_embeddings = p->context;
   // The released model's router settings: linear router with logit norm, no input scaling.
   c.moe_2layer_gate = false;
   c.moe_use_logits_norm = true;
   c.moe_feature_no_mul_topk = true;
-  int ffn = 8;
-  if (name == "tiny") {
-    c.hidden_size = 32;
-    c.intermediate_size = 48;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.max_position_embeddings = 128;
-    ffn = 4;
-  } else if (name == "small") {
-    c.hidden_size = 256;
-    c.intermediate_size = 512;
-    c.num_hidden_layers = 4;
-    c.num_attention_heads = 8;
-    c.num_key_value_heads = 4;
-    c.max_position_embeddings = 512;
-    ffn = 8;
-  } else if (name == "paper-0.6b") {
-    c.hidden_size = 768;
-    c.intermediate_size = 2048;
-    c.num_hidden_layers = 12;
-    c.num_attention_heads = 12;
-    c.num_key_value_heads = 12;
-    c.max_position_embeddings = 2048;
-    ffn = 8;
-  } else {
-    fail("unknown preset \"", name, "\" (known: tiny, small, paper-0.6b)");
-  }
   if (vanilla) {
     // The twin of every comparison: a plain top-k MoE, no gating residual.
     c.num_constant_experts = c.num_copy_experts = c.num_zero_experts = 0;
@@ -277,7 +278,7 @@ ModelConfig ModelConfig::preset(const std::string& name, int64_t vocab, bool van
     c.num_copy_experts = 1;
     c.num_zero_experts = 1;
   }
-  c.num_experts = ffn + c.num_constant_experts + c.num_copy_experts + c.num_zero_experts;
+  c.num_experts = p->ffn_experts + c.num_constant_experts + c.num_copy_experts + c.num_zero_experts;
   c.validate();
   return c;
 }

@@ -31,14 +31,6 @@ void expect_same_as_expected(TorchBinFile& f, const std::string& expected) {
   }
 }
 
-void expect_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected " << needle;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 }  // namespace
 
@@ -71,24 +63,24 @@ TEST(TorchBin, ShardsFollowTheIndex) {
 
 TEST(TorchBinBadInput, DisallowedGlobalIsRefusedAndNothingRuns) {
   std::remove("/tmp/moepp_pwned");
-  expect_error([] { TorchBinFile f(fx("bad/os_system.bin")); }, "global os.system is not allowed");
+  expect_error_mentioning([] { TorchBinFile f(fx("bad/os_system.bin")); }, "global os.system is not allowed");
   struct stat st;
   EXPECT_NE(::stat("/tmp/moepp_pwned", &st), 0) << "the payload must never run";
 }
 
 TEST(TorchBinBadInput, UnknownOpcode) {
-  expect_error([] { TorchBinFile f(fx("bad/unknown_opcode.bin")); }, "is not allowed in a state dict");
+  expect_error_mentioning([] { TorchBinFile f(fx("bad/unknown_opcode.bin")); }, "is not allowed in a state dict");
 }
 
 TEST(TorchBinBadInput, TruncatedArchive) {
-  expect_error([] { TorchBinFile f(fx("bad/truncated.bin")); }, "truncated");
+  expect_error_mentioning([] { TorchBinFile f(fx("bad/truncated.bin")); }, "truncated");
 }
 
 TEST(TorchBinBadInput, StorageShorterThanItsTensor) {
-  expect_error([] { TorchBinFile f(fx("bad/short_storage.bin")); }, "holds 8 f32 elements but the pickle says 16");
+  expect_error_mentioning([] { TorchBinFile f(fx("bad/short_storage.bin")); }, "holds 8 f32 elements but the pickle says 16");
 }
 
 TEST(TorchBinBadInput, IndexNamingAMissingShard) {
-  expect_error([] { TorchBinShards s(fx("bad/missing_shard")); },
+  expect_error_mentioning([] { TorchBinShards s(fx("bad/missing_shard")); },
                "names shard pytorch_model-00002-of-00002.bin");
 }

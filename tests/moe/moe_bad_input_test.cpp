@@ -21,14 +21,6 @@ MoeConfig small_config() {
   return cfg;
 }
 
-void expect_error_mentioning(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one mentioning \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 }  // namespace
 
 TEST(MoeBadInput, ParameterShapeMismatchNamesTheTensor) {
