@@ -17,6 +17,7 @@ void add_grad(CLI::App& app);
 void add_info(CLI::App& app);
 void add_compare(CLI::App& app);
 void add_convert(CLI::App& app);
+void add_experiment(CLI::App& app);
 
 // "1,2,3" or "@file" (ids separated by whitespace or commas).
 std::vector<int32_t> parse_ids(const std::string& spec);

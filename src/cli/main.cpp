@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   moepp::cli::add_info(app);
   moepp::cli::add_compare(app);
   moepp::cli::add_convert(app);
+  moepp::cli::add_experiment(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

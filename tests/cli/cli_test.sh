@@ -22,7 +22,7 @@ check_error() {  # check_error NAME NEEDLE COMMAND...: must fail with a one-line
   fi
 }
 
-for c in prepare train eval generate logits grad info compare convert; do check "$c --help" "$moepp" "$c" --help; done
+for c in prepare train eval generate logits grad info compare convert experiment; do check "$c --help" "$moepp" "$c" --help; done
 
 # A small corpus: numbered sentences, enough for a 400-piece tokenizer.
 for i in $(seq 1 400); do echo "Line $i: the quick brown fox jumps over the lazy dog number $((i % 17))."; done > "$tmp/corpus.txt"

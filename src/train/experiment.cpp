@@ -1,0 +1,221 @@
+#include "train/experiment.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "data/shards.h"
+#include "data/tokenizer.h"
+#include "io/atomic_file.h"
+#include "io/model_folder.h"
+#include "model/transformer.h"
+#include "train/evaluator.h"
+#include "train/metrics.h"
+#include "train/trainer.h"
+
+namespace moepp {
+
+using json = nlohmann::json;
+
+namespace {
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  MOEPP_CHECK(in, path, ": cannot open");
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+}
+
+// The base options overridden by one run's fields.
+TrainOptions run_options(const json& base, const json& run, int64_t vocab, const std::string& data,
+                         const std::string& out) {
+  json m = base;
+  for (auto it = run.begin(); it != run.end(); ++it) m[it.key()] = it.value();
+  static const std::vector<std::string> known = {"name", "preset", "vanilla", "steps", "batch", "seq", "lr", "seed",
+                                                 "eval_batches", "tau", "beta", "gating_residual", "zero", "copy", "vocab",
+                                                 "constant", "warmup", "about"};
+  for (auto it = m.begin(); it != m.end(); ++it)
+    MOEPP_CHECK(std::find(known.begin(), known.end(), it.key()) != known.end(), "plan: run ", run.value("name", "?"),
+                ": unknown field ", it.key());
+  TrainOptions o;
+  o.data_dir = data;
+  o.out_dir = out;
+  o.model = ModelConfig::preset(m.value("preset", std::string("small")), vocab, m.value("vanilla", false));
+  if (m.contains("tau")) o.model.balance_tau = m["tau"].get<double>();
+  if (m.contains("beta")) o.model.balance_coef = m["beta"].get<double>();
+  if (m.contains("gating_residual")) o.model.gating_residual = m["gating_residual"].get<bool>();
+  const int ffn = o.model.num_ffn_experts();
+  if (m.contains("zero")) o.model.num_zero_experts = m["zero"].get<int>();
+  if (m.contains("copy")) o.model.num_copy_experts = m["copy"].get<int>();
+  if (m.contains("constant")) o.model.num_constant_experts = m["constant"].get<int>();
+  o.model.num_experts = ffn + o.model.num_constant_experts + o.model.num_copy_experts + o.model.num_zero_experts;
+  o.steps = m.value("steps", int64_t(1000));
+  o.batch = m.value("batch", int64_t(8));
+  o.seq = m.value("seq", int64_t(128));
+  o.lr = m.value("lr", 1e-3);
+  o.seed = m.value("seed", uint64_t(1));
+  o.warmup = m.value("warmup", int64_t(-1));
+  o.eval_batches = m.value("eval_batches", int64_t(16));
+  o.model.validate();
+  return o;
+}
+
+double median_train_speed(const std::string& run) {
+  std::ifstream in(run + "/metrics.jsonl");
+  std::vector<double> v;
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      const json j = json::parse(line);
+      if (j.contains("tokens_per_s") && j.value("step", 0) > 10) v.push_back(j["tokens_per_s"].get<double>());
+    } catch (const json::exception&) {
+    }
+  }
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Seconds of the MoE layers' forward (router, dispatch, experts, combine) on one batch,
+// median of 5, with the layer inputs a full forward produced.
+double time_moe_layers(const ModelConfig& cfg, const ModelParams<float>& w, const std::vector<int32_t>& tokens,
+                       int64_t B, int64_t S) {
+  std::vector<int32_t> ids(tokens.begin(), tokens.begin() + std::ptrdiff_t(std::min<size_t>(tokens.size(), size_t(B * S))));
+  B = int64_t(ids.size()) / S;
+  ids.resize(size_t(B * S));
+  ModelCache<float> cache;
+  model_forward(cfg, w, ids.data(), B, S, cache);
+  const MoeConfig mc = cfg.moe();
+  Tensor<float> y({B * S, cfg.hidden_size});
+  std::vector<double> t;
+  for (int rep = 0; rep < 6; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t l = 0; l < w.layers.size(); ++l) {
+      if (!w.layers[l].is_moe) continue;
+      auto& lc = cache.layers[l];
+      const float* z_prev = lc.z_from >= 0 ? cache.layers[size_t(lc.z_from)].moe.router.z.data() : nullptr;
+      moe_forward(mc, w.layers[l].moe, lc.b.data(), B * S, z_prev, lc.moe, y.data());
+    }
+    if (rep > 0) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+}  // namespace
+
+std::string experiment_report(const json& plan, const std::vector<json>& results) {
+  std::ostringstream md;
+  md << "# Experiment " << plan.value("name", std::string("(unnamed)")) << "\n\n";
+  md << "Base: `" << plan.value("base", json::object()).dump() << "`\n\n";
+  // The baseline of the relative columns: the first finished vanilla run.
+  const json* base = nullptr;
+  for (const auto& r : results)
+    if (r.value("status", "") == "done" && r.value("zc_experts", 1) == 0) {
+      base = &r;
+      break;
+    }
+  md << "| run | val loss | val ppl | FFN experts / token | FFN FLOPs vs vanilla | expert-layer fwd vs vanilla | train tokens/s |\n";
+  md << "|---|---|---|---|---|---|---|\n";
+  std::vector<std::string> failed;
+  for (const auto& r : results) {
+    const std::string name = r.value("name", std::string("?"));
+    if (r.value("status", "") != "done") {
+      md << "| " << name << " | failed | | | | | |\n";
+      failed.push_back(name + ": " + r.value("error", std::string("(no error recorded)")));
+      continue;
+    }
+    const double ffn = r.at("ffn_experts_per_token").get<double>(), k = r.at("top_k").get<double>();
+    std::string speed = "n/a";
+    if (base) speed = fmt("%.2fx", base->at("moe_forward_s").get<double>() / r.at("moe_forward_s").get<double>());
+    md << "| " << name << " | " << fmt("%.4f", r.at("val_loss").get<double>()) << " | "
+       << fmt("%.2f", r.at("val_ppl").get<double>()) << " | " << fmt("%.3f", ffn) << " | " << fmt("%.3f", ffn / k)
+       << " | " << speed << " | " << fmt("%.0f", r.at("train_tokens_per_s").get<double>()) << " |\n";
+  }
+  md << "\nFFN FLOPs vs vanilla = FFN experts per token / k. Expert-layer fwd vs vanilla = the "
+        "vanilla run's MoE-layer forward time over this run's, on the same validation batch, "
+        "measured when each run was evaluated"
+     << (base ? " (baseline: " + base->value("name", std::string()) + ")" : " (no finished vanilla run: n/a)")
+     << ".\n";
+  if (!failed.empty()) {
+    md << "\n## Failed runs\n\n";
+    for (const auto& f : failed) md << "- " << f << "\n";
+  }
+  return md.str();
+}
+
+std::string run_experiment(const ExperimentOptions& opt) {
+  const json plan = read_json_file(opt.plan_path);
+  MOEPP_CHECK(plan.contains("runs") && plan["runs"].is_array() && !plan["runs"].empty(), opt.plan_path,
+              ": the plan has no \"runs\" list");
+  const json base = plan.value("base", json::object());
+  make_dirs(opt.out_dir + "/results");
+  int64_t vocab = 0;
+  if (file_exists(opt.data_dir + "/tokenizer.model")) {
+    vocab = Tokenizer(opt.data_dir + "/tokenizer.model").vocab_size();
+  } else {
+    vocab = base.value("vocab", int64_t(0));
+    MOEPP_CHECK(vocab > 0, opt.data_dir, ": no tokenizer.model; the plan's base needs \"vocab\"");
+  }
+  const auto val = read_token_shard(opt.data_dir + "/val.bin");
+  std::vector<json> results;
+  for (const auto& run : plan["runs"]) {
+    const std::string name = run.value("name", std::string());
+    MOEPP_CHECK(!name.empty() && name.find('/') == std::string::npos, opt.plan_path, ": every run needs a plain \"name\"");
+    const std::string dir = opt.out_dir + "/runs/" + name;
+    const std::string result_path = opt.out_dir + "/results/" + name + ".json";
+    json r = {{"name", name}};
+    try {
+      TrainOptions o = run_options(base, run, vocab, opt.data_dir, dir);
+      o.quiet = opt.quiet;
+      if (opt.eval_batches > 0) o.eval_batches = opt.eval_batches;
+      int64_t done = 0;
+      if (file_exists(dir + "/trainer_state.json")) done = read_json_file(dir + "/trainer_state.json").value("step", int64_t(0));
+      if (done >= o.steps && file_exists(result_path)) {
+        std::fprintf(stderr, "experiment: %s finished earlier; skipped\n", name.c_str());
+        results.push_back(read_json_file(result_path));
+        continue;
+      }
+      if (done < o.steps) {
+        o.resume = done > 0;
+        std::fprintf(stderr, "experiment: %s %s (%lld of %lld steps done)\n", name.c_str(),
+                     o.resume ? "resuming" : "training", (long long)done, (long long)o.steps);
+        const TrainResult tr = train(o);
+        MOEPP_CHECK(!tr.interrupted && tr.steps_done >= o.steps, name, ": stopped at step ", tr.steps_done);
+      }
+      const LoadedModel m = load_model_folder(dir);
+      const EvalResult ev = evaluate(m.config, m.params, val, o.batch, o.seq, o.eval_batches);
+      RoutingStats all;
+      for (const auto& s : ev.routing) all.add(s);
+      r.update({{"status", "done"}, {"steps", o.steps}, {"val_loss", ev.loss}, {"val_ppl", ev.perplexity},
+                {"ffn_experts_per_token", all.ffn_experts_per_token()}, {"top_k", m.config.top_k},
+                {"zc_experts", m.config.num_experts - m.config.num_ffn_experts()}, {"tau", m.config.balance_tau},
+                {"params", total_params(m.config)}, {"train_tokens_per_s", median_train_speed(dir)},
+                {"moe_forward_s", time_moe_layers(m.config, m.params, val, o.batch, o.seq)},
+                {"routing", routing_json(ev.routing)}});
+      write_file_atomic(result_path, r.dump(2) + "\n");
+    } catch (const Error& e) {
+      std::fprintf(stderr, "experiment: %s failed: %s\n", name.c_str(), e.what());
+      r.update({{"status", "failed"}, {"error", e.what()}});
+      write_file_atomic(result_path, r.dump(2) + "\n");
+    }
+    results.push_back(r);
+  }
+  const std::string report = experiment_report(plan, results);
+  write_file_atomic(opt.out_dir + "/report.md", report);
+  return report;
+}
+
+}  // namespace moepp

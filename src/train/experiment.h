@@ -1,0 +1,27 @@
+// Experiments (`moepp experiment --plan PLAN.json`): a list of training runs, each a
+// variant of one base configuration, on the same data, tokens and seed. Runs are
+// resumable (a finished run is skipped, a stopped one resumed); a failed run is recorded
+// with its error, never dropped. Each finished run is evaluated and its MoE layers' forward
+// pass timed; the report is built from those result files alone.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace moepp {
+
+struct ExperimentOptions {
+  std::string plan_path, data_dir, out_dir;
+  int eval_batches = 0;  // 0: the plan's value (default 16)
+  bool quiet = false;
+};
+
+// Runs (or skips) every run of the plan; writes OUT/results/<name>.json and OUT/report.md.
+// Returns the report text.
+std::string run_experiment(const ExperimentOptions& opt);
+
+// The markdown report of a plan from its result objects (one per run, in plan order; a
+// failed run has "status": "failed" and "error"). Pure: no files, no clocks.
+std::string experiment_report(const nlohmann::json& plan, const std::vector<nlohmann::json>& results);
+
+}  // namespace moepp

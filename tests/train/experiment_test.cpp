@@ -1,0 +1,62 @@
+// The experiment runner: the report is built from run results alone (checked number by
+// number on synthetic results), finished runs are skipped, failed runs are reported.
+#include "train/experiment.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "core/rng.h"
+#include "data/shards.h"
+
+using namespace moepp;
+using json = nlohmann::json;
+
+TEST(ExperimentReport, EveryNumberComesFromTheResults) {
+  const json plan = {{"name", "demo"}, {"base", {{"preset", "tiny"}}}};
+  const std::vector<json> results = {
+      {{"name", "vanilla"}, {"status", "done"}, {"val_loss", 3.5}, {"val_ppl", 33.115452}, {"ffn_experts_per_token", 2.0},
+       {"top_k", 2}, {"zc_experts", 0}, {"train_tokens_per_s", 1000.4}, {"moe_forward_s", 0.30}},
+      {{"name", "moepp-tau0.5"}, {"status", "done"}, {"val_loss", 3.41234}, {"val_ppl", 30.3}, {"ffn_experts_per_token", 1.25},
+       {"top_k", 2}, {"zc_experts", 4}, {"train_tokens_per_s", 1499.6}, {"moe_forward_s", 0.20}},
+      {{"name", "broken"}, {"status", "failed"}, {"error", "moe config: balance_tau must be non-negative, got -1"}}};
+  const std::string md = experiment_report(plan, results);
+  EXPECT_NE(md.find("| vanilla | 3.5000 | 33.12 | 2.000 | 1.000 | 1.00x | 1000 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| moepp-tau0.5 | 3.4123 | 30.30 | 1.250 | 0.625 | 1.50x | 1500 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| broken | failed |"), std::string::npos) << md;
+  EXPECT_NE(md.find("- broken: moe config: balance_tau must be non-negative, got -1"), std::string::npos) << md;
+  EXPECT_NE(md.find("(baseline: vanilla)"), std::string::npos) << md;
+}
+
+TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
+  char tmpl[] = "/tmp/moepp-exp-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  // Learnable tokens: counting segments (as in train_test).
+  Rng rng(3);
+  std::vector<int32_t> t;
+  while (t.size() < 8000) {
+    int32_t x = int32_t(rng.below(32));
+    for (int i = 0; i < 16; ++i, x = (x + 1) % 32) t.push_back(x);
+  }
+  ::mkdir((dir + "/data").c_str(), 0755);
+  write_token_shard(dir + "/data/train.bin", t);
+  write_token_shard(dir + "/data/val.bin", std::vector<int32_t>(t.begin(), t.begin() + 1000));
+  const json plan = {{"name", "test"},
+                     {"base", {{"preset", "tiny"}, {"vocab", 32}, {"steps", 6}, {"batch", 4}, {"seq", 16}, {"eval_batches", 2}}},
+                     {"runs", {{{"name", "vanilla"}, {"vanilla", true}}, {{"name", "moepp"}, {"tau", 0.5}},
+                               {{"name", "broken"}, {"tau", -1.0}}}}};
+  std::ofstream(dir + "/plan.json") << plan.dump();
+  ExperimentOptions o{dir + "/plan.json", dir + "/data", dir + "/exp", 0, true};
+  const std::string first = run_experiment(o);
+  EXPECT_NE(first.find("| vanilla | "), std::string::npos) << first;
+  EXPECT_NE(first.find("| moepp | "), std::string::npos) << first;
+  EXPECT_NE(first.find("| broken | failed |"), std::string::npos) << first;
+  EXPECT_NE(first.find("balance_tau must be non-negative"), std::string::npos) << first;
+  struct stat a, b;
+  ASSERT_EQ(::stat((dir + "/exp/runs/vanilla/model.safetensors").c_str(), &a), 0);
+  const std::string second = run_experiment(o);
+  ASSERT_EQ(::stat((dir + "/exp/runs/vanilla/model.safetensors").c_str(), &b), 0);
+  EXPECT_EQ(a.st_mtim.tv_nsec, b.st_mtim.tv_nsec) << "a finished run is not trained again";
+  EXPECT_EQ(first, second) << "the report of finished runs comes from their stored results";
+}
