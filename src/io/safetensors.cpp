@@ -43,21 +43,15 @@ T convert(const char* src, DType t) {
 
 }  // namespace
 
-SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  MOEPP_CHECK(in, path, ": cannot open file");
-  const uint64_t file_size = uint64_t(in.tellg());
-  in.seekg(0);
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), file_(path) {
+  const uint64_t file_size = file_.size();
   MOEPP_CHECK(file_size >= 8, path, ": file of ", file_size, " bytes is too short for a safetensors header");
-  unsigned char len_bytes[8];
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | file_.data()[i];
   MOEPP_CHECK(header_len <= file_size - 8, path, ": header length ", header_len,
               " runs past the end of the file (", file_size, " bytes)");
   MOEPP_CHECK(header_len <= (uint64_t(100) << 20), path, ": header length ", header_len, " is implausibly large");
-  std::string header(size_t(header_len), '\0');
-  in.read(header.data(), std::streamsize(header_len));
+  const std::string header(reinterpret_cast<const char*>(file_.data()) + 8, size_t(header_len));
   json j;
   try {
     j = json::parse(header);
@@ -110,9 +104,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   for (size_t i = 1; i < ranges.size(); ++i)
     MOEPP_CHECK(ranges[i].first >= ranges[i - 1].second, path, ": tensor data ranges overlap at byte ",
                 ranges[i].first);
-  data_.resize(size_t(data_size));
-  in.read(data_.data(), std::streamsize(data_size));
-  MOEPP_CHECK(uint64_t(in.gcount()) == data_size, path, ": short read of the data section");
+  data_ = file_.data() + 8 + header_len;
 }
 
 const SafetensorsEntry& SafetensorsFile::entry(const std::string& name) const {
@@ -132,7 +124,7 @@ Tensor<T> SafetensorsFile::read(const std::string& name) const {
   const SafetensorsEntry& e = entry(name);
   Tensor<T> t{Shape(e.shape)};
   const size_t sz = dtype_size(e.dtype);
-  const char* src = data_.data() + e.begin;
+  const char* src = reinterpret_cast<const char*>(data_) + e.begin;
   for (int64_t i = 0; i < t.numel(); ++i) t[i] = convert<T>(src + size_t(i) * sz, e.dtype);
   return t;
 }

@@ -1,7 +1,8 @@
 // safetensors files: an 8-byte little-endian header length, a JSON header mapping tensor
 // names to {dtype, shape, data_offsets} (plus optional "__metadata__"), then the data.
-// The reader validates everything before it trusts it: header length against the file,
-// dtypes, shape products against byte ranges, ranges inside the data and not overlapping.
+// The reader maps the file and validates everything before it trusts it: header length
+// against the file, dtypes, shape products against byte ranges, ranges inside the data and
+// not overlapping. Tensor bytes stay in the mapping until read.
 // The writer goes through a temporary file and a rename, so a crash leaves no half file.
 #pragma once
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "io/mapped_file.h"
 
 namespace moepp {
 
@@ -38,7 +40,8 @@ class SafetensorsFile {
 
  private:
   std::string path_;
-  std::vector<char> data_;  // the data section
+  MappedFile file_;
+  const uint8_t* data_ = nullptr;  // the data section, inside the mapping
   std::map<std::string, SafetensorsEntry> entries_;
   std::map<std::string, std::string> metadata_;
 };
