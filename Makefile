@@ -24,8 +24,11 @@ run:
 deps:
 	bash scripts/setup-deps.sh
 
-fixtures:
+fixtures:  # needs Debian's python3-torch; never needed to build or test
 	/usr/bin/python3 tools/reference/moe_reference.py --out tests/fixtures
+	/usr/bin/python3 tools/reference/decoder_reference.py --out tests/fixtures
+	/usr/bin/python3 tools/reference/torch_bin_fixtures.py --out tests/fixtures/torch_bin
+	/usr/bin/python3 tools/reference/hf_folder_fixtures.py --out tests/fixtures/hf
 
 clean:
 	rm -rf $(BUILD)
