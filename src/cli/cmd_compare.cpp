@@ -20,23 +20,6 @@ namespace moepp::cli {
 
 namespace {
 
-// Median tokens/s of the run's training steps, skipping the first 10 (warm-up).
-double median_train_speed(const std::string& run) {
-  std::ifstream in(run + "/metrics.jsonl");
-  std::vector<double> v;
-  std::string line;
-  while (std::getline(in, line)) {
-    try {
-      const auto j = nlohmann::json::parse(line);
-      if (j.contains("tokens_per_s") && j.value("step", 0) > 10) v.push_back(j["tokens_per_s"].get<double>());
-    } catch (const nlohmann::json::exception&) {
-    }
-  }
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 std::string sample(const LoadedModel& m, const std::string& prompt, int n, uint64_t seed) {
   const Tokenizer tok(m.dir + "/tokenizer.model");
   return generate_text(m.config, m.params, tok, prompt, GenerateOptions{n, SamplerOptions{0.7, 40, 0.95, seed}});
@@ -82,7 +65,7 @@ void add_compare(CLI::App& app) {
                       {"val_loss", r.loss}, {"val_ppl", r.perplexity}, {"val_tokens", r.tokens},
                       {"ffn_experts_per_token", all.ffn_experts_per_token()},
                       {"ffn_compute_vs_vanilla", all.ffn_flops_vs_vanilla()},
-                      {"train_tokens_per_s", median_train_speed(run)}, {"routing", routing_json(r.routing)}});
+                      {"train_tokens_per_s", median_tokens_per_s(run)}, {"routing", routing_json(r.routing)}});
       if (!a->prompt.empty()) samples.push_back(sample(m, a->prompt, a->sample_tokens, a->seed));
     }
     std::printf("\n%-28s %-8s %10s %9s %9s %9s %11s %12s\n", "run", "kind", "params", "val loss", "val ppl", "FFN/tok",

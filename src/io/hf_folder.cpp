@@ -1,10 +1,10 @@
 #include "io/hf_folder.h"
 
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "io/torch_bin.h"
@@ -15,32 +15,6 @@ using json = nlohmann::json;
 
 namespace {
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  MOEPP_CHECK(in, path, ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-}
-
-// weight_map of an index file: tensor -> shard file, every shard checked to exist.
-std::map<std::string, std::string> read_index(const std::string& dir, const std::string& index) {
-  const json j = read_json(dir + "/" + index);
-  MOEPP_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), dir, "/", index, ": no weight_map object");
-  std::map<std::string, std::string> m;
-  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    MOEPP_CHECK(it.value().is_string(), dir, "/", index, ": weight_map.", it.key(), " is not a file name");
-    const std::string shard = it.value().get<std::string>();
-    MOEPP_CHECK(shard.find('/') == std::string::npos, dir, "/", index, ": shard name ", shard, " leaves the folder");
-    MOEPP_CHECK(file_exists(dir + "/" + shard), dir, "/", index, ": weight_map names shard ", shard, " (for ",
-                it.key(), "), which does not exist");
-    m[it.key()] = shard;
-  }
-  return m;
-}
-
 class SafetensorsSource : public WeightSource {
  public:
   SafetensorsSource(const std::string& dir, const std::string& single, const std::string& index) : dir_(dir) {
@@ -50,7 +24,7 @@ class SafetensorsSource : public WeightSource {
       what_ = dir + "/" + single;
     } else {
       std::map<std::string, std::shared_ptr<SafetensorsFile>> files;
-      for (const auto& [name, shard] : read_index(dir, index)) {
+      for (const auto& [name, shard] : read_weight_index(dir, index)) {
         auto& f = files[shard];
         if (!f) f = std::make_shared<SafetensorsFile>(dir + "/" + shard);
         MOEPP_CHECK(f->has(name), dir, "/", shard, ": the index places ", name, " here, but it is not there");
@@ -130,7 +104,7 @@ ModelConfig mixtral_config(const json& j, const std::string& src) {
 }
 
 bool is_mixtral_dir(const std::string& dir) {
-  const json j = read_json(dir + "/config.json");
+  const json j = read_json_file(dir + "/config.json");
   return j.value("model_type", std::string()) == "mixtral";
 }
 
@@ -149,7 +123,7 @@ std::unique_ptr<WeightSource> WeightSource::open(const std::string& dir) {
 ModelConfig read_hf_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
   MOEPP_CHECK(file_exists(path), dir, ": not a model folder (no config.json)");
-  const json j = read_json(path);
+  const json j = read_json_file(path);
   if (j.value("model_type", std::string()) == "mixtral") return mixtral_config(j, path);
   return ModelConfig::from_json(j, path);
 }

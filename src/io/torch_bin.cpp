@@ -1,11 +1,9 @@
 #include "io/torch_bin.h"
 
 #include <cstring>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "io/model_folder.h"
+#include "io/json_file.h"
 
 namespace moepp {
 
@@ -80,26 +78,8 @@ Tensor<float> TorchBinFile::read_f32(const std::string& name) const {
   return t;
 }
 
-TorchBinShards::TorchBinShards(const std::string& dir) : dir_(dir) {
-  const std::string index = dir + "/pytorch_model.bin.index.json";
-  std::ifstream in(index);
-  MOEPP_CHECK(in, index, ": cannot open");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(index, ": not valid JSON: ", e.what());
-  }
-  MOEPP_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), index, ": no weight_map object");
-  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    MOEPP_CHECK(it.value().is_string(), index, ": weight_map.", it.key(), " is not a file name");
-    const std::string shard = it.value().get<std::string>();
-    MOEPP_CHECK(shard.find('/') == std::string::npos && shard != "..", index, ": shard name ", shard, " leaves the folder");
-    MOEPP_CHECK(file_exists(dir + "/" + shard), index, ": weight_map names shard ", shard, " (for ", it.key(),
-                "), which does not exist");
-    where_[it.key()] = shard;
-  }
-}
+TorchBinShards::TorchBinShards(const std::string& dir)
+    : dir_(dir), where_(read_weight_index(dir, "pytorch_model.bin.index.json")) {}
 
 TorchBinFile& TorchBinShards::shard_of(const std::string& name) {
   const auto it = where_.find(name);

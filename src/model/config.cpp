@@ -1,9 +1,9 @@
 #include "model/config.h"
 
-#include <fstream>
 #include <set>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace moepp {
 
@@ -183,17 +183,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   return c;
 }
 
-ModelConfig ModelConfig::load(const std::string& path) {
-  std::ifstream in(path);
-  MOEPP_CHECK(in, path, ": cannot open file");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  return from_json(j, path);
-}
+ModelConfig ModelConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
 
 json ModelConfig::to_json() const {
   json j;

@@ -5,10 +5,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/model_folder.h"
 
 namespace moepp {
@@ -38,13 +38,7 @@ void save_checkpoint(const std::string& dir, const ModelConfig& cfg, const Model
 json load_checkpoint(const std::string& dir, const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt) {
   const std::string state_path = dir + "/trainer_state.json";
   MOEPP_CHECK(file_exists(state_path), dir, ": no checkpoint to resume (trainer_state.json is missing)");
-  std::ifstream in(state_path);
-  json s;
-  try {
-    s = json::parse(in);
-  } catch (const json::exception& e) {
-    fail(state_path, ": not valid JSON: ", e.what());
-  }
+  const json s = read_json_file(state_path);
   read_params(dir + "/model.safetensors", cfg, params);
   read_params(dir + "/optimizer.m.safetensors", cfg, opt.m(), "m.");
   read_params(dir + "/optimizer.v.safetensors", cfg, opt.v(), "v.");

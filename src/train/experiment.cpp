@@ -10,6 +10,7 @@
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/model_folder.h"
 #include "model/transformer.h"
 #include "train/evaluator.h"
@@ -21,16 +22,6 @@ namespace moepp {
 using json = nlohmann::json;
 
 namespace {
-
-json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  MOEPP_CHECK(in, path, ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-}
 
 // The base options overridden by one run's fields.
 TrainOptions run_options(const json& base, const json& run, int64_t vocab, const std::string& data,
@@ -64,22 +55,6 @@ TrainOptions run_options(const json& base, const json& run, int64_t vocab, const
   o.eval_batches = m.value("eval_batches", int64_t(16));
   o.model.validate();
   return o;
-}
-
-double median_train_speed(const std::string& run) {
-  std::ifstream in(run + "/metrics.jsonl");
-  std::vector<double> v;
-  std::string line;
-  while (std::getline(in, line)) {
-    try {
-      const json j = json::parse(line);
-      if (j.contains("tokens_per_s") && j.value("step", 0) > 10) v.push_back(j["tokens_per_s"].get<double>());
-    } catch (const json::exception&) {
-    }
-  }
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // Seconds of the MoE layers' forward (router, dispatch, experts, combine) on one batch,
@@ -202,7 +177,7 @@ std::string run_experiment(const ExperimentOptions& opt) {
       r.update({{"status", "done"}, {"steps", o.steps}, {"val_loss", ev.loss}, {"val_ppl", ev.perplexity},
                 {"ffn_experts_per_token", all.ffn_experts_per_token()}, {"top_k", m.config.top_k},
                 {"zc_experts", m.config.num_experts - m.config.num_ffn_experts()}, {"tau", m.config.balance_tau},
-                {"params", total_params(m.config)}, {"train_tokens_per_s", median_train_speed(dir)},
+                {"params", total_params(m.config)}, {"train_tokens_per_s", median_tokens_per_s(dir)},
                 {"moe_forward_s", time_moe_layers(m.config, m.params, val, o.batch, o.seq)},
                 {"routing", routing_json(ev.routing)}});
       write_file_atomic(result_path, r.dump(2) + "\n");

@@ -1,5 +1,6 @@
 #include "train/metrics.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -39,6 +40,22 @@ void append_jsonl(const std::string& path, const json& line) {
   out << line.dump() << "\n";
   out.flush();
   MOEPP_CHECK(out, path, ": write failed");
+}
+
+double median_tokens_per_s(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::vector<double> v;
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      const json j = json::parse(line);
+      if (j.contains("tokens_per_s") && j.value("step", 0) > 10) v.push_back(j["tokens_per_s"].get<double>());
+    } catch (const json::exception&) {
+    }
+  }
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 void truncate_jsonl_after(const std::string& path, int64_t max_step) {

@@ -15,6 +15,10 @@ nlohmann::json routing_json(const std::vector<RoutingStats>& per_layer);
 // Appends one line to a JSONL file (open, append, flush, close).
 void append_jsonl(const std::string& path, const nlohmann::json& line);
 
+// Median tokens/s of a run's training steps (RUN/metrics.jsonl), skipping the first 10
+// as warm-up; 0 when there are none.
+double median_tokens_per_s(const std::string& run_dir);
+
 // Rewrites a JSONL file keeping only the lines whose "step" is at most max_step (a resumed
 // run continues the log where its checkpoint was taken).
 void truncate_jsonl_after(const std::string& path, int64_t max_step);

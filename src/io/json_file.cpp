@@ -1,0 +1,37 @@
+#include "io/json_file.h"
+
+#include <fstream>
+
+#include "core/error.h"
+#include "io/model_folder.h"
+
+namespace moepp {
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  MOEPP_CHECK(in, path, ": cannot open file");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+}
+
+std::map<std::string, std::string> read_weight_index(const std::string& dir, const std::string& index) {
+  const std::string path = dir + "/" + index;
+  const nlohmann::json j = read_json_file(path);
+  MOEPP_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), path, ": no weight_map object");
+  std::map<std::string, std::string> m;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    MOEPP_CHECK(it.value().is_string(), path, ": weight_map.", it.key(), " is not a file name");
+    const std::string shard = it.value().get<std::string>();
+    MOEPP_CHECK(shard.find('/') == std::string::npos && shard != "..", path, ": shard name ", shard,
+                " leaves the folder");
+    MOEPP_CHECK(file_exists(dir + "/" + shard), path, ": weight_map names shard ", shard, " (for ", it.key(),
+                "), which does not exist");
+    m[it.key()] = shard;
+  }
+  return m;
+}
+
+}  // namespace moepp
