@@ -4,7 +4,8 @@
 # the PyTorch peer benchmarks; never needed to build or test).
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libdnnl-dev libopenblas-dev
-      libgtest-dev libbenchmark-dev nlohmann-json3-dev libsentencepiece-dev libcli11-dev)
+      libgtest-dev libbenchmark-dev nlohmann-json3-dev libsentencepiece-dev libcli11-dev
+      gnuplot-nox)  # gnuplot: the PNG plots of `moepp analyze` (never needed by the tests)
 if [ "${MOEPP_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -18,6 +18,7 @@ void add_info(CLI::App& app);
 void add_compare(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);
+void add_analyze(CLI::App& app);
 
 // "1,2,3" or "@file" (ids separated by whitespace or commas).
 std::vector<int32_t> parse_ids(const std::string& spec);

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   moepp::cli::add_compare(app);
   moepp::cli::add_convert(app);
   moepp::cli::add_experiment(app);
+  moepp::cli::add_analyze(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

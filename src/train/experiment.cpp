@@ -89,6 +89,41 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
+// Times every finished run's MoE layers again, in rounds that visit all runs in turn, and
+// keeps each run's median: runs trained hours apart (or while the machine was busy) are
+// then compared under the same conditions.
+void retime_runs(const ExperimentOptions& opt, const json& plan, int64_t vocab, const std::vector<int32_t>& val,
+                 std::vector<json>& results) {
+  struct Timed {
+    size_t result;
+    LoadedModel model;
+    int64_t batch, seq;
+    std::vector<double> seconds;
+  };
+  std::vector<Timed> runs;
+  const json base = plan.value("base", json::object());
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (results[i].value("status", std::string()) != "done") continue;
+    const std::string name = results[i].at("name").get<std::string>();
+    for (const auto& run : plan["runs"]) {
+      if (run.value("name", std::string()) != name) continue;
+      const TrainOptions o = run_options(base, run, vocab, opt.data_dir, opt.out_dir + "/runs/" + name);
+      runs.push_back({i, load_model_folder(o.out_dir), o.batch, o.seq, {}});
+    }
+  }
+  for (int round = 0; round < opt.retime_rounds; ++round) {
+    std::fprintf(stderr, "experiment: retiming round %d of %d (%zu runs)\n", round + 1, opt.retime_rounds, runs.size());
+    for (auto& r : runs) r.seconds.push_back(time_moe_layers(r.model.config, r.model.params, val, r.batch, r.seq));
+  }
+  for (auto& r : runs) {
+    std::sort(r.seconds.begin(), r.seconds.end());
+    json& res = results[r.result];
+    res["moe_forward_s"] = r.seconds[r.seconds.size() / 2];
+    res["moe_forward_timing"] = "median of " + std::to_string(r.seconds.size()) + " interleaved retiming rounds";
+    write_file_atomic(opt.out_dir + "/results/" + res.at("name").get<std::string>() + ".json", res.dump(2) + "\n");
+  }
+}
+
 }  // namespace
 
 std::string experiment_report(const json& plan, const std::vector<json>& results) {
@@ -121,7 +156,9 @@ std::string experiment_report(const json& plan, const std::vector<json>& results
   }
   md << "\nFFN FLOPs vs vanilla = FFN experts per token / k. Expert-layer fwd vs vanilla = the "
         "vanilla run's MoE-layer forward time over this run's, on the same validation batch, "
-        "measured when each run was evaluated"
+        "measured "
+     << (base && base->contains("moe_forward_timing") ? "as the " + base->at("moe_forward_timing").get<std::string>()
+                                                      : std::string("when each run was evaluated"))
      << (base ? " (baseline: " + base->value("name", std::string()) + ")" : " (no finished vanilla run: n/a)")
      << ".\n";
   if (!failed.empty()) {
@@ -137,6 +174,7 @@ std::string run_experiment(const ExperimentOptions& opt) {
               ": the plan has no \"runs\" list");
   const json base = plan.value("base", json::object());
   make_dirs(opt.out_dir + "/results");
+  write_file_atomic(opt.out_dir + "/plan.json", plan.dump(2) + "\n");  // for `moepp analyze --experiment`
   int64_t vocab = 0;
   if (file_exists(opt.data_dir + "/tokenizer.model")) {
     vocab = Tokenizer(opt.data_dir + "/tokenizer.model").vocab_size();
@@ -188,6 +226,7 @@ std::string run_experiment(const ExperimentOptions& opt) {
     }
     results.push_back(r);
   }
+  if (opt.retime_rounds > 0) retime_runs(opt, plan, vocab, val, results);
   const std::string report = experiment_report(plan, results);
   write_file_atomic(opt.out_dir + "/report.md", report);
   return report;

@@ -14,6 +14,9 @@ struct ExperimentOptions {
   std::string plan_path, data_dir, out_dir;
   int eval_batches = 0;  // 0: the plan's value (default 16)
   bool quiet = false;
+  // After training, time every finished run's MoE layers again in this many rounds that
+  // alternate between runs (0: keep the timing taken when each run finished).
+  int retime_rounds = 0;
 };
 
 // Runs (or skips) every run of the plan; writes OUT/results/<name>.json and OUT/report.md.

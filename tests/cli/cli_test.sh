@@ -22,7 +22,7 @@ check_error() {  # check_error NAME NEEDLE COMMAND...: must fail with a one-line
   fi
 }
 
-for c in prepare train eval generate logits grad info compare convert experiment; do check "$c --help" "$moepp" "$c" --help; done
+for c in prepare train eval generate logits grad info compare convert experiment analyze; do check "$c --help" "$moepp" "$c" --help; done
 
 # A small corpus: numbered sentences, enough for a 400-piece tokenizer.
 for i in $(seq 1 400); do echo "Line $i: the quick brown fox jumps over the lazy dog number $((i % 17))."; done > "$tmp/corpus.txt"
@@ -31,6 +31,9 @@ check "train" "$moepp" train --data "$tmp/data" --out "$tmp/run" --preset tiny -
 check "eval" "$moepp" eval --model "$tmp/run" --data "$tmp/data" --batch 2 --seq 16 --max-batches 2
 check "generate" "$moepp" generate --model "$tmp/run" --prompt "Line 3" -n 5 --seed 2
 check "info" "$moepp" info --model "$tmp/run"
+check "analyze" "$moepp" analyze --model "$tmp/run" --text "$tmp/corpus.txt" --out "$tmp/an" --seq 16 --no-plots
+grep -q '"ffn_experts_per_token"' "$tmp/an/analysis.json" || { echo "FAIL: analyze wrote no analysis.json"; fail=$((fail + 1)); }
+check_error "analyze without text" "--model and --text are required" "$moepp" analyze --model "$tmp/run"
 check "logits" "$moepp" logits --model "$tmp/run" --ids 1,5,9 --out "$tmp/logits.safetensors"
 echo "1 5 9 12" > "$tmp/ids.txt"
 check "grad @file" "$moepp" grad --model "$tmp/run" --ids @"$tmp/ids.txt" --out "$tmp/grad.safetensors"

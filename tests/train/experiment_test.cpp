@@ -59,4 +59,14 @@ TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
   ASSERT_EQ(::stat((dir + "/exp/runs/vanilla/model.safetensors").c_str(), &b), 0);
   EXPECT_EQ(a.st_mtim.tv_nsec, b.st_mtim.tv_nsec) << "a finished run is not trained again";
   EXPECT_EQ(first, second) << "the report of finished runs comes from their stored results";
+
+  // Retiming replaces the stored forward times of finished runs with interleaved medians
+  // and says so in the report; the plan is kept beside the results for `moepp analyze`.
+  o.retime_rounds = 3;
+  const std::string third = run_experiment(o);
+  EXPECT_NE(third.find("median of 3 interleaved retiming rounds (baseline: vanilla)"), std::string::npos) << third;
+  const json v = json::parse(std::ifstream(dir + "/exp/results/vanilla.json"));
+  EXPECT_EQ(v.at("moe_forward_timing"), "median of 3 interleaved retiming rounds");
+  EXPECT_GT(v.at("moe_forward_s").get<double>(), 0.0);
+  EXPECT_EQ(json::parse(std::ifstream(dir + "/exp/plan.json")), plan);
 }
