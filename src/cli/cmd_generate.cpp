@@ -12,7 +12,7 @@ namespace moepp::cli {
 void add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming text to stdout");
   struct Args {
-    std::string model, prompt;
+    std::string model, prompt, dtype = "f32";
     int n = 128;
     SamplerOptions s;
     int threads = 0;
@@ -25,15 +25,24 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--top-k", a->s.top_k, "Sample among the k most likely tokens (0: all)")->default_val(40);
   cmd->add_option("--top-p", a->s.top_p, "Nucleus sampling mass")->default_val(0.95);
   cmd->add_option("--seed", a->s.seed, "Sampling seed")->default_val(1);
+  cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16 or q8_0 (packed on load; docs/quantization.md)")
+      ->default_val("f32")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
     apply_threads(a->threads);
-    const LoadedModel m = load_model_folder(a->model);
+    LoadedModel m = load_model_folder(a->model);
     const Tokenizer tok(a->model + "/tokenizer.model");
-    generate_text(m.config, m.params, tok, a->prompt, GenerateOptions{a->n, a->s}, [](const std::string& piece) {
+    auto show = [](const std::string& piece) {
       std::printf("%s", piece.c_str());
       std::fflush(stdout);
-    });
+    };
+    if (a->dtype == "f32") {
+      generate_text(m.config, m.params, tok, a->prompt, GenerateOptions{a->n, a->s}, show);
+    } else {
+      const auto packed = PackedModel::pack(m.config, std::move(m.params), parse_weight_type(a->dtype));
+      generate_text(*packed, tok, a->prompt, GenerateOptions{a->n, a->s}, show);
+    }
     std::printf("\n");
   });
 }

@@ -1,5 +1,6 @@
 // moepp logits: the full logits [T, vocab] of one sequence, as safetensors tensor "logits".
 #include "cli/commands.h"
+#include "infer/session.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
@@ -10,11 +11,23 @@ void add_logits(CLI::App& app) {
   auto* cmd = app.add_subcommand("logits", "Write the logits [T, vocab] of a token sequence (f32 tensor \"logits\")");
   auto a = std::make_shared<SequenceArgs>();
   add_sequence_options(cmd, *a);
-  cmd->callback([a] {
+  auto dtype = std::make_shared<std::string>("f32");
+  cmd->add_option("--dtype", *dtype, "Weights in memory: f32 (the training forward), bf16 or q8_0 (packed on load)")
+      ->default_val("f32")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
+  cmd->callback([a, dtype] {
     apply_threads(a->threads);
-    const LoadedModel m = load_model_folder(a->model);
+    LoadedModel m = load_model_folder(a->model);
     const auto ids = parse_ids(a->ids);
     check_ids_in_vocab(ids, m.config.vocab_size);
+    if (*dtype != "f32") {
+      const auto packed = PackedModel::pack(m.config, std::move(m.params), parse_weight_type(*dtype));
+      Session<float> session(*packed, int64_t(ids.size()));
+      Tensor<float> logits;
+      session.append(ids.data(), int64_t(ids.size()), logits);
+      write_safetensors(a->out, {{"logits", DType::f32, logits.shape().dims, logits.data()}});
+      return;
+    }
     ModelCache<float> cache;
     model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
     write_safetensors(a->out, {{"logits", DType::f32, cache.logits.shape().dims, cache.logits.data()}});

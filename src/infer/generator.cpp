@@ -7,8 +7,11 @@
 
 namespace moepp {
 
-std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& params, const Tokenizer& tok,
-                          const std::string& prompt, const GenerateOptions& opt,
+namespace {
+
+// make_session(context) builds the session over whichever weights the caller holds.
+std::string generate_with(const ModelConfig& cfg, const std::function<Session<float>(int64_t)>& make_session,
+                          const Tokenizer& tok, const std::string& prompt, const GenerateOptions& opt,
                           const std::function<void(const std::string&)>& on_text) {
   std::vector<int32_t> ids;
   if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
@@ -20,7 +23,7 @@ std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& para
   const int64_t ctx = std::min<int64_t>(cfg.max_position_embeddings, int64_t(ids.size()) + opt.max_tokens);
   MOEPP_CHECK(int64_t(ids.size()) < ctx || opt.max_tokens == 0, "generate: the prompt (", ids.size(),
               " tokens) fills the context of ", cfg.max_position_embeddings);
-  Session<float> session(cfg, params, std::max<int64_t>(ctx, int64_t(ids.size())));
+  Session<float> session = make_session(std::max<int64_t>(ctx, int64_t(ids.size())));
   Sampler sampler(opt.sampler);
   Tensor<float> logits;
   session.append(ids.data(), int64_t(ids.size()), logits);
@@ -38,6 +41,20 @@ std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& para
     if (session.length() < ctx) session.append(&next, 1, logits);
   }
   return shown;
+}
+
+}  // namespace
+
+std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& params, const Tokenizer& tok,
+                          const std::string& prompt, const GenerateOptions& opt,
+                          const std::function<void(const std::string&)>& on_text) {
+  return generate_with(cfg, [&](int64_t ctx) { return Session<float>(cfg, params, ctx); }, tok, prompt, opt, on_text);
+}
+
+std::string generate_text(const PackedModel& model, const Tokenizer& tok, const std::string& prompt,
+                          const GenerateOptions& opt, const std::function<void(const std::string&)>& on_text) {
+  return generate_with(model.config, [&](int64_t ctx) { return Session<float>(model, ctx); }, tok, prompt, opt,
+                       on_text);
 }
 
 }  // namespace moepp

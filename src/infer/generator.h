@@ -8,6 +8,7 @@
 #include "data/tokenizer.h"
 #include "infer/sampler.h"
 #include "model/config.h"
+#include "model/packed_model.h"
 #include "model/params.h"
 
 namespace moepp {
@@ -21,5 +22,8 @@ struct GenerateOptions {
 std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& params, const Tokenizer& tok,
                           const std::string& prompt, const GenerateOptions& opt,
                           const std::function<void(const std::string&)>& on_text = {});
+// The same on compact (bf16 / q8_0) weights.
+std::string generate_text(const PackedModel& model, const Tokenizer& tok, const std::string& prompt,
+                          const GenerateOptions& opt, const std::function<void(const std::string&)>& on_text = {});
 
 }  // namespace moepp

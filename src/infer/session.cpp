@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -9,6 +10,7 @@
 #include "kernels/gemm.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/swiglu.h"
 
 namespace moepp {
 
@@ -26,6 +28,26 @@ Session<T>::Session(const ModelConfig& cfg, const ModelParams<T>& params, int64_
 }
 
 template <typename T>
+Session<T>::Session(const PackedModel& model, int64_t max_len)
+  requires std::is_same_v<T, float>
+    : Session(model.config, model.rest, max_len) {
+  packed_ = &model;
+}
+
+template <typename T>
+void Session<T>::project(const Tensor<T>& dense, const PackedMatrix* packed, const T* x, int64_t n, T* y, int64_t ldy,
+                         bool accumulate) const {
+  if constexpr (std::is_same_v<T, float>) {
+    if (packed_) {
+      packed_linear(x, n, packed->cols, *packed, y, ldy, accumulate);
+      return;
+    }
+  }
+  const int64_t N = dense.shape()[0], K = dense.shape()[1];
+  gemm<T>(Trans::N, Trans::T, n, N, K, T(1), x, K, dense.data(), K, T(accumulate ? 1 : 0), y, ldy);
+}
+
+template <typename T>
 void Session<T>::append(const int32_t* ids, int64_t n, Tensor<T>& logits) {
   const auto& cfg = cfg_;
   const int64_t D = cfg.hidden_size, V = cfg.vocab_size, H = cfg.num_attention_heads;
@@ -40,16 +62,24 @@ void Session<T>::append(const int32_t* ids, int64_t n, Tensor<T>& logits) {
   const T scale = T(1) / std::sqrt(T(hd));
 
   Tensor<T> x({n, D}), a({n, D}), rstd({n}), q({n, D}), ctx({n, D}), out({n, D});
-  embedding_forward(w_.embed.data(), V, D, ids, n, x.data());
+  if (packed_) {
+    for (int64_t i = 0; i < n; ++i) {
+      MOEPP_CHECK(ids[i] >= 0 && ids[i] < V, "session: token id ", ids[i], " outside the vocabulary of ", V);
+      if constexpr (std::is_same_v<T, float>) packed_->embed.unpack_rows(ids[i], 1, x.data() + i * D);
+    }
+  } else {
+    embedding_forward(w_.embed.data(), V, D, ids, n, x.data());
+  }
   const T* z_prev = nullptr;
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const auto& L = w_.layers[l];
+    const PackedLayer* P = packed_ ? &packed_->layers[l] : nullptr;
     T* K = k_[l].data();
     T* Vc = v_[l].data();
     rmsnorm_forward(x.data(), L.input_norm.data(), a.data(), rstd.data(), n, D, T(cfg.rms_norm_eps));
-    gemm<T>(Trans::N, Trans::T, n, D, D, T(1), a.data(), D, L.wq.data(), D, T(0), q.data(), D);
-    gemm<T>(Trans::N, Trans::T, n, kvD, D, T(1), a.data(), D, L.wk.data(), D, T(0), K + p0 * kvD, kvD);
-    gemm<T>(Trans::N, Trans::T, n, kvD, D, T(1), a.data(), D, L.wv.data(), D, T(0), Vc + p0 * kvD, kvD);
+    project(L.wq, P ? &P->wq : nullptr, a.data(), n, q.data(), D, false);
+    project(L.wk, P ? &P->wk : nullptr, a.data(), n, K + p0 * kvD, kvD, false);
+    project(L.wv, P ? &P->wv : nullptr, a.data(), n, Vc + p0 * kvD, kvD, false);
     rope_forward(q.data(), pos.data(), n, H, hd, rope);
     rope_forward(K + p0 * kvD, pos.data(), n, Hkv, hd, rope);
     // Each new token attends to every cached position up to its own.
@@ -75,11 +105,20 @@ void Session<T>::append(const int32_t* ids, int64_t n, Tensor<T>& logits) {
         for (int64_t e = 0; e < hd; ++e) o[e] += p * vj[e];
       }
     });
-    gemm<T>(Trans::N, Trans::T, n, D, D, T(1), ctx.data(), D, L.wo.data(), D, T(1), x.data(), D);  // x := h
+    project(L.wo, P ? &P->wo : nullptr, ctx.data(), n, x.data(), D, true);  // x := h
     rmsnorm_forward(x.data(), L.post_norm.data(), a.data(), rstd.data(), n, D, T(cfg.rms_norm_eps));
     if (L.is_moe) {
       moe_forward(mc, L.moe, a.data(), n, cfg.gating_residual ? z_prev : nullptr, moe_[l], out.data());
       z_prev = moe_[l].router.z.data();
+    } else if (P) {  // dense MLP on packed weights: [gate | up] -> SwiGLU -> down
+      const int64_t I = cfg.intermediate_size;
+      auto& c = mlp_[l];
+      c.gu.fit({n, 2 * I});
+      c.act.fit({n, I});
+      project(L.gate, &P->gate, a.data(), n, c.gu.data(), 2 * I, false);
+      project(L.up, &P->up, a.data(), n, c.gu.data() + I, 2 * I, false);
+      swiglu_forward(c.gu.data(), c.act.data(), n, I);
+      project(L.down, &P->down, c.act.data(), n, out.data(), D, false);
     } else {
       dense_mlp_forward(cfg, L, a.data(), n, mlp_[l], out.data());
     }
@@ -87,7 +126,7 @@ void Session<T>::append(const int32_t* ids, int64_t n, Tensor<T>& logits) {
   }
   rmsnorm_forward(x.data(), w_.final_norm.data(), a.data(), rstd.data(), n, D, T(cfg.rms_norm_eps));
   logits.fit({n, V});
-  gemm<T>(Trans::N, Trans::T, n, V, D, T(1), a.data(), D, w_.output_weights().data(), D, T(0), logits.data(), V);
+  project(w_.output_weights(), packed_ ? &packed_->output_weights() : nullptr, a.data(), n, logits.data(), V, false);
   len_ += n;
 }
 

@@ -101,8 +101,17 @@ void MoeParams<T>::check_shapes(const MoeConfig& cfg) const {
     check("gate.wg.weight", wg, s.wg);
   }
   check("gate.gate_map.weight", gate_map, s.gate_map);
-  MOEPP_CHECK(up.size() == size_t(cfg.num_ffn) && down.size() == size_t(cfg.num_ffn),
-              "moe layer: ", up.size(), " FFN experts present, config says ", cfg.num_ffn);
+  if (packed) {
+    MOEPP_CHECK(packed->up.size() == size_t(cfg.num_ffn) && packed->down.size() == size_t(cfg.num_ffn),
+                "moe layer: ", packed->up.size(), " packed FFN experts present, config says ", cfg.num_ffn);
+    for (size_t i = 0; i < packed->up.size(); ++i)
+      MOEPP_CHECK((Shape{packed->up[i].rows, packed->up[i].cols} == s.up &&
+                   Shape{packed->down[i].rows, packed->down[i].cols} == s.down),
+                  "moe layer: packed expert ", i, " has the wrong shape");
+  } else {
+    MOEPP_CHECK(up.size() == size_t(cfg.num_ffn) && down.size() == size_t(cfg.num_ffn),
+                "moe layer: ", up.size(), " FFN experts present, config says ", cfg.num_ffn);
+  }
   MOEPP_CHECK(constant.size() == size_t(cfg.num_constant) && constant_wg.size() == size_t(cfg.num_constant),
               "moe layer: ", constant.size(), " constant experts present, config says ", cfg.num_constant);
   for (size_t i = 0; i < up.size(); ++i) {

@@ -1,9 +1,11 @@
 #include "moe/experts/ffn.h"
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "kernels/quant.h"
 #include "kernels/swiglu.h"
 
 namespace moepp {
@@ -15,6 +17,19 @@ void ffn_experts_forward(const MoeConfig& cfg, const MoeParams<T>& w, const Disp
   c.u.fit({R, 2 * I});
   c.h.fit({R, I});
   c.o.fit({R, D});
+  c.gemm_rows = R;
+  if constexpr (std::is_same_v<T, float>) {
+    if (w.packed) {  // inference on packed weights: one product per expert, each weight read once
+      for (int e = 0; e < cfg.num_ffn; ++e) {
+        const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
+        if (M == 0) continue;
+        packed_linear(c.x.data() + r0 * D, M, D, w.packed->up[size_t(e)], c.u.data() + r0 * 2 * I, 2 * I);
+        swiglu_forward(c.u.data() + r0 * 2 * I, c.h.data() + r0 * I, M, I);
+        packed_linear(c.h.data() + r0 * I, M, I, w.packed->down[size_t(e)], c.o.data() + r0 * D, D);
+      }
+      return;
+    }
+  }
   std::vector<GemmProblem<T>> up, down;
   for (int e = 0; e < cfg.num_ffn; ++e) {
     const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
@@ -27,7 +42,6 @@ void ffn_experts_forward(const MoeConfig& cfg, const MoeParams<T>& w, const Disp
   gemm_grouped<T>(Trans::N, Trans::T, up);
   swiglu_forward(c.u.data(), c.h.data(), R, I);
   gemm_grouped<T>(Trans::N, Trans::T, down);
-  c.gemm_rows = R;
 }
 
 template <typename T>

@@ -1,0 +1,184 @@
+#include "kernels/quant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "kernels/gemm.h"
+
+namespace moepp {
+
+const char* weight_type_name(WeightType t) {
+  switch (t) {
+    case WeightType::f32: return "f32";
+    case WeightType::bf16: return "bf16";
+    case WeightType::q8_0: return "q8_0";
+  }
+  return "?";
+}
+
+WeightType parse_weight_type(const std::string& name) {
+  if (name == "f32") return WeightType::f32;
+  if (name == "bf16") return WeightType::bf16;
+  if (name == "q8_0") return WeightType::q8_0;
+  throw Error("unknown weight type '" + name + "' (expected f32, bf16 or q8_0)");
+}
+
+PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, WeightType type) {
+  MOEPP_CHECK(rows >= 0 && cols > 0, "pack: bad matrix shape [", rows, ", ", cols, "]");
+  PackedMatrix p;
+  p.type = type;
+  p.rows = rows;
+  p.cols = cols;
+  const size_t n = size_t(rows * cols);
+  for (size_t i = 0; i < n; ++i)
+    MOEPP_CHECK(std::isfinite(w[i]), "pack: non-finite weight ", w[i], " at row ", int64_t(i) / cols, ", column ",
+                int64_t(i) % cols);
+  switch (type) {
+    case WeightType::f32:
+      p.f32.assign(w, w + n);
+      break;
+    case WeightType::bf16:
+      p.bf16.resize(n);
+      parallel_for(int64_t(n), [&](int64_t i) { p.bf16[size_t(i)] = f32_to_bf16(w[i]).bits; }, 1 << 16);
+      break;
+    case WeightType::q8_0: {
+      MOEPP_CHECK(cols % kQ8Block == 0, "pack: q8_0 needs a multiple of ", kQ8Block, " columns, got ", cols);
+      const int64_t blocks = n / kQ8Block;
+      p.q.resize(n);
+      p.scales.resize(size_t(blocks));
+      parallel_for(blocks, [&](int64_t b) {
+        const float* src = w + b * kQ8Block;
+        float amax = 0;
+        for (int64_t i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::fabs(src[i]));
+        const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+        p.scales[size_t(b)] = d;
+        for (int64_t i = 0; i < kQ8Block; ++i)
+          p.q[size_t(b * kQ8Block + i)] = int8_t(std::lround(std::clamp(src[i] * inv, -127.0f, 127.0f)));
+      }, 256);
+      break;
+    }
+  }
+  return p;
+}
+
+void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
+  MOEPP_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "unpack: rows [", r0, ", ", r0 + n, ") of ", rows);
+  const int64_t K = cols, off = r0 * K;
+  switch (type) {
+    case WeightType::f32:
+      std::memcpy(out, f32.data() + off, size_t(n * K) * sizeof(float));
+      break;
+    case WeightType::bf16:
+      parallel_for(n * K, [&](int64_t i) { out[i] = bf16_to_f32(moepp::bf16{bf16[size_t(off + i)]}); }, 1 << 16);
+      break;
+    case WeightType::q8_0:
+      parallel_for(n * K, [&](int64_t i) { out[i] = scales[size_t((off + i) / kQ8Block)] * float(q[size_t(off + i)]); },
+                   1 << 16);
+      break;
+  }
+}
+
+size_t PackedMatrix::bytes() const {
+  return f32.size() * 4 + bf16.size() * 2 + q.size() + scales.size() * 4;
+}
+
+namespace {
+
+constexpr int64_t kMaxDecodeRows = 8;  // up to this many rows of x use the register kernel
+
+// out[m] = x[m, :] . W[j, :] for m < M.
+void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int64_t j, float* out) {
+  const int64_t K = W.cols;
+#if defined(__AVX512F__)
+  __m512 acc[kMaxDecodeRows];
+  for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+  int64_t k = 0;
+  if (W.type == WeightType::q8_0) {
+    const int8_t* q = W.q.data() + j * K;
+    const float* d = W.scales.data() + j * (K / kQ8Block);
+    for (; k < K; k += kQ8Block) {
+      const __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k))));
+      const __m512 w1 =
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k + 16))));
+      const __m512 scale = _mm512_set1_ps(d[k / kQ8Block]);
+      for (int64_t m = 0; m < M; ++m) {
+        const float* xm = x + m * ldx + k;
+        const __m512 blk = _mm512_fmadd_ps(_mm512_loadu_ps(xm + 16), w1, _mm512_mul_ps(_mm512_loadu_ps(xm), w0));
+        acc[m] = _mm512_fmadd_ps(scale, blk, acc[m]);
+      }
+    }
+  } else {
+    for (; k + 16 <= K; k += 16) {
+      __m512 w;
+      if (W.type == WeightType::bf16) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16.data() + j * K + k));
+        w = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      } else {
+        w = _mm512_loadu_ps(W.f32.data() + j * K + k);
+      }
+      for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * ldx + k), w, acc[m]);
+    }
+  }
+  for (int64_t m = 0; m < M; ++m) out[m] = _mm512_reduce_add_ps(acc[m]);
+  for (; k < K; ++k) {  // f32 / bf16 tail
+    const float w = W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[size_t(j * K + k)]})
+                                               : W.f32[size_t(j * K + k)];
+    for (int64_t m = 0; m < M; ++m) out[m] += x[m * ldx + k] * w;
+  }
+#else
+  for (int64_t m = 0; m < M; ++m) out[m] = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    float w = 0;
+    switch (W.type) {
+      case WeightType::f32: w = W.f32[size_t(j * K + k)]; break;
+      case WeightType::bf16: w = bf16_to_f32(moepp::bf16{W.bf16[size_t(j * K + k)]}); break;
+      case WeightType::q8_0: w = W.scales[size_t((j * K + k) / kQ8Block)] * float(W.q[size_t(j * K + k)]); break;
+    }
+    for (int64_t m = 0; m < M; ++m) out[m] += x[m * ldx + k] * w;
+  }
+#endif
+}
+
+}  // namespace
+
+void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, float* y, int64_t ldy,
+                   bool accumulate) {
+  const int64_t N = W.rows, K = W.cols;
+  if (M == 0 || N == 0) return;
+  MOEPP_CHECK(ldx >= K && ldy >= N, "packed_linear: strides ", ldx, ", ", ldy, " below the matrix shape [", N, ", ", K,
+              "]");
+  if (M <= kMaxDecodeRows) {
+    constexpr int64_t chunk = 16;  // weight rows per task
+    parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
+      float out[kMaxDecodeRows];
+      for (int64_t j = c * chunk; j < std::min(N, (c + 1) * chunk); ++j) {
+        dot_rows(x, M, ldx, W, j, out);
+        for (int64_t m = 0; m < M; ++m) y[m * ldy + j] = accumulate ? y[m * ldy + j] + out[m] : out[m];
+      }
+    });
+    return;
+  }
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (W.type == WeightType::f32) {
+    gemm<float>(Trans::N, Trans::T, M, N, K, 1.0f, x, ldx, W.f32.data(), K, beta, y, ldy);
+    return;
+  }
+  // Many rows: widen a panel of W to f32 (a few MB, stays in cache) and use the f32 GEMM.
+  const int64_t panel = std::max<int64_t>(16, std::min<int64_t>(N, (int64_t(1) << 20) / K));
+  std::vector<float> buf(size_t(panel * K));
+  for (int64_t r0 = 0; r0 < N; r0 += panel) {
+    const int64_t n = std::min(panel, N - r0);
+    W.unpack_rows(r0, n, buf.data());
+    gemm<float>(Trans::N, Trans::T, M, n, K, 1.0f, x, ldx, buf.data(), K, beta, y + r0, ldy);
+  }
+}
+
+}  // namespace moepp

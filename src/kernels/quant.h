@@ -1,0 +1,48 @@
+// Compact weight matrices for inference: a [rows, cols] matrix kept as f32, bf16 or q8_0,
+// and the one product inference needs from it, y = x W^T with x in f32.
+//
+// q8_0 (docs/quantization.md): each row is cut into blocks of 32 columns; a block stores
+// 32 int8 values q and one scale d = max|w| / 127, and stands for w ~ d * q. In memory (and
+// in moepp's safetensors) the int8 values of all rows are one [rows, cols] array and the
+// scales one [rows, cols / 32] array, so a row's blocks are contiguous and a file can be
+// used in place. cols must be a multiple of 32.
+//
+// packed_linear reads each weight once per call: for a few rows of x (decode) it converts
+// weight blocks in registers and multiplies all rows of x against them; for many rows
+// (prefill) it widens row panels of W to f32 and hands them to the f32 GEMM.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moepp {
+
+enum class WeightType { f32, bf16, q8_0 };
+
+const char* weight_type_name(WeightType t);
+WeightType parse_weight_type(const std::string& name);  // f32 | bf16 | q8_0; throws otherwise
+
+constexpr int64_t kQ8Block = 32;
+
+struct PackedMatrix {
+  WeightType type = WeightType::f32;
+  int64_t rows = 0, cols = 0;
+  std::vector<float> f32;         // f32: [rows, cols]
+  std::vector<uint16_t> bf16;     // bf16: [rows, cols] raw bits
+  std::vector<int8_t> q;          // q8_0: [rows, cols]
+  std::vector<float> scales;      // q8_0: [rows, cols / 32]
+
+  // Packs a row-major f32 matrix; throws if q8_0 is asked for with cols % 32 != 0.
+  static PackedMatrix pack(const float* w, int64_t rows, int64_t cols, WeightType type);
+  // Writes rows [r0, r0 + n) as f32 into out [n, cols].
+  void unpack_rows(int64_t r0, int64_t n, float* out) const;
+  // Bytes of weight data (what a product reads).
+  size_t bytes() const;
+};
+
+// y[m, j] (+)= sum_k x[m, k] * W[j, k] for m < M, j < W.rows; x: [M, W.cols] with row
+// stride ldx, y: [M, W.rows] with row stride ldy. accumulate=false overwrites y.
+void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, float* y, int64_t ldy,
+                   bool accumulate = false);
+
+}  // namespace moepp

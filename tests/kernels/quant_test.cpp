@@ -1,0 +1,87 @@
+// Compact weights: q8_0 and bf16 packing error bounds (against the definitions, in double),
+// and packed_linear against a naive double product over the same stored weights, for the
+// decode kernel (M <= 8) and the panel + GEMM path, with strides and accumulation.
+#include "kernels/quant.h"
+
+#include <cmath>
+
+#include "core/dtype.h"
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+TEST(Quant, Q8_0StoresScaleMaxOver127AndRoundsWithinHalfAStep) {
+  Rng rng(1);
+  const int64_t R = 5, K = 96;
+  auto w = random_tensor<float>({R, K}, rng, 0.7);
+  for (int64_t k = 32; k < 64; ++k) w[2 * K + k] = 0;  // an all-zero block: scale 0, exact zeros
+  const auto p = PackedMatrix::pack(w.data(), R, K, WeightType::q8_0);
+  ASSERT_EQ(p.scales.size(), size_t(R * K / 32));
+  Tensor<float> back({R, K});
+  p.unpack_rows(0, R, back.data());
+  for (int64_t b = 0; b < R * K / 32; ++b) {
+    double amax = 0;
+    for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(double(w[b * 32 + i])));
+    EXPECT_NEAR(p.scales[size_t(b)], amax / 127, 1e-7 * amax + 1e-30);
+    for (int64_t i = 0; i < 32; ++i)
+      EXPECT_LE(std::fabs(double(back[b * 32 + i]) - w[b * 32 + i]), amax / 127 / 2 * (1 + 1e-5)) << b << " " << i;
+  }
+  EXPECT_EQ(back[2 * K + 40], 0.0f);
+  EXPECT_EQ(p.bytes(), size_t(R * K + R * K / 32 * 4));
+}
+
+TEST(Quant, Bf16RoundsToNearestAndUnpacksExactly) {
+  Rng rng(2);
+  auto w = random_tensor<float>({3, 20}, rng);
+  const auto p = PackedMatrix::pack(w.data(), 3, 20, WeightType::bf16);
+  Tensor<float> back({3, 20});
+  p.unpack_rows(1, 2, back.data());
+  for (int64_t i = 0; i < 40; ++i) {
+    EXPECT_EQ(back[i], bf16_to_f32(f32_to_bf16(w[20 + i])));
+    EXPECT_LE(std::fabs(back[i] - w[20 + i]), std::fabs(w[20 + i]) / 256);  // 8 significant bits
+  }
+}
+
+TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
+  Rng rng(3);
+  for (WeightType t : {WeightType::f32, WeightType::bf16, WeightType::q8_0}) {
+    for (int64_t K : {64, 70, 160}) {
+      if (t == WeightType::q8_0 && K % 32) continue;
+      for (int64_t M : {1, 3, 8, 9, 40}) {
+        const int64_t N = 37, ldx = K + 3, ldy = N + 5;
+        auto w = random_tensor<float>({N, K}, rng);
+        auto x = random_tensor<float>({M, ldx}, rng);
+        auto y = random_tensor<float>({M, ldy}, rng);
+        const auto p = PackedMatrix::pack(w.data(), N, K, t);
+        Tensor<float> stored({N, K});
+        p.unpack_rows(0, N, stored.data());
+        for (bool acc : {false, true}) {
+          std::vector<float> got(y.data(), y.data() + y.numel());
+          packed_linear(x.data(), M, ldx, p, got.data(), ldy, acc);
+          double worst = 0;
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t j = 0; j < ldy; ++j) {
+              if (j >= N) {
+                EXPECT_EQ(got[m * ldy + j], y[m * ldy + j]) << "padding of y is left alone";
+                continue;
+              }
+              double want = acc ? double(y[m * ldy + j]) : 0.0;
+              for (int64_t k = 0; k < K; ++k) want += double(x[m * ldx + k]) * stored[j * K + k];
+              worst = std::max(worst, std::fabs(got[m * ldy + j] - want) / (1 + std::fabs(want)));
+            }
+          EXPECT_LT(worst, 2e-5) << weight_type_name(t) << " K " << K << " M " << M << " acc " << acc;
+        }
+      }
+    }
+  }
+}
+
+TEST(Quant, RejectsWhatItCannotStore) {
+  std::vector<float> w(40, 1.0f);
+  EXPECT_THROW(PackedMatrix::pack(w.data(), 1, 40, WeightType::q8_0), Error);  // 40 % 32 != 0
+  w[7] = NAN;
+  EXPECT_THROW(PackedMatrix::pack(w.data(), 2, 20, WeightType::bf16), Error);
+  EXPECT_THROW(parse_weight_type("q4_0"), Error);
+  EXPECT_EQ(parse_weight_type("q8_0"), WeightType::q8_0);
+}
