@@ -31,16 +31,16 @@ void add_generate(CLI::App& app) {
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
     apply_threads(a->threads);
-    LoadedModel m = load_model_folder(a->model);
     const Tokenizer tok(a->model + "/tokenizer.model");
     auto show = [](const std::string& piece) {
       std::printf("%s", piece.c_str());
       std::fflush(stdout);
     };
     if (a->dtype == "f32") {
+      const LoadedModel m = load_model_folder(a->model);
       generate_text(m.config, m.params, tok, a->prompt, GenerateOptions{a->n, a->s}, show);
     } else {
-      const auto packed = PackedModel::pack(m.config, std::move(m.params), parse_weight_type(a->dtype));
+      const auto packed = load_packed_model_folder(a->model, parse_weight_type(a->dtype));
       generate_text(*packed, tok, a->prompt, GenerateOptions{a->n, a->s}, show);
     }
     std::printf("\n");

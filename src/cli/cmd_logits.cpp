@@ -17,17 +17,18 @@ void add_logits(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   cmd->callback([a, dtype] {
     apply_threads(a->threads);
-    LoadedModel m = load_model_folder(a->model);
     const auto ids = parse_ids(a->ids);
-    check_ids_in_vocab(ids, m.config.vocab_size);
     if (*dtype != "f32") {
-      const auto packed = PackedModel::pack(m.config, std::move(m.params), parse_weight_type(*dtype));
+      const auto packed = load_packed_model_folder(a->model, parse_weight_type(*dtype));
+      check_ids_in_vocab(ids, packed->config.vocab_size);
       Session<float> session(*packed, int64_t(ids.size()));
       Tensor<float> logits;
       session.append(ids.data(), int64_t(ids.size()), logits);
       write_safetensors(a->out, {{"logits", DType::f32, logits.shape().dims, logits.data()}});
       return;
     }
+    const LoadedModel m = load_model_folder(a->model);
+    check_ids_in_vocab(ids, m.config.vocab_size);
     ModelCache<float> cache;
     model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
     write_safetensors(a->out, {{"logits", DType::f32, cache.logits.shape().dims, cache.logits.data()}});

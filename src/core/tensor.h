@@ -64,6 +64,16 @@ class Tensor {
     data_.reset(n ? static_cast<T*>(aligned_zeroed(size_t(n) * sizeof(T))) : nullptr);
     capacity_ = n;
   }
+  // A shape without storage (numel() reports the shape; data() is null) for code that
+  // walks a model's tensors before filling them one at a time: resize before use.
+  void declare(Shape shape) {
+    shape_ = std::move(shape);
+    data_.reset();
+    capacity_ = 0;
+  }
+  bool allocated() const { return data_ != nullptr || shape_.numel() == 0; }
+  // resize(shape) or declare(shape).
+  void shape_as(Shape shape, bool allocate) { allocate ? resize(std::move(shape)) : declare(std::move(shape)); }
   void zero() {
     if (data_) std::memset(data_.get(), 0, size_t(numel()) * sizeof(T));
   }

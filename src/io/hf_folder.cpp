@@ -128,17 +128,18 @@ ModelConfig read_hf_config(const std::string& dir) {
   return ModelConfig::from_json(j, path);
 }
 
-void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params) {
+std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
+                                                                           WeightSource& src) {
   const bool mixtral = is_mixtral_dir(dir);
-  const int64_t I = cfg.intermediate_size;
-  auto fetch = [&](const std::string& name, const Shape& want) {
+  const int64_t I = cfg.intermediate_size, D = cfg.hidden_size;
+  auto fetch = [&src](const std::string& name, const Shape& want) {
     MOEPP_CHECK(src.has(name), src.describe(), ": tensor ", name, " is missing");
     const Shape got(src.shape(name));
     MOEPP_CHECK(got == want, src.describe(), ": tensor ", name, " has shape ", got.str(), " but the config implies ",
                 want.str());
     return src.read_f32(name);
   };
-  params.for_each(cfg, [&](const std::string& name, Tensor<float>& t) {
+  return [&src, mixtral, I, D, fetch](const std::string& name, Tensor<float>& t) {
     if (!mixtral || name.find(".mlp.moe.") == std::string::npos) {
       t = fetch(name, t.shape());
       return;
@@ -156,8 +157,8 @@ void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource
       const std::string i = tail.substr(0, tail.find('.'));
       const std::string e = moe + "experts." + i + ".";
       if (tail.find("up_proj") != std::string::npos) {
-        const auto w1 = fetch(e + "w1.weight", Shape{I, cfg.hidden_size});
-        const auto w3 = fetch(e + "w3.weight", Shape{I, cfg.hidden_size});
+        const auto w1 = fetch(e + "w1.weight", Shape{I, D});
+        const auto w3 = fetch(e + "w3.weight", Shape{I, D});
         std::copy(w1.data(), w1.data() + w1.numel(), t.data());
         std::copy(w3.data(), w3.data() + w3.numel(), t.data() + w1.numel());
       } else {
@@ -166,7 +167,11 @@ void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource
     } else {
       fail(src.describe(), ": no Mixtral tensor maps to ", name);
     }
-  });
+  };
+}
+
+void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params) {
+  params.for_each(cfg, hf_tensor_reader(dir, cfg, src));
 }
 
 }  // namespace moepp

@@ -4,6 +4,7 @@
 // model_type "MoE++" or "mixtral" (loaded as a vanilla MoE: block_sparse_moe names, w1/w3
 // fused into up_proj, mixtral gates, no gating residual).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,11 @@ class WeightSource {
 
 // config.json of a MoE++ or Mixtral folder as a ModelConfig.
 ModelConfig read_hf_config(const std::string& dir);
+
+// Reads one parameter by its SPEC name into t (whose shape cfg implies), checking presence
+// and shape; maps Mixtral names. src must outlive the reader.
+std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
+                                                                           WeightSource& src);
 
 // Every parameter cfg implies, from the folder's weights, checked for presence and shape.
 void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params);

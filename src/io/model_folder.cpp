@@ -68,4 +68,10 @@ LoadedModel load_model_folder(const std::string& dir) {
   return m;
 }
 
+std::unique_ptr<PackedModel> load_packed_model_folder(const std::string& dir, WeightType type) {
+  const ModelConfig cfg = read_hf_config(dir);
+  const auto src = WeightSource::open(dir);
+  return PackedModel::build(cfg, type, hf_tensor_reader(dir, cfg, *src));
+}
+
 }  // namespace moepp

@@ -1,8 +1,20 @@
 #include "model/packed_model.h"
 
+#include <unordered_map>
+
+#include "core/error.h"
+
 namespace moepp {
 
 namespace {
+
+// The matrices a PackedModel keeps packed: embedding, LM head and every *_proj.weight
+// (attention, FFN experts, dense MLP). Routers, gate maps, constants and norms stay f32.
+bool packs(const std::string& name) {
+  static const std::string proj = "_proj.weight";
+  return name == "model.embed_tokens.weight" || name == "lm_head.weight" ||
+         (name.size() > proj.size() && name.compare(name.size() - proj.size(), proj.size(), proj) == 0);
+}
 
 // Packs t as `type` (f32 when q8_0 cannot hold its rows) and frees it.
 PackedMatrix take(Tensor<float>& t, WeightType type) {
@@ -16,37 +28,65 @@ PackedMatrix take(Tensor<float>& t, WeightType type) {
 
 }  // namespace
 
-std::unique_ptr<PackedModel> PackedModel::pack(const ModelConfig& cfg, ModelParams<float>&& params, WeightType type) {
+std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightType type, const Fill& fill) {
   auto m = std::make_unique<PackedModel>();
   m->config = cfg;
   m->type = type;
-  m->rest = std::move(params);
+  m->rest = ModelParams<float>::zeros(cfg, /*allocate=*/false);
+  m->tied = m->rest.lm_head.numel() == 0;
+  std::unordered_map<std::string, PackedMatrix> packed;
+  m->rest.for_each(cfg, [&](const std::string& name, Tensor<float>& t) {
+    const Shape want = t.shape();
+    t.resize(want);
+    fill(name, t);
+    MOEPP_CHECK(t.shape() == want, "packed model: ", name, " was filled with shape ", t.shape().str(), ", expected ",
+                want.str());
+    if (packs(name)) packed.emplace(name, take(t, type));
+  });
+  auto get = [&](const std::string& name) {
+    auto it = packed.find(name);
+    MOEPP_CHECK(it != packed.end(), "packed model: no packed tensor ", name);
+    return std::move(it->second);
+  };
+  m->embed = get("model.embed_tokens.weight");
+  if (!m->tied) m->lm_head = get("lm_head.weight");
   auto& w = m->rest;
-  m->tied = w.lm_head.numel() == 0;
-  m->embed = take(w.embed, type);
-  if (!m->tied) m->lm_head = take(w.lm_head, type);
   m->layers.resize(w.layers.size());
   for (size_t l = 0; l < w.layers.size(); ++l) {
-    auto& L = w.layers[l];
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
     auto& P = m->layers[l];
-    P.wq = take(L.wq, type);
-    P.wk = take(L.wk, type);
-    P.wv = take(L.wv, type);
-    P.wo = take(L.wo, type);
+    P.wq = get(pre + "self_attn.q_proj.weight");
+    P.wk = get(pre + "self_attn.k_proj.weight");
+    P.wv = get(pre + "self_attn.v_proj.weight");
+    P.wo = get(pre + "self_attn.o_proj.weight");
+    auto& L = w.layers[l];
     if (L.is_moe) {
       P.experts = std::make_unique<PackedExperts>();
-      for (auto& u : L.moe.up) P.experts->up.push_back(take(u, type));
-      for (auto& d : L.moe.down) P.experts->down.push_back(take(d, type));
+      for (size_t e = 0; e < L.moe.up.size(); ++e) {
+        const std::string ex = pre + "mlp.moe.experts.experts." + std::to_string(e) + ".";
+        P.experts->up.push_back(get(ex + "up_proj.weight"));
+        P.experts->down.push_back(get(ex + "down_proj.weight"));
+      }
       L.moe.up.clear();
       L.moe.down.clear();
       L.moe.packed = P.experts.get();
     } else {
-      P.gate = take(L.gate, type);
-      P.up = take(L.up, type);
-      P.down = take(L.down, type);
+      P.gate = get(pre + "mlp.gate_proj.weight");
+      P.up = get(pre + "mlp.up_proj.weight");
+      P.down = get(pre + "mlp.down_proj.weight");
     }
   }
   return m;
+}
+
+std::unique_ptr<PackedModel> PackedModel::pack(const ModelConfig& cfg, ModelParams<float>&& params, WeightType type) {
+  std::unordered_map<std::string, Tensor<float>*> source;
+  params.for_each(cfg, [&](const std::string& name, Tensor<float>& t) { source.emplace(name, &t); });
+  return build(cfg, type, [&](const std::string& name, Tensor<float>& t) {
+    auto it = source.find(name);
+    MOEPP_CHECK(it != source.end(), "packed model: the parameters lack ", name);
+    t = std::move(*it->second);
+  });
 }
 
 size_t PackedModel::packed_bytes() const {

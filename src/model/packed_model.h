@@ -5,7 +5,9 @@
 // A q8_0 matrix whose row length is not a multiple of 32 stays f32 (docs/quantization.md).
 // Packing releases each f32 matrix as soon as it is packed.
 #pragma once
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/quant.h"
@@ -28,6 +30,11 @@ struct PackedModel {
   bool tied = false;  // the LM head is the embedding
   std::vector<PackedLayer> layers;
 
+  // Fills the model one tensor at a time: fill(name, t) receives t allocated (zeros) in
+  // the shape cfg implies and must fill it; matrices to pack are packed and freed at once,
+  // so loading never holds more than one f32 matrix beyond the packed model.
+  using Fill = std::function<void(const std::string& name, Tensor<float>& t)>;
+  static std::unique_ptr<PackedModel> build(const ModelConfig& cfg, WeightType type, const Fill& fill);
   // Takes the parameters over; `type` f32 keeps every value as it is.
   static std::unique_ptr<PackedModel> pack(const ModelConfig& cfg, ModelParams<float>&& params, WeightType type);
   const PackedMatrix& output_weights() const { return tied ? embed : lm_head; }

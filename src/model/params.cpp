@@ -5,32 +5,32 @@
 namespace moepp {
 
 template <typename T>
-ModelParams<T> ModelParams<T>::zeros(const ModelConfig& cfg) {
+ModelParams<T> ModelParams<T>::zeros(const ModelConfig& cfg, bool allocate) {
   cfg.validate();
   const int64_t V = cfg.vocab_size, D = cfg.hidden_size, I = cfg.intermediate_size;
   const int64_t kvD = int64_t(cfg.num_key_value_heads) * cfg.head_dim();
   ModelParams p;
-  p.embed.resize({V, D});
+  p.embed.shape_as(Shape{V, D}, allocate);
   for (int l = 0; l < cfg.num_hidden_layers; ++l) {
     LayerParams<T> L;
-    L.input_norm.resize({D});
-    L.post_norm.resize({D});
-    L.wq.resize({D, D});
-    L.wk.resize({kvD, D});
-    L.wv.resize({kvD, D});
-    L.wo.resize({D, D});
+    L.input_norm.shape_as(Shape{D}, allocate);
+    L.post_norm.shape_as(Shape{D}, allocate);
+    L.wq.shape_as(Shape{D, D}, allocate);
+    L.wk.shape_as(Shape{kvD, D}, allocate);
+    L.wv.shape_as(Shape{kvD, D}, allocate);
+    L.wo.shape_as(Shape{D, D}, allocate);
     L.is_moe = cfg.is_moe_layer(l);
     if (L.is_moe) {
-      L.moe = MoeParams<T>::zeros(cfg.moe());
+      L.moe = MoeParams<T>::zeros(cfg.moe(), allocate);
     } else {
-      L.gate.resize({I, D});
-      L.up.resize({I, D});
-      L.down.resize({D, I});
+      L.gate.shape_as(Shape{I, D}, allocate);
+      L.up.shape_as(Shape{I, D}, allocate);
+      L.down.shape_as(Shape{D, I}, allocate);
     }
     p.layers.push_back(std::move(L));
   }
-  p.final_norm.resize({D});
-  if (!cfg.tie_word_embeddings) p.lm_head.resize({V, D});
+  p.final_norm.shape_as(Shape{D}, allocate);
+  if (!cfg.tie_word_embeddings) p.lm_head.shape_as(Shape{V, D}, allocate);
   return p;
 }
 

@@ -29,7 +29,9 @@ struct ModelParams {
   Tensor<T> final_norm;  // [D]
   Tensor<T> lm_head;     // [V, D]; empty when tied to embed
 
-  static ModelParams zeros(const ModelConfig& cfg);
+  // allocate=false declares the shapes only (Tensor::declare): what a streaming loader
+  // walks with for_each, allocating one tensor at a time.
+  static ModelParams zeros(const ModelConfig& cfg, bool allocate = true);
   const Tensor<T>& output_weights() const { return lm_head.numel() ? lm_head : embed; }
 
   // Every tensor with its SPEC name, in a fixed order.

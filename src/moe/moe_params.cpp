@@ -25,24 +25,24 @@ Expected expected_shapes(const MoeConfig& cfg) {
 }  // namespace
 
 template <typename T>
-MoeParams<T> MoeParams<T>::zeros(const MoeConfig& cfg) {
+MoeParams<T> MoeParams<T>::zeros(const MoeConfig& cfg, bool allocate) {
   cfg.validate();
   const Expected s = expected_shapes(cfg);
   MoeParams p;
   if (cfg.two_layer_router) {
-    p.w1.resize(s.w1);
-    p.w2.resize(s.w2);
+    p.w1.shape_as(s.w1, allocate);
+    p.w2.shape_as(s.w2, allocate);
   } else {
-    p.wg.resize(s.wg);
+    p.wg.shape_as(s.wg, allocate);
   }
-  p.gate_map.resize(s.gate_map);
+  p.gate_map.shape_as(s.gate_map, allocate);
   for (int i = 0; i < cfg.num_ffn; ++i) {
-    p.up.emplace_back(s.up);
-    p.down.emplace_back(s.down);
+    p.up.emplace_back().shape_as(s.up, allocate);
+    p.down.emplace_back().shape_as(s.down, allocate);
   }
   for (int i = 0; i < cfg.num_constant; ++i) {
-    p.constant.emplace_back(s.constant);
-    p.constant_wg.emplace_back(s.constant_wg);
+    p.constant.emplace_back().shape_as(s.constant, allocate);
+    p.constant_wg.emplace_back().shape_as(s.constant_wg, allocate);
   }
   return p;
 }

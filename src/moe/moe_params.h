@@ -32,7 +32,8 @@ struct MoeParams {
   const PackedExperts* packed = nullptr;  // inference only: the FFN experts, packed
 
   // Zero-filled tensors of the shapes cfg implies.
-  static MoeParams zeros(const MoeConfig& cfg);
+  // allocate=false declares the shapes only (Tensor::declare), for streaming loaders.
+  static MoeParams zeros(const MoeConfig& cfg, bool allocate = true);
 
   // Normal(0, std) for every tensor (gate_map and constant vectors included).
   void init_normal(Rng& rng, double std);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "infer/session.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
@@ -24,6 +25,25 @@ TEST_P(HfFolder, LogitsMatchTheReference) {
   ModelCache<float> cache;
   model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
   EXPECT_LT(rel_error(cache.logits, e.read<double>("logits")), 1e-5);
+}
+
+// The streaming loader (one tensor at a time, packed at once) gives the same logits through
+// the inference session; a folder stored in bf16 packs losslessly as bf16, so its packed
+// logits must match the reference as closely as the f32 load does.
+TEST_P(HfFolder, StreamedPackedLoadMatchesTheReference) {
+  const std::string dir = std::string(MOEPP_FIXTURES_DIR) + "/hf/" + GetParam();
+  const SafetensorsFile e(dir + "/expected.safetensors");
+  const auto ids64 = e.read<int64_t>("ids");
+  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
+  std::vector<WeightType> types = {WeightType::f32};
+  if (std::string(GetParam()) == "released_bin_bf16") types.push_back(WeightType::bf16);
+  for (WeightType t : types) {
+    const auto packed = load_packed_model_folder(dir, t);
+    Session<float> s(*packed, int64_t(ids.size()));
+    Tensor<float> logits;
+    s.append(ids.data(), int64_t(ids.size()), logits);
+    EXPECT_LT(rel_error(logits, e.read<double>("logits")), 1e-5) << weight_type_name(t);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, HfFolder,
