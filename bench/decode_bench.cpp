@@ -1,16 +1,29 @@
-// bench/decode: prefill and decode tokens/s of a Mixtral-shaped vanilla MoE and its MoE++
-// twin (same FFN experts plus 4 zero-computation experts), f32, with a KV-cache session;
-// decode as a fraction of the memory-bandwidth bound (weight bytes a decode token reads
-// over a read bandwidth measured in the same run). Random weights, built in memory.
-// Usage: decode_bench [--prompt 512] [--decode 128] [--layers 8] [--threads 2] [--z 0.5]
+// bench/decode: prefill and decode tokens/s with a KV-cache session, per weight type (f32,
+// bf16, q8_0), and decode as a fraction of the memory-bandwidth bound (weight bytes a
+// decode token reads over a read bandwidth measured in the same run). Random weights,
+// built in memory.
+//   --shape mixtral (default): a Mixtral-shaped vanilla MoE (vocab 8192, hidden 1024, 8
+//     layers, 16/8 heads, FFN 2816, 8 experts, top-2) and its MoE++ twin (+ 2 constant,
+//     copy, zero experts); f32 runs the plain session, bf16/q8_0 the packed one.
+//   --shape moepp7b: the released MoE++7B's shapes (vocab 65536, hidden 1536, FFN 4096, 24
+//     layers, 16 + 4 experts), packed tensor by tensor as they are generated (never held
+//     in f32); reports the build time and resident memory. Run one dtype per process so
+//     the resident memory is that model's alone.
+// Usage: decode_bench [--shape mixtral|moepp7b] [--dtype f32,bf16,q8_0] [--prompt 512]
+//                     [--decode 128] [--layers N] [--threads 2]
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "bench_util.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "infer/session.h"
+#include "model/packed_model.h"
 #include "model/params.h"
 
 using namespace moepp;
@@ -38,6 +51,24 @@ ModelConfig mixtral_shape(int layers, bool moepp) {
   return c;
 }
 
+// The released MoE++7B (SPEC: 16 FFN + 2 constant + copy + zero, logit norm, linear router,
+// inputs not scaled by k).
+ModelConfig moepp7b_shape(int layers) {
+  ModelConfig c;
+  c.vocab_size = 65536;
+  c.hidden_size = 1536;
+  c.intermediate_size = 4096;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = 16;
+  c.num_key_value_heads = 16;
+  c.max_position_embeddings = 2048;
+  c.moe_2layer_gate = false;
+  c.moe_use_logits_norm = true;
+  c.moe_feature_no_mul_topk = true;
+  c.num_experts = 20;
+  return c;
+}
+
 // GB/s of a plain parallel read of a buffer much larger than the caches.
 double read_bandwidth() {
   std::vector<float> buf(size_t(1) << 28);  // 1 GiB
@@ -53,60 +84,133 @@ double read_bandwidth() {
   return double(buf.size()) * 4 / t / 1e9;
 }
 
+double resident_gb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1e6;  // kB -> GB
+  return 0;
+}
+
+// Random weights like a trained model's in scale: uniform matrices of std 0.02, unit
+// norms, zero gate maps, and router weights of std 0.5 so that routing is decisive. A
+// 64-bit LCG, not Rng::normal: the MoE++7B shape needs 7.7 billion values.
+void fill_random(const std::string& name, Tensor<float>& t, uint64_t& state) {
+  const bool norm = name.find("layernorm") != std::string::npos || name == "model.norm.weight";
+  const bool router = name.find("gate.wg") != std::string::npos;
+  const bool gate_map = name.find("gate_map") != std::string::npos;
+  const float half_width = float((router ? 0.5 : 0.02) * 1.7320508);  // uniform(-a, a) has std a / sqrt(3)
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    const float u = float(int32_t(state >> 32)) * (1.0f / 2147483648.0f);  // [-1, 1)
+    t[i] = norm ? 1.0f : gate_map ? 0.0f : u * half_width;
+  }
+}
+
+struct Weights {
+  ModelParams<float> plain;             // f32 runs
+  std::unique_ptr<PackedModel> packed;  // bf16 / q8_0 runs
+  double build_s = 0;
+};
+
+Weights make_weights(const ModelConfig& cfg, const std::string& dtype, bool stream) {
+  Weights w;
+  uint64_t rng = 5;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (stream) {
+    w.packed = PackedModel::build(cfg, parse_weight_type(dtype),
+                                  [&](const std::string& name, Tensor<float>& t) { fill_random(name, t, rng); });
+  } else {
+    w.plain = ModelParams<float>::zeros(cfg);
+    w.plain.for_each(cfg, [&](const std::string& name, Tensor<float>& t) { fill_random(name, t, rng); });
+    if (dtype != "f32") w.packed = PackedModel::pack(cfg, std::move(w.plain), parse_weight_type(dtype));
+  }
+  w.build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return w;
+}
+
+// Weight bytes one decode token reads: everything except the FFN experts it skips, and one
+// embedding row instead of the table (the LM head is read whole).
+double bytes_per_token(const ModelConfig& cfg, const Weights& w, double ffn_per_tok) {
+  const double V = double(cfg.vocab_size), D = double(cfg.hidden_size), I = double(cfg.intermediate_size);
+  const double moe_layers = double(cfg.num_moe_layers()), nffn = double(cfg.num_ffn_experts());
+  if (!w.packed) {
+    const double per_expert = 3.0 * D * I * 4;
+    return (double(total_params(cfg)) - V * D) * 4 + D * 4 - (nffn - ffn_per_tok) * per_expert * moe_layers;
+  }
+  const PackedModel& m = *w.packed;
+  double rest = 0;  // what stays f32
+  m.rest.for_each(cfg, [&](const std::string&, const Tensor<float>& t) { rest += double(t.numel()) * 4; });
+  double per_expert = 0;
+  for (const auto& L : m.layers)
+    if (L.experts) {
+      per_expert = double(L.experts->up[0].bytes() + L.experts->down[0].bytes());
+      break;
+    }
+  const double embed = double(m.embed.bytes());
+  return double(m.packed_bytes()) - embed + embed / V + (m.tied ? embed : 0.0) + rest -
+         (nffn - ffn_per_tok) * per_expert * moe_layers;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(item);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   const Flags f(argc, argv);
-  const int64_t prompt = f.get_int("prompt", 512), decode = f.get_int("decode", 128);
-  const int layers = int(f.get_int("layers", 8));
+  const std::string shape = f.get("shape", "mixtral");
+  const bool big = shape == "moepp7b";
+  if (!big && shape != "mixtral") throw std::runtime_error("--shape must be mixtral or moepp7b");
+  const int64_t prompt = f.get_int("prompt", big ? 64 : 512), decode = f.get_int("decode", big ? 16 : 128);
+  const int layers = int(f.get_int("layers", big ? 24 : 8));
+  const auto dtypes = split(f.get("dtype", big ? "bf16" : "f32,bf16,q8_0"));
   set_threads(int(f.get_int("threads", 2)));
   const double bw = read_bandwidth();
-  std::printf("decode bench: Mixtral shape (vocab 8192, hidden 1024, %d layers, 16/8 heads, FFN 2816, 8 FFN experts,"
-              " top-2), f32, %d threads; read bandwidth %.1f GB/s\n", layers, max_threads(), bw);
-  std::printf("%-8s %7s %8s | %12s %12s | %12s %10s\n", "model", "z", "FFN/tok", "prefill t/s", "decode t/s",
-              "MB/token", "of bound");
-  double van_decode = 0;
-  for (bool moepp : {false, true}) {
-    ModelConfig cfg = mixtral_shape(layers, moepp);
-    cfg.validate();
-    auto w = ModelParams<float>::zeros(cfg);
-    Rng rng(5);
-    cfg.initializer_range = 0.02;
-    w.init(cfg, rng);
-    // Router weights larger than the init so that routing is decisive, like a trained model's.
-    for (auto& L : w.layers)
-      for (int64_t i = 0; i < L.moe.wg.numel(); ++i) L.moe.wg[i] = float(rng.normal() * 0.5);
-    Session<float> s(cfg, w, prompt + decode);
-    std::vector<int32_t> ids(static_cast<size_t>(prompt));
-    for (auto& t : ids) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-    Tensor<float> logits;
-    auto t0 = std::chrono::steady_clock::now();
-    s.append(ids.data(), prompt, logits);
-    const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double ffn_slots = 0;
-    t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < decode; ++i) {
-      const int32_t next = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-      s.append(&next, 1, logits);
-      for (const auto& r : s.last_routing()) ffn_slots += double(r.slots_by_kind[size_t(ExpertKind::ffn)]);
+  std::printf("decode bench: %s shape, %d layers, %d threads; read bandwidth %.1f GB/s; prompt %lld, decode %lld\n",
+              shape.c_str(), layers, max_threads(), bw, (long long)prompt, (long long)decode);
+  std::printf("%-6s %-8s %6s %8s | %9s %8s | %11s %10s | %9s %9s\n", "dtype", "model", "z", "FFN/tok", "build s",
+              "RSS GB", "prefill t/s", "decode t/s", "MB/token", "of bound");
+  for (const auto& dtype : dtypes) {
+    if (big && dtype == "f32") throw std::runtime_error("moepp7b in f32 needs ~31 GB; use bf16 or q8_0");
+    double van_decode = 0;
+    for (bool moepp : big ? std::vector<bool>{true} : std::vector<bool>{false, true}) {
+      const ModelConfig cfg = big ? moepp7b_shape(layers) : mixtral_shape(layers, moepp);
+      cfg.validate();
+      const Weights w = make_weights(cfg, dtype, big);
+      const double rss = resident_gb();
+      auto s = w.packed ? Session<float>(*w.packed, prompt + decode) : Session<float>(cfg, w.plain, prompt + decode);
+      Rng rng(7);
+      std::vector<int32_t> ids(static_cast<size_t>(prompt));
+      for (auto& t : ids) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+      Tensor<float> logits;
+      auto t0 = std::chrono::steady_clock::now();
+      s.append(ids.data(), prompt, logits);
+      const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      double ffn_slots = 0;
+      t0 = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < decode; ++i) {
+        const int32_t next = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+        s.append(&next, 1, logits);
+        for (const auto& r : s.last_routing()) ffn_slots += double(r.slots_by_kind[size_t(ExpertKind::ffn)]);
+      }
+      const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double ffn_per_tok = ffn_slots / double(decode) / double(cfg.num_moe_layers());
+      const double bytes = bytes_per_token(cfg, w, ffn_per_tok);
+      const double tps = double(decode) / decode_s;
+      if (!moepp) van_decode = tps;
+      std::printf("%-6s %-8s %6.3f %8.3f | %9.1f %8.2f | %11.0f %10.1f | %9.1f %8.0f%%\n", dtype.c_str(),
+                  moepp ? "MoE++" : "vanilla", moepp ? 1.0 - ffn_per_tok / 2.0 : 0.0, ffn_per_tok, w.build_s, rss,
+                  double(prompt) / prefill_s, tps, bytes / 1e6, 100.0 * tps / (bw * 1e9 / bytes));
+      if (moepp && van_decode > 0)
+        std::printf("%-6s MoE++/vanilla decode: %.2fx (FFN slots skipped: %.0f%%)\n", dtype.c_str(), tps / van_decode,
+                    100.0 * (1.0 - ffn_per_tok / 2.0));
     }
-    const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double ffn_per_tok = ffn_slots / double(decode) / double(cfg.num_moe_layers());
-    // Weight bytes one decode token reads: everything but the FFN experts it does not use,
-    // and one embedding row instead of the table.
-    const double D = double(cfg.hidden_size), I = double(cfg.intermediate_size), V = double(cfg.vocab_size);
-    const double per_expert = 3.0 * D * I * 4;
-    const double bytes = (double(total_params(cfg)) - V * D) * 4 + D * 4 -
-                         (8.0 - ffn_per_tok) * per_expert * double(cfg.num_moe_layers());
-    const double tps = double(decode) / decode_s;
-    const double bound = bw * 1e9 / bytes;
-    if (!moepp) van_decode = tps;
-    std::printf("%-8s %7.3f %8.3f | %12.0f %12.1f | %12.1f %9.0f%%\n", moepp ? "MoE++" : "vanilla",
-                moepp ? 1.0 - ffn_per_tok / 2.0 : 0.0, ffn_per_tok, double(prompt) / prefill_s, tps, bytes / 1e6,
-                100.0 * tps / bound);
-    if (moepp)
-      std::printf("MoE++/vanilla decode: %.2fx (FFN slots skipped: %.0f%%)\n", tps / van_decode,
-                  100.0 * (1.0 - ffn_per_tok / 2.0));
   }
   return 0;
 } catch (const std::exception& e) {

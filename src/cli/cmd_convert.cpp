@@ -1,6 +1,6 @@
 // moepp convert: any folder moepp reads (safetensors or pytorch_model.bin, sharded or
 // not, MoE++ or Mixtral) to a moepp folder: config.json + model.safetensors in f32 or bf16
-// (+ tokenizer.model when present).
+// or q8_0 (+ tokenizer.model when present). q8_0 layout: docs/quantization.md.
 #include <cstdio>
 
 #include "cli/commands.h"
@@ -11,19 +11,61 @@
 
 namespace moepp::cli {
 
+namespace {
+
+// Streams the folder in tensor by tensor, packing matrices as q8_0, and writes them with
+// their scales; what stays f32 in a PackedModel is written as f32.
+void convert_q8_0(const std::string& in, const std::string& out) {
+  const auto m = load_packed_model_folder(in, WeightType::q8_0);
+  make_dirs(out);
+  std::vector<SafetensorsWriteItem> items;
+  m->rest.for_each(m->config, [&](const std::string& name, const Tensor<float>& t) {
+    if (t.numel()) items.push_back({name, DType::f32, t.shape().dims, t.data()});
+  });
+  m->for_each_packed([&](const std::string& name, const PackedMatrix& p) {
+    switch (p.type) {
+      case WeightType::q8_0:
+        items.push_back({name, DType::i8, {p.rows, p.cols}, p.q.data()});
+        items.push_back({name + ".q8_0_scales", DType::f32, {p.rows, p.cols / kQ8Block}, p.scales.data()});
+        break;
+      case WeightType::f32:  // rows too short for q8_0 blocks
+        items.push_back({name, DType::f32, {p.rows, p.cols}, p.f32.data()});
+        break;
+      case WeightType::bf16:
+        fail("convert: unexpected bf16 matrix ", name);
+    }
+  });
+  write_safetensors(out + "/model.safetensors", items,
+                    {{"format", "pt"}, {"writer", "moepp convert"}, {"moepp.weights", "q8_0"}});
+  if (file_exists(in + "/tokenizer.model")) copy_file_atomic(in + "/tokenizer.model", out + "/tokenizer.model");
+  ModelConfig cfg = m->config;
+  cfg.torch_dtype = "float32";  // what a reader that ignores q8_0 scales would not get right anyway
+  write_file_atomic(out + "/config.json", cfg.to_json().dump(2) + "\n");
+  std::fprintf(stderr, "convert: %s -> %s (%zu tensors, q8_0: %.1f MB of packed weights)\n", in.c_str(), out.c_str(),
+               items.size(), double(m->packed_bytes()) / 1e6);
+}
+
+}  // namespace
+
 void add_convert(CLI::App& app) {
-  auto* cmd = app.add_subcommand("convert", "Write any readable model folder as safetensors (f32 or bf16)");
+  auto* cmd = app.add_subcommand("convert", "Write any readable model folder as safetensors (f32, bf16 or q8_0)");
   struct Args {
     std::string in, out, dtype = "f32";
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--in", a->in, "Model folder to read")->required();
   cmd->add_option("--out", a->out, "Folder to write")->required();
-  cmd->add_option("--dtype", a->dtype, "Weight type written: f32 or bf16 (q8_0 is not implemented yet)")
+  cmd->add_option("--dtype", a->dtype,
+                  "Weight type written: f32, bf16, or q8_0 (matrices as int8 + per-32 scales; routers, norms and "
+                  "constant experts stay f32; docs/quantization.md)")
       ->default_val("f32")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   cmd->callback([a] {
     MOEPP_CHECK(a->in != a->out, "convert: --in and --out are the same folder");
+    if (a->dtype == "q8_0") {
+      convert_q8_0(a->in, a->out);
+      return;
+    }
     LoadedModel m = load_model_folder(a->in);
     make_dirs(a->out);
     const bool bf = a->dtype == "bf16";

@@ -13,6 +13,7 @@ size_t dtype_size(DType t) {
     case DType::i64: return 8;
     case DType::i32: return 4;
     case DType::u8: return 1;
+    case DType::i8: return 1;
   }
   return 0;
 }
@@ -26,6 +27,7 @@ const char* dtype_name(DType t) {
     case DType::i64: return "i64";
     case DType::i32: return "i32";
     case DType::u8: return "u8";
+    case DType::i8: return "i8";
   }
   return "?";
 }

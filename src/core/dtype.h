@@ -7,7 +7,7 @@
 
 namespace moepp {
 
-enum class DType { f32, f64, bf16, f16, i64, i32, u8 };
+enum class DType { f32, f64, bf16, f16, i64, i32, u8, i8 };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);

@@ -8,12 +8,15 @@
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "io/torch_bin.h"
+#include "kernels/quant.h"
 
 namespace moepp {
 
 using json = nlohmann::json;
 
 namespace {
+
+const std::string kQ8ScalesSuffix = ".q8_0_scales";
 
 class SafetensorsSource : public WeightSource {
  public:
@@ -35,7 +38,11 @@ class SafetensorsSource : public WeightSource {
   }
   bool has(const std::string& n) override { return where_.count(n) != 0; }
   std::vector<int64_t> shape(const std::string& n) override { return file(n).entry(n).shape; }
-  Tensor<float> read_f32(const std::string& n) override { return file(n).read<float>(n); }
+  Tensor<float> read_f32(const std::string& n) override {
+    Tensor<float> t = file(n).read<float>(n);
+    if (file(n).entry(n).dtype == DType::i8 && has(n + kQ8ScalesSuffix)) dequantize_q8_0(n, t);
+    return t;
+  }
   std::string describe() const override { return what_; }
 
  private:
@@ -43,6 +50,18 @@ class SafetensorsSource : public WeightSource {
     const auto it = where_.find(n);
     MOEPP_CHECK(it != where_.end(), what_, ": no tensor named ", n);
     return *it->second;
+  }
+  // q8_0 as `moepp convert` writes it (docs/quantization.md): NAME is I8 [rows, cols], and
+  // NAME.q8_0_scales F32 [rows, cols / 32] holds one scale per block of 32 columns.
+  void dequantize_q8_0(const std::string& n, Tensor<float>& q) {
+    const std::string sn = n + kQ8ScalesSuffix;
+    const Shape qs = q.shape();
+    MOEPP_CHECK(qs.rank() == 2 && qs[1] % kQ8Block == 0, file(n).path(), ": q8_0 tensor ", n, " has shape ", qs.str(),
+                "; it needs 2 dimensions, the last a multiple of ", kQ8Block);
+    const Tensor<float> scales = file(sn).read<float>(sn);
+    MOEPP_CHECK((scales.shape() == Shape{qs[0], qs[1] / kQ8Block}), file(sn).path(), ": ", sn, " has shape ",
+                scales.shape().str(), ", expected [", qs[0], ", ", qs[1] / kQ8Block, "] for ", n);
+    for (int64_t i = 0; i < q.numel(); ++i) q[i] *= scales[i / kQ8Block];
   }
   std::string dir_, what_;
   std::map<std::string, std::shared_ptr<SafetensorsFile>> where_;

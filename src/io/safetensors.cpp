@@ -17,7 +17,7 @@ using json = nlohmann::json;
 const std::map<std::string, DType>& dtype_names() {
   static const std::map<std::string, DType> m = {
       {"F32", DType::f32}, {"F64", DType::f64}, {"BF16", DType::bf16}, {"F16", DType::f16},
-      {"I64", DType::i64}, {"I32", DType::i32}, {"U8", DType::u8}};
+      {"I64", DType::i64}, {"I32", DType::i32}, {"U8", DType::u8}, {"I8", DType::i8}};
   return m;
 }
 
@@ -37,6 +37,7 @@ T convert(const char* src, DType t) {
     case DType::i64: { int64_t v; std::memcpy(&v, src, 8); return T(v); }
     case DType::i32: { int32_t v; std::memcpy(&v, src, 4); return T(v); }
     case DType::u8: return T(uint8_t(*src));
+    case DType::i8: return T(int8_t(*src));
   }
   return T(0);
 }

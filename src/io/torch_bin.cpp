@@ -18,6 +18,7 @@ float load_as_f32(const uint8_t* p, DType t) {
     case DType::i64: { int64_t v; std::memcpy(&v, p, 8); return float(v); }
     case DType::i32: { int32_t v; std::memcpy(&v, p, 4); return float(v); }
     case DType::u8: return float(*p);
+    case DType::i8: return float(int8_t(*p));
   }
   return 0;
 }

@@ -89,6 +89,30 @@ std::unique_ptr<PackedModel> PackedModel::pack(const ModelConfig& cfg, ModelPara
   });
 }
 
+void PackedModel::for_each_packed(const std::function<void(const std::string&, const PackedMatrix&)>& fn) const {
+  fn("model.embed_tokens.weight", embed);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    const auto& P = layers[l];
+    fn(pre + "self_attn.q_proj.weight", P.wq);
+    fn(pre + "self_attn.k_proj.weight", P.wk);
+    fn(pre + "self_attn.v_proj.weight", P.wv);
+    fn(pre + "self_attn.o_proj.weight", P.wo);
+    if (P.experts) {
+      for (size_t e = 0; e < P.experts->up.size(); ++e) {
+        const std::string ex = pre + "mlp.moe.experts.experts." + std::to_string(e) + ".";
+        fn(ex + "up_proj.weight", P.experts->up[e]);
+        fn(ex + "down_proj.weight", P.experts->down[e]);
+      }
+    } else {
+      fn(pre + "mlp.gate_proj.weight", P.gate);
+      fn(pre + "mlp.up_proj.weight", P.up);
+      fn(pre + "mlp.down_proj.weight", P.down);
+    }
+  }
+  if (!tied) fn("lm_head.weight", lm_head);
+}
+
 size_t PackedModel::packed_bytes() const {
   size_t b = embed.bytes() + lm_head.bytes();
   for (const auto& L : layers) {
