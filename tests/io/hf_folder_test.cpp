@@ -36,7 +36,7 @@ TEST_P(HfFolder, StreamedPackedLoadMatchesTheReference) {
   const auto ids64 = e.read<int64_t>("ids");
   std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
   std::vector<WeightType> types = {WeightType::f32};
-  if (std::string(GetParam()) == "released_bin_bf16") types.push_back(WeightType::bf16);
+  if (std::string(GetParam()).find("bf16") != std::string::npos) types.push_back(WeightType::bf16);
   for (WeightType t : types) {
     const auto packed = load_packed_model_folder(dir, t);
     Session<float> s(*packed, int64_t(ids.size()));
@@ -48,7 +48,7 @@ TEST_P(HfFolder, StreamedPackedLoadMatchesTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, HfFolder,
                          ::testing::Values("released_bin_f32", "released_bin_bf16", "interval2_bin_sharded",
-                                           "interval2_st_sharded", "mixtral"),
+                                           "interval2_st_sharded", "interval2_bin_bf16", "mixtral"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
 TEST(HfFolderConfig, MixtralLoadsAsAVanillaMoe) {

@@ -8,6 +8,7 @@ under --out (default tests/fixtures/hf):
   released_bin_bf16/      the same with BF16 parameters (config torch_dtype "bfloat16")
   interval2_bin_sharded/  pytorch_model-0000{1,2}-of-00002.bin + pytorch_model.bin.index.json
   interval2_st_sharded/   model-0000{1,2}-of-00002.safetensors + model.safetensors.index.json
+  interval2_bin_bf16/     the code-default router case as one BF16 pytorch_model.bin
   mixtral/                a Mixtral folder (model_type "mixtral", model.safetensors, F32)
 
 Each folder also holds expected.safetensors: `ids` (I64) and `logits` (F64), the float64
@@ -276,6 +277,8 @@ def main():
                    + (ref, 1e-5))
     results.append(make_sharded(a.out, "interval2_st_sharded", hf, params, ids, "st")
                    + (ref, 1e-5))
+    results.append(make_single_bin(a.out, "interval2_bin_bf16", hf, params, ids,
+                                   torch.bfloat16, "bfloat16") + (ref, None))
     hf, params, ids, ref = load_case("mixtral_vanilla")
     results.append(make_mixtral(a.out, hf, params, ids) + (ref, None))
     for folder, logits, ref, tol in results:
