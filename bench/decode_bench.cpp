@@ -9,6 +9,8 @@
 //     layers, 16 + 4 experts), packed tensor by tensor as they are generated (never held
 //     in f32); reports the build time and resident memory. Run one dtype per process so
 //     the resident memory is that model's alone.
+//   --model DIR: a model folder on disk (e.g. tools/bench/make_moepp7b_folder.py's), loaded
+//     tensor by tensor as --dtype; "build s" is then the load time.
 // Usage: decode_bench [--shape mixtral|moepp7b] [--dtype f32,bf16,q8_0] [--prompt 512]
 //                     [--decode 128] [--layers N] [--threads 2]
 #include <chrono>
@@ -23,6 +25,8 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "infer/session.h"
+#include "io/hf_folder.h"
+#include "io/model_folder.h"
 #include "model/packed_model.h"
 #include "model/params.h"
 
@@ -113,11 +117,13 @@ struct Weights {
   double build_s = 0;
 };
 
-Weights make_weights(const ModelConfig& cfg, const std::string& dtype, bool stream) {
+Weights make_weights(const ModelConfig& cfg, const std::string& dtype, bool stream, const std::string& folder) {
   Weights w;
   uint64_t rng = 5;
   const auto t0 = std::chrono::steady_clock::now();
-  if (stream) {
+  if (!folder.empty()) {
+    w.packed = load_packed_model_folder(folder, parse_weight_type(dtype));
+  } else if (stream) {
     w.packed = PackedModel::build(cfg, parse_weight_type(dtype),
                                   [&](const std::string& name, Tensor<float>& t) { fill_random(name, t, rng); });
   } else {
@@ -164,11 +170,12 @@ std::vector<std::string> split(const std::string& s) {
 
 int main(int argc, char** argv) try {
   const Flags f(argc, argv);
-  const std::string shape = f.get("shape", "mixtral");
-  const bool big = shape == "moepp7b";
-  if (!big && shape != "mixtral") throw std::runtime_error("--shape must be mixtral or moepp7b");
+  const std::string folder = f.get("model", "");
+  const std::string shape = folder.empty() ? f.get("shape", "mixtral") : "folder " + folder;
+  const bool big = shape == "moepp7b" || !folder.empty();
+  if (!big && folder.empty() && shape != "mixtral") throw std::runtime_error("--shape must be mixtral or moepp7b");
   const int64_t prompt = f.get_int("prompt", big ? 64 : 512), decode = f.get_int("decode", big ? 16 : 128);
-  const int layers = int(f.get_int("layers", big ? 24 : 8));
+  const int layers = folder.empty() ? int(f.get_int("layers", big ? 24 : 8)) : read_hf_config(folder).num_hidden_layers;
   const auto dtypes = split(f.get("dtype", big ? "bf16" : "f32,bf16,q8_0"));
   set_threads(int(f.get_int("threads", 2)));
   const double bw = read_bandwidth();
@@ -180,9 +187,10 @@ int main(int argc, char** argv) try {
     if (big && dtype == "f32") throw std::runtime_error("moepp7b in f32 needs ~31 GB; use bf16 or q8_0");
     double van_decode = 0;
     for (bool moepp : big ? std::vector<bool>{true} : std::vector<bool>{false, true}) {
-      const ModelConfig cfg = big ? moepp7b_shape(layers) : mixtral_shape(layers, moepp);
+      const ModelConfig cfg =
+          !folder.empty() ? read_hf_config(folder) : big ? moepp7b_shape(layers) : mixtral_shape(layers, moepp);
       cfg.validate();
-      const Weights w = make_weights(cfg, dtype, big);
+      const Weights w = make_weights(cfg, dtype, big, folder);
       const double rss = resident_gb();
       auto s = w.packed ? Session<float>(*w.packed, prompt + decode) : Session<float>(cfg, w.plain, prompt + decode);
       Rng rng(7);
