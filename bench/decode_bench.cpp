@@ -104,6 +104,7 @@ void fill_random(const std::string& name, Tensor<float>& t, uint64_t& state) {
   const bool router = name.find("gate.wg") != std::string::npos;
   const bool gate_map = name.find("gate_map") != std::string::npos;
   const float half_width = float((router ? 0.5 : 0.02) * 1.7320508);  // uniform(-a, a) has std a / sqrt(3)
+  if (!t.allocated()) t.resize(t.shape());  // PackedModel::build hands over declared shapes
   for (int64_t i = 0; i < t.numel(); ++i) {
     state = state * 6364136223846793005ull + 1442695040888963407ull;
     const float u = float(int32_t(state >> 32)) * (1.0f / 2147483648.0f);  // [-1, 1)

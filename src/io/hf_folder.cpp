@@ -170,7 +170,7 @@ std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const s
     if (rest == "gate.wg.weight") {
       t = fetch(moe + "gate.weight", t.shape());
     } else if (rest == "gate.gate_map.weight") {
-      t.zero();  // Mixtral has no gating residual
+      t.resize(t.shape());  // zeros: Mixtral has no gating residual
     } else if (rest.rfind("experts.experts.", 0) == 0) {
       const std::string tail = rest.substr(16);  // "i.up_proj.weight"
       const std::string i = tail.substr(0, tail.find('.'));
@@ -178,6 +178,7 @@ std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const s
       if (tail.find("up_proj") != std::string::npos) {
         const auto w1 = fetch(e + "w1.weight", Shape{I, D});
         const auto w3 = fetch(e + "w3.weight", Shape{I, D});
+        t.resize(t.shape());  // a streaming loader hands over shapes without storage
         std::copy(w1.data(), w1.data() + w1.numel(), t.data());
         std::copy(w3.data(), w3.data() + w3.numel(), t.data() + w1.numel());
       } else {

@@ -8,15 +8,13 @@
 
 namespace moepp {
 
-namespace {
-
-// The matrices a PackedModel keeps packed: embedding, LM head and every *_proj.weight
-// (attention, FFN experts, dense MLP). Routers, gate maps, constants and norms stay f32.
-bool packs(const std::string& name) {
+bool is_packed_tensor(const std::string& name) {
   static const std::string proj = "_proj.weight";
   return name == "model.embed_tokens.weight" || name == "lm_head.weight" ||
          (name.size() > proj.size() && name.compare(name.size() - proj.size(), proj.size(), proj) == 0);
 }
+
+namespace {
 
 // Packs t as `type` (f32 when q8_0 cannot hold its rows) and frees it.
 PackedMatrix take(Tensor<float>& t, WeightType type) {
@@ -39,11 +37,10 @@ std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightTy
   std::unordered_map<std::string, PackedMatrix> packed;
   m->rest.for_each(cfg, [&](const std::string& name, Tensor<float>& t) {
     const Shape want = t.shape();
-    t.resize(want);
     fill(name, t);
-    MOEPP_CHECK(t.shape() == want, "packed model: ", name, " was filled with shape ", t.shape().str(), ", expected ",
-                want.str());
-    if (packs(name)) packed.emplace(name, take(t, type));
+    MOEPP_CHECK(t.shape() == want && t.allocated(), "packed model: ", name, " was filled with shape ", t.shape().str(),
+                ", expected ", want.str());
+    if (is_packed_tensor(name)) packed.emplace(name, take(t, type));
   });
   auto get = [&](const std::string& name) {
     auto it = packed.find(name);

@@ -16,6 +16,9 @@
 
 namespace moepp {
 
+// The tensors a PackedModel packs: the embedding, the LM head and every *_proj.weight.
+bool is_packed_tensor(const std::string& name);
+
 struct PackedLayer {
   PackedMatrix wq, wk, wv, wo;
   PackedMatrix gate, up, down;            // dense layers
@@ -30,8 +33,9 @@ struct PackedModel {
   bool tied = false;  // the LM head is the embedding
   std::vector<PackedLayer> layers;
 
-  // Fills the model one tensor at a time: fill(name, t) receives t allocated (zeros) in
-  // the shape cfg implies and must fill it; matrices to pack are packed and freed at once,
+  // Fills the model one tensor at a time: fill(name, t) receives t with the shape cfg
+  // implies declared but no storage (Tensor::declare) and must give it that shape with
+  // its values, by assignment or resize; matrices to pack are packed and freed at once,
   // so loading never holds more than one f32 matrix beyond the packed model.
   using Fill = std::function<void(const std::string& name, Tensor<float>& t)>;
   static std::unique_ptr<PackedModel> build(const ModelConfig& cfg, WeightType type, const Fill& fill);

@@ -17,7 +17,10 @@ namespace {
 // The MoE++ paper's expert-forward throughput over vanilla for 0.6B/(8+4)E (its Table 3).
 const std::map<double, double> kPaperSpeedup = {{0.1, 2.64}, {0.25, 1.93}, {0.5, 1.38}, {0.75, 1.25}, {1.0, 1.19}};
 
-bool have_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+bool have_gnuplot() {
+  static const bool found = std::system("command -v gnuplot >/dev/null 2>&1") == 0;
+  return found;
+}
 
 // A token piece as a gnuplot label: SentencePiece's word mark shown as '_', quotes escaped.
 std::string label(const std::string& piece) {

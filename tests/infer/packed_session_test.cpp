@@ -22,11 +22,6 @@ ModelConfig mixed_config() {
   return cfg;
 }
 
-bool is_packed_name(const std::string& name) {
-  return name == "model.embed_tokens.weight" || name == "lm_head.weight" ||
-         (name.size() > 12 && name.compare(name.size() - 12, 12, "_proj.weight") == 0);
-}
-
 // The parameters as a packed model stores them, back in f32.
 ModelParams<float> rounded(const ModelConfig& cfg, const ModelParams<float>& w, WeightType type) {
   ModelParams<float> r = ModelParams<float>::zeros(cfg);
@@ -36,7 +31,7 @@ ModelParams<float> rounded(const ModelConfig& cfg, const ModelParams<float>& w, 
   r.for_each(cfg, [&](const std::string& name, Tensor<float>& t) {
     const Tensor<float>& f = *from[i++];
     const int64_t rows = f.shape().rank() == 2 ? f.shape()[0] : 1, cols = f.shape()[f.shape().rank() - 1];
-    WeightType ty = is_packed_name(name) ? type : WeightType::f32;
+    WeightType ty = is_packed_tensor(name) ? type : WeightType::f32;
     if (ty == WeightType::q8_0 && cols % 32) ty = WeightType::f32;
     PackedMatrix::pack(f.data(), rows, cols, ty).unpack_rows(0, rows, t.data());
   });
@@ -102,7 +97,7 @@ TEST(PackedSession, PackedSizesFollowTheFormats) {
   w.init(cfg, rng);
   int64_t packed = 0, packed_q8 = 0, kept_f32 = 0;  // elements
   w.for_each(cfg, [&](const std::string& name, Tensor<float>& t) {
-    if (!is_packed_name(name)) return;
+    if (!is_packed_tensor(name)) return;
     packed += t.numel();
     (t.shape()[t.shape().rank() - 1] % 32 ? kept_f32 : packed_q8) += t.numel();
   });

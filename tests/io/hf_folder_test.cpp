@@ -14,14 +14,19 @@
 using namespace moepp;
 using namespace moepp::test;
 
+// The token ids a fixture folder's reference logits were computed for.
+std::vector<int32_t> reference_ids(const SafetensorsFile& expected) {
+  const auto ids64 = expected.read<int64_t>("ids");
+  return std::vector<int32_t>(ids64.data(), ids64.data() + ids64.numel());
+}
+
 class HfFolder : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(HfFolder, LogitsMatchTheReference) {
   const std::string dir = std::string(MOEPP_FIXTURES_DIR) + "/hf/" + GetParam();
   const LoadedModel m = load_model_folder(dir);
   const SafetensorsFile e(dir + "/expected.safetensors");
-  const auto ids64 = e.read<int64_t>("ids");
-  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
+  const std::vector<int32_t> ids = reference_ids(e);
   ModelCache<float> cache;
   model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
   EXPECT_LT(rel_error(cache.logits, e.read<double>("logits")), 1e-5);
@@ -33,8 +38,7 @@ TEST_P(HfFolder, LogitsMatchTheReference) {
 TEST_P(HfFolder, StreamedPackedLoadMatchesTheReference) {
   const std::string dir = std::string(MOEPP_FIXTURES_DIR) + "/hf/" + GetParam();
   const SafetensorsFile e(dir + "/expected.safetensors");
-  const auto ids64 = e.read<int64_t>("ids");
-  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
+  const std::vector<int32_t> ids = reference_ids(e);
   std::vector<WeightType> types = {WeightType::f32};
   if (std::string(GetParam()).find("bf16") != std::string::npos) types.push_back(WeightType::bf16);
   for (WeightType t : types) {
@@ -68,8 +72,7 @@ TEST(ConvertCommand, MixtralFolderToF32AndBf16Safetensors) {
   const std::string in = std::string(MOEPP_FIXTURES_DIR) + "/hf/mixtral";
   const LoadedModel ref = load_model_folder(in);
   const SafetensorsFile e(in + "/expected.safetensors");
-  const auto ids64 = e.read<int64_t>("ids");
-  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
+  const std::vector<int32_t> ids = reference_ids(e);
   ModelCache<float> want;
   model_forward(ref.config, ref.params, ids.data(), 1, int64_t(ids.size()), want);
   char tmpl[] = "/tmp/moepp-convert-XXXXXX";
