@@ -9,6 +9,7 @@
 #include "core/parallel.h"
 #include "core/tensor.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_panels.h"
 #include "kernels/gemm_small.h"
 
 using namespace moepp;
@@ -27,11 +28,13 @@ int main(int argc, char** argv) {
                                       {"down H Wdn^T  (NT)", Trans::T, 1536, 4096},
                                       {"dH   dO Wdn   (NN)", Trans::N, 4096, 1536},
                                       {"dX   dU Wup   (NN)", Trans::N, 1536, 8192}};
-  std::printf("%-20s %5s %10s %10s %10s   (GFLOP/s, provider %s)\n", "shape", "M", "small", "provider", "cblas",
+  std::printf("%-20s %5s %10s %10s %10s %10s   (GFLOP/s, provider %s)\n", "shape", "M", "small", "panels", "provider", "cblas",
               gemm_provider());
   for (const auto& s : shapes) {
     Tensor<float> B({s.N * s.K});
     for (int64_t i = 0; i < B.numel(); ++i) B[i] = float(i % 7) * 0.01f;
+    PanelMatrix panels;
+    if (s.tb == Trans::T) panels = PanelMatrix::pack(B.data(), s.N, s.K);
     for (int64_t M : {1, 8, 16, 32, 52, 64, 96, 128, 256}) {
       Tensor<float> A({M, s.K}), C({M, s.N});
       for (int64_t i = 0; i < A.numel(); ++i) A[i] = float(i % 5) * 0.01f;
@@ -42,13 +45,16 @@ int main(int argc, char** argv) {
         small = flops / median_seconds(repeats, [&] {
                   gemm_small_f32(Trans::N, s.tb, M, s.N, s.K, 1.0f, A.data(), s.K, B.data(), ldb, 0.0f, C.data(), s.N);
                 }) / 1e9;
+      double pan = 0;
+      if (s.tb == Trans::T)
+        pan = flops / median_seconds(repeats, [&] { panel_linear(A.data(), M, s.K, panels, C.data(), s.N); }) / 1e9;
       const double prov = flops / median_seconds(repeats, [&] {
                             gemm_f32_general(Trans::N, s.tb, M, s.N, s.K, 1.0f, A.data(), s.K, B.data(), ldb, 0.0f, C.data(), s.N);
                           }) / 1e9;
       const double cb = flops / median_seconds(repeats, [&] {
                           gemm_f32_cblas(Trans::N, s.tb, M, s.N, s.K, 1.0f, A.data(), s.K, B.data(), ldb, 0.0f, C.data(), s.N);
                         }) / 1e9;
-      std::printf("%-20s %5lld %10.1f %10.1f %10.1f\n", s.name, (long long)M, small, prov, cb);
+      std::printf("%-20s %5lld %10.1f %10.1f %10.1f %10.1f\n", s.name, (long long)M, small, pan, prov, cb);
     }
   }
   return 0;

@@ -2,6 +2,8 @@
 // vanilla twin, f32, in the same run:
 //   - forward and forward+backward tokens/s, for a router bias that sends a fraction z of
 //     the slots to zero-computation experts; MoE++/vanilla against the ideal 1/(1-z);
+//   - the forward again with the FFN experts packed once as f32 column panels (what
+//     inference runs: kernels/gemm_panels.h), and the time the packing took;
 //   - the FFN grouped GEMMs' GFLOP/s as a fraction of one plain GEMM of the same total
 //     shape through the same provider;
 //   - the same layers in PyTorch (bench/moe_layer_torch.py) as the peer baseline.
@@ -18,6 +20,7 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_panels.h"
 #include "kernels/swiglu.h"
 #include "moe/moe_layer.h"
 
@@ -85,27 +88,37 @@ double calibrate(const MoeConfig& cfg, MoeParams<float>& w, const Tensor<float>&
 
 // GFLOP/s of one up-projection-shaped GEMM with M rows: the per-expert GEMM efficiency a
 // layer gets when each FFN expert receives about M rows.
-double up_gemm_gflops(const Setup& s, const MoeParams<float>& w, int64_t M) {
+// With `panels`, the same product through the panel kernel on prepacked weights.
+double up_gemm_gflops(const Setup& s, const MoeParams<float>& w, int64_t M, const PanelMatrix* panels = nullptr) {
   M = std::max<int64_t>(1, M);
   Tensor<float> a({M, s.D}), c({M, 2 * s.I});
   for (int64_t i = 0; i < a.numel(); ++i) a[i] = 0.01f * float(i % 13);
   const double t = median_seconds(s.repeats + 2, [&] {
-    gemm<float>(Trans::N, Trans::T, M, 2 * s.I, s.D, 1.0f, a.data(), s.D, w.up[0].data(), s.D, 0.0f, c.data(), 2 * s.I);
+    if (panels) {
+      panel_linear(a.data(), M, s.D, *panels, c.data(), 2 * s.I);
+    } else {
+      gemm<float>(Trans::N, Trans::T, M, 2 * s.I, s.D, 1.0f, a.data(), s.D, w.up[0].data(), s.D, 0.0f, c.data(),
+                  2 * s.I);
+    }
   });
   return 2.0 * double(M) * double(2 * s.I) * double(s.D) / t / 1e9;
 }
 
 struct Timing {
-  double fwd_s = 0, fwdbwd_s = 0, zc = 0, ffn_per_token = 0;
+  double fwd_s = 0, fwd_packed_s = 0, fwdbwd_s = 0, zc = 0, ffn_per_token = 0;
 };
 
 Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, MoeParams<float>& g,
-                  const Tensor<float>& x, const Tensor<float>& z_prev, const Tensor<float>& dy) {
+                  const Tensor<float>& x, const Tensor<float>& z_prev, const Tensor<float>& dy,
+                  const PackedExperts& packed) {
   MoeCache<float> cache;
   Tensor<float> y({s.T, s.D}), dx({s.T, s.D}), dzp({s.T, int64_t(cfg.num_experts())});
   const float* zp = cfg.num_zero_compute() ? z_prev.data() : nullptr;
   Timing t;
   t.fwd_s = median_seconds(s.repeats, [&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); });
+  w.packed = &packed;  // inference: the same experts, prepacked
+  t.fwd_packed_s = median_seconds(s.repeats, [&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); });
+  w.packed = nullptr;
   t.zc = 1.0 - cache.stats.share(ExpertKind::ffn);
   t.ffn_per_token = cache.stats.ffn_experts_per_token();
   t.fwdbwd_s = median_seconds(s.repeats, [&] {
@@ -162,11 +175,25 @@ int main(int argc, char** argv) try {
   out["setup"] = {{"tokens", s.T}, {"hidden", s.D}, {"intermediate", s.I}, {"ffn_experts", s.N},
                   {"threads", s.threads}, {"repeats", s.repeats}, {"gemm_provider", gemm_provider()}};
 
+  // 0. The FFN experts packed once as f32 panels, shared by the twins (inference forward).
+  PackedExperts packed;
+  const double pack_s = median_seconds(1, [&] {
+    packed.up.clear();
+    packed.down.clear();
+    for (int e = 0; e < s.N; ++e) {
+      packed.up.push_back(PackedMatrix::pack(van.up[size_t(e)].data(), 2 * s.I, s.D, WeightType::f32));
+      packed.down.push_back(PackedMatrix::pack(van.down[size_t(e)].data(), s.D, s.I, WeightType::f32));
+    }
+  });
+  std::fprintf(stderr, "  packed %d FFN experts as f32 panels in %.2f s\n", s.N, pack_s);
+  out["pack_seconds"] = pack_s;
+
   // 1. vanilla
   std::fprintf(stderr, "  vanilla ...\n");
-  const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy);
+  const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy, packed);
   json runs = json::array();
   runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"variant", "vanilla"}, {"z", 0.0}, {"fwd_tokens_per_s", s.T / v.fwd_s},
+                  {"fwd_packed_tokens_per_s", s.T / v.fwd_packed_s},
                   {"fwdbwd_tokens_per_s", s.T / v.fwdbwd_s}, {"ffn_experts_per_token", v.ffn_per_token}});
 
   // 2. FFN grouped GEMMs vs one plain GEMM of the same total shape (vanilla routing).
@@ -205,6 +232,7 @@ int main(int argc, char** argv) try {
 
   const double van_rows_per_expert = v.ffn_per_token * double(s.T) / s.N;
   const double van_gemm = up_gemm_gflops(s, van, int64_t(std::lround(van_rows_per_expert)));
+  const double van_panel = up_gemm_gflops(s, van, int64_t(std::lround(van_rows_per_expert)), &packed.up[0].f32);
 
   // 3. MoE++ at each target z (its FFN experts are the vanilla ones, moved in).
   std::swap(pp.up, van.up);
@@ -213,13 +241,18 @@ int main(int argc, char** argv) try {
   for (double target : targets) {
     const double got = calibrate(pp_cfg, pp, x, ones, s.T, target);
     std::fprintf(stderr, "  moe++ z=%.2f (target %.2f) ...\n", got, target);
-    const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy);
+    const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy, packed);
     const double rows_per_expert = t.ffn_per_token * double(s.T) / s.N;
-    const double gemm_eff = up_gemm_gflops(s, pp, int64_t(std::lround(rows_per_expert))) / van_gemm;
-    runs.push_back({{"rows_per_ffn_expert", rows_per_expert}, {"gemm_efficiency_vs_vanilla_rows", gemm_eff},{"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
-                    {"fwd_tokens_per_s", s.T / t.fwd_s}, {"fwdbwd_tokens_per_s", s.T / t.fwdbwd_s},
+    const int64_t rows = int64_t(std::lround(rows_per_expert));
+    const double gemm_eff = up_gemm_gflops(s, pp, rows) / van_gemm;
+    const double panel_eff = up_gemm_gflops(s, pp, rows, &packed.up[0].f32) / van_panel;
+    runs.push_back({{"rows_per_ffn_expert", rows_per_expert}, {"gemm_efficiency_vs_vanilla_rows", gemm_eff},
+                    {"panel_efficiency_vs_vanilla_rows", panel_eff}, {"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
+                    {"fwd_tokens_per_s", s.T / t.fwd_s}, {"fwd_packed_tokens_per_s", s.T / t.fwd_packed_s},
+                    {"fwdbwd_tokens_per_s", s.T / t.fwdbwd_s},
                     {"ffn_experts_per_token", t.ffn_per_token},
-                    {"fwd_speedup", v.fwd_s / t.fwd_s}, {"fwdbwd_speedup", v.fwdbwd_s / t.fwdbwd_s},
+                    {"fwd_speedup", v.fwd_s / t.fwd_s}, {"fwd_packed_speedup", v.fwd_packed_s / t.fwd_packed_s},
+                    {"fwdbwd_speedup", v.fwdbwd_s / t.fwdbwd_s},
                     {"ideal_speedup", 1.0 / (1.0 - t.zc)}});
   }
   out["runs"] = runs;
@@ -272,6 +305,29 @@ int main(int argc, char** argv) try {
   }
   std::printf("ideal = 1/(1-z), the FFN work saved; GEMM eff = GFLOP/s of one up-projection GEMM with the\n"
               "run's mean rows per FFN expert over the same GEMM with the vanilla layer's rows (same provider)\n");
+
+  // The inference forward: FFN experts packed once as f32 panels (pack time above).
+  std::printf("\nForward with the FFN experts prepacked as f32 column panels (inference; packing all %d experts took "
+              "%.2f s, once)\n\n%-8s %6s %6s | %12s %9s %6s %9s %9s",
+              s.N, pack_s, "variant", "z", "rows/e", "fwd tok/s", "fwd x", "ideal", "fwd/ideal", "panel eff");
+  if (torch) std::printf(" | %12s %8s", "torch fwd", "vs torch");
+  std::printf("\n");
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    const double sp = r.contains("fwd_packed_speedup") ? r["fwd_packed_speedup"].get<double>() : 1.0;
+    const double ideal = r.contains("ideal_speedup") ? r["ideal_speedup"].get<double>() : 1.0;
+    const double eff = r.contains("panel_efficiency_vs_vanilla_rows") ? r["panel_efficiency_vs_vanilla_rows"].get<double>() : 1.0;
+    std::printf("%-8s %6.3f %6.0f | %12.0f %9.2f %6.2f %9.2f %9.2f", r["variant"].get<std::string>().c_str(),
+                r["z"].get<double>(), r["rows_per_ffn_expert"].get<double>(), r["fwd_packed_tokens_per_s"].get<double>(),
+                sp, ideal, sp / ideal, eff);
+    if (torch && i < out["torch"]["runs"].size()) {
+      const auto& tr = out["torch"]["runs"][i];
+      std::printf(" | %12.0f %7.2fx", tr["fwd_tokens_per_s"].get<double>(),
+                  r["fwd_packed_tokens_per_s"].get<double>() / tr["fwd_tokens_per_s"].get<double>());
+    }
+    std::printf("\n");
+  }
+  std::printf("panel eff = the same up-projection GEMM through the panel kernel, run's rows over vanilla rows\n");
   if (torch) std::printf("(torch rows are at their own calibrated z: see the JSON for the exact values)\n");
   const std::string json_path = flags.get("json", "");
   if (!json_path.empty()) {

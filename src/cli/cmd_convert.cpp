@@ -19,6 +19,7 @@ void convert_q8_0(const std::string& in, const std::string& out) {
   const auto m = load_packed_model_folder(in, WeightType::q8_0);
   make_dirs(out);
   std::vector<SafetensorsWriteItem> items;
+  std::vector<Tensor<float>> unpacked;  // f32 matrices, back in row-major order for the file
   m->rest.for_each(m->config, [&](const std::string& name, const Tensor<float>& t) {
     if (t.numel()) items.push_back({name, DType::f32, t.shape().dims, t.data()});
   });
@@ -29,7 +30,9 @@ void convert_q8_0(const std::string& in, const std::string& out) {
         items.push_back({name + ".q8_0_scales", DType::f32, {p.rows, p.cols / kQ8Block}, p.scales.data()});
         break;
       case WeightType::f32:  // rows too short for q8_0 blocks
-        items.push_back({name, DType::f32, {p.rows, p.cols}, p.f32.data()});
+        unpacked.emplace_back(Shape{p.rows, p.cols});
+        p.unpack_rows(0, p.rows, unpacked.back().data());
+        items.push_back({name, DType::f32, {p.rows, p.cols}, unpacked.back().data()});
         break;
       case WeightType::bf16:
         fail("convert: unexpected bf16 matrix ", name);
@@ -71,6 +74,7 @@ void add_convert(CLI::App& app) {
     const bool bf = a->dtype == "bf16";
     std::vector<std::vector<uint16_t>> halves;
     std::vector<SafetensorsWriteItem> items;
+  std::vector<Tensor<float>> unpacked;  // f32 matrices, back in row-major order for the file
     m.params.for_each(m.config, [&](const std::string& name, const Tensor<float>& t) {
       if (!bf) {
         items.push_back({name, DType::f32, t.shape().dims, t.data()});

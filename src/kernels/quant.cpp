@@ -43,7 +43,7 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
                 int64_t(i) % cols);
   switch (type) {
     case WeightType::f32:
-      p.f32.assign(w, w + n);
+      p.f32 = PanelMatrix::pack(w, rows, cols);
       break;
     case WeightType::bf16:
       p.bf16.resize(n);
@@ -74,7 +74,7 @@ void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
   const int64_t K = cols, off = r0 * K;
   switch (type) {
     case WeightType::f32:
-      std::memcpy(out, f32.data() + off, size_t(n * K) * sizeof(float));
+      f32.unpack_rows(r0, n, out);
       break;
     case WeightType::bf16:
       parallel_for(n * K, [&](int64_t i) { out[i] = bf16_to_f32(moepp::bf16{bf16[size_t(off + i)]}); }, 1 << 16);
@@ -87,14 +87,14 @@ void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
 }
 
 size_t PackedMatrix::bytes() const {
-  return f32.size() * 4 + bf16.size() * 2 + q.size() + scales.size() * 4;
+  return f32.bytes() + bf16.size() * 2 + q.size() + scales.size() * 4;
 }
 
 namespace {
 
 constexpr int64_t kMaxDecodeRows = 8;  // up to this many rows of x use the register kernel
 
-// out[m] = x[m, :] . W[j, :] for m < M.
+// out[m] = x[m, :] . W[j, :] for m < M; bf16 and q8_0 only.
 void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int64_t j, float* out) {
   const int64_t K = W.cols;
 #if defined(__AVX512F__)
@@ -118,19 +118,14 @@ void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int
   } else {
     for (; k + 16 <= K; k += 16) {
       __m512 w;
-      if (W.type == WeightType::bf16) {
-        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16.data() + j * K + k));
-        w = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-      } else {
-        w = _mm512_loadu_ps(W.f32.data() + j * K + k);
-      }
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16.data() + j * K + k));
+      w = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
       for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * ldx + k), w, acc[m]);
     }
   }
   for (int64_t m = 0; m < M; ++m) out[m] = _mm512_reduce_add_ps(acc[m]);
-  for (; k < K; ++k) {  // f32 / bf16 tail
-    const float w = W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[size_t(j * K + k)]})
-                                               : W.f32[size_t(j * K + k)];
+  for (; k < K; ++k) {  // bf16 tail
+    const float w = bf16_to_f32(moepp::bf16{W.bf16[size_t(j * K + k)]});
     for (int64_t m = 0; m < M; ++m) out[m] += x[m * ldx + k] * w;
   }
 #else
@@ -138,7 +133,7 @@ void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int
   for (int64_t k = 0; k < K; ++k) {
     float w = 0;
     switch (W.type) {
-      case WeightType::f32: w = W.f32[size_t(j * K + k)]; break;
+      case WeightType::f32: break;  // never: f32 goes to the panel kernel
       case WeightType::bf16: w = bf16_to_f32(moepp::bf16{W.bf16[size_t(j * K + k)]}); break;
       case WeightType::q8_0: w = W.scales[size_t((j * K + k) / kQ8Block)] * float(W.q[size_t(j * K + k)]); break;
     }
@@ -155,6 +150,10 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
   if (M == 0 || N == 0) return;
   MOEPP_CHECK(ldx >= K && ldy >= N, "packed_linear: strides ", ldx, ", ", ldy, " below the matrix shape [", N, ", ", K,
               "]");
+  if (W.type == WeightType::f32) {
+    panel_linear(x, M, ldx, W.f32, y, ldy, accumulate);
+    return;
+  }
   if (M <= kMaxDecodeRows) {
     constexpr int64_t chunk = 16;  // weight rows per task
     parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
@@ -167,10 +166,6 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     return;
   }
   const float beta = accumulate ? 1.0f : 0.0f;
-  if (W.type == WeightType::f32) {
-    gemm<float>(Trans::N, Trans::T, M, N, K, 1.0f, x, ldx, W.f32.data(), K, beta, y, ldy);
-    return;
-  }
   // Many rows: widen a panel of W to f32 (a few MB, stays in cache) and use the f32 GEMM.
   const int64_t panel = std::max<int64_t>(16, std::min<int64_t>(N, (int64_t(1) << 20) / K));
   std::vector<float> buf(size_t(panel * K));

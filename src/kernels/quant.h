@@ -7,13 +7,16 @@
 // scales one [rows, cols / 32] array, so a row's blocks are contiguous and a file can be
 // used in place. cols must be a multiple of 32.
 //
-// packed_linear reads each weight once per call: for a few rows of x (decode) it converts
-// weight blocks in registers and multiplies all rows of x against them; for many rows
-// (prefill) it widens row panels of W to f32 and hands them to the f32 GEMM.
+// packed_linear reads each weight once per call. f32 weights are kept as column panels
+// (kernels/gemm_panels.h) and multiplied by the panel kernel at every row count. For bf16
+// and q8_0, a few rows of x (decode) are multiplied against weight blocks converted in
+// registers; many rows (prefill) widen row panels of W to f32 and use the f32 GEMM.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "kernels/gemm_panels.h"
 
 namespace moepp {
 
@@ -27,7 +30,7 @@ constexpr int64_t kQ8Block = 32;
 struct PackedMatrix {
   WeightType type = WeightType::f32;
   int64_t rows = 0, cols = 0;
-  std::vector<float> f32;         // f32: [rows, cols]
+  PanelMatrix f32;                // f32: column panels
   std::vector<uint16_t> bf16;     // bf16: [rows, cols] raw bits
   std::vector<int8_t> q;          // q8_0: [rows, cols]
   std::vector<float> scales;      // q8_0: [rows, cols / 32]

@@ -1,0 +1,204 @@
+#include "kernels/gemm_panels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <utility>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "core/error.h"
+#include "core/parallel.h"
+
+namespace moepp {
+
+namespace {
+
+constexpr int64_t kMaxRowsPerTile = 12;  // 12 x 32 accumulators = 24 of the 32 vector registers
+#ifndef MOEPP_PANEL_DEPTH
+#define MOEPP_PANEL_DEPTH 512
+#endif
+constexpr int64_t kDepth = MOEPP_PANEL_DEPTH;  // K per pass (a 64 KB panel slice, in L2 across row tiles)
+constexpr int64_t kRowsPerChunk = 512;   // rows of x packed per pass (512 KB, in L2)
+
+// What a tile kernel pulls toward the core while it computes, so that memory latency
+// overlaps arithmetic: its share of the next panel slice (bytes from `slice`, into L2) and
+// the rows of the output tile the next kernel call will read and write (into L1).
+struct TilePrefetch {
+  const char* slice = nullptr;
+  int64_t slice_bytes = 0;
+  const float* c_next = nullptr;
+  int64_t c_rows = 0;
+};
+
+// c[MR, ncols] (+)= a[kc][MR] . b[kc][32], a and b packed.
+template <int MR>
+void tile_kernel(int64_t kc, const float* a, const float* b, const TilePrefetch& pf, float* c, int64_t ldc,
+                 int64_t ncols, bool add) {
+#if defined(__AVX512F__)
+  __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 12
+  for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
+  const int64_t pf_lines = (pf.slice_bytes + 63) / 64;
+  for (int64_t k = 0, line = 0; k < kc; ++k, a += MR, b += kPanelWidth) {
+    for (; line * kc < pf_lines * (k + 1); ++line) _mm_prefetch(pf.slice + line * 64, _MM_HINT_T1);
+    if ((k & 7) == 0 && (k >> 3) < pf.c_rows) {  // one output row every 8 steps
+      const float* row = pf.c_next + (k >> 3) * ldc;
+      _mm_prefetch(reinterpret_cast<const char*>(row), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
+    }
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+    for (int m = 0; m < MR; ++m) {
+      const __m512 am = _mm512_set1_ps(a[m]);
+      acc0[m] = _mm512_fmadd_ps(am, b0, acc0[m]);
+      acc1[m] = _mm512_fmadd_ps(am, b1, acc1[m]);
+    }
+  }
+  const __mmask16 k0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
+  const __mmask16 k1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : 0;
+#pragma GCC unroll 12
+  for (int m = 0; m < MR; ++m) {
+    float* cm = c + m * ldc;
+    if (add) {
+      acc0[m] = _mm512_add_ps(acc0[m], _mm512_maskz_loadu_ps(k0, cm));
+      acc1[m] = _mm512_add_ps(acc1[m], _mm512_maskz_loadu_ps(k1, cm + 16));
+    }
+    _mm512_mask_storeu_ps(cm, k0, acc0[m]);
+    _mm512_mask_storeu_ps(cm + 16, k1, acc1[m]);
+  }
+#else
+  (void)pf;
+  float acc[MR][kPanelWidth] = {};
+  for (int64_t k = 0; k < kc; ++k, a += MR, b += kPanelWidth)
+    for (int m = 0; m < MR; ++m)
+      for (int64_t j = 0; j < kPanelWidth; ++j) acc[m][j] += a[m] * b[j];
+  for (int m = 0; m < MR; ++m)
+    for (int64_t j = 0; j < ncols; ++j) c[m * ldc + j] = add ? c[m * ldc + j] + acc[m][j] : acc[m][j];
+#endif
+}
+
+using TileFn = void (*)(int64_t, const float*, const float*, const TilePrefetch&, float*, int64_t, int64_t, bool);
+
+template <int... MR>
+constexpr auto make_tile_table(std::integer_sequence<int, MR...>) {
+  return std::array<TileFn, sizeof...(MR)>{&tile_kernel<MR + 1>...};
+}
+constexpr auto kTiles = make_tile_table(std::make_integer_sequence<int, kMaxRowsPerTile>{});
+
+// Row tiles of a chunk of mc rows: as few as possible, sizes differing by at most one, so a
+// 52-row expert runs 11+11+10+10+10 rather than 12+12+12+12+4.
+struct RowTiles {
+  int64_t count, base, extra;  // the first `extra` tiles have base + 1 rows
+  explicit RowTiles(int64_t mc)
+      : count((mc + kMaxRowsPerTile - 1) / kMaxRowsPerTile), base(mc / count), extra(mc % count) {}
+  int64_t size(int64_t t) const { return base + (t < extra ? 1 : 0); }
+  int64_t start(int64_t t) const { return t * base + std::min(t, extra); }
+};
+
+// Tile t's rows of x[m0 + row, k0 + k] into dst + start(t) * kc as [kc][tile rows].
+void pack_rows(const float* x, int64_t ldx, int64_t m0, int64_t k0, int64_t kc, const RowTiles& tiles, int64_t t,
+               float* dst) {
+  const int64_t r0 = tiles.start(t), mr = tiles.size(t);
+  float* d = dst + r0 * kc;
+  for (int64_t i = 0; i < mr; ++i) {
+    const float* src = x + (m0 + r0 + i) * ldx + k0;
+    for (int64_t k = 0; k < kc; ++k) d[k * mr + i] = src[k];
+  }
+}
+
+}  // namespace
+
+PanelMatrix PanelMatrix::pack(const float* w, int64_t rows, int64_t cols) {
+  MOEPP_CHECK(rows >= 0 && cols > 0, "panel pack: bad matrix shape [", rows, ", ", cols, "]");
+  PanelMatrix p;
+  p.rows = rows;
+  p.cols = cols;
+  p.panels = Tensor<float>({p.num_panels(), cols, kPanelWidth});  // zeroed: the padding stays 0
+  float* dst = p.panels.data();
+  parallel_for(p.num_panels(), [&](int64_t q) {
+    const int64_t n = std::min(kPanelWidth, rows - q * kPanelWidth);
+    float* panel = dst + q * cols * kPanelWidth;
+    for (int64_t j = 0; j < n; ++j) {
+      const float* src = w + (q * kPanelWidth + j) * cols;
+      for (int64_t k = 0; k < cols; ++k) panel[k * kPanelWidth + j] = src[k];
+    }
+  });
+  return p;
+}
+
+void PanelMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
+  MOEPP_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "panel unpack: rows [", r0, ", ", r0 + n, ") of ", rows);
+  const float* src = panels.data();
+  parallel_for(n, [&](int64_t i) {
+    const int64_t r = r0 + i, q = r / kPanelWidth, j = r % kPanelWidth;
+    const float* panel = src + q * cols * kPanelWidth;
+    for (int64_t k = 0; k < cols; ++k) out[i * cols + k] = panel[k * kPanelWidth + j];
+  });
+}
+
+void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, float* y, int64_t ldy,
+                  bool accumulate) {
+  const int64_t N = W.rows, K = W.cols, P = W.num_panels();
+  if (M == 0 || N == 0) return;
+  MOEPP_CHECK(M > 0 && ldx >= K && ldy >= N, "panel_linear: M ", M, ", strides ", ldx, ", ", ldy,
+              " do not fit the matrix shape [", N, ", ", K, "]");
+  const int threads = omp_in_parallel() ? 1 : int(std::min<int64_t>(max_threads(), P));
+  // x is packed once per block of K into a buffer all threads read, the tiles split among
+  // them; two buffers alternate, so the barrier that ends one block's packing also tells
+  // every thread that nobody still reads the buffer the next block overwrites. Kept across
+  // calls: fresh buffers this size would be mmapped and page-faulted on every product.
+  thread_local std::vector<float> packed_blocks[2];
+  const size_t block_floats = size_t(std::min(M, kRowsPerChunk) * std::min(K, kDepth));
+  for (auto& buf : packed_blocks) buf.resize(std::max(buf.size(), block_floats));
+  float* const bufs[2] = {packed_blocks[0].data(), packed_blocks[1].data()};
+  // Each thread owns a contiguous range of panels and reads it once per pass over K.
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t p0 = P * t / nt, p1 = P * (t + 1) / nt;
+    // Rows in equal chunks: 256 rows run as one chunk of 256, not 240 + 16.
+    const int64_t chunks = (M + kRowsPerChunk - 1) / kRowsPerChunk;
+    int64_t block = 0;
+    for (int64_t chunk = 0, m0 = 0; chunk < chunks; ++chunk) {
+      const int64_t mc = M * (chunk + 1) / chunks - m0;
+      const RowTiles tiles(mc);
+      for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+        const int64_t kc = std::min(kDepth, K - k0);
+        const bool add = accumulate || k0 > 0;
+        float* const packed = bufs[block++ % 2];
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < tiles.count; ++tile) pack_rows(x, ldx, m0, k0, kc, tiles, tile, packed);
+        for (int64_t p = p0; p < p1; ++p) {
+          const float* b = W.panels.data() + (p * K + k0) * kPanelWidth;
+          const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
+          // The row tiles share the prefetch of the slice the next panel starts with.
+          const char* next = reinterpret_cast<const char*>(
+              p + 1 < p1 ? b + K * kPanelWidth : k0 + kDepth < K ? W.panels.data() + (p0 * K + k0 + kDepth) * kPanelWidth : b);
+          const int64_t next_kc = p + 1 < p1 ? kc : std::min(kDepth, std::max<int64_t>(0, K - k0 - kDepth));
+          const int64_t share = (next_kc * kPanelWidth * int64_t(sizeof(float)) + tiles.count - 1) / tiles.count;
+          for (int64_t tile = 0; tile < tiles.count; ++tile) {
+            const int64_t r0 = tiles.start(tile), mr = tiles.size(tile);
+            TilePrefetch pf{next + tile * share, share, nullptr, 0};
+            if (tile + 1 < tiles.count) {
+              pf.c_next = y + (m0 + tiles.start(tile + 1)) * ldy + p * kPanelWidth;
+              pf.c_rows = tiles.size(tile + 1);
+            } else if (p + 1 < p1) {
+              pf.c_next = y + m0 * ldy + (p + 1) * kPanelWidth;
+              pf.c_rows = tiles.size(0);
+            }
+            kTiles[size_t(mr - 1)](kc, packed + r0 * kc, b, pf, y + (m0 + r0) * ldy + p * kPanelWidth, ldy,
+                                   ncols, add);
+          }
+        }
+      }
+      m0 += mc;
+    }
+  }
+}
+
+}  // namespace moepp

@@ -1,0 +1,37 @@
+// A weight matrix packed once into column panels, for repeated products y = x W^T on
+// fixed weights (inference, and forward passes timed on fixed weights).
+//
+// A general GEMM repacks its weight operand on every call; for an expert that receives
+// ~50 rows, copying its 50 MB up-projection costs about as much as the arithmetic. A
+// PanelMatrix does that copy once: W [N, K] (nn.Linear layout) becomes ceil(N / 32)
+// panels, panel p holding W[32p + j, k] at [p][k][j], zero padded past N. panel_linear
+// then reads each panel once per block of K and multiplies it against every row of x with
+// an outer-product register kernel (up to 12 rows x 32 columns of accumulators, x
+// broadcast from a small packed copy), so the weights stream from memory once per call
+// whatever the row count. Threads split the panels. f32 in, f32 out, f32 accumulation.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace moepp {
+
+inline constexpr int64_t kPanelWidth = 32;
+
+struct PanelMatrix {
+  int64_t rows = 0, cols = 0;  // W's shape [N, K]
+  Tensor<float> panels;        // [ceil(N / 32), K, 32]
+
+  static PanelMatrix pack(const float* w, int64_t rows, int64_t cols);
+  int64_t num_panels() const { return (rows + kPanelWidth - 1) / kPanelWidth; }
+  // Writes rows [r0, r0 + n) of W into out [n, cols].
+  void unpack_rows(int64_t r0, int64_t n, float* out) const;
+  size_t bytes() const { return size_t(panels.numel()) * sizeof(float); }
+};
+
+// y[m, j] (+)= sum_k x[m, k] W[j, k] for m < M, j < W.rows; x [M, W.cols] with row
+// stride ldx, y [M, W.rows] with row stride ldy. accumulate = false overwrites y.
+void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, float* y, int64_t ldy,
+                  bool accumulate = false);
+
+}  // namespace moepp
