@@ -23,7 +23,11 @@ constexpr int64_t kMaxRowsPerTile = 12;  // 12 x 32 accumulators = 24 of the 32 
 #define MOEPP_PANEL_DEPTH 512
 #endif
 constexpr int64_t kDepth = MOEPP_PANEL_DEPTH;  // K per pass (a 64 KB panel slice, in L2 across row tiles)
-constexpr int64_t kRowsPerChunk = 512;   // rows of x packed per pass (512 KB, in L2)
+#ifndef MOEPP_PANEL_AHEAD
+#define MOEPP_PANEL_AHEAD 1
+#endif
+constexpr int64_t kAhead = MOEPP_PANEL_AHEAD;  // panel slices between a prefetch and its use
+constexpr int64_t kRowsPerChunk = 512;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
 
 // What a tile kernel pulls toward the core while it computes, so that memory latency
 // overlaps arithmetic: its share of the next panel slice (bytes from `slice`, into L2) and
@@ -148,56 +152,66 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
   MOEPP_CHECK(M > 0 && ldx >= K && ldy >= N, "panel_linear: M ", M, ", strides ", ldx, ", ", ldy,
               " do not fit the matrix shape [", N, ", ", K, "]");
   const int threads = omp_in_parallel() ? 1 : int(std::min<int64_t>(max_threads(), P));
-  // x is packed once per block of K into a buffer all threads read, the tiles split among
-  // them; two buffers alternate, so the barrier that ends one block's packing also tells
-  // every thread that nobody still reads the buffer the next block overwrites. Kept across
-  // calls: fresh buffers this size would be mmapped and page-faulted on every product.
-  thread_local std::vector<float> packed_blocks[2];
-  const size_t block_floats = size_t(std::min(M, kRowsPerChunk) * std::min(K, kDepth));
-  for (auto& buf : packed_blocks) buf.resize(std::max(buf.size(), block_floats));
-  float* const bufs[2] = {packed_blocks[0].data(), packed_blocks[1].data()};
-  // Each thread owns a contiguous range of panels and reads it once per pass over K.
+  // Panels go out in groups, a few per thread, first come first served: a thread slowed
+  // by a neighbour on its core takes fewer groups instead of holding the others at a
+  // barrier. A group walks K in blocks and its panels inside each block, so each panel
+  // slice is read once and the output tiles take K / kDepth passes.
+  const int64_t group = std::clamp<int64_t>(P / (4 * threads), 1, 16);
+  const int64_t groups = (P + group - 1) / group;
+  const int64_t blocks = (K + kDepth - 1) / kDepth;
+  // Rows in equal chunks (256 rows run as one chunk, not 240 + 16). Each chunk of x is
+  // packed once, all of K, tile by tile in every block, shared by the threads. Kept across
+  // calls: a fresh buffer this size would be mmapped and page-faulted on every product.
+  const int64_t chunks = (M + kRowsPerChunk - 1) / kRowsPerChunk;
+  thread_local std::vector<float> packed_x;
+  packed_x.resize(std::max(packed_x.size(), size_t(std::min(M, kRowsPerChunk) * K)));
+  float* const packed = packed_x.data();
+  for (int64_t chunk = 0, m0 = 0; chunk < chunks; ++chunk) {
+    const int64_t mc = M * (chunk + 1) / chunks - m0;
+    const RowTiles tiles(mc);
 #pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t p0 = P * t / nt, p1 = P * (t + 1) / nt;
-    // Rows in equal chunks: 256 rows run as one chunk of 256, not 240 + 16.
-    const int64_t chunks = (M + kRowsPerChunk - 1) / kRowsPerChunk;
-    int64_t block = 0;
-    for (int64_t chunk = 0, m0 = 0; chunk < chunks; ++chunk) {
-      const int64_t mc = M * (chunk + 1) / chunks - m0;
-      const RowTiles tiles(mc);
-      for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-        const int64_t kc = std::min(kDepth, K - k0);
-        const bool add = accumulate || k0 > 0;
-        float* const packed = bufs[block++ % 2];
+    {
 #pragma omp for schedule(static)
-        for (int64_t tile = 0; tile < tiles.count; ++tile) pack_rows(x, ldx, m0, k0, kc, tiles, tile, packed);
-        for (int64_t p = p0; p < p1; ++p) {
-          const float* b = W.panels.data() + (p * K + k0) * kPanelWidth;
-          const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
-          // The row tiles share the prefetch of the slice the next panel starts with.
-          const char* next = reinterpret_cast<const char*>(
-              p + 1 < p1 ? b + K * kPanelWidth : k0 + kDepth < K ? W.panels.data() + (p0 * K + k0 + kDepth) * kPanelWidth : b);
-          const int64_t next_kc = p + 1 < p1 ? kc : std::min(kDepth, std::max<int64_t>(0, K - k0 - kDepth));
-          const int64_t share = (next_kc * kPanelWidth * int64_t(sizeof(float)) + tiles.count - 1) / tiles.count;
-          for (int64_t tile = 0; tile < tiles.count; ++tile) {
-            const int64_t r0 = tiles.start(tile), mr = tiles.size(tile);
-            TilePrefetch pf{next + tile * share, share, nullptr, 0};
-            if (tile + 1 < tiles.count) {
-              pf.c_next = y + (m0 + tiles.start(tile + 1)) * ldy + p * kPanelWidth;
-              pf.c_rows = tiles.size(tile + 1);
-            } else if (p + 1 < p1) {
-              pf.c_next = y + m0 * ldy + (p + 1) * kPanelWidth;
-              pf.c_rows = tiles.size(0);
+      for (int64_t bt = 0; bt < blocks * tiles.count; ++bt) {
+        const int64_t k0 = bt / tiles.count * kDepth;
+        pack_rows(x, ldx, m0, k0, std::min(kDepth, K - k0), tiles, bt % tiles.count, packed + mc * k0);
+      }
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t q0 = g * group, q1 = std::min(P, q0 + group);
+        for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+          const int64_t kc = std::min(kDepth, K - k0);
+          const bool add = accumulate || k0 > 0;
+          const float* xk = packed + mc * k0;
+          for (int64_t p = q0; p < q1; ++p) {
+            const float* b = W.panels.data() + (p * K + k0) * kPanelWidth;
+            const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
+            // The row tiles share the prefetch of the slice the group needs kAhead slices
+            // from now (in its order: panels within a K block, then the next block).
+            const int64_t span = q1 - q0, ahead = (k0 / kDepth) * span + (p - q0) + kAhead;
+            const int64_t ak0 = ahead / span * kDepth, ap = q0 + ahead % span;
+            const float* next = ak0 < K ? W.panels.data() + (ap * K + ak0) * kPanelWidth : nullptr;
+            const int64_t next_kc = next ? std::min(kDepth, K - ak0) : 0;
+            const int64_t share = (next_kc * kPanelWidth * int64_t(sizeof(float)) + tiles.count - 1) / tiles.count;
+            const bool last_panel = p + 1 == q1;
+            for (int64_t tile = 0; tile < tiles.count; ++tile) {
+              const int64_t r0 = tiles.start(tile), mr = tiles.size(tile);
+              TilePrefetch pf{reinterpret_cast<const char*>(next ? next : b) + tile * share, share, nullptr, 0};
+              if (tile + 1 < tiles.count) {
+                pf.c_next = y + (m0 + tiles.start(tile + 1)) * ldy + p * kPanelWidth;
+                pf.c_rows = tiles.size(tile + 1);
+              } else if (!last_panel) {
+                pf.c_next = y + m0 * ldy + (p + 1) * kPanelWidth;
+                pf.c_rows = tiles.size(0);
+              }
+              kTiles[size_t(mr - 1)](kc, xk + r0 * kc, b, pf, y + (m0 + r0) * ldy + p * kPanelWidth, ldy, ncols,
+                                     add);
             }
-            kTiles[size_t(mr - 1)](kc, packed + r0 * kc, b, pf, y + (m0 + r0) * ldy + p * kPanelWidth, ldy,
-                                   ncols, add);
           }
         }
       }
-      m0 += mc;
     }
+    m0 += mc;
   }
 }
 

@@ -28,8 +28,12 @@ void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_
   const int64_t D = cfg.hidden, k = cfg.top_k;
   const T scale = T(cfg.input_scale());
   c.tokens = n;
-  c.x_in.fit({n, D});
-  parallel_for(n * D, [&](int64_t i) { c.x_in[i] = scale * x[i]; }, 1 << 16);
+  const T* xs = x;  // what the experts receive
+  if (scale != T(1)) {
+    c.x_in.fit({n, D});
+    parallel_for(n * D, [&](int64_t i) { c.x_in[i] = scale * x[i]; }, 1 << 16);
+    xs = c.x_in.data();
+  }
 
   router_forward(cfg, w, x, n, z_prev, c.router);
   plan_dispatch(cfg, c.router.idx.data(), n, c.plan);
@@ -38,14 +42,14 @@ void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_
 
   // FFN slots: one contiguous block, grouped GEMMs.
   c.ffn.x.fit({c.plan.ffn_rows(), D});
-  gather_ffn_rows(c.plan, c.x_in.data(), D, c.ffn.x.data());
+  gather_ffn_rows(c.plan, xs, D, c.ffn.x.data());
   ffn_experts_forward(cfg, w, c.plan, c.ffn);
 
   // Combine, with the copy and constant experts applied in the same pass; zero slots skip.
   c.constant_a.fit({n * k, 2});
   parallel_for(n, [&](int64_t t) {
     T* yt = y + t * D;
-    const T* xt = c.x_in.data() + t * D;
+    const T* xt = xs + t * D;
     std::memset(yt, 0, size_t(D) * sizeof(T));
     for (int64_t j = 0; j < k; ++j) {
       const int64_t slot = t * k + j;
@@ -82,13 +86,14 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   const int64_t n = c.tokens, D = cfg.hidden, I = cfg.intermediate, k = cfg.top_k;
   const int64_t E = cfg.num_experts(), R = c.plan.ffn_rows();
   const T scale = T(cfg.input_scale());
+  const T* xs = scale != T(1) ? c.x_in.data() : x;  // what the experts received
   c.dg.fit({n, k});
   c.d_o.fit({R, D});
   c.dx_in.fit({n, D});
   // Gate gradients, the weighted output gradient of every FFN row, and the copy experts.
   parallel_for(n, [&](int64_t t) {
     const T* dyt = dy + t * D;
-    const T* xt = c.x_in.data() + t * D;
+    const T* xt = xs + t * D;
     T* dxt = c.dx_in.data() + t * D;
     std::memset(dxt, 0, size_t(D) * sizeof(T));
     for (int64_t j = 0; j < k; ++j) {
@@ -146,7 +151,7 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
       const int64_t t = c.plan.token_of(slot);
       const T gate = c.router.g[slot];
       for (int64_t d = 0; d < D; ++d) dout[size_t(d)] = gate * dy[t * D + d];
-      constant_backward(c.x_in.data() + t * D, w.constant[size_t(ci)].data(),
+      constant_backward(xs + t * D, w.constant[size_t(ci)].data(),
                         w.constant_wg[size_t(ci)].data(), c.constant_a.data() + int64_t(slot) * 2,
                         dout.data(), D, c.dx_in.data() + t * D, grad.constant[size_t(ci)].data(),
                         grad.constant_wg[size_t(ci)].data());

@@ -20,7 +20,7 @@ namespace moepp {
 template <typename T>
 struct MoeCache {
   int64_t tokens = 0;
-  Tensor<T> x_in;            // [T, D] what the experts receive (x, or k*x)
+  Tensor<T> x_in;            // [T, D] k*x, what the experts receive when inputs are scaled (else they read x)
   RouterCache<T> router;
   DispatchPlan plan;
   FfnCache<T> ffn;
@@ -38,6 +38,8 @@ template <typename T>
 void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_t tokens,
                  const T* z_prev, MoeCache<T>& cache, T* y);
 
+// x and z_prev: the same buffers, unchanged, that moe_forward saw (the cache refers to x
+// rather than copying it when inputs are not scaled).
 // dy: [T, D]; dz_next: [T, E] gradient w.r.t. this layer's z from the next layer, or null;
 // dbalance: dL/dL_b (beta / number of MoE layers in training). Accumulates into dx, dz_prev
 // (when z_prev was given) and grad.

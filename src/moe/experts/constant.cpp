@@ -5,13 +5,39 @@
 
 namespace moepp {
 
+namespace {
+
+// (x . p, x . q) with Acc accumulators in 16 independent lanes each: the compiler turns
+// the lane loop into vector FMAs (a single running sum would be one serial chain, ~6k
+// cycles per slot at D = 1536), and 16 partial sums round no worse than one.
+template <typename Acc, typename T>
+void two_dots(const T* x, const T* p, const T* q, int64_t D, Acc& xp, Acc& xq) {
+  constexpr int64_t L = 16;
+  Acc sp[L] = {}, sq[L] = {};
+  int64_t d = 0;
+  for (; d + L <= D; d += L)
+    for (int64_t i = 0; i < L; ++i) {
+      sp[i] += Acc(p[d + i]) * Acc(x[d + i]);
+      sq[i] += Acc(q[d + i]) * Acc(x[d + i]);
+    }
+  xp = 0;
+  xq = 0;
+  for (int64_t i = 0; i < L; ++i) {
+    xp += sp[i];
+    xq += sq[i];
+  }
+  for (; d < D; ++d) {
+    xp += Acc(p[d]) * Acc(x[d]);
+    xq += Acc(q[d]) * Acc(x[d]);
+  }
+}
+
+}  // namespace
+
 template <typename T>
 void constant_forward(const T* x, const T* v, const T* wc, int64_t D, T* a, T* out) {
   T l0 = 0, l1 = 0;
-  for (int64_t d = 0; d < D; ++d) {
-    l0 += wc[d] * x[d];
-    l1 += wc[D + d] * x[d];
-  }
+  two_dots(x, wc, wc + D, D, l0, l1);
   const T mx = std::max(l0, l1);
   const T e0 = std::exp(l0 - mx), e1 = std::exp(l1 - mx);
   a[0] = e0 / (e0 + e1);
@@ -27,10 +53,7 @@ void constant_backward(const T* x, const T* v, const T* wc, const T* a, const T*
   // accumulate them in double, and use the two-way softmax's closed form
   // dl0 = -dl1 = a0 a1 (da0 - da1) rather than subtracting a weighted mean.
   double da0 = 0, da1 = 0;
-  for (int64_t d = 0; d < D; ++d) {
-    da0 += double(dout[d]) * double(x[d]);
-    da1 += double(dout[d]) * double(v[d]);
-  }
+  two_dots(dout, x, v, D, da0, da1);
   const T dl0 = T(double(a[0]) * double(a[1]) * (da0 - da1)), dl1 = -dl0;
   for (int64_t d = 0; d < D; ++d) {
     dx[d] += a[0] * dout[d] + dl0 * wc[d] + dl1 * wc[D + d];
