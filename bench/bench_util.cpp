@@ -6,7 +6,42 @@
 
 #include "core/error.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#include <omp.h>
+
 namespace moepp::bench {
+
+double fma_peak_gflops(int threads) {
+#if defined(__AVX512F__)
+  constexpr int kChains = 12;  // FMA latency 4 x 2 ports, with room to spare
+  constexpr long kIters = 20'000'000;
+  double best = 0;
+  for (int trial = 0; trial < 5; ++trial) {
+    float sink = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    {
+      __m512 acc[kChains];
+      const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+      for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(float(i));
+      for (long it = 0; it < kIters / kChains; ++it)
+#pragma GCC unroll 12
+        for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+      for (int i = 0; i < kChains; ++i) sink += _mm512_reduce_add_ps(acc[i]);
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (sink == 12345.0f) std::printf(" ");  // keeps the loop alive
+    best = std::max(best, double(kIters / kChains * kChains) * 32.0 * threads / s / 1e9);
+  }
+  return best;
+#else
+  (void)threads;
+  return 0;
+#endif
+}
+
 
 double median_seconds(int repeats, const std::function<void()>& fn) {
   fn();

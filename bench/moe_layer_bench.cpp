@@ -175,6 +175,9 @@ int main(int argc, char** argv) try {
   out["setup"] = {{"tokens", s.T}, {"hidden", s.D}, {"intermediate", s.I}, {"ffn_experts", s.N},
                   {"threads", s.threads}, {"repeats", s.repeats}, {"gemm_provider", gemm_provider()}};
 
+  const double peak = fma_peak_gflops(s.threads);
+  out["fma_peak_gflops"] = peak;
+
   // 0. The FFN experts packed once as f32 panels, shared by the twins (inference forward).
   PackedExperts packed;
   const double pack_s = median_seconds(1, [&] {
@@ -328,6 +331,20 @@ int main(int argc, char** argv) try {
     std::printf("\n");
   }
   std::printf("panel eff = the same up-projection GEMM through the panel kernel, run's rows over vanilla rows\n");
+
+  // How far 2x the PyTorch layer is from what this machine can do at all.
+  const double van_flops_per_token = 2.0 * 6.0 * double(s.D) * double(s.I);  // top-2 FFN slots
+  const double van_packed = runs[0]["fwd_packed_tokens_per_s"].get<double>();
+  std::printf("\nf32 FMA peak of %d threads (same run, no memory traffic): %.0f GFLOP/s. Vanilla forward FFN rate: "
+              "%.0f GFLOP/s (%.0f%% of peak) as trained, %.0f (%.0f%%) on panels.\n",
+              s.threads, peak, van_flops_per_token * runs[0]["fwd_tokens_per_s"].get<double>() / 1e9,
+              peak > 0 ? 100.0 * van_flops_per_token * runs[0]["fwd_tokens_per_s"].get<double>() / 1e9 / peak : 0.0,
+              van_flops_per_token * van_packed / 1e9, peak > 0 ? 100.0 * van_flops_per_token * van_packed / 1e9 / peak : 0.0);
+  if (torch) {
+    const double need = 2.0 * out["torch"]["runs"][0]["fwd_tokens_per_s"].get<double>() * van_flops_per_token / 1e9;
+    std::printf("2x PyTorch's vanilla forward needs the FFN GEMMs alone at >= %.0f GFLOP/s: %.0f%% of that peak.\n", need,
+                peak > 0 ? 100.0 * need / peak : 0.0);
+  }
   if (torch) std::printf("(torch rows are at their own calibrated z: see the JSON for the exact values)\n");
   const std::string json_path = flags.get("json", "");
   if (!json_path.empty()) {

@@ -18,7 +18,7 @@ namespace moepp {
 
 namespace {
 
-constexpr int64_t kMaxRowsPerTile = 12;  // 12 x 32 accumulators = 24 of the 32 vector registers
+constexpr int64_t kMaxRowsPerTile = 14;  // 14 x 32 accumulators: 28 of the 32 vector registers
 #ifndef MOEPP_PANEL_DEPTH
 #define MOEPP_PANEL_DEPTH 512
 #endif
@@ -45,7 +45,7 @@ void tile_kernel(int64_t kc, const float* a, const float* b, const TilePrefetch&
                  int64_t ncols, bool add) {
 #if defined(__AVX512F__)
   __m512 acc0[MR], acc1[MR];
-#pragma GCC unroll 12
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
   const int64_t pf_lines = (pf.slice_bytes + 63) / 64;
   for (int64_t k = 0, line = 0; k < kc; ++k, a += MR, b += kPanelWidth) {
@@ -56,7 +56,7 @@ void tile_kernel(int64_t kc, const float* a, const float* b, const TilePrefetch&
       _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
     }
     const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 12
+#pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       const __m512 am = _mm512_set1_ps(a[m]);
       acc0[m] = _mm512_fmadd_ps(am, b0, acc0[m]);
@@ -65,7 +65,7 @@ void tile_kernel(int64_t kc, const float* a, const float* b, const TilePrefetch&
   }
   const __mmask16 k0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
   const __mmask16 k1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : 0;
-#pragma GCC unroll 12
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
     float* cm = c + m * ldc;
     if (add) {
@@ -95,7 +95,7 @@ constexpr auto make_tile_table(std::integer_sequence<int, MR...>) {
 constexpr auto kTiles = make_tile_table(std::make_integer_sequence<int, kMaxRowsPerTile>{});
 
 // Row tiles of a chunk of mc rows: as few as possible, sizes differing by at most one, so a
-// 52-row expert runs 11+11+10+10+10 rather than 12+12+12+12+4.
+// 52-row expert runs 13+13+13+13 rather than 14+14+14+10.
 struct RowTiles {
   int64_t count, base, extra;  // the first `extra` tiles have base + 1 rows
   explicit RowTiles(int64_t mc)

@@ -6,7 +6,7 @@
 // PanelMatrix does that copy once: W [N, K] (nn.Linear layout) becomes ceil(N / 32)
 // panels, panel p holding W[32p + j, k] at [p][k][j], zero padded past N. panel_linear
 // then reads each panel once per block of K and multiplies it against every row of x with
-// an outer-product register kernel (up to 12 rows x 32 columns of accumulators, x
+// an outer-product register kernel (up to 14 rows x 32 columns of accumulators, x
 // broadcast from a small packed copy), so the weights stream from memory once per call
 // whatever the row count. Threads split the panels. f32 in, f32 out, f32 accumulation.
 #pragma once
