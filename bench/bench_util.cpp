@@ -18,7 +18,7 @@ double fma_peak_gflops(int threads) {
   constexpr int kChains = 12;  // FMA latency 4 x 2 ports, with room to spare
   constexpr long kIters = 20'000'000;
   double best = 0;
-  for (int trial = 0; trial < 5; ++trial) {
+  for (int trial = 0; trial < 10; ++trial) {
     float sink = 0;
     const auto t0 = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(threads) reduction(+ : sink)

@@ -26,7 +26,7 @@ class Flags {
 };
 
 // The machine's f32 arithmetic ceiling on `threads` threads: GFLOP/s of independent
-// 16-lane FMAs with no memory traffic, the best of a few short trials (a peak is the
+// 16-lane FMAs with no memory traffic, the best of ten short trials (a peak is the
 // most the cores ever gave; vCPUs shared with neighbours give less at times). 0 when
 // built without AVX-512.
 double fma_peak_gflops(int threads);

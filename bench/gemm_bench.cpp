@@ -1,6 +1,7 @@
-// bench/gemm: GFLOP/s of the few-row kernel (gemm_small, NT shapes) against the configured
-// provider and CBLAS, at the four FFN-expert GEMM shapes of the MoE++7B layer, over row
-// counts. This is where kSmallGemmMaxRows comes from.
+// bench/gemm: GFLOP/s of our kernels against the configured provider and CBLAS, at the
+// four FFN-expert GEMM shapes of the MoE++7B layer, over row counts: the few-row kernel
+// (gemm_small, NT), and the panel kernel (NT on weights packed once, NN on B as stored).
+// This is where kSmallGemmMaxRows and kPanelNNMaxRows come from.
 // Usage: gemm_bench [--threads 2] [--repeats 5]
 #include <cstdio>
 #include <vector>
@@ -45,9 +46,14 @@ int main(int argc, char** argv) {
         small = flops / median_seconds(repeats, [&] {
                   gemm_small_f32(Trans::N, s.tb, M, s.N, s.K, 1.0f, A.data(), s.K, B.data(), ldb, 0.0f, C.data(), s.N);
                 }) / 1e9;
-      double pan = 0;
-      if (s.tb == Trans::T)
-        pan = flops / median_seconds(repeats, [&] { panel_linear(A.data(), M, s.K, panels, C.data(), s.N); }) / 1e9;
+      // panels: NT on weights packed once (panel_linear); NN on B as stored (panel_matmul).
+      const double pan = flops / median_seconds(repeats, [&] {
+                           if (s.tb == Trans::T) {
+                             panel_linear(A.data(), M, s.K, panels, C.data(), s.N);
+                           } else {
+                             panel_matmul(A.data(), M, s.K, B.data(), s.K, s.N, s.N, C.data(), s.N);
+                           }
+                         }) / 1e9;
       const double prov = flops / median_seconds(repeats, [&] {
                             gemm_f32_general(Trans::N, s.tb, M, s.N, s.K, 1.0f, A.data(), s.K, B.data(), ldb, 0.0f, C.data(), s.N);
                           }) / 1e9;

@@ -11,6 +11,7 @@
 //        [--experts 16] [--threads 2] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
 //        [--json FILE]
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -22,6 +23,9 @@
 #include "kernels/gemm.h"
 #include "kernels/gemm_panels.h"
 #include "kernels/swiglu.h"
+#include "core/error.h"
+#include "moe/balance_loss.h"
+#include "moe/dispatch.h"
 #include "moe/moe_layer.h"
 
 using namespace moepp;
@@ -105,7 +109,14 @@ double up_gemm_gflops(const Setup& s, const MoeParams<float>& w, int64_t M, cons
 }
 
 struct Timing {
-  double fwd_s = 0, fwd_packed_s = 0, fwdbwd_s = 0, zc = 0, ffn_per_token = 0;
+  double fwd_packed_s = 0, fwdbwd_s = 0, zc = 0, ffn_per_token = 0;
+  // Where the prepacked forward's time goes (seconds): the router; the dispatch plan,
+  // statistics, balance loss and gather of FFN rows; the FFN experts (GEMMs + SwiGLU);
+  // the rest (combine with the copy and constant experts) is total - these.
+  double router_s = 0, dispatch_s = 0, ffn_s = 0;
+  // The backward's weight-gradient GEMMs alone (dUp += dU^T X, dDown += dO^T H, all FFN
+  // experts, at this run's rows): their reduction runs over an expert's rows only.
+  double dweights_s = 0;
 };
 
 Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, MoeParams<float>& g,
@@ -114,11 +125,30 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
   MoeCache<float> cache;
   Tensor<float> y({s.T, s.D}), dx({s.T, s.D}), dzp({s.T, int64_t(cfg.num_experts())});
   const float* zp = cfg.num_zero_compute() ? z_prev.data() : nullptr;
-  Timing t;
-  t.fwd_s = median_seconds(s.repeats, [&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); });
+  Timing t;  // the forward alone is timed later, in rounds that alternate between the variants
   w.packed = &packed;  // inference: the same experts, prepacked
   t.fwd_packed_s = median_seconds(s.repeats, [&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); });
+  MOEPP_CHECK(cfg.input_scale() == 1.0, "the breakdown gathers x unscaled");
+  t.router_s = median_seconds(s.repeats, [&] { router_forward(cfg, w, x.data(), s.T, zp, cache.router); });
+  t.dispatch_s = median_seconds(s.repeats, [&] {
+    plan_dispatch(cfg, cache.router.idx.data(), s.T, cache.plan);
+    cache.stats = routing_stats(cfg, cache.plan);
+    cache.balance_loss = balance_loss_forward(cfg, cache.router.p.data(), cache.router.idx.data(), s.T, cache.f);
+    gather_ffn_rows(cache.plan, x.data(), s.D, cache.ffn.x.data());
+  });
+  t.ffn_s = median_seconds(s.repeats, [&] { ffn_experts_forward(cfg, w, cache.plan, cache.ffn); });
   w.packed = nullptr;
+  t.dweights_s = median_seconds(s.repeats, [&] {
+    const auto& f = cache.ffn;  // u and o stand in for dU and dO: same shapes, same cost
+    for (int e = 0; e < cfg.num_ffn; ++e) {
+      const int64_t r0 = cache.plan.offsets[size_t(e)], M = cache.plan.rows(e);
+      if (M == 0) continue;
+      gemm<float>(Trans::T, Trans::N, 2 * s.I, s.D, M, 1.0f, f.u.data() + r0 * 2 * s.I, 2 * s.I,
+                  f.x.data() + r0 * s.D, s.D, 1.0f, g.up[size_t(e)].data(), s.D);
+      gemm<float>(Trans::T, Trans::N, s.D, s.I, M, 1.0f, f.o.data() + r0 * s.D, s.D, f.h.data() + r0 * s.I, s.I,
+                  1.0f, g.down[size_t(e)].data(), s.I);
+    }
+  });
   t.zc = 1.0 - cache.stats.share(ExpertKind::ffn);
   t.ffn_per_token = cache.stats.ffn_experts_per_token();
   t.fwdbwd_s = median_seconds(s.repeats, [&] {
@@ -127,6 +157,12 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
                  zp ? dzp.data() : nullptr, g);
   });
   return t;
+}
+
+json breakdown_json(const Timing& t) {
+  return {{"total", 1e3 * t.fwd_packed_s}, {"router", 1e3 * t.router_s}, {"dispatch_gather", 1e3 * t.dispatch_s},
+          {"ffn", 1e3 * t.ffn_s}, {"combine_rest", 1e3 * (t.fwd_packed_s - t.router_s - t.dispatch_s - t.ffn_s)},
+          {"dweight_gemms", 1e3 * t.dweights_s}};
 }
 
 }  // namespace
@@ -175,8 +211,7 @@ int main(int argc, char** argv) try {
   out["setup"] = {{"tokens", s.T}, {"hidden", s.D}, {"intermediate", s.I}, {"ffn_experts", s.N},
                   {"threads", s.threads}, {"repeats", s.repeats}, {"gemm_provider", gemm_provider()}};
 
-  const double peak = fma_peak_gflops(s.threads);
-  out["fma_peak_gflops"] = peak;
+  double peak = fma_peak_gflops(s.threads);  // again at the end: the best of both
 
   // 0. The FFN experts packed once as f32 panels, shared by the twins (inference forward).
   PackedExperts packed;
@@ -195,8 +230,8 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr, "  vanilla ...\n");
   const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy, packed);
   json runs = json::array();
-  runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"variant", "vanilla"}, {"z", 0.0}, {"fwd_tokens_per_s", s.T / v.fwd_s},
-                  {"fwd_packed_tokens_per_s", s.T / v.fwd_packed_s},
+  runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"variant", "vanilla"}, {"z", 0.0},
+                  {"breakdown_ms", breakdown_json(v)},
                   {"fwdbwd_tokens_per_s", s.T / v.fwdbwd_s}, {"ffn_experts_per_token", v.ffn_per_token}});
 
   // 2. FFN grouped GEMMs vs one plain GEMM of the same total shape (vanilla routing).
@@ -241,8 +276,10 @@ int main(int argc, char** argv) try {
   std::swap(pp.up, van.up);
   std::swap(pp.down, van.down);
   auto pp_grad = MoeParams<float>::zeros(pp_cfg);
+  std::vector<Tensor<float>> gate_maps;  // the calibrated router bias, per target z
   for (double target : targets) {
     const double got = calibrate(pp_cfg, pp, x, ones, s.T, target);
+    gate_maps.push_back(pp.gate_map.clone());
     std::fprintf(stderr, "  moe++ z=%.2f (target %.2f) ...\n", got, target);
     const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy, packed);
     const double rows_per_expert = t.ffn_per_token * double(s.T) / s.N;
@@ -251,12 +288,65 @@ int main(int argc, char** argv) try {
     const double panel_eff = up_gemm_gflops(s, pp, rows, &packed.up[0].f32) / van_panel;
     runs.push_back({{"rows_per_ffn_expert", rows_per_expert}, {"gemm_efficiency_vs_vanilla_rows", gemm_eff},
                     {"panel_efficiency_vs_vanilla_rows", panel_eff}, {"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
-                    {"fwd_tokens_per_s", s.T / t.fwd_s}, {"fwd_packed_tokens_per_s", s.T / t.fwd_packed_s},
+                    {"breakdown_ms", breakdown_json(t)},
                     {"fwdbwd_tokens_per_s", s.T / t.fwdbwd_s},
                     {"ffn_experts_per_token", t.ffn_per_token},
-                    {"fwd_speedup", v.fwd_s / t.fwd_s}, {"fwd_packed_speedup", v.fwd_packed_s / t.fwd_packed_s},
                     {"fwdbwd_speedup", v.fwdbwd_s / t.fwdbwd_s},
                     {"ideal_speedup", 1.0 / (1.0 - t.zc)}});
+  }
+
+  // 3b. The forwards once more, in rounds that alternate between the variants (vanilla,
+  // then MoE++ at each z; as trained and prepacked), so that the drift of a shared machine
+  // over the minutes above cancels out of the ratios. These medians are the fwd columns.
+  {
+    const size_t V = runs.size();
+    std::vector<std::vector<double>> fwd(V), fwd_packed(V);
+    std::vector<MoeCache<float>> caches(V);
+    Tensor<float> y({s.T, s.D});
+    auto forward_seconds = [&](size_t i, bool prepacked) {
+      const bool vanilla = i == 0;
+      MoeParams<float>& w = vanilla ? van : pp;
+      if (vanilla) {
+        std::swap(pp.up, van.up);  // the twins share one set of experts
+        std::swap(pp.down, van.down);
+      } else {
+        std::copy(gate_maps[i - 1].data(), gate_maps[i - 1].data() + pp.gate_map.numel(), pp.gate_map.data());
+      }
+      w.packed = prepacked ? &packed : nullptr;
+      const auto t0 = std::chrono::steady_clock::now();
+      moe_forward(vanilla ? van_cfg : pp_cfg, w, x.data(), s.T, vanilla ? nullptr : ones.data(), caches[i], y.data());
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      w.packed = nullptr;
+      if (vanilla) {
+        std::swap(pp.up, van.up);
+        std::swap(pp.down, van.down);
+      }
+      return sec;
+    };
+    const int rounds = s.repeats + 2;
+    std::fprintf(stderr, "  forward, %d alternating rounds ...\n", rounds);
+    for (int r = -1; r < rounds; ++r)  // round -1 warms up
+      for (size_t i = 0; i < V; ++i) {
+        const double a = forward_seconds(i, false), b = forward_seconds(i, true);
+        if (r >= 0) {
+          fwd[i].push_back(a);
+          fwd_packed[i].push_back(b);
+        }
+      }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    out["forward_rounds"] = rounds;
+    for (size_t i = 0; i < V; ++i) {
+      auto& r = runs[i];
+      r["fwd_tokens_per_s"] = double(s.T) / median(fwd[i]);
+      r["fwd_packed_tokens_per_s"] = double(s.T) / median(fwd_packed[i]);
+      if (i > 0) {
+        r["fwd_speedup"] = median(fwd[0]) / median(fwd[i]);
+        r["fwd_packed_speedup"] = median(fwd_packed[0]) / median(fwd_packed[i]);
+      }
+    }
   }
   out["runs"] = runs;
 
@@ -307,7 +397,9 @@ int main(int argc, char** argv) try {
     std::printf("\n");
   }
   std::printf("ideal = 1/(1-z), the FFN work saved; GEMM eff = GFLOP/s of one up-projection GEMM with the\n"
-              "run's mean rows per FFN expert over the same GEMM with the vanilla layer's rows (same provider)\n");
+              "run's mean rows per FFN expert over the same GEMM with the vanilla layer's rows (same provider).\n"
+              "Forward columns (here and below): medians of %d rounds alternating between the variants.\n",
+              out["forward_rounds"].get<int>());
 
   // The inference forward: FFN experts packed once as f32 panels (pack time above).
   std::printf("\nForward with the FFN experts prepacked as f32 column panels (inference; packing all %d experts took "
@@ -332,7 +424,29 @@ int main(int argc, char** argv) try {
   }
   std::printf("panel eff = the same up-projection GEMM through the panel kernel, run's rows over vanilla rows\n");
 
+  std::printf("\nWhere the prepacked forward's time goes (ms), and the backward's weight-gradient GEMMs\n\n"
+              "%-8s %6s | %8s %8s %9s %8s %8s | %8s %8s | %11s %9s\n",
+              "variant", "z", "total", "router", "dispatch", "FFN", "combine", "FFN x", "ideal", "dW GEMMs ms", "dW GF/s");
+  for (const auto& r : runs) {
+    const auto& b = r["breakdown_ms"];
+    const auto& b0 = runs[0]["breakdown_ms"];
+    const double ideal = r.contains("ideal_speedup") ? r["ideal_speedup"].get<double>() : 1.0;
+    const double dw_flops = 2.0 * r["ffn_experts_per_token"].get<double>() * double(s.T) * 3.0 * double(s.D) * double(s.I);
+    std::printf("%-8s %6.3f | %8.1f %8.2f %9.2f %8.1f %8.2f | %8.2f %8.2f | %11.1f %9.0f\n",
+                r["variant"].get<std::string>().c_str(), r["z"].get<double>(), b["total"].get<double>(),
+                b["router"].get<double>(), b["dispatch_gather"].get<double>(), b["ffn"].get<double>(),
+                b["combine_rest"].get<double>(), b0["ffn"].get<double>() / b["ffn"].get<double>(), ideal,
+                b["dweight_gemms"].get<double>(), dw_flops / (1e-3 * b["dweight_gemms"].get<double>()) / 1e9);
+  }
+  std::printf("dispatch = plan + statistics + balance loss + gather; combine = total - the rest; FFN x = vanilla's FFN\n"
+              "time over this run's. dW GEMMs: dUp += dU^T X and dDown += dO^T H for every FFN expert; each reads\n"
+              "and writes its f32 gradient (%.2f GB for all experts) whatever the rows, so at few rows per expert\n"
+              "they run at the memory's pace, not the cores'.\n",
+              double(s.N) * 3.0 * double(s.D) * double(s.I) * 4 * 2 / 1e9);
+
   // How far 2x the PyTorch layer is from what this machine can do at all.
+  peak = std::max(peak, fma_peak_gflops(s.threads));
+  out["fma_peak_gflops"] = peak;
   const double van_flops_per_token = 2.0 * 6.0 * double(s.D) * double(s.I);  // top-2 FFN slots
   const double van_packed = runs[0]["fwd_packed_tokens_per_s"].get<double>();
   std::printf("\nf32 FMA peak of %d threads (same run, no memory traffic): %.0f GFLOP/s. Vanilla forward FFN rate: "

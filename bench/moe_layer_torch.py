@@ -10,7 +10,9 @@ x; zero experts are skipped.
 For the MoE++ variant a scalar bias b is added to the router logits of every
 zero-computation expert (constant, copy, zero) before logit normalisation; for each target
 fraction of slots routed to zero-computation experts, b is bisected on the fixed random
-input until the measured fraction is within --tol of the target, then the layer is timed.
+input until the measured fraction is within --tol of the target. The variants (vanilla
+and each target) are then timed once per round, in rounds that alternate between them,
+and the medians reported, so slow drift of a shared machine cancels out of the ratios.
 
 Prints one JSON object on stdout; progress goes to stderr.
 
@@ -124,37 +126,29 @@ def bisect_bias(layer, x, target, tol, iters=60):
     return layer.bias, layer.zc_fraction(x)
 
 
-def time_it(fn, repeats):
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def measure(layer, x, dy, repeats):
-    T = x.shape[0]
+def forward_fns(layer, x, dy):
+    """One forward (no grad) and one forward+backward of `layer`, as closures."""
+    xg = x.detach().clone().requires_grad_(True)
 
     def fwd():
         with torch.no_grad():
             layer.forward(x)
 
-    layer.requires_grad_(True)
-    xg = x.detach().clone().requires_grad_(True)
-
     def fwdbwd():
+        layer.requires_grad_(True)
         layer.zero_grad()
         xg.grad = None
         y = layer.forward(xg)
         (y * dy).sum().backward()
+        layer.requires_grad_(False)
 
-    t_f = time_it(fwd, repeats)
-    t_fb = time_it(fwdbwd, repeats)
-    layer.requires_grad_(False)
-    layer.zero_grad()
-    return T / t_f, T / t_fb, t_f, t_fb
+    return fwd, fwdbwd
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main():
@@ -183,29 +177,38 @@ def main():
     log(f"torch {torch.__version__}, threads {torch.get_num_threads()}, T={a.T} D={a.D} "
         f"I={a.I} N={a.N} k={a.k}")
 
-    # vanilla MoE
-    layer = MoELayer(a.D, a.I, a.N, 0, 0, 0, a.k, 0.02, torch.Generator().manual_seed(a.seed + 1))
-    log("vanilla: timing")
-    f, fb, tf, tfb = measure(layer, x, dy, a.repeats)
-    runs.append({"variant": "vanilla", "z": 0.0, "fwd_tokens_per_s": f,
-                 "fwdbwd_tokens_per_s": fb, "fwd_s": tf, "fwdbwd_s": tfb})
-    log(f"  fwd {f:.1f} tok/s ({tf:.3f}s), fwd+bwd {fb:.1f} tok/s ({tfb:.3f}s)")
-    del layer
-
-    # MoE++: C=2, P=1, Z=1
-    layer = MoELayer(a.D, a.I, a.N, 2, 1, 1, a.k, 0.02, torch.Generator().manual_seed(a.seed + 2))
+    # The vanilla MoE and its MoE++ twin (C=2, P=1, Z=1), the router bias calibrated per
+    # target z; then every variant is timed once per round, rounds alternating between
+    # them, so that the drift of a shared machine cancels out of the ratios (medians).
+    vanilla = MoELayer(a.D, a.I, a.N, 0, 0, 0, a.k, 0.02, torch.Generator().manual_seed(a.seed + 1))
+    moepp = MoELayer(a.D, a.I, a.N, 2, 1, 1, a.k, 0.02, torch.Generator().manual_seed(a.seed + 2))
+    variants = [{"variant": "vanilla", "z": 0.0, "layer": vanilla, "bias": None}]
     for tz in targets:
-        b, z = bisect_bias(layer, x, tz, a.tol)
-        log(f"moepp target_z {tz}: bias {b:.4f} -> z {z:.4f}; timing")
-        f, fb, tf, tfb = measure(layer, x, dy, a.repeats)
-        runs.append({"variant": "moepp", "target_z": tz, "z": z, "bias": b,
-                     "fwd_tokens_per_s": f, "fwdbwd_tokens_per_s": fb,
-                     "fwd_s": tf, "fwdbwd_s": tfb})
-        log(f"  fwd {f:.1f} tok/s ({tf:.3f}s), fwd+bwd {fb:.1f} tok/s ({tfb:.3f}s)")
+        b, z = bisect_bias(moepp, x, tz, a.tol)
+        log(f"moepp target_z {tz}: bias {b:.4f} -> z {z:.4f}")
+        variants.append({"variant": "moepp", "target_z": tz, "z": z, "layer": moepp, "bias": b})
+    rounds = a.repeats + 2
+    log(f"timing {len(variants)} variants in {rounds} alternating rounds")
+    times = [{"fwd": [], "fwdbwd": []} for _ in variants]
+    for r in range(-1, rounds):  # round -1 warms up
+        for v, t in zip(variants, times):
+            if v["bias"] is not None:
+                v["layer"].bias = v["bias"]
+            fwd, fwdbwd = forward_fns(v["layer"], x, dy)
+            tf, tfb = timed(fwd), timed(fwdbwd)
+            if r >= 0:
+                t["fwd"].append(tf)
+                t["fwdbwd"].append(tfb)
+    for v, t in zip(variants, times):
+        tf, tfb = statistics.median(t["fwd"]), statistics.median(t["fwdbwd"])
+        run = {k: v[k] for k in ("variant", "target_z", "z", "bias") if k in v and v[k] is not None}
+        run.update({"fwd_tokens_per_s": a.T / tf, "fwdbwd_tokens_per_s": a.T / tfb, "fwd_s": tf, "fwdbwd_s": tfb})
+        runs.append(run)
+        log(f"  {run['variant']} z {run['z']:.3f}: fwd {a.T / tf:.1f} tok/s, fwd+bwd {a.T / tfb:.1f} tok/s")
 
     print(json.dumps({"threads": torch.get_num_threads(), "torch_version": torch.__version__,
                       "T": a.T, "D": a.D, "I": a.I, "N": a.N, "k": a.k,
-                      "repeats": a.repeats, "runs": runs}, indent=1))
+                      "repeats": a.repeats, "rounds": rounds, "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

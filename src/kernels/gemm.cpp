@@ -1,7 +1,10 @@
 #include "kernels/gemm.h"
 
+#include <type_traits>
+
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/gemm_panels.h"
 #include "kernels/gemm_small.h"
 
 #ifdef MOEPP_HAVE_CBLAS
@@ -115,8 +118,17 @@ void gemm<double>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double al
 
 template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
-  for (const auto& p : problems)
+  for (const auto& p : problems) {
+    if constexpr (std::is_same_v<T, float>) {
+      // The NN products of the experts' backward (dX = dU W, W as stored) run on the panel
+      // kernel, which reads W in place where oneDNN copies it per call (bench/gemm).
+      if (ta == Trans::N && tb == Trans::N && (p.beta == 0.0f || p.beta == 1.0f) && panel_matmul_suits(p.ldb)) {
+        panel_matmul(p.A, p.M, p.lda, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
+        continue;
+      }
+    }
     gemm<T>(ta, tb, p.M, p.N, p.K, T(1), p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
+  }
 }
 
 template void gemm_grouped<float>(Trans, Trans, const std::vector<GemmProblem<float>>&);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -29,33 +30,49 @@ constexpr int64_t kDepth = MOEPP_PANEL_DEPTH;  // K per pass (a 64 KB panel slic
 constexpr int64_t kAhead = MOEPP_PANEL_AHEAD;  // panel slices between a prefetch and its use
 constexpr int64_t kRowsPerChunk = 512;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
 
+// Where the panels live: packed (PanelMatrix: panel p at base + p K 32, its rows 32 floats
+// apart) or a row-major [K, N] matrix read in place (panel p = columns 32p.. of every row,
+// at base + 32 p, rows ldb apart; the ragged last panel is read with masks).
+struct PanelSource {
+  const float* base;
+  int64_t panel_stride, row_stride;
+  bool copy = false;  // rows too far apart in cache terms: copy each slice before the tiles
+  const float* slice(int64_t p, int64_t k0) const { return base + p * panel_stride + k0 * row_stride; }
+};
+
 // What a tile kernel pulls toward the core while it computes, so that memory latency
-// overlaps arithmetic: its share of the next panel slice (bytes from `slice`, into L2) and
-// the rows of the output tile the next kernel call will read and write (into L1).
+// overlaps arithmetic: its share of the next panel slice (`rows` rows of 128 bytes,
+// `stride` floats apart, into L2) and the rows of the output tile the next kernel call
+// will read and write (into L1).
 struct TilePrefetch {
-  const char* slice = nullptr;
-  int64_t slice_bytes = 0;
+  const float* slice = nullptr;
+  int64_t rows = 0, stride = 0;
   const float* c_next = nullptr;
   int64_t c_rows = 0;
 };
 
-// c[MR, ncols] (+)= a[kc][MR] . b[kc][32], a and b packed.
+// c[MR, ncols] (+)= a[kc][MR] . b[kc][32 of ldb], a packed.
 template <int MR>
-void tile_kernel(int64_t kc, const float* a, const float* b, const TilePrefetch& pf, float* c, int64_t ldc,
-                 int64_t ncols, bool add) {
+void tile_kernel(int64_t kc, const float* a, const float* b, int64_t ldb, const TilePrefetch& pf, float* c,
+                 int64_t ldc, int64_t ncols, bool add) {
 #if defined(__AVX512F__)
+  const __mmask16 k0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
+  const __mmask16 k1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : 0;
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
-  const int64_t pf_lines = (pf.slice_bytes + 63) / 64;
-  for (int64_t k = 0, line = 0; k < kc; ++k, a += MR, b += kPanelWidth) {
-    for (; line * kc < pf_lines * (k + 1); ++line) _mm_prefetch(pf.slice + line * 64, _MM_HINT_T1);
-    if ((k & 7) == 0 && (k >> 3) < pf.c_rows) {  // one output row every 8 steps
-      const float* row = pf.c_next + (k >> 3) * ldc;
-      _mm_prefetch(reinterpret_cast<const char*>(row), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(row + 16), _MM_HINT_T0);
+  for (int64_t k = 0, row = 0; k < kc; ++k, a += MR, b += ldb) {
+    for (; row * kc < pf.rows * (k + 1); ++row) {
+      const char* line = reinterpret_cast<const char*>(pf.slice + row * pf.stride);
+      _mm_prefetch(line, _MM_HINT_T1);
+      _mm_prefetch(line + 64, _MM_HINT_T1);
     }
-    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    if ((k & 7) == 0 && (k >> 3) < pf.c_rows) {  // one output row every 8 steps
+      const float* crow = pf.c_next + (k >> 3) * ldc;
+      _mm_prefetch(reinterpret_cast<const char*>(crow), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(crow + 16), _MM_HINT_T0);
+    }
+    const __m512 b0 = _mm512_maskz_loadu_ps(k0, b), b1 = _mm512_maskz_loadu_ps(k1, b + 16);
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       const __m512 am = _mm512_set1_ps(a[m]);
@@ -63,8 +80,6 @@ void tile_kernel(int64_t kc, const float* a, const float* b, const TilePrefetch&
       acc1[m] = _mm512_fmadd_ps(am, b1, acc1[m]);
     }
   }
-  const __mmask16 k0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
-  const __mmask16 k1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : 0;
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
     float* cm = c + m * ldc;
@@ -78,15 +93,16 @@ void tile_kernel(int64_t kc, const float* a, const float* b, const TilePrefetch&
 #else
   (void)pf;
   float acc[MR][kPanelWidth] = {};
-  for (int64_t k = 0; k < kc; ++k, a += MR, b += kPanelWidth)
+  for (int64_t k = 0; k < kc; ++k, a += MR, b += ldb)
     for (int m = 0; m < MR; ++m)
-      for (int64_t j = 0; j < kPanelWidth; ++j) acc[m][j] += a[m] * b[j];
+      for (int64_t j = 0; j < ncols; ++j) acc[m][j] += a[m] * b[j];
   for (int m = 0; m < MR; ++m)
     for (int64_t j = 0; j < ncols; ++j) c[m * ldc + j] = add ? c[m * ldc + j] + acc[m][j] : acc[m][j];
 #endif
 }
 
-using TileFn = void (*)(int64_t, const float*, const float*, const TilePrefetch&, float*, int64_t, int64_t, bool);
+using TileFn = void (*)(int64_t, const float*, const float*, int64_t, const TilePrefetch&, float*, int64_t, int64_t,
+                        bool);
 
 template <int... MR>
 constexpr auto make_tile_table(std::integer_sequence<int, MR...>) {
@@ -145,12 +161,28 @@ void PanelMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
   });
 }
 
-void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, float* y, int64_t ldy,
-                  bool accumulate) {
-  const int64_t N = W.rows, K = W.cols, P = W.num_panels();
-  if (M == 0 || N == 0) return;
-  MOEPP_CHECK(M > 0 && ldx >= K && ldy >= N, "panel_linear: M ", M, ", strides ", ldx, ", ", ldy,
-              " do not fit the matrix shape [", N, ", ", K, "]");
+namespace {
+
+// dst[kc][32] = the ncols leading floats of kc rows of src, ld floats apart (zero padded).
+void copy_slice(const float* src, int64_t ld, int64_t kc, int64_t ncols, float* dst) {
+  for (int64_t r = 0; r < kc; ++r) {
+    const float* row = src + r * ld;
+    float* out = dst + r * kPanelWidth;
+#if defined(__AVX512F__)
+    const __mmask16 k0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
+    const __mmask16 k1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : 0;
+    _mm512_storeu_ps(out, _mm512_maskz_loadu_ps(k0, row));
+    _mm512_storeu_ps(out + 16, _mm512_maskz_loadu_ps(k1, row + 16));
+#else
+    for (int64_t j = 0; j < kPanelWidth; ++j) out[j] = j < ncols ? row[j] : 0.0f;
+#endif
+  }
+}
+
+// y[M, N] (+)= x[M, K] B[K, N] with B's column panels read from `src`.
+void panel_product(const float* x, int64_t M, int64_t ldx, const PanelSource& src, int64_t N, int64_t K, float* y,
+                   int64_t ldy, bool accumulate) {
+  const int64_t P = (N + kPanelWidth - 1) / kPanelWidth;
   const int threads = omp_in_parallel() ? 1 : int(std::min<int64_t>(max_threads(), P));
   // Panels go out in groups, a few per thread, first come first served: a thread slowed
   // by a neighbour on its core takes fewer groups instead of holding the others at a
@@ -171,6 +203,8 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
     const RowTiles tiles(mc);
 #pragma omp parallel num_threads(threads)
     {
+      thread_local std::vector<float> slice_copy;
+      if (src.copy) slice_copy.resize(size_t(kDepth * kPanelWidth));
 #pragma omp for schedule(static)
       for (int64_t bt = 0; bt < blocks * tiles.count; ++bt) {
         const int64_t k0 = bt / tiles.count * kDepth;
@@ -184,19 +218,29 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
           const bool add = accumulate || k0 > 0;
           const float* xk = packed + mc * k0;
           for (int64_t p = q0; p < q1; ++p) {
-            const float* b = W.panels.data() + (p * K + k0) * kPanelWidth;
+            const float* b = src.slice(p, k0);
             const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
+            int64_t ldb = src.row_stride;
+            if (src.copy) {
+              copy_slice(b, ldb, kc, ncols, slice_copy.data());
+              b = slice_copy.data();
+              ldb = kPanelWidth;
+            }
             // The row tiles share the prefetch of the slice the group needs kAhead slices
             // from now (in its order: panels within a K block, then the next block).
             const int64_t span = q1 - q0, ahead = (k0 / kDepth) * span + (p - q0) + kAhead;
             const int64_t ak0 = ahead / span * kDepth, ap = q0 + ahead % span;
-            const float* next = ak0 < K ? W.panels.data() + (ap * K + ak0) * kPanelWidth : nullptr;
-            const int64_t next_kc = next ? std::min(kDepth, K - ak0) : 0;
-            const int64_t share = (next_kc * kPanelWidth * int64_t(sizeof(float)) + tiles.count - 1) / tiles.count;
+            const int64_t next_rows = ak0 < K ? std::min(kDepth, K - ak0) : 0;
+            const int64_t share = (next_rows + tiles.count - 1) / tiles.count;
             const bool last_panel = p + 1 == q1;
             for (int64_t tile = 0; tile < tiles.count; ++tile) {
               const int64_t r0 = tiles.start(tile), mr = tiles.size(tile);
-              TilePrefetch pf{reinterpret_cast<const char*>(next ? next : b) + tile * share, share, nullptr, 0};
+              TilePrefetch pf;
+              if (next_rows > 0) {
+                pf.slice = src.slice(ap, ak0) + tile * share * src.row_stride;
+                pf.rows = std::max<int64_t>(0, std::min(share, next_rows - tile * share));
+                pf.stride = src.row_stride;
+              }
               if (tile + 1 < tiles.count) {
                 pf.c_next = y + (m0 + tiles.start(tile + 1)) * ldy + p * kPanelWidth;
                 pf.c_rows = tiles.size(tile + 1);
@@ -204,8 +248,8 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
                 pf.c_next = y + m0 * ldy + (p + 1) * kPanelWidth;
                 pf.c_rows = tiles.size(0);
               }
-              kTiles[size_t(mr - 1)](kc, xk + r0 * kc, b, pf, y + (m0 + r0) * ldy + p * kPanelWidth, ldy, ncols,
-                                     add);
+              kTiles[size_t(mr - 1)](kc, xk + r0 * kc, b, ldb, pf, y + (m0 + r0) * ldy + p * kPanelWidth,
+                                     ldy, ncols, add);
             }
           }
         }
@@ -213,6 +257,33 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
     }
     m0 += mc;
   }
+}
+
+}  // namespace
+
+void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, float* y, int64_t ldy,
+                  bool accumulate) {
+  const int64_t N = W.rows, K = W.cols;
+  if (M == 0 || N == 0) return;
+  MOEPP_CHECK(M > 0 && ldx >= K && ldy >= N, "panel_linear: M ", M, ", strides ", ldx, ", ", ldy,
+              " do not fit the matrix shape [", N, ", ", K, "]");
+  panel_product(x, M, ldx, PanelSource{W.panels.data(), K * kPanelWidth, kPanelWidth}, N, K, y, ldy, accumulate);
+}
+
+bool panel_matmul_suits(int64_t ldb) {
+  const int64_t bytes = ldb * int64_t(sizeof(float));
+  if (bytes % 64) return true;  // rows start at varying offsets within lines: no pile-up
+  constexpr int64_t kL2Sets = 2048, kL2Ways = 16;
+  const int64_t sets = kL2Sets / std::gcd(bytes / 64, kL2Sets);
+  return sets * kL2Ways >= 2 * kDepth;
+}
+
+void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_t K, int64_t N, int64_t ldb,
+                  float* y, int64_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  MOEPP_CHECK(M > 0 && K > 0 && ldx >= K && ldb >= N && ldy >= N, "panel_matmul: M ", M, ", K ", K, ", N ", N,
+              ", strides ", ldx, ", ", ldb, ", ", ldy, " do not fit");
+  panel_product(x, M, ldx, PanelSource{B, kPanelWidth, ldb, !panel_matmul_suits(ldb)}, N, K, y, ldy, accumulate);
 }
 
 }  // namespace moepp

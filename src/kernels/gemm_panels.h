@@ -34,4 +34,18 @@ struct PanelMatrix {
 void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, float* y, int64_t ldy,
                   bool accumulate = false);
 
+// y (+)= x B with B row-major [K, N] (row stride ldb), read in place: its columns already
+// form panels (32 consecutive floats per row), so no packing is needed. This is the form
+// of the backward's products with a weight as stored (dX = dU W). Same kernel and
+// threading as panel_linear.
+void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_t K, int64_t N, int64_t ldb,
+                  float* y, int64_t ldy, bool accumulate = false);
+
+// Whether panel_matmul reads a B with this row stride in place: a panel slice (512 rows of
+// two 64-byte lines, ldb floats apart) must spread over enough cache sets to stay in a
+// 2 MB 16-way L2. Strides that are multiples of 4 KB pile the rows onto a few sets and
+// thrash (bench/gemm: 1-160 GFLOP/s at a 16 KB stride); for those panel_matmul copies each
+// slice before using it (200-260 GFLOP/s), and gemm_grouped prefers oneDNN (230-300).
+bool panel_matmul_suits(int64_t ldb);
+
 }  // namespace moepp

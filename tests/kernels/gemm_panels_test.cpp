@@ -1,7 +1,7 @@
-// Panel-packed weights: the layout (exact unpack, zero padding), and panel_linear against
-// the double triple loop over row counts that exercise every register-tile height, column
-// counts with a ragged last panel, depths spanning several K blocks, strides, accumulation,
-// and one or two threads.
+// Panel-packed weights: the layout (exact unpack, zero padding), and panel_linear (packed)
+// and panel_matmul (a row-major matrix in place) against the double triple loop over row
+// counts that exercise every register-tile height, column counts with a ragged last panel,
+// depths spanning several K blocks, strides, accumulation, and one or two threads.
 #include "kernels/gemm_panels.h"
 
 #include <gtest/gtest.h>
@@ -66,9 +66,58 @@ TEST(GemmPanels, LinearMatchesNaiveDoubleOnRaggedShapes) {
   set_threads(saved);
 }
 
+// panel_matmul reads a row-major B in place, its last panel ragged: y (+)= x B.
+TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
+  const int saved = max_threads();
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    for (int64_t M : {1, 7, 14, 15, 52})
+      for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {300, 45}, {513, 70}, {64, 96}, {40, 1000}}) {
+        Rng rng(uint64_t(M * 7919 + K * 31 + N));
+        // N = 1000 with 4 KB rows takes the slice-copy path (panel_matmul_suits is false).
+        const int64_t ldx = K + 1, ldb = N == 1000 ? 1024 : N + 3, ldy = N + 2;
+        auto b = random_tensor<double>({K, ldb}, rng);
+        auto x = random_tensor<double>({M, ldx}, rng);
+        auto y0 = random_tensor<double>({M, ldy}, rng);
+        auto bf = cast<float>(b), xf = cast<float>(x);
+        for (bool accumulate : {false, true}) {
+          auto yf = cast<float>(y0);
+          panel_matmul(xf.data(), M, ldx, bf.data(), K, N, ldb, yf.data(), ldy, accumulate);
+          double num = 0, den = 0;
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t j = 0; j < ldy; ++j) {
+              double want = y0[m * ldy + j];
+              if (j < N) {
+                double dot = 0;
+                for (int64_t k = 0; k < K; ++k) dot += x[m * ldx + k] * b[k * ldb + j];
+                want = (accumulate ? want : 0.0) + dot;
+              }
+              const double got = yf[m * ldy + j];
+              num += (got - want) * (got - want);
+              den += want * want;
+            }
+          EXPECT_LT(std::sqrt(num / den), 2e-6)
+              << "threads=" << threads << " M=" << M << " K=" << K << " N=" << N << " accumulate=" << accumulate;
+        }
+      }
+  }
+  set_threads(saved);
+}
+
 TEST(GemmPanels, RejectsStridesBelowTheShape) {
   std::vector<float> w(8 * 4, 1.0f), x(4), y(8);
   const auto p = PanelMatrix::pack(w.data(), 8, 4);
   EXPECT_THROW(panel_linear(x.data(), 1, 3, p, y.data(), 8), Error);
   EXPECT_THROW(panel_linear(x.data(), 1, 4, p, y.data(), 7), Error);
+  EXPECT_THROW(panel_matmul(x.data(), 1, 4, w.data(), 4, 8, 7, y.data(), 8), Error);  // ldb < N
+}
+
+// Row strides whose panel slices pile onto a few L2 sets are left to the general GEMM.
+TEST(GemmPanels, MatmulSuitsStridesThatSpreadOverTheCache) {
+  EXPECT_TRUE(panel_matmul_suits(1536));   // 6 KB rows: 64 sets x 16 ways hold a 1024-line slice
+  EXPECT_TRUE(panel_matmul_suits(256));    // 1 KB rows: 128 sets
+  EXPECT_TRUE(panel_matmul_suits(1000));   // rows not line aligned
+  EXPECT_FALSE(panel_matmul_suits(4096));  // 16 KB rows: 8 sets
+  EXPECT_FALSE(panel_matmul_suits(1024));  // 4 KB rows: 32 sets, 512 lines
+  EXPECT_FALSE(panel_matmul_suits(3072));  // 12 KB rows: 32 sets
 }
