@@ -127,16 +127,35 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
   const float* zp = cfg.num_zero_compute() ? z_prev.data() : nullptr;
   Timing t;  // the forward alone is timed later, in rounds that alternate between the variants
   w.packed = &packed;  // inference: the same experts, prepacked
-  t.fwd_packed_s = median_seconds(s.repeats, [&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); });
   MOEPP_CHECK(cfg.input_scale() == 1.0, "the breakdown gathers x unscaled");
-  t.router_s = median_seconds(s.repeats, [&] { router_forward(cfg, w, x.data(), s.T, zp, cache.router); });
-  t.dispatch_s = median_seconds(s.repeats, [&] {
-    plan_dispatch(cfg, cache.router.idx.data(), s.T, cache.plan);
-    cache.stats = routing_stats(cfg, cache.plan);
-    cache.balance_loss = balance_loss_forward(cfg, cache.router.p.data(), cache.router.idx.data(), s.T, cache.f);
-    gather_ffn_rows(cache.plan, x.data(), s.D, cache.ffn.x.data());
-  });
-  t.ffn_s = median_seconds(s.repeats, [&] { ffn_experts_forward(cfg, w, cache.plan, cache.ffn); });
+  // The whole forward and its stages, each timed once per round so that they see the same
+  // machine; medians.
+  moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data());  // warm-up, fills the cache
+  std::vector<double> total, router, dispatch, ffn;
+  auto timed = [](std::vector<double>& into, const auto& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    into.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
+  for (int r = 0; r < s.repeats + 2; ++r) {
+    timed(total, [&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); });
+    timed(router, [&] { router_forward(cfg, w, x.data(), s.T, zp, cache.router); });
+    timed(dispatch, [&] {
+      plan_dispatch(cfg, cache.router.idx.data(), s.T, cache.plan);
+      cache.stats = routing_stats(cfg, cache.plan);
+      cache.balance_loss = balance_loss_forward(cfg, cache.router.p.data(), cache.router.idx.data(), s.T, cache.f);
+      gather_ffn_rows(cache.plan, x.data(), s.D, cache.ffn.x.data());
+    });
+    timed(ffn, [&] { ffn_experts_forward(cfg, w, cache.plan, cache.ffn); });
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  t.fwd_packed_s = median(total);
+  t.router_s = median(router);
+  t.dispatch_s = median(dispatch);
+  t.ffn_s = median(ffn);
   w.packed = nullptr;
   t.dweights_s = median_seconds(s.repeats, [&] {
     const auto& f = cache.ffn;  // u and o stand in for dU and dO: same shapes, same cost
