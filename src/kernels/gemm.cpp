@@ -121,8 +121,10 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
   for (const auto& p : problems) {
     if constexpr (std::is_same_v<T, float>) {
       // The NN products of the experts' backward (dX = dU W, W as stored) run on the panel
-      // kernel, which reads W in place where oneDNN copies it per call (bench/gemm).
-      if (ta == Trans::N && tb == Trans::N && (p.beta == 0.0f || p.beta == 1.0f) && panel_matmul_suits(p.ldb)) {
+      // kernel, which reads W in place where oneDNN copies it per call: faster from 8 rows
+      // up (bench/gemm).
+      if (ta == Trans::N && tb == Trans::N && p.M >= 8 && (p.beta == 0.0f || p.beta == 1.0f) &&
+          panel_matmul_suits(p.ldb)) {
         panel_matmul(p.A, p.M, p.lda, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
         continue;
       }

@@ -68,6 +68,39 @@ TEST(Gemm, GroupedEqualsOneByOne) {
   for (int64_t i = 0; i < grouped.numel(); ++i) EXPECT_EQ(grouped[i], single[i]);
 }
 
+// The NN form of the experts' backward, where gemm_grouped hands problems of 8 rows or
+// more to the panel kernel: every problem against the double triple loop, with beta 0
+// and 1, row counts on both sides of the switch, and a weight whose rows alias in cache
+// (4 KB apart, left to the general GEMM).
+TEST(Gemm, GroupedNNMatchesNaiveDouble) {
+  Rng rng(4);
+  for (int64_t N : {40, 1024}) {
+    const int64_t K = 300;
+    auto W = random_tensor<double>({K, N}, rng);
+    auto Wf = cast<float>(W);
+    const std::vector<int64_t> rows = {5, 0, 8, 45};
+    int64_t total = 0;
+    for (auto r : rows) total += r;
+    auto X = random_tensor<double>({total, K}, rng);
+    auto C0 = random_tensor<double>({total, N}, rng);
+    auto Xf = cast<float>(X);
+    for (float beta : {0.0f, 1.0f}) {
+      auto C = cast<float>(C0);
+      std::vector<GemmProblem<float>> problems;
+      int64_t r0 = 0;
+      for (auto r : rows) {
+        problems.push_back({r, N, K, Xf.data() + r0 * K, K, Wf.data(), N, C.data() + r0 * N, N, beta});
+        r0 += r;
+      }
+      gemm_grouped<float>(Trans::N, Trans::N, problems);
+      Tensor<double> XW({total, N}), want({total, N});
+      naive_gemm(false, false, total, N, K, X.data(), W.data(), XW.data());
+      for (int64_t i = 0; i < total * N; ++i) want[i] = XW[i] + beta * C0[i];
+      EXPECT_LT(rel_error(C, want), 2e-6) << "N=" << N << " beta=" << beta;
+    }
+  }
+}
+
 TEST(Gemm, RejectsBadLeadingDimensions) {
   Tensor<float> A({4, 4}), B({4, 4}), C({4, 4});
   EXPECT_THROW(gemm<float>(Trans::N, Trans::N, 4, 4, 4, 1.0f, A.data(), 3, B.data(), 4, 0.0f, C.data(), 4), Error);
