@@ -6,7 +6,11 @@
 //     inference runs: kernels/gemm_panels.h), and the time the packing took;
 //   - the FFN grouped GEMMs' GFLOP/s as a fraction of one plain GEMM of the same total
 //     shape through the same provider;
+//   - where the prepacked forward's time goes, and the backward's weight-gradient GEMMs;
+//   - the machine's f32 FMA peak, and what 2x the PyTorch layer would need of it;
 //   - the same layers in PyTorch (bench/moe_layer_torch.py) as the peer baseline.
+// Forward throughputs are medians of rounds that alternate between the variants, so the
+// drift of a shared machine over the run cancels out of the ratios.
 // Usage: moe_layer_bench [--tokens 2048] [--hidden 1536] [--intermediate 4096]
 //        [--experts 16] [--threads 2] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
 //        [--json FILE]
@@ -191,8 +195,11 @@ int main(int argc, char** argv) try {
   if (flags.has("help")) {
     std::printf(
         "moe_layer_bench: MoE++ layer vs its vanilla twin vs PyTorch, f32\n"
+        "  forward (as trained, and on experts prepacked as f32 panels), forward+backward,\n"
+        "  GEMM efficiencies, a time breakdown, the FMA peak; about 8 minutes at the defaults\n"
         "  --tokens N (2048) --hidden D (1536) --intermediate I (4096) --experts N (16)\n"
-        "  --threads N (2) --repeats N (3) --z LIST (0.2,0.5,0.8) --torch 0|1 (1)\n"
+        "  --threads N (2) --repeats N (3; forward rounds = N + 2) --z LIST (0.2,0.5,0.8)\n"
+        "  --torch 0|1 (1: run bench/moe_layer_torch.py with Debian's python3-torch)\n"
         "  --json FILE  also write the results as JSON\n");
     return 0;
   }
