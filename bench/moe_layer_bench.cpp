@@ -196,7 +196,7 @@ int main(int argc, char** argv) try {
     std::printf(
         "moe_layer_bench: MoE++ layer vs its vanilla twin vs PyTorch, f32\n"
         "  forward (as trained, and on experts prepacked as f32 panels), forward+backward,\n"
-        "  GEMM efficiencies, a time breakdown, the FMA peak; about 8 minutes at the defaults\n"
+        "  GEMM efficiencies, a time breakdown, the FMA peak; 5-8 minutes at these sizes\n"
         "  --tokens N (2048) --hidden D (1536) --intermediate I (4096) --experts N (16)\n"
         "  --threads N (2) --repeats N (3; forward rounds = N + 2) --z LIST (0.2,0.5,0.8)\n"
         "  --torch 0|1 (1: run bench/moe_layer_torch.py with Debian's python3-torch)\n"

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace moepp {
 
 namespace {
@@ -31,6 +35,29 @@ void two_dots(const T* x, const T* p, const T* q, int64_t D, Acc& xp, Acc& xq) {
     xq += Acc(q[d]) * Acc(x[d]);
   }
 }
+
+#if defined(__AVX512F__)
+// The f32 forward's case, written out: 16-lane FMAs into two register accumulators each
+// (the generic loop above left its lane arrays on the stack).
+template <>
+void two_dots<float, float>(const float* x, const float* p, const float* q, int64_t D, float& xp, float& xq) {
+  __m512 sp = _mm512_setzero_ps(), sq = _mm512_setzero_ps();
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + d);
+    sp = _mm512_fmadd_ps(_mm512_loadu_ps(p + d), xv, sp);
+    sq = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), xv, sq);
+  }
+  if (d < D) {
+    const __mmask16 m = __mmask16((1u << (D - d)) - 1);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + d);
+    sp = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p + d), xv, sp);
+    sq = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), xv, sq);
+  }
+  xp = _mm512_reduce_add_ps(sp);
+  xq = _mm512_reduce_add_ps(sq);
+}
+#endif
 
 }  // namespace
 
