@@ -74,7 +74,6 @@ void add_convert(CLI::App& app) {
     const bool bf = a->dtype == "bf16";
     std::vector<std::vector<uint16_t>> halves;
     std::vector<SafetensorsWriteItem> items;
-  std::vector<Tensor<float>> unpacked;  // f32 matrices, back in row-major order for the file
     m.params.for_each(m.config, [&](const std::string& name, const Tensor<float>& t) {
       if (!bf) {
         items.push_back({name, DType::f32, t.shape().dims, t.data()});

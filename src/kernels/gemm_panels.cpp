@@ -8,12 +8,9 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/vec_math.h"
 
 namespace moepp {
 
@@ -59,8 +56,7 @@ template <int MR>
 void tile_kernel(int64_t kc, const float* a, const float* b, int64_t ldb, const TilePrefetch& pf, float* c,
                  int64_t ldc, int64_t ncols, bool add) {
 #if defined(__AVX512F__)
-  const __mmask16 k0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
-  const __mmask16 k1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : 0;
+  const __mmask16 k0 = tail_mask16(ncols), k1 = tail_mask16(ncols - 16);
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
@@ -168,12 +164,13 @@ namespace {
 
 // dst[kc][32] = the ncols leading floats of kc rows of src, ld floats apart (zero padded).
 void copy_slice(const float* src, int64_t ld, int64_t kc, int64_t ncols, float* dst) {
+#if defined(__AVX512F__)
+  const __mmask16 k0 = tail_mask16(ncols), k1 = tail_mask16(ncols - 16);
+#endif
   for (int64_t r = 0; r < kc; ++r) {
     const float* row = src + r * ld;
     float* out = dst + r * kPanelWidth;
 #if defined(__AVX512F__)
-    const __mmask16 k0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
-    const __mmask16 k1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : 0;
     _mm512_storeu_ps(out, _mm512_maskz_loadu_ps(k0, row));
     _mm512_storeu_ps(out + 16, _mm512_maskz_loadu_ps(k1, row + 16));
 #else

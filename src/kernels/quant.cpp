@@ -117,9 +117,8 @@ void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int
     }
   } else {
     for (; k + 16 <= K; k += 16) {
-      __m512 w;
       const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16.data() + j * K + k));
-      w = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      const __m512 w = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
       for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * ldx + k), w, acc[m]);
     }
   }
@@ -131,12 +130,9 @@ void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int
 #else
   for (int64_t m = 0; m < M; ++m) out[m] = 0;
   for (int64_t k = 0; k < K; ++k) {
-    float w = 0;
-    switch (W.type) {
-      case WeightType::f32: break;  // never: f32 goes to the panel kernel
-      case WeightType::bf16: w = bf16_to_f32(moepp::bf16{W.bf16[size_t(j * K + k)]}); break;
-      case WeightType::q8_0: w = W.scales[size_t((j * K + k) / kQ8Block)] * float(W.q[size_t(j * K + k)]); break;
-    }
+    const size_t i = size_t(j * K + k);
+    const float w =
+        W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[i]}) : W.scales[i / kQ8Block] * float(W.q[i]);
     for (int64_t m = 0; m < M; ++m) out[m] += x[m * ldx + k] * w;
   }
 #endif

@@ -17,7 +17,7 @@ void swiglu_row(const T* a, const T* b, T* h, int64_t I) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     for (; j < I; j += 16) {
-      const __mmask16 m = I - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (I - j)) - 1);
+      const __mmask16 m = tail_mask16(I - j);
       const __m512 av = _mm512_maskz_loadu_ps(m, a + j), bv = _mm512_maskz_loadu_ps(m, b + j);
       _mm512_mask_storeu_ps(h + j, m, _mm512_mul_ps(_mm512_mul_ps(av, sigmoid16(av)), bv));
     }
@@ -37,7 +37,7 @@ void swiglu_row_backward(const T* a, const T* b, const T* dh, T* da, T* db, int6
   if constexpr (std::is_same_v<T, float>) {
     const __m512 one = _mm512_set1_ps(1.0f);
     for (; j < I; j += 16) {
-      const __mmask16 m = I - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (I - j)) - 1);
+      const __mmask16 m = tail_mask16(I - j);
       const __m512 av = _mm512_maskz_loadu_ps(m, a + j), bv = _mm512_maskz_loadu_ps(m, b + j);
       const __m512 g = _mm512_maskz_loadu_ps(m, dh + j), sig = sigmoid16(av);
       const __m512 silu = _mm512_mul_ps(av, sig);

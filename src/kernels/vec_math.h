@@ -1,6 +1,7 @@
-// Elementwise math on 16 floats at a time (AVX-512), for the kernels whose time goes to
-// exp: SwiGLU's sigmoid over every FFN row. Scalar std::exp costs ~20 cycles an element,
-// as much as 4% of an FFN expert's forward; this costs about one.
+// Helpers for kernels that work on 16 floats at a time (AVX-512): the lane mask of a
+// ragged tail, and elementwise math for the kernels whose time goes to exp (SwiGLU's
+// sigmoid over every FFN row: scalar std::exp costs ~20 cycles an element, as much as 4%
+// of an FFN expert's forward; exp16 costs about one).
 //
 // exp16: exp(x) = 2^n * e^r with n = round(x / ln 2) and r = x - n ln 2 (|r| <= ln2 / 2,
 // ln 2 split in two so r is exact to ~1 ulp), e^r by its degree-6 Taylor polynomial
@@ -12,7 +13,14 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace moepp {
+
+// The first min(max(n, 0), 16) lanes.
+inline __mmask16 tail_mask16(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
 
 inline __m512 exp16(__m512 x) {
   x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));

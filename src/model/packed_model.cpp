@@ -26,6 +26,33 @@ PackedMatrix take(Tensor<float>& t, WeightType type) {
   return p;
 }
 
+// Every packed matrix of m with its SPEC name; Model is PackedModel, const or not, with
+// its layers (and their experts) in place.
+template <typename Model, typename Fn>
+void visit_packed(Model& m, Fn&& fn) {
+  fn("model.embed_tokens.weight", m.embed);
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    auto& P = m.layers[l];
+    fn(pre + "self_attn.q_proj.weight", P.wq);
+    fn(pre + "self_attn.k_proj.weight", P.wk);
+    fn(pre + "self_attn.v_proj.weight", P.wv);
+    fn(pre + "self_attn.o_proj.weight", P.wo);
+    if (P.experts) {
+      for (size_t e = 0; e < P.experts->up.size(); ++e) {
+        const std::string ex = pre + "mlp.moe.experts.experts." + std::to_string(e) + ".";
+        fn(ex + "up_proj.weight", P.experts->up[e]);
+        fn(ex + "down_proj.weight", P.experts->down[e]);
+      }
+    } else {
+      fn(pre + "mlp.gate_proj.weight", P.gate);
+      fn(pre + "mlp.up_proj.weight", P.up);
+      fn(pre + "mlp.down_proj.weight", P.down);
+    }
+  }
+  if (!m.tied) fn("lm_head.weight", m.lm_head);
+}
+
 }  // namespace
 
 std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightType type, const Fill& fill) {
@@ -47,34 +74,19 @@ std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightTy
     MOEPP_CHECK(it != packed.end(), "packed model: no packed tensor ", name);
     return std::move(it->second);
   };
-  m->embed = get("model.embed_tokens.weight");
-  if (!m->tied) m->lm_head = get("lm_head.weight");
   auto& w = m->rest;
   m->layers.resize(w.layers.size());
   for (size_t l = 0; l < w.layers.size(); ++l) {
-    const std::string pre = "model.layers." + std::to_string(l) + ".";
-    auto& P = m->layers[l];
-    P.wq = get(pre + "self_attn.q_proj.weight");
-    P.wk = get(pre + "self_attn.k_proj.weight");
-    P.wv = get(pre + "self_attn.v_proj.weight");
-    P.wo = get(pre + "self_attn.o_proj.weight");
     auto& L = w.layers[l];
-    if (L.is_moe) {
-      P.experts = std::make_unique<PackedExperts>();
-      for (size_t e = 0; e < L.moe.up.size(); ++e) {
-        const std::string ex = pre + "mlp.moe.experts.experts." + std::to_string(e) + ".";
-        P.experts->up.push_back(get(ex + "up_proj.weight"));
-        P.experts->down.push_back(get(ex + "down_proj.weight"));
-      }
-      L.moe.up.clear();
-      L.moe.down.clear();
-      L.moe.packed = P.experts.get();
-    } else {
-      P.gate = get(pre + "mlp.gate_proj.weight");
-      P.up = get(pre + "mlp.up_proj.weight");
-      P.down = get(pre + "mlp.down_proj.weight");
-    }
+    if (!L.is_moe) continue;
+    auto& experts = m->layers[l].experts = std::make_unique<PackedExperts>();
+    experts->up.resize(L.moe.up.size());
+    experts->down.resize(L.moe.down.size());
+    L.moe.up.clear();
+    L.moe.down.clear();
+    L.moe.packed = experts.get();
   }
+  visit_packed(*m, [&](const std::string& name, PackedMatrix& p) { p = get(name); });
   // The f32 staging tensors were freed between packed allocations; hand the holes they
   // left in the heap back to the system (a 7B load otherwise keeps ~3 GB of them).
   malloc_trim(0);
@@ -92,36 +104,12 @@ std::unique_ptr<PackedModel> PackedModel::pack(const ModelConfig& cfg, ModelPara
 }
 
 void PackedModel::for_each_packed(const std::function<void(const std::string&, const PackedMatrix&)>& fn) const {
-  fn("model.embed_tokens.weight", embed);
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const std::string pre = "model.layers." + std::to_string(l) + ".";
-    const auto& P = layers[l];
-    fn(pre + "self_attn.q_proj.weight", P.wq);
-    fn(pre + "self_attn.k_proj.weight", P.wk);
-    fn(pre + "self_attn.v_proj.weight", P.wv);
-    fn(pre + "self_attn.o_proj.weight", P.wo);
-    if (P.experts) {
-      for (size_t e = 0; e < P.experts->up.size(); ++e) {
-        const std::string ex = pre + "mlp.moe.experts.experts." + std::to_string(e) + ".";
-        fn(ex + "up_proj.weight", P.experts->up[e]);
-        fn(ex + "down_proj.weight", P.experts->down[e]);
-      }
-    } else {
-      fn(pre + "mlp.gate_proj.weight", P.gate);
-      fn(pre + "mlp.up_proj.weight", P.up);
-      fn(pre + "mlp.down_proj.weight", P.down);
-    }
-  }
-  if (!tied) fn("lm_head.weight", lm_head);
+  visit_packed(*this, fn);
 }
 
 size_t PackedModel::packed_bytes() const {
-  size_t b = embed.bytes() + lm_head.bytes();
-  for (const auto& L : layers) {
-    b += L.wq.bytes() + L.wk.bytes() + L.wv.bytes() + L.wo.bytes() + L.gate.bytes() + L.up.bytes() + L.down.bytes();
-    if (L.experts)
-      for (size_t e = 0; e < L.experts->up.size(); ++e) b += L.experts->up[e].bytes() + L.experts->down[e].bytes();
-  }
+  size_t b = 0;
+  visit_packed(*this, [&](const std::string&, const PackedMatrix& p) { b += p.bytes(); });
   return b;
 }
 

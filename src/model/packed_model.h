@@ -42,9 +42,9 @@ struct PackedModel {
   // Takes the parameters over; `type` f32 keeps every value as it is.
   static std::unique_ptr<PackedModel> pack(const ModelConfig& cfg, ModelParams<float>&& params, WeightType type);
   const PackedMatrix& output_weights() const { return tied ? embed : lm_head; }
-  size_t packed_bytes() const;
+  size_t packed_bytes() const;  // bytes of all packed matrices
   // Every packed matrix with its SPEC name.
-  void for_each_packed(const std::function<void(const std::string&, const PackedMatrix&)>& fn) const;  // bytes of all packed matrices
+  void for_each_packed(const std::function<void(const std::string&, const PackedMatrix&)>& fn) const;
 };
 
 }  // namespace moepp

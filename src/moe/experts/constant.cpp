@@ -3,17 +3,15 @@
 #include <algorithm>
 #include <cmath>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "kernels/vec_math.h"
 
 namespace moepp {
 
 namespace {
 
-// (x . p, x . q) with Acc accumulators in 16 independent lanes each: the compiler turns
-// the lane loop into vector FMAs (a single running sum would be one serial chain, ~6k
-// cycles per slot at D = 1536), and 16 partial sums round no worse than one.
+// (x . p, x . q) accumulated in Acc, 16 partial sums each: independent chains instead of
+// one serial chain of D additions (~6k cycles per slot at D = 1536), and 16 partial sums
+// round no worse than one. The f32 case is written out below.
 template <typename Acc, typename T>
 void two_dots(const T* x, const T* p, const T* q, int64_t D, Acc& xp, Acc& xq) {
   constexpr int64_t L = 16;
@@ -37,8 +35,8 @@ void two_dots(const T* x, const T* p, const T* q, int64_t D, Acc& xp, Acc& xq) {
 }
 
 #if defined(__AVX512F__)
-// The f32 forward's case, written out: 16-lane FMAs into two register accumulators each
-// (the generic loop above left its lane arrays on the stack).
+// The f32 forward's case: 16-lane FMAs into one register accumulator each (GCC keeps the
+// generic loop's partial sums in memory).
 template <>
 void two_dots<float, float>(const float* x, const float* p, const float* q, int64_t D, float& xp, float& xq) {
   __m512 sp = _mm512_setzero_ps(), sq = _mm512_setzero_ps();
@@ -49,7 +47,7 @@ void two_dots<float, float>(const float* x, const float* p, const float* q, int6
     sq = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), xv, sq);
   }
   if (d < D) {
-    const __mmask16 m = __mmask16((1u << (D - d)) - 1);
+    const __mmask16 m = tail_mask16(D - d);
     const __m512 xv = _mm512_maskz_loadu_ps(m, x + d);
     sp = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p + d), xv, sp);
     sq = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), xv, sq);
