@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/stats.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -42,17 +43,17 @@ double fma_peak_gflops(int threads) {
 #endif
 }
 
+double seconds_of(const std::function<void()>& fn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 double median_seconds(int repeats, const std::function<void()>& fn) {
   fn();
   std::vector<double> t;
-  for (int i = 0; i < std::max(1, repeats); ++i) {
-    const auto a = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  for (int i = 0; i < std::max(1, repeats); ++i) t.push_back(seconds_of(fn));
+  return median(t);
 }
 
 Flags::Flags(int argc, char** argv) {

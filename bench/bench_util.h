@@ -9,6 +9,9 @@
 
 namespace moepp::bench {
 
+// Wall-clock seconds of one call of fn.
+double seconds_of(const std::function<void()>& fn);
+
 // Runs fn once to warm up, then `repeats` times; returns the median seconds.
 double median_seconds(int repeats, const std::function<void()>& fn);
 

@@ -35,18 +35,25 @@ using namespace moepp::bench;
 
 namespace {
 
-ModelConfig mixtral_shape(int layers, bool moepp) {
+// A decoder's sizes; the MoE fields are left to the caller.
+ModelConfig decoder_shape(int64_t vocab, int64_t hidden, int64_t intermediate, int layers, int heads, int kv_heads,
+                          int64_t max_positions) {
   ModelConfig c;
-  c.vocab_size = 8192;
-  c.hidden_size = 1024;
-  c.intermediate_size = 2816;
+  c.vocab_size = vocab;
+  c.hidden_size = hidden;
+  c.intermediate_size = intermediate;
   c.num_hidden_layers = layers;
-  c.num_attention_heads = 16;
-  c.num_key_value_heads = 8;
-  c.max_position_embeddings = 1024;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = kv_heads;
+  c.max_position_embeddings = max_positions;
   c.moe_2layer_gate = false;
-  c.moe_use_logits_norm = moepp;
   c.moe_feature_no_mul_topk = true;
+  return c;
+}
+
+ModelConfig mixtral_shape(int layers, bool moepp) {
+  ModelConfig c = decoder_shape(8192, 1024, 2816, layers, 16, 8, 1024);
+  c.moe_use_logits_norm = moepp;
   c.num_constant_experts = moepp ? 2 : 0;
   c.num_copy_experts = moepp ? 1 : 0;
   c.num_zero_experts = moepp ? 1 : 0;
@@ -58,17 +65,8 @@ ModelConfig mixtral_shape(int layers, bool moepp) {
 // The released MoE++7B (SPEC: 16 FFN + 2 constant + copy + zero, logit norm, linear router,
 // inputs not scaled by k).
 ModelConfig moepp7b_shape(int layers) {
-  ModelConfig c;
-  c.vocab_size = 65536;
-  c.hidden_size = 1536;
-  c.intermediate_size = 4096;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = 16;
-  c.num_key_value_heads = 16;
-  c.max_position_embeddings = 2048;
-  c.moe_2layer_gate = false;
+  ModelConfig c = decoder_shape(65536, 1536, 4096, layers, 16, 16, 2048);
   c.moe_use_logits_norm = true;
-  c.moe_feature_no_mul_topk = true;
   c.num_experts = 20;
   return c;
 }

@@ -15,7 +15,6 @@
 //        [--experts 16] [--threads 2] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
 //        [--json FILE]
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -24,6 +23,7 @@
 #include "bench_util.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "core/stats.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_panels.h"
 #include "kernels/swiglu.h"
@@ -136,26 +136,17 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
   // machine; medians.
   moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data());  // warm-up, fills the cache
   std::vector<double> total, router, dispatch, ffn;
-  auto timed = [](std::vector<double>& into, const auto& fn) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    into.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  };
   for (int r = 0; r < s.repeats + 2; ++r) {
-    timed(total, [&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); });
-    timed(router, [&] { router_forward(cfg, w, x.data(), s.T, zp, cache.router); });
-    timed(dispatch, [&] {
+    total.push_back(seconds_of([&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); }));
+    router.push_back(seconds_of([&] { router_forward(cfg, w, x.data(), s.T, zp, cache.router); }));
+    dispatch.push_back(seconds_of([&] {
       plan_dispatch(cfg, cache.router.idx.data(), s.T, cache.plan);
       cache.stats = routing_stats(cfg, cache.plan);
       cache.balance_loss = balance_loss_forward(cfg, cache.router.p.data(), cache.router.idx.data(), s.T, cache.f);
       gather_ffn_rows(cache.plan, x.data(), s.D, cache.ffn.x.data());
-    });
-    timed(ffn, [&] { ffn_experts_forward(cfg, w, cache.plan, cache.ffn); });
+    }));
+    ffn.push_back(seconds_of([&] { ffn_experts_forward(cfg, w, cache.plan, cache.ffn); }));
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
   t.fwd_packed_s = median(total);
   t.router_s = median(router);
   t.dispatch_s = median(dispatch);
@@ -339,9 +330,9 @@ int main(int argc, char** argv) try {
         std::copy(gate_maps[i - 1].data(), gate_maps[i - 1].data() + pp.gate_map.numel(), pp.gate_map.data());
       }
       w.packed = prepacked ? &packed : nullptr;
-      const auto t0 = std::chrono::steady_clock::now();
-      moe_forward(vanilla ? van_cfg : pp_cfg, w, x.data(), s.T, vanilla ? nullptr : ones.data(), caches[i], y.data());
-      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double sec = seconds_of([&] {
+        moe_forward(vanilla ? van_cfg : pp_cfg, w, x.data(), s.T, vanilla ? nullptr : ones.data(), caches[i], y.data());
+      });
       w.packed = nullptr;
       if (vanilla) {
         std::swap(pp.up, van.up);
@@ -359,10 +350,6 @@ int main(int argc, char** argv) try {
           fwd_packed[i].push_back(b);
         }
       }
-    auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v[v.size() / 2];
-    };
     out["forward_rounds"] = rounds;
     for (size_t i = 0; i < V; ++i) {
       auto& r = runs[i];

@@ -15,6 +15,7 @@
 #include "bench_util.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "core/stats.h"
 #include "model/params.h"
 #include "model/transformer.h"
 #include "train/optimizer.h"
@@ -76,8 +77,7 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S) {
     for (const auto& s : routing_stats_of(cfg, cache)) all.add(s);
     ffn_per_token = all.ffn_experts_per_token();
   }
-  std::sort(times.begin(), times.end());
-  const double med = times[times.size() / 2];
+  const double med = median(times);
   const double n = double(params.numel(cfg));
   return {{"params", int64_t(n)}, {"tokens_per_s", double(B * S) / med}, {"step_s_median", med},
           {"ffn_experts_per_token", ffn_per_token},

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/stats.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "io/atomic_file.h"
@@ -79,8 +80,7 @@ double time_moe_layers(const ModelConfig& cfg, const ModelParams<float>& w, cons
     }
     if (rep > 0) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return median(t);
 }
 
 std::string fmt(const char* f, double v) {
@@ -116,9 +116,8 @@ void retime_runs(const ExperimentOptions& opt, const json& plan, int64_t vocab, 
     for (auto& r : runs) r.seconds.push_back(time_moe_layers(r.model.config, r.model.params, val, r.batch, r.seq));
   }
   for (auto& r : runs) {
-    std::sort(r.seconds.begin(), r.seconds.end());
     json& res = results[r.result];
-    res["moe_forward_s"] = r.seconds[r.seconds.size() / 2];
+    res["moe_forward_s"] = median(r.seconds);
     res["moe_forward_timing"] = "median of " + std::to_string(r.seconds.size()) + " interleaved retiming rounds";
     write_file_atomic(opt.out_dir + "/results/" + res.at("name").get<std::string>() + ".json", res.dump(2) + "\n");
   }

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/stats.h"
 #include "io/atomic_file.h"
 
 namespace moepp {
@@ -53,9 +54,7 @@ double median_tokens_per_s(const std::string& run_dir) {
     } catch (const json::exception&) {
     }
   }
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  return median(v);
 }
 
 void truncate_jsonl_after(const std::string& path, int64_t max_step) {
