@@ -153,15 +153,19 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
   t.ffn_s = median(ffn);
   w.packed = nullptr;
   t.dweights_s = median_seconds(s.repeats, [&] {
-    const auto& f = cache.ffn;  // u and o stand in for dU and dO: same shapes, same cost
+    // The backward's lists (experts/ffn.cpp); u and o stand in for dU and dO: same shapes.
+    const auto& f = cache.ffn;
+    std::vector<GemmProblem<float>> dup, ddown;
     for (int e = 0; e < cfg.num_ffn; ++e) {
       const int64_t r0 = cache.plan.offsets[size_t(e)], M = cache.plan.rows(e);
       if (M == 0) continue;
-      gemm<float>(Trans::T, Trans::N, 2 * s.I, s.D, M, 1.0f, f.u.data() + r0 * 2 * s.I, 2 * s.I,
-                  f.x.data() + r0 * s.D, s.D, 1.0f, g.up[size_t(e)].data(), s.D);
-      gemm<float>(Trans::T, Trans::N, s.D, s.I, M, 1.0f, f.o.data() + r0 * s.D, s.D, f.h.data() + r0 * s.I, s.I,
-                  1.0f, g.down[size_t(e)].data(), s.I);
+      dup.push_back({2 * s.I, s.D, M, f.u.data() + r0 * 2 * s.I, 2 * s.I, f.x.data() + r0 * s.D, s.D,
+                     g.up[size_t(e)].data(), s.D, 1.0f});
+      ddown.push_back({s.D, s.I, M, f.o.data() + r0 * s.D, s.D, f.h.data() + r0 * s.I, s.I,
+                       g.down[size_t(e)].data(), s.I, 1.0f});
     }
+    gemm_grouped<float>(Trans::T, Trans::N, ddown);
+    gemm_grouped<float>(Trans::T, Trans::N, dup);
   });
   t.zc = 1.0 - cache.stats.share(ExpertKind::ffn);
   t.ffn_per_token = cache.stats.ffn_experts_per_token();

@@ -128,6 +128,14 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
         panel_matmul(p.A, p.M, p.lda, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
         continue;
       }
+      // The experts' weight gradients (dW += dY^T X over an expert's few tokens): the
+      // panel kernel keeps X in L2 and streams dW row by row, where oneDNN walks it in
+      // strided blocks (bench/gemm, dW rows).
+      if (ta == Trans::T && tb == Trans::N && (p.beta == 0.0f || p.beta == 1.0f) &&
+          panel_matmul_tn_suits(p.K, p.N)) {
+        panel_matmul_tn(p.A, p.lda, p.M, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
+        continue;
+      }
     }
     gemm<T>(ta, tb, p.M, p.N, p.K, T(1), p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
   }

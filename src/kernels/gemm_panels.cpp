@@ -28,7 +28,11 @@ constexpr int64_t kDepth = MOEPP_PANEL_DEPTH;  // K per pass (a 64 KB panel slic
 #define MOEPP_PANEL_AHEAD 1
 #endif
 constexpr int64_t kAhead = MOEPP_PANEL_AHEAD;  // panel slices between a prefetch and its use
-constexpr int64_t kRowsPerChunk = 512;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
+constexpr int64_t kRowsPerChunk = 512;
+// A B of at most this size (one K block) stays in L2 whole, and the output is walked by
+// row tiles instead of by panel groups; bench/gemm's dW rows: at 52 tokens 1.5x oneDNN,
+// while 1.5 MB and 2 MB thresholds lost 10-30% at 128-256 tokens.
+constexpr int64_t kRowsOuterMaxBytes = int64_t(1) << 20;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
 
 // Where the panels live: packed (PanelMatrix: panel p at base + p K 32, its rows 32 floats
 // apart) or a row-major [K, N] matrix read in place (panel p = columns 32p.. of every row,
@@ -60,16 +64,18 @@ void tile_kernel(int64_t kc, const float* a, const float* b, int64_t ldb, const 
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
-  for (int64_t k = 0, row = 0; k < kc; ++k, a += MR, b += ldb) {
+  for (int64_t k = 0, row = 0, crow = 0; k < kc; ++k, a += MR, b += ldb) {
     for (; row * kc < pf.rows * (k + 1); ++row) {
       const char* line = reinterpret_cast<const char*>(pf.slice + row * pf.stride);
       _mm_prefetch(line, _MM_HINT_T1);
       _mm_prefetch(line + 64, _MM_HINT_T1);
     }
-    if ((k & 7) == 0 && (k >> 3) < pf.c_rows) {  // one output row every 8 steps
-      const float* crow = pf.c_next + (k >> 3) * ldc;
-      _mm_prefetch(reinterpret_cast<const char*>(crow), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(crow + 16), _MM_HINT_T0);
+    // The next tile's output rows, spread over the first half of the steps (a shallow K,
+    // as in the weight gradients, still prefetches them all).
+    for (; crow < pf.c_rows && crow * kc < 2 * k * pf.c_rows + 1; ++crow) {
+      const float* line = pf.c_next + crow * ldc;
+      _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(line + 16), _MM_HINT_T0);
     }
     const __m512 b0 = _mm512_maskz_loadu_ps(k0, b), b1 = _mm512_maskz_loadu_ps(k1, b + 16);
 #pragma GCC unroll 16
@@ -119,11 +125,19 @@ struct RowTiles {
   int64_t start(int64_t t) const { return t * base + std::min(t, extra); }
 };
 
-// Tile t's rows of x[m0 + row, k0 + k] into dst + start(t) * kc as [kc][tile rows].
-void pack_rows(const float* x, int64_t ldx, int64_t m0, int64_t k0, int64_t kc, const RowTiles& tiles, int64_t t,
-               float* dst) {
+// Tile t's rows of x[m0 + row, k0 + k] into dst + start(t) * kc as [kc][tile rows]. When
+// x_transposed, x is stored [K, M] (x[m, k] at k ldx + m) and each k's rows are contiguous.
+void pack_rows(const float* x, int64_t ldx, bool x_transposed, int64_t m0, int64_t k0, int64_t kc,
+               const RowTiles& tiles, int64_t t, float* dst) {
   const int64_t r0 = tiles.start(t), mr = tiles.size(t);
   float* d = dst + r0 * kc;
+  if (x_transposed) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = x + (k0 + k) * ldx + m0 + r0;
+      for (int64_t i = 0; i < mr; ++i) d[k * mr + i] = src[i];
+    }
+    return;
+  }
   for (int64_t i = 0; i < mr; ++i) {
     const float* src = x + (m0 + r0 + i) * ldx + k0;
     for (int64_t k = 0; k < kc; ++k) d[k * mr + i] = src[k];
@@ -179,9 +193,10 @@ void copy_slice(const float* src, int64_t ld, int64_t kc, int64_t ncols, float* 
   }
 }
 
-// y[M, N] (+)= x[M, K] B[K, N] with B's column panels read from `src`.
-void panel_product(const float* x, int64_t M, int64_t ldx, const PanelSource& src, int64_t N, int64_t K, float* y,
-                   int64_t ldy, bool accumulate) {
+// y[M, N] (+)= x[M, K] B[K, N] with B's column panels read from `src`; x stored [M, K], or
+// [K, M] when x_transposed.
+void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, const PanelSource& src, int64_t N,
+                   int64_t K, float* y, int64_t ldy, bool accumulate) {
   const int64_t P = (N + kPanelWidth - 1) / kPanelWidth;
   const int threads = omp_in_parallel() ? 1 : int(std::min<int64_t>(max_threads(), P));
   // Panels go out in groups, a few per thread, first come first served: a thread slowed
@@ -191,6 +206,7 @@ void panel_product(const float* x, int64_t M, int64_t ldx, const PanelSource& sr
   const int64_t group = std::clamp<int64_t>(P / (4 * threads), 1, 16);
   const int64_t groups = (P + group - 1) / group;
   const int64_t blocks = (K + kDepth - 1) / kDepth;
+  const bool rows_outer = blocks == 1 && K * N * int64_t(sizeof(float)) <= kRowsOuterMaxBytes;
   // Rows in equal chunks (256 rows run as one chunk, not 240 + 16). Each chunk of x is
   // packed once, all of K, tile by tile in every block, shared by the threads. Kept across
   // calls: a fresh buffer this size would be mmapped and page-faulted on every product.
@@ -208,8 +224,34 @@ void panel_product(const float* x, int64_t M, int64_t ldx, const PanelSource& sr
 #pragma omp for schedule(static)
       for (int64_t bt = 0; bt < blocks * tiles.count; ++bt) {
         const int64_t k0 = bt / tiles.count * kDepth;
-        pack_rows(x, ldx, m0, k0, std::min(kDepth, K - k0), tiles, bt % tiles.count, packed + mc * k0);
+        pack_rows(x, ldx, x_transposed, m0, k0, std::min(kDepth, K - k0), tiles, bt % tiles.count, packed + mc * k0);
       }
+      if (rows_outer) {
+        // Every slice of B stays in L2 for the whole product: walk the output by row tiles,
+        // each across all panels, so C streams row after row (the weight gradients: a few
+        // tokens deep, tens of MB of output).
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < tiles.count; ++tile) {
+          const int64_t r0 = tiles.start(tile), mr = tiles.size(tile);
+          float* c = y + (m0 + r0) * ldy;
+          for (int64_t p = 0; p < P; ++p) {
+            const float* b = src.slice(p, 0);
+            int64_t ldb = src.row_stride;
+            const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
+            if (src.copy) {
+              copy_slice(b, ldb, K, ncols, slice_copy.data());
+              b = slice_copy.data();
+              ldb = kPanelWidth;
+            }
+            TilePrefetch pf;
+            if (p + 1 < P) {
+              pf.c_next = c + (p + 1) * kPanelWidth;
+              pf.c_rows = mr;
+            }
+            kTiles[size_t(mr - 1)](K, packed + r0 * K, b, ldb, pf, c + p * kPanelWidth, ldy, ncols, accumulate);
+          }
+        }
+      } else {
 #pragma omp for schedule(dynamic, 1)
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t q0 = g * group, q1 = std::min(P, q0 + group);
@@ -254,6 +296,7 @@ void panel_product(const float* x, int64_t M, int64_t ldx, const PanelSource& sr
           }
         }
       }
+      }
     }
     m0 += mc;
   }
@@ -267,23 +310,47 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
   if (M == 0 || N == 0) return;
   MOEPP_CHECK(M > 0 && ldx >= K && ldy >= N, "panel_linear: M ", M, ", strides ", ldx, ", ", ldy,
               " do not fit the matrix shape [", N, ", ", K, "]");
-  panel_product(x, M, ldx, PanelSource{W.panels.data(), K * kPanelWidth, kPanelWidth}, N, K, y, ldy, accumulate);
+  panel_product(x, M, ldx, false, PanelSource{W.panels.data(), K * kPanelWidth, kPanelWidth}, N, K, y, ldy,
+                accumulate);
 }
 
-bool panel_matmul_suits(int64_t ldb) {
+namespace {
+
+// Whether a panel slice of `rows` rows of two 64-byte lines, ldb floats apart, spreads
+// over enough sets of a 2 MB 16-way L2 to stay there.
+bool slice_fits_l2(int64_t ldb, int64_t rows) {
   const int64_t bytes = ldb * int64_t(sizeof(float));
   if (bytes % 64) return true;  // rows start at varying offsets within lines: no pile-up
   constexpr int64_t kL2Sets = 2048, kL2Ways = 16;
   const int64_t sets = kL2Sets / std::gcd(bytes / 64, kL2Sets);
-  return sets * kL2Ways >= 2 * kDepth;
+  return sets * kL2Ways >= 2 * rows;
 }
+
+}  // namespace
+
+bool panel_matmul_suits(int64_t ldb) { return slice_fits_l2(ldb, kDepth); }
 
 void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_t K, int64_t N, int64_t ldb,
                   float* y, int64_t ldy, bool accumulate) {
   if (M == 0 || N == 0) return;
   MOEPP_CHECK(M > 0 && K > 0 && ldx >= K && ldb >= N && ldy >= N, "panel_matmul: M ", M, ", K ", K, ", N ", N,
               ", strides ", ldx, ", ", ldb, ", ", ldy, " do not fit");
-  panel_product(x, M, ldx, PanelSource{B, kPanelWidth, ldb, !panel_matmul_suits(ldb)}, N, K, y, ldy, accumulate);
+  panel_product(x, M, ldx, false, PanelSource{B, kPanelWidth, ldb, !panel_matmul_suits(ldb)}, N, K, y, ldy,
+                accumulate);
+}
+
+bool panel_matmul_tn_suits(int64_t K, int64_t N) {
+  return K <= kDepth && K * N * int64_t(sizeof(float)) <= kRowsOuterMaxBytes;
+}
+
+void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,
+                     float* y, int64_t ldy, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  MOEPP_CHECK(M > 0 && K > 0 && lda >= M && ldb >= N && ldy >= N, "panel_matmul_tn: M ", M, ", K ", K, ", N ", N,
+              ", strides ", lda, ", ", ldb, ", ", ldy, " do not fit");
+  // K is an expert's token count here, often below kDepth: the slices are that shallow.
+  const bool copy = !slice_fits_l2(ldb, std::min(K, kDepth));
+  panel_product(a, M, lda, true, PanelSource{B, kPanelWidth, ldb, copy}, N, K, y, ldy, accumulate);
 }
 
 }  // namespace moepp

@@ -41,6 +41,16 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
 void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_t K, int64_t N, int64_t ldb,
                   float* y, int64_t ldy, bool accumulate = false);
 
+// y[M, N] (+)= A^T B with A stored [K, M] (row stride lda) and B row-major [K, N] read in
+// place: the weight gradients dW += dY^T X of an expert, whose reduction runs over its
+// K tokens. The output rows go through the same register tiles (A's columns packed), so
+// each gradient tile is read and written once per call.
+void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,
+                     float* y, int64_t ldy, bool accumulate = false);
+// Whether B [K, N] is small enough (one K block, 1 MB) for panel_matmul_tn to keep it in L2
+// and stream the output row by row; larger ones run faster on the general GEMM.
+bool panel_matmul_tn_suits(int64_t K, int64_t N);
+
 // Whether panel_matmul reads a B with this row stride in place: a panel slice (512 rows of
 // two 64-byte lines, ldb floats apart) must spread over enough cache sets to stay in a
 // 2 MB 16-way L2. Strides that are multiples of 4 KB pile the rows onto a few sets and

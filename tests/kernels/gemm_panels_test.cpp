@@ -109,12 +109,46 @@ TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
   set_threads(saved);
 }
 
+// panel_matmul_tn: y (+)= A^T B, A stored [K, M] — the experts' weight gradients, whose
+// depth K is a token count. Output row counts spanning several row chunks (1100), depths
+// below and above one K block, a 4 KB B stride (slices copied only when deep).
+TEST(GemmPanels, MatmulTransposedAMatchesNaiveDouble) {
+  const int saved = max_threads();
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    for (int64_t M : {1, 13, 40, 1100})
+      for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {52, 70}, {600, 45}, {100, 1000}}) {
+        if (M == 1100 && K > 100) continue;  // keep the test fast
+        Rng rng(uint64_t(M * 6007 + K * 37 + N));
+        const int64_t lda = M + 3, ldb = N == 1000 ? 1024 : N + 1, ldy = N + 2;
+        auto a = random_tensor<double>({K, lda}, rng);
+        auto b = random_tensor<double>({K, ldb}, rng);
+        auto y0 = random_tensor<double>({M, ldy}, rng);
+        auto af = cast<float>(a), bf = cast<float>(b);
+        // x[m, k] = A[k, m], laid out [M, K] for the naive reference.
+        Tensor<double> x({M, K});
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t k = 0; k < K; ++k) x[m * K + k] = a[k * lda + m];
+        for (bool accumulate : {false, true}) {
+          auto yf = cast<float>(y0);
+          panel_matmul_tn(af.data(), lda, M, bf.data(), K, N, ldb, yf.data(), ldy, accumulate);
+          const double err = error_vs_naive(yf, y0, x, M, K, N, K, ldy, accumulate,
+                                            [&](int64_t k, int64_t j) { return b[k * ldb + j]; });
+          EXPECT_LT(err, 2e-6)
+              << "threads=" << threads << " M=" << M << " K=" << K << " N=" << N << " accumulate=" << accumulate;
+        }
+      }
+  }
+  set_threads(saved);
+}
+
 TEST(GemmPanels, RejectsStridesBelowTheShape) {
   std::vector<float> w(8 * 4, 1.0f), x(4), y(8);
   const auto p = PanelMatrix::pack(w.data(), 8, 4);
   EXPECT_THROW(panel_linear(x.data(), 1, 3, p, y.data(), 8), Error);
   EXPECT_THROW(panel_linear(x.data(), 1, 4, p, y.data(), 7), Error);
   EXPECT_THROW(panel_matmul(x.data(), 1, 4, w.data(), 4, 8, 7, y.data(), 8), Error);  // ldb < N
+  EXPECT_THROW(panel_matmul_tn(w.data(), 0, 1, w.data(), 4, 8, 8, y.data(), 8), Error);  // lda < M
 }
 
 // Row strides whose panel slices pile onto a few L2 sets are left to the general GEMM.

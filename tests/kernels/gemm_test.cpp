@@ -101,6 +101,37 @@ TEST(Gemm, GroupedNNMatchesNaiveDouble) {
   }
 }
 
+// The experts' weight gradients: dW (+)= dY^T X per expert, each over its own rows. Depths
+// of a few tokens take the panel kernel (X small enough to stay in L2), 600 the provider.
+TEST(Gemm, GroupedTNMatchesNaiveDouble) {
+  Rng rng(5);
+  for (int64_t K : {3, 52, 600}) {
+    const int64_t M = 70, N = 45;
+    for (float beta : {0.0f, 1.0f}) {
+      std::vector<Tensor<double>> A, B, C0;
+      std::vector<Tensor<float>> Af, Bf, C;
+      std::vector<GemmProblem<float>> problems;
+      for (int e = 0; e < 3; ++e) {
+        A.push_back(random_tensor<double>({K, M}, rng));
+        B.push_back(random_tensor<double>({K, N}, rng));
+        C0.push_back(random_tensor<double>({M, N}, rng));
+        Af.push_back(cast<float>(A.back()));
+        Bf.push_back(cast<float>(B.back()));
+        C.push_back(cast<float>(C0.back()));
+      }
+      for (int e = 0; e < 3; ++e)
+        problems.push_back({M, N, K, Af[size_t(e)].data(), M, Bf[size_t(e)].data(), N, C[size_t(e)].data(), N, beta});
+      gemm_grouped<float>(Trans::T, Trans::N, problems);
+      for (size_t e = 0; e < 3; ++e) {
+        Tensor<double> AB({M, N}), want({M, N});
+        naive_gemm(true, false, M, N, K, A[e].data(), B[e].data(), AB.data());
+        for (int64_t i = 0; i < M * N; ++i) want[i] = AB[i] + beta * C0[e][i];
+        EXPECT_LT(rel_error(C[e], want), 2e-6) << "K=" << K << " beta=" << beta << " expert " << e;
+      }
+    }
+  }
+}
+
 TEST(Gemm, RejectsBadLeadingDimensions) {
   Tensor<float> A({4, 4}), B({4, 4}), C({4, 4});
   EXPECT_THROW(gemm<float>(Trans::N, Trans::N, 4, 4, 4, 1.0f, A.data(), 3, B.data(), 4, 0.0f, C.data(), 4), Error);

@@ -55,25 +55,21 @@ void ffn_experts_backward(const MoeConfig& cfg, const MoeParams<T>& w, const Dis
     const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
     if (M == 0) continue;
     dh_p.push_back({M, I, D, do_ + r0 * D, D, w.down[size_t(e)].data(), I, dh + r0 * I, I, T(0)});
+    ddown_p.push_back({D, I, M, do_ + r0 * D, D, c.h.data() + r0 * I, I, grad.down[size_t(e)].data(), I, T(1)});
   }
   gemm_grouped<T>(Trans::N, Trans::N, dh_p);
-  for (int e = 0; e < cfg.num_ffn; ++e) {
-    const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
-    if (M == 0) continue;
-    gemm<T>(Trans::T, Trans::N, D, I, M, T(1), do_ + r0 * D, D, c.h.data() + r0 * I, I, T(1),
-            grad.down[size_t(e)].data(), I);
-  }
+  gemm_grouped<T>(Trans::T, Trans::N, ddown_p);
   std::memset(du, 0, size_t(R * 2 * I) * sizeof(T));
   swiglu_backward(c.u.data(), dh, du, R, I);
   // dUp += dU^T X;  dX = dU up
-  std::vector<GemmProblem<T>> dx_p;
+  std::vector<GemmProblem<T>> dup_p, dx_p;
   for (int e = 0; e < cfg.num_ffn; ++e) {
     const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
     if (M == 0) continue;
-    gemm<T>(Trans::T, Trans::N, 2 * I, D, M, T(1), du + r0 * 2 * I, 2 * I, c.x.data() + r0 * D, D,
-            T(1), grad.up[size_t(e)].data(), D);
+    dup_p.push_back({2 * I, D, M, du + r0 * 2 * I, 2 * I, c.x.data() + r0 * D, D, grad.up[size_t(e)].data(), D, T(1)});
     dx_p.push_back({M, D, 2 * I, du + r0 * 2 * I, 2 * I, w.up[size_t(e)].data(), D, dx + r0 * D, D, T(0)});
   }
+  gemm_grouped<T>(Trans::T, Trans::N, dup_p);
   gemm_grouped<T>(Trans::N, Trans::N, dx_p);
 }
 
