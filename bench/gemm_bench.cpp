@@ -1,7 +1,8 @@
 // bench/gemm: GFLOP/s of our kernels against the configured provider and CBLAS, at the
 // four FFN-expert GEMM shapes of the MoE++7B layer, over row counts: the few-row kernel
-// (gemm_small, NT), and the panel kernel (NT on weights packed once, NN on B as stored).
-// This is where kSmallGemmMaxRows and kPanelNNMaxRows come from.
+// (gemm_small, NT), and the panel kernel (NT on weights packed once, NN on B as stored);
+// then the weight gradients (TN, depth = an expert's tokens: panel_matmul_tn).
+// This is where kSmallGemmMaxRows, the NN threshold and the TN threshold come from.
 // Usage: gemm_bench [--threads 2] [--repeats 5]
 #include <cstdio>
 #include <vector>
@@ -61,6 +62,35 @@ int main(int argc, char** argv) {
                           gemm_f32_cblas(Trans::N, s.tb, M, s.N, s.K, 1.0f, A.data(), s.K, B.data(), ldb, 0.0f, C.data(), s.N);
                         }) / 1e9;
       std::printf("%-20s %5lld %10.1f %10.1f %10.1f %10.1f\n", s.name, (long long)M, small, pan, prov, cb);
+    }
+  }
+  // The weight gradients dW += dY^T X (TN): depth = an expert's tokens, output = a weight.
+  std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; dW (+)= A^T B, depth = tokens)\n", "shape", "depth", "",
+              "panels", "provider", "cblas");
+  struct ShapeTN {
+    const char* name;
+    int64_t M, N;
+  };
+  for (const auto& s : {ShapeTN{"dWup dU^T X   (TN)", 8192, 1536}, ShapeTN{"dWdn dO^T H   (TN)", 1536, 4096}}) {
+    Tensor<float> C({s.M, s.N});
+    for (int64_t K : {8, 16, 32, 52, 64, 96, 128, 256}) {
+      Tensor<float> A({K, s.M}), B({K, s.N});
+      for (int64_t i = 0; i < A.numel(); ++i) A[i] = float(i % 5) * 0.01f;
+      for (int64_t i = 0; i < B.numel(); ++i) B[i] = float(i % 7) * 0.01f;
+      const double flops = 2.0 * double(s.M) * double(s.N) * double(K);
+      const double pan = flops / median_seconds(repeats, [&] {
+                           panel_matmul_tn(A.data(), s.M, s.M, B.data(), K, s.N, s.N, C.data(), s.N, true);
+                         }) / 1e9;
+      const double prov = flops / median_seconds(repeats, [&] {
+                            gemm_f32_general(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f,
+                                             C.data(), s.N);
+                          }) / 1e9;
+      const double cb = flops / median_seconds(repeats, [&] {
+                          gemm_f32_cblas(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f,
+                                         C.data(), s.N);
+                        }) / 1e9;
+      std::printf("%-20s %5lld %10s %10.1f %10.1f %10.1f%s\n", s.name, (long long)K, "", pan, prov, cb,
+                  panel_matmul_tn_suits(K, s.N) ? "" : "   (layer: provider)");
     }
   }
   return 0;
