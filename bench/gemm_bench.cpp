@@ -65,30 +65,37 @@ int main(int argc, char** argv) {
     }
   }
   // The weight gradients dW += dY^T X (TN): depth = an expert's tokens, output = a weight.
-  std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; dW (+)= A^T B, depth = tokens)\n", "shape", "depth", "",
-              "panels", "provider", "cblas");
+  // As in a layer's backward, 16 experts' gradients are updated in turn, so they stream
+  // from memory (one 50 MB gradient alone would stay in a large L3 and flatter the kernels
+  // that walk it in blocks).
+  constexpr int kExperts = 16;
+  std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; dW (+)= A^T B for %d experts in turn, depth = tokens)\n",
+              "shape", "depth", "", "panels", "provider", "cblas", kExperts);
   struct ShapeTN {
     const char* name;
     int64_t M, N;
   };
   for (const auto& s : {ShapeTN{"dWup dU^T X   (TN)", 8192, 1536}, ShapeTN{"dWdn dO^T H   (TN)", 1536, 4096}}) {
-    Tensor<float> C({s.M, s.N});
+    std::vector<Tensor<float>> C;
+    for (int e = 0; e < kExperts; ++e) C.emplace_back(Shape{s.M, s.N});
     for (int64_t K : {8, 16, 32, 52, 64, 96, 128, 256}) {
       Tensor<float> A({K, s.M}), B({K, s.N});
       for (int64_t i = 0; i < A.numel(); ++i) A[i] = float(i % 5) * 0.01f;
       for (int64_t i = 0; i < B.numel(); ++i) B[i] = float(i % 7) * 0.01f;
-      const double flops = 2.0 * double(s.M) * double(s.N) * double(K);
-      const double pan = flops / median_seconds(repeats, [&] {
-                           panel_matmul_tn(A.data(), s.M, s.M, B.data(), K, s.N, s.N, C.data(), s.N, true);
-                         }) / 1e9;
-      const double prov = flops / median_seconds(repeats, [&] {
-                            gemm_f32_general(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f,
-                                             C.data(), s.N);
-                          }) / 1e9;
-      const double cb = flops / median_seconds(repeats, [&] {
-                          gemm_f32_cblas(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f,
-                                         C.data(), s.N);
-                        }) / 1e9;
+      const double flops = kExperts * 2.0 * double(s.M) * double(s.N) * double(K);
+      auto rate = [&](auto&& product) {
+        return flops / median_seconds(repeats, [&] {
+                 for (auto& c : C) product(c.data());
+               }) / 1e9;
+      };
+      const double pan =
+          rate([&](float* c) { panel_matmul_tn(A.data(), s.M, s.M, B.data(), K, s.N, s.N, c, s.N, true); });
+      const double prov = rate([&](float* c) {
+        gemm_f32_general(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f, c, s.N);
+      });
+      const double cb = rate([&](float* c) {
+        gemm_f32_cblas(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f, c, s.N);
+      });
       std::printf("%-20s %5lld %10s %10.1f %10.1f %10.1f%s\n", s.name, (long long)K, "", pan, prov, cb,
                   panel_matmul_tn_suits(K, s.N) ? "" : "   (layer: provider)");
     }

@@ -130,9 +130,9 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
       }
       // The experts' weight gradients (dW += dY^T X over an expert's few tokens): the
       // panel kernel keeps X in L2 and streams dW row by row, where oneDNN walks it in
-      // strided blocks (bench/gemm, dW rows). OpenBLAS's TN path is faster still at 128+
+      // strided blocks (bench/gemm, dW rows). OpenBLAS's TN path is faster still from ~50
       // tokens on its own, but its pthreads and our OpenMP threads contend when the calls
-      // interleave (docs/decisions.md), so larger products stay on the provider.
+      // interleave (docs/decisions.md), so deeper products stay on the provider.
       if (ta == Trans::T && tb == Trans::N && (p.beta == 0.0f || p.beta == 1.0f) &&
           panel_matmul_tn_suits(p.K, p.N)) {
         panel_matmul_tn(p.A, p.lda, p.M, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);

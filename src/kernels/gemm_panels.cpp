@@ -32,7 +32,11 @@ constexpr int64_t kRowsPerChunk = 512;
 // A B of at most this size (one K block) stays in L2 whole, and the output is walked by
 // row tiles instead of by panel groups; bench/gemm's dW rows: at 52 tokens 1.5x oneDNN,
 // while 1.5 MB and 2 MB thresholds lost 10-30% at 128-256 tokens.
-constexpr int64_t kRowsOuterMaxBytes = int64_t(1) << 20;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
+constexpr int64_t kRowsOuterMaxBytes = int64_t(1) << 20;
+// Up to this depth panel_matmul_tn beats oneDNN on the weight gradients of 16 experts
+// streamed from memory (bench/gemm, dW rows: 1.0-2.7x at 8-96 tokens; at 128 oneDNN
+// leads on dUp, 224 vs 200 GFLOP/s).
+constexpr int64_t kTnMaxDepth = 96;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
 
 // Where the panels live: packed (PanelMatrix: panel p at base + p K 32, its rows 32 floats
 // apart) or a row-major [K, N] matrix read in place (panel p = columns 32p.. of every row,
@@ -340,7 +344,8 @@ void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_
 }
 
 bool panel_matmul_tn_suits(int64_t K, int64_t N) {
-  return K <= kDepth && K * N * int64_t(sizeof(float)) <= kRowsOuterMaxBytes;
+  (void)N;  // both gradient shapes (N = 1536 and 4096) cross over at the same depth
+  return K <= kTnMaxDepth;
 }
 
 void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,

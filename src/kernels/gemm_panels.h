@@ -47,8 +47,9 @@ void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_
 // each gradient tile is read and written once per call.
 void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,
                      float* y, int64_t ldy, bool accumulate = false);
-// Whether B [K, N] is small enough (one K block, 1 MB) for panel_matmul_tn to keep it in L2
-// and stream the output row by row; larger ones run faster on the general GEMM.
+// Whether panel_matmul_tn beats the general GEMM at this depth K (an expert's tokens; up
+// to 96, bench/gemm). When B [K, N] also fits 1 MB it stays in L2 and the output is
+// streamed row by row.
 bool panel_matmul_tn_suits(int64_t K, int64_t N);
 
 // Whether panel_matmul reads a B with this row stride in place: a panel slice (512 rows of

@@ -102,7 +102,7 @@ TEST(Gemm, GroupedNNMatchesNaiveDouble) {
 }
 
 // The experts' weight gradients: dW (+)= dY^T X per expert, each over its own rows. Depths
-// of a few tokens take the panel kernel (X small enough to stay in L2), 600 the provider.
+// of a few tokens (up to 96) take the panel kernel, 600 the provider.
 TEST(Gemm, GroupedTNMatchesNaiveDouble) {
   Rng rng(5);
   for (int64_t K : {3, 52, 600}) {
