@@ -28,7 +28,7 @@ constexpr int64_t kDepth = MOEPP_PANEL_DEPTH;  // K per pass (a 64 KB panel slic
 #define MOEPP_PANEL_AHEAD 1
 #endif
 constexpr int64_t kAhead = MOEPP_PANEL_AHEAD;  // panel slices between a prefetch and its use
-constexpr int64_t kRowsPerChunk = 512;
+constexpr int64_t kRowsPerChunk = 512;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
 // A B of at most this size (one K block) stays in L2 whole, and the output is walked by
 // row tiles instead of by panel groups; bench/gemm's dW rows: at 52 tokens 1.5x oneDNN,
 // while 1.5 MB and 2 MB thresholds lost 10-30% at 128-256 tokens.
@@ -36,7 +36,7 @@ constexpr int64_t kRowsOuterMaxBytes = int64_t(1) << 20;
 // Up to this depth panel_matmul_tn beats oneDNN on the weight gradients of 16 experts
 // streamed from memory (bench/gemm, dW rows: 1.0-2.7x at 8-96 tokens; at 128 oneDNN
 // leads on dUp, 224 vs 200 GFLOP/s).
-constexpr int64_t kTnMaxDepth = 96;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
+constexpr int64_t kTnMaxDepth = 96;
 
 // Where the panels live: packed (PanelMatrix: panel p at base + p K 32, its rows 32 floats
 // apart) or a row-major [K, N] matrix read in place (panel p = columns 32p.. of every row,
@@ -257,49 +257,49 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
         }
       } else {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t q0 = g * group, q1 = std::min(P, q0 + group);
-        for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-          const int64_t kc = std::min(kDepth, K - k0);
-          const bool add = accumulate || k0 > 0;
-          const float* xk = packed + mc * k0;
-          for (int64_t p = q0; p < q1; ++p) {
-            const float* b = src.slice(p, k0);
-            const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
-            int64_t ldb = src.row_stride;
-            if (src.copy) {
-              copy_slice(b, ldb, kc, ncols, slice_copy.data());
-              b = slice_copy.data();
-              ldb = kPanelWidth;
-            }
-            // The row tiles share the prefetch of the slice the group needs kAhead slices
-            // from now (in its order: panels within a K block, then the next block).
-            const int64_t span = q1 - q0, ahead = (k0 / kDepth) * span + (p - q0) + kAhead;
-            const int64_t ak0 = ahead / span * kDepth, ap = q0 + ahead % span;
-            const int64_t next_rows = ak0 < K ? std::min(kDepth, K - ak0) : 0;
-            const int64_t share = (next_rows + tiles.count - 1) / tiles.count;
-            const bool last_panel = p + 1 == q1;
-            for (int64_t tile = 0; tile < tiles.count; ++tile) {
-              const int64_t r0 = tiles.start(tile), mr = tiles.size(tile);
-              TilePrefetch pf;
-              if (next_rows > 0) {
-                pf.slice = src.slice(ap, ak0) + tile * share * src.row_stride;
-                pf.rows = std::max<int64_t>(0, std::min(share, next_rows - tile * share));
-                pf.stride = src.row_stride;
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t q0 = g * group, q1 = std::min(P, q0 + group);
+          for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+            const int64_t kc = std::min(kDepth, K - k0);
+            const bool add = accumulate || k0 > 0;
+            const float* xk = packed + mc * k0;
+            for (int64_t p = q0; p < q1; ++p) {
+              const float* b = src.slice(p, k0);
+              const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
+              int64_t ldb = src.row_stride;
+              if (src.copy) {
+                copy_slice(b, ldb, kc, ncols, slice_copy.data());
+                b = slice_copy.data();
+                ldb = kPanelWidth;
               }
-              if (tile + 1 < tiles.count) {
-                pf.c_next = y + (m0 + tiles.start(tile + 1)) * ldy + p * kPanelWidth;
-                pf.c_rows = tiles.size(tile + 1);
-              } else if (!last_panel) {
-                pf.c_next = y + m0 * ldy + (p + 1) * kPanelWidth;
-                pf.c_rows = tiles.size(0);
+              // The row tiles share the prefetch of the slice the group needs kAhead slices
+              // from now (in its order: panels within a K block, then the next block).
+              const int64_t span = q1 - q0, ahead = (k0 / kDepth) * span + (p - q0) + kAhead;
+              const int64_t ak0 = ahead / span * kDepth, ap = q0 + ahead % span;
+              const int64_t next_rows = ak0 < K ? std::min(kDepth, K - ak0) : 0;
+              const int64_t share = (next_rows + tiles.count - 1) / tiles.count;
+              const bool last_panel = p + 1 == q1;
+              for (int64_t tile = 0; tile < tiles.count; ++tile) {
+                const int64_t r0 = tiles.start(tile), mr = tiles.size(tile);
+                TilePrefetch pf;
+                if (next_rows > 0) {
+                  pf.slice = src.slice(ap, ak0) + tile * share * src.row_stride;
+                  pf.rows = std::max<int64_t>(0, std::min(share, next_rows - tile * share));
+                  pf.stride = src.row_stride;
+                }
+                if (tile + 1 < tiles.count) {
+                  pf.c_next = y + (m0 + tiles.start(tile + 1)) * ldy + p * kPanelWidth;
+                  pf.c_rows = tiles.size(tile + 1);
+                } else if (!last_panel) {
+                  pf.c_next = y + m0 * ldy + (p + 1) * kPanelWidth;
+                  pf.c_rows = tiles.size(0);
+                }
+                kTiles[size_t(mr - 1)](kc, xk + r0 * kc, b, ldb, pf, y + (m0 + r0) * ldy + p * kPanelWidth,
+                                       ldy, ncols, add);
               }
-              kTiles[size_t(mr - 1)](kc, xk + r0 * kc, b, ldb, pf, y + (m0 + r0) * ldy + p * kPanelWidth,
-                                     ldy, ncols, add);
             }
           }
         }
-      }
       }
     }
     m0 += mc;
