@@ -24,6 +24,11 @@ constexpr int64_t kMaxRowsPerTile = 14;  // 14 x 32 accumulators: 28 of the 32 v
 #define MOEPP_PANEL_DEPTH 512
 #endif
 constexpr int64_t kDepth = MOEPP_PANEL_DEPTH;  // K per pass (a 64 KB panel slice, in L2 across row tiles)
+// K per pass on a row-major B read in place (or copied by slices): a slice is then 128-byte
+// pieces of rows kilobytes apart, and shallower slices keep the rows a group reads close
+// together in time. bench/gemm's NN rows with 16 weights streamed: 512 -> 128 took dX at
+// 52 rows from 175 to 192 GFLOP/s (64: 191, 32: 166).
+constexpr int64_t kRowMajorDepth = 128;
 #ifndef MOEPP_PANEL_AHEAD
 #define MOEPP_PANEL_AHEAD 1
 #endif
@@ -45,6 +50,7 @@ struct PanelSource {
   const float* base;
   int64_t panel_stride, row_stride;
   bool copy = false;  // rows too far apart in cache terms: copy each slice before the tiles
+  int64_t depth = kDepth;  // K per pass
   const float* slice(int64_t p, int64_t k0) const { return base + p * panel_stride + k0 * row_stride; }
 };
 
@@ -201,15 +207,15 @@ void copy_slice(const float* src, int64_t ld, int64_t kc, int64_t ncols, float* 
 // [K, M] when x_transposed.
 void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, const PanelSource& src, int64_t N,
                    int64_t K, float* y, int64_t ldy, bool accumulate) {
-  const int64_t P = (N + kPanelWidth - 1) / kPanelWidth;
+  const int64_t P = (N + kPanelWidth - 1) / kPanelWidth, depth = src.depth;
   const int threads = omp_in_parallel() ? 1 : int(std::min<int64_t>(max_threads(), P));
   // Panels go out in groups, a few per thread, first come first served: a thread slowed
   // by a neighbour on its core takes fewer groups instead of holding the others at a
   // barrier. A group walks K in blocks and its panels inside each block, so each panel
-  // slice is read once and the output tiles take K / kDepth passes.
+  // slice is read once and the output tiles take K / depth passes.
   const int64_t group = std::clamp<int64_t>(P / (4 * threads), 1, 16);
   const int64_t groups = (P + group - 1) / group;
-  const int64_t blocks = (K + kDepth - 1) / kDepth;
+  const int64_t blocks = (K + depth - 1) / depth;
   const bool rows_outer = blocks == 1 && K * N * int64_t(sizeof(float)) <= kRowsOuterMaxBytes;
   // Rows in equal chunks (256 rows run as one chunk, not 240 + 16). Each chunk of x is
   // packed once, all of K, tile by tile in every block, shared by the threads. Kept across
@@ -224,11 +230,11 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
 #pragma omp parallel num_threads(threads)
     {
       thread_local std::vector<float> slice_copy;
-      if (src.copy) slice_copy.resize(size_t(kDepth * kPanelWidth));
+      if (src.copy) slice_copy.resize(size_t(depth * kPanelWidth));
 #pragma omp for schedule(static)
       for (int64_t bt = 0; bt < blocks * tiles.count; ++bt) {
-        const int64_t k0 = bt / tiles.count * kDepth;
-        pack_rows(x, ldx, x_transposed, m0, k0, std::min(kDepth, K - k0), tiles, bt % tiles.count, packed + mc * k0);
+        const int64_t k0 = bt / tiles.count * depth;
+        pack_rows(x, ldx, x_transposed, m0, k0, std::min(depth, K - k0), tiles, bt % tiles.count, packed + mc * k0);
       }
       if (rows_outer) {
         // Every slice of B stays in L2 for the whole product: walk the output by row tiles,
@@ -259,8 +265,8 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
 #pragma omp for schedule(dynamic, 1)
         for (int64_t g = 0; g < groups; ++g) {
           const int64_t q0 = g * group, q1 = std::min(P, q0 + group);
-          for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-            const int64_t kc = std::min(kDepth, K - k0);
+          for (int64_t k0 = 0; k0 < K; k0 += depth) {
+            const int64_t kc = std::min(depth, K - k0);
             const bool add = accumulate || k0 > 0;
             const float* xk = packed + mc * k0;
             for (int64_t p = q0; p < q1; ++p) {
@@ -274,9 +280,9 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
               }
               // The row tiles share the prefetch of the slice the group needs kAhead slices
               // from now (in its order: panels within a K block, then the next block).
-              const int64_t span = q1 - q0, ahead = (k0 / kDepth) * span + (p - q0) + kAhead;
-              const int64_t ak0 = ahead / span * kDepth, ap = q0 + ahead % span;
-              const int64_t next_rows = ak0 < K ? std::min(kDepth, K - ak0) : 0;
+              const int64_t span = q1 - q0, ahead = (k0 / depth) * span + (p - q0) + kAhead;
+              const int64_t ak0 = ahead / span * depth, ap = q0 + ahead % span;
+              const int64_t next_rows = ak0 < K ? std::min(depth, K - ak0) : 0;
               const int64_t share = (next_rows + tiles.count - 1) / tiles.count;
               const bool last_panel = p + 1 == q1;
               for (int64_t tile = 0; tile < tiles.count; ++tile) {
@@ -332,15 +338,15 @@ bool slice_fits_l2(int64_t ldb, int64_t rows) {
 
 }  // namespace
 
-bool panel_matmul_suits(int64_t ldb) { return slice_fits_l2(ldb, kDepth); }
+bool panel_matmul_suits(int64_t ldb) { return slice_fits_l2(ldb, kRowMajorDepth); }
 
 void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_t K, int64_t N, int64_t ldb,
                   float* y, int64_t ldy, bool accumulate) {
   if (M == 0 || N == 0) return;
   MOEPP_CHECK(M > 0 && K > 0 && ldx >= K && ldb >= N && ldy >= N, "panel_matmul: M ", M, ", K ", K, ", N ", N,
               ", strides ", ldx, ", ", ldb, ", ", ldy, " do not fit");
-  panel_product(x, M, ldx, false, PanelSource{B, kPanelWidth, ldb, !panel_matmul_suits(ldb)}, N, K, y, ldy,
-                accumulate);
+  panel_product(x, M, ldx, false, PanelSource{B, kPanelWidth, ldb, !panel_matmul_suits(ldb), kRowMajorDepth}, N, K,
+                y, ldy, accumulate);
 }
 
 bool panel_matmul_tn_suits(int64_t K, int64_t N) {
@@ -353,9 +359,9 @@ void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int
   if (M == 0 || N == 0) return;
   MOEPP_CHECK(M > 0 && K > 0 && lda >= M && ldb >= N && ldy >= N, "panel_matmul_tn: M ", M, ", K ", K, ", N ", N,
               ", strides ", lda, ", ", ldb, ", ", ldy, " do not fit");
-  // K is an expert's token count here, often below kDepth: the slices are that shallow.
-  const bool copy = !slice_fits_l2(ldb, std::min(K, kDepth));
-  panel_product(a, M, lda, true, PanelSource{B, kPanelWidth, ldb, copy}, N, K, y, ldy, accumulate);
+  // K is an expert's token count here, often below one pass: the slices are that shallow.
+  const bool copy = !slice_fits_l2(ldb, std::min(K, kRowMajorDepth));
+  panel_product(a, M, lda, true, PanelSource{B, kPanelWidth, ldb, copy, kRowMajorDepth}, N, K, y, ldy, accumulate);
 }
 
 }  // namespace moepp

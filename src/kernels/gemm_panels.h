@@ -52,11 +52,12 @@ void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int
 // streamed row by row.
 bool panel_matmul_tn_suits(int64_t K, int64_t N);
 
-// Whether panel_matmul reads a B with this row stride in place: a panel slice (512 rows of
+// Whether panel_matmul reads a B with this row stride in place: a panel slice (128 rows of
 // two 64-byte lines, ldb floats apart) must spread over enough cache sets to stay in a
-// 2 MB 16-way L2. Strides that are multiples of 4 KB pile the rows onto a few sets and
-// thrash (bench/gemm: 1-160 GFLOP/s at a 16 KB stride); for those panel_matmul copies each
-// slice before using it (200-260 GFLOP/s), and gemm_grouped prefers oneDNN (230-300).
+// 2 MB 16-way L2. Strides of 8 KB multiples pile the rows onto a few sets and thrash
+// (bench/gemm: 1-160 GFLOP/s at a 16 KB stride with 512-row slices); for those
+// panel_matmul copies each slice before using it, and gemm_grouped takes that path up to
+// 64 rows, oneDNN beyond.
 bool panel_matmul_suits(int64_t ldb);
 
 }  // namespace moepp

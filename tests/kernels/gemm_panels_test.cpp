@@ -90,8 +90,8 @@ TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
     for (int64_t M : {1, 7, 14, 15, 52})
       for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {300, 45}, {513, 70}, {64, 96}, {40, 1000}}) {
         Rng rng(uint64_t(M * 7919 + K * 31 + N));
-        // N = 1000 with 4 KB rows takes the slice-copy path (panel_matmul_suits is false).
-        const int64_t ldx = K + 1, ldb = N == 1000 ? 1024 : N + 3, ldy = N + 2;
+        // N = 1000 with 16 KB rows takes the slice-copy path (panel_matmul_suits is false).
+        const int64_t ldx = K + 1, ldb = N == 1000 ? 4096 : N + 3, ldy = N + 2;
         auto b = random_tensor<double>({K, ldb}, rng);
         auto x = random_tensor<double>({M, ldx}, rng);
         auto y0 = random_tensor<double>({M, ldy}, rng);
@@ -111,7 +111,7 @@ TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
 
 // panel_matmul_tn: y (+)= A^T B, A stored [K, M] — the experts' weight gradients, whose
 // depth K is a token count. Output row counts spanning several row chunks (1100), depths
-// below and above one K block, a 4 KB B stride (slices copied only when deep).
+// below and above one K block, a 16 KB B stride (slices copied only when deep).
 TEST(GemmPanels, MatmulTransposedAMatchesNaiveDouble) {
   const int saved = max_threads();
   for (int threads : {1, 2}) {
@@ -120,7 +120,7 @@ TEST(GemmPanels, MatmulTransposedAMatchesNaiveDouble) {
       for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {52, 70}, {600, 45}, {100, 1000}}) {
         if (M == 1100 && K > 100) continue;  // keep the test fast
         Rng rng(uint64_t(M * 6007 + K * 37 + N));
-        const int64_t lda = M + 3, ldb = N == 1000 ? 1024 : N + 1, ldy = N + 2;
+        const int64_t lda = M + 3, ldb = N == 1000 ? 4096 : N + 1, ldy = N + 2;
         auto a = random_tensor<double>({K, lda}, rng);
         auto b = random_tensor<double>({K, ldb}, rng);
         auto y0 = random_tensor<double>({M, ldy}, rng);
@@ -153,10 +153,11 @@ TEST(GemmPanels, RejectsStridesBelowTheShape) {
 
 // Row strides whose panel slices pile onto a few L2 sets are left to the general GEMM.
 TEST(GemmPanels, MatmulSuitsStridesThatSpreadOverTheCache) {
-  EXPECT_TRUE(panel_matmul_suits(1536));   // 6 KB rows: 64 sets x 16 ways hold a 1024-line slice
+  // A row-major slice is 128 rows of two lines: 256 lines to hold.
+  EXPECT_TRUE(panel_matmul_suits(1536));   // 6 KB rows: 64 sets x 16 ways
   EXPECT_TRUE(panel_matmul_suits(256));    // 1 KB rows: 128 sets
   EXPECT_TRUE(panel_matmul_suits(1000));   // rows not line aligned
-  EXPECT_FALSE(panel_matmul_suits(4096));  // 16 KB rows: 8 sets
-  EXPECT_FALSE(panel_matmul_suits(1024));  // 4 KB rows: 32 sets, 512 lines
-  EXPECT_FALSE(panel_matmul_suits(3072));  // 12 KB rows: 32 sets
+  EXPECT_TRUE(panel_matmul_suits(1024));   // 4 KB rows: 32 sets, 512 lines
+  EXPECT_FALSE(panel_matmul_suits(4096));  // 16 KB rows: 8 sets, 128 lines
+  EXPECT_FALSE(panel_matmul_suits(8192));  // 32 KB rows: 4 sets
 }
