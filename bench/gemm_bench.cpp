@@ -1,7 +1,8 @@
 // bench/gemm: GFLOP/s of our kernels against the configured provider and CBLAS, at the
 // four FFN-expert GEMM shapes of the MoE++7B layer, over row counts: the few-row kernel
 // (gemm_small, NT), and the panel kernel (NT on weights packed once, NN on B as stored);
-// then the weight gradients (TN, depth = an expert's tokens: panel_matmul_tn).
+// then the NN products with 16 weights streamed, and the weight gradients (TN, depth = an
+// expert's tokens: panel_matmul_tn), 16 gradients streamed.
 // This is where kSmallGemmMaxRows, the NN threshold and the TN threshold come from.
 // Usage: gemm_bench [--threads 2] [--repeats 5]
 #include <cstdio>
@@ -64,6 +65,40 @@ int main(int argc, char** argv) {
       std::printf("%-20s %5lld %10.1f %10.1f %10.1f %10.1f\n", s.name, (long long)M, small, pan, prov, cb);
     }
   }
+  // The backward's NN products again, with 16 weights used in turn as in a layer's
+  // backward, so they stream from memory (the table above reuses one weight).
+  constexpr int kWeights = 16;
+  std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; %d weights in turn)\n", "shape", "M", "", "panels",
+              "provider", "cblas", kWeights);
+  for (const auto& s : shapes) {
+    if (s.tb != Trans::N) continue;
+    std::vector<Tensor<float>> Bs;
+    for (int e = 0; e < kWeights; ++e) {
+      Bs.emplace_back(Shape{s.K, s.N});
+      for (int64_t i = 0; i < Bs.back().numel(); ++i) Bs.back()[i] = float((i + e) % 7) * 0.01f;
+    }
+    for (int64_t M : {16, 52, 64, 128, 256}) {
+      Tensor<float> A({M, s.K}), C({M, s.N});
+      for (int64_t i = 0; i < A.numel(); ++i) A[i] = float(i % 5) * 0.01f;
+      const double flops = kWeights * 2.0 * double(M) * double(s.N) * double(s.K);
+      auto rate = [&](auto&& product) {
+        return flops / median_seconds(repeats, [&] {
+                 for (auto& b : Bs) product(b.data());
+               }) / 1e9;
+      };
+      const double pan = rate([&](const float* b) { panel_matmul(A.data(), M, s.K, b, s.K, s.N, s.N, C.data(), s.N); });
+      const double prov = rate([&](const float* b) {
+        gemm_f32_general(Trans::N, Trans::N, M, s.N, s.K, 1.0f, A.data(), s.K, b, s.N, 0.0f, C.data(), s.N);
+      });
+      const double cb = rate([&](const float* b) {
+        gemm_f32_cblas(Trans::N, Trans::N, M, s.N, s.K, 1.0f, A.data(), s.K, b, s.N, 0.0f, C.data(), s.N);
+      });
+      const bool layer_panels = M >= 8 && (panel_matmul_suits(s.N) || M <= 64);
+      std::printf("%-20s %5lld %10s %10.1f %10.1f %10.1f%s\n", s.name, (long long)M, "", pan, prov, cb,
+                  layer_panels ? "" : "   (layer: provider)");
+    }
+  }
+
   // The weight gradients dW += dY^T X (TN): depth = an expert's tokens, output = a weight.
   // As in a layer's backward, 16 experts' gradients are updated in turn, so they stream
   // from memory (one 50 MB gradient alone would stay in a large L3 and flatter the kernels
