@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
         gemm_f32_cblas(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f, c, s.N);
       });
       std::printf("%-20s %5lld %10s %10.1f %10.1f %10.1f%s\n", s.name, (long long)K, "", pan, prov, cb,
-                  panel_matmul_tn_suits(K, s.N) ? "" : "   (layer: provider)");
+                  panel_matmul_tn_suits(K) ? "" : "   (layer: provider)");
     }
   }
   return 0;

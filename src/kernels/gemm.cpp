@@ -136,7 +136,7 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
       // tokens on its own, but its pthreads and our OpenMP threads contend when the calls
       // interleave (docs/decisions.md), so deeper products stay on the provider.
       if (ta == Trans::T && tb == Trans::N && (p.beta == 0.0f || p.beta == 1.0f) &&
-          panel_matmul_tn_suits(p.K, p.N)) {
+          panel_matmul_tn_suits(p.K)) {
         panel_matmul_tn(p.A, p.lda, p.M, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
         continue;
       }

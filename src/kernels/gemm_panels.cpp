@@ -349,10 +349,7 @@ void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_
                 y, ldy, accumulate);
 }
 
-bool panel_matmul_tn_suits(int64_t K, int64_t N) {
-  (void)N;  // both gradient shapes (N = 1536 and 4096) cross over at the same depth
-  return K <= kTnMaxDepth;
-}
+bool panel_matmul_tn_suits(int64_t K) { return K <= kTnMaxDepth; }
 
 void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,
                      float* y, int64_t ldy, bool accumulate) {

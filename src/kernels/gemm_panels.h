@@ -50,7 +50,7 @@ void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int
 // Whether panel_matmul_tn beats the general GEMM at this depth K (an expert's tokens; up
 // to 96, bench/gemm). When B [K, N] also fits 1 MB it stays in L2 and the output is
 // streamed row by row.
-bool panel_matmul_tn_suits(int64_t K, int64_t N);
+bool panel_matmul_tn_suits(int64_t K);
 
 // Whether panel_matmul reads a B with this row stride in place: a panel slice (128 rows of
 // two 64-byte lines, ldb floats apart) must spread over enough cache sets to stay in a

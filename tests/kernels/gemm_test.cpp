@@ -70,11 +70,11 @@ TEST(Gemm, GroupedEqualsOneByOne) {
 
 // The NN form of the experts' backward, where gemm_grouped hands problems of 8 rows or
 // more to the panel kernel: every problem against the double triple loop, with beta 0
-// and 1, row counts on both sides of the switch, and a weight whose rows alias in cache
-// (4 KB apart, left to the general GEMM).
+// and 1, row counts on both sides of the switch, and weights whose rows are 4 KB apart
+// (read in place) and 16 KB apart (slices copied: rows alias in the cache).
 TEST(Gemm, GroupedNNMatchesNaiveDouble) {
   Rng rng(4);
-  for (int64_t N : {40, 1024}) {
+  for (int64_t N : {40, 1024, 4096}) {
     const int64_t K = 300;
     auto W = random_tensor<double>({K, N}, rng);
     auto Wf = cast<float>(W);
