@@ -177,6 +177,12 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
   return t;
 }
 
+// A number from a results object, or `fallback` where the run did not produce it (the
+// vanilla row has no speedups).
+double value_or(const json& r, const char* key, double fallback) {
+  return r.contains(key) ? r[key].get<double>() : fallback;
+}
+
 json breakdown_json(const Timing& t) {
   return {{"total", 1e3 * t.fwd_packed_s}, {"router", 1e3 * t.router_s}, {"dispatch_gather", 1e3 * t.dispatch_s},
           {"ffn", 1e3 * t.ffn_s}, {"combine_rest", 1e3 * (t.fwd_packed_s - t.router_s - t.dispatch_s - t.ffn_s)},
@@ -399,10 +405,10 @@ int main(int argc, char** argv) try {
   std::printf("\n");
   for (size_t i = 0; i < runs.size(); ++i) {
     const auto& r = runs[i];
-    const double sp = r.contains("fwd_speedup") ? r["fwd_speedup"].get<double>() : 1.0;
-    const double spb = r.contains("fwdbwd_speedup") ? r["fwdbwd_speedup"].get<double>() : 1.0;
-    const double ideal = r.contains("ideal_speedup") ? r["ideal_speedup"].get<double>() : 1.0;
-    const double eff = r.contains("gemm_efficiency_vs_vanilla_rows") ? r["gemm_efficiency_vs_vanilla_rows"].get<double>() : 1.0;
+    const double sp = value_or(r, "fwd_speedup", 1.0);
+    const double spb = value_or(r, "fwdbwd_speedup", 1.0);
+    const double ideal = value_or(r, "ideal_speedup", 1.0);
+    const double eff = value_or(r, "gemm_efficiency_vs_vanilla_rows", 1.0);
     std::printf("%-8s %6.3f %8.3f %6.0f | %12.0f %14.0f | %9.2f %9.2f %6.2f %9.2f %8.2f", r["variant"].get<std::string>().c_str(),
                 r["z"].get<double>(), r["ffn_experts_per_token"].get<double>(), r["rows_per_ffn_expert"].get<double>(),
                 r["fwd_tokens_per_s"].get<double>(), r["fwdbwd_tokens_per_s"].get<double>(), sp, spb, ideal, sp / ideal, eff);
@@ -426,9 +432,9 @@ int main(int argc, char** argv) try {
   std::printf("\n");
   for (size_t i = 0; i < runs.size(); ++i) {
     const auto& r = runs[i];
-    const double sp = r.contains("fwd_packed_speedup") ? r["fwd_packed_speedup"].get<double>() : 1.0;
-    const double ideal = r.contains("ideal_speedup") ? r["ideal_speedup"].get<double>() : 1.0;
-    const double eff = r.contains("panel_efficiency_vs_vanilla_rows") ? r["panel_efficiency_vs_vanilla_rows"].get<double>() : 1.0;
+    const double sp = value_or(r, "fwd_packed_speedup", 1.0);
+    const double ideal = value_or(r, "ideal_speedup", 1.0);
+    const double eff = value_or(r, "panel_efficiency_vs_vanilla_rows", 1.0);
     std::printf("%-8s %6.3f %6.0f | %12.0f %9.2f %6.2f %9.2f %9.2f", r["variant"].get<std::string>().c_str(),
                 r["z"].get<double>(), r["rows_per_ffn_expert"].get<double>(), r["fwd_packed_tokens_per_s"].get<double>(),
                 sp, ideal, sp / ideal, eff);
@@ -447,7 +453,7 @@ int main(int argc, char** argv) try {
   for (const auto& r : runs) {
     const auto& b = r["breakdown_ms"];
     const auto& b0 = runs[0]["breakdown_ms"];
-    const double ideal = r.contains("ideal_speedup") ? r["ideal_speedup"].get<double>() : 1.0;
+    const double ideal = value_or(r, "ideal_speedup", 1.0);
     const double dw_flops = 2.0 * r["ffn_experts_per_token"].get<double>() * double(s.T) * 3.0 * double(s.D) * double(s.I);
     std::printf("%-8s %6.3f | %8.1f %8.2f %9.2f %8.1f %8.2f | %8.2f %8.2f | %11.1f %9.0f\n",
                 r["variant"].get<std::string>().c_str(), r["z"].get<double>(), b["total"].get<double>(),

@@ -231,6 +231,13 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
     {
       thread_local std::vector<float> slice_copy;
       if (src.copy) slice_copy.resize(size_t(depth * kPanelWidth));
+      // Slice (p, k0) of kc rows as the tiles read it, and its row stride: in place, or
+      // copied into slice_copy where the source's rows alias in the cache.
+      auto slice_for_tiles = [&](int64_t p, int64_t k0, int64_t kc, int64_t ncols) -> std::pair<const float*, int64_t> {
+        if (!src.copy) return {src.slice(p, k0), src.row_stride};
+        copy_slice(src.slice(p, k0), src.row_stride, kc, ncols, slice_copy.data());
+        return {slice_copy.data(), kPanelWidth};
+      };
 #pragma omp for schedule(static)
       for (int64_t bt = 0; bt < blocks * tiles.count; ++bt) {
         const int64_t k0 = bt / tiles.count * depth;
@@ -245,14 +252,8 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
           const int64_t r0 = tiles.start(tile), mr = tiles.size(tile);
           float* c = y + (m0 + r0) * ldy;
           for (int64_t p = 0; p < P; ++p) {
-            const float* b = src.slice(p, 0);
-            int64_t ldb = src.row_stride;
             const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
-            if (src.copy) {
-              copy_slice(b, ldb, K, ncols, slice_copy.data());
-              b = slice_copy.data();
-              ldb = kPanelWidth;
-            }
+            const auto [b, ldb] = slice_for_tiles(p, 0, K, ncols);
             TilePrefetch pf;
             if (p + 1 < P) {
               pf.c_next = c + (p + 1) * kPanelWidth;
@@ -270,14 +271,8 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
             const bool add = accumulate || k0 > 0;
             const float* xk = packed + mc * k0;
             for (int64_t p = q0; p < q1; ++p) {
-              const float* b = src.slice(p, k0);
               const int64_t ncols = std::min(kPanelWidth, N - p * kPanelWidth);
-              int64_t ldb = src.row_stride;
-              if (src.copy) {
-                copy_slice(b, ldb, kc, ncols, slice_copy.data());
-                b = slice_copy.data();
-                ldb = kPanelWidth;
-              }
+              const auto [b, ldb] = slice_for_tiles(p, k0, kc, ncols);
               // The row tiles share the prefetch of the slice the group needs kAhead slices
               // from now (in its order: panels within a K block, then the next block).
               const int64_t span = q1 - q0, ahead = (k0 / depth) * span + (p - q0) + kAhead;
