@@ -4,8 +4,9 @@
 // then the NN products with 16 weights streamed, and the weight gradients (TN, depth = an
 // expert's tokens: panel_matmul_tn), 16 gradients streamed.
 // This is where kSmallGemmMaxRows, the NN threshold and the TN threshold come from.
-// Usage: gemm_bench [--threads 2] [--repeats 5]
+// Usage: gemm_bench [--threads 2] [--repeats 5] [--only nt|nn|tn]
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "bench_util.h"
@@ -14,6 +15,7 @@
 #include "kernels/gemm.h"
 #include "kernels/gemm_panels.h"
 #include "kernels/gemm_small.h"
+#include "kernels/gemm_stream.h"
 
 using namespace moepp;
 using namespace moepp::bench;
@@ -22,6 +24,7 @@ int main(int argc, char** argv) {
   const Flags f(argc, argv);
   set_threads(int(f.get_int("threads", 2)));
   const int repeats = int(f.get_int("repeats", 5));
+  const std::string only = f.get("only", "");  // one table: nt, nn or tn
   struct Shape3 {
     const char* name;
     Trans tb;
@@ -31,9 +34,11 @@ int main(int argc, char** argv) {
                                       {"down H Wdn^T  (NT)", Trans::T, 1536, 4096},
                                       {"dH   dO Wdn   (NN)", Trans::N, 4096, 1536},
                                       {"dX   dU Wup   (NN)", Trans::N, 1536, 8192}};
-  std::printf("%-20s %5s %10s %10s %10s %10s   (GFLOP/s, provider %s)\n", "shape", "M", "small", "panels", "provider", "cblas",
-              gemm_provider());
+  std::printf("(GFLOP/s, provider %s)\n", gemm_provider());
   for (const auto& s : shapes) {
+    if (!only.empty()) break;
+    if (&s == &shapes[0])
+      std::printf("%-20s %5s %10s %10s %10s %10s   (one weight)\n", "shape", "M", "small", "panels", "provider", "cblas");
     Tensor<float> B({s.N * s.K});
     for (int64_t i = 0; i < B.numel(); ++i) B[i] = float(i % 7) * 0.01f;
     PanelMatrix panels;
@@ -65,13 +70,53 @@ int main(int argc, char** argv) {
       std::printf("%-20s %5lld %10.1f %10.1f %10.1f %10.1f\n", s.name, (long long)M, small, pan, prov, cb);
     }
   }
+  // The training forward's NT products (x W^T, W as stored), with 16 weights used in turn
+  // so they stream from memory: stream_linear against the provider and the few-row kernel,
+  // and the panel kernel on weights packed beforehand (what inference runs; training
+  // would have to pack every weight after every optimizer step).
+  constexpr int kWeights = 16;
+  std::printf("\n%-20s %5s %10s %10s %10s %10s %10s   (GFLOP/s; %d weights in turn)\n", "shape", "M", "small",
+              "stream", "provider", "cblas", "prepacked", kWeights);
+  for (const auto& s : shapes) {
+    if (s.tb != Trans::T || !(only.empty() || only == "nt")) continue;
+    std::vector<Tensor<float>> Ws;
+    std::vector<PanelMatrix> packed;
+    for (int e = 0; e < kWeights; ++e) {
+      Ws.emplace_back(Shape{s.N, s.K});
+      for (int64_t i = 0; i < Ws.back().numel(); ++i) Ws.back()[i] = float((i + e) % 7) * 0.01f;
+      packed.push_back(PanelMatrix::pack(Ws.back().data(), s.N, s.K));
+    }
+    for (int64_t M : {1, 4, 8, 12, 16, 32, 40, 52, 64, 80, 96, 128, 256}) {
+      Tensor<float> A({M, s.K}), C({M, s.N});
+      for (int64_t i = 0; i < A.numel(); ++i) A[i] = float(i % 5) * 0.01f;
+      const double flops = kWeights * 2.0 * double(M) * double(s.N) * double(s.K);
+      auto rate = [&](auto&& product) {
+        return flops / median_seconds(repeats, [&] {
+                 for (int e = 0; e < kWeights; ++e) product(e);
+               }) / 1e9;
+      };
+      const double small = M > kSmallGemmMaxRows ? 0.0 : rate([&](int e) {
+        gemm_small_f32(Trans::N, Trans::T, M, s.N, s.K, 1.0f, A.data(), s.K, Ws[e].data(), s.K, 0.0f, C.data(), s.N);
+      });
+      const double str = rate([&](int e) { stream_linear(A.data(), M, s.K, Ws[e].data(), s.N, s.K, s.K, C.data(), s.N); });
+      const double prov = rate([&](int e) {
+        gemm_f32_general(Trans::N, Trans::T, M, s.N, s.K, 1.0f, A.data(), s.K, Ws[e].data(), s.K, 0.0f, C.data(), s.N);
+      });
+      const double cb = rate([&](int e) {
+        gemm_f32_cblas(Trans::N, Trans::T, M, s.N, s.K, 1.0f, A.data(), s.K, Ws[e].data(), s.K, 0.0f, C.data(), s.N);
+      });
+      const double pre = rate([&](int e) { panel_linear(A.data(), M, s.K, packed[size_t(e)], C.data(), s.N); });
+      std::printf("%-20s %5lld %10.1f %10.1f %10.1f %10.1f %10.1f%s\n", s.name, (long long)M, small, str, prov, cb, pre,
+                  stream_linear_suits(M, s.K) ? "" : "   (layer: provider)");
+    }
+  }
+
   // The backward's NN products again, with 16 weights used in turn as in a layer's
   // backward, so they stream from memory (the table above reuses one weight).
-  constexpr int kWeights = 16;
   std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; %d weights in turn)\n", "shape", "M", "", "panels",
               "provider", "cblas", kWeights);
   for (const auto& s : shapes) {
-    if (s.tb != Trans::N) continue;
+    if (s.tb != Trans::N || !(only.empty() || only == "nn")) continue;
     std::vector<Tensor<float>> Bs;
     for (int e = 0; e < kWeights; ++e) {
       Bs.emplace_back(Shape{s.K, s.N});
@@ -111,6 +156,7 @@ int main(int argc, char** argv) {
     int64_t M, N;
   };
   for (const auto& s : {ShapeTN{"dWup dU^T X   (TN)", 8192, 1536}, ShapeTN{"dWdn dO^T H   (TN)", 1536, 4096}}) {
+    if (!(only.empty() || only == "tn")) break;
     std::vector<Tensor<float>> C;
     for (int e = 0; e < kExperts; ++e) C.emplace_back(Shape{s.M, s.N});
     for (int64_t K : {8, 16, 32, 52, 64, 96, 128, 256}) {

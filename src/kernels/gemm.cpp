@@ -6,6 +6,7 @@
 #include "core/parallel.h"
 #include "kernels/gemm_panels.h"
 #include "kernels/gemm_small.h"
+#include "kernels/gemm_stream.h"
 
 #ifdef MOEPP_HAVE_CBLAS
 #include <cblas.h>
@@ -83,7 +84,15 @@ void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alph
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                  float* C, int64_t ldc) {
   check_args(ta, tb, M, N, K, lda, ldb, ldc);
-  // Few rows (one expert's tokens, decode): stream B once instead of packing it. It
+  // An expert's few dozen tokens against a weight as stored (the training forward): stream
+  // the weight once, broadcast against a transposed copy of the rows, instead of the copy
+  // of the weight oneDNN makes per call.
+  if (ta == Trans::N && tb == Trans::T && alpha == 1.0f && (beta == 0.0f || beta == 1.0f) &&
+      stream_linear_suits(M, K)) {
+    stream_linear(A, M, lda, B, N, K, ldb, C, ldc, beta == 1.0f);
+    return;
+  }
+  // Fewer rows (decode): stream B once with dot products instead of packing it. It
   // declines empty problems, which the general path handles.
   if (gemm_small_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   gemm_f32_general(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
