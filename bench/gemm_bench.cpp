@@ -75,8 +75,9 @@ int main(int argc, char** argv) {
   // and the panel kernel on weights packed beforehand (what inference runs; training
   // would have to pack every weight after every optimizer step).
   constexpr int kWeights = 16;
-  std::printf("\n%-20s %5s %10s %10s %10s %10s %10s   (GFLOP/s; %d weights in turn)\n", "shape", "M", "small",
-              "stream", "provider", "cblas", "prepacked", kWeights);
+  if (only.empty() || only == "nt")
+    std::printf("\n%-20s %5s %10s %10s %10s %10s %10s   (GFLOP/s; %d weights in turn)\n", "shape", "M", "small",
+                "stream", "provider", "cblas", "prepacked", kWeights);
   for (const auto& s : shapes) {
     if (s.tb != Trans::T || !(only.empty() || only == "nt")) continue;
     std::vector<Tensor<float>> Ws;
@@ -86,7 +87,7 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < Ws.back().numel(); ++i) Ws.back()[i] = float((i + e) % 7) * 0.01f;
       packed.push_back(PanelMatrix::pack(Ws.back().data(), s.N, s.K));
     }
-    for (int64_t M : {1, 4, 8, 12, 16, 32, 40, 52, 64, 80, 96, 128, 256}) {
+    for (int64_t M : {1, 4, 8, 12, 16, 32, 40, 44, 47, 52, 56, 60, 63, 64, 80, 96, 128, 256}) {
       Tensor<float> A({M, s.K}), C({M, s.N});
       for (int64_t i = 0; i < A.numel(); ++i) A[i] = float(i % 5) * 0.01f;
       const double flops = kWeights * 2.0 * double(M) * double(s.N) * double(s.K);
@@ -113,8 +114,9 @@ int main(int argc, char** argv) {
 
   // The backward's NN products again, with 16 weights used in turn as in a layer's
   // backward, so they stream from memory (the table above reuses one weight).
-  std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; %d weights in turn)\n", "shape", "M", "", "panels",
-              "provider", "cblas", kWeights);
+  if (only.empty() || only == "nn")
+    std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; %d weights in turn)\n", "shape", "M", "", "panels",
+                "provider", "cblas", kWeights);
   for (const auto& s : shapes) {
     if (s.tb != Trans::N || !(only.empty() || only == "nn")) continue;
     std::vector<Tensor<float>> Bs;
@@ -149,8 +151,9 @@ int main(int argc, char** argv) {
   // from memory (one 50 MB gradient alone would stay in a large L3 and flatter the kernels
   // that walk it in blocks).
   constexpr int kExperts = 16;
-  std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; dW (+)= A^T B for %d experts in turn, depth = tokens)\n",
-              "shape", "depth", "", "panels", "provider", "cblas", kExperts);
+  if (only.empty() || only == "tn")
+    std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; dW (+)= A^T B for %d experts in turn, depth = tokens)\n",
+                "shape", "depth", "", "panels", "provider", "cblas", kExperts);
   struct ShapeTN {
     const char* name;
     int64_t M, N;

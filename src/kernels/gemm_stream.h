@@ -7,9 +7,10 @@
 // copy [K][rows] that stays in L2, and W (tens of MB) streams from memory once, row after
 // row, each element broadcast against up to 64 rows of x held in four vectors. A register
 // tile is 6-8 rows of W by up to 64 rows of x (up to 24 accumulators), run over all of K,
-// and its outputs are written transposed into y. The rows of x past the last multiple of
-// 16 would waste most of a vector; they take dot products along K with the same rows of W
-// instead (52 rows: 48 broadcast, 4 by dot products; 270 GFLOP/s against oneDNN's 220).
+// and its outputs are written transposed into y. Up to 4 rows of x past the last multiple
+// of 16 would waste most of a vector; they take dot products along K with the same rows of
+// W instead (52 rows: 48 broadcast, 4 by dot products; 270 GFLOP/s against oneDNN's 220).
+// More of them fill a zero-padded vector.
 //
 // Threads split W's rows. f32 in, f32 out, f32 accumulation. AVX-512; without it a plain
 // loop (correct, slow), and stream_linear_suits says no.

@@ -1,6 +1,6 @@
 // stream_linear (y (+)= x W^T, W read in place) against the double triple loop: row counts
-// that take only dot products (< 16), whole vectors, vectors plus dot-product rows, one and
-// several 64-row blocks; a ragged last tile of W rows; depths with a ragged last 16; strides
+// that take only dot products (< 5), a padded vector, whole vectors, vectors plus
+// dot-product rows, one and several 64-row blocks; a ragged last tile of W rows; depths with a ragged last 16; strides
 // past the shape; accumulation; one or two threads. Then the routing through gemm<float>.
 #include "kernels/gemm_stream.h"
 
@@ -45,7 +45,7 @@ TEST(GemmStream, LinearMatchesNaiveDoubleOnRaggedShapes) {
   const int saved = max_threads();
   for (int threads : {1, 2}) {
     set_threads(threads);
-    for (int64_t M : {1, 5, 15, 16, 17, 35, 48, 52, 64, 65, 100, 131})
+    for (int64_t M : {1, 4, 5, 15, 16, 17, 35, 44, 48, 52, 64, 65, 100, 131})
       for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 1}, {7, 16}, {13, 33}, {50, 100}, {9, 300}}) {
         Rng rng(uint64_t(M * 100000 + N * 1000 + K));
         const int64_t ldx = K + 3, ldw = K + 5, ldy = N + 2;
@@ -82,7 +82,7 @@ TEST(GemmStream, OverwriteIgnoresNaNInOutputAndStridesAreChecked) {
 }
 
 // gemm<float> sends NT products of 16-96 rows here when the transposed copy of x fits
-// 1 MB: the up projection (K = 1536) up to 96 rows, the down projection (K = 4096) up to 64.
+// 1 MB: the up projection (K = 1536) up to 96 rows, the down projection (K = 4096) up to 68.
 TEST(GemmStream, SuitsExpertRowCountsWhoseCopyFitsL2) {
 #if defined(__AVX512F__)
   EXPECT_FALSE(stream_linear_suits(15, 1536));
@@ -91,8 +91,8 @@ TEST(GemmStream, SuitsExpertRowCountsWhoseCopyFitsL2) {
   EXPECT_TRUE(stream_linear_suits(96, 1536));
   EXPECT_FALSE(stream_linear_suits(97, 1536));
   EXPECT_TRUE(stream_linear_suits(64, 4096));
-  EXPECT_TRUE(stream_linear_suits(79, 4096));   // 64 rows in vectors (1 MB), 15 by dot products
-  EXPECT_FALSE(stream_linear_suits(80, 4096));  // 80 rows in vectors: 1.25 MB
+  EXPECT_TRUE(stream_linear_suits(68, 4096));   // 64 rows in vectors (1 MB), 4 by dot products
+  EXPECT_FALSE(stream_linear_suits(69, 4096));  // 80 rows in vectors: 1.25 MB
 #else
   EXPECT_FALSE(stream_linear_suits(52, 1536));
 #endif
