@@ -12,7 +12,8 @@
 
 namespace moepp {
 
-// Rows up to which gemm<float> prefers these kernels (measured in bench/gemm_small).
+// Rows up to which these kernels beat the general provider (bench/gemm). From 16 rows
+// gemm<float> prefers stream_linear (kernels/gemm_stream.h), which is faster still there.
 inline constexpr int64_t kSmallGemmMaxRows = 32;
 
 // C = alpha * A B^T + beta * C with A [M, K] and B [N, K] (ta = N, tb = T). Returns false
