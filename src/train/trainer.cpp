@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "data/loader.h"
 #include "data/shards.h"
@@ -125,7 +126,8 @@ TrainResult train(const TrainOptions& o) {
                   " (lower --lr?); the last checkpoint is kept");
       if (o.accum > 1)
         grads.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
-          for (int64_t j = 0; j < t.numel(); ++j) t[j] /= float(o.accum);
+          float* g = t.data();
+          parallel_for(t.numel(), [&](int64_t j) { g[j] /= float(o.accum); }, 1 << 16);
         });
       const double gnorm = clip_grad_norm(cfg, grads, o.clip);
       const double lr = sched.at(step);
