@@ -152,8 +152,8 @@ int main(int argc, char** argv) {
   // that walk it in blocks).
   constexpr int kExperts = 16;
   if (only.empty() || only == "tn")
-    std::printf("\n%-20s %5s %10s %10s %10s %10s   (GFLOP/s; dW (+)= A^T B for %d experts in turn, depth = tokens)\n",
-                "shape", "depth", "", "panels", "provider", "cblas", kExperts);
+    std::printf("\n%-20s %5s %10s %10s %10s %10s %10s   (GFLOP/s; dW (+)= A^T B for %d experts in turn, depth = tokens)\n",
+                "shape", "depth", "", "panels", "provider", "cblas", "cblas/thr", kExperts);
   struct ShapeTN {
     const char* name;
     int64_t M, N;
@@ -180,7 +180,10 @@ int main(int argc, char** argv) {
       const double cb = rate([&](float* c) {
         gemm_f32_cblas(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f, c, s.N);
       });
-      std::printf("%-20s %5lld %10s %10.1f %10.1f %10.1f%s\n", s.name, (long long)K, "", pan, prov, cb,
+      const double cbt = rate([&](float* c) {
+        gemm_f32_cblas_per_thread(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f, c, s.N);
+      });
+      std::printf("%-20s %5lld %10s %10.1f %10.1f %10.1f %10.1f%s\n", s.name, (long long)K, "", pan, prov, cb, cbt,
                   panel_matmul_tn_suits(K) ? "" : "   (layer: provider)");
     }
   }

@@ -10,6 +10,13 @@
 
 #ifdef MOEPP_HAVE_CBLAS
 #include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+
+// OpenBLAS's thread-count controls, weak: absent (null) when the CBLAS found is another.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+extern "C" int openblas_get_num_threads(void) __attribute__((weak));
 #endif
 
 namespace moepp {
@@ -71,6 +78,34 @@ bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float a
 #endif
 }
 
+bool gemm_f32_cblas_per_thread(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                               int64_t ldc) {
+#ifdef MOEPP_HAVE_CBLAS
+  if (openblas_set_num_threads == nullptr || openblas_get_num_threads == nullptr || omp_in_parallel()) return false;
+  check_args(ta, tb, M, N, K, lda, ldb, ldc);
+  if (M == 0 || N == 0) return true;
+  const int threads = int(std::min<int64_t>(max_threads(), std::max<int64_t>(1, M / 16)));
+  const int saved = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel num_threads(threads)
+  {
+    // Row bands of C in multiples of 16 (whole vectors for OpenBLAS's kernels).
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    const int64_t m0 = t == 0 ? 0 : M * t / n / 16 * 16, m1 = t + 1 == n ? M : M * (t + 1) / n / 16 * 16;
+    if (m1 > m0) {
+      const float* a = ta == Trans::N ? A + m0 * lda : A + m0;
+      cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), int(m1 - m0), int(N), int(K), alpha, a, int(lda), B,
+                  int(ldb), beta, C + m0 * ldc, int(ldc));
+    }
+  }
+  openblas_set_num_threads(saved);
+  return true;
+#else
+  return false;
+#endif
+}
+
 const char* gemm_provider() {
 #ifdef MOEPP_GEMM_ONEDNN
   return "onednn";
@@ -125,6 +160,9 @@ void gemm<double>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double al
 #endif
 }
 
+// Depth up to which the weight gradients stay on the panel kernel when OpenBLAS is there.
+constexpr int64_t kTnPanelsOverBlasMaxDepth = 40;
+
 template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
   for (const auto& p : problems) {
@@ -139,15 +177,20 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
         panel_matmul(p.A, p.M, p.lda, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
         continue;
       }
-      // The experts' weight gradients (dW += dY^T X over an expert's few tokens): the
-      // panel kernel keeps X in L2 and streams dW row by row, where oneDNN walks it in
-      // strided blocks (bench/gemm, dW rows). OpenBLAS's TN path is faster still from ~50
-      // tokens on its own, but its pthreads and our OpenMP threads contend when the calls
-      // interleave (docs/decisions.md), so deeper products stay on the provider.
-      if (ta == Trans::T && tb == Trans::N && (p.beta == 0.0f || p.beta == 1.0f) &&
-          panel_matmul_tn_suits(p.K)) {
-        panel_matmul_tn(p.A, p.lda, p.M, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
-        continue;
+      // The experts' weight gradients (dW += dY^T X, depth = an expert's tokens). Up to
+      // 40 tokens the panel kernel leads: it keeps X in L2 and streams dW row by row.
+      // Deeper, OpenBLAS's TN GEMM does (bench/gemm, dW rows: 247 vs 236 GFLOP/s at 52
+      // tokens, 333 vs oneDNN's 279 at 256), run single-threaded on each of our threads so
+      // that its own pthreads never contend with ours. Without OpenBLAS: panels up to 96
+      // tokens, the provider beyond.
+      if (ta == Trans::T && tb == Trans::N && (p.beta == 0.0f || p.beta == 1.0f)) {
+        if (p.K > kTnPanelsOverBlasMaxDepth &&
+            gemm_f32_cblas_per_thread(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc))
+          continue;
+        if (panel_matmul_tn_suits(p.K)) {
+          panel_matmul_tn(p.A, p.lda, p.M, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
+          continue;
+        }
       }
     }
     gemm<T>(ta, tb, p.M, p.N, p.K, T(1), p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);

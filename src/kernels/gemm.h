@@ -43,4 +43,13 @@ bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float a
                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                     float* C, int64_t ldc);
 
+// OpenBLAS run single-threaded on each of our OpenMP threads, each computing a band of C's
+// rows. OpenBLAS's own pthreads and our OpenMP workers, both spinning between calls, fight
+// over the cores when their calls interleave (docs/decisions.md); this way no thread of
+// OpenBLAS's runs at all. Returns false when the CBLAS built in is not OpenBLAS, or
+// inside a parallel region.
+bool gemm_f32_cblas_per_thread(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                               int64_t ldc);
+
 }  // namespace moepp

@@ -101,8 +101,9 @@ TEST(Gemm, GroupedNNMatchesNaiveDouble) {
   }
 }
 
-// The experts' weight gradients: dW (+)= dY^T X per expert, each over its own rows. Depths
-// of a few tokens (up to 96) take the panel kernel, 600 the provider.
+// The experts' weight gradients: dW (+)= dY^T X per expert, each over its own rows. Depth 3
+// takes the panel kernel; 52 and 600 take OpenBLAS per thread where it is built in (the
+// panel kernel and the provider otherwise).
 TEST(Gemm, GroupedTNMatchesNaiveDouble) {
   Rng rng(5);
   for (int64_t K : {3, 52, 600}) {
@@ -130,6 +131,35 @@ TEST(Gemm, GroupedTNMatchesNaiveDouble) {
       }
     }
   }
+}
+
+// OpenBLAS on each OpenMP thread, a band of C's rows each: every transpose pair, row counts
+// that split unevenly or not at all (under 16 rows one thread runs), alpha and beta, and
+// strides past the shapes. It declines (false) only when the CBLAS is not OpenBLAS.
+TEST(Gemm, CblasPerThreadMatchesNaiveDouble) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{5, 7, 3}, {37, 20, 52}, {150, 33, 9}}) {
+        Rng rng(uint64_t(M * 7 + N * 11 + K + ta * 2 + tb * 4));
+        const int64_t lda = (ta ? M : K) + 2, ldb = (tb ? K : N) + 3, ldc = N + 1;
+        auto A = random_tensor<double>({ta ? K : M, lda}, rng);
+        auto B = random_tensor<double>({tb ? N : K, ldb}, rng);
+        auto C0 = random_tensor<double>({M, ldc}, rng);
+        const double alpha = 0.5, beta = 1.0;
+        auto want = cast<double>(C0);
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            double dot = 0;
+            for (int64_t k = 0; k < K; ++k)
+              dot += (ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+            want[i * ldc + j] = alpha * dot + beta * C0[i * ldc + j];
+          }
+        auto Af = cast<float>(A), Bf = cast<float>(B), C = cast<float>(C0);
+        if (!gemm_f32_cblas_per_thread(ta ? Trans::T : Trans::N, tb ? Trans::T : Trans::N, M, N, K, float(alpha),
+                                       Af.data(), lda, Bf.data(), ldb, float(beta), C.data(), ldc))
+          GTEST_SKIP() << "the CBLAS built in is not OpenBLAS";
+        EXPECT_LT(rel_error(C, want), 2e-6) << "ta=" << ta << " tb=" << tb << " " << M << "x" << N << "x" << K;
+      }
 }
 
 TEST(Gemm, RejectsBadLeadingDimensions) {
