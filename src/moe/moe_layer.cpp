@@ -1,6 +1,10 @@
 #include "moe/moe_layer.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -142,19 +146,37 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
     }
   }, 16);
 
-  // Constant experts: O(D) per slot, accumulated serially per expert (no write races).
-  std::vector<T> dout(static_cast<size_t>(D));
+  // Constant experts: O(D) per slot. An expert's slots belong to distinct tokens, so its
+  // slots split over the threads without races on dx; each thread sums the expert's
+  // vector and mixer gradients apart, and the partial sums are added in thread order.
+  const int threads = int(std::min<int64_t>(max_threads(), 8));
+  std::vector<T> partial(size_t(threads) * size_t(3 * D));
   for (int ci = 0; ci < cfg.num_constant; ++ci) {
     const int e = cfg.num_ffn + ci;
-    for (int64_t r = c.plan.offsets[size_t(e)]; r < c.plan.offsets[size_t(e) + 1]; ++r) {
-      const int32_t slot = c.plan.sorted_slots[size_t(r)];
-      const int64_t t = c.plan.token_of(slot);
-      const T gate = c.router.g[slot];
-      for (int64_t d = 0; d < D; ++d) dout[size_t(d)] = gate * dy[t * D + d];
-      constant_backward(xs + t * D, w.constant[size_t(ci)].data(),
-                        w.constant_wg[size_t(ci)].data(), c.constant_a.data() + int64_t(slot) * 2,
-                        dout.data(), D, c.dx_in.data() + t * D, grad.constant[size_t(ci)].data(),
-                        grad.constant_wg[size_t(ci)].data());
+    const int64_t r0 = c.plan.offsets[size_t(e)], r1 = c.plan.offsets[size_t(e) + 1];
+    if (r1 == r0) continue;
+    std::fill(partial.begin(), partial.end(), T(0));
+#pragma omp parallel num_threads(threads) if (r1 - r0 >= 16)
+    {
+      T* dv = partial.data() + size_t(omp_get_thread_num()) * size_t(3 * D);
+      T* dwc = dv + D;
+      std::vector<T> dout(static_cast<size_t>(D));
+#pragma omp for schedule(static)
+      for (int64_t r = r0; r < r1; ++r) {
+        const int32_t slot = c.plan.sorted_slots[size_t(r)];
+        const int64_t t = c.plan.token_of(slot);
+        const T gate = c.router.g[slot];
+        for (int64_t d = 0; d < D; ++d) dout[size_t(d)] = gate * dy[t * D + d];
+        constant_backward(xs + t * D, w.constant[size_t(ci)].data(), w.constant_wg[size_t(ci)].data(),
+                          c.constant_a.data() + int64_t(slot) * 2, dout.data(), D, c.dx_in.data() + t * D, dv, dwc);
+      }
+    }
+    T* gv = grad.constant[size_t(ci)].data();
+    T* gwc = grad.constant_wg[size_t(ci)].data();
+    for (int th = 0; th < threads; ++th) {
+      const T* dv = partial.data() + size_t(th) * size_t(3 * D);
+      for (int64_t d = 0; d < D; ++d) gv[d] += dv[d];
+      for (int64_t d = 0; d < 2 * D; ++d) gwc[d] += dv[D + d];
     }
   }
   parallel_for(n * D, [&](int64_t i) { dx[i] += scale * c.dx_in[i]; }, 1 << 16);

@@ -103,6 +103,33 @@ TEST_P(MoeLayerGrad, EveryGradientMatchesFiniteDifferencesAndF32MatchesF64) {
   }
 }
 
+// With many tokens a constant expert's slots are split over the threads (16 slots and
+// more) and its vector and mixer gradients summed per thread: still the finite
+// differences, on one layer of 96 tokens where each constant expert gets dozens of slots.
+TEST(MoeLayerGradThreads, ConstantExpertsSplitOverThreadsMatchFiniteDifferences) {
+  Case c{"constants", GateWeights::official, false, true, false, 2, 0, 0};
+  MoeConfig cfg = make_config(c);
+  cfg.num_ffn = 2;
+  MoeStack<double> s(cfg, 1, 96);
+  s.randomize(5);
+  s.forward();
+  for (int e = cfg.num_ffn; e < cfg.num_experts(); ++e)
+    ASSERT_GE(s.caches[0].plan.rows(e), 16) << "constant expert " << e << " gets too few slots to split";
+  Tensor<double> dx, dz_in;
+  s.backward(dx, dz_in);
+  auto loss = [&] { return s.forward(); };
+  const auto base_routing = s.routing();
+  auto same = [&] { return s.routing() == base_routing; };
+  expect_fd_gradient("x", s.x.data(), dx.data(), dx.numel(), loss, 1e-6, 1e-3, same);
+  for (int ci = 0; ci < cfg.num_constant; ++ci) {
+    const std::string n = std::to_string(ci);
+    expect_fd_gradient("constant " + n, s.params[0].constant[size_t(ci)].data(),
+                       s.grads[0].constant[size_t(ci)].data(), cfg.hidden, loss, 1e-6, 1e-3, same);
+    expect_fd_gradient("constant_wg " + n, s.params[0].constant_wg[size_t(ci)].data(),
+                       s.grads[0].constant_wg[size_t(ci)].data(), 2 * cfg.hidden, loss, 1e-6, 1e-3, same);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Modes, MoeLayerGrad,
     ::testing::Values(
