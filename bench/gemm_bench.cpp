@@ -1,9 +1,11 @@
 // bench/gemm: GFLOP/s of our kernels against the configured provider and CBLAS, at the
 // four FFN-expert GEMM shapes of the MoE++7B layer, over row counts: the few-row kernel
 // (gemm_small, NT), and the panel kernel (NT on weights packed once, NN on B as stored);
-// then the NN products with 16 weights streamed, and the weight gradients (TN, depth = an
-// expert's tokens: panel_matmul_tn), 16 gradients streamed.
-// This is where kSmallGemmMaxRows, the NN threshold and the TN threshold come from.
+// then, with 16 weights or gradients used in turn so they stream from memory as in a
+// layer: the training forward's NT products (stream_linear), the backward's NN products,
+// and the weight gradients (TN, depth = an expert's tokens: panel_matmul_tn, OpenBLAS per
+// thread). Each of those rows ends with the kernel the layer runs it on (gemm_grouped's
+// route). This is where the routing thresholds in kernels/gemm.cpp come from.
 // Usage: gemm_bench [--threads 2] [--repeats 5] [--only nt|nn|tn]
 #include <cstdio>
 #include <string>
@@ -19,6 +21,13 @@
 
 using namespace moepp;
 using namespace moepp::bench;
+
+namespace {
+// What the MoE layer runs this product on (gemm_grouped's routing), for the row's marker.
+std::string route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t ldb) {
+  return std::string("   layer: ") + gemm_route_name(gemm_grouped_route(ta, tb, M, N, K, ldb, 1.0f));
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   const Flags f(argc, argv);
@@ -108,7 +117,7 @@ int main(int argc, char** argv) {
       });
       const double pre = rate([&](int e) { panel_linear(A.data(), M, s.K, packed[size_t(e)], C.data(), s.N); });
       std::printf("%-20s %5lld %10.1f %10.1f %10.1f %10.1f %10.1f%s\n", s.name, (long long)M, small, str, prov, cb, pre,
-                  stream_linear_suits(M, s.K) ? "" : "   (layer: provider)");
+                  route(Trans::N, Trans::T, M, s.N, s.K, s.K).c_str());
     }
   }
 
@@ -140,9 +149,8 @@ int main(int argc, char** argv) {
       const double cb = rate([&](const float* b) {
         gemm_f32_cblas(Trans::N, Trans::N, M, s.N, s.K, 1.0f, A.data(), s.K, b, s.N, 0.0f, C.data(), s.N);
       });
-      const bool layer_panels = M >= 8 && (panel_matmul_suits(s.N) || M <= 64);
       std::printf("%-20s %5lld %10s %10.1f %10.1f %10.1f%s\n", s.name, (long long)M, "", pan, prov, cb,
-                  layer_panels ? "" : "   (layer: provider)");
+                  route(Trans::N, Trans::N, M, s.N, s.K, s.N).c_str());
     }
   }
 
@@ -184,7 +192,7 @@ int main(int argc, char** argv) {
         gemm_f32_cblas_per_thread(Trans::T, Trans::N, s.M, s.N, K, 1.0f, A.data(), s.M, B.data(), s.N, 1.0f, c, s.N);
       });
       std::printf("%-20s %5lld %10s %10.1f %10.1f %10.1f %10.1f%s\n", s.name, (long long)K, "", pan, prov, cb, cbt,
-                  panel_matmul_tn_suits(K) ? "" : "   (layer: provider)");
+                  route(Trans::T, Trans::N, s.M, s.N, K, s.N).c_str());
     }
   }
   return 0;

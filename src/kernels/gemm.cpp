@@ -78,11 +78,19 @@ bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float a
 #endif
 }
 
+bool gemm_cblas_per_thread_available() {
+#ifdef MOEPP_HAVE_CBLAS
+  return openblas_set_num_threads != nullptr && openblas_get_num_threads != nullptr;
+#else
+  return false;
+#endif
+}
+
 bool gemm_f32_cblas_per_thread(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
                                const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                int64_t ldc) {
 #ifdef MOEPP_HAVE_CBLAS
-  if (openblas_set_num_threads == nullptr || openblas_get_num_threads == nullptr || omp_in_parallel()) return false;
+  if (!gemm_cblas_per_thread_available() || omp_in_parallel()) return false;
   check_args(ta, tb, M, N, K, lda, ldb, ldc);
   if (M == 0 || N == 0) return true;
   const int threads = int(std::min<int64_t>(max_threads(), std::max<int64_t>(1, M / 16)));
@@ -106,6 +114,54 @@ bool gemm_f32_cblas_per_thread(Trans ta, Trans tb, int64_t M, int64_t N, int64_t
 #endif
 }
 
+const char* gemm_route_name(GemmRoute r) {
+  switch (r) {
+    case GemmRoute::stream: return "stream";
+    case GemmRoute::small: return "small";
+    case GemmRoute::panels: return "panels";
+    case GemmRoute::panels_tn: return "panels";
+    case GemmRoute::cblas_per_thread: return "cblas/thr";
+    case GemmRoute::provider: return "provider";
+  }
+  return "?";
+}
+
+GemmRoute gemm_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  // An expert's few dozen tokens against a weight as stored (the training forward): stream
+  // the weight once, broadcast against a transposed copy of the rows, instead of the copy
+  // of the weight oneDNN makes per call.
+  if (ta == Trans::N && tb == Trans::T && alpha == 1.0f && (beta == 0.0f || beta == 1.0f) &&
+      stream_linear_suits(M, K))
+    return GemmRoute::stream;
+  // Fewer rows (decode): stream B once with dot products instead of packing it.
+  if (gemm_small_f32_takes(ta, tb, M, N, K)) return GemmRoute::small;
+  return GemmRoute::provider;
+}
+
+// Depth up to which the weight gradients stay on the panel kernel when OpenBLAS is there.
+constexpr int64_t kTnPanelsOverBlasMaxDepth = 40;
+
+GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t ldb, float beta) {
+  const bool beta01 = beta == 0.0f || beta == 1.0f;
+  // The NN products of the experts' backward (dX = dU W, dH = dO W, W as stored) run on
+  // the panel kernel, which reads W in place where oneDNN copies it per call: faster from
+  // 8 rows up (bench/gemm). Where W's rows alias in the cache (dH: 16 KB apart) its slices
+  // are copied first, which still wins up to 64 rows (level at 128, behind at 256).
+  if (ta == Trans::N && tb == Trans::N && M >= 8 && beta01 && (panel_matmul_suits(ldb) || M <= 64))
+    return GemmRoute::panels;
+  // The experts' weight gradients (dW += dY^T X, depth = an expert's tokens). Up to 40
+  // tokens the panel kernel leads: it keeps X in L2 and streams dW row by row. Deeper,
+  // OpenBLAS's TN GEMM does (bench/gemm, dW rows: 252 vs 232 GFLOP/s at 52 tokens, 322 vs
+  // oneDNN's 276 at 256), run single-threaded on each of our threads so that its own
+  // pthreads never contend with ours. Without OpenBLAS: panels up to 96 tokens, the
+  // provider beyond.
+  if (ta == Trans::T && tb == Trans::N && beta01) {
+    if (K > kTnPanelsOverBlasMaxDepth && gemm_cblas_per_thread_available()) return GemmRoute::cblas_per_thread;
+    if (panel_matmul_tn_suits(K)) return GemmRoute::panels_tn;
+  }
+  return gemm_route(ta, tb, M, N, K, 1.0f, beta);
+}
+
 const char* gemm_provider() {
 #ifdef MOEPP_GEMM_ONEDNN
   return "onednn";
@@ -119,17 +175,15 @@ void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alph
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                  float* C, int64_t ldc) {
   check_args(ta, tb, M, N, K, lda, ldb, ldc);
-  // An expert's few dozen tokens against a weight as stored (the training forward): stream
-  // the weight once, broadcast against a transposed copy of the rows, instead of the copy
-  // of the weight oneDNN makes per call.
-  if (ta == Trans::N && tb == Trans::T && alpha == 1.0f && (beta == 0.0f || beta == 1.0f) &&
-      stream_linear_suits(M, K)) {
-    stream_linear(A, M, lda, B, N, K, ldb, C, ldc, beta == 1.0f);
-    return;
+  switch (gemm_route(ta, tb, M, N, K, alpha, beta)) {
+    case GemmRoute::stream:
+      return stream_linear(A, M, lda, B, N, K, ldb, C, ldc, beta == 1.0f);
+    case GemmRoute::small:
+      if (gemm_small_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+      break;
+    default:
+      break;
   }
-  // Fewer rows (decode): stream B once with dot products instead of packing it. It
-  // declines empty problems, which the general path handles.
-  if (gemm_small_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   gemm_f32_general(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -160,37 +214,23 @@ void gemm<double>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double al
 #endif
 }
 
-// Depth up to which the weight gradients stay on the panel kernel when OpenBLAS is there.
-constexpr int64_t kTnPanelsOverBlasMaxDepth = 40;
-
 template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
   for (const auto& p : problems) {
     if constexpr (std::is_same_v<T, float>) {
-      // The NN products of the experts' backward (dX = dU W, dH = dO W, W as stored) run on
-      // the panel kernel, which reads W in place where oneDNN copies it per call: faster
-      // from 8 rows up (bench/gemm). Where W's rows alias in the cache (dH: 16 KB apart)
-      // its slices are copied first, which still wins up to 64 rows (195 vs 178 GFLOP/s at
-      // 52 rows, 16 weights streamed; level at 128, behind at 256).
-      if (ta == Trans::N && tb == Trans::N && p.M >= 8 && (p.beta == 0.0f || p.beta == 1.0f) &&
-          (panel_matmul_suits(p.ldb) || p.M <= 64)) {
-        panel_matmul(p.A, p.M, p.lda, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
-        continue;
-      }
-      // The experts' weight gradients (dW += dY^T X, depth = an expert's tokens). Up to
-      // 40 tokens the panel kernel leads: it keeps X in L2 and streams dW row by row.
-      // Deeper, OpenBLAS's TN GEMM does (bench/gemm, dW rows: 247 vs 236 GFLOP/s at 52
-      // tokens, 333 vs oneDNN's 279 at 256), run single-threaded on each of our threads so
-      // that its own pthreads never contend with ours. Without OpenBLAS: panels up to 96
-      // tokens, the provider beyond.
-      if (ta == Trans::T && tb == Trans::N && (p.beta == 0.0f || p.beta == 1.0f)) {
-        if (p.K > kTnPanelsOverBlasMaxDepth &&
-            gemm_f32_cblas_per_thread(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc))
+      switch (gemm_grouped_route(ta, tb, p.M, p.N, p.K, p.ldb, p.beta)) {
+        case GemmRoute::panels:
+          panel_matmul(p.A, p.M, p.lda, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
           continue;
-        if (panel_matmul_tn_suits(p.K)) {
+        case GemmRoute::panels_tn:
           panel_matmul_tn(p.A, p.lda, p.M, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
           continue;
-        }
+        case GemmRoute::cblas_per_thread:
+          if (gemm_f32_cblas_per_thread(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc))
+            continue;
+          break;
+        default:
+          break;  // gemm<float> routes the rest
       }
     }
     gemm<T>(ta, tb, p.M, p.N, p.K, T(1), p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);

@@ -30,6 +30,14 @@ struct GemmProblem {
 template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems);
 
+// The kernel an f32 product runs on. gemm<float> picks among stream, small and provider;
+// gemm_grouped<float> (the experts' products, alpha = 1) also among panels, panels_tn and
+// cblas_per_thread. The choices and their measured ranges: docs/decisions.md, bench/gemm.
+enum class GemmRoute { stream, small, panels, panels_tn, cblas_per_thread, provider };
+const char* gemm_route_name(GemmRoute r);
+GemmRoute gemm_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, float beta);
+GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t ldb, float beta);
+
 // Name of the f32 provider chosen at configure time ("onednn" or "cblas").
 const char* gemm_provider();
 
@@ -42,6 +50,9 @@ void gemm_f32_general(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float
 bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                     float* C, int64_t ldc);
+
+// Whether gemm_f32_cblas_per_thread can run here (the CBLAS built in is OpenBLAS).
+bool gemm_cblas_per_thread_available();
 
 // OpenBLAS run single-threaded on each of our OpenMP threads, each computing a band of C's
 // rows. OpenBLAS's own pthreads and our OpenMP workers, both spinning between calls, fight

@@ -60,9 +60,13 @@ void nt_rows(int64_t n0, int64_t n1, int64_t M, int64_t N, int64_t K, float alph
 
 }  // namespace
 
+bool gemm_small_f32_takes(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K) {
+  return ta == Trans::N && tb == Trans::T && M >= 1 && M <= kSmallGemmMaxRows && N >= 1 && K >= 1;
+}
+
 bool gemm_small_f32(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (ta != Trans::N || tb != Trans::T || M > kSmallGemmMaxRows || M < 1 || N < 1 || K < 1) return false;
+  if (!gemm_small_f32_takes(ta, tb, M, N, K)) return false;
   // Split the columns of C across threads in tile-sized chunks; each thread walks its own
   // rows of B once.
   const int64_t tile = 4;
@@ -77,6 +81,8 @@ bool gemm_small_f32(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float a
 }
 
 #else
+
+bool gemm_small_f32_takes(Trans, Trans, int64_t, int64_t, int64_t) { return false; }
 
 bool gemm_small_f32(Trans, Trans, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                     float, float*, int64_t) {

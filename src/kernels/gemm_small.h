@@ -16,6 +16,10 @@ namespace moepp {
 // gemm<float> prefers stream_linear (kernels/gemm_stream.h), which is faster still there.
 inline constexpr int64_t kSmallGemmMaxRows = 32;
 
+// Whether gemm_small_f32 takes this problem: NT, 1 to kSmallGemmMaxRows rows, N and K
+// positive, built with AVX-512.
+bool gemm_small_f32_takes(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K);
+
 // C = alpha * A B^T + beta * C with A [M, K] and B [N, K] (ta = N, tb = T). Returns false
 // for any other case (then the caller uses the general provider).
 bool gemm_small_f32(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

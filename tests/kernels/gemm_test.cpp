@@ -162,6 +162,31 @@ TEST(Gemm, CblasPerThreadMatchesNaiveDouble) {
       }
 }
 
+// The routing of the experts' products follows the thresholds measured in bench/gemm
+// (docs/decisions.md): the training forward at 16-96 rows streams the weight; the backward's
+// NN products take panels up to 64 rows when W's rows alias (16 KB apart), at any row
+// count otherwise; the weight gradients take panels up to 40 tokens, then OpenBLAS per
+// thread (without it: panels up to 96, the provider beyond).
+TEST(Gemm, GroupedRoutingFollowsTheMeasuredThresholds) {
+  auto route = [](Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t ldb) {
+    return gemm_grouped_route(ta, tb, M, N, K, ldb, 1.0f);
+  };
+#if defined(__AVX512F__)
+  EXPECT_EQ(route(Trans::N, Trans::T, 52, 8192, 1536, 1536), GemmRoute::stream);
+  EXPECT_EQ(route(Trans::N, Trans::T, 8, 8192, 1536, 1536), GemmRoute::small);
+#endif
+  EXPECT_EQ(route(Trans::N, Trans::T, 256, 8192, 1536, 1536), GemmRoute::provider);
+  EXPECT_EQ(route(Trans::N, Trans::N, 52, 4096, 1536, 4096), GemmRoute::panels);
+  EXPECT_EQ(route(Trans::N, Trans::N, 256, 4096, 1536, 4096), GemmRoute::provider);
+  EXPECT_EQ(route(Trans::N, Trans::N, 256, 1536, 8192, 1536), GemmRoute::panels);
+  EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 32, 1536), GemmRoute::panels_tn);
+  const bool blas = gemm_cblas_per_thread_available();
+  EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 52, 1536), blas ? GemmRoute::cblas_per_thread : GemmRoute::panels_tn);
+  EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 256, 1536), blas ? GemmRoute::cblas_per_thread : GemmRoute::provider);
+  // Only beta 0 or 1 takes the special kernels.
+  EXPECT_EQ(gemm_grouped_route(Trans::T, Trans::N, 8192, 1536, 32, 1536, 0.5f), GemmRoute::provider);
+}
+
 TEST(Gemm, RejectsBadLeadingDimensions) {
   Tensor<float> A({4, 4}), B({4, 4}), C({4, 4});
   EXPECT_THROW(gemm<float>(Trans::N, Trans::N, 4, 4, 4, 1.0f, A.data(), 3, B.data(), 4, 0.0f, C.data(), 4), Error);
