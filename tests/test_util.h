@@ -52,6 +52,28 @@ double rel_error(const Tensor<A>& a, const Tensor<B>& b) {
   return rel_error(a.data(), b.data(), std::min(a.numel(), b.numel()));
 }
 
+// Relative L2 error over all of y [M, ldy] (the f32 result) against y0 (+)= x B in double,
+// x [M, K] with row stride ldx and b_at(k, j) = B[k, j]; the columns past N must keep
+// y0's values.
+template <typename BAt>
+double product_error_vs_naive(const Tensor<float>& y, const Tensor<double>& y0, const Tensor<double>& x, int64_t M,
+                              int64_t K, int64_t N, int64_t ldx, int64_t ldy, bool accumulate, BAt b_at) {
+  double num = 0, den = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t j = 0; j < ldy; ++j) {
+      double want = y0[m * ldy + j];
+      if (j < N) {
+        double dot = 0;
+        for (int64_t k = 0; k < K; ++k) dot += x[m * ldx + k] * b_at(k, j);
+        want = (accumulate ? want : 0.0) + dot;
+      }
+      const double got = y[m * ldy + j];
+      num += (got - want) * (got - want);
+      den += want * want;
+    }
+  return std::sqrt(num / den);
+}
+
 // C = op(A) op(B), all double, the obvious triple loop.
 inline void naive_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* A,
                        const double* B, double* C) {

@@ -151,8 +151,8 @@ GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K
     return GemmRoute::panels;
   // The experts' weight gradients (dW += dY^T X, depth = an expert's tokens). Up to 40
   // tokens the panel kernel leads: it keeps X in L2 and streams dW row by row. Deeper,
-  // OpenBLAS's TN GEMM does (bench/gemm, dW rows: 252 vs 232 GFLOP/s at 52 tokens, 322 vs
-  // oneDNN's 276 at 256), run single-threaded on each of our threads so that its own
+  // OpenBLAS's TN GEMM does (bench/gemm, dW rows: 252 vs 232 GFLOP/s at 52 tokens, 329 vs
+  // oneDNN's 268 at 256), run single-threaded on each of our threads so that its own
   // pthreads never contend with ours. Without OpenBLAS: panels up to 96 tokens, the
   // provider beyond.
   if (ta == Trans::T && tb == Trans::N && beta01) {

@@ -30,30 +30,6 @@ TEST(GemmPanels, PackStoresColumnPanelsAndUnpacksExactly) {
   for (int64_t i = 0; i < 7 * K; ++i) EXPECT_EQ(back[i], w[30 * K + i]);
 }
 
-namespace {
-
-// Relative L2 error of y (the f32 result over [M, ldy]) against y0 (+)= x . B in double,
-// where b_at(k, j) is B[k, j]; columns past N must be left as they were in y0.
-template <typename BAt>
-double error_vs_naive(const Tensor<float>& y, const Tensor<double>& y0, const Tensor<double>& x, int64_t M,
-                      int64_t K, int64_t N, int64_t ldx, int64_t ldy, bool accumulate, BAt b_at) {
-  double num = 0, den = 0;
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t j = 0; j < ldy; ++j) {
-      double want = y0[m * ldy + j];
-      if (j < N) {
-        double dot = 0;
-        for (int64_t k = 0; k < K; ++k) dot += x[m * ldx + k] * b_at(k, j);
-        want = (accumulate ? want : 0.0) + dot;
-      }
-      const double got = y[m * ldy + j];
-      num += (got - want) * (got - want);
-      den += want * want;
-    }
-  return std::sqrt(num / den);
-}
-
-}  // namespace
 
 TEST(GemmPanels, LinearMatchesNaiveDoubleOnRaggedShapes) {
   const int saved = max_threads();
@@ -72,8 +48,8 @@ TEST(GemmPanels, LinearMatchesNaiveDoubleOnRaggedShapes) {
         for (bool accumulate : {false, true}) {
           auto yf = cast<float>(y0);
           panel_linear(xf.data(), M, ldx, p, yf.data(), ldy, accumulate);
-          const double err = error_vs_naive(yf, y0, x, M, K, N, ldx, ldy, accumulate,
-                                            [&](int64_t k, int64_t j) { return w[j * K + k]; });  // B = W^T
+          const double err = product_error_vs_naive(yf, y0, x, M, K, N, ldx, ldy, accumulate,
+                                                    [&](int64_t k, int64_t j) { return w[j * K + k]; });  // B = W^T
           EXPECT_LT(err, 2e-6)
               << "threads=" << threads << " M=" << M << " N=" << N << " K=" << K << " accumulate=" << accumulate;
         }
@@ -99,8 +75,8 @@ TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
         for (bool accumulate : {false, true}) {
           auto yf = cast<float>(y0);
           panel_matmul(xf.data(), M, ldx, bf.data(), K, N, ldb, yf.data(), ldy, accumulate);
-          const double err = error_vs_naive(yf, y0, x, M, K, N, ldx, ldy, accumulate,
-                                            [&](int64_t k, int64_t j) { return b[k * ldb + j]; });
+          const double err = product_error_vs_naive(yf, y0, x, M, K, N, ldx, ldy, accumulate,
+                                                    [&](int64_t k, int64_t j) { return b[k * ldb + j]; });
           EXPECT_LT(err, 2e-6)
               << "threads=" << threads << " M=" << M << " K=" << K << " N=" << N << " accumulate=" << accumulate;
         }
@@ -132,8 +108,8 @@ TEST(GemmPanels, MatmulTransposedAMatchesNaiveDouble) {
         for (bool accumulate : {false, true}) {
           auto yf = cast<float>(y0);
           panel_matmul_tn(af.data(), lda, M, bf.data(), K, N, ldb, yf.data(), ldy, accumulate);
-          const double err = error_vs_naive(yf, y0, x, M, K, N, K, ldy, accumulate,
-                                            [&](int64_t k, int64_t j) { return b[k * ldb + j]; });
+          const double err = product_error_vs_naive(yf, y0, x, M, K, N, K, ldy, accumulate,
+                                                    [&](int64_t k, int64_t j) { return b[k * ldb + j]; });
           EXPECT_LT(err, 2e-6)
               << "threads=" << threads << " M=" << M << " K=" << K << " N=" << N << " accumulate=" << accumulate;
         }

@@ -18,25 +18,12 @@ using namespace moepp::test;
 
 namespace {
 
-// Relative L2 error over all of y [M, ldy] against y0 (+)= x W^T in double; the columns
-// past N must keep y0's values.
+// y0 (+)= x W^T in double against the f32 result y, W [N, K] with row stride ldw.
 double error_vs_naive(const Tensor<float>& y, const Tensor<double>& y0, const Tensor<double>& x,
                       const Tensor<double>& w, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldw,
                       int64_t ldy, bool accumulate) {
-  double num = 0, den = 0;
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t j = 0; j < ldy; ++j) {
-      double want = y0[m * ldy + j];
-      if (j < N) {
-        double dot = 0;
-        for (int64_t k = 0; k < K; ++k) dot += x[m * ldx + k] * w[j * ldw + k];
-        want = (accumulate ? want : 0.0) + dot;
-      }
-      const double got = y[m * ldy + j];
-      num += (got - want) * (got - want);
-      den += want * want;
-    }
-  return std::sqrt(num / den);
+  return product_error_vs_naive(y, y0, x, M, K, N, ldx, ldy, accumulate,
+                                [&](int64_t k, int64_t j) { return w[j * ldw + k]; });
 }
 
 }  // namespace
