@@ -38,9 +38,27 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
   p.rows = rows;
   p.cols = cols;
   const size_t n = size_t(rows * cols);
-  for (size_t i = 0; i < n; ++i)
-    MOEPP_CHECK(std::isfinite(w[i]), "pack: non-finite weight ", w[i], " at row ", int64_t(i) / cols, ", column ",
-                int64_t(i) % cols);
+  // The first non-finite weight. A serial isfinite scan took a quarter of a second per
+  // GB, as long as the packing itself; instead each chunk sums w - w (0 when finite, NaN
+  // otherwise) in vectors on all threads, and only a chunk that is not 0 is searched.
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (int64_t(n) + kChunk - 1) / kChunk;
+  int64_t bad = int64_t(n);
+#pragma omp parallel for reduction(min : bad) schedule(static) if (chunks > 16)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t i0 = c * kChunk, i1 = std::min(int64_t(n), i0 + kChunk);
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = i0; i < i1; ++i) sum += w[i] - w[i];
+    if (sum != 0.0f)
+      for (int64_t i = i0; i < i1; ++i)
+        if (!std::isfinite(w[i])) {
+          bad = std::min(bad, i);
+          break;
+        }
+  }
+  MOEPP_CHECK(bad == int64_t(n), "pack: non-finite weight ", bad < int64_t(n) ? w[bad] : 0.0f, " at row ", bad / cols,
+              ", column ", bad % cols);
   switch (type) {
     case WeightType::f32:
       p.f32 = PanelMatrix::pack(w, rows, cols);

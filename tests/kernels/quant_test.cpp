@@ -85,3 +85,12 @@ TEST(Quant, RejectsWhatItCannotStore) {
   EXPECT_THROW(parse_weight_type("q4_0"), Error);
   EXPECT_EQ(parse_weight_type("q8_0"), WeightType::q8_0);
 }
+
+// A large matrix is scanned on all threads; the error still names the first bad weight.
+TEST(Quant, NamesTheFirstNonFiniteWeightOfALargeMatrix) {
+  const int64_t R = 1500, K = 1000;
+  std::vector<float> w(size_t(R * K), 0.5f);
+  w[size_t(1400 * K + 3)] = -INFINITY;
+  w[size_t(1234 * K + 567)] = NAN;
+  expect_error_mentioning([&] { PackedMatrix::pack(w.data(), R, K, WeightType::f32); }, "at row 1234, column 567");
+}
