@@ -128,11 +128,12 @@ StreamTileFn tile_for(int64_t vectors) {
 
 bool stream_linear_suits(int64_t M, int64_t K) {
 #if defined(__AVX512F__)
-  return M >= kMinRows && M <= kMaxRows && vector_rows(M) * K * int64_t(sizeof(float)) <= kMaxCopyBytes;
+  constexpr bool kHaveKernel = true;
 #else
-  (void)M, (void)K;
-  return false;
+  constexpr bool kHaveKernel = false;  // the plain loop below is for correctness only
 #endif
+  return kHaveKernel && M >= kMinRows && M <= kMaxRows &&
+         vector_rows(M) * K * int64_t(sizeof(float)) <= kMaxCopyBytes;
 }
 
 void stream_linear(const float* x, int64_t M, int64_t ldx, const float* W, int64_t N, int64_t K, int64_t ldw,
