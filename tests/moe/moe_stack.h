@@ -81,6 +81,14 @@ struct MoeStack {
     return r;
   }
 
+  // Checks grad (n values) against central finite differences of the stack's loss in
+  // param, holding every layer's routing at what it is now (double stacks only).
+  void expect_fd(const std::string& what, double* param, const double* grad, int64_t n) {
+    const auto base = routing();
+    expect_fd_gradient(what, param, grad, n, [&] { return forward(); }, 1e-6, 1e-3,
+                       [&] { return routing() == base; });
+  }
+
   // After forward(): fills grads, dx and dz_in.
   void backward(Tensor<T>& dx, Tensor<T>& dz_in) {
     for (auto& g : grads) g.zero();
