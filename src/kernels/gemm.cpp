@@ -170,21 +170,40 @@ const char* gemm_provider() {
 #endif
 }
 
+namespace {
+
+// Runs one f32 product on the kernel `route` names, or on the general provider where that
+// kernel declines it. The special kernels take alpha = 1 and beta 0 or 1 (the routes say so).
+void run_on_route(GemmRoute route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  check_args(ta, tb, M, N, K, lda, ldb, ldc);
+  const bool add = beta == 1.0f;
+  switch (route) {
+    case GemmRoute::stream:
+      return stream_linear(A, M, lda, B, N, K, ldb, C, ldc, add);
+    case GemmRoute::panels:
+      return panel_matmul(A, M, lda, B, K, N, ldb, C, ldc, add);
+    case GemmRoute::panels_tn:
+      return panel_matmul_tn(A, lda, M, B, K, N, ldb, C, ldc, add);
+    case GemmRoute::small:
+      if (gemm_small_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+      break;
+    case GemmRoute::cblas_per_thread:
+      if (gemm_f32_cblas_per_thread(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+      break;
+    case GemmRoute::provider:
+      break;
+  }
+  gemm_f32_general(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace
+
 template <>
 void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                  float* C, int64_t ldc) {
-  check_args(ta, tb, M, N, K, lda, ldb, ldc);
-  switch (gemm_route(ta, tb, M, N, K, alpha, beta)) {
-    case GemmRoute::stream:
-      return stream_linear(A, M, lda, B, N, K, ldb, C, ldc, beta == 1.0f);
-    case GemmRoute::small:
-      if (gemm_small_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
-      break;
-    default:
-      break;
-  }
-  gemm_f32_general(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  run_on_route(gemm_route(ta, tb, M, N, K, alpha, beta), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void gemm_f32_general(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -218,22 +237,11 @@ template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
   for (const auto& p : problems) {
     if constexpr (std::is_same_v<T, float>) {
-      switch (gemm_grouped_route(ta, tb, p.M, p.N, p.K, p.ldb, p.beta)) {
-        case GemmRoute::panels:
-          panel_matmul(p.A, p.M, p.lda, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
-          continue;
-        case GemmRoute::panels_tn:
-          panel_matmul_tn(p.A, p.lda, p.M, p.B, p.K, p.N, p.ldb, p.C, p.ldc, p.beta == 1.0f);
-          continue;
-        case GemmRoute::cblas_per_thread:
-          if (gemm_f32_cblas_per_thread(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc))
-            continue;
-          break;
-        default:
-          break;  // gemm<float> routes the rest
-      }
+      run_on_route(gemm_grouped_route(ta, tb, p.M, p.N, p.K, p.ldb, p.beta), ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda,
+                   p.B, p.ldb, p.beta, p.C, p.ldc);
+    } else {
+      gemm<T>(ta, tb, p.M, p.N, p.K, T(1), p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
     }
-    gemm<T>(ta, tb, p.M, p.N, p.K, T(1), p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
   }
 }
 

@@ -110,8 +110,6 @@ DotTileFn dot_tile_for(int64_t rows) {
 
 using StreamTileFn = void (*)(const float* const*, const float* const*, const float*, int64_t, float*);
 
-// Tiles of R rows of W: 8 when x fits one block of up to 3 vectors (enough accumulators to
-// hide the FMA latency), 6 when 4 vectors (24 accumulators).
 template <int R>
 StreamTileFn tile_for(int64_t vectors) {
   switch (vectors) {
@@ -144,22 +142,26 @@ void stream_linear(const float* x, int64_t M, int64_t ldx, const float* W, int64
 #if defined(__AVX512F__)
   // Blocks of up to 64 rows of x, each copied as [K][16 z] (z = its vectors, zero padded),
   // and the rows past the last whole vector, read in place by dot products.
+  const int64_t vrows = vector_rows(M), tail0 = std::min(M, vrows);
+  // Tiles of R rows of W: 6 beside four vectors of x (24 accumulators), else 8 (enough
+  // accumulators to hide the FMA latency).
+  const int64_t R = vrows >= 4 * 16 ? 6 : 8;
   struct Block {
     int64_t m0, rows, vectors;
     float* xt;
+    StreamTileFn tile;
   };
   std::vector<Block> blocks;
-  const int64_t vrows = vector_rows(M), tail0 = std::min(M, vrows);
   // Kept across calls: a fresh buffer this size would be page-faulted on every product.
   thread_local std::vector<float> copy;
   copy.resize(std::max(copy.size(), size_t(vrows * K + 16)));
   float* base = copy.data() + (16 - (reinterpret_cast<uintptr_t>(copy.data()) / sizeof(float)) % 16) % 16;
   for (int64_t m0 = 0; m0 < vrows; m0 += kBlockRows) {
     const int64_t vectors = (std::min(kBlockRows, vrows - m0) + 15) / 16;
-    blocks.push_back({m0, std::min(M - m0, 16 * vectors), vectors, base});
+    blocks.push_back({m0, std::min(M - m0, 16 * vectors), vectors, base,
+                      R == 8 ? tile_for<8>(vectors) : tile_for<6>(vectors)});
     base += vectors * 16 * K;
   }
-  const int64_t R = blocks.size() > 1 || (blocks.size() == 1 && blocks[0].vectors == 4) ? 6 : 8;
   const int64_t tiles = (N + R - 1) / R;
   const int threads = omp_in_parallel() ? 1 : int(std::min<int64_t>(max_threads(), tiles));
   constexpr int64_t kPackStep = 64;
@@ -195,9 +197,8 @@ void stream_linear(const float* x, int64_t M, int64_t ldx, const float* W, int64
           next[r] = W + std::min(n0 + R + r, N - 1) * ldw;
         }
         for (const Block& b : blocks) {
-          const StreamTileFn tile = R == 8 ? tile_for<8>(b.vectors) : tile_for<6>(b.vectors);
           // The first block's pass pulls in the next tile; later passes find this tile's rows in L2.
-          tile(rows, &b == &blocks[0] && t + 1 < c1 ? next : nullptr, b.xt, K, out);
+          b.tile(rows, &b == &blocks[0] && t + 1 < c1 ? next : nullptr, b.xt, K, out);
           const int64_t width = 16 * b.vectors;
           for (int64_t i = 0; i < b.rows; ++i) {
             float* yr = y + (b.m0 + i) * ldy + n0;
