@@ -17,7 +17,11 @@
 // OpenBLAS's thread-count controls, weak: absent (null) when the CBLAS found is another.
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 extern "C" int openblas_get_num_threads(void) __attribute__((weak));
+extern "C" char* openblas_get_corename(void) __attribute__((weak));
 #endif
+
+#include <cctype>
+#include <string>
 
 namespace moepp {
 
@@ -81,6 +85,25 @@ bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float a
 bool gemm_cblas_per_thread_available() {
 #ifdef MOEPP_HAVE_CBLAS
   return openblas_set_num_threads != nullptr && openblas_get_num_threads != nullptr;
+#else
+  return false;
+#endif
+}
+
+bool gemm_cblas_has_avx512_kernels() {
+#ifdef MOEPP_HAVE_CBLAS
+  static const bool avx512 = [] {
+    if (openblas_get_corename == nullptr) return false;
+    const char* name = openblas_get_corename();
+    std::string core = name ? name : "";
+    for (char& ch : core) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    // OpenBLAS's cores whose SGEMM kernels are written for AVX-512. A CPU it does not know
+    // (Debian's 0.3.21 on AMD Zen 5 says "Haswell") gets AVX2 kernels at half the width.
+    for (const char* known : {"skylakex", "cooperlake", "sapphirerapids"})
+      if (core.find(known) != std::string::npos) return true;
+    return false;
+  }();
+  return avx512;
 #else
   return false;
 #endif
@@ -153,10 +176,12 @@ GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K
   // tokens the panel kernel leads: it keeps X in L2 and streams dW row by row. Deeper,
   // OpenBLAS's TN GEMM does (bench/gemm, dW rows: 252 vs 232 GFLOP/s at 52 tokens, 329 vs
   // oneDNN's 268 at 256), run single-threaded on each of our threads so that its own
-  // pthreads never contend with ours. Without OpenBLAS: panels up to 96 tokens, the
-  // provider beyond.
+  // pthreads never contend with ours. That was on an Intel Xeon, where OpenBLAS runs its
+  // AVX-512 kernels; where it runs AVX2 ones (AMD Zen 5: 165 vs panels' 287 GFLOP/s at 52
+  // tokens), and without OpenBLAS: panels up to 96 tokens, the provider beyond.
   if (ta == Trans::T && tb == Trans::N && beta01) {
-    if (K > kTnPanelsOverBlasMaxDepth && gemm_cblas_per_thread_available()) return GemmRoute::cblas_per_thread;
+    if (K > kTnPanelsOverBlasMaxDepth && gemm_cblas_per_thread_available() && gemm_cblas_has_avx512_kernels())
+      return GemmRoute::cblas_per_thread;
     if (panel_matmul_tn_suits(K)) return GemmRoute::panels_tn;
   }
   return gemm_route(ta, tb, M, N, K, 1.0f, beta);

@@ -54,6 +54,12 @@ bool gemm_f32_cblas(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float a
 // Whether gemm_f32_cblas_per_thread can run here (the CBLAS built in is OpenBLAS).
 bool gemm_cblas_per_thread_available();
 
+// Whether the CBLAS built in is OpenBLAS running SGEMM kernels written for AVX-512 on
+// this CPU (its core name says so). Where it falls back to AVX2 kernels (a CPU newer than
+// the library, such as AMD Zen 5 under Debian's 0.3.21) it runs at about half our panel
+// kernel's rate, and the weight gradients stay on the panel kernel and the provider.
+bool gemm_cblas_has_avx512_kernels();
+
 // OpenBLAS run single-threaded on each of our OpenMP threads, each computing a band of C's
 // rows. OpenBLAS's own pthreads and our OpenMP workers, both spinning between calls, fight
 // over the cores when their calls interleave (docs/decisions.md); this way no thread of

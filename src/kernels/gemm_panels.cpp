@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/cpu_caches.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/vec_math.h"
@@ -34,10 +35,16 @@ constexpr int64_t kRowMajorDepth = 128;
 #endif
 constexpr int64_t kAhead = MOEPP_PANEL_AHEAD;  // panel slices between a prefetch and its use
 constexpr int64_t kRowsPerChunk = 512;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
-// A B of at most this size (one K block) stays in L2 whole, and the output is walked by
-// row tiles instead of by panel groups; bench/gemm's dW rows: at 52 tokens 1.5x oneDNN,
-// while 1.5 MB and 2 MB thresholds lost 10-30% at 128-256 tokens.
-constexpr int64_t kRowsOuterMaxBytes = int64_t(1) << 20;
+// On a 2 MB L2, a B of at most 1 MB (one K block) stays there whole, and the output is
+// walked by row tiles instead of by panel groups. bench/gemm's dW rows on an Intel Xeon: at
+// 52 tokens 1.5x oneDNN, while 1.5 MB and 2 MB thresholds lost 10-30% at 128-256 tokens.
+// On AMD Zen 5 (1 MB L2) the same walk lost to the panel groups at every depth from 8 to
+// 64 tokens, by 1.3-1.6x (dUp, 16 experts, alternating runs), so it is kept to L2s of 2 MB
+// and more.
+bool rows_outer_suits(int64_t b_bytes) {
+  const int64_t l2 = l2_cache().bytes;
+  return l2 >= (int64_t(2) << 20) && b_bytes <= l2 / 2;
+}
 // Up to this depth panel_matmul_tn beats oneDNN on the weight gradients of 16 experts
 // streamed from memory (bench/gemm, dW rows: 1.0-2.7x at 8-96 tokens; at 128 oneDNN
 // leads on dUp, 224 vs 200 GFLOP/s).
@@ -211,7 +218,7 @@ void copy_slice(const float* src, int64_t ld, int64_t kc, int64_t ncols, float* 
 // y[M, N] (+)= x[M, K] B[K, N] with B's column panels read from `src`; x stored [M, K], or
 // [K, M] when x_transposed.
 void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, const PanelSource& src, int64_t N,
-                   int64_t K, float* y, int64_t ldy, bool accumulate) {
+                   int64_t K, float* y, int64_t ldy, bool accumulate, OutputWalk walk = OutputWalk::automatic) {
   const int64_t P = (N + kPanelWidth - 1) / kPanelWidth, depth = src.depth;
   const int threads = omp_in_parallel() ? 1 : int(std::min<int64_t>(max_threads(), P));
   // Panels go out in groups, a few per thread, first come first served: a thread slowed
@@ -221,7 +228,9 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
   const int64_t group = std::clamp<int64_t>(P / (4 * threads), 1, 16);
   const int64_t groups = (P + group - 1) / group;
   const int64_t blocks = (K + depth - 1) / depth;
-  const bool rows_outer = blocks == 1 && K * N * int64_t(sizeof(float)) <= kRowsOuterMaxBytes;
+  const bool rows_outer =
+      blocks == 1 && (walk == OutputWalk::row_tiles ||
+                      (walk == OutputWalk::automatic && rows_outer_suits(K * N * int64_t(sizeof(float)))));
   // Rows in equal chunks (256 rows run as one chunk, not 240 + 16). Each chunk of x is
   // packed once, all of K, tile by tile in every block, shared by the threads. Kept across
   // calls: a fresh buffer this size would be mmapped and page-faulted on every product.
@@ -327,13 +336,13 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
 namespace {
 
 // Whether a panel slice of `rows` rows of two 64-byte lines, ldb floats apart, spreads
-// over enough sets of a 2 MB 16-way L2 to stay there.
+// over enough sets of the L2 to stay there.
 bool slice_fits_l2(int64_t ldb, int64_t rows) {
   const int64_t bytes = ldb * int64_t(sizeof(float));
   if (bytes % 64) return true;  // rows start at varying offsets within lines: no pile-up
-  constexpr int64_t kL2Sets = 2048, kL2Ways = 16;
-  const int64_t sets = kL2Sets / std::gcd(bytes / 64, kL2Sets);
-  return sets * kL2Ways >= 2 * rows;
+  const int64_t l2_sets = l2_cache().sets();
+  const int64_t sets = l2_sets / std::gcd(bytes / 64, l2_sets);
+  return sets * l2_cache().ways >= 2 * rows;
 }
 
 }  // namespace
@@ -352,13 +361,14 @@ void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_
 bool panel_matmul_tn_suits(int64_t K) { return K <= kTnMaxDepth; }
 
 void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,
-                     float* y, int64_t ldy, bool accumulate) {
+                     float* y, int64_t ldy, bool accumulate, OutputWalk walk) {
   if (M == 0 || N == 0) return;
   MOEPP_CHECK(M > 0 && K > 0 && lda >= M && ldb >= N && ldy >= N, "panel_matmul_tn: M ", M, ", K ", K, ", N ", N,
               ", strides ", lda, ", ", ldb, ", ", ldy, " do not fit");
   // K is an expert's token count here, often below one pass: the slices are that shallow.
   const bool copy = !slice_fits_l2(ldb, std::min(K, kRowMajorDepth));
-  panel_product(a, M, lda, true, PanelSource{B, kPanelWidth, ldb, copy, kRowMajorDepth}, N, K, y, ldy, accumulate);
+  panel_product(a, M, lda, true, PanelSource{B, kPanelWidth, ldb, copy, kRowMajorDepth}, N, K, y, ldy, accumulate,
+                walk);
 }
 
 }  // namespace moepp

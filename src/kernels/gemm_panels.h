@@ -41,20 +41,26 @@ void panel_linear(const float* x, int64_t M, int64_t ldx, const PanelMatrix& W, 
 void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_t K, int64_t N, int64_t ldb,
                   float* y, int64_t ldy, bool accumulate = false);
 
+// The order in which panel_matmul_tn walks its output when B is one K block deep:
+// row_tiles (each row tile across all panels, so the output streams row after row; B stays
+// in L2) or panel_groups (as the other products: groups of panels, every row tile in each).
+// automatic takes row_tiles where B fits half of an L2 of 2 MB or more (gemm_panels.cpp
+// says what was measured). Tests name a walk to cover both on any machine.
+enum class OutputWalk { automatic, row_tiles, panel_groups };
+
 // y[M, N] (+)= A^T B with A stored [K, M] (row stride lda) and B row-major [K, N] read in
 // place: the weight gradients dW += dY^T X of an expert, whose reduction runs over its
 // K tokens. The output rows go through the same register tiles (A's columns packed), so
 // each gradient tile is read and written once per call.
 void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,
-                     float* y, int64_t ldy, bool accumulate = false);
+                     float* y, int64_t ldy, bool accumulate = false, OutputWalk walk = OutputWalk::automatic);
 // Whether panel_matmul_tn beats the general GEMM at this depth K (an expert's tokens; up
-// to 96, bench/gemm). When B [K, N] also fits 1 MB it stays in L2 and the output is
-// streamed row by row.
+// to 96, bench/gemm).
 bool panel_matmul_tn_suits(int64_t K);
 
 // Whether panel_matmul reads a B with this row stride in place: a panel slice (128 rows of
-// two 64-byte lines, ldb floats apart) must spread over enough cache sets to stay in a
-// 2 MB 16-way L2. Strides of 8 KB multiples pile the rows onto a few sets and thrash
+// two 64-byte lines, ldb floats apart) must spread over enough cache sets to stay in the
+// L2 (core/cpu_caches.h). Strides of 8 KB multiples pile the rows onto a few sets and thrash
 // (bench/gemm: 1-160 GFLOP/s at a 16 KB stride with 512-row slices); for those
 // panel_matmul copies each slice before using it, and gemm_grouped takes that path up to
 // 64 rows, oneDNN beyond.

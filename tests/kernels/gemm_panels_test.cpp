@@ -87,7 +87,8 @@ TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
 
 // panel_matmul_tn: y (+)= A^T B, A stored [K, M] — the experts' weight gradients, whose
 // depth K is a token count. Output row counts spanning several row chunks (1100), depths
-// below and above one K block, a 16 KB B stride (slices copied only when deep).
+// below and above one K block, a 16 KB B stride (slices copied only when deep), and both
+// output walks whatever this machine's L2 would pick.
 TEST(GemmPanels, MatmulTransposedAMatchesNaiveDouble) {
   const int saved = max_threads();
   for (int threads : {1, 2}) {
@@ -105,14 +106,15 @@ TEST(GemmPanels, MatmulTransposedAMatchesNaiveDouble) {
         Tensor<double> x({M, K});
         for (int64_t m = 0; m < M; ++m)
           for (int64_t k = 0; k < K; ++k) x[m * K + k] = a[k * lda + m];
-        for (bool accumulate : {false, true}) {
-          auto yf = cast<float>(y0);
-          panel_matmul_tn(af.data(), lda, M, bf.data(), K, N, ldb, yf.data(), ldy, accumulate);
-          const double err = product_error_vs_naive(yf, y0, x, M, K, N, K, ldy, accumulate,
-                                                    [&](int64_t k, int64_t j) { return b[k * ldb + j]; });
-          EXPECT_LT(err, 2e-6)
-              << "threads=" << threads << " M=" << M << " K=" << K << " N=" << N << " accumulate=" << accumulate;
-        }
+        for (OutputWalk walk : {OutputWalk::automatic, OutputWalk::row_tiles, OutputWalk::panel_groups})
+          for (bool accumulate : {false, true}) {
+            auto yf = cast<float>(y0);
+            panel_matmul_tn(af.data(), lda, M, bf.data(), K, N, ldb, yf.data(), ldy, accumulate, walk);
+            const double err = product_error_vs_naive(yf, y0, x, M, K, N, K, ldy, accumulate,
+                                                      [&](int64_t k, int64_t j) { return b[k * ldb + j]; });
+            EXPECT_LT(err, 2e-6) << "threads=" << threads << " M=" << M << " K=" << K << " N=" << N
+                                 << " accumulate=" << accumulate << " walk=" << int(walk);
+          }
       }
   }
   set_threads(saved);

@@ -180,7 +180,7 @@ TEST(Gemm, GroupedRoutingFollowsTheMeasuredThresholds) {
   EXPECT_EQ(route(Trans::N, Trans::N, 256, 4096, 1536, 4096), GemmRoute::provider);
   EXPECT_EQ(route(Trans::N, Trans::N, 256, 1536, 8192, 1536), GemmRoute::panels);
   EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 32, 1536), GemmRoute::panels_tn);
-  const bool blas = gemm_cblas_per_thread_available();
+  const bool blas = gemm_cblas_per_thread_available() && gemm_cblas_has_avx512_kernels();
   EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 52, 1536), blas ? GemmRoute::cblas_per_thread : GemmRoute::panels_tn);
   EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 256, 1536), blas ? GemmRoute::cblas_per_thread : GemmRoute::provider);
   // Only beta 0 or 1 takes the special kernels.
