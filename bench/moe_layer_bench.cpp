@@ -9,8 +9,8 @@
 //   - where the prepacked forward's time goes, and the backward's weight-gradient GEMMs;
 //   - the machine's f32 FMA peak, and what 2x the PyTorch layer would need of it;
 //   - the same layers in PyTorch (bench/moe_layer_torch.py) as the peer baseline.
-// Forward throughputs are medians of rounds that alternate between the variants, so the
-// drift of a shared machine over the run cancels out of the ratios.
+// Forward and forward+backward throughputs are medians of rounds that alternate between
+// the variants, so the drift of a shared machine over the run cancels out of the ratios.
 // Usage: moe_layer_bench [--tokens 2048] [--hidden 1536] [--intermediate 4096]
 //        [--experts 16] [--threads 2] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
 //        [--json FILE]
@@ -113,7 +113,7 @@ double up_gemm_gflops(const Setup& s, const MoeParams<float>& w, int64_t M, cons
 }
 
 struct Timing {
-  double fwd_packed_s = 0, fwdbwd_s = 0, zc = 0, ffn_per_token = 0;
+  double fwd_packed_s = 0, zc = 0, ffn_per_token = 0;
   // Where the prepacked forward's time goes (seconds): the router; the dispatch plan,
   // statistics, balance loss and gather of FFN rows; the FFN experts (GEMMs + SwiGLU);
   // the rest (combine with the copy and constant experts) is total - these.
@@ -127,9 +127,9 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
                   const Tensor<float>& x, const Tensor<float>& z_prev, const Tensor<float>& dy,
                   const PackedExperts& packed) {
   MoeCache<float> cache;
-  Tensor<float> y({s.T, s.D}), dx({s.T, s.D}), dzp({s.T, int64_t(cfg.num_experts())});
+  Tensor<float> y({s.T, s.D});
   const float* zp = cfg.num_zero_compute() ? z_prev.data() : nullptr;
-  Timing t;  // the forward alone is timed later, in rounds that alternate between the variants
+  Timing t;  // forward and forward+backward are timed later, in rounds that alternate between the variants
   w.packed = &packed;  // inference: the same experts, prepacked
   MOEPP_CHECK(cfg.input_scale() == 1.0, "the breakdown gathers x unscaled");
   // The whole forward and its stages, each timed once per round so that they see the same
@@ -169,11 +169,6 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
   });
   t.zc = 1.0 - cache.stats.share(ExpertKind::ffn);
   t.ffn_per_token = cache.stats.ffn_experts_per_token();
-  t.fwdbwd_s = median_seconds(s.repeats, [&] {
-    moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data());
-    moe_backward<float>(cfg, w, x.data(), zp, cache, dy.data(), nullptr, 0.01, dx.data(),
-                 zp ? dzp.data() : nullptr, g);
-  });
   return t;
 }
 
@@ -258,8 +253,7 @@ int main(int argc, char** argv) try {
   const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy, packed);
   json runs = json::array();
   runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"variant", "vanilla"}, {"z", 0.0},
-                  {"breakdown_ms", breakdown_json(v)},
-                  {"fwdbwd_tokens_per_s", s.T / v.fwdbwd_s}, {"ffn_experts_per_token", v.ffn_per_token}});
+                  {"breakdown_ms", breakdown_json(v)}, {"ffn_experts_per_token", v.ffn_per_token}});
 
   // 2. FFN grouped GEMMs vs one plain GEMM of the same total shape (vanilla routing).
   {
@@ -316,21 +310,21 @@ int main(int argc, char** argv) try {
     runs.push_back({{"rows_per_ffn_expert", rows_per_expert}, {"gemm_efficiency_vs_vanilla_rows", gemm_eff},
                     {"panel_efficiency_vs_vanilla_rows", panel_eff}, {"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
                     {"breakdown_ms", breakdown_json(t)},
-                    {"fwdbwd_tokens_per_s", s.T / t.fwdbwd_s},
                     {"ffn_experts_per_token", t.ffn_per_token},
-                    {"fwdbwd_speedup", v.fwdbwd_s / t.fwdbwd_s},
                     {"ideal_speedup", 1.0 / (1.0 - t.zc)}});
   }
 
-  // 3b. The forwards once more, in rounds that alternate between the variants (vanilla,
-  // then MoE++ at each z; as trained and prepacked), so that the drift of a shared machine
-  // over the minutes above cancels out of the ratios. These medians are the fwd columns.
+  // 3b. Forward and forward+backward, in rounds that alternate between the variants
+  // (vanilla, then MoE++ at each z; the forward as trained and prepacked), so that the
+  // drift of a shared machine over the run cancels out of the ratios. These medians are
+  // the fwd and fwd+bwd columns.
   {
     const size_t V = runs.size();
-    std::vector<std::vector<double>> fwd(V), fwd_packed(V);
+    std::vector<std::vector<double>> fwd(V), fwd_packed(V), fwdbwd(V);
     std::vector<MoeCache<float>> caches(V);
-    Tensor<float> y({s.T, s.D});
-    auto forward_seconds = [&](size_t i, bool prepacked) {
+    Tensor<float> y({s.T, s.D}), dx({s.T, s.D}), dzp({s.T, int64_t(pp_cfg.num_experts())});
+    // Forward alone (as trained or prepacked), or forward then backward (as trained).
+    auto layer_seconds = [&](size_t i, bool prepacked, bool backward) {
       const bool vanilla = i == 0;
       MoeParams<float>& w = vanilla ? van : pp;
       if (vanilla) {
@@ -340,8 +334,13 @@ int main(int argc, char** argv) try {
         std::copy(gate_maps[i - 1].data(), gate_maps[i - 1].data() + pp.gate_map.numel(), pp.gate_map.data());
       }
       w.packed = prepacked ? &packed : nullptr;
+      const MoeConfig& cfg = vanilla ? van_cfg : pp_cfg;
+      const float* zp = vanilla ? nullptr : ones.data();
       const double sec = seconds_of([&] {
-        moe_forward(vanilla ? van_cfg : pp_cfg, w, x.data(), s.T, vanilla ? nullptr : ones.data(), caches[i], y.data());
+        moe_forward(cfg, w, x.data(), s.T, zp, caches[i], y.data());
+        if (backward)
+          moe_backward<float>(cfg, w, x.data(), zp, caches[i], dy.data(), nullptr, 0.01, dx.data(),
+                              zp ? dzp.data() : nullptr, vanilla ? van_grad : pp_grad);
       });
       w.packed = nullptr;
       if (vanilla) {
@@ -351,13 +350,15 @@ int main(int argc, char** argv) try {
       return sec;
     };
     const int rounds = s.repeats + 2;
-    std::fprintf(stderr, "  forward, %d alternating rounds ...\n", rounds);
+    std::fprintf(stderr, "  forward and forward+backward, %d alternating rounds ...\n", rounds);
     for (int r = -1; r < rounds; ++r)  // round -1 warms up
       for (size_t i = 0; i < V; ++i) {
-        const double a = forward_seconds(i, false), b = forward_seconds(i, true);
+        const double a = layer_seconds(i, false, false), b = layer_seconds(i, true, false);
+        const double c = layer_seconds(i, false, true);
         if (r >= 0) {
           fwd[i].push_back(a);
           fwd_packed[i].push_back(b);
+          fwdbwd[i].push_back(c);
         }
       }
     out["forward_rounds"] = rounds;
@@ -365,7 +366,9 @@ int main(int argc, char** argv) try {
       auto& r = runs[i];
       r["fwd_tokens_per_s"] = double(s.T) / median(fwd[i]);
       r["fwd_packed_tokens_per_s"] = double(s.T) / median(fwd_packed[i]);
+      r["fwdbwd_tokens_per_s"] = double(s.T) / median(fwdbwd[i]);
       if (i > 0) {
+        r["fwdbwd_speedup"] = median(fwdbwd[0]) / median(fwdbwd[i]);
         r["fwd_speedup"] = median(fwd[0]) / median(fwd[i]);
         r["fwd_packed_speedup"] = median(fwd_packed[0]) / median(fwd_packed[i]);
       }
@@ -421,7 +424,7 @@ int main(int argc, char** argv) try {
   }
   std::printf("ideal = 1/(1-z), the FFN work saved; GEMM eff = GFLOP/s of one up-projection GEMM with the\n"
               "run's mean rows per FFN expert over the same GEMM with the vanilla layer's rows (same provider).\n"
-              "Forward columns (here and below): medians of %d rounds alternating between the variants.\n",
+              "fwd and fwd+bwd columns (here and below): medians of %d rounds alternating between the variants.\n",
               out["forward_rounds"].get<int>());
 
   // The inference forward: FFN experts packed once as f32 panels (pack time above).

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/cpu_caches.h"
 #include "core/error.h"
 #include "core/parallel.h"
 
@@ -17,9 +18,11 @@ namespace moepp {
 namespace {
 
 constexpr int64_t kBlockRows = 64;  // rows of x per register tile: four 16-float vectors
-// The transposed copy of x, padded to whole vectors, must leave room in a 2 MB L2 for the
-// weight rows streaming past it (bench/gemm: the down projection, K = 4096, still gains at
-// 64 rows = 1 MB; deeper products go to the general GEMM).
+// The transposed copy of x, padded to whole vectors, must leave room in L2 for the weight
+// rows streaming past it. On a 2 MB L2 (bench/gemm) the down projection, K = 4096, still
+// gains at 64 rows = 1 MB; deeper products go to the general GEMM. Where that copy exceeds
+// half the L2 (a 1 MB L2: AMD Zen 5), K is split into passes whose copies fit, each pass
+// adding into y.
 constexpr int64_t kMaxCopyBytes = int64_t(1) << 20;
 // Rows of x for which stream_linear beats oneDNN and gemm_small (bench/gemm, 16 weights
 // streamed: below 16 the dot products of gemm_small lead, at 128 oneDNN is level).
@@ -134,11 +137,11 @@ bool stream_linear_suits(int64_t M, int64_t K) {
          vector_rows(M) * K * int64_t(sizeof(float)) <= kMaxCopyBytes;
 }
 
-void stream_linear(const float* x, int64_t M, int64_t ldx, const float* W, int64_t N, int64_t K, int64_t ldw,
-                   float* y, int64_t ldy, bool accumulate) {
-  if (M == 0 || N == 0) return;
-  MOEPP_CHECK(M > 0 && N > 0 && K > 0 && ldx >= K && ldw >= K && ldy >= N, "stream_linear: M ", M, ", N ", N,
-              ", K ", K, ", strides ", ldx, ", ", ldw, ", ", ldy, " do not fit");
+namespace {
+
+// One pass of stream_linear over all of K given, its copy of x at most kMaxCopyBytes.
+void stream_pass(const float* x, int64_t M, int64_t ldx, const float* W, int64_t N, int64_t K, int64_t ldw,
+                 float* y, int64_t ldy, bool accumulate) {
 #if defined(__AVX512F__)
   // Blocks of up to 64 rows of x, each copied as [K][16 z] (z = its vectors, zero padded),
   // and the rows past the last whole vector, read in place by dot products.
@@ -227,6 +230,22 @@ void stream_linear(const float* x, int64_t M, int64_t ldx, const float* W, int64
     }
   });
 #endif
+}
+
+}  // namespace
+
+void stream_linear(const float* x, int64_t M, int64_t ldx, const float* W, int64_t N, int64_t K, int64_t ldw,
+                   float* y, int64_t ldy, bool accumulate, int64_t max_copy_bytes) {
+  if (M == 0 || N == 0) return;
+  MOEPP_CHECK(M > 0 && N > 0 && K > 0 && ldx >= K && ldw >= K && ldy >= N, "stream_linear: M ", M, ", N ", N,
+              ", K ", K, ", strides ", ldx, ", ", ldw, ", ", ldy, " do not fit");
+  // Passes over K whose copies of x fit max_copy_bytes, in multiples of 16 of K.
+  const int64_t limit = max_copy_bytes > 0 ? max_copy_bytes : l2_cache().bytes / 2;
+  const int64_t copy_bytes = vector_rows(M) * K * int64_t(sizeof(float));
+  const int64_t passes = std::max<int64_t>(1, (copy_bytes + limit - 1) / limit);
+  const int64_t kc = ((K + passes - 1) / passes + 15) / 16 * 16;
+  for (int64_t k0 = 0; k0 < K; k0 += kc)
+    stream_pass(x + k0, M, ldx, W + k0, N, std::min(kc, K - k0), ldw, y, ldy, accumulate || k0 > 0);
 }
 
 }  // namespace moepp

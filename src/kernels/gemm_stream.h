@@ -21,8 +21,11 @@ namespace moepp {
 
 // y[m, n] (+)= sum_k x[m, k] W[n, k] for m < M, n < N; x [M, K] (row stride ldx), W [N, K]
 // (row stride ldw), y [M, N] (row stride ldy). accumulate = false overwrites y.
+// K is split into passes whose transposed copies of x take at most max_copy_bytes each
+// (0: half this machine's L2); later passes add into y. Tests set it small to cover
+// several passes on any machine.
 void stream_linear(const float* x, int64_t M, int64_t ldx, const float* W, int64_t N, int64_t K, int64_t ldw,
-                   float* y, int64_t ldy, bool accumulate = false);
+                   float* y, int64_t ldy, bool accumulate = false, int64_t max_copy_bytes = 0);
 
 // Whether stream_linear beats the general GEMM and the few-row kernel for M rows of
 // depth K (bench/gemm: 16 to 96 rows), with the transposed copy of x small enough to stay

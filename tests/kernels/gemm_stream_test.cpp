@@ -40,13 +40,15 @@ TEST(GemmStream, LinearMatchesNaiveDoubleOnRaggedShapes) {
         auto x = random_tensor<double>({M, ldx}, rng);
         auto y0 = random_tensor<double>({M, ldy}, rng);
         auto wf = cast<float>(w), xf = cast<float>(x);
-        for (bool accumulate : {false, true}) {
-          auto yf = cast<float>(y0);
-          stream_linear(xf.data(), M, ldx, wf.data(), N, K, ldw, yf.data(), ldy, accumulate);
-          const double err = error_vs_naive(yf, y0, x, w, M, N, K, ldx, ldw, ldy, accumulate);
-          EXPECT_LT(err, 2e-6) << "threads=" << threads << " M=" << M << " N=" << N << " K=" << K
-                               << " accumulate=" << accumulate;
-        }
+        // One pass over K, and (copies of at most 4 KB) several, the last one ragged.
+        for (int64_t max_copy : {int64_t(0), int64_t(4096)})
+          for (bool accumulate : {false, true}) {
+            auto yf = cast<float>(y0);
+            stream_linear(xf.data(), M, ldx, wf.data(), N, K, ldw, yf.data(), ldy, accumulate, max_copy);
+            const double err = error_vs_naive(yf, y0, x, w, M, N, K, ldx, ldw, ldy, accumulate);
+            EXPECT_LT(err, 2e-6) << "threads=" << threads << " M=" << M << " N=" << N << " K=" << K
+                                 << " accumulate=" << accumulate << " max_copy=" << max_copy;
+          }
       }
   }
   set_threads(saved);
