@@ -34,7 +34,12 @@ class Flags {
 // built without AVX-512.
 double fma_peak_gflops(int threads);
 
-// Runs a shell command and returns its stdout; empty string when it fails.
+// Sets the thread count and, unless --pin 0, pins one thread per CPU where the team uses
+// every CPU (core/affinity.h); says which on stderr. Returns whether it pinned.
+bool setup_threads(const Flags& flags, int threads);
+
+// Runs a shell command and returns its stdout; empty string when it fails. The command
+// runs on every CPU the process started with, unpinned.
 std::string run_capture(const std::string& command);
 
 }  // namespace moepp::bench

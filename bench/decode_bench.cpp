@@ -12,7 +12,7 @@
 //   --model DIR: a model folder on disk (e.g. tools/bench/make_moepp7b_folder.py's), loaded
 //     tensor by tensor as --dtype; "build s" is then the load time.
 // Usage: decode_bench [--shape mixtral|moepp7b] [--dtype f32,bf16,q8_0] [--prompt 512]
-//                     [--decode 128] [--layers N] [--threads 2]
+//                     [--decode 128] [--layers N] [--threads 2] [--pin 1]
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -176,7 +176,7 @@ int main(int argc, char** argv) try {
   const int64_t prompt = f.get_int("prompt", big ? 64 : 512), decode = f.get_int("decode", big ? 16 : 128);
   const int layers = folder.empty() ? int(f.get_int("layers", big ? 24 : 8)) : read_hf_config(folder).num_hidden_layers;
   const auto dtypes = split(f.get("dtype", big ? "bf16" : "f32,bf16,q8_0"));
-  set_threads(int(f.get_int("threads", 2)));
+  setup_threads(f, int(f.get_int("threads", 2)));
   const double bw = read_bandwidth();
   std::printf("decode bench: %s shape, %d layers, %d threads; read bandwidth %.1f GB/s; prompt %lld, decode %lld\n",
               shape.c_str(), layers, max_threads(), bw, (long long)prompt, (long long)decode);

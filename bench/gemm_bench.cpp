@@ -6,7 +6,7 @@
 // and the weight gradients (TN, depth = an expert's tokens: panel_matmul_tn, OpenBLAS per
 // thread). Each of those rows ends with the kernel the layer runs it on (gemm_grouped's
 // route). This is where the routing thresholds in kernels/gemm.cpp come from.
-// Usage: gemm_bench [--threads 2] [--repeats 5] [--only nt|nn|tn]
+// Usage: gemm_bench [--threads 2] [--pin 1] [--repeats 5] [--only nt|nn|tn]
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -31,7 +31,7 @@ std::string route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t l
 
 int main(int argc, char** argv) {
   const Flags f(argc, argv);
-  set_threads(int(f.get_int("threads", 2)));
+  setup_threads(f, int(f.get_int("threads", 2)));
   const int repeats = int(f.get_int("repeats", 5));
   const std::string only = f.get("only", "");  // one table: nt, nn or tn
   struct Shape3 {

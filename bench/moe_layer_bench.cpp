@@ -12,7 +12,7 @@
 // Forward and forward+backward throughputs are medians of rounds that alternate between
 // the variants, so the drift of a shared machine over the run cancels out of the ratios.
 // Usage: moe_layer_bench [--tokens 2048] [--hidden 1536] [--intermediate 4096]
-//        [--experts 16] [--threads 2] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
+//        [--experts 16] [--threads 2] [--pin 1] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
 //        [--json FILE]
 #include <algorithm>
 #include <cmath>
@@ -194,7 +194,8 @@ int main(int argc, char** argv) try {
         "  forward (as trained, and on experts prepacked as f32 panels), forward+backward,\n"
         "  GEMM efficiencies, a time breakdown, the FMA peak; 5-8 minutes at these sizes\n"
         "  --tokens N (2048) --hidden D (1536) --intermediate I (4096) --experts N (16)\n"
-        "  --threads N (2) --repeats N (3; forward rounds = N + 2) --z LIST (0.2,0.5,0.8)\n"
+        "  --threads N (2) --pin 0|1 (1: one thread per CPU, pinned, when they use every CPU)\n"
+        "  --repeats N (3; rounds = N + 2) --z LIST (0.2,0.5,0.8)\n"
         "  --torch 0|1 (1: run bench/moe_layer_torch.py with Debian's python3-torch)\n"
         "  --json FILE  also write the results as JSON\n");
     return 0;
@@ -207,7 +208,7 @@ int main(int argc, char** argv) try {
   s.threads = int(flags.get_int("threads", 2));
   s.repeats = int(flags.get_int("repeats", 3));
   const std::vector<double> targets = flags.get_list("z", {0.2, 0.5, 0.8});
-  set_threads(s.threads);
+  setup_threads(flags, s.threads);
 
   const MoeConfig van_cfg = released_layer(s, false), pp_cfg = released_layer(s, true);
   Rng rng(1234);

@@ -3,7 +3,7 @@
 // and peak memory against the planned sum of parameters, gradients, AdamW moments and
 // activations. A PyTorch eager peer of the same model runs through bench/train_torch.py
 // when --torch 1 and Debian's python3-torch is installed.
-// Usage: train_bench [--preset small] [--steps 20] [--batch 8] [--seq 128] [--threads 2]
+// Usage: train_bench [--preset small] [--steps 20] [--batch 8] [--seq 128] [--threads 2] [--pin 1]
 //        [--vocab 4000] [--torch 1] [--json FILE]
 #include <sys/resource.h>
 
@@ -91,14 +91,14 @@ int main(int argc, char** argv) try {
   const Flags f(argc, argv);
   if (f.has("help")) {
     std::printf("train_bench: training tokens/s, MoE++ vs vanilla twin vs PyTorch eager\n"
-                "  --preset small --steps 20 --batch 8 --seq 128 --threads 2 --vocab 4000 --torch 1 --json FILE\n");
+                "  --preset small --steps 20 --batch 8 --seq 128 --threads 2 --pin 1 --vocab 4000 --torch 1 --json FILE\n");
     return 0;
   }
   const std::string preset = f.get("preset", "small");
   const int64_t steps = f.get_int("steps", 20), B = f.get_int("batch", 8), S = f.get_int("seq", 128);
   const int threads = int(f.get_int("threads", 2));
   const int64_t vocab = f.get_int("vocab", 4000);
-  set_threads(threads);
+  setup_threads(f, threads);
   json out = {{"preset", preset}, {"batch", B}, {"seq", S}, {"threads", threads}, {"steps", steps}};
   for (bool vanilla : {false, true}) {
     const ModelConfig cfg = ModelConfig::preset(preset, vocab, vanilla);
