@@ -102,16 +102,12 @@ std::vector<double> Flags::get_list(const std::string& key, const std::vector<do
   return out;
 }
 
-namespace {
-bool g_pinned = false;
-}
-
 bool setup_threads(const Flags& flags, int threads) {
   set_threads(threads);
-  g_pinned = flags.get_int("pin", 1) != 0 && pin_threads_to_cpus();
+  const bool pinned = flags.get_int("pin", 1) != 0 && pin_threads_to_cpus();
   std::fprintf(stderr, "threads: %d, %s\n", threads,
-               g_pinned ? "one per CPU, pinned (--pin 0: leave them to the scheduler)" : "not pinned");
-  return g_pinned;
+               pinned ? "one per CPU, pinned (--pin 0: leave them to the scheduler)" : "not pinned");
+  return pinned;
 }
 
 std::string run_capture(const std::string& command) {

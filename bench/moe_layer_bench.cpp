@@ -129,7 +129,7 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
   MoeCache<float> cache;
   Tensor<float> y({s.T, s.D});
   const float* zp = cfg.num_zero_compute() ? z_prev.data() : nullptr;
-  Timing t;  // forward and forward+backward are timed later, in rounds that alternate between the variants
+  Timing t;  // forward and forward+backward: later, in rounds alternating between the variants
   w.packed = &packed;  // inference: the same experts, prepacked
   MOEPP_CHECK(cfg.input_scale() == 1.0, "the breakdown gathers x unscaled");
   // The whole forward and its stages, each timed once per round so that they see the same

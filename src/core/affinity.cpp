@@ -5,7 +5,6 @@
 #include <sched.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <vector>
 
 namespace moepp {
@@ -45,20 +44,15 @@ bool pin_threads_to_cpus() {
 }
 
 ScopedUnpin::ScopedUnpin() {
-  static_assert(sizeof(cpu_set_t) <= sizeof(saved_), "cpu_set_t does not fit");
-  cpu_set_t mine;
-  if (pthread_getaffinity_np(pthread_self(), sizeof(mine), &mine) != 0) return;
-  std::memcpy(saved_, &mine, sizeof(mine));
+  CPU_ZERO(&saved_);
+  if (pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_) != 0) return;
   const cpu_set_t& all = process_cpus();
   if (CPU_COUNT(&all) == 0) return;
   restore_ = pthread_setaffinity_np(pthread_self(), sizeof(all), &all) == 0;
 }
 
 ScopedUnpin::~ScopedUnpin() {
-  if (!restore_) return;
-  cpu_set_t mine;
-  std::memcpy(&mine, saved_, sizeof(mine));
-  pthread_setaffinity_np(pthread_self(), sizeof(mine), &mine);
+  if (restore_) pthread_setaffinity_np(pthread_self(), sizeof(saved_), &saved_);
 }
 
 }  // namespace moepp

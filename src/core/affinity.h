@@ -6,6 +6,7 @@
 // CPUs nothing is pinned (other processes may want the rest), and an OMP_PROC_BIND or
 // GOMP_CPU_AFFINITY in the environment is the user's choice and left alone.
 #pragma once
+#include <sched.h>
 
 namespace moepp {
 
@@ -24,7 +25,7 @@ class ScopedUnpin {
   ScopedUnpin& operator=(const ScopedUnpin&) = delete;
 
  private:
-  alignas(8) unsigned char saved_[128];  // a cpu_set_t
+  cpu_set_t saved_;
   bool restore_ = false;
 };
 

@@ -1,5 +1,7 @@
 #include "kernels/gemm.h"
 
+#include <cctype>
+#include <string>
 #include <type_traits>
 
 #include "core/error.h"
@@ -19,9 +21,6 @@ extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 extern "C" int openblas_get_num_threads(void) __attribute__((weak));
 extern "C" char* openblas_get_corename(void) __attribute__((weak));
 #endif
-
-#include <cctype>
-#include <string>
 
 namespace moepp {
 

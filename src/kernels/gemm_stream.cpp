@@ -139,7 +139,8 @@ bool stream_linear_suits(int64_t M, int64_t K) {
 
 namespace {
 
-// One pass of stream_linear over all of K given, its copy of x at most kMaxCopyBytes.
+// One pass of stream_linear over the K it is given (the caller sizes passes so that the
+// transposed copy of x fits its share of the L2).
 void stream_pass(const float* x, int64_t M, int64_t ldx, const float* W, int64_t N, int64_t K, int64_t ldw,
                  float* y, int64_t ldy, bool accumulate) {
 #if defined(__AVX512F__)
