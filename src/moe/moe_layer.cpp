@@ -8,20 +8,12 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/dot.h"
 #include "moe/balance_loss.h"
 #include "moe/experts/constant.h"
 #include "moe/experts/copy.h"
 
 namespace moepp {
-
-namespace {
-template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
-  T acc = 0;
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
-}  // namespace
 
 template <typename T>
 void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_t n,
@@ -108,7 +100,7 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
       switch (cfg.kind(e)) {
         case ExpertKind::ffn: {
           const int64_t pos = c.plan.slot_pos[size_t(slot)];
-          dg = dot(dyt, c.ffn.o.data() + pos * D, D);
+          dg = dot<T>(dyt, c.ffn.o.data() + pos * D, D);
           T* dor = c.d_o.data() + pos * D;
           for (int64_t d = 0; d < D; ++d) dor[d] = gate * dyt[d];
           break;
@@ -116,11 +108,13 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
         case ExpertKind::constant: {
           const T* a = c.constant_a.data() + slot * 2;
           const T* v = w.constant[size_t(e - cfg.num_ffn)].data();
-          dg = a[0] * dot(dyt, xt, D) + a[1] * dot(dyt, v, D);
+          T dx_part = 0, dv_part = 0;
+          two_dots<T>(dyt, xt, v, D, dx_part, dv_part);
+          dg = a[0] * dx_part + a[1] * dv_part;
           break;
         }
         case ExpertKind::copy:
-          dg = dot(dyt, xt, D);
+          dg = dot<T>(dyt, xt, D);
           copy_expert_backward(dyt, D, gate, dxt);
           break;
         case ExpertKind::zero:

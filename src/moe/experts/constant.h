@@ -9,7 +9,8 @@ namespace moepp {
 template <typename T>
 void constant_forward(const T* x, const T* v, const T* wc, int64_t D, T* a, T* out);
 
-// dout: gradient w.r.t. out. dx, dv, dwc += their gradients.
+// dout: gradient w.r.t. out. dx [D], dv [D], dwc [2, D] += their gradients; the three
+// must not overlap each other or the inputs.
 template <typename T>
 void constant_backward(const T* x, const T* v, const T* wc, const T* a, const T* dout,
                        int64_t D, T* dx, T* dv, T* dwc);
