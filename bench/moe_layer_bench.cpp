@@ -114,6 +114,7 @@ double up_gemm_gflops(const Setup& s, const MoeParams<float>& w, int64_t M, cons
 
 struct Timing {
   double fwd_packed_s = 0, zc = 0, ffn_per_token = 0;
+  int64_t rows_min = 0, rows_max = 0;  // the fewest and most rows an FFN expert received
   // Where the prepacked forward's time goes (seconds): the router; the dispatch plan,
   // statistics, balance loss and gather of FFN rows; the FFN experts (GEMMs + SwiGLU);
   // the rest (combine with the copy and constant experts) is total - these.
@@ -169,6 +170,11 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
   });
   t.zc = 1.0 - cache.stats.share(ExpertKind::ffn);
   t.ffn_per_token = cache.stats.ffn_experts_per_token();
+  t.rows_min = cache.plan.rows(0);
+  for (int e = 0; e < cfg.num_ffn; ++e) {
+    t.rows_min = std::min(t.rows_min, cache.plan.rows(e));
+    t.rows_max = std::max(t.rows_max, cache.plan.rows(e));
+  }
   return t;
 }
 
@@ -253,7 +259,8 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr, "  vanilla ...\n");
   const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy, packed);
   json runs = json::array();
-  runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"variant", "vanilla"}, {"z", 0.0},
+  runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"rows_min", v.rows_min},
+                  {"rows_max", v.rows_max}, {"variant", "vanilla"}, {"z", 0.0},
                   {"breakdown_ms", breakdown_json(v)}, {"ffn_experts_per_token", v.ffn_per_token}});
 
   // 2. FFN grouped GEMMs vs one plain GEMM of the same total shape (vanilla routing).
@@ -308,7 +315,8 @@ int main(int argc, char** argv) try {
     const int64_t rows = int64_t(std::lround(rows_per_expert));
     const double gemm_eff = up_gemm_gflops(s, pp, rows) / van_gemm;
     const double panel_eff = up_gemm_gflops(s, pp, rows, &packed.up[0].f32) / van_panel;
-    runs.push_back({{"rows_per_ffn_expert", rows_per_expert}, {"gemm_efficiency_vs_vanilla_rows", gemm_eff},
+    runs.push_back({{"rows_per_ffn_expert", rows_per_expert}, {"rows_min", t.rows_min}, {"rows_max", t.rows_max},
+                    {"gemm_efficiency_vs_vanilla_rows", gemm_eff},
                     {"panel_efficiency_vs_vanilla_rows", panel_eff}, {"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
                     {"breakdown_ms", breakdown_json(t)},
                     {"ffn_experts_per_token", t.ffn_per_token},
@@ -427,6 +435,15 @@ int main(int argc, char** argv) try {
               "run's mean rows per FFN expert over the same GEMM with the vanilla layer's rows (same provider).\n"
               "fwd and fwd+bwd columns (here and below): medians of %d rounds alternating between the variants.\n",
               out["forward_rounds"].get<int>());
+  // The spread matters: the ideal assumes an expert's time is proportional to its rows,
+  // while one with few rows still streams all its weights.
+  std::printf("rows per FFN expert, fewest-most:");
+  for (const auto& r : runs) {
+    std::printf("  %s", r["variant"].get<std::string>().c_str());
+    if (r.contains("target_z")) std::printf(" z %.2f", r["z"].get<double>());
+    std::printf(" %lld-%lld", (long long)r["rows_min"].get<int64_t>(), (long long)r["rows_max"].get<int64_t>());
+  }
+  std::printf("\n");
 
   // The inference forward: FFN experts packed once as f32 panels (pack time above).
   std::printf("\nForward with the FFN experts prepacked as f32 column panels (inference; packing all %d experts took "

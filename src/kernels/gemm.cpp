@@ -177,7 +177,7 @@ GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K
   // oneDNN's 268 at 256), run single-threaded on each of our threads so that its own
   // pthreads never contend with ours. That was on an Intel Xeon, where OpenBLAS runs its
   // AVX-512 kernels; where it runs AVX2 ones (AMD Zen 5: 165 vs panels' 287 GFLOP/s at 52
-  // tokens), and without OpenBLAS: panels up to 96 tokens, the provider beyond.
+  // tokens), and without OpenBLAS: panels up to 1024 tokens, the provider beyond.
   if (ta == Trans::T && tb == Trans::N && beta01) {
     if (K > kTnPanelsOverBlasMaxDepth && gemm_cblas_per_thread_available() && gemm_cblas_has_avx512_kernels())
       return GemmRoute::cblas_per_thread;

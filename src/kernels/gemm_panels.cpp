@@ -46,9 +46,13 @@ bool rows_outer_suits(int64_t b_bytes) {
   return l2 >= (int64_t(2) << 20) && b_bytes <= l2 / 2;
 }
 // Up to this depth panel_matmul_tn beats oneDNN on the weight gradients of 16 experts
-// streamed from memory (bench/gemm, dW rows: 1.0-2.7x at 8-96 tokens; at 128 oneDNN
-// leads on dUp, 224 vs 200 GFLOP/s).
-constexpr int64_t kTnMaxDepth = 96;
+// streamed from memory. It was 96 (Intel Xeon, before the threads took row bands: at 128
+// oneDNN led on dUp, 224 vs 200 GFLOP/s). With the bands, on AMD Zen 5 (bench/gemm's dW
+// rows, same run): 1.3-1.8x oneDNN at 8-96 tokens, 1.1-1.4x at 128-256, and at 512-1024
+// level to 1.2x (a scratch run of the same rows); deeper was not measured. On the Xeon,
+// whose OpenBLAS runs AVX-512 kernels, OpenBLAS per thread takes these beyond 40 tokens
+// anyway (gemm.cpp).
+constexpr int64_t kTnMaxDepth = 1024;
 
 // Where the panels live: packed (PanelMatrix: panel p at base + p K 32, its rows 32 floats
 // apart) or a row-major [K, N] matrix read in place (panel p = columns 32p.. of every row,
@@ -367,8 +371,25 @@ void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int
               ", strides ", lda, ", ", ldb, ", ", ldy, " do not fit");
   // K is an expert's token count here, often below one pass: the slices are that shallow.
   const bool copy = !slice_fits_l2(ldb, std::min(K, kRowMajorDepth));
-  panel_product(a, M, lda, true, PanelSource{B, kPanelWidth, ldb, copy, kRowMajorDepth}, N, K, y, ldy, accumulate,
-                walk);
+  const PanelSource src{B, kPanelWidth, ldb, copy, kRowMajorDepth};
+  // Each thread takes whole bands of output rows (at least two bands per thread, none over
+  // a chunk), rather than all threads sharing each chunk's panels. A band is then one
+  // thread's region of the gradient, walked without a barrier per chunk: with the shared
+  // walk, a 512-row chunk of dUp at 52 tokens is ~0.3 ms of work split into 8 panel groups,
+  // and every chunk ended waiting for the slower thread. bench/gemm's dW rows, 16 experts,
+  // AMD Zen 5, alternating runs, shared -> bands (GFLOP/s): dUp at 16 tokens 130 -> 174,
+  // 32: 217 -> 274, 52: 258-269 -> 291-303, 96: 320 -> 352, 256: 345 -> 365; dDown alike.
+  const int threads = omp_in_parallel() ? 1 : max_threads();
+  if (threads > 1 && M >= 2 * threads * kMaxRowsPerTile) {
+    const int64_t bands = std::max<int64_t>(2 * threads, (M + kRowsPerChunk - 1) / kRowsPerChunk);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t band = 0; band < bands; ++band) {
+      const int64_t m0 = M * band / bands, m1 = M * (band + 1) / bands;
+      panel_product(a + m0, m1 - m0, lda, true, src, N, K, y + m0 * ldy, ldy, accumulate, walk);
+    }
+    return;
+  }
+  panel_product(a, M, lda, true, src, N, K, y, ldy, accumulate, walk);
 }
 
 }  // namespace moepp

@@ -51,11 +51,11 @@ enum class OutputWalk { automatic, row_tiles, panel_groups };
 // y[M, N] (+)= A^T B with A stored [K, M] (row stride lda) and B row-major [K, N] read in
 // place: the weight gradients dW += dY^T X of an expert, whose reduction runs over its
 // K tokens. The output rows go through the same register tiles (A's columns packed), so
-// each gradient tile is read and written once per call.
+// each gradient tile is read and written once per call. Threads take bands of output rows.
 void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,
                      float* y, int64_t ldy, bool accumulate = false, OutputWalk walk = OutputWalk::automatic);
 // Whether panel_matmul_tn beats the general GEMM at this depth K (an expert's tokens; up
-// to 96, bench/gemm).
+// to 1024, bench/gemm; gemm_panels.cpp says where that was measured).
 bool panel_matmul_tn_suits(int64_t K);
 
 // Whether panel_matmul reads a B with this row stride in place: a panel slice (128 rows of

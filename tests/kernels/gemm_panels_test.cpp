@@ -86,14 +86,15 @@ TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
 }
 
 // panel_matmul_tn: y (+)= A^T B, A stored [K, M] — the experts' weight gradients, whose
-// depth K is a token count. Output row counts spanning several row chunks (1100), depths
+// depth K is a token count. Output row counts below and in the threads' row bands (60: four
+// bands of 15 rows on two threads) and spanning several row chunks (1100), depths
 // below and above one K block, a 16 KB B stride (slices copied only when deep), and both
 // output walks whatever this machine's L2 would pick.
 TEST(GemmPanels, MatmulTransposedAMatchesNaiveDouble) {
   const int saved = max_threads();
   for (int threads : {1, 2}) {
     set_threads(threads);
-    for (int64_t M : {1, 13, 40, 1100})
+    for (int64_t M : {1, 13, 40, 60, 1100})
       for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {52, 70}, {600, 45}, {100, 1000}}) {
         if (M == 1100 && K > 100) continue;  // keep the test fast
         Rng rng(uint64_t(M * 6007 + K * 37 + N));

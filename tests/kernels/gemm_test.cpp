@@ -166,7 +166,7 @@ TEST(Gemm, CblasPerThreadMatchesNaiveDouble) {
 // (docs/decisions.md): the training forward at 16-96 rows streams the weight; the backward's
 // NN products take panels up to 64 rows when W's rows alias (16 KB apart), at any row
 // count otherwise; the weight gradients take panels up to 40 tokens, then OpenBLAS per
-// thread (without it: panels up to 96, the provider beyond).
+// thread (without it: panels up to 1024, the provider beyond).
 TEST(Gemm, GroupedRoutingFollowsTheMeasuredThresholds) {
   auto route = [](Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t ldb) {
     return gemm_grouped_route(ta, tb, M, N, K, ldb, 1.0f);
@@ -182,7 +182,8 @@ TEST(Gemm, GroupedRoutingFollowsTheMeasuredThresholds) {
   EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 32, 1536), GemmRoute::panels_tn);
   const bool blas = gemm_cblas_per_thread_available() && gemm_cblas_has_avx512_kernels();
   EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 52, 1536), blas ? GemmRoute::cblas_per_thread : GemmRoute::panels_tn);
-  EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 256, 1536), blas ? GemmRoute::cblas_per_thread : GemmRoute::provider);
+  EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 256, 1536), blas ? GemmRoute::cblas_per_thread : GemmRoute::panels_tn);
+  EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 2048, 1536), blas ? GemmRoute::cblas_per_thread : GemmRoute::provider);
   // Only beta 0 or 1 takes the special kernels.
   EXPECT_EQ(gemm_grouped_route(Trans::T, Trans::N, 8192, 1536, 32, 1536, 0.5f), GemmRoute::provider);
 }
