@@ -114,7 +114,6 @@ void two_dots(const T* x, const T* p, const T* q, int64_t n, Acc& xp, Acc& xq) {
   }
 }
 
-
 template float dot<float, float>(const float*, const float*, int64_t);
 template double dot<double, float>(const float*, const float*, int64_t);
 template double dot<double, double>(const double*, const double*, int64_t);
