@@ -48,7 +48,7 @@ bool rows_outer_suits(int64_t b_bytes) {
 // Up to this depth panel_matmul_tn beats oneDNN on the weight gradients of 16 experts
 // streamed from memory. It was 96 (Intel Xeon, before the threads took row bands: at 128
 // oneDNN led on dUp, 224 vs 200 GFLOP/s). With the bands, on AMD Zen 5 (bench/gemm's dW
-// rows, same run): 1.3-1.8x oneDNN at 8-96 tokens, 1.1-1.4x at 128-256, and at 512-1024
+// rows, same run): 1.3-2.0x oneDNN at 8-96 tokens, 1.1-1.4x at 128-256, and at 512-1024
 // level to 1.2x (a scratch run of the same rows); deeper was not measured. On the Xeon,
 // whose OpenBLAS runs AVX-512 kernels, OpenBLAS per thread takes these beyond 40 tokens
 // anyway (gemm.cpp).
@@ -86,8 +86,8 @@ void tile_kernel(int64_t kc, const float* a, const float* b, int64_t ldb, const 
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
   for (int64_t k = 0, row = 0, crow = 0; k < kc; ++k, a += MR, b += ldb) {
-    // Prefetches are scheduled every fourth step, each time issuing those due by four steps
-    // later: the bookkeeping then costs a quarter of what it did on every step.
+    // Prefetches are scheduled every fourth step, each time issuing those due up to step
+    // k + 3: the bookkeeping then costs a quarter of what it did on every step.
     if ((k & 3) == 0) {
       for (; row * kc < pf.rows * (k + 4) && row < pf.rows; ++row) {
         const char* line = reinterpret_cast<const char*>(pf.slice + row * pf.stride);
@@ -380,9 +380,10 @@ void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int
   // a chunk), rather than all threads sharing each chunk's panels. A band is then one
   // thread's region of the gradient, walked without a barrier per chunk: with the shared
   // walk, a 512-row chunk of dUp at 52 tokens is ~0.3 ms of work split into 8 panel groups,
-  // and every chunk ended waiting for the slower thread. bench/gemm's dW rows, 16 experts,
-  // AMD Zen 5, alternating runs, shared -> bands (GFLOP/s): dUp at 16 tokens 130 -> 174,
-  // 32: 217 -> 274, 52: 258-269 -> 291-303, 96: 320 -> 352, 256: 345 -> 365; dDown alike.
+  // and every chunk ended waiting for the slower thread. A scratch copy of bench/gemm's dW
+  // rows, 16 experts, AMD Zen 5, alternating runs, shared -> bands (GFLOP/s): dUp at 16
+  // tokens 130 -> 174, 32: 217 -> 274, 52: 258-269 -> 291-303, 96: 320 -> 352, 256: 345 ->
+  // 365; dDown alike.
   const int threads = omp_in_parallel() ? 1 : max_threads();
   if (threads > 1 && M >= 2 * threads * kMaxRowsPerTile) {
     const int64_t bands = std::max<int64_t>(2 * threads, (M + kRowsPerChunk - 1) / kRowsPerChunk);
