@@ -168,8 +168,11 @@ GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K
   // The NN products of the experts' backward (dX = dU W, dH = dO W, W as stored) run on
   // the panel kernel, which reads W in place where oneDNN copies it per call: faster from
   // 8 rows up (bench/gemm). Where W's rows alias in the cache (dH: 16 KB apart) its slices
-  // are copied first, which still wins up to 64 rows (level at 128, behind at 256).
-  if (ta == Trans::N && tb == Trans::N && M >= 8 && beta01 && (panel_matmul_suits(ldb) || M <= 64))
+  // are copied first. With 128-row copies that path led oneDNN up to 64 rows on an Intel
+  // Xeon (level at 128, behind at 256); with 256-row copies on AMD Zen 5 it leads at every
+  // row count measured (75 rows: 324 vs ~230 GFLOP/s, 128: 336 vs 288, 256: 350 vs 335).
+  // Up to 128 rows, where both machines agree.
+  if (ta == Trans::N && tb == Trans::N && M >= 8 && beta01 && (panel_matmul_suits(ldb) || M <= 128))
     return GemmRoute::panels;
   // The experts' weight gradients (dW += dY^T X, depth = an expert's tokens). Up to 40
   // tokens the panel kernel leads: it keeps X in L2 and streams dW row by row. Deeper,

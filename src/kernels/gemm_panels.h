@@ -52,6 +52,9 @@ enum class OutputWalk { automatic, row_tiles, panel_groups };
 // place: the weight gradients dW += dY^T X of an expert, whose reduction runs over its
 // K tokens. The output rows go through the same register tiles (A's columns packed), so
 // each gradient tile is read and written once per call. Threads take bands of output rows.
+// With accumulate = false and K within one pass (up to 128 tokens, 256 where B's slices
+// are copied), y is written with non-temporal stores and never read: a gradient is not
+// used again until the optimizer's step.
 void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int64_t K, int64_t N, int64_t ldb,
                      float* y, int64_t ldy, bool accumulate = false, OutputWalk walk = OutputWalk::automatic);
 // Whether panel_matmul_tn beats the general GEMM at this depth K (an expert's tokens; up
@@ -62,8 +65,8 @@ bool panel_matmul_tn_suits(int64_t K);
 // two 64-byte lines, ldb floats apart) must spread over enough cache sets to stay in the
 // L2 (core/cpu_caches.h). Strides of 8 KB multiples pile the rows onto a few sets and thrash
 // (bench/gemm: 1-160 GFLOP/s at a 16 KB stride with 512-row slices); for those
-// panel_matmul copies each slice before using it, and gemm_grouped takes that path up to
-// 64 rows, oneDNN beyond.
+// panel_matmul copies each slice (256 rows deep) before using it, and gemm_grouped takes
+// that path up to 128 rows, oneDNN beyond.
 bool panel_matmul_suits(int64_t ldb);
 
 }  // namespace moepp

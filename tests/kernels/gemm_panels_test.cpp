@@ -64,9 +64,11 @@ TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
   for (int threads : {1, 2}) {
     set_threads(threads);
     for (int64_t M : {1, 7, 14, 15, 52})
-      for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {300, 45}, {513, 70}, {64, 96}, {40, 1000}}) {
+      for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {300, 45}, {513, 70}, {64, 96}, {40, 1000},
+                          {300, 1000}}) {
         Rng rng(uint64_t(M * 7919 + K * 31 + N));
-        // N = 1000 with 16 KB rows takes the slice-copy path (panel_matmul_suits is false).
+        // N = 1000 with 16 KB rows takes the slice-copy path (panel_matmul_suits is false),
+        // in one pass (K = 40) and in two (K = 300: 256 + 44).
         const int64_t ldx = K + 1, ldb = N == 1000 ? 4096 : N + 3, ldy = N + 2;
         auto b = random_tensor<double>({K, ldb}, rng);
         auto x = random_tensor<double>({M, ldx}, rng);
@@ -88,17 +90,20 @@ TEST(GemmPanels, MatmulInPlaceMatchesNaiveDouble) {
 // panel_matmul_tn: y (+)= A^T B, A stored [K, M] — the experts' weight gradients, whose
 // depth K is a token count. Output row counts below and in the threads' row bands (60: four
 // bands of 15 rows on two threads) and spanning several row chunks (1100), depths
-// below and above one K block, a 16 KB B stride (slices copied only when deep), and both
+// below and above one K block, a 16 KB B stride (slices copied only when deep; K = 300
+// copies them in two passes), and both
 // output walks whatever this machine's L2 would pick.
 TEST(GemmPanels, MatmulTransposedAMatchesNaiveDouble) {
   const int saved = max_threads();
   for (int threads : {1, 2}) {
     set_threads(threads);
     for (int64_t M : {1, 13, 40, 60, 1100})
-      for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {52, 70}, {600, 45}, {100, 1000}}) {
+      for (auto [K, N] : {std::pair<int64_t, int64_t>{1, 1}, {9, 31}, {52, 70}, {600, 45}, {100, 1000}, {300, 1000}}) {
         if (M == 1100 && K > 100) continue;  // keep the test fast
         Rng rng(uint64_t(M * 6007 + K * 37 + N));
-        const int64_t lda = M + 3, ldb = N == 1000 ? 4096 : N + 1, ldy = N + 2;
+        // ldy 1008: whole lines per row, so the non-temporal stores of a one-pass,
+        // overwriting product (K <= 128) are taken; ragged rows elsewhere store normally.
+        const int64_t lda = M + 3, ldb = N == 1000 ? 4096 : N + 1, ldy = N == 1000 ? 1008 : N + 2;
         auto a = random_tensor<double>({K, lda}, rng);
         auto b = random_tensor<double>({K, ldb}, rng);
         auto y0 = random_tensor<double>({M, ldy}, rng);

@@ -164,7 +164,7 @@ TEST(Gemm, CblasPerThreadMatchesNaiveDouble) {
 
 // The routing of the experts' products follows the thresholds measured in bench/gemm
 // (docs/decisions.md): the training forward at 16-96 rows streams the weight; the backward's
-// NN products take panels up to 64 rows when W's rows alias (16 KB apart), at any row
+// NN products take panels up to 128 rows when W's rows alias (16 KB apart), at any row
 // count otherwise; the weight gradients take panels up to 40 tokens, then OpenBLAS per
 // thread (without it: panels up to 1024, the provider beyond).
 TEST(Gemm, GroupedRoutingFollowsTheMeasuredThresholds) {
@@ -177,6 +177,8 @@ TEST(Gemm, GroupedRoutingFollowsTheMeasuredThresholds) {
 #endif
   EXPECT_EQ(route(Trans::N, Trans::T, 256, 8192, 1536, 1536), GemmRoute::provider);
   EXPECT_EQ(route(Trans::N, Trans::N, 52, 4096, 1536, 4096), GemmRoute::panels);
+  EXPECT_EQ(route(Trans::N, Trans::N, 128, 4096, 1536, 4096), GemmRoute::panels);
+  EXPECT_EQ(route(Trans::N, Trans::N, 129, 4096, 1536, 4096), GemmRoute::provider);
   EXPECT_EQ(route(Trans::N, Trans::N, 256, 4096, 1536, 4096), GemmRoute::provider);
   EXPECT_EQ(route(Trans::N, Trans::N, 256, 1536, 8192, 1536), GemmRoute::panels);
   EXPECT_EQ(route(Trans::T, Trans::N, 8192, 1536, 32, 1536), GemmRoute::panels_tn);
