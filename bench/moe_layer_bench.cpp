@@ -11,6 +11,8 @@
 //   - the same layers in PyTorch (bench/moe_layer_torch.py) as the peer baseline.
 // Forward and forward+backward throughputs are medians of rounds that alternate between
 // the variants, so the drift of a shared machine over the run cancels out of the ratios.
+// The backward writes the parameter gradients as the trainer's first micro-batch of a step
+// does (GradMode::overwrite: no zeroing pass, the experts' gradients written, not added).
 // Usage: moe_layer_bench [--tokens 2048] [--hidden 1536] [--intermediate 4096]
 //        [--experts 16] [--threads 2] [--pin 1] [--repeats 3] [--z 0.2,0.5,0.8] [--torch 0|1]
 //        [--json FILE]
@@ -119,7 +121,7 @@ struct Timing {
   // statistics, balance loss and gather of FFN rows; the FFN experts (GEMMs + SwiGLU);
   // the rest (combine with the copy and constant experts) is total - these.
   double router_s = 0, dispatch_s = 0, ffn_s = 0;
-  // The backward's weight-gradient GEMMs alone (dUp += dU^T X, dDown += dO^T H, all FFN
+  // The backward's weight-gradient GEMMs alone (dUp = dU^T X, dDown = dO^T H, all FFN
   // experts, at this run's rows): their reduction runs over an expert's rows only.
   double dweights_s = 0;
 };
@@ -161,9 +163,9 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
       const int64_t r0 = cache.plan.offsets[size_t(e)], M = cache.plan.rows(e);
       if (M == 0) continue;
       dup.push_back({2 * s.I, s.D, M, f.u.data() + r0 * 2 * s.I, 2 * s.I, f.x.data() + r0 * s.D, s.D,
-                     g.up[size_t(e)].data(), s.D, 1.0f});
+                     g.up[size_t(e)].data(), s.D, 0.0f});
       ddown.push_back({s.D, s.I, M, f.o.data() + r0 * s.D, s.D, f.h.data() + r0 * s.I, s.I,
-                       g.down[size_t(e)].data(), s.I, 1.0f});
+                       g.down[size_t(e)].data(), s.I, 0.0f});
     }
     gemm_grouped<float>(Trans::T, Trans::N, ddown);
     gemm_grouped<float>(Trans::T, Trans::N, dup);
@@ -349,7 +351,7 @@ int main(int argc, char** argv) try {
         moe_forward(cfg, w, x.data(), s.T, zp, caches[i], y.data());
         if (backward)
           moe_backward<float>(cfg, w, x.data(), zp, caches[i], dy.data(), nullptr, 0.01, dx.data(),
-                              zp ? dzp.data() : nullptr, vanilla ? van_grad : pp_grad);
+                              zp ? dzp.data() : nullptr, vanilla ? van_grad : pp_grad, GradMode::overwrite);
       });
       w.packed = nullptr;
       if (vanilla) {
@@ -483,10 +485,10 @@ int main(int argc, char** argv) try {
                 b["dweight_gemms"].get<double>(), dw_flops / (1e-3 * b["dweight_gemms"].get<double>()) / 1e9);
   }
   std::printf("dispatch = plan + statistics + balance loss + gather; combine = total - the rest; FFN x = vanilla's FFN\n"
-              "time over this run's. dW GEMMs: dUp += dU^T X and dDown += dO^T H for every FFN expert; each reads\n"
-              "and writes its f32 gradient (%.2f GB for all experts) whatever the rows, so at few rows per expert\n"
-              "they run at the memory's pace, not the cores'.\n",
-              double(s.N) * 3.0 * double(s.D) * double(s.I) * 4 * 2 / 1e9);
+              "time over this run's. dW GEMMs: dUp = dU^T X and dDown = dO^T H for every FFN expert, as the backward\n"
+              "runs them (gradients overwritten); each writes its f32 gradient (%.2f GB for all experts) whatever\n"
+              "the rows, so at few rows per expert they run at the memory's pace, not the cores'.\n",
+              double(s.N) * 3.0 * double(s.D) * double(s.I) * 4 / 1e9);
 
   // How far 2x the PyTorch layer is from what this machine can do at all.
   peak = std::max(peak, fma_peak_gflops(s.threads));

@@ -66,9 +66,8 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S) {
       targets[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
     }
     const auto t0 = std::chrono::steady_clock::now();
-    grads.zero();
     model_forward(cfg, params, ids.data(), B, S, cache);
-    model_backward(cfg, params, cache, targets.data(), grads);
+    model_backward(cfg, params, cache, targets.data(), grads, GradMode::overwrite);  // as the trainer's first micro-batch
     clip_grad_norm(cfg, grads, 1.0);
     opt.update(cfg, params, grads, 1e-3);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

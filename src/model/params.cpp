@@ -83,13 +83,17 @@ void ModelParams<T>::init(const ModelConfig& cfg, Rng& rng) {
 
 template <typename T>
 void ModelParams<T>::zero() {
+  zero_outside_moe_layers();
+  for (auto& L : layers) L.moe.zero();
+}
+
+template <typename T>
+void ModelParams<T>::zero_outside_moe_layers() {
   embed.zero();
   final_norm.zero();
   lm_head.zero();
-  for (auto& L : layers) {
+  for (auto& L : layers)
     for (auto* t : {&L.input_norm, &L.post_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) t->zero();
-    L.moe.zero();
-  }
 }
 
 template <typename T>

@@ -42,6 +42,9 @@ struct ModelParams {
   // scaled like the matrices, gate maps zero (a new model starts without residual mixing).
   void init(const ModelConfig& cfg, Rng& rng);
   void zero();
+  // Zeroes every tensor but the MoE layers' (model_backward with GradMode::overwrite: the
+  // MoE layers write theirs).
+  void zero_outside_moe_layers();
   int64_t numel(const ModelConfig& cfg) const;
 };
 

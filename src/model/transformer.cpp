@@ -89,8 +89,9 @@ LossParts model_loss(const ModelConfig& cfg, const ModelCache<T>& c, const int32
 
 template <typename T>
 LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelCache<T>& c,
-                         const int32_t* targets, ModelParams<T>& g) {
+                         const int32_t* targets, ModelParams<T>& g, GradMode mode) {
   const int64_t B = c.batch, S = c.seq, n = B * S, D = cfg.hidden_size, V = cfg.vocab_size;
+  if (mode == GradMode::overwrite) g.zero_outside_moe_layers();  // moe_backward overwrites its own
   const MoeConfig mc = cfg.moe();
   LossParts p;
   Tensor<T>& dlogits = c.dlogits;
@@ -126,7 +127,7 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
         dz_prev = target.data();
       }
       moe_backward(mc, L.moe, lc.b.data(), z_prev, lc.moe, dx.data(), dz[l].numel() ? dz[l].data() : nullptr,
-                   dbalance, db.data(), dz_prev, gl.moe);
+                   dbalance, db.data(), dz_prev, gl.moe, mode);
     } else {
       dense_mlp_backward(cfg, L, lc.b.data(), n, lc.mlp, dx.data(), db.data(), gl);
     }
@@ -151,8 +152,8 @@ template void model_forward<float>(const ModelConfig&, const ModelParams<float>&
 template void model_forward<double>(const ModelConfig&, const ModelParams<double>&, const int32_t*, int64_t, int64_t, ModelCache<double>&);
 template LossParts model_loss<float>(const ModelConfig&, const ModelCache<float>&, const int32_t*);
 template LossParts model_loss<double>(const ModelConfig&, const ModelCache<double>&, const int32_t*);
-template LossParts model_backward<float>(const ModelConfig&, const ModelParams<float>&, ModelCache<float>&, const int32_t*, ModelParams<float>&);
-template LossParts model_backward<double>(const ModelConfig&, const ModelParams<double>&, ModelCache<double>&, const int32_t*, ModelParams<double>&);
+template LossParts model_backward<float>(const ModelConfig&, const ModelParams<float>&, ModelCache<float>&, const int32_t*, ModelParams<float>&, GradMode);
+template LossParts model_backward<double>(const ModelConfig&, const ModelParams<double>&, ModelCache<double>&, const int32_t*, ModelParams<double>&, GradMode);
 template std::vector<RoutingStats> routing_stats_of<float>(const ModelConfig&, const ModelCache<float>&);
 template std::vector<RoutingStats> routing_stats_of<double>(const ModelConfig&, const ModelCache<double>&);
 

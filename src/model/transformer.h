@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/grad_mode.h"
 #include "core/tensor.h"
 #include "model/attention_block.h"
 #include "model/config.h"
@@ -52,10 +53,12 @@ void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_
 template <typename T>
 LossParts model_loss(const ModelConfig& cfg, const ModelCache<T>& cache, const int32_t* targets);
 
-// Loss of the last forward and its gradient, accumulated (+=) into grad.
+// Loss of the last forward and its gradient, accumulated (+=) into grad, or with
+// GradMode::overwrite written over whatever grad held (a step's first micro-batch: the
+// MoE layers write their experts' gradients directly; the rest is zeroed first).
 template <typename T>
 LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelCache<T>& cache,
-                         const int32_t* targets, ModelParams<T>& grad);
+                         const int32_t* targets, ModelParams<T>& grad, GradMode mode = GradMode::accumulate);
 
 // Next-token targets for one sequence: ids[t+1], and -1 for the last position.
 std::vector<int32_t> next_token_targets(const int32_t* ids, int64_t n);

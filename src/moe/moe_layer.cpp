@@ -78,8 +78,15 @@ void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_
 template <typename T>
 void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const T* z_prev,
                   MoeCache<T>& c, const T* dy, const T* dz_next, double dbalance, T* dx,
-                  T* dz_prev, MoeParams<T>& grad) {
+                  T* dz_prev, MoeParams<T>& grad, GradMode mode) {
   const int64_t n = c.tokens, D = cfg.hidden, I = cfg.intermediate, k = cfg.top_k;
+  // Overwriting, the FFN experts' gradients are written by their GEMMs (below); the rest
+  // of the layer's are a few vectors and small matrices: zeroed, then accumulated into.
+  if (mode == GradMode::overwrite) {
+    for (auto* t : {&grad.wg, &grad.w1, &grad.w2, &grad.gate_map}) t->zero();
+    for (auto* v : {&grad.constant, &grad.constant_wg})
+      for (auto& t : *v) t.zero();
+  }
   const int64_t E = cfg.num_experts(), R = c.plan.ffn_rows();
   const T scale = T(cfg.input_scale());
   const T* xs = scale != T(1) ? c.x_in.data() : x;  // what the experts received
@@ -129,7 +136,7 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   c.d_u.fit({R, 2 * I});
   c.d_xg.fit({R, D});
   ffn_experts_backward(cfg, w, c.plan, c.ffn, c.d_o.data(), c.d_h.data(), c.d_u.data(),
-                       c.d_xg.data(), grad);
+                       c.d_xg.data(), grad, mode);
   parallel_for(n, [&](int64_t t) {
     T* dxt = c.dx_in.data() + t * D;
     for (int64_t j = 0; j < k; ++j) {
@@ -190,7 +197,7 @@ template struct MoeCache<float>;
 template struct MoeCache<double>;
 template void moe_forward<float>(const MoeConfig&, const MoeParams<float>&, const float*, int64_t, const float*, MoeCache<float>&, float*);
 template void moe_forward<double>(const MoeConfig&, const MoeParams<double>&, const double*, int64_t, const double*, MoeCache<double>&, double*);
-template void moe_backward<float>(const MoeConfig&, const MoeParams<float>&, const float*, const float*, MoeCache<float>&, const float*, const float*, double, float*, float*, MoeParams<float>&);
-template void moe_backward<double>(const MoeConfig&, const MoeParams<double>&, const double*, const double*, MoeCache<double>&, const double*, const double*, double, double*, double*, MoeParams<double>&);
+template void moe_backward<float>(const MoeConfig&, const MoeParams<float>&, const float*, const float*, MoeCache<float>&, const float*, const float*, double, float*, float*, MoeParams<float>&, GradMode);
+template void moe_backward<double>(const MoeConfig&, const MoeParams<double>&, const double*, const double*, MoeCache<double>&, const double*, const double*, double, double*, double*, MoeParams<double>&, GradMode);
 
 }  // namespace moepp

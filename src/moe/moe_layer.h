@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/grad_mode.h"
 #include "core/tensor.h"
 #include "moe/dispatch.h"
 #include "moe/experts/ffn.h"
@@ -41,11 +42,12 @@ void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_
 // x and z_prev: the same buffers, unchanged, that moe_forward saw (the cache refers to x
 // rather than copying it when inputs are not scaled).
 // dy: [T, D]; dz_next: [T, E] gradient w.r.t. this layer's z from the next layer, or null;
-// dbalance: dL/dL_b (beta / number of MoE layers in training). Accumulates into dx, dz_prev
-// (when z_prev was given) and grad.
+// dbalance: dL/dL_b (beta / number of MoE layers in training). Accumulates into dx and
+// dz_prev (when z_prev was given); writes every tensor of grad as `mode` says (added to, or
+// written over: core/grad_mode.h).
 template <typename T>
 void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const T* z_prev,
                   MoeCache<T>& cache, const T* dy, const T* dz_next, double dbalance, T* dx,
-                  T* dz_prev, MoeParams<T>& grad);
+                  T* dz_prev, MoeParams<T>& grad, GradMode mode = GradMode::accumulate);
 
 }  // namespace moepp

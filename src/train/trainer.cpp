@@ -107,13 +107,14 @@ TrainResult train(const TrainOptions& o) {
   try {
     for (; step < o.steps; ++step) {
       const auto ts = clock::now();
-      grads.zero();
       LossParts acc;
       std::vector<RoutingStats> routing;
       for (int64_t a = 0; a < o.accum; ++a) {
         loader.next(ids, targets);
         model_forward(cfg, params, ids.data(), o.batch, o.seq, cache);
-        const LossParts p = model_backward(cfg, params, cache, targets.data(), grads);
+        // The first micro-batch writes the gradients over the last step's (no zeroing pass).
+        const LossParts p = model_backward(cfg, params, cache, targets.data(), grads,
+                                           a == 0 ? GradMode::overwrite : GradMode::accumulate);
         acc.loss += p.loss / double(o.accum);
         acc.lm_loss += p.lm_loss / double(o.accum);
         acc.balance_loss += p.balance_loss / double(o.accum);

@@ -114,7 +114,38 @@ void run_case(bool two_layer, bool tie) {
   });
 }
 
+// GradMode::overwrite (the trainer's first micro-batch) writes every gradient over stale
+// values: the same as accumulating into zeroed buffers, dense layers, norms, embeddings
+// and the MoE layers alike.
+void overwrite_case(bool two_layer, bool tie) {
+  const ModelConfig cfg = tiny_config(two_layer, tie);
+  auto w = ModelParams<float>::zeros(cfg);
+  randomize(cfg, w, 5);
+  std::vector<int32_t> ids = {3, 17, 0, 5, 5, 11, 2, 19, 8, 1};
+  std::vector<int32_t> targets = {17, 0, 5, 5, -1, 2, 19, 8, 1, -1};
+  ModelCache<float> cache;
+  model_forward(cfg, w, ids.data(), 2, 5, cache);
+  auto want = ModelParams<float>::zeros(cfg);
+  const LossParts a = model_backward(cfg, w, cache, targets.data(), want);
+  auto got = ModelParams<float>::zeros(cfg);
+  Rng rng(9);
+  got.for_each(cfg, [&](const std::string&, Tensor<float>& t) { fill_normal(t.data(), t.numel(), rng, 50.0); });
+  const LossParts b = model_backward(cfg, w, cache, targets.data(), got, GradMode::overwrite);
+  EXPECT_EQ(a.loss, b.loss);
+  std::vector<const Tensor<float>*> ws;
+  want.for_each(cfg, [&](const std::string&, Tensor<float>& t) { ws.push_back(&t); });
+  size_t i = 0;
+  got.for_each(cfg, [&](const std::string& name, Tensor<float>& t) {
+    EXPECT_LT(rel_error(t, *ws[i++]), 1e-6) << name;
+  });
+}
+
 }  // namespace
+
+TEST(TransformerGrad, OverwriteMatchesAccumulatingIntoZeros) {
+  overwrite_case(false, false);
+  overwrite_case(true, true);
+}
 
 TEST(TransformerGrad, LinearRouterLogitNormUntied) { run_case(false, false); }
 TEST(TransformerGrad, TwoLayerRouterScaledInputsTied) { run_case(true, true); }

@@ -89,9 +89,11 @@ struct MoeStack {
                        [&] { return routing() == base; });
   }
 
-  // After forward(): fills grads, dx and dz_in.
-  void backward(Tensor<T>& dx, Tensor<T>& dz_in) {
-    for (auto& g : grads) g.zero();
+  // After forward(): fills grads, dx and dz_in. Accumulating, grads are zeroed first;
+  // overwriting, the layers write them over whatever they hold.
+  void backward(Tensor<T>& dx, Tensor<T>& dz_in, GradMode mode = GradMode::accumulate) {
+    if (mode == GradMode::accumulate)
+      for (auto& g : grads) g.zero();
     Tensor<T> d_x = dy.clone();  // gradient w.r.t. x_L
     Tensor<T> dz_next;           // gradient w.r.t. layer l's z, from layer l+1
     for (int l = layers - 1; l >= 0; --l) {
@@ -100,7 +102,7 @@ struct MoeStack {
       Tensor<T> dz_prev({tokens, int64_t(cfg.num_experts())});
       moe_backward(cfg, params[size_t(l)], xs[size_t(l)].data(), z_prev, caches[size_t(l)], d_x.data(),
                    dz_next.numel() ? dz_next.data() : nullptr, beta / layers, d_in.data(),
-                   dz_prev.data(), grads[size_t(l)]);
+                   dz_prev.data(), grads[size_t(l)], mode);
       d_x = std::move(d_in);
       dz_next = std::move(dz_prev);
     }

@@ -47,15 +47,24 @@ void ffn_experts_forward(const MoeConfig& cfg, const MoeParams<T>& w, const Disp
 template <typename T>
 void ffn_experts_backward(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan& plan,
                           const FfnCache<T>& c, const T* do_, T* dh, T* du, T* dx,
-                          MoeParams<T>& grad) {
+                          MoeParams<T>& grad, GradMode mode) {
   const int64_t D = cfg.hidden, I = cfg.intermediate, R = plan.ffn_rows();
+  // Overwriting, the weight-gradient GEMMs take beta = 0; on the panel kernel an expert's
+  // few dozen tokens then go to memory with non-temporal stores (kernels/gemm_panels.h).
+  const T beta = mode == GradMode::overwrite ? T(0) : T(1);
+  if (mode == GradMode::overwrite)
+    for (int e = 0; e < cfg.num_ffn; ++e)
+      if (plan.rows(e) == 0) {
+        grad.up[size_t(e)].zero();
+        grad.down[size_t(e)].zero();
+      }
   // dH = dO down;  dDown += dO^T H
   std::vector<GemmProblem<T>> dh_p, ddown_p;
   for (int e = 0; e < cfg.num_ffn; ++e) {
     const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
     if (M == 0) continue;
     dh_p.push_back({M, I, D, do_ + r0 * D, D, w.down[size_t(e)].data(), I, dh + r0 * I, I, T(0)});
-    ddown_p.push_back({D, I, M, do_ + r0 * D, D, c.h.data() + r0 * I, I, grad.down[size_t(e)].data(), I, T(1)});
+    ddown_p.push_back({D, I, M, do_ + r0 * D, D, c.h.data() + r0 * I, I, grad.down[size_t(e)].data(), I, beta});
   }
   gemm_grouped<T>(Trans::N, Trans::N, dh_p);
   gemm_grouped<T>(Trans::T, Trans::N, ddown_p);
@@ -66,7 +75,7 @@ void ffn_experts_backward(const MoeConfig& cfg, const MoeParams<T>& w, const Dis
   for (int e = 0; e < cfg.num_ffn; ++e) {
     const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
     if (M == 0) continue;
-    dup_p.push_back({2 * I, D, M, du + r0 * 2 * I, 2 * I, c.x.data() + r0 * D, D, grad.up[size_t(e)].data(), D, T(1)});
+    dup_p.push_back({2 * I, D, M, du + r0 * 2 * I, 2 * I, c.x.data() + r0 * D, D, grad.up[size_t(e)].data(), D, beta});
     dx_p.push_back({M, D, 2 * I, du + r0 * 2 * I, 2 * I, w.up[size_t(e)].data(), D, dx + r0 * D, D, T(0)});
   }
   gemm_grouped<T>(Trans::T, Trans::N, dup_p);
@@ -77,7 +86,7 @@ template struct FfnCache<float>;
 template struct FfnCache<double>;
 template void ffn_experts_forward<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, FfnCache<float>&);
 template void ffn_experts_forward<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, FfnCache<double>&);
-template void ffn_experts_backward<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, const FfnCache<float>&, const float*, float*, float*, float*, MoeParams<float>&);
-template void ffn_experts_backward<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, const FfnCache<double>&, const double*, double*, double*, double*, MoeParams<double>&);
+template void ffn_experts_backward<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, const FfnCache<float>&, const float*, float*, float*, float*, MoeParams<float>&, GradMode);
+template void ffn_experts_backward<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, const FfnCache<double>&, const double*, double*, double*, double*, MoeParams<double>&, GradMode);
 
 }  // namespace moepp

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/grad_mode.h"
 #include "core/tensor.h"
 #include "moe/dispatch.h"
 #include "moe/moe_config.h"
@@ -25,11 +26,12 @@ template <typename T>
 void ffn_experts_forward(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan& plan,
                          FfnCache<T>& cache);
 
-// do_ [R, D] gradient w.r.t. o; writes dx [R, D] (overwritten) and accumulates the
-// experts' up/down gradients. dh and du are caller scratch [R, I] and [R, 2I].
+// do_ [R, D] gradient w.r.t. o; writes dx [R, D] (overwritten) and the experts' up/down
+// gradients as `mode` says (overwrite: an expert without rows gets zeros). dh and du are
+// caller scratch [R, I] and [R, 2I].
 template <typename T>
 void ffn_experts_backward(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan& plan,
                           const FfnCache<T>& cache, const T* do_, T* dh, T* du, T* dx,
-                          MoeParams<T>& grad);
+                          MoeParams<T>& grad, GradMode mode = GradMode::accumulate);
 
 }  // namespace moepp
