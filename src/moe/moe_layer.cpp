@@ -93,43 +93,67 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   c.dg.fit({n, k});
   c.d_o.fit({R, D});
   c.dx_in.fit({n, D});
-  // Gate gradients, the weighted output gradient of every FFN row, and the copy experts.
-  parallel_for(n, [&](int64_t t) {
-    const T* dyt = dy + t * D;
-    const T* xt = xs + t * D;
-    T* dxt = c.dx_in.data() + t * D;
-    std::memset(dxt, 0, size_t(D) * sizeof(T));
-    for (int64_t j = 0; j < k; ++j) {
-      const int64_t slot = t * k + j;
-      const int e = c.router.idx[size_t(slot)];
-      const T gate = c.router.g[slot];
-      T& dg = c.dg[slot];
-      switch (cfg.kind(e)) {
-        case ExpertKind::ffn: {
-          const int64_t pos = c.plan.slot_pos[size_t(slot)];
-          dg = dot<T>(dyt, c.ffn.o.data() + pos * D, D);
-          T* dor = c.d_o.data() + pos * D;
-          for (int64_t d = 0; d < D; ++d) dor[d] = gate * dyt[d];
-          break;
+  // Gate gradients, the weighted output gradient of every FFN row, and the copy and
+  // constant experts, token by token: each token's dy, x and dx rows are read once. A
+  // constant expert's vector and mixer gradients are sums over its slots; each thread sums
+  // its tokens' apart, and the partial sums are added in thread order (deterministic for
+  // a given thread count).
+  const int64_t C = cfg.num_constant;
+  const int threads = omp_in_parallel() || n < 16 ? 1 : int(std::min<int64_t>(max_threads(), 8));
+  std::vector<T> partial(size_t(threads) * size_t(C * 3 * D), T(0));  // per thread, per constant: dv [D], dwc [2D]
+#pragma omp parallel num_threads(threads)
+  {
+    T* const mine = partial.data() + size_t(omp_get_thread_num()) * size_t(C * 3 * D);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < n; ++t) {
+      const T* dyt = dy + t * D;
+      const T* xt = xs + t * D;
+      T* dxt = c.dx_in.data() + t * D;
+      std::memset(dxt, 0, size_t(D) * sizeof(T));
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t slot = t * k + j;
+        const int e = c.router.idx[size_t(slot)];
+        const T gate = c.router.g[slot];
+        T& dg = c.dg[slot];
+        switch (cfg.kind(e)) {
+          case ExpertKind::ffn: {
+            const int64_t pos = c.plan.slot_pos[size_t(slot)];
+            dg = dot<T>(dyt, c.ffn.o.data() + pos * D, D);
+            T* dor = c.d_o.data() + pos * D;
+            for (int64_t d = 0; d < D; ++d) dor[d] = gate * dyt[d];
+            break;
+          }
+          case ExpertKind::constant: {
+            const int64_t ci = e - cfg.num_ffn;
+            const T* a = c.constant_a.data() + slot * 2;
+            const T* v = w.constant[size_t(ci)].data();
+            double dy_x = 0, dy_v = 0;  // in double: constant_backward takes their difference
+            two_dots(dyt, xt, v, D, dy_x, dy_v);
+            dg = T(double(a[0]) * dy_x + double(a[1]) * dy_v);
+            T* dv = mine + ci * 3 * D;
+            constant_backward(xt, v, w.constant_wg[size_t(ci)].data(), a, dyt, gate, dy_x, dy_v, D, dxt, dv, dv + D);
+            break;
+          }
+          case ExpertKind::copy:
+            dg = dot<T>(dyt, xt, D);
+            copy_expert_backward(dyt, D, gate, dxt);
+            break;
+          case ExpertKind::zero:
+            dg = 0;
+            break;
         }
-        case ExpertKind::constant: {
-          const T* a = c.constant_a.data() + slot * 2;
-          const T* v = w.constant[size_t(e - cfg.num_ffn)].data();
-          T dx_part = 0, dv_part = 0;
-          two_dots<T>(dyt, xt, v, D, dx_part, dv_part);
-          dg = a[0] * dx_part + a[1] * dv_part;
-          break;
-        }
-        case ExpertKind::copy:
-          dg = dot<T>(dyt, xt, D);
-          copy_expert_backward(dyt, D, gate, dxt);
-          break;
-        case ExpertKind::zero:
-          dg = 0;
-          break;
       }
     }
-  }, 16);
+  }
+  for (int64_t ci = 0; ci < C; ++ci) {
+    T* gv = grad.constant[size_t(ci)].data();
+    T* gwc = grad.constant_wg[size_t(ci)].data();
+    for (int th = 0; th < threads; ++th) {
+      const T* dv = partial.data() + size_t(th) * size_t(C * 3 * D) + size_t(ci * 3 * D);
+      for (int64_t d = 0; d < D; ++d) gv[d] += dv[d];
+      for (int64_t d = 0; d < 2 * D; ++d) gwc[d] += dv[D + d];
+    }
+  }
 
   // FFN experts: grouped GEMM backward, then each token gathers its rows' input gradients.
   c.d_h.fit({R, I});
@@ -146,40 +170,6 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
       for (int64_t d = 0; d < D; ++d) dxt[d] += src[d];
     }
   }, 16);
-
-  // Constant experts: O(D) per slot. An expert's slots belong to distinct tokens, so its
-  // slots split over the threads without races on dx; each thread sums the expert's
-  // vector and mixer gradients apart, and the partial sums are added in thread order.
-  const int threads = int(std::min<int64_t>(max_threads(), 8));
-  std::vector<T> partial(size_t(threads) * size_t(3 * D));
-  for (int ci = 0; ci < cfg.num_constant; ++ci) {
-    const int e = cfg.num_ffn + ci;
-    const int64_t r0 = c.plan.offsets[size_t(e)], r1 = c.plan.offsets[size_t(e) + 1];
-    if (r1 == r0) continue;
-    std::fill(partial.begin(), partial.end(), T(0));
-#pragma omp parallel num_threads(threads) if (r1 - r0 >= 16)
-    {
-      T* dv = partial.data() + size_t(omp_get_thread_num()) * size_t(3 * D);
-      T* dwc = dv + D;
-      std::vector<T> dout(static_cast<size_t>(D));
-#pragma omp for schedule(static)
-      for (int64_t r = r0; r < r1; ++r) {
-        const int32_t slot = c.plan.sorted_slots[size_t(r)];
-        const int64_t t = c.plan.token_of(slot);
-        const T gate = c.router.g[slot];
-        for (int64_t d = 0; d < D; ++d) dout[size_t(d)] = gate * dy[t * D + d];
-        constant_backward(xs + t * D, w.constant[size_t(ci)].data(), w.constant_wg[size_t(ci)].data(),
-                          c.constant_a.data() + int64_t(slot) * 2, dout.data(), D, c.dx_in.data() + t * D, dv, dwc);
-      }
-    }
-    T* gv = grad.constant[size_t(ci)].data();
-    T* gwc = grad.constant_wg[size_t(ci)].data();
-    for (int th = 0; th < threads; ++th) {
-      const T* dv = partial.data() + size_t(th) * size_t(3 * D);
-      for (int64_t d = 0; d < D; ++d) gv[d] += dv[d];
-      for (int64_t d = 0; d < 2 * D; ++d) gwc[d] += dv[D + d];
-    }
-  }
   parallel_for(n * D, [&](int64_t i) { dx[i] += scale * c.dx_in[i]; }, 1 << 16);
 
   // Router, with the balance loss's gradient w.r.t. p.

@@ -99,9 +99,10 @@ TEST_P(MoeLayerGrad, EveryGradientMatchesFiniteDifferencesAndF32MatchesF64) {
   }
 }
 
-// With many tokens a constant expert's slots are split over the threads (16 slots and
-// more) and its vector and mixer gradients summed per thread: still the finite
-// differences, on one layer of 96 tokens where each constant expert gets dozens of slots.
+// With many tokens (16 and more) the backward's token loop is split over the threads and
+// each constant expert's vector and mixer gradients are summed per thread: still the
+// finite differences, on one layer of 96 tokens where each constant expert gets dozens of
+// slots.
 TEST(MoeLayerGradThreads, ConstantExpertsSplitOverThreadsMatchFiniteDifferences) {
   Case c{"constants", GateWeights::official, false, true, false, 2, 0, 0};
   MoeConfig cfg = make_config(c);
