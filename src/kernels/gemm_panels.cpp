@@ -72,6 +72,12 @@ struct PanelSource {
   const float* slice(int64_t p, int64_t k0) const { return base + p * panel_stride + k0 * row_stride; }
 };
 
+// A row-major [K, N] matrix read in place, or slice by slice through a copy where its rows
+// alias in the cache (and then in deeper passes: kCopiedDepth says why).
+PanelSource row_major_source(const float* B, int64_t ldb, bool copy) {
+  return PanelSource{B, kPanelWidth, ldb, copy, copy ? kCopiedDepth : kRowMajorDepth};
+}
+
 // What a tile kernel pulls toward the core while it computes, so that memory latency
 // overlaps arithmetic: its share of the next panel slice (`rows` rows of 128 bytes,
 // `stride` floats apart, into L2) and the rows of the output tile the next kernel call
@@ -400,9 +406,7 @@ void panel_matmul(const float* x, int64_t M, int64_t ldx, const float* B, int64_
   if (M == 0 || N == 0) return;
   MOEPP_CHECK(M > 0 && K > 0 && ldx >= K && ldb >= N && ldy >= N, "panel_matmul: M ", M, ", K ", K, ", N ", N,
               ", strides ", ldx, ", ", ldb, ", ", ldy, " do not fit");
-  const bool copy = !panel_matmul_suits(ldb);
-  panel_product(x, M, ldx, false, PanelSource{B, kPanelWidth, ldb, copy, copy ? kCopiedDepth : kRowMajorDepth}, N,
-                K, y, ldy, accumulate);
+  panel_product(x, M, ldx, false, row_major_source(B, ldb, !panel_matmul_suits(ldb)), N, K, y, ldy, accumulate);
 }
 
 bool panel_matmul_tn_suits(int64_t K) { return K <= kTnMaxDepth; }
@@ -413,8 +417,7 @@ void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int
   MOEPP_CHECK(M > 0 && K > 0 && lda >= M && ldb >= N && ldy >= N, "panel_matmul_tn: M ", M, ", K ", K, ", N ", N,
               ", strides ", lda, ", ", ldb, ", ", ldy, " do not fit");
   // K is an expert's token count here, often below one pass: the slices are that shallow.
-  const bool copy = !slice_fits_l2(ldb, std::min(K, kRowMajorDepth));
-  const PanelSource src{B, kPanelWidth, ldb, copy, copy ? kCopiedDepth : kRowMajorDepth};
+  const PanelSource src = row_major_source(B, ldb, !slice_fits_l2(ldb, std::min(K, kRowMajorDepth)));
   // Each thread takes whole bands of output rows (at least two bands per thread, none over
   // a chunk), rather than all threads sharing each chunk's panels. A band is then one
   // thread's region of the gradient, walked without a barrier per chunk: with the shared

@@ -82,11 +82,7 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   const int64_t n = c.tokens, D = cfg.hidden, I = cfg.intermediate, k = cfg.top_k;
   // Overwriting, the FFN experts' gradients are written by their GEMMs (below); the rest
   // of the layer's are a few vectors and small matrices: zeroed, then accumulated into.
-  if (mode == GradMode::overwrite) {
-    for (auto* t : {&grad.wg, &grad.w1, &grad.w2, &grad.gate_map}) t->zero();
-    for (auto* v : {&grad.constant, &grad.constant_wg})
-      for (auto& t : *v) t.zero();
-  }
+  if (mode == GradMode::overwrite) grad.zero_outside_ffn_experts();
   const int64_t E = cfg.num_experts(), R = c.plan.ffn_rows();
   const T scale = T(cfg.input_scale());
   const T* xs = scale != T(1) ? c.x_in.data() : x;  // what the experts received

@@ -82,8 +82,15 @@ void MoeParams<T>::init_normal(Rng& rng, double std) {
 
 template <typename T>
 void MoeParams<T>::zero() {
+  zero_outside_ffn_experts();
+  for (auto* v : {&up, &down})
+    for (auto& t : *v) t.zero();
+}
+
+template <typename T>
+void MoeParams<T>::zero_outside_ffn_experts() {
   wg.zero(); w1.zero(); w2.zero(); gate_map.zero();
-  for (auto* v : {&up, &down, &constant, &constant_wg})
+  for (auto* v : {&constant, &constant_wg})
     for (auto& t : *v) t.zero();
 }
 

@@ -39,6 +39,9 @@ struct MoeParams {
   void init_normal(Rng& rng, double std);
 
   void zero();
+  // Zeroes every tensor but the FFN experts' (moe_backward with GradMode::overwrite: their
+  // GEMMs write those).
+  void zero_outside_ffn_experts();
 
   // Visits every tensor with its SPEC name, e.g. "experts.3.up_proj.weight".
   void for_each(const MoeConfig& cfg, const std::function<void(const std::string&, Tensor<T>&)>& fn);
