@@ -22,6 +22,7 @@ void* aligned_zeroed(size_t bytes) {
   constexpr size_t kHugePage = size_t(2) << 20;
   const bool huge = bytes >= 2 * kHugePage;
   const size_t align = huge ? kHugePage : 64;
+  MOEPP_CHECK(bytes <= (size_t(1) << 56), "cannot allocate ", bytes, " bytes (an implausible size)");
   const size_t rounded = (bytes + align - 1) / align * align;
   void* p = std::aligned_alloc(align, rounded);
   if (!p) fail("out of memory allocating ", bytes, " bytes");

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/checked.h"
 #include "core/error.h"
 
 namespace moepp {
@@ -58,10 +59,12 @@ class Tensor {
   explicit Tensor(Shape shape) { resize(std::move(shape)); }
 
   void resize(Shape shape) {
+    // Shapes can come from files: a product that wraps would allocate a small block for a
+    // huge tensor, so the count and the byte size are both checked.
+    const int64_t n = checked_numel(shape.dims, "tensor size");
+    const uint64_t bytes = checked_mul(uint64_t(n), uint64_t(sizeof(T)), "tensor size in bytes");
     shape_ = std::move(shape);
-    const int64_t n = shape_.numel();
-    MOEPP_CHECK(n >= 0, "tensor shape ", shape_.str(), " has a negative dimension");
-    data_.reset(n ? static_cast<T*>(aligned_zeroed(size_t(n) * sizeof(T))) : nullptr);
+    data_.reset(n ? static_cast<T*>(aligned_zeroed(size_t(bytes))) : nullptr);
     capacity_ = n;
   }
   // A shape without storage (numel() reports the shape; data() is null) for code that

@@ -1,6 +1,7 @@
 #include "io/hf_folder.h"
 
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -37,6 +38,11 @@ class SafetensorsSource : public WeightSource {
     }
   }
   bool has(const std::string& n) override { return where_.count(n) != 0; }
+  std::vector<std::string> names() override {
+    std::vector<std::string> out;
+    for (const auto& [name, f] : where_) out.push_back(name);
+    return out;
+  }
   std::vector<int64_t> shape(const std::string& n) override { return file(n).entry(n).shape; }
   Tensor<float> read_f32(const std::string& n) override {
     Tensor<float> t = file(n).read<float>(n);
@@ -74,6 +80,12 @@ class TorchBinSource : public WeightSource {
     else single_ = std::make_unique<TorchBinFile>(dir + "/pytorch_model.bin");
   }
   bool has(const std::string& n) override { return single_ ? single_->has(n) : shards_->has(n); }
+  std::vector<std::string> names() override {
+    if (shards_) return shards_->names();
+    std::vector<std::string> out;
+    for (const auto& r : single_->tensors()) out.push_back(r.name);
+    return out;
+  }
   std::vector<int64_t> shape(const std::string& n) override {
     return single_ ? single_->ref(n).shape : shards_->shape(n);
   }
@@ -85,42 +97,6 @@ class TorchBinSource : public WeightSource {
   std::unique_ptr<TorchBinFile> single_;
   std::unique_ptr<TorchBinShards> shards_;
 };
-
-ModelConfig mixtral_config(const json& j, const std::string& src) {
-  auto num = [&](const char* k) {
-    MOEPP_CHECK(j.contains(k) && j[k].is_number(), src, ": field ", k, " is missing or not a number");
-    return j[k].get<double>();
-  };
-  ModelConfig c;
-  c.model_type = "MoE++";  // moepp runs it as its vanilla MoE
-  c.vocab_size = int64_t(num("vocab_size"));
-  c.hidden_size = int64_t(num("hidden_size"));
-  c.intermediate_size = int64_t(num("intermediate_size"));
-  c.num_hidden_layers = int(num("num_hidden_layers"));
-  c.num_attention_heads = int(num("num_attention_heads"));
-  c.num_key_value_heads = j.contains("num_key_value_heads") ? int(num("num_key_value_heads")) : c.num_attention_heads;
-  c.max_position_embeddings = j.contains("max_position_embeddings") ? int64_t(num("max_position_embeddings")) : 4096;
-  c.rms_norm_eps = j.contains("rms_norm_eps") ? num("rms_norm_eps") : 1e-5;
-  c.rope_theta = j.contains("rope_theta") ? num("rope_theta") : 1e6;
-  c.tie_word_embeddings = j.value("tie_word_embeddings", false);
-  c.num_experts = int(num("num_local_experts"));
-  c.top_k = int(num("num_experts_per_tok"));
-  c.num_constant_experts = c.num_copy_experts = c.num_zero_experts = 0;
-  c.moe_use_mixtral_gating = true;
-  c.gate_weights = GateWeights::mixtral;
-  c.moe_2layer_gate = false;
-  c.moe_use_logits_norm = false;
-  c.gating_residual = false;
-  c.moe_expert_interval = 1;
-  if (j.contains("hidden_act"))
-    MOEPP_CHECK(j["hidden_act"] == "silu", src, ": hidden_act ", j["hidden_act"].dump(), " is not supported (silu only)");
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail(src, ": ", e.what());
-  }
-  return c;
-}
 
 bool is_mixtral_dir(const std::string& dir) {
   const json j = read_json_file(dir + "/config.json");
@@ -143,49 +119,88 @@ ModelConfig read_hf_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
   MOEPP_CHECK(file_exists(path), dir, ": not a model folder (no config.json)");
   const json j = read_json_file(path);
-  if (j.value("model_type", std::string()) == "mixtral") return mixtral_config(j, path);
+  if (j.value("model_type", std::string()) == "mixtral") return ModelConfig::from_mixtral_json(j, path);
   return ModelConfig::from_json(j, path);
+}
+
+namespace {
+
+// The folder tensors parameter `name` (of shape `want`) is made of: itself in a MoE++
+// folder; in a Mixtral folder the gate, w2, w1 and w3 stacked for up_proj, and nothing for
+// the gate map (zeros: Mixtral has no gating residual).
+struct SourcePart {
+  std::string name;
+  Shape shape;
+};
+
+std::vector<SourcePart> source_parts(bool mixtral, const std::string& name, const Shape& want, int64_t I, int64_t D,
+                                     const std::string& what) {
+  if (!mixtral || name.find(".mlp.moe.") == std::string::npos) return {{name, want}};
+  // Mixtral: model.layers.L.block_sparse_moe.{gate, experts.i.w1/w3/w2}
+  const std::string layer = name.substr(0, name.find(".mlp.moe."));
+  const std::string rest = name.substr(layer.size() + 9);
+  const std::string moe = layer + ".block_sparse_moe.";
+  if (rest == "gate.wg.weight") return {{moe + "gate.weight", want}};
+  if (rest == "gate.gate_map.weight") return {};
+  if (rest.rfind("experts.experts.", 0) == 0) {
+    const std::string tail = rest.substr(16);  // "i.up_proj.weight"
+    const std::string e = moe + "experts." + tail.substr(0, tail.find('.')) + ".";
+    if (tail.find("up_proj") != std::string::npos) return {{e + "w1.weight", Shape{I, D}}, {e + "w3.weight", Shape{I, D}}};
+    return {{e + "w2.weight", want}};
+  }
+  fail(what, ": no Mixtral tensor maps to ", name);
+}
+
+// Tensors a folder may carry that no parameter uses: buffers older checkpoints saved.
+bool ignorable_tensor(const std::string& name) {
+  const std::string suffix = "rotary_emb.inv_freq";
+  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+void check_hf_weights(const std::string& dir, const ModelConfig& cfg, WeightSource& src) {
+  const bool mixtral = is_mixtral_dir(dir);
+  std::set<std::string> used;
+  const auto declared = ModelParams<float>::zeros(cfg, /*allocate=*/false);
+  declared.for_each(cfg, [&](const std::string& name, const Tensor<float>& t) {
+    for (const SourcePart& p : source_parts(mixtral, name, t.shape(), cfg.intermediate_size, cfg.hidden_size,
+                                            src.describe())) {
+      MOEPP_CHECK(src.has(p.name), src.describe(), ": tensor ", p.name, " is missing");
+      const Shape got(src.shape(p.name));
+      MOEPP_CHECK(got == p.shape, src.describe(), ": tensor ", p.name, " has shape ", got.str(),
+                  " but the config implies ", p.shape.str());
+      used.insert(p.name);
+      used.insert(p.name + kQ8ScalesSuffix);
+    }
+  });
+  // A tensor nothing reads means the config and the weights disagree (a layer count cut
+  // short, a misspelt name): loading would silently drop it.
+  for (const std::string& name : src.names())
+    MOEPP_CHECK(used.count(name) || ignorable_tensor(name), src.describe(), ": tensor ", name,
+                " is not used by the config (", dir, "/config.json: ", cfg.num_hidden_layers, " layers, ",
+                cfg.num_experts, " experts); refusing to drop it silently");
 }
 
 std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
                                                                            WeightSource& src) {
+  check_hf_weights(dir, cfg, src);
   const bool mixtral = is_mixtral_dir(dir);
   const int64_t I = cfg.intermediate_size, D = cfg.hidden_size;
-  auto fetch = [&src](const std::string& name, const Shape& want) {
-    MOEPP_CHECK(src.has(name), src.describe(), ": tensor ", name, " is missing");
-    const Shape got(src.shape(name));
-    MOEPP_CHECK(got == want, src.describe(), ": tensor ", name, " has shape ", got.str(), " but the config implies ",
-                want.str());
-    return src.read_f32(name);
-  };
-  return [&src, mixtral, I, D, fetch](const std::string& name, Tensor<float>& t) {
-    if (!mixtral || name.find(".mlp.moe.") == std::string::npos) {
-      t = fetch(name, t.shape());
-      return;
-    }
-    // Mixtral: model.layers.L.block_sparse_moe.{gate, experts.i.w1/w3/w2}
-    const std::string layer = name.substr(0, name.find(".mlp.moe."));
-    const std::string rest = name.substr(layer.size() + 9);
-    const std::string moe = layer + ".block_sparse_moe.";
-    if (rest == "gate.wg.weight") {
-      t = fetch(moe + "gate.weight", t.shape());
-    } else if (rest == "gate.gate_map.weight") {
-      t.resize(t.shape());  // zeros: Mixtral has no gating residual
-    } else if (rest.rfind("experts.experts.", 0) == 0) {
-      const std::string tail = rest.substr(16);  // "i.up_proj.weight"
-      const std::string i = tail.substr(0, tail.find('.'));
-      const std::string e = moe + "experts." + i + ".";
-      if (tail.find("up_proj") != std::string::npos) {
-        const auto w1 = fetch(e + "w1.weight", Shape{I, D});
-        const auto w3 = fetch(e + "w3.weight", Shape{I, D});
-        t.resize(t.shape());  // a streaming loader hands over shapes without storage
-        std::copy(w1.data(), w1.data() + w1.numel(), t.data());
-        std::copy(w3.data(), w3.data() + w3.numel(), t.data() + w1.numel());
-      } else {
-        t = fetch(e + "w2.weight", t.shape());
-      }
+  return [&src, mixtral, I, D](const std::string& name, Tensor<float>& t) {
+    const auto parts = source_parts(mixtral, name, t.shape(), I, D, src.describe());
+    if (parts.empty()) {
+      t.resize(t.shape());  // zeros
+    } else if (parts.size() == 1) {
+      t = src.read_f32(parts[0].name);
     } else {
-      fail(src.describe(), ": no Mixtral tensor maps to ", name);
+      t.resize(t.shape());  // a streaming loader hands over shapes without storage
+      int64_t at = 0;
+      for (const SourcePart& p : parts) {
+        const auto part = src.read_f32(p.name);
+        std::copy(part.data(), part.data() + part.numel(), t.data() + at);
+        at += part.numel();
+      }
     }
   };
 }

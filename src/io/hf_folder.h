@@ -20,6 +20,7 @@ class WeightSource {
  public:
   virtual ~WeightSource() = default;
   virtual bool has(const std::string& name) = 0;
+  virtual std::vector<std::string> names() = 0;  // every tensor the files hold
   virtual std::vector<int64_t> shape(const std::string& name) = 0;
   virtual Tensor<float> read_f32(const std::string& name) = 0;
   virtual std::string describe() const = 0;  // the file(s), for error messages
@@ -35,6 +36,10 @@ ModelConfig read_hf_config(const std::string& dir);
 // and shape; maps Mixtral names. src must outlive the reader.
 std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
                                                                            WeightSource& src);
+
+// Checks, before anything is allocated, that every tensor cfg implies is present with its
+// shape and that the files hold no tensor cfg leaves unused; throws naming the tensor.
+void check_hf_weights(const std::string& dir, const ModelConfig& cfg, WeightSource& src);
 
 // Every parameter cfg implies, from the folder's weights, checked for presence and shape.
 void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params);

@@ -1,17 +1,17 @@
 #include "io/json_file.h"
 
-#include <fstream>
-
 #include "core/error.h"
+#include "io/mapped_file.h"
 #include "io/model_folder.h"
 
 namespace moepp {
 
 nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  MOEPP_CHECK(in, path, ": cannot open file");
+  // Regular files only (a FIFO named config.json must not block), and no larger than any
+  // config, index, state or plan moepp reads.
+  const std::string text = read_regular_file(path, kJsonFileMaxBytes);
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": not valid JSON: ", e.what());
   }

@@ -7,6 +7,10 @@
 
 namespace moepp {
 
+constexpr size_t kJsonFileMaxBytes = size_t(16) << 20;
+
+// Throws naming the file when it is missing, not a regular file, larger than
+// kJsonFileMaxBytes or not valid JSON.
 nlohmann::json read_json_file(const std::string& path);
 
 // The "weight_map" (tensor name -> shard file) of dir/index, every shard checked to be a

@@ -5,20 +5,28 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
+#include "core/parallel.h"
 
 namespace moepp {
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   MOEPP_CHECK(fd >= 0, path, ": cannot open: ", std::strerror(errno));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     fail(path, ": cannot stat: ", std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, ": not a regular file (a FIFO, device or folder); moepp reads only regular files");
   }
   size_ = size_t(st.st_size);
   if (size_ > 0) {
@@ -39,6 +47,53 @@ MappedFile::~MappedFile() {
 MappedFile::MappedFile(MappedFile&& o) noexcept : path_(std::move(o.path_)), data_(o.data_), size_(o.size_) {
   o.data_ = nullptr;
   o.size_ = 0;
+}
+
+}  // namespace moepp
+
+namespace moepp {
+
+std::string read_regular_file(const std::string& path, size_t max_bytes) {
+  const MappedFile f(path);
+  MOEPP_CHECK(f.size() <= max_bytes, path, ": ", f.size(), " bytes is larger than the ", max_bytes,
+              " bytes such a file may have");
+  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
+}
+
+namespace {
+
+uint64_t mix(uint64_t h, uint64_t w) {
+  h ^= w;
+  h *= 0x100000001b3ull;
+  return h ^ (h >> 29);
+}
+
+}  // namespace
+
+uint64_t digest_bytes(const uint8_t* data, size_t size) {
+  constexpr size_t kChunk = size_t(1) << 20;
+  const int64_t chunks = int64_t((size + kChunk - 1) / kChunk);
+  std::vector<uint64_t> part(size_t(chunks), 0);
+  parallel_for(chunks, [&](int64_t c) {
+    const size_t begin = size_t(c) * kChunk, end = std::min(size, begin + kChunk);
+    uint64_t h = 0xcbf29ce484222325ull ^ uint64_t(c);
+    size_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, data + i, 8);
+      h = mix(h, w);
+    }
+    for (; i < end; ++i) h = mix(h, data[i]);
+    part[size_t(c)] = h;
+  });
+  uint64_t h = 0xcbf29ce484222325ull ^ uint64_t(size);
+  for (const uint64_t p : part) h = mix(h, p);
+  return h;
+}
+
+uint64_t file_digest(const std::string& path) {
+  const MappedFile f(path);
+  return digest_bytes(f.data(), f.size());
 }
 
 }  // namespace moepp

@@ -26,3 +26,17 @@ class MappedFile {
 };
 
 }  // namespace moepp
+
+namespace moepp {
+
+// The whole content of a regular file (FIFOs, devices and folders are refused without
+// blocking); throws moepp::Error naming the file. `max_bytes` bounds what a caller
+// expects (a config.json, an index): a larger file is refused before it is read.
+std::string read_regular_file(const std::string& path, size_t max_bytes);
+
+// A 64-bit digest of the bytes (checkpoint manifests): FNV-style mixing of 8-byte words in
+// 1 MB chunks, hashed on all threads, chunk digests combined in order.
+uint64_t digest_bytes(const uint8_t* data, size_t size);
+uint64_t file_digest(const std::string& path);
+
+}  // namespace moepp

@@ -62,7 +62,9 @@ LoadedModel load_model_folder(const std::string& dir) {
   LoadedModel m;
   m.dir = dir;
   m.config = read_hf_config(dir);
-  m.params = ModelParams<float>::zeros(m.config);
+  // Shapes only: each tensor is allocated as it is read, after every shape was checked
+  // against the files (a hostile config must not allocate gigabytes first).
+  m.params = ModelParams<float>::zeros(m.config, /*allocate=*/false);
   const auto src = WeightSource::open(dir);
   read_hf_params(dir, m.config, *src, m.params);
   return m;

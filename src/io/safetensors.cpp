@@ -51,7 +51,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), file_(p
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | file_.data()[i];
   MOEPP_CHECK(header_len <= file_size - 8, path, ": header length ", header_len,
               " runs past the end of the file (", file_size, " bytes)");
-  MOEPP_CHECK(header_len <= (uint64_t(100) << 20), path, ": header length ", header_len, " is implausibly large");
+  MOEPP_CHECK(header_len <= kSafetensorsMaxHeaderBytes, path, ": header length ", header_len,
+              " is larger than the ", kSafetensorsMaxHeaderBytes, " bytes moepp accepts");
   const std::string header(reinterpret_cast<const char*>(file_.data()) + 8, size_t(header_len));
   json j;
   try {
@@ -60,6 +61,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), file_(p
     fail(path, ": header is not valid JSON: ", e.what());
   }
   MOEPP_CHECK(j.is_object(), path, ": header is not a JSON object");
+  MOEPP_CHECK(j.size() <= kSafetensorsMaxEntries, path, ": header lists ", j.size(), " tensors, more than the ",
+              kSafetensorsMaxEntries, " moepp accepts");
   const uint64_t data_size = file_size - 8 - header_len;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -82,6 +85,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), file_(p
     e.dtype = dt->second;
     MOEPP_CHECK(v["shape"].is_array(), path, ": tensor ", name, ": shape is not an array");
     uint64_t count = 1;
+    MOEPP_CHECK(v["shape"].size() <= 8, path, ": tensor ", name, ": ", v["shape"].size(), " dimensions");
     for (const auto& d : v["shape"]) {
       MOEPP_CHECK(d.is_number_unsigned(), path, ": tensor ", name, ": shape entry ", d.dump(), " is not a non-negative integer");
       const uint64_t dim = d.get<uint64_t>();

@@ -16,6 +16,10 @@
 
 namespace moepp {
 
+// Resource limits (docs/robustness.md): a header past these is refused before it is parsed.
+constexpr uint64_t kSafetensorsMaxHeaderBytes = uint64_t(16) << 20;
+constexpr size_t kSafetensorsMaxEntries = size_t(1) << 18;
+
 struct SafetensorsEntry {
   DType dtype = DType::f32;
   std::vector<int64_t> shape;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "io/json_file.h"
 
@@ -40,17 +41,22 @@ TorchBinFile::TorchBinFile(const std::string& path) : zip_(path) {
     const uint64_t have = zip_.entry(storage).size / dtype_size(r.dtype);
     MOEPP_CHECK(uint64_t(r.storage_numel) <= have, path, ": storage ", r.storage_key, " holds ", have, " ",
                 dtype_name(r.dtype), " elements but the pickle says ", r.storage_numel);
-    // Extent of the view: offset + sum (size_i - 1) * stride_i must lie in the storage.
-    int64_t last = r.offset, count = 1;
-    for (size_t d = 0; d < r.shape.size(); ++d) {
+    // Extent of the view: offset + sum (size_i - 1) * stride_i must lie in the storage. Every
+    // step is overflow-checked: a stride near 2^63 must not wrap back into range.
+    MOEPP_CHECK(r.offset >= 0, path, ": tensor ", r.name, " has a negative storage offset ", r.offset);
+    int64_t last = r.offset;
+    for (size_t d = 0; d < r.shape.size(); ++d)
       MOEPP_CHECK(r.shape[d] >= 0 && r.stride[d] >= 0, path, ": tensor ", r.name, " has a negative size or stride");
-      count *= r.shape[d];
-      if (r.shape[d] > 0) last += (r.shape[d] - 1) * r.stride[d];
-    }
-    MOEPP_CHECK(r.offset >= 0 && (count == 0 || uint64_t(last) < have), path, ": tensor ", r.name, " ",
+    const int64_t count = checked_numel(r.shape, (path + ": tensor " + r.name + " size").c_str());
+    if (count > 0)
+      for (size_t d = 0; d < r.shape.size(); ++d) {
+        const std::string what = path + ": tensor " + r.name + " extent";
+        last = checked_add(last, checked_mul(r.shape[d] - 1, r.stride[d], what.c_str()), what.c_str());
+      }
+    MOEPP_CHECK(count == 0 || uint64_t(last) < have, path, ": tensor ", r.name, " ",
                 Shape(r.shape).str(), " at offset ", r.offset, " reaches element ", last, " of storage ", r.storage_key,
                 ", which holds ", have, " (storage shorter than its tensor)");
-    index_[r.name] = i;
+    MOEPP_CHECK(index_.emplace(r.name, i).second, path, ": the state dict holds tensor ", r.name, " twice");
   }
 }
 

@@ -1,8 +1,8 @@
 #include "io/torch_pickle.h"
 
 #include <cstring>
+#include <deque>
 #include <map>
-#include <memory>
 
 #include "core/error.h"
 
@@ -10,24 +10,20 @@ namespace moepp {
 
 namespace {
 
-struct Value;
-using Ptr = std::shared_ptr<Value>;
-
+// Values live in the unpickler's arena and refer to each other by plain pointers: a
+// self-referencing list (APPEND of a list to itself through the memo) or a deeply nested
+// tuple costs no leak and no recursive destructor, whatever the stream does.
 struct Value {
   enum Kind { none, boolean, integer, floating, str, tuple, list, dict, global, storage, tensor, mark } kind = none;
   int64_t i = 0;
   double f = 0;
+  int depth = 0;  // containers: 1 + the deepest item when it was added
   std::string s;  // str; global "module.name"; storage key
-  std::vector<Ptr> items;
-  std::vector<std::pair<Ptr, Ptr>> entries;
+  std::vector<Value*> items;
+  std::vector<std::pair<Value*, Value*>> entries;
   TorchTensorRef t;  // storage (dtype, key, numel) and tensor
 };
-
-Ptr make(Value::Kind k) {
-  auto v = std::make_shared<Value>();
-  v->kind = k;
-  return v;
-}
+using Ptr = Value*;
 
 // The globals a state dict needs; storage classes carry their element type.
 bool allowed_global(const std::string& g, DType* dtype) {
@@ -46,11 +42,16 @@ bool allowed_global(const std::string& g, DType* dtype) {
 
 class Unpickler {
  public:
-  Unpickler(const uint8_t* d, size_t n, std::string src) : d_(d), n_(n), src_(std::move(src)) {}
+  Unpickler(const uint8_t* d, size_t n, std::string src) : d_(d), n_(n), src_(std::move(src)) {
+    MOEPP_CHECK(n <= kPickleMaxBytes, src_, ": data.pkl of ", n, " bytes is larger than the ", kPickleMaxBytes,
+                " bytes a state dict's pickle may have");
+  }
 
   Ptr run() {
-    while (true) {
+    for (uint64_t ops = 0;; ++ops) {
       const size_t at = pos_;
+      check(ops < kPickleMaxOps, at, "more than ", kPickleMaxOps, " opcodes (a state dict needs far fewer)");
+      check(stack_.size() < kPickleMaxStack, at, "the stack holds more than ", kPickleMaxStack, " values");
       const uint8_t op = byte();
       switch (op) {
         case 0x80: byte(); break;                    // PROTO
@@ -98,11 +99,13 @@ class Unpickler {
         case 0x93: {                                    // STACK_GLOBAL
           const Ptr name = pop(), module = pop();
           check(name->kind == Value::str && module->kind == Value::str, at, "STACK_GLOBAL of non-strings");
+          check(name->s.size() + module->s.size() < 256, at, "STACK_GLOBAL of a ", name->s.size() + module->s.size(),
+                "-byte name");
           push_global(module->s + "." + name->s, at);
           break;
         }
-        case 'q': memo_[uint_le(1)] = top(at); break;   // BINPUT
-        case 'r': memo_[uint_le(4)] = top(at); break;   // LONG_BINPUT
+        case 'q': memo_put(uint_le(1), at); break;       // BINPUT
+        case 'r': memo_put(uint_le(4), at); break;       // LONG_BINPUT
         case 'h': case 'j': {                           // BINGET / LONG_BINGET
           const uint64_t k = uint_le(op == 'h' ? 1 : 4);
           const auto it = memo_.find(k);
@@ -113,6 +116,7 @@ class Unpickler {
         case 't': {                                     // TUPLE
           auto v = make(Value::tuple);
           v->items = pop_to_mark(at);
+          for (const Ptr x : v->items) deepen(v, x, at);
           push(v);
           break;
         }
@@ -120,30 +124,41 @@ class Unpickler {
           auto v = make(Value::tuple);
           v->items.resize(size_t(op - 0x84));
           for (size_t k = v->items.size(); k-- > 0;) v->items[k] = pop();
+          for (const Ptr x : v->items) deepen(v, x, at);
           push(v);
           break;
         }
         case 'a': {                                     // APPEND
           const Ptr x = pop();
-          list_at(top(at), at)->items.push_back(x);
+          const Ptr l = list_at(top(at), at);
+          deepen(l, x, at);
+          l->items.push_back(x);
           break;
         }
         case 'e': {                                     // APPENDS
           auto xs = pop_to_mark(at);
           auto l = list_at(top(at), at);
+          for (const Ptr x : xs) deepen(l, x, at);
           l->items.insert(l->items.end(), xs.begin(), xs.end());
           break;
         }
         case 's': {                                     // SETITEM
           const Ptr v = pop(), k = pop();
-          dict_at(top(at), at)->entries.emplace_back(k, v);
+          const Ptr dct = dict_at(top(at), at);
+          deepen(dct, k, at);
+          deepen(dct, v, at);
+          dct->entries.emplace_back(k, v);
           break;
         }
         case 'u': {                                     // SETITEMS
           auto xs = pop_to_mark(at);
           check(xs.size() % 2 == 0, at, "SETITEMS with an odd number of items");
           auto dct = dict_at(top(at), at);
-          for (size_t k = 0; k < xs.size(); k += 2) dct->entries.emplace_back(xs[k], xs[k + 1]);
+          for (size_t k = 0; k < xs.size(); k += 2) {
+            deepen(dct, xs[k], at);
+            deepen(dct, xs[k + 1], at);
+            dct->entries.emplace_back(xs[k], xs[k + 1]);
+          }
           break;
         }
         case 'Q': {                                     // BINPERSID
@@ -197,10 +212,30 @@ class Unpickler {
   }
   std::string line() {
     std::string s;
-    for (char c; (c = char(byte())) != '\n';) s.push_back(c);
+    for (char c; (c = char(byte())) != '\n';) {
+      if (s.size() >= 256) fail(src_, ": data.pkl byte ", pos_, ": a GLOBAL name longer than 256 bytes");
+      s.push_back(c);
+    }
     return s;
   }
-  void push(Ptr v) { stack_.push_back(std::move(v)); }
+  Ptr make(Value::Kind k) {
+    if (values_.size() >= kPickleMaxValues)
+      fail(src_, ": data.pkl byte ", pos_, ": more than ", kPickleMaxValues, " values (a state dict needs far fewer)");
+    values_.emplace_back();
+    values_.back().kind = k;
+    return &values_.back();
+  }
+  // A container holding x is one level deeper than x; the limit bounds every walk over values.
+  void deepen(Ptr container, Ptr x, size_t at) {
+    container->depth = std::max(container->depth, x->depth + 1);
+    check(container->depth <= kPickleMaxDepth, at, "values nested deeper than ", kPickleMaxDepth,
+          " levels (a state dict needs 4)");
+  }
+  void memo_put(uint64_t key, size_t at) {
+    check(memo_.size() < kPickleMaxValues || memo_.count(key), at, "more than ", kPickleMaxValues, " memo entries");
+    memo_[key] = top(at);
+  }
+  void push(Ptr v) { stack_.push_back(v); }
   void push_int(int64_t i) {
     auto v = make(Value::integer);
     v->i = i;
@@ -301,6 +336,7 @@ class Unpickler {
   const uint8_t* d_;
   size_t n_, pos_ = 0;
   std::string src_;
+  std::deque<Value> values_;  // owns every value; pointers into a deque stay valid
   std::vector<Ptr> stack_;
   std::map<uint64_t, Ptr> memo_;
 };

@@ -13,6 +13,15 @@
 
 namespace moepp {
 
+// Resource limits (docs/robustness.md): a hostile stream is refused before it can grow
+// past a few tens of MB. The largest real state dicts (thousands of tensors) use a few
+// percent of each.
+constexpr size_t kPickleMaxBytes = size_t(64) << 20;  // data.pkl size
+constexpr uint64_t kPickleMaxOps = uint64_t(1) << 22;  // opcodes executed
+constexpr size_t kPickleMaxValues = size_t(1) << 19;   // values created (also memo entries)
+constexpr size_t kPickleMaxStack = size_t(1) << 20;    // values on the stack at once
+constexpr int kPickleMaxDepth = 32;                    // container nesting
+
 // A tensor as the pickle describes it: a view into a storage saved as data/<key>.
 struct TorchTensorRef {
   std::string name;

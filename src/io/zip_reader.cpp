@@ -1,5 +1,6 @@
 #include "io/zip_reader.h"
 
+#include "core/checked.h"
 #include "core/error.h"
 
 namespace moepp {
@@ -33,12 +34,13 @@ ZipReader::ZipReader(const std::string& path) : file_(path) {
   if ((count == 0xffff || cd_size == 0xffffffffu || cd_off == 0xffffffffu) && eocd >= 20 &&
       le(d + eocd - 20, 4) == kEocd64Locator) {
     const uint64_t rec = le(d + eocd - 20 + 8, 8);
-    MOEPP_CHECK(rec + 56 <= n && le(d + rec, 4) == kEocd64, path, ": bad zip64 end-of-central-directory record");
+    MOEPP_CHECK(range_within(rec, 56, n) && le(d + rec, 4) == kEocd64, path,
+                ": bad zip64 end-of-central-directory record (offset ", rec, " in a file of ", n, " bytes)");
     count = le(d + rec + 32, 8);
     cd_size = le(d + rec + 40, 8);
     cd_off = le(d + rec + 48, 8);
   }
-  MOEPP_CHECK(cd_off <= n && cd_size <= n - cd_off, path, ": central directory [", cd_off, ", +", cd_size,
+  MOEPP_CHECK(range_within(cd_off, cd_size, n), path, ": central directory [", cd_off, ", +", cd_size,
               ") runs past the end of the file (", n, " bytes)");
   uint64_t p = cd_off;
   for (uint64_t i = 0; i < count; ++i) {
@@ -52,25 +54,31 @@ ZipReader::ZipReader(const std::string& path) : file_(path) {
                 " runs past the directory");
     const std::string name(reinterpret_cast<const char*>(d + p + 46), name_len);
     // zip64 extended information: 64-bit fields for those saturated at 0xffffffff.
-    for (uint64_t e = p + 46 + name_len; e + 4 <= p + 46 + name_len + extra_len;) {
+    // Every field is read only inside the extra block (both ends checked, no sums that wrap).
+    const uint64_t extra_end = p + 46 + name_len + extra_len;
+    for (uint64_t e = p + 46 + name_len; extra_end - e >= 4;) {
       const uint64_t id = le(d + e, 2), len = le(d + e + 2, 2);
+      MOEPP_CHECK(len <= extra_end - e - 4, path, ": entry ", name, ": extra field (id ", id, ") of ", len,
+                  " bytes runs past the entry's extra block");
+      const uint64_t field_end = e + 4 + len;
       uint64_t q = e + 4;
       if (id == 0x0001) {
-        if (usize == 0xffffffffu && q + 8 <= e + 4 + len) usize = le(d + q, 8), q += 8;
-        if (csize == 0xffffffffu && q + 8 <= e + 4 + len) csize = le(d + q, 8), q += 8;
-        if (local == 0xffffffffu && q + 8 <= e + 4 + len) local = le(d + q, 8);
+        if (usize == 0xffffffffu && field_end - q >= 8) usize = le(d + q, 8), q += 8;
+        if (csize == 0xffffffffu && field_end - q >= 8) csize = le(d + q, 8), q += 8;
+        if (local == 0xffffffffu && field_end - q >= 8) local = le(d + q, 8);
       }
-      e += 4 + len;
+      e = field_end;
     }
     MOEPP_CHECK(method == 0, path, ": entry ", name, " is compressed (method ", method,
                 "); torch.save stores entries uncompressed");
     MOEPP_CHECK(csize == usize, path, ": entry ", name, " has compressed size ", csize, " != size ", usize);
-    MOEPP_CHECK(local + 30 <= n && le(d + local, 4) == kLocal, path, ": entry ", name, " has a bad local header offset ",
+    MOEPP_CHECK(range_within(local, 30, n) && le(d + local, 4) == kLocal, path, ": entry ", name, " has a bad local header offset ",
                 local);
     const uint64_t data = local + 30 + le(d + local + 26, 2) + le(d + local + 28, 2);
-    MOEPP_CHECK(data <= n && usize <= n - data, path, ": entry ", name, " [", data, ", +", usize,
+    MOEPP_CHECK(range_within(data, usize, n), path, ": entry ", name, " [", data, ", +", usize,
                 ") runs past the end of the file (", n, " bytes; truncated?)");
-    entries_[name] = ZipEntry{d + data, usize};
+    MOEPP_CHECK(entries_.emplace(name, ZipEntry{d + data, usize}).second, path, ": entry ", name,
+                " appears twice in the central directory");
     p += 46 + name_len + extra_len + comment_len;
   }
 }

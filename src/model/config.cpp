@@ -1,6 +1,9 @@
 #include "model/config.h"
 
+#include <cmath>
+#include <limits>
 #include <set>
+#include <type_traits>
 
 #include "core/error.h"
 #include "io/json_file.h"
@@ -23,13 +26,33 @@ const std::set<std::string>& ignorable_keys() {
   return k;
 }
 
+// Reads j[key] into out only when the JSON value has exactly out's kind: an integer field
+// refuses 1.5, true and values outside its range (4294967297 layers must not load as 1),
+// a flag refuses 0/1, a number refuses strings and non-finite values.
 template <typename V>
 void read(const json& j, const char* key, V& out, const std::string& src) {
   if (!j.contains(key) || j[key].is_null()) return;
-  try {
-    out = j[key].get<V>();
-  } catch (const json::exception&) {
-    fail(src, ": field ", key, " has value ", j[key].dump(), " of the wrong type");
+  const json& v = j[key];
+  auto wrong = [&](const char* want) { fail(src, ": field ", key, " has value ", v.dump(), " of the wrong type; it must be ", want); };
+  if constexpr (std::is_same_v<V, bool>) {
+    if (!v.is_boolean()) wrong("true or false");
+    out = v.get<bool>();
+  } else if constexpr (std::is_integral_v<V>) {
+    if (!v.is_number_integer()) wrong("an integer");
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+      wrong("an integer in range");
+    const int64_t x = v.get<int64_t>();
+    if (x < int64_t(std::numeric_limits<V>::min()) || x > int64_t(std::numeric_limits<V>::max()))
+      fail(src, ": field ", key, " has value ", v.dump(), ", outside the range [", std::numeric_limits<V>::min(),
+           ", ", std::numeric_limits<V>::max(), "]");
+    out = V(x);
+  } else if constexpr (std::is_floating_point_v<V>) {
+    if (!v.is_number()) wrong("a number");
+    out = v.get<V>();
+    if (!std::isfinite(out)) wrong("a finite number");
+  } else {
+    if (!v.is_string()) wrong("a string");
+    out = v.get<V>();
   }
 }
 
@@ -73,6 +96,20 @@ void ModelConfig::validate() const {
   positive("rms_norm_eps", rms_norm_eps);
   positive("rope_theta", rope_theta);
   positive("rope_scaling.factor", rope_linear_factor);
+  // Upper bounds far above any released model keep every shape product (and the parameter
+  // count) inside int64, so a hostile config cannot wrap a size into a small allocation.
+  auto at_most = [](const char* name, int64_t v, int64_t limit) {
+    MOEPP_CHECK(v <= limit, "config: ", name, " ", v, " is larger than moepp supports (", limit, ")");
+  };
+  at_most("vocab_size", vocab_size, int64_t(1) << 24);
+  at_most("hidden_size", hidden_size, int64_t(1) << 16);
+  at_most("intermediate_size", intermediate_size, int64_t(1) << 18);
+  at_most("num_hidden_layers", num_hidden_layers, 1024);
+  at_most("num_attention_heads", num_attention_heads, 1024);
+  at_most("num_experts", num_experts, 4096);
+  at_most("max_position_embeddings", max_position_embeddings, int64_t(1) << 24);
+  MOEPP_CHECK(std::isfinite(rms_norm_eps) && std::isfinite(rope_theta) && std::isfinite(rope_linear_factor),
+              "config: rms_norm_eps, rope_theta and rope_scaling.factor must be finite");
   MOEPP_CHECK(hidden_size % num_attention_heads == 0, "config: hidden_size ", hidden_size,
               " is not a multiple of num_attention_heads ", num_attention_heads);
   MOEPP_CHECK(head_dim() % 2 == 0, "config: head_dim ", head_dim(), " must be even for RoPE");
@@ -139,9 +176,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   if (j.contains("num_experts")) {
     const json& ne = j["num_experts"];
     if (ne.is_array()) {
-      MOEPP_CHECK(ne.size() == 1 && ne[0].is_number_integer(), src, ": num_experts ", ne.dump(),
-                  " must be a one-element list [E]");
-      c.num_experts = ne[0].get<int>();
+      MOEPP_CHECK(ne.size() == 1, src, ": num_experts ", ne.dump(), " must be a one-element list [E]");
+      read(json{{"num_experts", ne[0]}}, "num_experts", c.num_experts, src);
     } else {
       read(j, "num_experts", c.num_experts, src);
     }
@@ -175,6 +211,49 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     read(m, "balance_tau", c.balance_tau, msrc);
     read(m, "capacity_factor", c.capacity_factor, msrc);
   }
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(src, ": ", e.what());
+  }
+  return c;
+}
+
+ModelConfig ModelConfig::from_mixtral_json(const json& j, const std::string& src) {
+  MOEPP_CHECK(j.is_object(), src, ": config is not a JSON object");
+  auto required = [&](const char* k) {
+    MOEPP_CHECK(j.contains(k) && !j[k].is_null(), src, ": field ", k, " is missing");
+  };
+  for (const char* k : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                        "num_local_experts", "num_experts_per_tok"})
+    required(k);
+  ModelConfig c;
+  c.model_type = "MoE++";  // moepp runs it as its vanilla MoE
+  read(j, "vocab_size", c.vocab_size, src);
+  read(j, "hidden_size", c.hidden_size, src);
+  read(j, "intermediate_size", c.intermediate_size, src);
+  read(j, "num_hidden_layers", c.num_hidden_layers, src);
+  read(j, "num_attention_heads", c.num_attention_heads, src);
+  c.num_key_value_heads = c.num_attention_heads;
+  read(j, "num_key_value_heads", c.num_key_value_heads, src);
+  c.max_position_embeddings = 4096;
+  read(j, "max_position_embeddings", c.max_position_embeddings, src);
+  c.rms_norm_eps = 1e-5;
+  read(j, "rms_norm_eps", c.rms_norm_eps, src);
+  c.rope_theta = 1e6;
+  read(j, "rope_theta", c.rope_theta, src);
+  read(j, "tie_word_embeddings", c.tie_word_embeddings, src);
+  read(j, "num_local_experts", c.num_experts, src);
+  read(j, "num_experts_per_tok", c.top_k, src);
+  c.num_constant_experts = c.num_copy_experts = c.num_zero_experts = 0;
+  c.moe_use_mixtral_gating = true;
+  c.gate_weights = GateWeights::mixtral;
+  c.moe_2layer_gate = false;
+  c.moe_use_logits_norm = false;
+  c.gating_residual = false;
+  c.moe_expert_interval = 1;
+  if (j.contains("hidden_act") && !j["hidden_act"].is_null())
+    MOEPP_CHECK(j["hidden_act"] == "silu", src, ": hidden_act ", j["hidden_act"].dump(), " is not supported (silu only)");
   try {
     c.validate();
   } catch (const Error& e) {

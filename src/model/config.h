@@ -56,6 +56,9 @@ struct ModelConfig {
 
   // `source` names the file in error messages.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
+  // A Mixtral config.json, run as moepp's vanilla MoE (no zero-computation experts, Mixtral
+  // gates, no gating residual).
+  static ModelConfig from_mixtral_json(const nlohmann::json& j, const std::string& source);
   static ModelConfig load(const std::string& path);
   nlohmann::json to_json() const;
 
