@@ -1,10 +1,14 @@
 // moepp train: train a model (a preset, a config.json, or resume a run folder).
+#include <cmath>
 #include <cstdio>
+
+#include "core/error.h"
 
 #include "cli/commands.h"
 #include "data/tokenizer.h"
 #include "io/model_folder.h"
 #include "model/params.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 
 namespace moepp::cli {
@@ -48,21 +52,41 @@ void add_train(CLI::App& app) {
   cmd->add_flag("--resume", o.resume, "Continue the run in --out exactly where it stopped");
   cmd->add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->default_val(10);
   add_threads_option(cmd, &a->threads);
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     apply_threads(a->threads);
     auto& o = a->opt;
-    if (!o.resume) {
+    for (const char* flag : {"--batch", "--seq", "--accum", "--seed", "--lr", "--min-lr-ratio", "--warmup",
+                             "--weight-decay", "--clip"})
+      if (cmd->count(flag) > 0) o.given.insert(flag);
+    MOEPP_CHECK(!cmd->count("--tau") || (std::isfinite(a->tau) && a->tau >= 0), "train: --tau is ", a->tau,
+                "; the balance weight of zero-computation experts must be non-negative");
+    MOEPP_CHECK(!cmd->count("--beta") || (std::isfinite(a->beta) && a->beta >= 0), "train: --beta is ", a->beta,
+                "; the balance-loss coefficient must be non-negative");
+    const bool model_flags = cmd->count("--tau") || cmd->count("--beta") || cmd->count("--config") ||
+                             cmd->count("--vanilla") || cmd->count("--preset");
+    if (!o.resume || model_flags) {
       const Tokenizer tok(o.data_dir + "/tokenizer.model");
       if (a->config.empty()) {
         o.model = ModelConfig::preset(a->preset, tok.vocab_size(), a->vanilla);
       } else {
         o.model = ModelConfig::load(a->config);
       }
-      if (a->tau >= 0) o.model.balance_tau = a->tau;
-      if (a->beta >= 0) o.model.balance_coef = a->beta;
+      if (cmd->count("--tau")) o.model.balance_tau = a->tau;
+      if (cmd->count("--beta")) o.model.balance_coef = a->beta;
       o.model.bos_token_id = tok.bos_id();
       o.model.eos_token_id = tok.eos_id();
       o.model.validate();
+    }
+    if (o.resume && model_flags) {
+      // The model comes from the run folder; flags that name it must name the same one.
+      const std::string path = checkpoint_dir(o.out_dir) + "/config.json";
+      const auto have = ModelConfig::load(path).to_json(), want = o.model.to_json();
+      for (auto it = want.begin(); it != want.end(); ++it)
+        MOEPP_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "train --resume: the model flags give ",
+                    it.key(), " ", it.value().dump(), " but the run has ", have.value(it.key(), nlohmann::json()).dump(),
+                    " (", path, "); drop the model flags to continue the run as it is");
+    }
+    if (!o.resume) {
       std::fprintf(stderr, "train: %s, %lld parameters (%d FFN + %d zero-computation experts, top-%d), %lld steps of %lld x %lld tokens\n",
                    a->config.empty() ? (a->preset + (a->vanilla ? " (vanilla)" : "")).c_str() : a->config.c_str(),
                    (long long)total_params(o.model), o.model.num_ffn_experts(),

@@ -1,19 +1,50 @@
 #include "io/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
 
 namespace moepp {
 
+namespace {
+
+std::string parent_of(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+void file_op_point() {
+  static const long kill_at = [] {
+    const char* v = std::getenv("MOEPP_KILL_AT_FILE_OP");
+    return v ? std::atol(v) : 0L;
+  }();
+  static std::atomic<long> count{0};
+  if (kill_at > 0 && ++count == kill_at) ::kill(::getpid(), SIGKILL);
+}
+
+void sync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;  // best effort: the rename itself already happened
+  ::fsync(fd);
+  ::close(fd);
+}
+
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   const std::string tmp = path + ".tmp-" + std::to_string(getpid());
+  file_op_point();
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   MOEPP_CHECK(fd >= 0, "cannot write ", path, ": ", std::strerror(errno));
   size_t done = 0;
@@ -28,16 +59,19 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     }
     done += size_t(w);
   }
+  file_op_point();
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     const std::string why = std::strerror(errno);
     ::unlink(tmp.c_str());
     fail("cannot flush ", path, ": ", why);
   }
+  file_op_point();
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     ::unlink(tmp.c_str());
     fail("cannot rename ", tmp, " to ", path, ": ", why);
   }
+  sync_dir(parent_of(path));
 }
 
 void make_dirs(const std::string& path) {
@@ -49,6 +83,54 @@ void make_dirs(const std::string& path) {
   }
   struct stat st;
   MOEPP_CHECK(::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode), path, ": not a folder");
+}
+
+void replace_symlink(const std::string& link, const std::string& target) {
+  const std::string tmp = link + ".tmp-" + std::to_string(getpid());
+  ::unlink(tmp.c_str());
+  file_op_point();
+  MOEPP_CHECK(::symlink(target.c_str(), tmp.c_str()) == 0, "cannot create the link ", tmp, ": ", std::strerror(errno));
+  file_op_point();
+  if (std::rename(tmp.c_str(), link.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    fail("cannot point ", link, " at ", target, ": ", why);
+  }
+  sync_dir(parent_of(link));
+}
+
+void remove_tree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    if (DIR* d = ::opendir(path.c_str())) {
+      std::vector<std::string> names;
+      while (const dirent* e = ::readdir(d)) {
+        const std::string n = e->d_name;
+        if (n != "." && n != "..") names.push_back(n);
+      }
+      ::closedir(d);
+      for (const auto& n : names) remove_tree(path + "/" + n);  // depth: folders moepp made (2 levels)
+    }
+    file_op_point();
+    MOEPP_CHECK(::rmdir(path.c_str()) == 0 || errno == ENOENT, "cannot remove ", path, ": ", std::strerror(errno));
+  } else {
+    file_op_point();
+    MOEPP_CHECK(::unlink(path.c_str()) == 0 || errno == ENOENT, "cannot remove ", path, ": ", std::strerror(errno));
+  }
+}
+
+std::vector<std::string> remove_stale_temporaries(const std::string& dir) {
+  std::vector<std::string> stale;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.find(".tmp-") != std::string::npos) stale.push_back(dir + "/" + n);
+    }
+    ::closedir(d);
+  }
+  for (const auto& p : stale) remove_tree(p);
+  return stale;
 }
 
 }  // namespace moepp

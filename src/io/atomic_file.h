@@ -1,8 +1,17 @@
-// Atomic file replacement: write to "<path>.tmp-<pid>", flush and fsync, then rename over
-// the destination. Readers see the old file or the new one, never a partial write.
+// Atomic file replacement and the file operations checkpoints are built from.
+//
+// write_file_atomic writes "<path>.tmp-<pid>", flushes and fsyncs it, renames it over the
+// destination and fsyncs the folder: readers see the old file or the new one, never a
+// partial write. A set of files is made atomic one level up (train/checkpoint.cpp): the
+// files go into a fresh folder and one symlink rename publishes it.
+//
+// Fault injection for crash-consistency tests: with MOEPP_KILL_AT_FILE_OP=N in the
+// environment, the process sends itself SIGKILL just before its N-th file operation
+// (counted from 1 across every function here), as a power cut or `kill -9` would.
 #pragma once
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace moepp {
 
@@ -10,5 +19,21 @@ void write_file_atomic(const std::string& path, std::string_view bytes);
 
 // mkdir -p: creates the folder and its missing parents; throws naming the path.
 void make_dirs(const std::string& path);
+
+// Points `link` at `target` atomically (a symlink made beside it, renamed over it).
+void replace_symlink(const std::string& link, const std::string& target);
+
+// rm -r of a folder moepp wrote (regular files, symlinks and folders); missing is fine.
+void remove_tree(const std::string& path);
+
+// Removes the "*.tmp-<pid>" files and folders directly in dir: leftovers of a process that
+// was killed while writing. Call it only while holding the folder's lock.
+std::vector<std::string> remove_stale_temporaries(const std::string& dir);
+
+// fsync of a folder, so a rename inside it survives a power cut.
+void sync_dir(const std::string& dir);
+
+// The fault-injection point: counts one file operation (see above).
+void file_op_point();
 
 }  // namespace moepp

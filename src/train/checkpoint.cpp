@@ -1,19 +1,81 @@
 #include "train/checkpoint.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
+#include "io/mapped_file.h"
 #include "io/model_folder.h"
 
 namespace moepp {
 
 using json = nlohmann::json;
+
+namespace {
+
+// Every file of a checkpoint; trainer_state.json is written last and lists the others.
+const char* const kCheckpointFiles[] = {"config.json", "model.safetensors", "optimizer.m.safetensors",
+                                        "optimizer.v.safetensors", "tokenizer.model"};
+const char* const kStateFile = "trainer_state.json";
+
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string link_target(const std::string& p) {
+  char buf[4096];
+  const ssize_t n = ::readlink(p.c_str(), buf, sizeof buf);
+  return n > 0 ? std::string(buf, size_t(n)) : std::string();
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    ::closedir(d);
+  }
+  return names;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, v);
+  return buf;
+}
+
+// A fresh name in checkpoints/: step-N, or step-N-K when step-N exists (the final
+// checkpoint of a run can land on the step of a periodic one, still published).
+std::string fresh_checkpoint_name(const std::string& checkpoints, int64_t step) {
+  char base[32];
+  std::snprintf(base, sizeof base, "step-%08lld", (long long)step);
+  std::string name = base;
+  for (int k = 1; file_exists(checkpoints + "/" + name); ++k) name = std::string(base) + "-" + std::to_string(k);
+  return name;
+}
+
+template <typename T>
+T state_field(const json& s, const char* key, const std::string& path, T lo) {
+  MOEPP_CHECK(s.contains(key) && s[key].is_number_integer(), path, ": field ", key, " is missing or not an integer");
+  MOEPP_CHECK(!s[key].is_number_unsigned() || s[key].get<uint64_t>() <= uint64_t(INT64_MAX), path, ": field ", key,
+              " is out of range");
+  const int64_t v = s[key].get<int64_t>();
+  MOEPP_CHECK(v >= int64_t(lo), path, ": field ", key, " is ", v, "; it must be at least ", int64_t(lo));
+  return T(v);
+}
+
+}  // namespace
 
 void ensure_writable_dir(const std::string& dir) {
   try {
@@ -24,27 +86,110 @@ void ensure_writable_dir(const std::string& dir) {
   MOEPP_CHECK(::access(dir.c_str(), W_OK) == 0, dir, ": the run folder is not writable");
 }
 
+std::string checkpoint_dir(const std::string& run_dir) {
+  const std::string current = run_dir + "/current";
+  return is_dir(current) ? current : run_dir;
+}
+
+std::vector<std::string> clean_run_folder(const std::string& dir) {
+  std::vector<std::string> removed = remove_stale_temporaries(dir);
+  const std::string checkpoints = dir + "/checkpoints";
+  const std::string live = link_target(dir + "/current");
+  for (const std::string& n : list_dir(checkpoints)) {
+    if ("checkpoints/" + n == live) continue;
+    // Folders of no checkpoint in force: unpublished (killed before the switch) or
+    // superseded (killed before their removal).
+    remove_tree(checkpoints + "/" + n);
+    removed.push_back(checkpoints + "/" + n);
+  }
+  return removed;
+}
+
 void save_checkpoint(const std::string& dir, const ModelConfig& cfg, const ModelParams<float>& params,
                      AdamW& opt, const json& state, const std::string& tokenizer_model) {
   ensure_writable_dir(dir);
-  write_params(dir + "/optimizer.m.safetensors", cfg, opt.m(), "m.");
-  write_params(dir + "/optimizer.v.safetensors", cfg, opt.v(), "v.");
-  save_model_folder(dir, cfg, params, tokenizer_model);
+  const std::string checkpoints = dir + "/checkpoints";
+  make_dirs(checkpoints);
+  const std::string name = fresh_checkpoint_name(checkpoints, state.at("step").get<int64_t>());
+  const std::string staged = checkpoints + "/" + name + ".tmp-" + std::to_string(::getpid());
+  remove_tree(staged);
+  make_dirs(staged);
+
+  write_params(staged + "/optimizer.m.safetensors", cfg, opt.m(), "m.");
+  write_params(staged + "/optimizer.v.safetensors", cfg, opt.v(), "v.");
+  save_model_folder(staged, cfg, params, tokenizer_model);
   json s = state;
   s["optimizer_step"] = opt.step();
-  write_file_atomic(dir + "/trainer_state.json", s.dump(2) + "\n");
+  s["checkpoint"] = name;
+  json files = json::object();
+  for (const char* f : kCheckpointFiles) {
+    const std::string p = staged + "/" + f;
+    if (!file_exists(p)) continue;  // tokenizer.model: only when the data has one
+    const MappedFile m(p);
+    files[f] = {{"bytes", m.size()}, {"digest", hex64(digest_bytes(m.data(), m.size()))}};
+  }
+  s["files"] = files;
+  write_file_atomic(staged + "/" + kStateFile, s.dump(2) + "\n");
+
+  // Publish: the complete folder under its final name, then one rename switches `current`.
+  file_op_point();
+  MOEPP_CHECK(std::rename(staged.c_str(), (checkpoints + "/" + name).c_str()) == 0, "cannot publish checkpoint ",
+              staged, ": ", std::strerror(errno));
+  sync_dir(checkpoints);
+  const std::string previous = link_target(dir + "/current");
+  replace_symlink(dir + "/current", "checkpoints/" + name);
+
+  // The top-level names are fixed links into current/ (made once; a run folder from before
+  // checkpoint folders has regular files there, replaced here).
+  for (const char* f : {"config.json", "model.safetensors", "optimizer.m.safetensors", "optimizer.v.safetensors",
+                        "tokenizer.model", kStateFile}) {
+    const std::string top = dir + "/" + f;
+    const std::string want = std::string("current/") + f;
+    if (!files.contains(f) && std::string(f) != kStateFile) continue;
+    if (link_target(top) != want) replace_symlink(top, want);
+  }
+  if (!previous.empty() && previous != "checkpoints/" + name) remove_tree(dir + "/" + previous);
 }
 
 json load_checkpoint(const std::string& dir, const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt) {
-  const std::string state_path = dir + "/trainer_state.json";
+  const std::string base = checkpoint_dir(dir);
+  const std::string state_path = base + "/" + kStateFile;
   MOEPP_CHECK(file_exists(state_path), dir, ": no checkpoint to resume (trainer_state.json is missing)");
   const json s = read_json_file(state_path);
-  read_params(dir + "/model.safetensors", cfg, params);
-  read_params(dir + "/optimizer.m.safetensors", cfg, opt.m(), "m.");
-  read_params(dir + "/optimizer.v.safetensors", cfg, opt.v(), "v.");
-  MOEPP_CHECK(s.contains("optimizer_step") && s["optimizer_step"].is_number_integer(), state_path,
-              ": field optimizer_step is missing");
-  opt.set_step(s["optimizer_step"].get<int64_t>());
+  MOEPP_CHECK(s.is_object(), state_path, ": not a JSON object");
+  state_field<int64_t>(s, "step", state_path, 0);
+  state_field<uint64_t>(s, "loader_epoch", state_path, 0);
+  state_field<uint64_t>(s, "loader_index", state_path, 0);
+  const int64_t opt_step = state_field<int64_t>(s, "optimizer_step", state_path, 0);
+  MOEPP_CHECK(opt_step == s["step"].get<int64_t>(), state_path, ": optimizer_step ", opt_step,
+              " differs from step ", s["step"].get<int64_t>());
+
+  // Every file must be the one this state was written with.
+  if (s.contains("files")) {
+    MOEPP_CHECK(s["files"].is_object(), state_path, ": field files is not an object");
+    std::string bad;
+    for (auto it = s["files"].begin(); it != s["files"].end(); ++it) {
+      const std::string p = base + "/" + it.key();
+      const json& want = it.value();
+      MOEPP_CHECK(want.is_object() && want.contains("bytes") && want.contains("digest"), state_path, ": files.",
+                  it.key(), " lacks bytes or digest");
+      if (!file_exists(p)) {
+        bad += "\n  " + it.key() + ": missing";
+        continue;
+      }
+      const MappedFile m(p);
+      const std::string digest = hex64(digest_bytes(m.data(), m.size()));
+      if (m.size() != want["bytes"].get<uint64_t>() || digest != want["digest"].get<std::string>())
+        bad += "\n  " + it.key() + ": " + std::to_string(m.size()) + " bytes, digest " + digest + "; the state says " +
+               want["bytes"].dump() + " bytes, digest " + want["digest"].get<std::string>();
+    }
+    MOEPP_CHECK(bad.empty(), base, ": the checkpoint's files disagree with ", kStateFile,
+                " (written at step ", s["step"].get<int64_t>(), "); refusing to resume from a mixed checkpoint:", bad);
+  }
+  read_params(base + "/model.safetensors", cfg, params);
+  read_params(base + "/optimizer.m.safetensors", cfg, opt.m(), "m.");
+  read_params(base + "/optimizer.v.safetensors", cfg, opt.v(), "v.");
+  opt.set_step(opt_step);
   return s;
 }
 

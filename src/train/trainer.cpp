@@ -14,6 +14,8 @@
 #include "core/rng.h"
 #include "data/loader.h"
 #include "data/shards.h"
+#include "io/file_lock.h"
+#include "io/json_file.h"
 #include "io/model_folder.h"
 #include "model/params.h"
 #include "model/transformer.h"
@@ -46,26 +48,97 @@ void check_vocab(const std::vector<int32_t>& tokens, const ModelConfig& cfg, con
                 " is outside the model's vocabulary of ", cfg.vocab_size);
 }
 
+// Every option, checked before any work: a zero or negative size would divide by zero or
+// loop forever, a negative rate would silently train backwards.
+void validate_options(const TrainOptions& o) {
+  auto at_least = [](const char* flag, int64_t v, int64_t lo) {
+    MOEPP_CHECK(v >= lo, "train: ", flag, " is ", v, "; it must be at least ", lo);
+  };
+  at_least("--steps", o.steps, 1);
+  at_least("--batch", o.batch, 1);
+  at_least("--seq", o.seq, 1);
+  at_least("--accum", o.accum, 1);
+  at_least("--warmup", o.warmup, -1);
+  at_least("--checkpoint-every", o.checkpoint_every, 0);
+  at_least("--eval-every", o.eval_every, 0);
+  at_least("--eval-batches", o.eval_batches, 1);
+  at_least("--stop-after", o.stop_after, 0);
+  at_least("--log-every", o.log_every, 1);
+  auto number = [](const char* flag, double v, double lo, double hi) {
+    MOEPP_CHECK(std::isfinite(v) && v >= lo && v <= hi, "train: ", flag, " is ", v, "; it must be in [", lo, ", ", hi,
+                "]");
+  };
+  number("--lr", o.lr, 0, 1e3);
+  MOEPP_CHECK(o.lr > 0, "train: --lr must be positive, got ", o.lr);
+  number("--min-lr-ratio", o.min_lr_ratio, 0, 1);
+  number("--weight-decay", o.weight_decay, 0, 1e3);
+  number("--clip", o.clip, 0, 1e30);
+  number("--time-limit", o.time_limit_s, 0, 1e12);
+}
+
+// Resume continues the run as it was recorded: batch, sequence, accumulation, seed and the
+// schedule come from trainer_state.json. A flag given on this command line that disagrees
+// is an error naming both values (--steps may change: that is how a run is extended).
+void adopt_recorded_options(TrainOptions& o, const json& st, const std::string& state_path) {
+  auto adopt_int = [&](const char* key, const char* flag, int64_t& value) {
+    if (!st.contains(key)) return;  // a state from before the field was recorded
+    MOEPP_CHECK(st[key].is_number_integer(), state_path, ": field ", key, " is not an integer");
+    const int64_t recorded = st[key].get<int64_t>();
+    MOEPP_CHECK(!o.given.count(flag) || value == recorded, "train --resume: ", flag, " ", value,
+                " conflicts with the run's recorded ", key, " ", recorded, " (", state_path,
+                "); drop the flag to continue the run as recorded, or start a new run");
+    value = recorded;
+  };
+  auto adopt_real = [&](const char* key, const char* flag, double& value) {
+    if (!st.contains(key)) return;
+    MOEPP_CHECK(st[key].is_number(), state_path, ": field ", key, " is not a number");
+    const double recorded = st[key].get<double>();
+    MOEPP_CHECK(!o.given.count(flag) || value == recorded, "train --resume: ", flag, " ", value,
+                " conflicts with the run's recorded ", key, " ", recorded, " (", state_path,
+                "); drop the flag to continue the run as recorded, or start a new run");
+    value = recorded;
+  };
+  adopt_int("batch", "--batch", o.batch);
+  adopt_int("seq", "--seq", o.seq);
+  adopt_int("accum", "--accum", o.accum);
+  int64_t seed = int64_t(o.seed);
+  adopt_int("seed", "--seed", seed);
+  o.seed = uint64_t(seed);
+  adopt_int("warmup", "--warmup", o.warmup);
+  adopt_real("lr", "--lr", o.lr);
+  adopt_real("min_lr_ratio", "--min-lr-ratio", o.min_lr_ratio);
+  adopt_real("weight_decay", "--weight-decay", o.weight_decay);
+  adopt_real("clip", "--clip", o.clip);
+  validate_options(o);
+}
+
 }  // namespace
 
 void request_training_stop() { g_stop = true; }
 
-TrainResult train(const TrainOptions& o) {
+TrainResult train(const TrainOptions& options) {
   using clock = std::chrono::steady_clock;
+  TrainOptions o = options;
+  validate_options(o);
   ensure_writable_dir(o.out_dir);
+  const FolderLock lock(o.out_dir, "training");
+  for (const std::string& p : clean_run_folder(o.out_dir))
+    if (!o.quiet) std::fprintf(stderr, "train: removed %s, left by a process that was killed while writing\n", p.c_str());
   // A data folder without a tokenizer (synthetic token tasks) trains all the same.
   const std::string tok_path = file_exists(o.data_dir + "/tokenizer.model") ? o.data_dir + "/tokenizer.model" : "";
   const auto train_tokens = read_token_shard(o.data_dir + "/train.bin");
   const auto val_tokens = read_token_shard(o.data_dir + "/val.bin");
-  const std::string state_path = o.out_dir + "/trainer_state.json";
+  const std::string state_path = checkpoint_dir(o.out_dir) + "/trainer_state.json";
   const std::string metrics_path = o.out_dir + "/metrics.jsonl";
   MOEPP_CHECK(o.resume || !file_exists(state_path), o.out_dir,
               ": already holds a run; pass --resume to continue it or choose another --out");
-  const ModelConfig cfg = o.resume ? ModelConfig::load(o.out_dir + "/config.json") : o.model;
+  MOEPP_CHECK(!o.resume || file_exists(state_path), o.out_dir,
+              ": no checkpoint to resume (trainer_state.json is missing)");
+  if (o.resume) adopt_recorded_options(o, read_json_file(state_path), state_path);
+  const ModelConfig cfg = o.resume ? ModelConfig::load(checkpoint_dir(o.out_dir) + "/config.json") : o.model;
   cfg.validate();
   check_vocab(train_tokens, cfg, o.data_dir + "/train.bin");
   check_vocab(val_tokens, cfg, o.data_dir + "/val.bin");
-  MOEPP_CHECK(o.steps >= 1 && o.accum >= 1, "train: --steps and --accum must be positive");
 
   auto params = ModelParams<float>::zeros(cfg);
   Rng rng(o.seed);
@@ -77,6 +150,8 @@ TrainResult train(const TrainOptions& o) {
   if (o.resume) {
     const json st = load_checkpoint(o.out_dir, cfg, params, opt);
     start = st.at("step").get<int64_t>();
+    MOEPP_CHECK(start <= o.steps, o.out_dir, ": the checkpoint is at step ", start, ", past --steps ", o.steps,
+                "; pass --steps ", start, " or more to continue it");
     loader.seek(LoaderPosition{st.at("loader_epoch").get<uint64_t>(), st.at("loader_index").get<uint64_t>()});
     prior_time = st.value("train_seconds", 0.0);
     truncate_jsonl_after(metrics_path, start);
@@ -89,7 +164,8 @@ TrainResult train(const TrainOptions& o) {
     const auto p = loader.position();
     return json{{"step", step}, {"loader_epoch", p.epoch}, {"loader_index", p.index}, {"seed", o.seed},
                 {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq}, {"accum", o.accum}, {"lr", o.lr},
-                {"train_seconds", seconds}, {"data", o.data_dir}};
+                {"min_lr_ratio", o.min_lr_ratio}, {"warmup", o.warmup}, {"weight_decay", o.weight_decay},
+                {"clip", o.clip}, {"train_seconds", seconds}, {"data", o.data_dir}};
   };
 
   g_stop = false;
@@ -104,6 +180,7 @@ TrainResult train(const TrainOptions& o) {
   auto seconds = [&] { return prior_time + std::chrono::duration<double>(clock::now() - t0).count(); };
   double tok_per_s = 0;
   int64_t step = start;
+  int64_t saved_step = -1;  // the step of this invocation's last checkpoint
   try {
     for (; step < o.steps; ++step) {
       const auto ts = clock::now();
@@ -154,8 +231,10 @@ TrainResult train(const TrainOptions& o) {
         const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
         append_jsonl(metrics_path, {{"step", step + 1}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity}});
       }
-      if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0)
+      if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) {
         save_checkpoint(o.out_dir, cfg, params, opt, state_json(step + 1, seconds()), tok_path);
+        saved_step = step + 1;
+      }
       if (g_stop) {
         r.interrupted = true;
         ++step;
@@ -176,7 +255,7 @@ TrainResult train(const TrainOptions& o) {
   if (tty && !o.quiet) std::fprintf(stderr, "\n");
   r.steps_done = step;
   r.tokens_per_s = tok_per_s;
-  save_checkpoint(o.out_dir, cfg, params, opt, state_json(step, seconds()), tok_path);
+  if (saved_step != step) save_checkpoint(o.out_dir, cfg, params, opt, state_json(step, seconds()), tok_path);
   std::signal(SIGINT, old_int);
   std::signal(SIGTERM, old_term);
   if (!r.interrupted) {

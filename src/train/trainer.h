@@ -4,6 +4,7 @@
 // and a progress line. `resume` continues a run folder exactly where it stopped.
 #pragma once
 #include <cstdint>
+#include <set>
 #include <string>
 
 #include "model/config.h"
@@ -27,6 +28,9 @@ struct TrainOptions {
   bool resume = false;
   int log_every = 10;            // plain-line progress when stderr is not a terminal
   bool quiet = false;
+  // Flags the user gave explicitly ("--batch", ...): on --resume a given flag that
+  // disagrees with the recorded run is an error; the others take the recorded values.
+  std::set<std::string> given;
 };
 
 struct TrainResult {
