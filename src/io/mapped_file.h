@@ -37,6 +37,11 @@ std::string read_regular_file(const std::string& path, size_t max_bytes);
 // A 64-bit digest of the bytes (checkpoint manifests): FNV-style mixing of 8-byte words in
 // 1 MB chunks, hashed on all threads, chunk digests combined in order.
 uint64_t digest_bytes(const uint8_t* data, size_t size);
-uint64_t file_digest(const std::string& path);
+
+// What a manifest records of a file: its size and the digest of its bytes.
+struct FileStamp {
+  uint64_t bytes = 0, digest = 0;
+};
+FileStamp file_stamp(const std::string& path);
 
 }  // namespace moepp

@@ -25,13 +25,13 @@ void copy_file_atomic(const std::string& from, const std::string& to) {
   write_file_atomic(to, ss.str());
 }
 
-void write_params(const std::string& path, const ModelConfig& cfg, const ModelParams<float>& params,
+FileStamp write_params(const std::string& path, const ModelConfig& cfg, const ModelParams<float>& params,
                   const std::string& prefix) {
   std::vector<SafetensorsWriteItem> items;
   params.for_each(cfg, [&](const std::string& name, const Tensor<float>& t) {
     items.push_back({prefix + name, DType::f32, t.shape().dims, t.data()});
   });
-  write_safetensors(path, items, {{"format", "pt"}, {"writer", "moepp"}});
+  return write_safetensors(path, items, {{"format", "pt"}, {"writer", "moepp"}});
 }
 
 void read_params(const std::string& path, const ModelConfig& cfg, ModelParams<float>& params,

@@ -6,6 +6,7 @@
 #pragma once
 #include <string>
 
+#include "io/mapped_file.h"
 #include "model/config.h"
 #include "model/packed_model.h"
 #include "model/params.h"
@@ -36,7 +37,8 @@ ModelConfig load_model_config(const std::string& dir);
 // Throws naming the file and tensor on a missing tensor or a shape that contradicts cfg.
 void read_params(const std::string& path, const ModelConfig& cfg, ModelParams<float>& params,
                  const std::string& prefix = "");
-void write_params(const std::string& path, const ModelConfig& cfg, const ModelParams<float>& params,
+// Returns the written file's size and digest (checkpoint manifests).
+FileStamp write_params(const std::string& path, const ModelConfig& cfg, const ModelParams<float>& params,
                   const std::string& prefix = "");
 
 bool file_exists(const std::string& path);

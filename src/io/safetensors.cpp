@@ -139,7 +139,7 @@ template Tensor<double> SafetensorsFile::read<double>(const std::string&) const;
 template Tensor<int64_t> SafetensorsFile::read<int64_t>(const std::string&) const;
 template Tensor<int32_t> SafetensorsFile::read<int32_t>(const std::string&) const;
 
-void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
+FileStamp write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
                        const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
@@ -163,6 +163,7 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsWri
     out.append(static_cast<const char*>(it.data), size_t(count * dtype_size(it.dtype)));
   }
   write_file_atomic(path, out);
+  return FileStamp{out.size(), digest_bytes(reinterpret_cast<const uint8_t*>(out.data()), out.size())};
 }
 
 }  // namespace moepp

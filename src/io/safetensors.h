@@ -57,7 +57,7 @@ struct SafetensorsWriteItem {
   const void* data;  // shape-product elements of dtype
 };
 
-void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
+FileStamp write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
                        const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace moepp

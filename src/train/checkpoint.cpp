@@ -8,6 +8,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <map>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -21,9 +22,6 @@ using json = nlohmann::json;
 
 namespace {
 
-// Every file of a checkpoint; trainer_state.json is written last and lists the others.
-const char* const kCheckpointFiles[] = {"config.json", "model.safetensors", "optimizer.m.safetensors",
-                                        "optimizer.v.safetensors", "tokenizer.model"};
 const char* const kStateFile = "trainer_state.json";
 
 bool is_dir(const std::string& p) {
@@ -115,19 +113,22 @@ void save_checkpoint(const std::string& dir, const ModelConfig& cfg, const Model
   remove_tree(staged);
   make_dirs(staged);
 
-  write_params(staged + "/optimizer.m.safetensors", cfg, opt.m(), "m.");
-  write_params(staged + "/optimizer.v.safetensors", cfg, opt.v(), "v.");
-  save_model_folder(staged, cfg, params, tokenizer_model);
+  // The stamps of the large files come from the bytes as they were written (no read-back).
+  std::map<std::string, FileStamp> stamps;
+  stamps["optimizer.m.safetensors"] = write_params(staged + "/optimizer.m.safetensors", cfg, opt.m(), "m.");
+  stamps["optimizer.v.safetensors"] = write_params(staged + "/optimizer.v.safetensors", cfg, opt.v(), "v.");
+  stamps["model.safetensors"] = write_params(staged + "/model.safetensors", cfg, params);
+  write_file_atomic(staged + "/config.json", cfg.to_json().dump(2) + "\n");
+  stamps["config.json"] = file_stamp(staged + "/config.json");
+  if (!tokenizer_model.empty()) {
+    copy_file_atomic(tokenizer_model, staged + "/tokenizer.model");
+    stamps["tokenizer.model"] = file_stamp(staged + "/tokenizer.model");
+  }
   json s = state;
   s["optimizer_step"] = opt.step();
   s["checkpoint"] = name;
   json files = json::object();
-  for (const char* f : kCheckpointFiles) {
-    const std::string p = staged + "/" + f;
-    if (!file_exists(p)) continue;  // tokenizer.model: only when the data has one
-    const MappedFile m(p);
-    files[f] = {{"bytes", m.size()}, {"digest", hex64(digest_bytes(m.data(), m.size()))}};
-  }
+  for (const auto& [f, stamp] : stamps) files[f] = {{"bytes", stamp.bytes}, {"digest", hex64(stamp.digest)}};
   s["files"] = files;
   write_file_atomic(staged + "/" + kStateFile, s.dump(2) + "\n");
 
@@ -177,10 +178,10 @@ json load_checkpoint(const std::string& dir, const ModelConfig& cfg, ModelParams
         bad += "\n  " + it.key() + ": missing";
         continue;
       }
-      const MappedFile m(p);
-      const std::string digest = hex64(digest_bytes(m.data(), m.size()));
-      if (m.size() != want["bytes"].get<uint64_t>() || digest != want["digest"].get<std::string>())
-        bad += "\n  " + it.key() + ": " + std::to_string(m.size()) + " bytes, digest " + digest + "; the state says " +
+      const FileStamp got = file_stamp(p);
+      const std::string digest = hex64(got.digest);
+      if (got.bytes != want["bytes"].get<uint64_t>() || digest != want["digest"].get<std::string>())
+        bad += "\n  " + it.key() + ": " + std::to_string(got.bytes) + " bytes, digest " + digest + "; the state says " +
                want["bytes"].dump() + " bytes, digest " + want["digest"].get<std::string>();
     }
     MOEPP_CHECK(bad.empty(), base, ": the checkpoint's files disagree with ", kStateFile,
