@@ -172,3 +172,32 @@ TEST(CheckpointHostile, TheRunFolderStaysAModelFolder) {
   }
   EXPECT_EQ(read_json_file(run + "/trainer_state.json").at("step").get<int64_t>(), 3);
 }
+
+TEST(CheckpointHostile, ARunFolderOfPlainFilesStillResumesAndIsConverted) {
+  // The layout before checkpoint folders: the files themselves at the top, no manifest.
+  const std::string data = make_data(), full = temp_dir() + "/f", run = temp_dir() + "/r";
+  train(run_options(data, full, 4));
+  TrainOptions first = run_options(data, run, 4);
+  first.stop_after = 2;
+  train(first);
+  for (const char* f : {"config.json", "model.safetensors", "optimizer.m.safetensors", "optimizer.v.safetensors"}) {
+    const std::string bytes = slurp(run + "/current/" + f);
+    ::unlink((run + "/" + f).c_str());
+    write_file_atomic(run + "/" + f, bytes);
+  }
+  json s = read_json_file(run + "/current/trainer_state.json");
+  s.erase("files");
+  ::unlink((run + "/trainer_state.json").c_str());
+  write_file_atomic(run + "/trainer_state.json", s.dump());
+  ::unlink((run + "/current").c_str());
+  remove_tree(run + "/checkpoints");
+  TrainOptions second = run_options(data, run, 4);
+  second.resume = true;
+  train(second);
+  const auto a = losses(full), b = losses(run);
+  ASSERT_EQ(b.size(), 4u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "step " << i + 1;
+  char target[256] = {};
+  ASSERT_GT(::readlink((run + "/model.safetensors").c_str(), target, sizeof target - 1), 0) << "converted to links";
+  EXPECT_STREQ(target, "current/model.safetensors");
+}
