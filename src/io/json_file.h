@@ -7,7 +7,7 @@
 
 namespace moepp {
 
-constexpr size_t kJsonFileMaxBytes = size_t(16) << 20;
+constexpr size_t kJsonFileMaxBytes = size_t(4) << 20;
 
 // Throws naming the file when it is missing, not a regular file, larger than
 // kJsonFileMaxBytes or not valid JSON.

@@ -70,6 +70,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), file_(p
     const json& v = it.value();
     if (name == "__metadata__") {
       MOEPP_CHECK(v.is_object(), path, ": __metadata__ is not an object");
+      MOEPP_CHECK(v.size() <= kSafetensorsMaxMetadata, path, ": __metadata__ holds ", v.size(),
+                  " entries, more than the ", kSafetensorsMaxMetadata, " moepp accepts");
       for (auto m = v.begin(); m != v.end(); ++m) {
         MOEPP_CHECK(m.value().is_string(), path, ": __metadata__.", m.key(), " is not a string");
         metadata_[m.key()] = m.value().get<std::string>();

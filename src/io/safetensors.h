@@ -17,8 +17,10 @@
 namespace moepp {
 
 // Resource limits (docs/robustness.md): a header past these is refused before it is parsed.
-constexpr uint64_t kSafetensorsMaxHeaderBytes = uint64_t(16) << 20;
-constexpr size_t kSafetensorsMaxEntries = size_t(1) << 18;
+// (A header costs the JSON parser ~15x its size in memory.)
+constexpr uint64_t kSafetensorsMaxHeaderBytes = uint64_t(4) << 20;
+constexpr size_t kSafetensorsMaxEntries = size_t(1) << 16;
+constexpr size_t kSafetensorsMaxMetadata = 4096;
 
 struct SafetensorsEntry {
   DType dtype = DType::f32;

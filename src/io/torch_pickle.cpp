@@ -14,14 +14,14 @@ namespace {
 // self-referencing list (APPEND of a list to itself through the memo) or a deeply nested
 // tuple costs no leak and no recursive destructor, whatever the stream does.
 struct Value {
-  enum Kind { none, boolean, integer, floating, str, tuple, list, dict, global, storage, tensor, mark } kind = none;
-  int64_t i = 0;
-  double f = 0;
-  int depth = 0;  // containers: 1 + the deepest item when it was added
-  std::string s;  // str; global "module.name"; storage key
+  enum Kind : uint8_t { none, boolean, integer, floating, str, tuple, list, dict, global, storage, tensor, mark };
+  Kind kind = none;
+  int32_t depth = 0;  // containers: 1 + the deepest item when it was added
+  int64_t i = 0;      // integer, boolean
+  std::string s;      // str; global "module.name"
   std::vector<Value*> items;
   std::vector<std::pair<Value*, Value*>> entries;
-  TorchTensorRef t;  // storage (dtype, key, numel) and tensor
+  TorchTensorRef* t = nullptr;  // global (dtype), storage (dtype, key, numel) and tensor
 };
 using Ptr = Value*;
 
@@ -81,12 +81,8 @@ class Unpickler {
           break;
         }
         case 'G': {                                  // BINFLOAT (big-endian)
-          const uint8_t* p = bytes(8);
-          uint64_t u = 0;
-          for (int k = 0; k < 8; ++k) u = (u << 8) | p[k];
-          auto v = make(Value::floating);
-          std::memcpy(&v->f, &u, 8);
-          push(v);
+          bytes(8);  // a state dict holds no floats that matter; the value is kept as a kind only
+          push(make(Value::floating));
           break;
         }
         case 'X': push_str(size_t(uint_le(4))); break;  // BINUNICODE
@@ -225,6 +221,12 @@ class Unpickler {
     values_.back().kind = k;
     return &values_.back();
   }
+  // Tensor descriptions live apart from the values: most values are small, and a value
+  // flood must cost ~100 bytes a value, not the size of a tensor description.
+  TorchTensorRef* make_ref() {
+    refs_.emplace_back();
+    return &refs_.back();
+  }
   // A container holding x is one level deeper than x; the limit bounds every walk over values.
   void deepen(Ptr container, Ptr x, size_t at) {
     container->depth = std::max(container->depth, x->depth + 1);
@@ -253,7 +255,8 @@ class Unpickler {
           " is not allowed (only what a state dict needs); it was refused, nothing was executed");
     auto v = make(Value::global);
     v->s = g;
-    v->t.dtype = dt;
+    v->t = make_ref();
+    v->t->dtype = dt;
     push(v);
   }
   Ptr pop() {
@@ -301,10 +304,11 @@ class Unpickler {
     check(pid->items[1]->s.find("Storage") != std::string::npos, at, "persistent id names ", pid->items[1]->s,
           ", not a storage class");
     auto v = make(Value::storage);
-    v->t.dtype = pid->items[1]->t.dtype;
-    v->t.storage_key = pid->items[2]->s;
-    v->t.storage_numel = pid->items[4]->i;
-    check(v->t.storage_numel >= 0, at, "negative storage size");
+    v->t = make_ref();
+    v->t->dtype = pid->items[1]->t->dtype;
+    v->t->storage_key = pid->items[2]->s;
+    v->t->storage_numel = pid->items[4]->i;
+    check(v->t->storage_numel >= 0, at, "negative storage size");
     return v;
   }
   Ptr reduce(const Ptr& fn, const Ptr& args, size_t at) {
@@ -322,12 +326,13 @@ class Unpickler {
       check(a.size() >= 4 && a[0]->kind == Value::storage && a[1]->kind == Value::integer, at,
             "_rebuild_tensor_v2 arguments are not (storage, offset, size, stride, ...)");
       auto v = make(Value::tensor);
-      v->t = a[0]->t;
-      v->t.offset = a[1]->i;
+      v->t = make_ref();
+      *v->t = *a[0]->t;
+      v->t->offset = a[1]->i;
       bool ok1 = false, ok2 = false;
-      v->t.shape = ints(a[2], &ok1);
-      v->t.stride = ints(a[3], &ok2);
-      check(ok1 && ok2 && v->t.shape.size() == v->t.stride.size(), at, "tensor size/stride are not integer tuples of one rank");
+      v->t->shape = ints(a[2], &ok1);
+      v->t->stride = ints(a[3], &ok2);
+      check(ok1 && ok2 && v->t->shape.size() == v->t->stride.size(), at, "tensor size/stride are not integer tuples of one rank");
       return v;
     }
     fail(src_, ": data.pkl byte ", at, ": REDUCE of ", fn->s, " is not allowed");
@@ -337,6 +342,7 @@ class Unpickler {
   size_t n_, pos_ = 0;
   std::string src_;
   std::deque<Value> values_;  // owns every value; pointers into a deque stay valid
+  std::deque<TorchTensorRef> refs_;  // globals, storages and tensors: at most one per value
   std::vector<Ptr> stack_;
   std::map<uint64_t, Ptr> memo_;
 };
@@ -351,7 +357,7 @@ std::vector<TorchTensorRef> parse_state_dict_pickle(const uint8_t* data, size_t 
   for (const auto& [k, v] : root->entries) {
     MOEPP_CHECK(k->kind == Value::str, source, ": a state-dict key is not a string");
     MOEPP_CHECK(v->kind == Value::tensor, source, ": state-dict entry ", k->s, " is not a tensor");
-    TorchTensorRef t = v->t;
+    TorchTensorRef t = *v->t;
     t.name = k->s;
     out.push_back(std::move(t));
   }
