@@ -61,7 +61,12 @@ std::string zip_of(const std::vector<std::pair<std::string, std::string>>& entri
 }
 
 // Pickle pieces (protocol 2) for a one-tensor state dict.
-std::string str(const std::string& s) { return "X" + le(s.size(), 4) + s; }
+std::string str(const std::string& s) {
+  std::string out(1, 'X');  // appended, not "X" + ...: GCC 12 warns falsely (-Wrestrict) on that
+  out += le(s.size(), 4);
+  out += s;
+  return out;
+}
 std::string int8(int64_t v) { return "\x8a\x08" + le(uint64_t(v), 8); }
 std::string tensor_pickle(const std::vector<int64_t>& shape, const std::vector<int64_t>& stride, int64_t numel) {
   std::string p = "\x80\x02" "ccollections\nOrderedDict\n)R" + str("w") + "ctorch._utils\n_rebuild_tensor_v2\n(";
