@@ -13,18 +13,71 @@
 #include "io/json_file.h"
 #include "io/model_folder.h"
 #include "train/analysis.h"
+#include "train/experiment.h"
 #include "train/plots.h"
 
 namespace moepp::cli {
 
 namespace {
 
+// The offset of the first byte that keeps s from being text: a NUL, or a byte that does
+// not begin or continue a well-formed UTF-8 sequence (no overlong forms, surrogates or
+// code points past U+10FFFF); s.size() when s is text. `why` says which.
+size_t first_non_text_byte(const std::string& s, const char** why) {
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == 0) {
+      *why = "a NUL byte";
+      return i;
+    }
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    uint32_t cp = 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2, cp = c & 0x1Fu;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3, cp = c & 0x0Fu;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4, cp = c & 0x07u;
+    } else {
+      *why = "a byte that cannot start a UTF-8 character";
+      return i;
+    }
+    *why = "an incomplete or malformed UTF-8 character";
+    if (n - i < len) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0u) != 0x80u) return i;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      return i;
+    i += len;
+  }
+  return n;
+}
+
+// The tokenizer would turn a binary file into tokens without complaint, and the analysis
+// of them would pass for one of a text.
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   MOEPP_CHECK(in.good(), path, ": cannot open the text file");
   std::ostringstream s;
   s << in.rdbuf();
-  return s.str();
+  MOEPP_CHECK(!in.bad(), path, ": read error");
+  std::string text = s.str();
+  const char* why = "";
+  const size_t at = first_non_text_byte(text, &why);
+  if (at < text.size()) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02X", unsigned(static_cast<unsigned char>(text[at])));
+    fail("analyze: --text ", path, " is not UTF-8 text: ", why, " (", byte, ") at byte offset ", at);
+  }
+  return text;
 }
 
 void print_plots(const PlotResult& p) {
@@ -36,6 +89,7 @@ void print_plots(const PlotResult& p) {
 
 void analyze_experiment(const std::string& dir, const std::string& out) {
   const nlohmann::json plan = read_json_file(dir + "/plan.json");
+  check_plan_runs(plan, dir + "/plan.json");  // run names become paths under results/
   std::vector<nlohmann::json> results;
   for (const auto& run : plan.at("runs")) {
     const std::string path = dir + "/results/" + run.value("name", std::string()) + ".json";
@@ -64,12 +118,20 @@ void add_analyze(CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "SentencePiece model (default: MODEL/tokenizer.model)");
   cmd->add_option("--experiment", a->experiment, "Experiment folder (plan.json, results/): draw its tau plots");
   cmd->add_option("--out", a->out, "Output folder (default: MODEL/analysis, or EXPERIMENT/plots)");
-  cmd->add_option("--seq", a->opt.seq, "Tokens per sequence")->default_val(256)->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", a->opt.batch, "Sequences per forward")->default_val(8)->check(CLI::PositiveNumber);
-  cmd->add_option("--max-tokens", a->opt.max_tokens, "Analyse at most this many tokens (0: all)")->default_val(50000);
-  cmd->add_option("--min-count", a->opt.min_count, "Rank a token only if it occurs this often")->default_val(5);
-  cmd->add_option("--list", a->opt.list, "How many fewest/most-FFN tokens to list")->default_val(15);
-  cmd->add_option("--sample-tokens", a->opt.sample_tokens, "Tokens in the per-token picture")->default_val(40);
+  cmd->add_option("--seq", a->opt.seq, "Tokens per sequence")->default_val(256)->check(positive_number());
+  cmd->add_option("--batch", a->opt.batch, "Sequences per forward")->default_val(8)->check(positive_number());
+  cmd->add_option("--max-tokens", a->opt.max_tokens, "Analyse at most this many tokens (0: all)")
+      ->default_val(50000)
+      ->check(non_negative_number());
+  cmd->add_option("--min-count", a->opt.min_count, "Rank a token only if it occurs this often")
+      ->default_val(5)
+      ->check(non_negative_number());
+  cmd->add_option("--list", a->opt.list, "How many fewest/most-FFN tokens to list")
+      ->default_val(15)
+      ->check(non_negative_number());
+  cmd->add_option("--sample-tokens", a->opt.sample_tokens, "Tokens in the per-token picture")
+      ->default_val(40)
+      ->check(non_negative_number());
   cmd->add_flag("--no-plots", a->no_plots, "Write JSON only");
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {

@@ -2,6 +2,7 @@
 // side (validation loss, perplexity, FFN experts per token, FFN compute relative to a
 // vanilla MoE, training tokens/s from metrics.jsonl), then a sample from each.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -39,11 +40,13 @@ void add_compare(CLI::App& app) {
   auto a = std::make_shared<Args>();
   cmd->add_option("--run", a->runs, "Run (or model) folders; the first vanilla one is the FFN-compute baseline")->required();
   cmd->add_option("--data", a->data, "Prepared data folder (val.bin)")->required();
-  cmd->add_option("--batch", a->batch, "Sequences per evaluation batch")->default_val(8);
-  cmd->add_option("--seq", a->seq, "Tokens per sequence")->default_val(128);
-  cmd->add_option("--max-batches", a->max_batches, "Evaluation batches (0: the whole split)")->default_val(0);
+  cmd->add_option("--batch", a->batch, "Sequences per evaluation batch")->default_val(8)->check(positive_number());
+  cmd->add_option("--seq", a->seq, "Tokens per sequence")->default_val(128)->check(positive_number());
+  cmd->add_option("--max-batches", a->max_batches, "Evaluation batches (0: the whole split)")
+      ->default_val(0)
+      ->check(non_negative_number());
   cmd->add_option("--prompt", a->prompt, "Prompt for the samples (empty: no samples)")->default_val("And God said");
-  cmd->add_option("--sample-tokens", a->sample_tokens, "Tokens per sample")->default_val(48);
+  cmd->add_option("--sample-tokens", a->sample_tokens, "Tokens per sample")->default_val(48)->check(non_negative_number());
   cmd->add_option("--seed", a->seed, "Sampling seed")->default_val(1);
   cmd->add_option("--json", a->json_out, "Also write the table as JSON to this file");
   add_threads_option(cmd, &a->threads);
@@ -55,7 +58,11 @@ void add_compare(CLI::App& app) {
     for (const auto& run : a->runs) {
       std::fprintf(stderr, "compare: evaluating %s\n", run.c_str());
       const LoadedModel m = load_model_folder(run);
+      MOEPP_CHECK(a->seq <= m.config.max_position_embeddings, "compare: --seq ", a->seq, " is longer than the context of ",
+                  run, " (max_position_embeddings ", m.config.max_position_embeddings, ")");
       const EvalResult r = evaluate(m.config, m.params, tokens, a->batch, a->seq, a->max_batches);
+      MOEPP_CHECK(std::isfinite(r.loss), "compare: ", run, ": the validation loss is ", r.loss,
+                  " (the model's weights or activations are not finite)");
       RoutingStats all;
       for (const auto& s : r.routing) all.add(s);
       const MoeConfig mc = m.config.moe();

@@ -2,6 +2,8 @@
 // not, MoE++ or Mixtral) to a moepp folder: config.json + model.safetensors in f32 or bf16
 // or q8_0 (+ tokenizer.model when present). q8_0 layout: docs/quantization.md.
 #include <cstdio>
+#include <filesystem>
+#include <system_error>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -12,6 +14,29 @@
 namespace moepp::cli {
 
 namespace {
+
+namespace fs = std::filesystem;
+
+// The folder a path names once symlinks, "..", "." and a trailing "/" are resolved; for a
+// path that does not exist yet, its deepest existing ancestor is resolved and the rest
+// appended.
+fs::path resolved_folder(const std::string& path) {
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(fs::absolute(path), ec);
+  if (ec) p = fs::absolute(path).lexically_normal();
+  if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();
+  return p;
+}
+
+// Writing into the folder being read would replace model.safetensors and config.json
+// while (or before) they are read: refuse when --out is --in under any spelling.
+void check_not_same_folder(const std::string& in, const std::string& out) {
+  std::error_code ec;
+  const bool same = fs::exists(out, ec) ? fs::equivalent(in, out, ec) : false;
+  const fs::path rin = resolved_folder(in), rout = resolved_folder(out);
+  MOEPP_CHECK(!same && rin != rout, "convert: --out ", out, " is the input folder ", in, " (", rin.string(),
+              "); writing there would overwrite the model being converted");
+}
 
 // Streams the folder in tensor by tensor, packing matrices as q8_0, and writes them with
 // their scales; what stays f32 in a PackedModel is written as f32.
@@ -64,7 +89,7 @@ void add_convert(CLI::App& app) {
       ->default_val("f32")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   cmd->callback([a] {
-    MOEPP_CHECK(a->in != a->out, "convert: --in and --out are the same folder");
+    check_not_same_folder(a->in, a->out);
     if (a->dtype == "q8_0") {
       convert_q8_0(a->in, a->out);
       return;

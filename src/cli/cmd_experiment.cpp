@@ -17,11 +17,14 @@ void add_experiment(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--data", o->data_dir, "Prepared data folder")->required();
   cmd->add_option("--out", o->out_dir, "Experiment folder (runs/, results/, report.md)")->required();
-  cmd->add_option("--eval-batches", o->eval_batches, "Validation batches per run (0: the plan's)")->default_val(0);
+  cmd->add_option("--eval-batches", o->eval_batches, "Validation batches per run (0: the plan's)")
+      ->default_val(0)
+      ->check(non_negative_number());
   cmd->add_option("--retime", o->retime_rounds,
                   "Re-time every finished run's MoE-layer forward in N rounds alternating between runs, keep the "
                   "medians (use on a quiet machine; 0: keep the timing taken when each run finished)")
-      ->default_val(0);
+      ->default_val(0)
+      ->check(non_negative_number());
   add_threads_option(cmd, threads.get());
   cmd->callback([o, threads] {
     apply_threads(*threads);

@@ -20,10 +20,14 @@ void add_generate(CLI::App& app) {
   auto a = std::make_shared<Args>();
   cmd->add_option("--model", a->model, "Model folder (with tokenizer.model)")->required();
   cmd->add_option("--prompt", a->prompt, "Prompt text")->required();
-  cmd->add_option("-n,--max-tokens", a->n, "Tokens to generate")->default_val(128);
-  cmd->add_option("--temperature", a->s.temperature, "Sampling temperature (0: greedy)")->default_val(0.8);
-  cmd->add_option("--top-k", a->s.top_k, "Sample among the k most likely tokens (0: all)")->default_val(40);
-  cmd->add_option("--top-p", a->s.top_p, "Nucleus sampling mass")->default_val(0.95);
+  cmd->add_option("-n,--max-tokens", a->n, "Tokens to generate")->default_val(128)->check(non_negative_number());
+  cmd->add_option("--temperature", a->s.temperature, "Sampling temperature (0: greedy)")
+      ->default_val(0.8)
+      ->check(non_negative_number());
+  cmd->add_option("--top-k", a->s.top_k, "Sample among the k most likely tokens (0: all)")
+      ->default_val(40)
+      ->check(non_negative_number());
+  cmd->add_option("--top-p", a->s.top_p, "Nucleus sampling mass")->default_val(0.95)->check(unit_fraction());
   cmd->add_option("--seed", a->s.seed, "Sampling seed")->default_val(1);
   cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16 or q8_0 (packed on load; docs/quantization.md)")
       ->default_val("f32")

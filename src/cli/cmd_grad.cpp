@@ -1,6 +1,9 @@
 // moepp grad: the training loss of one sequence and every parameter's gradient, under the
 // SPEC tensor names (loss as "loss", the mean balance loss as "balance_loss").
+#include <cmath>
+
 #include "cli/commands.h"
+#include "core/error.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
@@ -23,6 +26,14 @@ void add_grad(CLI::App& app) {
     auto grads = ModelParams<float>::zeros(m.config);
     const LossParts p = model_backward(m.config, m.params, cache, targets.data(), grads);
     const float loss = float(p.loss), lm = float(p.lm_loss), bal = float(p.balance_loss);
+    // As with logits: a NaN in the written file would pass for a gradient.
+    MOEPP_CHECK(std::isfinite(loss), "grad: the loss is ", loss, " (", a->model,
+                ": the weights or activations are not finite); nothing written");
+    grads.for_each(m.config, [&](const std::string& name, const Tensor<float>& t) {
+      for (int64_t i = 0; i < t.numel(); ++i)
+        MOEPP_CHECK(std::isfinite(t[i]), "grad: the gradient of ", name, " is ", t[i], " at element ", i,
+                    "; nothing written");
+    });
     std::vector<SafetensorsWriteItem> items = {{"loss", DType::f32, {1}, &loss},
                                                {"lm_loss", DType::f32, {1}, &lm},
                                                {"balance_loss", DType::f32, {1}, &bal}};

@@ -1,11 +1,26 @@
 // moepp logits: the full logits [T, vocab] of one sequence, as safetensors tensor "logits".
+#include <cmath>
+
 #include "cli/commands.h"
+#include "core/error.h"
 #include "infer/session.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
 
 namespace moepp::cli {
+
+namespace {
+
+// A NaN or Inf written into the file would be read as a result; refuse before writing.
+void check_finite_logits(const Tensor<float>& logits, const std::string& model) {
+  const int64_t V = logits.dim(1);
+  for (int64_t i = 0; i < logits.numel(); ++i)
+    MOEPP_CHECK(std::isfinite(logits[i]), "logits: non-finite logits at position ", i / V, ": the logit of token ",
+                i % V, " is ", logits[i], " (", model, ": the weights or activations are not finite); nothing written");
+}
+
+}  // namespace
 
 void add_logits(CLI::App& app) {
   auto* cmd = app.add_subcommand("logits", "Write the logits [T, vocab] of a token sequence (f32 tensor \"logits\")");
@@ -24,6 +39,7 @@ void add_logits(CLI::App& app) {
       Session<float> session(*packed, int64_t(ids.size()));
       Tensor<float> logits;
       session.append(ids.data(), int64_t(ids.size()), logits);
+      check_finite_logits(logits, a->model);
       write_safetensors(a->out, {{"logits", DType::f32, logits.shape().dims, logits.data()}});
       return;
     }
@@ -31,6 +47,7 @@ void add_logits(CLI::App& app) {
     check_ids_in_vocab(ids, m.config.vocab_size);
     ModelCache<float> cache;
     model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
+    check_finite_logits(cache.logits, a->model);
     write_safetensors(a->out, {{"logits", DType::f32, cache.logits.shape().dims, cache.logits.data()}});
   });
 }

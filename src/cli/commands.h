@@ -30,8 +30,17 @@ struct SequenceArgs {
 };
 void add_sequence_options(CLI::App* cmd, SequenceArgs& a);
 
-// --threads N (0 = all cores).
+// --threads N (0 = all cores; at most kMaxThreads or the machine's hardware threads,
+// whichever is more: far more OpenMP threads than that exhaust memory and crash).
+constexpr int kMaxThreads = 1024;
 void add_threads_option(CLI::App* cmd, int* threads);
 void apply_threads(int threads);
+
+// Checks for numeric options. CLI11 reports a failure as "--flag: MESSAGE", and main()
+// prints it as "error: COMMAND: --flag: must be ..., got 'VALUE'". CLI11's own
+// PositiveNumber and Range let NaN through and print the whole range of a double.
+CLI::Validator positive_number();      // finite and > 0 (sizes, counts that cannot be 0)
+CLI::Validator non_negative_number();  // finite and >= 0 (counts where 0 means "none" or "all")
+CLI::Validator unit_fraction();        // finite, in (0, 1]
 
 }  // namespace moepp::cli

@@ -1,5 +1,10 @@
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <sstream>
+#include <thread>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -50,8 +55,44 @@ void add_sequence_options(CLI::App* cmd, SequenceArgs& a) {
   add_threads_option(cmd, &a.threads);
 }
 
+namespace {
+
+// A CLI11 validator: the option's text must read as a finite number that `ok` accepts;
+// the error says what was wanted and what was given.
+CLI::Validator number_check(const std::string& desc, const std::string& want, std::function<bool(double)> ok) {
+  return CLI::Validator(
+      [want, ok](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || !ok(v))
+          return "must be " + want + ", got '" + text + "'";
+        return {};
+      },
+      desc);
+}
+
+int max_threads_allowed() { return std::max<int>(kMaxThreads, int(std::thread::hardware_concurrency())); }
+
+}  // namespace
+
+CLI::Validator positive_number() {
+  return number_check("POSITIVE", "a positive number", [](double v) { return v > 0; });
+}
+
+CLI::Validator non_negative_number() {
+  return number_check("NONNEGATIVE", "0 or more", [](double v) { return v >= 0; });
+}
+
+CLI::Validator unit_fraction() {
+  return number_check("(0,1]", "in (0, 1]", [](double v) { return v > 0 && v <= 1; });
+}
+
 void add_threads_option(CLI::App* cmd, int* threads) {
-  cmd->add_option("--threads", *threads, "Threads to use (0 = all cores)")->default_val(0);
+  const int most = max_threads_allowed();
+  cmd->add_option("--threads", *threads, "Threads to use (0 = all cores)")
+      ->default_val(0)
+      ->check(number_check("0.." + std::to_string(most), "from 0 (all cores) to " + std::to_string(most),
+                           [most](double v) { return v >= 0 && v <= most; }));
 }
 
 void apply_threads(int threads) {

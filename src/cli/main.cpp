@@ -9,6 +9,12 @@ int main(int argc, char** argv) {
       "moepp - an engine for MoE++ language models (mixture of experts with zero-computation experts)\n"
       "Typical use: moepp prepare -> moepp train -> moepp eval / generate"};
   app.require_subcommand(1);
+  // CLI11's own errors (a missing option, a value a check refused) in moepp's shape: one
+  // line, "error: COMMAND: ...", so that scripts see every failure the same way.
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+    const auto used = a->get_subcommands();
+    return "error: " + (used.empty() ? std::string() : used.front()->get_name() + ": ") + e.what() + "\n";
+  });
   app.set_help_all_flag("--help-all", "Help for every command");
   moepp::cli::add_prepare(app);
   moepp::cli::add_train(app);

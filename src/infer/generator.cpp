@@ -1,6 +1,7 @@
 #include "infer/generator.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 #include "infer/session.h"
@@ -9,10 +10,20 @@ namespace moepp {
 
 namespace {
 
+// NaN or Inf logits mean the weights or activations went bad; sampling from them would
+// still print tokens that pass for a continuation.
+void check_finite_logits(const float* row, int64_t vocab, int step, int64_t position) {
+  for (int64_t v = 0; v < vocab; ++v)
+    MOEPP_CHECK(std::isfinite(row[v]), "generate: non-finite logits at step ", step, " (position ", position,
+                "): the logit of token ", v, " is ", row[v], " (the model's weights or activations are not finite)");
+}
+
 // make_session(context) builds the session over whichever weights the caller holds.
 std::string generate_with(const ModelConfig& cfg, const std::function<Session<float>(int64_t)>& make_session,
                           const Tokenizer& tok, const std::string& prompt, const GenerateOptions& opt,
                           const std::function<void(const std::string&)>& on_text) {
+  MOEPP_CHECK(opt.max_tokens >= 0, "generate: the number of tokens to generate must be 0 or more, got ",
+              opt.max_tokens);
   std::vector<int32_t> ids;
   if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
   const auto p = tok.encode(prompt);
@@ -27,11 +38,15 @@ std::string generate_with(const ModelConfig& cfg, const std::function<Session<fl
   Sampler sampler(opt.sampler);
   Tensor<float> logits;
   session.append(ids.data(), int64_t(ids.size()), logits);
+  const float* last = logits.data() + (logits.dim(0) - 1) * cfg.vocab_size;
+  check_finite_logits(last, cfg.vocab_size, 0, session.length() - 1);  // before the prompt is shown
   std::vector<int32_t> text_ids = p;
   std::string shown = tok.decode(text_ids);
   if (on_text) on_text(shown);
   for (int i = 0; i < opt.max_tokens && session.length() < ctx; ++i) {
-    const int32_t next = sampler.sample(logits.data() + (logits.dim(0) - 1) * cfg.vocab_size, cfg.vocab_size);
+    last = logits.data() + (logits.dim(0) - 1) * cfg.vocab_size;
+    if (i > 0) check_finite_logits(last, cfg.vocab_size, i, session.length() - 1);
+    const int32_t next = sampler.sample(last, cfg.vocab_size);
     if (next == tok.eos_id()) break;
     text_ids.push_back(next);
     const std::string text = tok.decode(text_ids);

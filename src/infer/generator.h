@@ -1,6 +1,7 @@
 // Generator: text in, text out. Encodes the prompt (with BOS), prefills a Session, samples
 // up to max_tokens (stopping at EOS or the context), and reports text as it grows: pieces
-// are decoded together with the prompt so that leading spaces survive.
+// are decoded together with the prompt so that leading spaces survive. Non-finite logits
+// stop generation with a moepp::Error naming the step.
 #pragma once
 #include <functional>
 #include <string>

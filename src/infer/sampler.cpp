@@ -10,12 +10,17 @@
 namespace moepp {
 
 Sampler::Sampler(SamplerOptions o) : opt_(o), rng_(o.seed) {
-  MOEPP_CHECK(o.temperature >= 0, "sampler: temperature ", o.temperature, " must be non-negative");
+  MOEPP_CHECK(std::isfinite(o.temperature) && o.temperature >= 0, "sampler: temperature ", o.temperature,
+              " must be a finite number, 0 or more");
   MOEPP_CHECK(o.top_p > 0 && o.top_p <= 1, "sampler: top-p ", o.top_p, " must be in (0, 1]");
   MOEPP_CHECK(o.top_k >= 0, "sampler: top-k ", o.top_k, " must be non-negative");
 }
 
 int32_t Sampler::sample(const float* logits, int64_t V) {
+  MOEPP_CHECK(V >= 1, "sampler: no logits to sample from");
+  // NaN breaks the ordering the sort and argmax rely on; Inf turns the softmax into NaN.
+  for (int64_t v = 0; v < V; ++v)
+    MOEPP_CHECK(std::isfinite(logits[v]), "sampler: the logit of token ", v, " is ", logits[v], ", not finite");
   if (opt_.temperature == 0) return int32_t(std::max_element(logits, logits + V) - logits);
   std::vector<int32_t> idx(static_cast<size_t>(V));
   std::iota(idx.begin(), idx.end(), 0);

@@ -1,5 +1,6 @@
 // Sampler: picks the next token from logits with temperature, top-k and top-p (nucleus),
-// from a seeded RNG. Temperature 0 is greedy (argmax, ties to the lower id).
+// from a seeded RNG. Temperature 0 is greedy (argmax, ties to the lower id). A NaN or
+// infinite logit is an error (moepp::Error), never a token.
 #pragma once
 #include <cstdint>
 

@@ -18,6 +18,10 @@ template <typename T>
 Session<T>::Session(const ModelConfig& cfg, const ModelParams<T>& params, int64_t max_len)
     : cfg_(cfg), w_(params), max_len_(max_len) {
   MOEPP_CHECK(max_len >= 1, "session: max_len must be positive");
+  // The same limit, in the same words, as model_forward: the f32, bf16 and q8_0 paths
+  // refuse a sequence the model was not built for alike.
+  MOEPP_CHECK(max_len <= cfg.max_position_embeddings, "model: sequence of ", max_len,
+              " tokens exceeds max_position_embeddings ", cfg.max_position_embeddings);
   const int64_t kvD = int64_t(cfg.num_key_value_heads) * cfg.head_dim();
   for (int l = 0; l < cfg.num_hidden_layers; ++l) {
     k_.emplace_back(Shape{max_len, kvD});

@@ -19,6 +19,7 @@ namespace moepp {
 template <typename T>
 class Session {
  public:
+  // max_len: the most tokens the session will hold, at most max_position_embeddings.
   Session(const ModelConfig& cfg, const ModelParams<T>& params, int64_t max_len);
   // Inference on compact weights (T = float only); the model must outlive the session.
   Session(const PackedModel& model, int64_t max_len)

@@ -15,6 +15,7 @@ nlohmann::json EvalResult::to_json() const {
 
 EvalResult evaluate(const ModelConfig& cfg, const ModelParams<float>& params, const std::vector<int32_t>& tokens,
                     int64_t B, int64_t S, int64_t max_batches) {
+  MOEPP_CHECK(B >= 1 && S >= 1, "evaluate: batch ", B, " and sequence ", S, " must be at least 1");
   const int64_t windows = (int64_t(tokens.size()) - 1) / S;
   MOEPP_CHECK(windows >= 1, "evaluate: ", tokens.size(), " tokens are too few for one window of ", S + 1);
   for (int32_t t : tokens)

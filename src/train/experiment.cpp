@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -25,15 +26,16 @@ using json = nlohmann::json;
 namespace {
 
 // The base options overridden by one run's fields.
-TrainOptions run_options(const json& base, const json& run, int64_t vocab, const std::string& data,
-                         const std::string& out) {
+TrainOptions run_options_unchecked(const json& base, const json& run, int64_t vocab, const std::string& data,
+                                   const std::string& out) {
   json m = base;
   for (auto it = run.begin(); it != run.end(); ++it) m[it.key()] = it.value();
+  const std::string name = run.value("name", std::string("?"));
   static const std::vector<std::string> known = {"name", "preset", "vanilla", "steps", "batch", "seq", "lr", "seed",
                                                  "eval_batches", "tau", "beta", "gating_residual", "zero", "copy", "vocab",
                                                  "constant", "warmup", "about"};
   for (auto it = m.begin(); it != m.end(); ++it)
-    MOEPP_CHECK(std::find(known.begin(), known.end(), it.key()) != known.end(), "plan: run ", run.value("name", "?"),
+    MOEPP_CHECK(std::find(known.begin(), known.end(), it.key()) != known.end(), "plan: run ", name,
                 ": unknown field ", it.key());
   TrainOptions o;
   o.data_dir = data;
@@ -54,8 +56,28 @@ TrainOptions run_options(const json& base, const json& run, int64_t vocab, const
   o.seed = m.value("seed", uint64_t(1));
   o.warmup = m.value("warmup", int64_t(-1));
   o.eval_batches = m.value("eval_batches", int64_t(16));
+  // The sizes divide and bound loops in training, evaluation and timing: refuse them here,
+  // by name, so that the run is reported as failed instead of crashing the experiment.
+  auto at_least = [&](const char* field, int64_t v, int64_t lo, const char* want) {
+    MOEPP_CHECK(v >= lo, "plan: run ", name, ": \"", field, "\" must be ", want, ", got ", v);
+  };
+  at_least("steps", o.steps, 1, "positive");
+  at_least("batch", o.batch, 1, "positive");
+  at_least("seq", o.seq, 1, "positive");
+  at_least("eval_batches", o.eval_batches, 0, "0 or more");
+  at_least("warmup", o.warmup, -1, "-1 (5% of steps) or more");
+  MOEPP_CHECK(std::isfinite(o.lr) && o.lr > 0, "plan: run ", name, ": \"lr\" must be positive, got ", o.lr);
   o.model.validate();
   return o;
+}
+
+TrainOptions run_options(const json& base, const json& run, int64_t vocab, const std::string& data,
+                         const std::string& out) {
+  try {
+    return run_options_unchecked(base, run, vocab, data, out);
+  } catch (const json::exception& e) {  // a field of the wrong JSON type: this run fails, the others go on
+    fail("plan: run ", run.value("name", std::string("?")), ": ", e.what());
+  }
 }
 
 // Seconds of the MoE layers' forward (router, dispatch, experts, combine) on one batch,
@@ -125,6 +147,27 @@ void retime_runs(const ExperimentOptions& opt, const json& plan, int64_t vocab, 
 
 }  // namespace
 
+void check_plan_runs(const json& plan, const std::string& where) {
+  MOEPP_CHECK(plan.is_object() && plan.contains("runs") && plan["runs"].is_array() && !plan["runs"].empty(), where,
+              ": the plan has no \"runs\" list");
+  // Each name is a folder under runs/ and a file under results/: two runs of one name
+  // would train into the same folder and overwrite each other's results.
+  std::vector<std::string> names;
+  for (size_t i = 0; i < plan["runs"].size(); ++i) {
+    const json& run = plan["runs"][i];
+    MOEPP_CHECK(run.is_object() && run.contains("name") && run["name"].is_string(), where, ": run ", i + 1,
+                " needs a \"name\" string");
+    const std::string name = run["name"].get<std::string>();
+    MOEPP_CHECK(!name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+                    name.find('\0') == std::string::npos,
+                where, ": run ", i + 1, " has the name \"", name, "\"; a run name must be a plain folder name");
+    const auto seen = std::find(names.begin(), names.end(), name);
+    MOEPP_CHECK(seen == names.end(), where, ": runs ", seen - names.begin() + 1, " and ", i + 1,
+                " are both named \"", name, "\"; run names must be unique");
+    names.push_back(name);
+  }
+}
+
 std::string experiment_report(const json& plan, const std::vector<json>& results) {
   std::ostringstream md;
   md << "# Experiment " << plan.value("name", std::string("(unnamed)")) << "\n\n";
@@ -169,8 +212,7 @@ std::string experiment_report(const json& plan, const std::vector<json>& results
 
 std::string run_experiment(const ExperimentOptions& opt) {
   const json plan = read_json_file(opt.plan_path);
-  MOEPP_CHECK(plan.contains("runs") && plan["runs"].is_array() && !plan["runs"].empty(), opt.plan_path,
-              ": the plan has no \"runs\" list");
+  check_plan_runs(plan, opt.plan_path);  // before anything is written or trained
   const json base = plan.value("base", json::object());
   make_dirs(opt.out_dir + "/results");
   write_file_atomic(opt.out_dir + "/plan.json", plan.dump(2) + "\n");  // for `moepp analyze --experiment`
@@ -184,8 +226,7 @@ std::string run_experiment(const ExperimentOptions& opt) {
   const auto val = read_token_shard(opt.data_dir + "/val.bin");
   std::vector<json> results;
   for (const auto& run : plan["runs"]) {
-    const std::string name = run.value("name", std::string());
-    MOEPP_CHECK(!name.empty() && name.find('/') == std::string::npos, opt.plan_path, ": every run needs a plain \"name\"");
+    const std::string name = run.at("name").get<std::string>();
     const std::string dir = opt.out_dir + "/runs/" + name;
     const std::string result_path = opt.out_dir + "/results/" + name + ".json";
     json r = {{"name", name}};

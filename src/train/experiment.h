@@ -19,6 +19,10 @@ struct ExperimentOptions {
   int retime_rounds = 0;
 };
 
+// Refuses a plan whose "runs" list is missing or empty, or whose runs lack a plain,
+// unique "name" (where names the plan in the message).
+void check_plan_runs(const nlohmann::json& plan, const std::string& where);
+
 // Runs (or skips) every run of the plan; writes OUT/results/<name>.json and OUT/report.md.
 // Returns the report text.
 std::string run_experiment(const ExperimentOptions& opt);
