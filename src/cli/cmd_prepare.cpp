@@ -1,5 +1,7 @@
-// moepp prepare: text files -> tokenizer.model + train.bin + val.bin.
+// moepp prepare: text files -> tokenizer.model + train.bin + val.bin, replaced as one set
+// (docs/robustness.md, "prepare").
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "data/corpus.h"
@@ -18,8 +20,10 @@ void add_prepare(CLI::App& app) {
   cmd->callback([opt] {
     std::fprintf(stderr, "prepare: %zu input file(s) -> %s\n", opt->inputs.size(), opt->out_dir.c_str());
     const PrepareResult r = prepare_corpus(*opt);
-    std::printf("{\"train_tokens\": %zu, \"val_tokens\": %zu, \"vocab_size\": %d, \"out\": \"%s\"}\n", r.train_tokens,
-                r.val_tokens, r.vocab_size, opt->out_dir.c_str());
+    // One JSON line; the path goes through the JSON writer (it may hold quotes or backslashes).
+    const std::string out = nlohmann::json(opt->out_dir).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::printf("{\"train_tokens\": %zu, \"val_tokens\": %zu, \"vocab_size\": %d, \"out\": %s}\n", r.train_tokens,
+                r.val_tokens, r.vocab_size, out.c_str());
   });
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sentencepiece {
@@ -24,8 +25,15 @@ class Tokenizer {
   int32_t bos_id() const;
   int32_t eos_id() const;
 
-  // Trains a BPE model of vocab_size pieces on the text files into "<prefix>.model".
-  static void train(const std::vector<std::string>& inputs, const std::string& model_prefix, int vocab_size);
+  // Trains a BPE model of vocab_size pieces on the lines of the text files and writes it
+  // atomically to model_path. The files are read here and their lines handed to the
+  // trainer one by one: no path reaches SentencePiece's flag parser, so spaces, commas or
+  // "--flag=value" in a file name are just a name.
+  static void train(const std::vector<std::string>& inputs, const std::string& model_path, int vocab_size);
+
+  // The options train() gives SentencePiece (LLaMA-style ids: unk 0, bos 1, eos 2, no pad;
+  // BPE; byte fallback), as key -> value; exposed for the tests.
+  static std::vector<std::pair<std::string, std::string>> training_options(int vocab_size);
 
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
