@@ -100,7 +100,7 @@ class TorchBinSource : public WeightSource {
 
 bool is_mixtral_dir(const std::string& dir) {
   const json j = read_json_file(dir + "/config.json");
-  return j.value("model_type", std::string()) == "mixtral";
+  return j.is_object() && j.contains("model_type") && j["model_type"] == "mixtral";
 }
 
 }  // namespace
@@ -119,7 +119,8 @@ ModelConfig read_hf_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
   MOEPP_CHECK(file_exists(path), dir, ": not a model folder (no config.json)");
   const json j = read_json_file(path);
-  if (j.value("model_type", std::string()) == "mixtral") return ModelConfig::from_mixtral_json(j, path);
+  MOEPP_CHECK(j.is_object(), path, ": config is not a JSON object");
+  if (j.contains("model_type") && j["model_type"] == "mixtral") return ModelConfig::from_mixtral_json(j, path);
   return ModelConfig::from_json(j, path);
 }
 

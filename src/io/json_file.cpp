@@ -1,8 +1,9 @@
 #include "io/json_file.h"
 
+#include <sys/stat.h>
+
 #include "core/error.h"
 #include "io/mapped_file.h"
-#include "io/model_folder.h"
 
 namespace moepp {
 
@@ -10,6 +11,9 @@ nlohmann::json read_json_file(const std::string& path) {
   // Regular files only (a FIFO named config.json must not block), and no larger than any
   // config, index, state or plan moepp reads.
   const std::string text = read_regular_file(path, kJsonFileMaxBytes);
+  // The parser stops at a NUL byte and would accept `{...}\0anything`, ignoring the rest.
+  const size_t nul = text.find('\0');
+  MOEPP_CHECK(nul == std::string::npos, path, ": a NUL byte at offset ", nul, " (not a JSON text file)");
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
@@ -25,10 +29,11 @@ std::map<std::string, std::string> read_weight_index(const std::string& dir, con
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
     MOEPP_CHECK(it.value().is_string(), path, ": weight_map.", it.key(), " is not a file name");
     const std::string shard = it.value().get<std::string>();
-    MOEPP_CHECK(shard.find('/') == std::string::npos && shard != "..", path, ": shard name ", shard,
-                " leaves the folder");
-    MOEPP_CHECK(file_exists(dir + "/" + shard), path, ": weight_map names shard ", shard, " (for ", it.key(),
-                "), which does not exist");
+    MOEPP_CHECK(!shard.empty() && shard != "." && shard != ".." && shard.find('/') == std::string::npos, path,
+                ": weight_map.", it.key(), " names shard \"", shard, "\", which is not a plain file name in the folder");
+    struct stat st;
+    MOEPP_CHECK(::stat((dir + "/" + shard).c_str(), &st) == 0 && S_ISREG(st.st_mode), path,
+                ": weight_map names shard ", shard, " (for ", it.key(), "), which does not exist or is not a regular file");
     m[it.key()] = shard;
   }
   return m;

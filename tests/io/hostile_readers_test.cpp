@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "io/hf_folder.h"
 #include "io/json_file.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
@@ -183,6 +184,31 @@ TEST(HostileReaders, FifoNamedConfigJsonDoesNotBlock) {
   expect_error_mentioning([&] { read_json_file(d + "/config.json"); }, "not a regular file");
   ASSERT_EQ(::mkfifo((d + "/model.safetensors").c_str(), 0644), 0);
   expect_error_mentioning([&] { SafetensorsFile f(d + "/model.safetensors"); }, "not a regular file");
+}
+
+TEST(HostileReaders, JsonFilesAreObjectsWithoutNulBytes) {
+  // Fuzzer finds (fuzz/crashes/config): a config.json that is JSON but no object escaped as
+  // a nlohmann exception; a NUL byte ended the parse and the rest was ignored.
+  const std::string d = scratch_dir("json");
+  for (const std::string bad : {"[]", "2", "\"MoE++\"", "true"}) {
+    write_bytes(d + "/config.json", bad);
+    expect_error_mentioning([&] { read_hf_config(d); }, "config.json: config is not a JSON object");
+  }
+  write_bytes(d + "/config.json", std::string("{}\0{\"garbage\": 1}", 17));
+  expect_error_mentioning([&] { read_json_file(d + "/config.json"); }, "a NUL byte at offset 2");
+}
+
+TEST(HostileReaders, IndexShardNamesArePlainFileNames) {
+  // Fuzzer finds (fuzz/crashes/index): "" and "." name the folder itself.
+  const std::string d = scratch_dir("index");
+  for (const std::string bad : {"", ".", "..", "../x.safetensors"}) {
+    write_bytes(d + "/model.safetensors.index.json", nlohmann::json{{"weight_map", {{"w", bad}}}}.dump());
+    expect_error_mentioning([&] { read_weight_index(d, "model.safetensors.index.json"); },
+                            "which is not a plain file name in the folder");
+  }
+  ::mkdir((d + "/sub").c_str(), 0755);
+  write_bytes(d + "/model.safetensors.index.json", nlohmann::json{{"weight_map", {{"w", "sub"}}}}.dump());
+  expect_error_mentioning([&] { read_weight_index(d, "model.safetensors.index.json"); }, "is not a regular file");
 }
 
 TEST(HostileReaders, ShapeProductsThatOverflowAreRefused) {
