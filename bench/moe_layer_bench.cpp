@@ -395,7 +395,10 @@ int main(int argc, char** argv) try {
   // 4. PyTorch peer, same shapes, threads and targets.
   if (flags.get_int("torch", 1)) {
     std::string zs;
-    for (double z : targets) zs += (zs.empty() ? "" : ",") + std::to_string(z);
+    for (double z : targets) {
+      if (!zs.empty()) zs += ",";
+      zs += std::to_string(z);
+    }
     const std::string cmd = "/usr/bin/python3 " MOEPP_BENCH_DIR "/moe_layer_torch.py --T " + std::to_string(s.T) +
                             " --D " + std::to_string(s.D) + " --I " + std::to_string(s.I) + " --N " + std::to_string(s.N) +
                             " --threads " + std::to_string(s.threads) + " --repeats " + std::to_string(s.repeats) +

@@ -15,8 +15,8 @@ constexpr int64_t kLanes = 16;
 // add nothing), so the sums group differently from the generic form's; in double, lanes
 // 0-7 and 8-15 of each 16 floats are widened into two registers, exactly the generic
 // form's grouping.
-__m512d widen_lo(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-__m512d widen_hi(__m512 v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
+__m512d widen_lo(__m512 v) { return widen(low_half(v)); }
+__m512d widen_hi(__m512 v) { return widen(high_half(v)); }
 
 float dot_f32(const float* a, const float* b, int64_t n) {
   __m512 s = _mm512_setzero_ps();
@@ -26,7 +26,7 @@ float dot_f32(const float* a, const float* b, int64_t n) {
     const __mmask16 m = tail_mask16(n - d);
     s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), s);
   }
-  return _mm512_reduce_add_ps(s);
+  return reduce_add(s);
 }
 
 void two_dots_f32(const float* x, const float* p, const float* q, int64_t n, float& xp, float& xq) {
@@ -43,8 +43,8 @@ void two_dots_f32(const float* x, const float* p, const float* q, int64_t n, flo
     sp = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p + d), xv, sp);
     sq = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), xv, sq);
   }
-  xp = _mm512_reduce_add_ps(sp);
-  xq = _mm512_reduce_add_ps(sq);
+  xp = reduce_add(sp);
+  xq = reduce_add(sq);
 }
 
 void two_dots_f32_in_f64(const float* x, const float* p, const float* q, int64_t n, double& xp, double& xq) {
@@ -59,8 +59,8 @@ void two_dots_f32_in_f64(const float* x, const float* p, const float* q, int64_t
     sq_lo = _mm512_fmadd_pd(widen_lo(qv), x_lo, sq_lo);
     sq_hi = _mm512_fmadd_pd(widen_hi(qv), x_hi, sq_hi);
   }
-  xp = _mm512_reduce_add_pd(_mm512_add_pd(sp_lo, sp_hi));
-  xq = _mm512_reduce_add_pd(_mm512_add_pd(sq_lo, sq_hi));
+  xp = reduce_add(_mm512_add_pd(sp_lo, sp_hi));
+  xq = reduce_add(_mm512_add_pd(sq_lo, sq_hi));
   for (; d < n; ++d) {
     xp += double(p[d]) * double(x[d]);
     xq += double(q[d]) * double(x[d]);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/parallel.h"
+#include "kernels/vec_math.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -52,7 +53,7 @@ void nt_rows(int64_t n0, int64_t n1, int64_t M, int64_t N, int64_t K, float alph
       for (int i = 0; i < 4 && mb + i < M; ++i)
         for (int j = 0; j < 4 && nb + j < n1; ++j) {
           float& c = C[(mb + i) * ldc + nb + j];
-          c = store_value(_mm512_reduce_add_ps(acc[i][j]), alpha, beta, c);
+          c = store_value(reduce_add(acc[i][j]), alpha, beta, c);
         }
     }
   }

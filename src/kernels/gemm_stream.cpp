@@ -8,6 +8,7 @@
 #include "core/cpu_caches.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/vec_math.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -97,7 +98,7 @@ void dot_tile(const float* const* x, const float* const* rows, int64_t K, float*
 #pragma GCC unroll 3
   for (int t = 0; t < T; ++t)
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) out[t * R + r] = _mm512_reduce_add_ps(acc[t][r]);
+    for (int r = 0; r < R; ++r) out[t * R + r] = reduce_add(acc[t][r]);
 }
 
 using DotTileFn = void (*)(const float* const*, const float* const*, int64_t, float*);

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/gemm.h"
+#include "kernels/vec_math.h"
 
 namespace moepp {
 
@@ -123,9 +124,8 @@ void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int
     const int8_t* q = W.q.data() + j * K;
     const float* d = W.scales.data() + j * (K / kQ8Block);
     for (; k < K; k += kQ8Block) {
-      const __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k))));
-      const __m512 w1 =
-          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k + 16))));
+      const __m512 w0 = widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k)));
+      const __m512 w1 = widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k + 16)));
       const __m512 scale = _mm512_set1_ps(d[k / kQ8Block]);
       for (int64_t m = 0; m < M; ++m) {
         const float* xm = x + m * ldx + k;
@@ -136,11 +136,11 @@ void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int
   } else {
     for (; k + 16 <= K; k += 16) {
       const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16.data() + j * K + k));
-      const __m512 w = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      const __m512 w = widen_bf16(h);
       for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * ldx + k), w, acc[m]);
     }
   }
-  for (int64_t m = 0; m < M; ++m) out[m] = _mm512_reduce_add_ps(acc[m]);
+  for (int64_t m = 0; m < M; ++m) out[m] = reduce_add(acc[m]);
   for (; k < K; ++k) {  // bf16 tail
     const float w = bf16_to_f32(moepp::bf16{W.bf16[size_t(j * K + k)]});
     for (int64_t m = 0; m < M; ++m) out[m] += x[m * ldx + k] * w;

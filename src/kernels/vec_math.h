@@ -17,15 +17,49 @@
 
 namespace moepp {
 
+// Halves, widening and horizontal sums written with the compiler's generic vector
+// builtins: GCC 12's own _mm512_castps512_ps256, _mm512_extractf64x4_pd, _mm512_cvtps_pd
+// and _mm512_reduce_add_* fill an "undefined" register and warn (-Wuninitialized) wherever
+// they are inlined. The code generated is the same (a half is a register rename).
+inline __m256 low_half(__m512 v) { return __m256(__builtin_shufflevector(__v16sf(v), __v16sf(v), 0, 1, 2, 3, 4, 5, 6, 7)); }
+inline __m256 high_half(__m512 v) {
+  return __m256(__builtin_shufflevector(__v16sf(v), __v16sf(v), 8, 9, 10, 11, 12, 13, 14, 15));
+}
+inline __m256d low_half(__m512d v) { return __m256d(__builtin_shufflevector(__v8df(v), __v8df(v), 0, 1, 2, 3)); }
+inline __m256d high_half(__m512d v) { return __m256d(__builtin_shufflevector(__v8df(v), __v8df(v), 4, 5, 6, 7)); }
+inline __m512d widen(__m256 v) { return __m512d(__builtin_convertvector(__v8sf(v), __v8df)); }
+// 16 int8 values (q8_0) as floats.
+inline __m512 widen_i8(__m128i v) { return __m512(__builtin_convertvector(__v16qs(v), __v16sf)); }
+// 16 bf16 values as floats: the bits in the high half of each 32-bit lane.
+inline __m512 widen_bf16(__m256i v) { return __m512(__builtin_convertvector(__v16hu(v), __v16su) << 16); }
+
+// Horizontal sums in exactly the order of GCC's _mm512_reduce_add_ps/_pd (high half + low
+// half, then the 128-bit halves, then the pairs), so results are bit-identical.
+inline float reduce_add(__m512 v) {
+  const __m256 s8 = _mm256_add_ps(high_half(v), low_half(v));
+  const __m128 s4 = _mm_add_ps(_mm256_extractf128_ps(s8, 1), _mm256_castps256_ps128(s8));
+  const __m128 s2 = _mm_add_ps(s4, _mm_shuffle_ps(s4, s4, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm_cvtss_f32(s2) + _mm_cvtss_f32(_mm_shuffle_ps(s2, s2, _MM_SHUFFLE(1, 1, 1, 1)));
+}
+
+inline double reduce_add(__m512d v) {
+  const __m256d s4 = _mm256_add_pd(high_half(v), low_half(v));
+  const __m128d s2 = _mm_add_pd(_mm256_extractf128_pd(s4, 1), _mm256_castpd256_pd128(s4));
+  return _mm_cvtsd_f64(s2) + _mm_cvtsd_f64(_mm_unpackhi_pd(s2, s2));
+}
+
 // The first min(max(n, 0), 16) lanes.
 inline __mmask16 tail_mask16(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
+// The zero-masking forms with every lane kept compute the same as the plain intrinsics;
+// GCC 12's plain min/max/roundscale/scalef fill an "undefined" register and warn.
 inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  constexpr __mmask16 all = 0xFFFF;
+  x = _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_maskz_roundscale_ps(all, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln 2, high part (exact in n * hi)
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);       // ln 2 - high part
   __m512 p = _mm512_set1_ps(1.0f / 720);
@@ -35,7 +69,7 @@ inline __m512 exp16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
+  return _mm512_maskz_scalef_ps(all, p, n);
 }
 
 // 1 / (1 + exp(-x))
