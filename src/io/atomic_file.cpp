@@ -24,6 +24,32 @@ std::string parent_of(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+std::string base_of(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// "<path>.tmp-<pid>" files of processes that no longer exist: what a writer killed between
+// creating and renaming its temporary left. A live pid (even one reused by another
+// program) keeps its file: only provably dead writers are cleaned up after.
+void remove_dead_temporaries(const std::string& path) {
+  const std::string prefix = base_of(path) + ".tmp-";
+  const std::string dir = parent_of(path);
+  std::vector<std::string> dead;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string digits = n.substr(prefix.size());
+      if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+      const pid_t pid = pid_t(std::stol(digits));
+      if (pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) dead.push_back(dir + "/" + n);
+    }
+    ::closedir(d);
+  }
+  for (const auto& p : dead) ::unlink(p.c_str());
+}
+
 }  // namespace
 
 void file_op_point() {
@@ -43,6 +69,7 @@ void sync_dir(const std::string& dir) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
+  remove_dead_temporaries(path);
   const std::string tmp = path + ".tmp-" + std::to_string(getpid());
   file_op_point();
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -2,7 +2,8 @@
 //
 // write_file_atomic writes "<path>.tmp-<pid>", flushes and fsyncs it, renames it over the
 // destination and fsyncs the folder: readers see the old file or the new one, never a
-// partial write. A set of files is made atomic one level up (train/checkpoint.cpp): the
+// partial write. It first removes "<path>.tmp-<pid>" files of writers that died (SIGKILL)
+// before their rename. A set of files is made atomic one level up (train/checkpoint.cpp): the
 // files go into a fresh folder and one symlink rename publishes it.
 //
 // Fault injection for crash-consistency tests: with MOEPP_KILL_AT_FILE_OP=N in the

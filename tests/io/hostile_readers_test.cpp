@@ -3,6 +3,7 @@
 // naming the field and value, never a signal, an endless wait or a silent misreading.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "io/atomic_file.h"
 #include "io/hf_folder.h"
 #include "io/json_file.h"
 #include "io/model_folder.h"
@@ -277,4 +279,26 @@ TEST(HostileConfig, ShapesAreCheckedBeforeAllocating) {
   j["num_key_value_heads"] = 512;
   write_bytes(d + "/config.json", j.dump());
   expect_error_mentioning([&] { load_model_folder(d); }, "but the config implies [16777216, 65536]");
+}
+
+TEST(AtomicWrites, TemporariesOfDeadWritersAreRemovedOthersKept) {
+  // A writer killed between creating "<path>.tmp-<pid>" and its rename leaves the file;
+  // the next write of the same path removes it when that pid is provably dead.
+  const std::string d = scratch_dir("tmp");
+  pid_t dead = ::fork();
+  if (dead == 0) _exit(0);
+  ::waitpid(dead, nullptr, 0);  // reaped: this pid no longer exists
+  const std::string stale = d + "/out.safetensors.tmp-" + std::to_string(dead);
+  const std::string live = d + "/out.safetensors.tmp-" + std::to_string(::getppid());
+  const std::string other = d + "/other.json.tmp-" + std::to_string(dead);
+  for (const auto& p : {stale, live, other}) write_bytes(p, "partial");
+  write_file_atomic(d + "/out.safetensors", "new");
+  struct stat st;
+  EXPECT_NE(::stat(stale.c_str(), &st), 0) << "a dead writer's temporary must go";
+  EXPECT_EQ(::stat(live.c_str(), &st), 0) << "a live process's temporary stays";
+  EXPECT_EQ(::stat(other.c_str(), &st), 0) << "another file's temporary is not this write's business";
+  std::ifstream in(d + "/out.safetensors");
+  std::string got;
+  in >> got;
+  EXPECT_EQ(got, "new");
 }
