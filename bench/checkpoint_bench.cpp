@@ -14,7 +14,7 @@
 #include "core/rng.h"
 #include "core/stats.h"
 #include "io/atomic_file.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"

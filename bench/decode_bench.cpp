@@ -25,8 +25,8 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "infer/session.h"
-#include "io/hf_folder.h"
-#include "io/model_folder.h"
+#include "model/hf_folder.h"
+#include "model/model_folder.h"
 #include "model/packed_model.h"
 #include "model/params.h"
 

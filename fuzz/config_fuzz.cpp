@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "fuzz_file.h"
-#include "io/hf_folder.h"
+#include "model/hf_folder.h"
 #include "model/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -11,7 +11,7 @@
 #include "data/tokenizer.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "train/analysis.h"
 #include "train/experiment.h"
 #include "train/plots.h"

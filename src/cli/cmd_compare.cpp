@@ -12,7 +12,7 @@
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "infer/generator.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "model/params.h"
 #include "train/evaluator.h"
 #include "train/metrics.h"

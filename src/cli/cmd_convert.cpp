@@ -8,7 +8,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "io/safetensors.h"
 
 namespace moepp::cli {

@@ -5,7 +5,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "data/shards.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "train/evaluator.h"
 
 namespace moepp::cli {

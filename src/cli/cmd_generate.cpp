@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "data/tokenizer.h"
 #include "infer/generator.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 
 namespace moepp::cli {
 

@@ -4,7 +4,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
 

@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "model/params.h"
 
 namespace moepp::cli {

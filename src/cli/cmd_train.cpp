@@ -6,7 +6,7 @@
 
 #include "cli/commands.h"
 #include "data/tokenizer.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"

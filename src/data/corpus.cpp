@@ -19,7 +19,6 @@
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "io/atomic_file.h"
-#include "io/model_folder.h"
 
 namespace moepp {
 

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 
 namespace moepp {
 
@@ -158,6 +159,16 @@ std::vector<std::string> remove_stale_temporaries(const std::string& dir) {
   }
   for (const auto& p : stale) remove_tree(p);
   return stale;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  // Regular files only: copying a FIFO would block, a device would never end.
+  write_file_atomic(to, read_regular_file(from, size_t(1) << 30));
 }
 
 }  // namespace moepp

@@ -18,6 +18,9 @@ namespace moepp {
 
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+bool file_exists(const std::string& path);  // anything at path (stat succeeds)
+void copy_file_atomic(const std::string& from, const std::string& to);
+
 // mkdir -p: creates the folder and its missing parents; throws naming the path.
 void make_dirs(const std::string& path);
 

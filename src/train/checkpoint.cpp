@@ -14,7 +14,7 @@
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/mapped_file.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 
 namespace moepp {
 

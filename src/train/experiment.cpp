@@ -13,7 +13,7 @@
 #include "data/tokenizer.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "model/transformer.h"
 #include "train/evaluator.h"
 #include "train/metrics.h"

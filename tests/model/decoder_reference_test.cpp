@@ -5,7 +5,7 @@
 
 #include <cstdlib>
 
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
 #include "test_util.h"
@@ -74,7 +74,10 @@ TEST(GradCommand, WritesTheReferenceGradientsUnderSpecNames) {
     save_model_folder(dir + "/model", cfg, w);
     const auto ids = f.read<int64_t>("ids");
     std::string list;
-    for (int64_t i = 0; i < ids.numel(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      if (i) list += ",";
+      list += std::to_string(ids[i]);
+    }
     const std::string out = dir + "/grad.safetensors";
     const std::string cmd = std::string(MOEPP_CLI) + " grad --threads 2 --model " + dir + "/model --ids " + list + " --out " + out;
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;

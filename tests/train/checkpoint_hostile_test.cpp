@@ -13,7 +13,7 @@
 #include "io/atomic_file.h"
 #include "io/file_lock.h"
 #include "io/json_file.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"

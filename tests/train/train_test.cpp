@@ -13,7 +13,7 @@
 
 #include "core/rng.h"
 #include "data/shards.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 
 using namespace moepp;
 using json = nlohmann::json;

@@ -1,29 +1,11 @@
-#include "io/model_folder.h"
-
-#include <sys/stat.h>
-
-#include <fstream>
-#include <sstream>
+#include "model/model_folder.h"
 
 #include "core/error.h"
 #include "io/atomic_file.h"
-#include "io/hf_folder.h"
 #include "io/safetensors.h"
+#include "model/hf_folder.h"
 
 namespace moepp {
-
-bool file_exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-void copy_file_atomic(const std::string& from, const std::string& to) {
-  std::ifstream in(from, std::ios::binary);
-  MOEPP_CHECK(in, from, ": cannot open file");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  write_file_atomic(to, ss.str());
-}
 
 FileStamp write_params(const std::string& path, const ModelConfig& cfg, const ModelParams<float>& params,
                   const std::string& prefix) {

@@ -41,7 +41,5 @@ void read_params(const std::string& path, const ModelConfig& cfg, ModelParams<fl
 FileStamp write_params(const std::string& path, const ModelConfig& cfg, const ModelParams<float>& params,
                   const std::string& prefix = "");
 
-bool file_exists(const std::string& path);
-void copy_file_atomic(const std::string& from, const std::string& to);
 
 }  // namespace moepp

@@ -1,12 +1,12 @@
 // Hugging Face folders in every layout moepp reads — pytorch_model.bin saved by torch.save
 // (f32 and bf16), sharded .bin, sharded safetensors, and a Mixtral folder — give the
 // logits of the PyTorch reference run on the weights as stored.
-#include "io/hf_folder.h"
+#include "model/hf_folder.h"
 
 #include <gtest/gtest.h>
 
 #include "infer/session.h"
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
 #include "test_util.h"

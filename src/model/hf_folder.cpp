@@ -1,15 +1,16 @@
-#include "io/hf_folder.h"
+#include "model/hf_folder.h"
 
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/json_file.h"
-#include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "io/torch_bin.h"
 #include "kernels/quant.h"
+#include "model/model_folder.h"
 
 namespace moepp {
 

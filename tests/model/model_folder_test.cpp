@@ -1,6 +1,6 @@
 // Model folders: a tensor the config implies but the file lacks, or one whose shape
 // contradicts the config, is an error naming the file and the tensor.
-#include "io/model_folder.h"
+#include "model/model_folder.h"
 
 #include <gtest/gtest.h>
 

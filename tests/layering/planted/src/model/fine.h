@@ -1,0 +1,2 @@
+// A downward include, which the check accepts.
+#include "core/tensor.h"
