@@ -33,7 +33,9 @@ template <typename V>
 void read(const json& j, const char* key, V& out, const std::string& src) {
   if (!j.contains(key) || j[key].is_null()) return;
   const json& v = j[key];
-  auto wrong = [&](const char* want) { fail(src, ": field ", key, " has value ", v.dump(), " of the wrong type; it must be ", want); };
+  auto wrong = [&](const char* want) {
+    fail(src, ": field ", key, " has value ", v.dump(), " of the wrong type; it must be ", want);
+  };
   if constexpr (std::is_same_v<V, bool>) {
     if (!v.is_boolean()) wrong("true or false");
     out = v.get<bool>();
@@ -54,6 +56,22 @@ void read(const json& j, const char* key, V& out, const std::string& src) {
     if (!v.is_string()) wrong("a string");
     out = v.get<V>();
   }
+}
+
+// The LLaMA-style keys MoE++ and Mixtral configs share; absent keys keep c's values
+// (num_key_value_heads defaults to num_attention_heads).
+void read_decoder_shape(const json& j, ModelConfig& c, const std::string& src) {
+  read(j, "vocab_size", c.vocab_size, src);
+  read(j, "hidden_size", c.hidden_size, src);
+  read(j, "intermediate_size", c.intermediate_size, src);
+  read(j, "num_hidden_layers", c.num_hidden_layers, src);
+  read(j, "num_attention_heads", c.num_attention_heads, src);
+  c.num_key_value_heads = c.num_attention_heads;
+  read(j, "num_key_value_heads", c.num_key_value_heads, src);
+  read(j, "max_position_embeddings", c.max_position_embeddings, src);
+  read(j, "rms_norm_eps", c.rms_norm_eps, src);
+  read(j, "rope_theta", c.rope_theta, src);
+  read(j, "tie_word_embeddings", c.tie_word_embeddings, src);
 }
 
 }  // namespace
@@ -148,17 +166,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     // An unknown MoE setting would silently change nothing: refuse it.
     MOEPP_CHECK(k.rfind("moe", 0) != 0, src, ": unknown field ", k);
   }
-  read(j, "vocab_size", c.vocab_size, src);
-  read(j, "hidden_size", c.hidden_size, src);
-  read(j, "intermediate_size", c.intermediate_size, src);
-  read(j, "num_hidden_layers", c.num_hidden_layers, src);
-  read(j, "num_attention_heads", c.num_attention_heads, src);
-  c.num_key_value_heads = c.num_attention_heads;
-  read(j, "num_key_value_heads", c.num_key_value_heads, src);
-  read(j, "max_position_embeddings", c.max_position_embeddings, src);
-  read(j, "rms_norm_eps", c.rms_norm_eps, src);
-  read(j, "rope_theta", c.rope_theta, src);
-  read(j, "tie_word_embeddings", c.tie_word_embeddings, src);
+  read_decoder_shape(j, c, src);
   read(j, "initializer_range", c.initializer_range, src);
   read(j, "bos_token_id", c.bos_token_id, src);
   read(j, "eos_token_id", c.eos_token_id, src);
@@ -229,20 +237,10 @@ ModelConfig ModelConfig::from_mixtral_json(const json& j, const std::string& src
     required(k);
   ModelConfig c;
   c.model_type = "MoE++";  // moepp runs it as its vanilla MoE
-  read(j, "vocab_size", c.vocab_size, src);
-  read(j, "hidden_size", c.hidden_size, src);
-  read(j, "intermediate_size", c.intermediate_size, src);
-  read(j, "num_hidden_layers", c.num_hidden_layers, src);
-  read(j, "num_attention_heads", c.num_attention_heads, src);
-  c.num_key_value_heads = c.num_attention_heads;
-  read(j, "num_key_value_heads", c.num_key_value_heads, src);
-  c.max_position_embeddings = 4096;
-  read(j, "max_position_embeddings", c.max_position_embeddings, src);
+  c.max_position_embeddings = 4096;  // Mixtral's defaults where the keys are absent
   c.rms_norm_eps = 1e-5;
-  read(j, "rms_norm_eps", c.rms_norm_eps, src);
   c.rope_theta = 1e6;
-  read(j, "rope_theta", c.rope_theta, src);
-  read(j, "tie_word_embeddings", c.tie_word_embeddings, src);
+  read_decoder_shape(j, c, src);
   read(j, "num_local_experts", c.num_experts, src);
   read(j, "num_experts_per_tok", c.top_k, src);
   c.num_constant_experts = c.num_copy_experts = c.num_zero_experts = 0;

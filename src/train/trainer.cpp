@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -81,35 +82,27 @@ void validate_options(const TrainOptions& o) {
 // schedule come from trainer_state.json. A flag given on this command line that disagrees
 // is an error naming both values (--steps may change: that is how a run is extended).
 void adopt_recorded_options(TrainOptions& o, const json& st, const std::string& state_path) {
-  auto adopt_int = [&](const char* key, const char* flag, int64_t& value) {
+  auto adopt = [&](const char* key, const char* flag, auto& value) {
+    using V = std::remove_reference_t<decltype(value)>;
     if (!st.contains(key)) return;  // a state from before the field was recorded
-    MOEPP_CHECK(st[key].is_number_integer(), state_path, ": field ", key, " is not an integer");
-    const int64_t recorded = st[key].get<int64_t>();
+    const bool integral = std::is_integral_v<V>;
+    MOEPP_CHECK(integral ? st[key].is_number_integer() : st[key].is_number(), state_path, ": field ", key,
+                " is not ", integral ? "an integer" : "a number");
+    const V recorded = st[key].get<V>();
     MOEPP_CHECK(!o.given.count(flag) || value == recorded, "train --resume: ", flag, " ", value,
                 " conflicts with the run's recorded ", key, " ", recorded, " (", state_path,
                 "); drop the flag to continue the run as recorded, or start a new run");
     value = recorded;
   };
-  auto adopt_real = [&](const char* key, const char* flag, double& value) {
-    if (!st.contains(key)) return;
-    MOEPP_CHECK(st[key].is_number(), state_path, ": field ", key, " is not a number");
-    const double recorded = st[key].get<double>();
-    MOEPP_CHECK(!o.given.count(flag) || value == recorded, "train --resume: ", flag, " ", value,
-                " conflicts with the run's recorded ", key, " ", recorded, " (", state_path,
-                "); drop the flag to continue the run as recorded, or start a new run");
-    value = recorded;
-  };
-  adopt_int("batch", "--batch", o.batch);
-  adopt_int("seq", "--seq", o.seq);
-  adopt_int("accum", "--accum", o.accum);
-  int64_t seed = int64_t(o.seed);
-  adopt_int("seed", "--seed", seed);
-  o.seed = uint64_t(seed);
-  adopt_int("warmup", "--warmup", o.warmup);
-  adopt_real("lr", "--lr", o.lr);
-  adopt_real("min_lr_ratio", "--min-lr-ratio", o.min_lr_ratio);
-  adopt_real("weight_decay", "--weight-decay", o.weight_decay);
-  adopt_real("clip", "--clip", o.clip);
+  adopt("batch", "--batch", o.batch);
+  adopt("seq", "--seq", o.seq);
+  adopt("accum", "--accum", o.accum);
+  adopt("seed", "--seed", o.seed);
+  adopt("warmup", "--warmup", o.warmup);
+  adopt("lr", "--lr", o.lr);
+  adopt("min_lr_ratio", "--min-lr-ratio", o.min_lr_ratio);
+  adopt("weight_decay", "--weight-decay", o.weight_decay);
+  adopt("clip", "--clip", o.clip);
   validate_options(o);
 }
 

@@ -5,22 +5,7 @@
 # Usage: cli_test.sh BUILD_DIR
 set -uo pipefail
 moepp="$1/moepp"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-check() {  # check NAME COMMAND...: the command must succeed
-  if "${@:2}" >"$tmp/out" 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; cat "$tmp/out"; fi
-}
-check_error() {  # check_error NAME NEEDLE COMMAND...: must fail with a one-line error containing NEEDLE
-  if "${@:3}" >"$tmp/out" 2>"$tmp/err"; then
-    fail=$((fail + 1)); echo "FAIL: $1 (succeeded)"
-  elif grep -q "^error: .*$2" "$tmp/err"; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1)); echo "FAIL: $1: expected 'error: ...$2', got:"; cat "$tmp/err"
-  fi
-}
+source "$(dirname "$0")/lib.sh"
 
 for c in prepare train eval generate logits grad info compare convert experiment analyze; do check "$c --help" "$moepp" "$c" --help; done
 
