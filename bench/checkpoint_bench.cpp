@@ -73,7 +73,10 @@ int main(int argc, char** argv) {
       read_params(root + "/per_file/optimizer.m.safetensors", cfg, o2.m(), "m.");
       read_params(root + "/per_file/optimizer.v.safetensors", cfg, o2.v(), "v.");
     });
-    const double d = seconds_of([&] { load_checkpoint(root + "/set", cfg, p2, o2); });
+    const double d = seconds_of([&] {
+      const std::string run = root + "/set";
+      load_checkpoint(run, read_checkpoint_state(run), cfg, p2, o2);
+    });
     std::fprintf(stderr, "  round %d: write per-file %.2f s, as a set %.2f s; load plain %.2f s, checked %.2f s%s\n", r,
                  a, b, c, d, r == 0 ? " (warm-up, not counted)" : "");
     if (r == 0) continue;

@@ -1,8 +1,6 @@
 #include "data/corpus.h"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,19 +56,13 @@ struct Entry {
   bool regular = false;  // a regular file, not followed through a link
 };
 
-// The entries of a folder but "." and "..".
+// The entries of a folder but "." and "..", each marked whether it is a regular file.
 std::vector<Entry> list_folder(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  MOEPP_CHECK(d, dir, ": cannot list the folder: ", errno_text());
   std::vector<Entry> out;
-  while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
+  for (const std::string& name : list_dir(dir)) {
     struct stat st;
-    const bool regular = ::lstat((dir + "/" + name).c_str(), &st) == 0 && S_ISREG(st.st_mode);
-    out.push_back({name, regular});
+    out.push_back({name, ::lstat((dir + "/" + name).c_str(), &st) == 0 && S_ISREG(st.st_mode)});
   }
-  ::closedir(d);
   return out;
 }
 
@@ -110,8 +102,6 @@ long leftover_pid(const std::string& name, const std::string& base) {
   return -1;
 }
 
-bool process_alive(long pid) { return ::kill(pid_t(pid), 0) == 0 || errno == EPERM; }
-
 // Cleans up after earlier prepares into parent/base that died (their process is gone):
 // their temporary and set-aside folders are removed, except that when OUT itself is
 // missing (a crash between rename-aside and rename-in) a complete set-aside OUT is put
@@ -121,7 +111,7 @@ bool clean_dead_leftovers(const std::string& parent, const std::string& base, bo
   bool restored = false;
   for (const auto& e : list_folder(parent)) {
     const long pid = leftover_pid(e.name, base);
-    if (pid <= 0 || pid == long(::getpid()) || process_alive(pid)) continue;
+    if (pid <= 0 || pid == long(::getpid()) || process_exists(pid)) continue;
     struct stat st;
     const std::string path = parent + "/" + e.name;
     if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || !foreign_entry(path).empty()) continue;
@@ -133,16 +123,6 @@ bool clean_dead_leftovers(const std::string& parent, const std::string& base, bo
     remove_prepare_folder(path);
   }
   return restored;
-}
-
-// Durability of the names in dir (the renames into it). EINVAL: a file system that cannot.
-void sync_folder(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  MOEPP_CHECK(fd >= 0, dir, ": cannot open the folder to sync it: ", errno_text());
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  MOEPP_CHECK(rc == 0 || err == EINVAL, dir, ": cannot sync the folder: ", std::strerror(err));
 }
 
 std::string real_path(const std::string& path) {
@@ -304,7 +284,7 @@ PrepareResult prepare_corpus(const PrepareOptions& opt) {
   PrepareResult result;
   try {
     result = write_outputs(opt, tmp);
-    sync_folder(tmp);
+    sync_dir(tmp);
     commit(tmp, out, aside);
   } catch (...) {
     try {
@@ -313,7 +293,7 @@ PrepareResult prepare_corpus(const PrepareOptions& opt) {
     }
     throw;
   }
-  sync_folder(out.parent);
+  sync_dir(out.parent);
   // The previous set, if any: at tmp after an exchange, at aside after rename-aside.
   for (const std::string& old : {tmp, aside}) {
     struct stat st;

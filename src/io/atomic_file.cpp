@@ -36,19 +36,13 @@ std::string base_of(const std::string& path) {
 void remove_dead_temporaries(const std::string& path) {
   const std::string prefix = base_of(path) + ".tmp-";
   const std::string dir = parent_of(path);
-  std::vector<std::string> dead;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      const std::string n = e->d_name;
-      if (n.compare(0, prefix.size(), prefix) != 0) continue;
-      const std::string digits = n.substr(prefix.size());
-      if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-      const pid_t pid = pid_t(std::stol(digits));
-      if (pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) dead.push_back(dir + "/" + n);
-    }
-    ::closedir(d);
+  for (const std::string& n : list_dir(dir)) {
+    if (n.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = n.substr(prefix.size());
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::stol(digits);
+    if (pid != long(::getpid()) && !process_exists(pid)) ::unlink((dir + "/" + n).c_str());
   }
-  for (const auto& p : dead) ::unlink(p.c_str());
 }
 
 }  // namespace
@@ -64,10 +58,27 @@ void file_op_point() {
 
 void sync_dir(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;  // best effort: the rename itself already happened
-  ::fsync(fd);
+  MOEPP_CHECK(fd >= 0, dir, ": cannot open the folder to sync it: ", std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
   ::close(fd);
+  MOEPP_CHECK(rc == 0 || err == EINVAL, dir, ": cannot sync the folder: ", std::strerror(err));  // EINVAL: cannot
 }
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d && errno == ENOENT) return names;
+  MOEPP_CHECK(d, dir, ": cannot list the folder: ", std::strerror(errno));
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
+bool process_exists(long pid) { return ::kill(pid_t(pid), 0) == 0 || errno == EPERM; }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   remove_dead_temporaries(path);
@@ -131,15 +142,7 @@ void remove_tree(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return;
   if (S_ISDIR(st.st_mode)) {
-    if (DIR* d = ::opendir(path.c_str())) {
-      std::vector<std::string> names;
-      while (const dirent* e = ::readdir(d)) {
-        const std::string n = e->d_name;
-        if (n != "." && n != "..") names.push_back(n);
-      }
-      ::closedir(d);
-      for (const auto& n : names) remove_tree(path + "/" + n);  // depth: folders moepp made (2 levels)
-    }
+    for (const auto& n : list_dir(path)) remove_tree(path + "/" + n);  // depth: folders moepp made (2 levels)
     file_op_point();
     MOEPP_CHECK(::rmdir(path.c_str()) == 0 || errno == ENOENT, "cannot remove ", path, ": ", std::strerror(errno));
   } else {
@@ -150,13 +153,8 @@ void remove_tree(const std::string& path) {
 
 std::vector<std::string> remove_stale_temporaries(const std::string& dir) {
   std::vector<std::string> stale;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      const std::string n = e->d_name;
-      if (n.find(".tmp-") != std::string::npos) stale.push_back(dir + "/" + n);
-    }
-    ::closedir(d);
-  }
+  for (const std::string& n : list_dir(dir))
+    if (n.find(".tmp-") != std::string::npos) stale.push_back(dir + "/" + n);
   for (const auto& p : stale) remove_tree(p);
   return stale;
 }

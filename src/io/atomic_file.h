@@ -34,8 +34,17 @@ void remove_tree(const std::string& path);
 // was killed while writing. Call it only while holding the folder's lock.
 std::vector<std::string> remove_stale_temporaries(const std::string& dir);
 
-// fsync of a folder, so a rename inside it survives a power cut.
+// fsync of a folder, so a rename inside it survives a power cut; throws naming the folder
+// (a file system that cannot sync folders, EINVAL, is accepted).
 void sync_dir(const std::string& dir);
+
+// The names in a folder but "." and ".."; none when the folder does not exist; throws when
+// it cannot be read.
+std::vector<std::string> list_dir(const std::string& dir);
+
+// Whether process pid exists (also when it belongs to another user): a "*.tmp-<pid>"
+// leftover is provably stale only when it does not.
+bool process_exists(long pid);
 
 // The fault-injection point: counts one file operation (see above).
 void file_op_point();

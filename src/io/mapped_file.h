@@ -25,23 +25,9 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-}  // namespace moepp
-
-namespace moepp {
-
 // The whole content of a regular file (FIFOs, devices and folders are refused without
 // blocking); throws moepp::Error naming the file. `max_bytes` bounds what a caller
 // expects (a config.json, an index): a larger file is refused before it is read.
 std::string read_regular_file(const std::string& path, size_t max_bytes);
-
-// A 64-bit digest of the bytes (checkpoint manifests): FNV-style mixing of 8-byte words in
-// 1 MB chunks, hashed on all threads, chunk digests combined in order.
-uint64_t digest_bytes(const uint8_t* data, size_t size);
-
-// What a manifest records of a file: its size and the digest of its bytes.
-struct FileStamp {
-  uint64_t bytes = 0, digest = 0;
-};
-FileStamp file_stamp(const std::string& path);
 
 }  // namespace moepp

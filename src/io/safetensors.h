@@ -12,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "io/digest.h"
 #include "io/mapped_file.h"
 
 namespace moepp {

@@ -159,10 +159,9 @@ bool ignorable_tensor(const std::string& name) {
   return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-}  // namespace
-
-void check_hf_weights(const std::string& dir, const ModelConfig& cfg, WeightSource& src) {
-  const bool mixtral = is_mixtral_dir(dir);
+// Checks, before anything is allocated, that every tensor cfg implies is present with its
+// shape and that the files hold no tensor cfg leaves unused; throws naming the tensor.
+void check_weights(const std::string& dir, bool mixtral, const ModelConfig& cfg, WeightSource& src) {
   std::set<std::string> used;
   const auto declared = ModelParams<float>::zeros(cfg, /*allocate=*/false);
   declared.for_each(cfg, [&](const std::string& name, const Tensor<float>& t) {
@@ -184,10 +183,12 @@ void check_hf_weights(const std::string& dir, const ModelConfig& cfg, WeightSour
                 cfg.num_experts, " experts); refusing to drop it silently");
 }
 
+}  // namespace
+
 std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
                                                                            WeightSource& src) {
-  check_hf_weights(dir, cfg, src);
   const bool mixtral = is_mixtral_dir(dir);
+  check_weights(dir, mixtral, cfg, src);
   const int64_t I = cfg.intermediate_size, D = cfg.hidden_size;
   return [&src, mixtral, I, D](const std::string& name, Tensor<float>& t) {
     const auto parts = source_parts(mixtral, name, t.shape(), I, D, src.describe());

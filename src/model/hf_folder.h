@@ -32,14 +32,12 @@ class WeightSource {
 // config.json of a MoE++ or Mixtral folder as a ModelConfig.
 ModelConfig read_hf_config(const std::string& dir);
 
-// Reads one parameter by its SPEC name into t (whose shape cfg implies), checking presence
-// and shape; maps Mixtral names. src must outlive the reader.
+// Reads one parameter by its SPEC name into t (whose shape cfg implies); maps Mixtral
+// names. Before it returns, every tensor cfg implies is checked for presence and shape and
+// the files for tensors cfg leaves unused, so nothing is allocated for a folder that
+// contradicts its config. src must outlive the reader.
 std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
                                                                            WeightSource& src);
-
-// Checks, before anything is allocated, that every tensor cfg implies is present with its
-// shape and that the files hold no tensor cfg leaves unused; throws naming the tensor.
-void check_hf_weights(const std::string& dir, const ModelConfig& cfg, WeightSource& src);
 
 // Every parameter cfg implies, from the folder's weights, checked for presence and shape.
 void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params);

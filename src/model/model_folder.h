@@ -6,7 +6,7 @@
 #pragma once
 #include <string>
 
-#include "io/mapped_file.h"
+#include "io/digest.h"
 #include "model/config.h"
 #include "model/packed_model.h"
 #include "model/params.h"

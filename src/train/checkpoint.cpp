@@ -1,6 +1,5 @@
 #include "train/checkpoint.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,7 +12,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
-#include "io/mapped_file.h"
+#include "io/digest.h"
 #include "model/model_folder.h"
 
 namespace moepp {
@@ -33,18 +32,6 @@ std::string link_target(const std::string& p) {
   char buf[4096];
   const ssize_t n = ::readlink(p.c_str(), buf, sizeof buf);
   return n > 0 ? std::string(buf, size_t(n)) : std::string();
-}
-
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      const std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    ::closedir(d);
-  }
-  return names;
 }
 
 std::string hex64(uint64_t v) {
@@ -142,19 +129,16 @@ void save_checkpoint(const std::string& dir, const ModelConfig& cfg, const Model
 
   // The top-level names are fixed links into current/ (made once; a run folder from before
   // checkpoint folders has regular files there, replaced here).
-  for (const char* f : {"config.json", "model.safetensors", "optimizer.m.safetensors", "optimizer.v.safetensors",
-                        "tokenizer.model", kStateFile}) {
-    const std::string top = dir + "/" + f;
-    const std::string want = std::string("current/") + f;
-    if (!files.contains(f) && std::string(f) != kStateFile) continue;
-    if (link_target(top) != want) replace_symlink(top, want);
-  }
+  auto link_top = [&](const std::string& f) {
+    if (link_target(dir + "/" + f) != "current/" + f) replace_symlink(dir + "/" + f, "current/" + f);
+  };
+  for (const auto& [f, stamp] : stamps) link_top(f);
+  link_top(kStateFile);
   if (!previous.empty() && previous != "checkpoints/" + name) remove_tree(dir + "/" + previous);
 }
 
-json load_checkpoint(const std::string& dir, const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt) {
-  const std::string base = checkpoint_dir(dir);
-  const std::string state_path = base + "/" + kStateFile;
+json read_checkpoint_state(const std::string& dir) {
+  const std::string state_path = checkpoint_dir(dir) + "/" + kStateFile;
   MOEPP_CHECK(file_exists(state_path), dir, ": no checkpoint to resume (trainer_state.json is missing)");
   const json s = read_json_file(state_path);
   MOEPP_CHECK(s.is_object(), state_path, ": not a JSON object");
@@ -164,7 +148,13 @@ json load_checkpoint(const std::string& dir, const ModelConfig& cfg, ModelParams
   const int64_t opt_step = state_field<int64_t>(s, "optimizer_step", state_path, 0);
   MOEPP_CHECK(opt_step == s["step"].get<int64_t>(), state_path, ": optimizer_step ", opt_step,
               " differs from step ", s["step"].get<int64_t>());
+  return s;
+}
 
+void load_checkpoint(const std::string& dir, const json& s, const ModelConfig& cfg, ModelParams<float>& params,
+                     AdamW& opt) {
+  const std::string base = checkpoint_dir(dir);
+  const std::string state_path = base + "/" + kStateFile;
   // Every file must be the one this state was written with.
   if (s.contains("files")) {
     MOEPP_CHECK(s["files"].is_object(), state_path, ": field files is not an object");
@@ -190,8 +180,7 @@ json load_checkpoint(const std::string& dir, const ModelConfig& cfg, ModelParams
   read_params(base + "/model.safetensors", cfg, params);
   read_params(base + "/optimizer.m.safetensors", cfg, opt.m(), "m.");
   read_params(base + "/optimizer.v.safetensors", cfg, opt.v(), "v.");
-  opt.set_step(opt_step);
-  return s;
+  opt.set_step(s["optimizer_step"].get<int64_t>());
 }
 
 }  // namespace moepp

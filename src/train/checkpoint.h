@@ -24,10 +24,14 @@ void save_checkpoint(const std::string& run_dir, const ModelConfig& cfg, const M
 // run written before checkpoints were folders.
 std::string checkpoint_dir(const std::string& run_dir);
 
-// Loads params, optimizer moments and step after checking the manifest and the state's
-// fields; returns the trainer state.
-nlohmann::json load_checkpoint(const std::string& run_dir, const ModelConfig& cfg, ModelParams<float>& params,
-                               AdamW& opt);
+// The trainer state of the run's checkpoint in force, its fields checked (steps and loader
+// position non-negative, optimizer step equal to the step); throws naming the file.
+nlohmann::json read_checkpoint_state(const std::string& run_dir);
+
+// Loads params, optimizer moments and step of the checkpoint whose state (from
+// read_checkpoint_state) is `state`, after checking every file against its manifest.
+void load_checkpoint(const std::string& run_dir, const nlohmann::json& state, const ModelConfig& cfg,
+                     ModelParams<float>& params, AdamW& opt);
 
 // Throws naming the folder when run_dir cannot be created or written.
 void ensure_writable_dir(const std::string& run_dir);

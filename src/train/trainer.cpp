@@ -17,7 +17,6 @@
 #include "data/shards.h"
 #include "io/atomic_file.h"
 #include "io/file_lock.h"
-#include "io/json_file.h"
 #include "model/model_folder.h"
 #include "model/params.h"
 #include "model/transformer.h"
@@ -128,7 +127,8 @@ TrainResult train(const TrainOptions& options) {
               ": already holds a run; pass --resume to continue it or choose another --out");
   MOEPP_CHECK(!o.resume || file_exists(state_path), o.out_dir,
               ": no checkpoint to resume (trainer_state.json is missing)");
-  if (o.resume) adopt_recorded_options(o, read_json_file(state_path), state_path);
+  const json recorded = o.resume ? read_checkpoint_state(o.out_dir) : json();
+  if (o.resume) adopt_recorded_options(o, recorded, state_path);
   const ModelConfig cfg = o.resume ? ModelConfig::load(checkpoint_dir(o.out_dir) + "/config.json") : o.model;
   cfg.validate();
   check_vocab(train_tokens, cfg, o.data_dir + "/train.bin");
@@ -142,12 +142,13 @@ TrainResult train(const TrainOptions& options) {
   int64_t start = 0;
   double prior_time = 0;
   if (o.resume) {
-    const json st = load_checkpoint(o.out_dir, cfg, params, opt);
-    start = st.at("step").get<int64_t>();
+    load_checkpoint(o.out_dir, recorded, cfg, params, opt);
+    start = recorded.at("step").get<int64_t>();
     MOEPP_CHECK(start <= o.steps, o.out_dir, ": the checkpoint is at step ", start, ", past --steps ", o.steps,
                 "; pass --steps ", start, " or more to continue it");
-    loader.seek(LoaderPosition{st.at("loader_epoch").get<uint64_t>(), st.at("loader_index").get<uint64_t>()});
-    prior_time = st.value("train_seconds", 0.0);
+    loader.seek(LoaderPosition{recorded.at("loader_epoch").get<uint64_t>(),
+                               recorded.at("loader_index").get<uint64_t>()});
+    prior_time = recorded.value("train_seconds", 0.0);
     truncate_jsonl_after(metrics_path, start);
   } else {
     std::remove(metrics_path.c_str());
