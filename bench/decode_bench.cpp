@@ -148,8 +148,8 @@ double bytes_per_token(const ModelConfig& cfg, const Weights& w, double ffn_per_
   m.rest.for_each(cfg, [&](const std::string&, const Tensor<float>& t) { rest += double(t.numel()) * 4; });
   double per_expert = 0;
   for (const auto& L : m.layers)
-    if (L.experts) {
-      per_expert = double(L.experts->up[0].bytes() + L.experts->down[0].bytes());
+    if (L.is_moe) {
+      per_expert = double(L.expert_up[0].bytes() + L.expert_down[0].bytes());
       break;
     }
   const double embed = double(m.embed.bytes());

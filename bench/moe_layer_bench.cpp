@@ -128,19 +128,23 @@ struct Timing {
 
 Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, MoeParams<float>& g,
                   const Tensor<float>& x, const Tensor<float>& z_prev, const Tensor<float>& dy,
-                  const PackedExperts& packed) {
+                  const std::vector<PackedMatrix>& packed_up, const std::vector<PackedMatrix>& packed_down) {
   MoeCache<float> cache;
   Tensor<float> y({s.T, s.D});
   const float* zp = cfg.num_zero_compute() ? z_prev.data() : nullptr;
   Timing t;  // forward and forward+backward: later, in rounds alternating between the variants
-  w.packed = &packed;  // inference: the same experts, prepacked
+  MoeWeights<float> pw = MoeWeights<float>::of(w);  // inference: the same experts, prepacked
+  for (size_t e = 0; e < packed_up.size(); ++e) {
+    pw.up[e] = MatrixView<float>::of_packed(packed_up[e]);
+    pw.down[e] = MatrixView<float>::of_packed(packed_down[e]);
+  }
   MOEPP_CHECK(cfg.input_scale() == 1.0, "the breakdown gathers x unscaled");
   // The whole forward and its stages, each timed once per round so that they see the same
   // machine; medians.
-  moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data());  // warm-up, fills the cache
+  moe_forward(cfg, pw, x.data(), s.T, zp, cache, y.data());  // warm-up, fills the cache
   std::vector<double> total, router, dispatch, ffn;
   for (int r = 0; r < s.repeats + 2; ++r) {
-    total.push_back(seconds_of([&] { moe_forward(cfg, w, x.data(), s.T, zp, cache, y.data()); }));
+    total.push_back(seconds_of([&] { moe_forward(cfg, pw, x.data(), s.T, zp, cache, y.data()); }));
     router.push_back(seconds_of([&] { router_forward(cfg, w, x.data(), s.T, zp, cache.router); }));
     dispatch.push_back(seconds_of([&] {
       plan_dispatch(cfg, cache.router.idx.data(), s.T, cache.plan);
@@ -148,13 +152,12 @@ Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, Moe
       cache.balance_loss = balance_loss_forward(cfg, cache.router.p.data(), cache.router.idx.data(), s.T, cache.f);
       gather_ffn_rows(cache.plan, x.data(), s.D, cache.ffn.x.data());
     }));
-    ffn.push_back(seconds_of([&] { ffn_experts_forward(cfg, w, cache.plan, cache.ffn); }));
+    ffn.push_back(seconds_of([&] { ffn_experts_forward(cfg, pw, cache.plan, cache.ffn); }));
   }
   t.fwd_packed_s = median(total);
   t.router_s = median(router);
   t.dispatch_s = median(dispatch);
   t.ffn_s = median(ffn);
-  w.packed = nullptr;
   t.dweights_s = median_seconds(s.repeats, [&] {
     // The backward's lists (experts/ffn.cpp); u and o stand in for dU and dO: same shapes.
     const auto& f = cache.ffn;
@@ -245,13 +248,13 @@ int main(int argc, char** argv) try {
   double peak = fma_peak_gflops(s.threads);  // again at the end: the best of both
 
   // 0. The FFN experts packed once as f32 panels, shared by the twins (inference forward).
-  PackedExperts packed;
+  std::vector<PackedMatrix> packed_up, packed_down;
   const double pack_s = median_seconds(1, [&] {
-    packed.up.clear();
-    packed.down.clear();
+    packed_up.clear();
+    packed_down.clear();
     for (int e = 0; e < s.N; ++e) {
-      packed.up.push_back(PackedMatrix::pack(van.up[size_t(e)].data(), 2 * s.I, s.D, WeightType::f32));
-      packed.down.push_back(PackedMatrix::pack(van.down[size_t(e)].data(), s.D, s.I, WeightType::f32));
+      packed_up.push_back(PackedMatrix::pack(van.up[size_t(e)].data(), 2 * s.I, s.D, WeightType::f32));
+      packed_down.push_back(PackedMatrix::pack(van.down[size_t(e)].data(), s.D, s.I, WeightType::f32));
     }
   });
   std::fprintf(stderr, "  packed %d FFN experts as f32 panels in %.2f s\n", s.N, pack_s);
@@ -259,7 +262,7 @@ int main(int argc, char** argv) try {
 
   // 1. vanilla
   std::fprintf(stderr, "  vanilla ...\n");
-  const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy, packed);
+  const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy, packed_up, packed_down);
   json runs = json::array();
   runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"rows_min", v.rows_min},
                   {"rows_max", v.rows_max}, {"variant", "vanilla"}, {"z", 0.0},
@@ -271,8 +274,9 @@ int main(int argc, char** argv) try {
     Tensor<float> y({s.T, s.D});
     moe_forward<float>(van_cfg, van, x.data(), s.T, nullptr, cache, y.data());
     const int64_t R = cache.plan.ffn_rows();
+    const MoeWeights<float> van_view = MoeWeights<float>::of(van);
     const double flops = 6.0 * double(R) * double(s.D) * double(s.I);
-    const double grouped = median_seconds(s.repeats, [&] { ffn_experts_forward(van_cfg, van, cache.plan, cache.ffn); });
+    const double grouped = median_seconds(s.repeats, [&] { ffn_experts_forward(van_cfg, van_view, cache.plan, cache.ffn); });
     Tensor<float> u({R, 2 * s.I}), h({R, s.I}), o({R, s.D});
     auto plain_with = [&](bool cblas) {
       return median_seconds(s.repeats, [&] {
@@ -301,7 +305,7 @@ int main(int argc, char** argv) try {
 
   const double van_rows_per_expert = v.ffn_per_token * double(s.T) / s.N;
   const double van_gemm = up_gemm_gflops(s, van, int64_t(std::lround(van_rows_per_expert)));
-  const double van_panel = up_gemm_gflops(s, van, int64_t(std::lround(van_rows_per_expert)), &packed.up[0].f32);
+  const double van_panel = up_gemm_gflops(s, van, int64_t(std::lround(van_rows_per_expert)), &packed_up[0].f32);
 
   // 3. MoE++ at each target z (its FFN experts are the vanilla ones, moved in).
   std::swap(pp.up, van.up);
@@ -312,11 +316,11 @@ int main(int argc, char** argv) try {
     const double got = calibrate(pp_cfg, pp, x, ones, s.T, target);
     gate_maps.push_back(pp.gate_map.clone());
     std::fprintf(stderr, "  moe++ z=%.2f (target %.2f) ...\n", got, target);
-    const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy, packed);
+    const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy, packed_up, packed_down);
     const double rows_per_expert = t.ffn_per_token * double(s.T) / s.N;
     const int64_t rows = int64_t(std::lround(rows_per_expert));
     const double gemm_eff = up_gemm_gflops(s, pp, rows) / van_gemm;
-    const double panel_eff = up_gemm_gflops(s, pp, rows, &packed.up[0].f32) / van_panel;
+    const double panel_eff = up_gemm_gflops(s, pp, rows, &packed_up[0].f32) / van_panel;
     runs.push_back({{"rows_per_ffn_expert", rows_per_expert}, {"rows_min", t.rows_min}, {"rows_max", t.rows_max},
                     {"gemm_efficiency_vs_vanilla_rows", gemm_eff},
                     {"panel_efficiency_vs_vanilla_rows", panel_eff}, {"variant", "moepp"}, {"target_z", target}, {"z", t.zc},
@@ -344,11 +348,16 @@ int main(int argc, char** argv) try {
       } else {
         std::copy(gate_maps[i - 1].data(), gate_maps[i - 1].data() + pp.gate_map.numel(), pp.gate_map.data());
       }
-      w.packed = prepacked ? &packed : nullptr;
+      MoeWeights<float> view = MoeWeights<float>::of(w);
+      if (prepacked)
+        for (size_t e = 0; e < packed_up.size(); ++e) {
+          view.up[e] = MatrixView<float>::of_packed(packed_up[e]);
+          view.down[e] = MatrixView<float>::of_packed(packed_down[e]);
+        }
       const MoeConfig& cfg = vanilla ? van_cfg : pp_cfg;
       const float* zp = vanilla ? nullptr : ones.data();
       auto call = [&] {
-        moe_forward(cfg, w, x.data(), s.T, zp, caches[i], y.data());
+        moe_forward(cfg, view, x.data(), s.T, zp, caches[i], y.data());
         if (backward)
           moe_backward<float>(cfg, w, x.data(), zp, caches[i], dy.data(), nullptr, 0.01, dx.data(),
                               zp ? dzp.data() : nullptr, vanilla ? van_grad : pp_grad, GradMode::overwrite);
@@ -358,7 +367,6 @@ int main(int argc, char** argv) try {
       // just before (those cost MoE++'s short prepacked forward 3-7%, vanilla's 1-2%).
       call();
       const double sec = seconds_of(call);
-      w.packed = nullptr;
       if (vanilla) {
         std::swap(pp.up, van.up);
         std::swap(pp.down, van.down);

@@ -6,53 +6,127 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/dot.h"
+#include "kernels/vec_math.h"
 
 namespace moepp {
 
 namespace {
+constexpr int64_t kMaxGroup = 64;  // query heads per kv head
+
 void check_shape(const AttentionShape& s) {
   MOEPP_CHECK(s.q_heads > 0 && s.kv_heads > 0 && s.q_heads % s.kv_heads == 0,
               "attention: q_heads ", s.q_heads, " is not a multiple of kv_heads ", s.kv_heads);
 }
+
+// exp(x[i] - mx) in place for i < n; returns their sum.
+float exp_shifted(float* x, int64_t n, float mx) {
+  int64_t i = 0;
+  float sum = 0;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  const __m512 m = _mm512_set1_ps(mx);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+    _mm512_storeu_ps(x + i, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  sum = reduce_add(acc);
+#endif
+  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  return sum;
+}
+double exp_shifted(double* x, int64_t n, double mx) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  return sum;
+}
+
+// The G query heads of one kv head, for one row, against L positions of history:
+//   s[g][j] = q_g . k_j * scale;  p[g] = softmax(s[g]);  out_g = sum_j p[g][j] v_j
+// Keys and values are read once for the whole group. score[g]: G rows of at least L.
+template <typename T>
+void attend_group(const T* q, int64_t G, int64_t hd, const T* k, const T* v, int64_t stride, int64_t L, T scale,
+                  T* const* score, T* out) {
+  for (int64_t j = 0; j < L; ++j) {
+    const T* kj = k + j * stride;
+    for (int64_t g = 0; g < G; ++g) score[g][j] = dot<T, T>(q + g * hd, kj, hd) * scale;
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    T* s = score[g];
+    T mx = -INFINITY;
+    for (int64_t j = 0; j < L; ++j) mx = std::max(mx, s[j]);
+    const T inv = T(1) / exp_shifted(s, L, mx);
+#pragma omp simd
+    for (int64_t j = 0; j < L; ++j) s[j] *= inv;
+  }
+  std::fill(out, out + G * hd, T(0));
+  for (int64_t j = 0; j < L; ++j) {
+    const T* vj = v + j * stride;
+    for (int64_t g = 0; g < G; ++g) {
+      const T p = score[g][j];
+      T* o = out + g * hd;
+#pragma omp simd
+      for (int64_t d = 0; d < hd; ++d) o[d] += p * vj[d];
+    }
+  }
+}
+
 }  // namespace
+
+template <typename T>
+void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
+  check_shape(AttentionShape{1, 1, a.q_heads, a.kv_heads, a.head_dim});
+  const int64_t Hq = a.q_heads, Hkv = a.kv_heads, hd = a.head_dim, G = Hq / Hkv;
+  const T scale = T(1) / std::sqrt(T(hd));
+  for (int64_t r = 0; r < a.rows; ++r)
+    MOEPP_CHECK(a.context[r] >= 1, "attention: row ", r, " attends ", a.context[r], " positions");
+  MOEPP_CHECK(G <= kMaxGroup, "attention: ", G, " query heads per kv head (at most ", kMaxGroup, ")");
+  parallel_for(a.rows * Hkv, [&](int64_t task) {
+    const int64_t r = task / Hkv, kvh = task % Hkv, L = a.context[r];
+    thread_local std::vector<T> scratch;
+    T* score[kMaxGroup];
+    if (a.probs) {
+      for (int64_t g = 0; g < G; ++g) score[g] = a.probs[r] + (kvh * G + g) * a.probs_head_stride;
+    } else {
+      if (scratch.size() < size_t(G * L)) scratch.resize(size_t(G * L));
+      for (int64_t g = 0; g < G; ++g) score[g] = scratch.data() + g * L;
+    }
+    attend_group(q + (r * Hq + kvh * G) * hd, G, hd, a.keys[r] + kvh * hd, a.values[r] + kvh * hd, a.kv_stride, L,
+                 scale, score, out + (r * Hq + kvh * G) * hd);
+    if (a.probs)
+      for (int64_t g = 0; g < G; ++g) std::fill(score[g] + L, score[g] + std::max(L, a.probs_length), T(0));
+  });
+}
 
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
                        const AttentionShape& s) {
   check_shape(s);
-  const int64_t Tn = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim;
-  const int64_t group = Hq / Hkv;
-  const T scale = T(1) / std::sqrt(T(hd));
-  parallel_for(s.batch * Hq, [&](int64_t bh) {
-    const int64_t b = bh / Hq, h = bh % Hq, kvh = h / group;
-    T* P = probs + bh * Tn * Tn;
-    for (int64_t i = 0; i < Tn; ++i) {
-      const T* qi = q + ((b * Tn + i) * Hq + h) * hd;
-      T* Pi = P + i * Tn;
-      T mx = -INFINITY;
-      for (int64_t j = 0; j <= i; ++j) {
-        const T* kj = k + ((b * Tn + j) * Hkv + kvh) * hd;
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < hd; ++d) dot += qi[d] * kj[d];
-        Pi[j] = dot * scale;
-        mx = std::max(mx, Pi[j]);
-      }
-      T sum = 0;
-      for (int64_t j = 0; j <= i; ++j) sum += (Pi[j] = std::exp(Pi[j] - mx));
-      const T inv = T(1) / sum;
-      for (int64_t j = 0; j <= i; ++j) Pi[j] *= inv;
-      std::fill(Pi + i + 1, Pi + Tn, T(0));
-      T* oi = out + ((b * Tn + i) * Hq + h) * hd;
-      std::fill(oi, oi + hd, T(0));
-      for (int64_t j = 0; j <= i; ++j) {
-        const T* vj = v + ((b * Tn + j) * Hkv + kvh) * hd;
-        const T pij = Pi[j];
-#pragma omp simd
-        for (int64_t d = 0; d < hd; ++d) oi[d] += pij * vj[d];
-      }
-    }
-  });
+  const int64_t B = s.batch, Tn = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim, n = B * Tn;
+  std::vector<const T*> keys(static_cast<size_t>(n)), values(static_cast<size_t>(n));
+  std::vector<T*> prob_rows(static_cast<size_t>(n));
+  std::vector<int64_t> context(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t b = r / Tn, i = r % Tn;
+    keys[size_t(r)] = k + b * Tn * Hkv * hd;
+    values[size_t(r)] = v + b * Tn * Hkv * hd;
+    context[size_t(r)] = i + 1;
+    prob_rows[size_t(r)] = probs + (b * Hq * Tn + i) * Tn;
+  }
+  AttentionRows<T> a;
+  a.rows = n;
+  a.q_heads = Hq;
+  a.kv_heads = Hkv;
+  a.head_dim = hd;
+  a.keys = keys.data();
+  a.values = values.data();
+  a.context = context.data();
+  a.kv_stride = Hkv * hd;
+  a.probs = prob_rows.data();
+  a.probs_head_stride = Tn * Tn;
+  a.probs_length = Tn;
+  attention_rows_forward(q, a, out);
 }
 
 template <typename T>
@@ -102,6 +176,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
   });
 }
 
+template void attention_rows_forward<float>(const float*, const AttentionRows<float>&, float*);
+template void attention_rows_forward<double>(const double*, const AttentionRows<double>&, double*);
 template void attention_forward<float>(const float*, const float*, const float*, float*, float*, const AttentionShape&);
 template void attention_forward<double>(const double*, const double*, const double*, double*, double*, const AttentionShape&);
 template void attention_backward<float>(const float*, const float*, const float*, const float*, const float*, float*, float*, float*, const AttentionShape&);

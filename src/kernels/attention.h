@@ -1,6 +1,12 @@
 // Causal scaled-dot-product attention with grouped-query heads (Hq a multiple of Hkv; q
 // head h reads kv head h / (Hq/Hkv)). Scale 1/sqrt(head_dim), softmax in the compute type.
-// The forward keeps the probabilities [B, Hq, T, T] for the backward.
+//
+// One kernel family serves training, prefill and decode: attention_rows_forward runs query
+// rows against key/value histories, each row against its own (a row of a training batch
+// against the keys of its sequence so far; a new token against its sequence's KV cache),
+// one task per (row, kv head) so the Hq/Hkv query heads of a group read each key and value
+// row once. attention_forward is the training batch in that form, keeping the
+// probabilities [B, Hq, T, T] for attention_backward.
 #pragma once
 #include <cstdint>
 
@@ -10,7 +16,26 @@ struct AttentionShape {
   int64_t batch = 1, seq = 1, q_heads = 1, kv_heads = 1, head_dim = 1;
 };
 
-// q: [B, T, Hq, hd]; k, v: [B, T, Hkv, hd]; out: [B, T, Hq, hd]; probs: [B, Hq, T, T].
+// Where each query row finds its keys and values. Row r attends positions
+// 0..context[r]-1 of its history: key j of kv head g at keys[r] + j * kv_stride + g * head_dim.
+template <typename T>
+struct AttentionRows {
+  int64_t rows = 0, q_heads = 1, kv_heads = 1, head_dim = 1;
+  const T* const* keys = nullptr;    // [rows]
+  const T* const* values = nullptr;  // [rows]
+  const int64_t* context = nullptr;  // [rows], each >= 1
+  int64_t kv_stride = 0;
+  // Optional (training): row r's probabilities for q head h go to probs[r] + h * probs_head_stride,
+  // zero-filled up to probs_length.
+  T* const* probs = nullptr;
+  int64_t probs_head_stride = 0, probs_length = 0;
+};
+
+// q: [rows, Hq, hd] (row stride Hq*hd); out: [rows, Hq, hd].
+template <typename T>
+void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out);
+
+// A training batch: q: [B, T, Hq, hd]; k, v: [B, T, Hkv, hd]; out: [B, T, Hq, hd]; probs: [B, Hq, T, T].
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
                        const AttentionShape& s);

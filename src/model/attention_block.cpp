@@ -1,8 +1,11 @@
 #include "model/attention_block.h"
 
+#include <algorithm>
+
 #include "core/parallel.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
+#include "kernels/linear.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 
@@ -22,28 +25,54 @@ RopeConfig rope_of(const ModelConfig& cfg) { return RopeConfig{cfg.rope_theta, c
 }  // namespace
 
 template <typename T>
-void attention_block_forward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
-                             int64_t B, int64_t S, AttentionCache<T>& c, T* h) {
-  const int64_t n = B * S, D = cfg.hidden_size, H = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads;
+void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, int layer, const RowBatch<T>& rows,
+                             const T* x, AttentionCache<T>& c, T* h) {
+  const int64_t n = rows.rows, D = cfg.hidden_size, H = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads;
   const int64_t hd = cfg.head_dim(), kvD = Hkv * hd;
   c.a.fit({n, D});
   c.rstd.fit({n});
   c.q.fit({n, D});
   c.k.fit({n, kvD});
   c.v.fit({n, kvD});
-  c.probs.fit({B, H, S, S});
   c.ctx.fit({n, D});
-  rmsnorm_forward(x, w.input_norm.data(), c.a.data(), c.rstd.data(), n, D, T(cfg.rms_norm_eps));
-  gemm<T>(Trans::N, Trans::T, n, D, D, T(1), c.a.data(), D, w.wq.data(), D, T(0), c.q.data(), D);
-  gemm<T>(Trans::N, Trans::T, n, kvD, D, T(1), c.a.data(), D, w.wk.data(), D, T(0), c.k.data(), kvD);
-  gemm<T>(Trans::N, Trans::T, n, kvD, D, T(1), c.a.data(), D, w.wv.data(), D, T(0), c.v.data(), kvD);
-  const auto pos = sequence_positions(B, S);
-  rope_forward(c.q.data(), pos.data(), n, H, hd, rope_of(cfg));
-  rope_forward(c.k.data(), pos.data(), n, Hkv, hd, rope_of(cfg));
-  attention_forward(c.q.data(), c.k.data(), c.v.data(), c.ctx.data(), c.probs.data(), shape_of(cfg, B, S));
+  rmsnorm_forward(x, w.input_norm, c.a.data(), c.rstd.data(), n, D, T(cfg.rms_norm_eps));
+  linear(w.wq, c.a.data(), n, D, c.q.data(), D);
+  linear(w.wk, c.a.data(), n, D, c.k.data(), kvD);
+  linear(w.wv, c.a.data(), n, D, c.v.data(), kvD);
+  rope_forward(c.q.data(), rows.positions, n, H, hd, rope_of(cfg));
+  rope_forward(c.k.data(), rows.positions, n, Hkv, hd, rope_of(cfg));
+  if (rows.training()) {
+    c.probs.fit({rows.batch, H, rows.seq, rows.seq});
+    attention_forward(c.q.data(), c.k.data(), c.v.data(), c.ctx.data(), c.probs.data(),
+                      shape_of(cfg, rows.batch, rows.seq));
+  } else {
+    // Every new row's key and value go to its sequence's cache first, so that a row sees
+    // the rows of its own sequence before it in this step too.
+    std::vector<const T*> keys(static_cast<size_t>(n)), values(static_cast<size_t>(n));
+    std::vector<int64_t> context(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) {
+      KvCache<T>& kv = *rows.caches[r];
+      const int64_t pos = rows.positions[r];
+      std::copy_n(c.k.data() + r * kvD, kvD, kv.keys(layer) + pos * kvD);
+      std::copy_n(c.v.data() + r * kvD, kvD, kv.values(layer) + pos * kvD);
+      keys[size_t(r)] = kv.keys(layer);
+      values[size_t(r)] = kv.values(layer);
+      context[size_t(r)] = pos + 1;
+    }
+    AttentionRows<T> a;
+    a.rows = n;
+    a.q_heads = H;
+    a.kv_heads = Hkv;
+    a.head_dim = hd;
+    a.keys = keys.data();
+    a.values = values.data();
+    a.context = context.data();
+    a.kv_stride = kvD;
+    attention_rows_forward(c.q.data(), a, c.ctx.data());
+  }
   // h = x + ctx Wo^T
-  parallel_for(n * D, [&](int64_t i) { h[i] = x[i]; }, 1 << 16);
-  gemm<T>(Trans::N, Trans::T, n, D, D, T(1), c.ctx.data(), D, w.wo.data(), D, T(1), h, D);
+  if (h != x) parallel_for(n * D, [&](int64_t i) { h[i] = x[i]; }, 1 << 16);
+  linear(w.wo, c.ctx.data(), n, D, h, D, /*accumulate=*/true);
 }
 
 template <typename T>
@@ -70,8 +99,8 @@ void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, c
   rmsnorm_backward(x, w.input_norm.data(), c.rstd.data(), da.data(), dx, g.input_norm.data(), n, D);
 }
 
-template void attention_block_forward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, int64_t, AttentionCache<float>&, float*);
-template void attention_block_forward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, int64_t, AttentionCache<double>&, double*);
+template void attention_block_forward<float>(const ModelConfig&, const LayerWeights<float>&, int, const RowBatch<float>&, const float*, AttentionCache<float>&, float*);
+template void attention_block_forward<double>(const ModelConfig&, const LayerWeights<double>&, int, const RowBatch<double>&, const double*, AttentionCache<double>&, double*);
 template void attention_block_backward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, int64_t, const AttentionCache<float>&, const float*, float*, LayerParams<float>&);
 template void attention_block_backward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, int64_t, const AttentionCache<double>&, const double*, double*, LayerParams<double>&);
 

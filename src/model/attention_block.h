@@ -1,12 +1,16 @@
 // The attention sublayer of a decoder layer: h = x + o_proj(attention(rope(q), rope(k), v))
-// with q, k, v projected from rms1(x). Forward keeps its activations in AttentionCache.
+// with q, k, v projected from rms1(x). Forward keeps its activations in AttentionCache;
+// in inference the rows' keys and values also go to their sequences' KV caches, and each
+// row attends to its sequence's cached positions up to its own.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/decoder_weights.h"
 #include "model/params.h"
+#include "model/row_batch.h"
 
 namespace moepp {
 
@@ -14,14 +18,14 @@ template <typename T>
 struct AttentionCache {
   Tensor<T> a, rstd;   // rms1(x) [BT, D], 1/rms [BT]
   Tensor<T> q, k, v;   // [BT, D], [BT, kvD], [BT, kvD] (q, k after RoPE)
-  Tensor<T> probs;     // [B, H, S, S]
+  Tensor<T> probs;     // [B, H, S, S] (training only)
   Tensor<T> ctx;       // attention output before o_proj [BT, D]
 };
 
-// x: [B*S, D] (sequences of S tokens at positions 0..S-1). Writes h [B*S, D].
+// x: [rows, D]. Writes h [rows, D].
 template <typename T>
-void attention_block_forward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
-                             int64_t B, int64_t S, AttentionCache<T>& c, T* h);
+void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, int layer, const RowBatch<T>& rows,
+                             const T* x, AttentionCache<T>& c, T* h);
 
 // dh: gradient w.r.t. h. dx += dL/dx (the residual path included); grad += weights' grads.
 template <typename T>

@@ -1,20 +1,21 @@
 #include "model/dense_mlp.h"
 
 #include "kernels/gemm.h"
+#include "kernels/linear.h"
 #include "kernels/swiglu.h"
 
 namespace moepp {
 
 template <typename T>
-void dense_mlp_forward(const ModelConfig& cfg, const LayerParams<T>& w, const T* b, int64_t n,
+void dense_mlp_forward(const ModelConfig& cfg, const LayerWeights<T>& w, const T* b, int64_t n,
                        DenseMlpCache<T>& c, T* out) {
   const int64_t D = cfg.hidden_size, I = cfg.intermediate_size;
   c.gu.fit({n, 2 * I});
   c.act.fit({n, I});
-  gemm<T>(Trans::N, Trans::T, n, I, D, T(1), b, D, w.gate.data(), D, T(0), c.gu.data(), 2 * I);
-  gemm<T>(Trans::N, Trans::T, n, I, D, T(1), b, D, w.up.data(), D, T(0), c.gu.data() + I, 2 * I);
+  linear(w.gate, b, n, D, c.gu.data(), 2 * I);
+  linear(w.up, b, n, D, c.gu.data() + I, 2 * I);
   swiglu_forward(c.gu.data(), c.act.data(), n, I);
-  gemm<T>(Trans::N, Trans::T, n, D, I, T(1), c.act.data(), I, w.down.data(), I, T(0), out, D);
+  linear(w.down, c.act.data(), n, I, out, D);
 }
 
 template <typename T>
@@ -31,8 +32,8 @@ void dense_mlp_backward(const ModelConfig& cfg, const LayerParams<T>& w, const T
   gemm<T>(Trans::N, Trans::N, n, D, I, T(1), dgu.data() + I, 2 * I, w.up.data(), D, T(1), db, D);
 }
 
-template void dense_mlp_forward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, DenseMlpCache<float>&, float*);
-template void dense_mlp_forward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, DenseMlpCache<double>&, double*);
+template void dense_mlp_forward<float>(const ModelConfig&, const LayerWeights<float>&, const float*, int64_t, DenseMlpCache<float>&, float*);
+template void dense_mlp_forward<double>(const ModelConfig&, const LayerWeights<double>&, const double*, int64_t, DenseMlpCache<double>&, double*);
 template void dense_mlp_backward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, const DenseMlpCache<float>&, const float*, float*, LayerParams<float>&);
 template void dense_mlp_backward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, const DenseMlpCache<double>&, const double*, double*, LayerParams<double>&);
 

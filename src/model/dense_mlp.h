@@ -6,6 +6,7 @@
 
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/decoder_weights.h"
 #include "model/params.h"
 
 namespace moepp {
@@ -17,7 +18,7 @@ struct DenseMlpCache {
 };
 
 template <typename T>
-void dense_mlp_forward(const ModelConfig& cfg, const LayerParams<T>& w, const T* b, int64_t n,
+void dense_mlp_forward(const ModelConfig& cfg, const LayerWeights<T>& w, const T* b, int64_t n,
                        DenseMlpCache<T>& c, T* out);
 
 // db += dL/db; grad.gate/up/down += their gradients.

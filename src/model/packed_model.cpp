@@ -38,11 +38,11 @@ void visit_packed(Model& m, Fn&& fn) {
     fn(pre + "self_attn.k_proj.weight", P.wk);
     fn(pre + "self_attn.v_proj.weight", P.wv);
     fn(pre + "self_attn.o_proj.weight", P.wo);
-    if (P.experts) {
-      for (size_t e = 0; e < P.experts->up.size(); ++e) {
+    if (P.is_moe) {
+      for (size_t e = 0; e < P.expert_up.size(); ++e) {
         const std::string ex = pre + "mlp.moe.experts.experts." + std::to_string(e) + ".";
-        fn(ex + "up_proj.weight", P.experts->up[e]);
-        fn(ex + "down_proj.weight", P.experts->down[e]);
+        fn(ex + "up_proj.weight", P.expert_up[e]);
+        fn(ex + "down_proj.weight", P.expert_down[e]);
       }
     } else {
       fn(pre + "mlp.gate_proj.weight", P.gate);
@@ -79,12 +79,12 @@ std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightTy
   for (size_t l = 0; l < w.layers.size(); ++l) {
     auto& L = w.layers[l];
     if (!L.is_moe) continue;
-    auto& experts = m->layers[l].experts = std::make_unique<PackedExperts>();
-    experts->up.resize(L.moe.up.size());
-    experts->down.resize(L.moe.down.size());
+    auto& P = m->layers[l];
+    P.is_moe = true;
+    P.expert_up.resize(L.moe.up.size());
+    P.expert_down.resize(L.moe.down.size());
     L.moe.up.clear();
     L.moe.down.clear();
-    L.moe.packed = experts.get();
   }
   visit_packed(*m, [&](const std::string& name, PackedMatrix& p) { p = get(name); });
   // The f32 staging tensors were freed between packed allocations; hand the holes they

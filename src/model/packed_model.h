@@ -21,14 +21,15 @@ bool is_packed_tensor(const std::string& name);
 
 struct PackedLayer {
   PackedMatrix wq, wk, wv, wo;
-  PackedMatrix gate, up, down;            // dense layers
-  std::unique_ptr<PackedExperts> experts;  // MoE layers; rest.layers[l].moe.packed points here
+  bool is_moe = false;
+  PackedMatrix gate, up, down;                       // dense layers
+  std::vector<PackedMatrix> expert_up, expert_down;  // MoE layers: per FFN expert [2I, D], [D, I]
 };
 
 struct PackedModel {
   ModelConfig config;
   WeightType type = WeightType::f32;
-  ModelParams<float> rest;  // what stays f32; the packed matrices are empty here
+  ModelParams<float> rest;  // what stays f32; the packed matrices are empty here (DecoderWeights::of joins the two)
   PackedMatrix embed, lm_head;
   bool tied = false;  // the LM head is the embedding
   std::vector<PackedLayer> layers;

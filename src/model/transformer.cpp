@@ -7,6 +7,7 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
+#include "kernels/linear.h"
 #include "kernels/rmsnorm.h"
 
 namespace moepp {
@@ -17,6 +18,18 @@ std::vector<int32_t> next_token_targets(const int32_t* ids, int64_t n) {
   return t;
 }
 
+namespace {
+template <typename T>
+RowBatch<T> training_rows(const ModelCache<T>& c) {
+  RowBatch<T> rows;
+  rows.rows = c.batch * c.seq;
+  rows.positions = c.positions.data();
+  rows.batch = c.batch;
+  rows.seq = c.seq;
+  return rows;
+}
+}  // namespace
+
 template <typename T>
 void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_t* ids,
                    int64_t B, int64_t S, ModelCache<T>& c) {
@@ -24,44 +37,34 @@ void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_
   MOEPP_CHECK(B >= 1 && S >= 1, "model: empty batch (", B, " x ", S, ")");
   MOEPP_CHECK(S <= cfg.max_position_embeddings, "model: sequence of ", S,
               " tokens exceeds max_position_embeddings ", cfg.max_position_embeddings);
-  const MoeConfig mc = cfg.moe();
+  const DecoderWeights<T> dw = DecoderWeights<T>::of(w);
   c.batch = B;
   c.seq = S;
   c.ids.assign(ids, ids + n);
+  c.positions = sequence_positions(B, S);
   c.layers.resize(w.layers.size());
+  const RowBatch<T> rows = training_rows(c);
   Tensor<T> x({n, D});
-  embedding_forward(w.embed.data(), V, D, ids, n, x.data());
+  gather_rows(dw.embed, ids, n, x.data());
   int last_moe = -1;
   for (size_t l = 0; l < w.layers.size(); ++l) {
-    const auto& L = w.layers[l];
     auto& lc = c.layers[l];
     lc.x = std::move(x);
-    lc.h.fit({n, D});
-    attention_block_forward(cfg, L, lc.x.data(), B, S, lc.attn, lc.h.data());
-    lc.b.fit({n, D});
-    lc.rstd2.fit({n});
-    rmsnorm_forward(lc.h.data(), L.post_norm.data(), lc.b.data(), lc.rstd2.data(), n, D, T(cfg.rms_norm_eps));
-    Tensor<T> out({n, D});
-    if (L.is_moe) {
+    const T* z_prev = nullptr;
+    if (w.layers[l].is_moe) {
       lc.z_from = cfg.gating_residual ? last_moe : -1;
-      const T* z_prev = lc.z_from >= 0 ? c.layers[size_t(lc.z_from)].moe.router.z.data() : nullptr;
-      moe_forward(mc, L.moe, lc.b.data(), n, z_prev, lc.moe, out.data());
+      if (lc.z_from >= 0) z_prev = c.layers[size_t(lc.z_from)].moe.router.z.data();
       last_moe = int(l);
-    } else {
-      dense_mlp_forward(cfg, L, lc.b.data(), n, lc.mlp, out.data());
     }
     x = Tensor<T>({n, D});
-    const T* h = lc.h.data();
-    T* xo = x.data();
-    const T* o = out.data();
-    parallel_for(n * D, [&](int64_t i) { xo[i] = h[i] + o[i]; }, 1 << 16);
+    decoder_layer_forward(cfg, dw.layers[l], int(l), rows, lc.x.data(), z_prev, lc, x.data());
   }
   c.x_final = std::move(x);
   c.normed.fit({n, D});
   c.rstd_final.fit({n});
   rmsnorm_forward(c.x_final.data(), w.final_norm.data(), c.normed.data(), c.rstd_final.data(), n, D, T(cfg.rms_norm_eps));
   c.logits.fit({n, V});
-  gemm<T>(Trans::N, Trans::T, n, V, D, T(1), c.normed.data(), D, w.output_weights().data(), D, T(0), c.logits.data(), V);
+  linear(dw.output, c.normed.data(), n, D, c.logits.data(), V);
 }
 
 namespace {
@@ -112,29 +115,19 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
   // Layers, last to first. dz[l]: gradient w.r.t. MoE layer l's router logits z, filled
   // by the later MoE layer that took them as its gating residual.
   std::vector<Tensor<T>> dz(w.layers.size());
+  const RowBatch<T> rows = training_rows(c);
   for (size_t l = w.layers.size(); l-- > 0;) {
-    const auto& L = w.layers[l];
     auto& lc = c.layers[l];
-    auto& gl = g.layers[l];
-    Tensor<T> dh = dx.clone();  // residual: x_{l+1} = h + mlp(b)
-    Tensor<T> db({n, D});
-    if (L.is_moe) {
-      const T* z_prev = lc.z_from >= 0 ? c.layers[size_t(lc.z_from)].moe.router.z.data() : nullptr;
-      T* dz_prev = nullptr;
-      if (lc.z_from >= 0) {
-        auto& target = dz[size_t(lc.z_from)];
-        if (!target.numel()) target.resize({n, int64_t(mc.num_experts())});
-        dz_prev = target.data();
-      }
-      moe_backward(mc, L.moe, lc.b.data(), z_prev, lc.moe, dx.data(), dz[l].numel() ? dz[l].data() : nullptr,
-                   dbalance, db.data(), dz_prev, gl.moe, mode);
-    } else {
-      dense_mlp_backward(cfg, L, lc.b.data(), n, lc.mlp, dx.data(), db.data(), gl);
+    const T* z_prev = nullptr;
+    T* dz_prev = nullptr;
+    if (w.layers[l].is_moe && lc.z_from >= 0) {
+      z_prev = c.layers[size_t(lc.z_from)].moe.router.z.data();
+      auto& target = dz[size_t(lc.z_from)];
+      if (!target.numel()) target.resize({n, int64_t(mc.num_experts())});
+      dz_prev = target.data();
     }
-    rmsnorm_backward(lc.h.data(), L.post_norm.data(), lc.rstd2.data(), db.data(), dh.data(), gl.post_norm.data(), n, D);
-    Tensor<T> dxl({n, D});
-    attention_block_backward(cfg, L, lc.x.data(), B, S, lc.attn, dh.data(), dxl.data(), gl);
-    dx = std::move(dxl);
+    decoder_layer_backward(cfg, w.layers[l], rows, z_prev, lc, dz[l].numel() ? dz[l].data() : nullptr, dbalance, dx,
+                           dz_prev, g.layers[l], mode);
   }
   embedding_backward(c.ids.data(), n, dx.data(), g.embed.data(), V, D);
   return p;

@@ -3,37 +3,25 @@
 // dense layers} -> final norm -> LM head, and the training loss
 //   L = mean cross-entropy of next-token targets + balance_coef * mean over MoE layers of L_b.
 // model_forward fills a ModelCache; model_backward walks it back into a ModelParams of
-// gradients. Batches are B sequences of S tokens, each at positions 0..S-1.
+// gradients. Batches are B sequences of S tokens, each at positions 0..S-1. Each layer is
+// the one decoder step (model/decoder_layer.h) that inference runs too.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "core/grad_mode.h"
 #include "core/tensor.h"
-#include "model/attention_block.h"
 #include "model/config.h"
-#include "model/dense_mlp.h"
+#include "model/decoder_layer.h"
 #include "model/params.h"
-#include "moe/moe_layer.h"
 #include "moe/routing_stats.h"
 
 namespace moepp {
 
 template <typename T>
-struct LayerCache {
-  Tensor<T> x;          // layer input [BT, D]
-  AttentionCache<T> attn;
-  Tensor<T> h;          // after the attention residual [BT, D]
-  Tensor<T> b, rstd2;   // rms2(h), its 1/rms
-  MoeCache<T> moe;      // MoE layers
-  DenseMlpCache<T> mlp; // dense layers
-  int z_from = -1;      // index of the layer whose router logits fed this layer's gating residual
-};
-
-template <typename T>
 struct ModelCache {
   int64_t batch = 0, seq = 0;
-  std::vector<int32_t> ids;
+  std::vector<int32_t> ids, positions;
   std::vector<LayerCache<T>> layers;
   Tensor<T> x_final, normed, rstd_final;  // [BT, D], [BT, D], [BT]
   Tensor<T> logits;                       // [BT, V]

@@ -16,10 +16,11 @@
 namespace moepp {
 
 template <typename T>
-void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_t n,
+void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& weights, const T* x, int64_t n,
                  const T* z_prev, MoeCache<T>& c, T* y) {
   cfg.validate();
-  w.check_shapes(cfg);
+  weights.check_shapes(cfg);
+  const MoeParams<T>& w = *weights.params;
   MOEPP_CHECK(n >= 0, "moe layer: negative token count ", n);
   const int64_t D = cfg.hidden, k = cfg.top_k;
   const T scale = T(cfg.input_scale());
@@ -39,7 +40,7 @@ void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_
   // FFN slots: one contiguous block, grouped GEMMs.
   c.ffn.x.fit({c.plan.ffn_rows(), D});
   gather_ffn_rows(c.plan, xs, D, c.ffn.x.data());
-  ffn_experts_forward(cfg, w, c.plan, c.ffn);
+  ffn_experts_forward(cfg, weights, c.plan, c.ffn);
 
   // Combine, with the copy and constant experts applied in the same pass; zero slots skip.
   c.constant_a.fit({n * k, 2});
@@ -181,8 +182,8 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
 
 template struct MoeCache<float>;
 template struct MoeCache<double>;
-template void moe_forward<float>(const MoeConfig&, const MoeParams<float>&, const float*, int64_t, const float*, MoeCache<float>&, float*);
-template void moe_forward<double>(const MoeConfig&, const MoeParams<double>&, const double*, int64_t, const double*, MoeCache<double>&, double*);
+template void moe_forward<float>(const MoeConfig&, const MoeWeights<float>&, const float*, int64_t, const float*, MoeCache<float>&, float*);
+template void moe_forward<double>(const MoeConfig&, const MoeWeights<double>&, const double*, int64_t, const double*, MoeCache<double>&, double*);
 template void moe_backward<float>(const MoeConfig&, const MoeParams<float>&, const float*, const float*, MoeCache<float>&, const float*, const float*, double, float*, float*, MoeParams<float>&, GradMode);
 template void moe_backward<double>(const MoeConfig&, const MoeParams<double>&, const double*, const double*, MoeCache<double>&, const double*, const double*, double, double*, double*, MoeParams<double>&, GradMode);
 

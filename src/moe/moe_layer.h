@@ -13,6 +13,7 @@
 #include "moe/experts/ffn.h"
 #include "moe/moe_config.h"
 #include "moe/moe_params.h"
+#include "moe/moe_weights.h"
 #include "moe/router.h"
 #include "moe/routing_stats.h"
 
@@ -36,8 +37,14 @@ struct MoeCache {
 // x: [T, D]; z_prev: [T, E] from the previous MoE layer or null. Writes y [T, D]; the
 // layer's z for the next layer is cache.router.z.
 template <typename T>
-void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_t tokens,
+void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const T* x, int64_t tokens,
                  const T* z_prev, MoeCache<T>& cache, T* y);
+// The layer as trained (its own dense experts).
+template <typename T>
+void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_t tokens,
+                 const T* z_prev, MoeCache<T>& cache, T* y) {
+  moe_forward(cfg, MoeWeights<T>::of(w), x, tokens, z_prev, cache, y);
+}
 
 // x and z_prev: the same buffers, unchanged, that moe_forward saw (the cache refers to x
 // rather than copying it when inputs are not scaled).

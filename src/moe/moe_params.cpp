@@ -94,41 +94,41 @@ void MoeParams<T>::zero_outside_ffn_experts() {
     for (auto& t : *v) t.zero();
 }
 
+namespace {
 template <typename T>
-void MoeParams<T>::check_shapes(const MoeConfig& cfg) const {
+void check_shape(const char* name, const Tensor<T>& t, const Shape& want) {
+  MOEPP_CHECK(t.shape() == want, "moe layer: tensor ", name, " has shape ", t.shape().str(), ", expected ", want.str());
+}
+}  // namespace
+
+template <typename T>
+void MoeParams<T>::check_router_shapes(const MoeConfig& cfg) const {
   const Expected s = expected_shapes(cfg);
-  auto check = [](const char* name, const Tensor<T>& t, const Shape& want) {
-    MOEPP_CHECK(t.shape() == want, "moe layer: tensor ", name, " has shape ", t.shape().str(),
-                ", expected ", want.str());
-  };
   if (cfg.two_layer_router) {
-    check("gate.wg.0.weight", w1, s.w1);
-    check("gate.wg.2.weight", w2, s.w2);
+    check_shape("gate.wg.0.weight", w1, s.w1);
+    check_shape("gate.wg.2.weight", w2, s.w2);
   } else {
-    check("gate.wg.weight", wg, s.wg);
+    check_shape("gate.wg.weight", wg, s.wg);
   }
-  check("gate.gate_map.weight", gate_map, s.gate_map);
-  if (packed) {
-    MOEPP_CHECK(packed->up.size() == size_t(cfg.num_ffn) && packed->down.size() == size_t(cfg.num_ffn),
-                "moe layer: ", packed->up.size(), " packed FFN experts present, config says ", cfg.num_ffn);
-    for (size_t i = 0; i < packed->up.size(); ++i)
-      MOEPP_CHECK((Shape{packed->up[i].rows, packed->up[i].cols} == s.up &&
-                   Shape{packed->down[i].rows, packed->down[i].cols} == s.down),
-                  "moe layer: packed expert ", i, " has the wrong shape");
-  } else {
-    MOEPP_CHECK(up.size() == size_t(cfg.num_ffn) && down.size() == size_t(cfg.num_ffn),
-                "moe layer: ", up.size(), " FFN experts present, config says ", cfg.num_ffn);
-  }
+  check_shape("gate.gate_map.weight", gate_map, s.gate_map);
   MOEPP_CHECK(constant.size() == size_t(cfg.num_constant) && constant_wg.size() == size_t(cfg.num_constant),
               "moe layer: ", constant.size(), " constant experts present, config says ", cfg.num_constant);
-  for (size_t i = 0; i < up.size(); ++i) {
-    check(("experts." + std::to_string(i) + ".up_proj.weight").c_str(), up[i], s.up);
-    check(("experts." + std::to_string(i) + ".down_proj.weight").c_str(), down[i], s.down);
-  }
   for (size_t c = 0; c < constant.size(); ++c) {
     const std::string e = std::to_string(size_t(cfg.num_ffn) + c);
-    check(("experts." + e + ".constant").c_str(), constant[c], s.constant);
-    check(("experts." + e + ".wg.weight").c_str(), constant_wg[c], s.constant_wg);
+    check_shape(("experts." + e + ".constant").c_str(), constant[c], s.constant);
+    check_shape(("experts." + e + ".wg.weight").c_str(), constant_wg[c], s.constant_wg);
+  }
+}
+
+template <typename T>
+void MoeParams<T>::check_shapes(const MoeConfig& cfg) const {
+  check_router_shapes(cfg);
+  const Expected s = expected_shapes(cfg);
+  MOEPP_CHECK(up.size() == size_t(cfg.num_ffn) && down.size() == size_t(cfg.num_ffn),
+              "moe layer: ", up.size(), " FFN experts present, config says ", cfg.num_ffn);
+  for (size_t i = 0; i < up.size(); ++i) {
+    check_shape(("experts." + std::to_string(i) + ".up_proj.weight").c_str(), up[i], s.up);
+    check_shape(("experts." + std::to_string(i) + ".down_proj.weight").c_str(), down[i], s.down);
   }
 }
 

@@ -8,17 +8,9 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
-#include "kernels/quant.h"
 #include "moe/moe_config.h"
 
 namespace moepp {
-
-// FFN experts kept compact for inference (bf16 / q8_0 / f32, see kernels/quant.h); owned
-// by a PackedModel. When a MoeParams<float> points at one, its up/down vectors are empty
-// and the experts run through packed_linear.
-struct PackedExperts {
-  std::vector<PackedMatrix> up, down;  // per FFN expert [2I, D], [D, I]
-};
 
 template <typename T>
 struct MoeParams {
@@ -29,7 +21,6 @@ struct MoeParams {
   std::vector<Tensor<T>> down;         // per FFN expert [D, I]
   std::vector<Tensor<T>> constant;     // per constant expert [D]
   std::vector<Tensor<T>> constant_wg;  // per constant expert [2, D]
-  const PackedExperts* packed = nullptr;  // inference only: the FFN experts, packed
 
   // Zero-filled tensors of the shapes cfg implies.
   // allocate=false declares the shapes only (Tensor::declare), for streaming loaders.
@@ -48,6 +39,8 @@ struct MoeParams {
 
   // Throws moepp::Error naming the first tensor whose shape does not match cfg.
   void check_shapes(const MoeConfig& cfg) const;
+  // The same for everything but the FFN experts (a packed model keeps those elsewhere).
+  void check_router_shapes(const MoeConfig& cfg) const;
 };
 
 }  // namespace moepp

@@ -85,3 +85,57 @@ TEST(Attention, HeadsThatDoNotGroupAreAnError) {
   Tensor<float> x({1, 1, 3, 2}), p({1, 3, 1, 1});
   EXPECT_THROW(attention_forward(x.data(), x.data(), x.data(), x.data(), p.data(), AttentionShape{1, 1, 3, 2, 2}), Error);
 }
+
+// Decode rows against per-sequence histories of different lengths (the KV-cache form):
+// each row's output is the naive double attention of its query over its own history's
+// first context[r] positions. Histories long enough that the vectorised exp runs whole
+// 16-wide chunks and a ragged tail.
+TEST(Attention, RowsAgainstTheirOwnHistoriesMatchNaive) {
+  const int64_t Hq = 8, Hkv = 2, hd = 16, kvD = Hkv * hd;
+  const std::vector<int64_t> context = {1, 17, 40, 33};
+  const int64_t rows = int64_t(context.size());
+  Rng rng(7);
+  std::vector<Tensor<float>> k_hist, v_hist;
+  for (int64_t L : context) {
+    k_hist.push_back(random_tensor<float>({L + 3, kvD}, rng));  // room past the context: must not be read
+    v_hist.push_back(random_tensor<float>({L + 3, kvD}, rng));
+  }
+  auto q = random_tensor<float>({rows, Hq, hd}, rng);
+  std::vector<const float*> keys, values;
+  for (int64_t r = 0; r < rows; ++r) {
+    keys.push_back(k_hist[size_t(r)].data());
+    values.push_back(v_hist[size_t(r)].data());
+    // Positions past the context are poison: reading one would show in the output.
+    for (int64_t j = context[size_t(r)]; j < context[size_t(r)] + 3; ++j)
+      for (int64_t e = 0; e < kvD; ++e) k_hist[size_t(r)][j * kvD + e] = v_hist[size_t(r)][j * kvD + e] = 1e6f;
+  }
+  AttentionRows<float> a;
+  a.rows = rows;
+  a.q_heads = Hq;
+  a.kv_heads = Hkv;
+  a.head_dim = hd;
+  a.keys = keys.data();
+  a.values = values.data();
+  a.context = context.data();
+  a.kv_stride = kvD;
+  Tensor<float> out({rows, Hq, hd});
+  attention_rows_forward(q.data(), a, out.data());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t g = h / (Hq / Hkv), L = context[size_t(r)];
+      std::vector<double> s(static_cast<size_t>(L));
+      double mx = -INFINITY, sum = 0;
+      for (int64_t j = 0; j < L; ++j) {
+        double d = 0;
+        for (int64_t e = 0; e < hd; ++e) d += double(q[(r * Hq + h) * hd + e]) * k_hist[size_t(r)][j * kvD + g * hd + e];
+        s[size_t(j)] = d / std::sqrt(double(hd));
+        mx = std::max(mx, s[size_t(j)]);
+      }
+      for (auto& x : s) sum += (x = std::exp(x - mx));
+      for (int64_t e = 0; e < hd; ++e) {
+        double want = 0;
+        for (int64_t j = 0; j < L; ++j) want += s[size_t(j)] / sum * v_hist[size_t(r)][j * kvD + g * hd + e];
+        EXPECT_NEAR(out[(r * Hq + h) * hd + e], want, 2e-5) << "row " << r << " head " << h << " dim " << e;
+      }
+    }
+}

@@ -1,42 +1,39 @@
 #include "moe/experts/ffn.h"
 
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "kernels/gemm.h"
-#include "kernels/quant.h"
+#include "kernels/linear.h"
 #include "kernels/swiglu.h"
 
 namespace moepp {
 
 template <typename T>
-void ffn_experts_forward(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan& plan,
+void ffn_experts_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const DispatchPlan& plan,
                          FfnCache<T>& c) {
   const int64_t D = cfg.hidden, I = cfg.intermediate, R = plan.ffn_rows();
   c.u.fit({R, 2 * I});
   c.h.fit({R, I});
   c.o.fit({R, D});
   c.gemm_rows = R;
-  if constexpr (std::is_same_v<T, float>) {
-    if (w.packed) {  // inference on packed weights: one product per expert, each weight read once
-      for (int e = 0; e < cfg.num_ffn; ++e) {
-        const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
-        if (M == 0) continue;
-        packed_linear(c.x.data() + r0 * D, M, D, w.packed->up[size_t(e)], c.u.data() + r0 * 2 * I, 2 * I);
-        swiglu_forward(c.u.data() + r0 * 2 * I, c.h.data() + r0 * I, M, I);
-        packed_linear(c.h.data() + r0 * I, M, I, w.packed->down[size_t(e)], c.o.data() + r0 * D, D);
-      }
-      return;
+  if (w.packed()) {
+    for (int e = 0; e < cfg.num_ffn; ++e) {
+      const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
+      if (M == 0) continue;
+      linear(w.up[size_t(e)], c.x.data() + r0 * D, M, D, c.u.data() + r0 * 2 * I, 2 * I);
+      swiglu_forward(c.u.data() + r0 * 2 * I, c.h.data() + r0 * I, M, I);
+      linear(w.down[size_t(e)], c.h.data() + r0 * I, M, I, c.o.data() + r0 * D, D);
     }
+    return;
   }
   std::vector<GemmProblem<T>> up, down;
   for (int e = 0; e < cfg.num_ffn; ++e) {
     const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
     if (M == 0) continue;
-    up.push_back({M, 2 * I, D, c.x.data() + r0 * D, D, w.up[size_t(e)].data(), D,
+    up.push_back({M, 2 * I, D, c.x.data() + r0 * D, D, w.up[size_t(e)].dense, D,
                   c.u.data() + r0 * 2 * I, 2 * I, T(0)});
-    down.push_back({M, D, I, c.h.data() + r0 * I, I, w.down[size_t(e)].data(), I,
+    down.push_back({M, D, I, c.h.data() + r0 * I, I, w.down[size_t(e)].dense, I,
                     c.o.data() + r0 * D, D, T(0)});
   }
   gemm_grouped<T>(Trans::N, Trans::T, up);
@@ -84,8 +81,8 @@ void ffn_experts_backward(const MoeConfig& cfg, const MoeParams<T>& w, const Dis
 
 template struct FfnCache<float>;
 template struct FfnCache<double>;
-template void ffn_experts_forward<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, FfnCache<float>&);
-template void ffn_experts_forward<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, FfnCache<double>&);
+template void ffn_experts_forward<float>(const MoeConfig&, const MoeWeights<float>&, const DispatchPlan&, FfnCache<float>&);
+template void ffn_experts_forward<double>(const MoeConfig&, const MoeWeights<double>&, const DispatchPlan&, FfnCache<double>&);
 template void ffn_experts_backward<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, const FfnCache<float>&, const float*, float*, float*, float*, MoeParams<float>&, GradMode);
 template void ffn_experts_backward<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, const FfnCache<double>&, const double*, double*, double*, double*, MoeParams<double>&, GradMode);
 

@@ -9,6 +9,7 @@
 #include "moe/dispatch.h"
 #include "moe/moe_config.h"
 #include "moe/moe_params.h"
+#include "moe/moe_weights.h"
 
 namespace moepp {
 
@@ -21,9 +22,10 @@ struct FfnCache {
   int64_t gemm_rows = 0;  // rows fed to the GEMMs in the last forward (= FFN slots)
 };
 
-// Expects cache.x filled (gather_ffn_rows); fills u, h, o.
+// Expects cache.x filled (gather_ffn_rows); fills u, h, o. Dense experts run as grouped
+// GEMMs; packed ones as one packed product per expert (each weight read once).
 template <typename T>
-void ffn_experts_forward(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan& plan,
+void ffn_experts_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const DispatchPlan& plan,
                          FfnCache<T>& cache);
 
 // do_ [R, D] gradient w.r.t. o; writes dx [R, D] (overwritten) and the experts' up/down
