@@ -11,9 +11,15 @@
 //     the resident memory is that model's alone.
 //   --model DIR: a model folder on disk (e.g. tools/bench/make_moepp7b_folder.py's), loaded
 //     tensor by tensor as --dtype; "build s" is then the load time.
+//   --batch 1,4,16: batched decode instead - that many sequences (each prefilled with
+//     --prompt tokens, default 64) decoded together, one decoder step per token for all of
+//     them; aggregate tokens/s against one sequence's, per model. Expert weights are read
+//     once per step for every row that chose them, so the aggregate should grow with N.
 // Usage: decode_bench [--shape mixtral|moepp7b] [--dtype f32,bf16,q8_0] [--prompt 512]
-//                     [--decode 128] [--layers N] [--threads 2] [--pin 1]
+//                     [--decode 128] [--layers N] [--batch 1,4,16] [--threads 2] [--pin 1]
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -25,6 +31,7 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "infer/session.h"
+#include "model/decoder.h"
 #include "model/hf_folder.h"
 #include "model/model_folder.h"
 #include "model/packed_model.h"
@@ -165,6 +172,56 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
+// Aggregate decode tokens/s of `n` sequences decoded together (median step time).
+double batched_decode_tps(const ModelConfig& cfg, const Weights& w, int64_t n, int64_t prompt, int64_t decode) {
+  const DecoderWeights<float> dw = w.packed ? DecoderWeights<float>::of(*w.packed) : DecoderWeights<float>::of(w.plain);
+  Rng rng(7);
+  std::vector<std::unique_ptr<KvCache<float>>> caches;
+  DecoderScratch<float> scratch;
+  Tensor<float> logits;
+  for (int64_t s = 0; s < n; ++s) {
+    caches.push_back(std::make_unique<KvCache<float>>(cfg, prompt + decode));
+    std::vector<int32_t> ids(static_cast<size_t>(prompt));
+    for (auto& t : ids) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+    const SequenceStep<float> step{caches.back().get(), ids.data(), prompt};
+    decoder_step<float>(cfg, dw, {&step, 1}, scratch, logits, LogitRows::last);
+  }
+  std::vector<int32_t> next(static_cast<size_t>(n));
+  std::vector<SequenceStep<float>> steps(static_cast<size_t>(n));
+  std::vector<double> step_s;
+  for (int64_t i = 0; i < decode; ++i) {
+    for (int64_t s = 0; s < n; ++s) {
+      next[size_t(s)] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+      steps[size_t(s)] = {caches[size_t(s)].get(), &next[size_t(s)], 1};
+    }
+    step_s.push_back(seconds_of([&] { decoder_step<float>(cfg, dw, steps, scratch, logits, LogitRows::last); }));
+  }
+  std::sort(step_s.begin(), step_s.end());
+  return double(n) / step_s[step_s.size() / 2];
+}
+
+void run_batched(const Flags& f, const std::vector<std::string>& dtypes, int layers) {
+  const int64_t prompt = f.get_int("prompt", 64), decode = f.get_int("decode", 32);
+  std::vector<int64_t> batches;
+  for (double b : f.get_list("batch", {1, 4, 16})) batches.push_back(int64_t(b));
+  std::printf("batched decode: mixtral shape, %d layers, %d threads; prompt %lld per sequence, %lld decode steps\n",
+              layers, max_threads(), (long long)prompt, (long long)decode);
+  std::printf("%-6s %-8s %9s | %10s %14s | %9s\n", "dtype", "model", "sequences", "step ms", "aggregate t/s",
+              "vs 1 seq");
+  for (const auto& dtype : dtypes)
+    for (bool moepp : {false, true}) {
+      const ModelConfig cfg = mixtral_shape(layers, moepp);
+      const Weights w = make_weights(cfg, dtype, false, "");
+      double one = 0;
+      for (int64_t n : batches) {
+        const double tps = batched_decode_tps(cfg, w, n, prompt, decode);
+        if (n == batches.front()) one = tps / double(n);
+        std::printf("%-6s %-8s %9lld | %10.1f %14.1f | %8.2fx\n", dtype.c_str(), moepp ? "MoE++" : "vanilla",
+                    (long long)n, 1e3 * double(n) / tps, tps, tps / one);
+      }
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -177,6 +234,11 @@ int main(int argc, char** argv) try {
   const int layers = folder.empty() ? int(f.get_int("layers", big ? 24 : 8)) : read_hf_config(folder).num_hidden_layers;
   const auto dtypes = split(f.get("dtype", big ? "bf16" : "f32,bf16,q8_0"));
   setup_threads(f, int(f.get_int("threads", 2)));
+  if (f.has("batch")) {
+    if (big) throw std::runtime_error("--batch runs the mixtral shape");
+    run_batched(f, dtypes, layers);
+    return 0;
+  }
   const double bw = read_bandwidth();
   std::printf("decode bench: %s shape, %d layers, %d threads; read bandwidth %.1f GB/s; prompt %lld, decode %lld\n",
               shape.c_str(), layers, max_threads(), bw, (long long)prompt, (long long)decode);

@@ -12,9 +12,9 @@
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "model/model_folder.h"
-#include "train/analysis.h"
-#include "train/experiment.h"
-#include "train/plots.h"
+#include "study/analysis.h"
+#include "study/experiment.h"
+#include "study/plots.h"
 
 namespace moepp::cli {
 

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "model/model_folder.h"
+#include "io/q8_0_layout.h"
 #include "io/safetensors.h"
 
 namespace moepp::cli {
@@ -51,8 +52,7 @@ void convert_q8_0(const std::string& in, const std::string& out) {
   m->for_each_packed([&](const std::string& name, const PackedMatrix& p) {
     switch (p.type) {
       case WeightType::q8_0:
-        items.push_back({name, DType::i8, {p.rows, p.cols}, p.q.data()});
-        items.push_back({name + ".q8_0_scales", DType::f32, {p.rows, p.cols / kQ8Block}, p.scales.data()});
+        add_q8_0_items(items, name, p.rows, p.cols, p.q.data(), p.scales.data());
         break;
       case WeightType::f32:  // rows too short for q8_0 blocks
         unpacked.emplace_back(Shape{p.rows, p.cols});
@@ -87,7 +87,7 @@ void add_convert(CLI::App& app) {
                   "Weight type written: f32, bf16, or q8_0 (matrices as int8 + per-32 scales; routers, norms and "
                   "constant experts stay f32; docs/quantization.md)")
       ->default_val("f32")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
+      ->check(CLI::IsMember(weight_type_names()));
   cmd->callback([a] {
     check_not_same_folder(a->in, a->out);
     if (a->dtype == "q8_0") {

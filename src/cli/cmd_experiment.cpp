@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "train/experiment.h"
+#include "study/experiment.h"
 
 namespace moepp::cli {
 

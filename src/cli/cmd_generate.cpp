@@ -31,7 +31,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--seed", a->s.seed, "Sampling seed")->default_val(1);
   cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16 or q8_0 (packed on load; docs/quantization.md)")
       ->default_val("f32")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
+      ->check(CLI::IsMember(weight_type_names()));
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
     apply_threads(a->threads);

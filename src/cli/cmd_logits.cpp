@@ -29,7 +29,7 @@ void add_logits(CLI::App& app) {
   auto dtype = std::make_shared<std::string>("f32");
   cmd->add_option("--dtype", *dtype, "Weights in memory: f32 (the training forward), bf16 or q8_0 (packed on load)")
       ->default_val("f32")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
+      ->check(CLI::IsMember(weight_type_names()));
   cmd->callback([a, dtype] {
     apply_threads(a->threads);
     const auto ids = parse_ids(a->ids);

@@ -33,19 +33,4 @@ void* aligned_zeroed(size_t bytes) {
   return p;
 }
 
-void Arena::reserve(size_t bytes) {
-  block_.reset(bytes ? static_cast<char*>(aligned_zeroed(bytes)) : nullptr);
-  capacity_ = bytes;
-  used_ = 0;
-}
-
-void* Arena::take_bytes(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  MOEPP_CHECK(used_ + rounded <= capacity_, "arena exhausted: asked for ", bytes,
-              " bytes with ", capacity_ - used_, " of ", capacity_, " left");
-  void* p = block_.get() + used_;
-  used_ += rounded;
-  return p;
-}
-
 }  // namespace moepp

@@ -1,8 +1,7 @@
-// Shapes, owning buffers and non-owning views.
+// Shapes and owning buffers.
 //
-// Tensor<T> owns a 64-byte aligned, zero-initialised block and its shape. View<T> is a
-// pointer plus a shape that never owns: kernels take raw pointers or views, callers own
-// the memory (a Tensor, or a slice of an Arena). Row-major throughout.
+// Tensor<T> owns a 64-byte aligned, zero-initialised block and its shape. Kernels take
+// raw pointers; callers own the memory. Row-major throughout.
 #pragma once
 #include <cstdint>
 #include <cstdlib>
@@ -42,15 +41,6 @@ struct AlignedFree {
 };
 
 void* aligned_zeroed(size_t bytes);  // throws moepp::Error when out of memory
-
-template <typename T>
-struct View {
-  T* data = nullptr;
-  Shape shape;
-
-  int64_t numel() const { return shape.numel(); }
-  T& operator[](int64_t i) const { return data[i]; }
-};
 
 template <typename T>
 class Tensor {
@@ -98,7 +88,6 @@ class Tensor {
   const Shape& shape() const { return shape_; }
   int64_t numel() const { return shape_.numel(); }
   int64_t dim(int i) const { return shape_[i]; }
-  View<T> view() { return View<T>{data(), shape_}; }
 
   Tensor clone() const {
     Tensor t(shape_);
@@ -110,30 +99,6 @@ class Tensor {
   Shape shape_;
   int64_t capacity_ = 0;
   std::unique_ptr<T, AlignedFree> data_;
-};
-
-// Arena: one aligned block handed out in 64-byte aligned slices. Activations for a given
-// problem size are planned once (sum of slice sizes) and reused call after call; reset()
-// takes every slice back at once.
-class Arena {
- public:
-  Arena() = default;
-  explicit Arena(size_t bytes) { reserve(bytes); }
-  void reserve(size_t bytes);  // drops every slice handed out
-  void reset() { used_ = 0; }
-  size_t capacity() const { return capacity_; }
-  size_t used() const { return used_; }
-
-  template <typename T>
-  T* take(int64_t count) {
-    return static_cast<T*>(take_bytes(size_t(count) * sizeof(T)));
-  }
-
- private:
-  void* take_bytes(size_t bytes);
-  std::unique_ptr<char, AlignedFree> block_;
-  size_t capacity_ = 0;
-  size_t used_ = 0;
 };
 
 }  // namespace moepp

@@ -168,19 +168,15 @@ GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K
   // The NN products of the experts' backward (dX = dU W, dH = dO W, W as stored) run on
   // the panel kernel, which reads W in place where oneDNN copies it per call: faster from
   // 8 rows up (bench/gemm). Where W's rows alias in the cache (dH: 16 KB apart) its slices
-  // are copied first. With 128-row copies that path led oneDNN up to 64 rows on an Intel
-  // Xeon (level at 128, behind at 256); with 256-row copies on AMD Zen 5 it leads at every
-  // row count measured (75 rows: 324 vs ~230 GFLOP/s, 128: 336 vs 288, 256: 350 vs 335).
-  // Up to 128 rows, where both machines agree.
+  // are copied first. Up to 128 rows, where the machines measured agree
+  // (docs/decisions.md, "Panel kernel tuning").
   if (ta == Trans::N && tb == Trans::N && M >= 8 && beta01 && (panel_matmul_suits(ldb) || M <= 128))
     return GemmRoute::panels;
   // The experts' weight gradients (dW += dY^T X, depth = an expert's tokens). Up to 40
   // tokens the panel kernel leads: it keeps X in L2 and streams dW row by row. Deeper,
-  // OpenBLAS's TN GEMM does (bench/gemm, dW rows: 252 vs 232 GFLOP/s at 52 tokens, 329 vs
-  // oneDNN's 268 at 256), run single-threaded on each of our threads so that its own
-  // pthreads never contend with ours. That was on an Intel Xeon, where OpenBLAS runs its
-  // AVX-512 kernels; where it runs AVX2 ones (AMD Zen 5: 165 vs panels' 287 GFLOP/s at 52
-  // tokens), and without OpenBLAS: panels up to 1024 tokens, the provider beyond.
+  // OpenBLAS's TN GEMM does where it runs AVX-512 kernels, single-threaded on each of our
+  // threads so that its own pthreads never contend with ours; elsewhere, and without
+  // OpenBLAS: panels up to 1024 tokens, the provider beyond.
   if (ta == Trans::T && tb == Trans::N && beta01) {
     if (K > kTnPanelsOverBlasMaxDepth && gemm_cblas_per_thread_available() && gemm_cblas_has_avx512_kernels())
       return GemmRoute::cblas_per_thread;

@@ -18,24 +18,20 @@ namespace moepp {
 namespace {
 
 constexpr int64_t kMaxRowsPerTile = 14;  // 14 x 32 accumulators: 28 of the 32 vector registers
-// Tuning knobs, overridable for experiments: measured with bench/gemm and 16 experts
-// streamed from memory, depths 256-512 were within 3%, and prefetching 2 or 4 slices
-// ahead instead of 1 lost 3-8%.
+// Tuning knobs, overridable for experiments (measurements: docs/decisions.md, "Panel
+// kernel tuning").
 #ifndef MOEPP_PANEL_DEPTH
 #define MOEPP_PANEL_DEPTH 512
 #endif
 constexpr int64_t kDepth = MOEPP_PANEL_DEPTH;  // K per pass (a 64 KB panel slice, in L2 across row tiles)
 // K per pass on a row-major B read in place (or copied by slices): a slice is then 128-byte
 // pieces of rows kilobytes apart, and shallower slices keep the rows a group reads close
-// together in time. bench/gemm's NN rows with 16 weights streamed: 512 -> 128 took dX at
-// 52 rows from 175 to 192 GFLOP/s (64: 191, 32: 166).
+// together in time.
 constexpr int64_t kRowMajorDepth = 128;
 // K per pass where the slices are copied first (rows that alias in the cache, as W_down's
 // 16 KB rows in dH = dO W_down): the copy is contiguous, so the reason for shallow slices
 // is gone, and each pass over the output costs a load and a store of every output tile,
-// whose rows (dH's, 16 KB apart) alias too. dH, 16 weights streamed, AMD Zen 5, alternating
-// runs, 128 -> 256 (GFLOP/s): 52 rows 285 -> 309, 75: 302 -> 324, 128: 320 -> 336, 256:
-// 336 -> 350; 512 was level with 256 at 192-256 rows and behind it at 52-128.
+// whose rows (dH's, 16 KB apart) alias too.
 constexpr int64_t kCopiedDepth = 256;
 #ifndef MOEPP_PANEL_AHEAD
 #define MOEPP_PANEL_AHEAD 1
@@ -43,22 +39,15 @@ constexpr int64_t kCopiedDepth = 256;
 constexpr int64_t kAhead = MOEPP_PANEL_AHEAD;  // panel slices between a prefetch and its use
 constexpr int64_t kRowsPerChunk = 512;  // rows of x per pass (their packed K block, 1 MB, stays in L2)
 // On a 2 MB L2, a B of at most 1 MB (one K block) stays there whole, and the output is
-// walked by row tiles instead of by panel groups. bench/gemm's dW rows on an Intel Xeon: at
-// 52 tokens 1.5x oneDNN, while 1.5 MB and 2 MB thresholds lost 10-30% at 128-256 tokens.
-// On AMD Zen 5 (1 MB L2) the same walk lost to the panel groups at every depth from 8 to
-// 64 tokens, by 1.3-1.6x (dUp, 16 experts, alternating runs), so it is kept to L2s of 2 MB
-// and more.
+// walked by row tiles instead of by panel groups; on smaller L2s that walk loses, so it is
+// kept to L2s of 2 MB and more.
 bool rows_outer_suits(int64_t b_bytes) {
   const int64_t l2 = l2_cache().bytes;
   return l2 >= (int64_t(2) << 20) && b_bytes <= l2 / 2;
 }
 // Up to this depth panel_matmul_tn beats oneDNN on the weight gradients of 16 experts
-// streamed from memory. It was 96 (Intel Xeon, before the threads took row bands: at 128
-// oneDNN led on dUp, 224 vs 200 GFLOP/s). With the bands, on AMD Zen 5 (bench/gemm's dW
-// rows, same run): 1.3-2.0x oneDNN at 8-96 tokens, 1.1-1.4x at 128-256, and at 512-1024
-// level to 1.2x (a scratch run of the same rows); deeper was not measured. On the Xeon,
-// whose OpenBLAS runs AVX-512 kernels, OpenBLAS per thread takes these beyond 40 tokens
-// anyway (gemm.cpp).
+// streamed from memory; deeper was not measured. Where OpenBLAS runs AVX-512 kernels,
+// OpenBLAS per thread takes these beyond 40 tokens anyway (gemm.cpp).
 constexpr int64_t kTnMaxDepth = 1024;
 
 // Where the panels live: packed (PanelMatrix: panel p at base + p K 32, its rows 32 floats
@@ -93,9 +82,7 @@ struct TilePrefetch {
 // non-temporal stores. `stream` is for a tile written once and not read again soon (one K
 // block, no accumulation: the weight gradients of an expert's few dozen tokens, tens of MB
 // per expert). Normal stores first read each line of a tile that is not in cache; at 52
-// tokens that read is a third of the product's memory traffic. 16 experts streamed from
-// memory, AMD Zen 5, 52 tokens, alternating runs (GFLOP/s): dWdn accumulating 281,
-// overwriting 301, streaming 325; dWup 290, 302, 308.
+// tokens that read is a third of the product's memory traffic.
 enum class TileStore { add, overwrite, stream };
 
 // c[MR, ncols] (+)= a[kc][MR] . b[kc][32 of ldb], a packed.
@@ -422,10 +409,7 @@ void panel_matmul_tn(const float* a, int64_t lda, int64_t M, const float* B, int
   // a chunk), rather than all threads sharing each chunk's panels. A band is then one
   // thread's region of the gradient, walked without a barrier per chunk: with the shared
   // walk, a 512-row chunk of dUp at 52 tokens is ~0.3 ms of work split into 8 panel groups,
-  // and every chunk ended waiting for the slower thread. A scratch copy of bench/gemm's dW
-  // rows, 16 experts, AMD Zen 5, alternating runs, shared -> bands (GFLOP/s): dUp at 16
-  // tokens 130 -> 174, 32: 217 -> 274, 52: 258-269 -> 291-303, 96: 320 -> 352, 256: 345 ->
-  // 365; dDown alike.
+  // and every chunk ended waiting for the slower thread.
   const int threads = omp_in_parallel() ? 1 : max_threads();
   if (threads > 1 && M >= 2 * threads * kMaxRowsPerTile) {
     const int64_t bands = std::max<int64_t>(2 * threads, (M + kRowsPerChunk - 1) / kRowsPerChunk);

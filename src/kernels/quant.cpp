@@ -11,10 +11,14 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "io/q8_0_layout.h"
 #include "kernels/gemm.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
+
+// A file's q8_0 arrays are a PackedMatrix's as they are (io/q8_0_layout.h).
+static_assert(kQ8Block == kQ8FileBlock);
 
 const char* weight_type_name(WeightType t) {
   switch (t) {
@@ -25,10 +29,15 @@ const char* weight_type_name(WeightType t) {
   return "?";
 }
 
+std::vector<std::string> weight_type_names() {
+  std::vector<std::string> names;
+  for (WeightType t : kWeightTypes) names.push_back(weight_type_name(t));
+  return names;
+}
+
 WeightType parse_weight_type(const std::string& name) {
-  if (name == "f32") return WeightType::f32;
-  if (name == "bf16") return WeightType::bf16;
-  if (name == "q8_0") return WeightType::q8_0;
+  for (WeightType t : kWeightTypes)
+    if (name == weight_type_name(t)) return t;
   throw Error("unknown weight type '" + name + "' (expected f32, bf16 or q8_0)");
 }
 

@@ -22,8 +22,12 @@ namespace moepp {
 
 enum class WeightType { f32, bf16, q8_0 };
 
+// Every weight type, the one list the CLI's --dtype choices and the parser read.
+inline constexpr WeightType kWeightTypes[] = {WeightType::f32, WeightType::bf16, WeightType::q8_0};
+
 const char* weight_type_name(WeightType t);
-WeightType parse_weight_type(const std::string& name);  // f32 | bf16 | q8_0; throws otherwise
+std::vector<std::string> weight_type_names();  // in kWeightTypes order
+WeightType parse_weight_type(const std::string& name);  // one of weight_type_names(); throws otherwise
 
 constexpr int64_t kQ8Block = 32;
 

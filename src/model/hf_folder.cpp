@@ -7,9 +7,8 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
-#include "io/safetensors.h"
-#include "io/torch_bin.h"
-#include "kernels/quant.h"
+#include "io/q8_0_layout.h"
+#include "io/weight_source.h"
 #include "model/model_folder.h"
 
 namespace moepp {
@@ -18,103 +17,12 @@ using json = nlohmann::json;
 
 namespace {
 
-const std::string kQ8ScalesSuffix = ".q8_0_scales";
-
-class SafetensorsSource : public WeightSource {
- public:
-  SafetensorsSource(const std::string& dir, const std::string& single, const std::string& index) : dir_(dir) {
-    if (!single.empty()) {
-      auto f = std::make_shared<SafetensorsFile>(dir + "/" + single);
-      for (const auto& [name, e] : f->entries()) where_[name] = f;
-      what_ = dir + "/" + single;
-    } else {
-      std::map<std::string, std::shared_ptr<SafetensorsFile>> files;
-      for (const auto& [name, shard] : read_weight_index(dir, index)) {
-        auto& f = files[shard];
-        if (!f) f = std::make_shared<SafetensorsFile>(dir + "/" + shard);
-        MOEPP_CHECK(f->has(name), dir, "/", shard, ": the index places ", name, " here, but it is not there");
-        where_[name] = f;
-      }
-      what_ = dir + "/" + index;
-    }
-  }
-  bool has(const std::string& n) override { return where_.count(n) != 0; }
-  std::vector<std::string> names() override {
-    std::vector<std::string> out;
-    for (const auto& [name, f] : where_) out.push_back(name);
-    return out;
-  }
-  std::vector<int64_t> shape(const std::string& n) override { return file(n).entry(n).shape; }
-  Tensor<float> read_f32(const std::string& n) override {
-    Tensor<float> t = file(n).read<float>(n);
-    if (file(n).entry(n).dtype == DType::i8 && has(n + kQ8ScalesSuffix)) dequantize_q8_0(n, t);
-    return t;
-  }
-  std::string describe() const override { return what_; }
-
- private:
-  SafetensorsFile& file(const std::string& n) {
-    const auto it = where_.find(n);
-    MOEPP_CHECK(it != where_.end(), what_, ": no tensor named ", n);
-    return *it->second;
-  }
-  // q8_0 as `moepp convert` writes it (docs/quantization.md): NAME is I8 [rows, cols], and
-  // NAME.q8_0_scales F32 [rows, cols / 32] holds one scale per block of 32 columns.
-  void dequantize_q8_0(const std::string& n, Tensor<float>& q) {
-    const std::string sn = n + kQ8ScalesSuffix;
-    const Shape qs = q.shape();
-    MOEPP_CHECK(qs.rank() == 2 && qs[1] % kQ8Block == 0, file(n).path(), ": q8_0 tensor ", n, " has shape ", qs.str(),
-                "; it needs 2 dimensions, the last a multiple of ", kQ8Block);
-    const Tensor<float> scales = file(sn).read<float>(sn);
-    MOEPP_CHECK((scales.shape() == Shape{qs[0], qs[1] / kQ8Block}), file(sn).path(), ": ", sn, " has shape ",
-                scales.shape().str(), ", expected [", qs[0], ", ", qs[1] / kQ8Block, "] for ", n);
-    for (int64_t i = 0; i < q.numel(); ++i) q[i] *= scales[i / kQ8Block];
-  }
-  std::string dir_, what_;
-  std::map<std::string, std::shared_ptr<SafetensorsFile>> where_;
-};
-
-class TorchBinSource : public WeightSource {
- public:
-  TorchBinSource(const std::string& dir, bool sharded) : what_(dir + (sharded ? "/pytorch_model.bin.index.json" : "/pytorch_model.bin")) {
-    if (sharded) shards_ = std::make_unique<TorchBinShards>(dir);
-    else single_ = std::make_unique<TorchBinFile>(dir + "/pytorch_model.bin");
-  }
-  bool has(const std::string& n) override { return single_ ? single_->has(n) : shards_->has(n); }
-  std::vector<std::string> names() override {
-    if (shards_) return shards_->names();
-    std::vector<std::string> out;
-    for (const auto& r : single_->tensors()) out.push_back(r.name);
-    return out;
-  }
-  std::vector<int64_t> shape(const std::string& n) override {
-    return single_ ? single_->ref(n).shape : shards_->shape(n);
-  }
-  Tensor<float> read_f32(const std::string& n) override { return single_ ? single_->read_f32(n) : shards_->read_f32(n); }
-  std::string describe() const override { return what_; }
-
- private:
-  std::string what_;
-  std::unique_ptr<TorchBinFile> single_;
-  std::unique_ptr<TorchBinShards> shards_;
-};
-
 bool is_mixtral_dir(const std::string& dir) {
   const json j = read_json_file(dir + "/config.json");
   return j.is_object() && j.contains("model_type") && j["model_type"] == "mixtral";
 }
 
 }  // namespace
-
-std::unique_ptr<WeightSource> WeightSource::open(const std::string& dir) {
-  if (file_exists(dir + "/model.safetensors")) return std::make_unique<SafetensorsSource>(dir, "model.safetensors", "");
-  if (file_exists(dir + "/model.safetensors.index.json"))
-    return std::make_unique<SafetensorsSource>(dir, "", "model.safetensors.index.json");
-  if (file_exists(dir + "/pytorch_model.bin")) return std::make_unique<TorchBinSource>(dir, false);
-  if (file_exists(dir + "/pytorch_model.bin.index.json")) return std::make_unique<TorchBinSource>(dir, true);
-  fail(dir, ": no weights (model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
-            "pytorch_model.bin.index.json)");
-}
 
 ModelConfig read_hf_config(const std::string& dir) {
   const std::string path = dir + "/config.json";

@@ -11,23 +11,10 @@
 
 #include "core/tensor.h"
 #include "model/config.h"
+#include "io/weight_source.h"
 #include "model/params.h"
 
 namespace moepp {
-
-// The tensors of a folder, whatever the file layout.
-class WeightSource {
- public:
-  virtual ~WeightSource() = default;
-  virtual bool has(const std::string& name) = 0;
-  virtual std::vector<std::string> names() = 0;  // every tensor the files hold
-  virtual std::vector<int64_t> shape(const std::string& name) = 0;
-  virtual Tensor<float> read_f32(const std::string& name) = 0;
-  virtual std::string describe() const = 0;  // the file(s), for error messages
-
-  // Picks the layout present in dir; throws when there is none.
-  static std::unique_ptr<WeightSource> open(const std::string& dir);
-};
 
 // config.json of a MoE++ or Mixtral folder as a ModelConfig.
 ModelConfig read_hf_config(const std::string& dir);

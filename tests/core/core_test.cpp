@@ -76,18 +76,6 @@ TEST(Tensor, ZeroInitialisedAlignedAndFitReusesStorage) {
   EXPECT_EQ(t.numel(), 20);
 }
 
-TEST(Arena, HandsOutAlignedSlicesAndRefusesOverflow) {
-  Arena a(1024);
-  float* p = a.take<float>(3);
-  double* q = a.take<double>(5);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(q) % 64, 0u);
-  EXPECT_EQ(a.used(), 128u);
-  EXPECT_THROW(a.take<char>(2000), Error);
-  a.reset();
-  EXPECT_EQ(a.used(), 0u);
-}
-
 TEST(Error, CarriesItsContext) {
   try {
     MOEPP_CHECK(1 + 1 == 3, "field ", "top_k", " has value ", 7);

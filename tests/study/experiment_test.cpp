@@ -1,6 +1,6 @@
 // The experiment runner: the report is built from run results alone (checked number by
 // number on synthetic results), finished runs are skipped, failed runs are reported.
-#include "train/experiment.h"
+#include "study/experiment.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

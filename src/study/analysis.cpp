@@ -1,4 +1,4 @@
-#include "train/analysis.h"
+#include "study/analysis.h"
 
 #include <algorithm>
 #include <map>

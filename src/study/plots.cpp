@@ -1,4 +1,4 @@
-#include "train/plots.h"
+#include "study/plots.h"
 
 #include <cstdio>
 #include <cstdlib>

@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "test_util.h"
-#include "train/experiment.h"
+#include "study/experiment.h"
 
 using namespace moepp;
 using namespace moepp::test;

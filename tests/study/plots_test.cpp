@@ -1,6 +1,6 @@
 // Plot data: the tau sweep and its baseline are picked from the plan, and every number in
 // the written table comes from the results (gnuplot itself is optional and not tested).
-#include "train/plots.h"
+#include "study/plots.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>

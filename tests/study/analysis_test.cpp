@@ -3,7 +3,7 @@
 // rms(e_i) = 2 e_i and picks the top-2 of column i of its weight matrix. The counts,
 // shares, rankings and bands the analysis reports must be the ones those columns imply;
 // the score variances must match a naive double computation of the same softmaxes.
-#include "train/analysis.h"
+#include "study/analysis.h"
 
 #include <gtest/gtest.h>
 

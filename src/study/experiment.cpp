@@ -1,4 +1,4 @@
-#include "train/experiment.h"
+#include "study/experiment.h"
 
 #include <algorithm>
 #include <chrono>

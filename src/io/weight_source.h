@@ -1,0 +1,28 @@
+// WeightSource: the named tensors of a model folder, whatever the file layout -
+// model.safetensors, sharded safetensors with model.safetensors.index.json,
+// pytorch_model.bin, or sharded .bin with pytorch_model.bin.index.json - read as f32
+// (bf16, f16 and moepp's q8_0 widened). Files only: what the tensors mean (configs, the
+// Mixtral name mapping, shapes) is model/hf_folder's business.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moepp {
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool has(const std::string& name) = 0;
+  virtual std::vector<std::string> names() = 0;  // every tensor the files hold
+  virtual std::vector<int64_t> shape(const std::string& name) = 0;
+  virtual Tensor<float> read_f32(const std::string& name) = 0;
+  virtual std::string describe() const = 0;  // the file(s), for error messages
+
+  // Picks the layout present in dir; throws when there is none.
+  static std::unique_ptr<WeightSource> open(const std::string& dir);
+};
+
+}  // namespace moepp
