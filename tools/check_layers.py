@@ -10,7 +10,7 @@ import re
 import sys
 
 LAYERS = [["core"], ["io"], ["kernels"], ["moe"], ["model"], ["data"], ["train", "infer"], ["study"],
-          ["serve", "dist"], ["cli"]]
+          ["serve", "dist"], ["api"], ["cli"]]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_]+)/')
 

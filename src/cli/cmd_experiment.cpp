@@ -28,7 +28,13 @@ void add_experiment(CLI::App& app) {
   add_threads_option(cmd, threads.get());
   cmd->callback([o, threads] {
     apply_threads(*threads);
-    std::printf("%s", run_experiment(*o).c_str());
+    std::string report;
+    {
+      const StopOnSignals signals;  // Ctrl-C: the running run checkpoints, the experiment stops
+      o->stop = signals.flag();
+      report = run_experiment(*o);
+    }
+    std::printf("%s", report.c_str());
   });
 }
 

@@ -93,7 +93,12 @@ void add_train(CLI::App& app) {
                    o.model.num_experts - o.model.num_ffn_experts(), o.model.top_k, (long long)o.steps,
                    (long long)o.batch, (long long)o.seq);
     }
-    const TrainResult r = train(o);
+    TrainResult r;
+    {
+      const StopOnSignals signals;  // Ctrl-C: checkpoint, then the JSON line below, exit 0
+      o.stop = signals.flag();
+      r = train(o);
+    }
     std::printf("{\"steps\": %lld, \"loss\": %.6f, \"val_loss\": %.6f, \"tokens_per_s\": %.1f, \"interrupted\": %s, \"time_limited\": %s}\n",
                 (long long)r.steps_done, r.last_loss, r.val_loss, r.tokens_per_s, r.interrupted ? "true" : "false",
                 r.time_limited ? "true" : "false");

@@ -2,6 +2,8 @@
 // helpers (token-id lists, thread setup) live in common.cpp.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -42,5 +44,21 @@ void apply_threads(int threads);
 CLI::Validator positive_number();      // finite and > 0 (sizes, counts that cannot be 0)
 CLI::Validator non_negative_number();  // finite and >= 0 (counts where 0 means "none" or "all")
 CLI::Validator unit_fraction();        // finite, in (0, 1]
+
+// While one lives, SIGINT and SIGTERM set flag() instead of ending the process (the
+// library's training stop request: TrainOptions::stop); the previous handlers come back
+// when it dies. `moepp train` then writes a checkpoint and exits normally.
+class StopOnSignals {
+ public:
+  StopOnSignals();
+  ~StopOnSignals();
+  StopOnSignals(const StopOnSignals&) = delete;
+  StopOnSignals& operator=(const StopOnSignals&) = delete;
+  const std::atomic<bool>* flag() const;
+
+ private:
+  void (*old_int_)(int);
+  void (*old_term_)(int);
+};
 
 }  // namespace moepp::cli

@@ -1,3 +1,5 @@
+// Helpers shared by the subcommands (commands.h): token-id lists, threads, numeric checks,
+// and the SIGINT/SIGTERM guard that turns Ctrl-C into the library's training stop request.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -11,6 +13,25 @@
 #include "core/parallel.h"
 
 namespace moepp::cli {
+
+namespace {
+std::atomic<bool> g_stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "the stop flag is set from a signal handler");
+extern "C" void on_stop_signal(int) { g_stop_requested = true; }
+}  // namespace
+
+StopOnSignals::StopOnSignals() {
+  g_stop_requested = false;
+  old_int_ = std::signal(SIGINT, on_stop_signal);
+  old_term_ = std::signal(SIGTERM, on_stop_signal);
+}
+
+StopOnSignals::~StopOnSignals() {
+  std::signal(SIGINT, old_int_);
+  std::signal(SIGTERM, old_term_);
+}
+
+const std::atomic<bool>* StopOnSignals::flag() const { return &g_stop_requested; }
 
 std::vector<int32_t> parse_ids(const std::string& spec) {
   std::string text = spec;

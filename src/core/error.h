@@ -1,16 +1,14 @@
 // moepp::Error: the one exception type. It carries a message that names what was wrong
-// (file, field, value); MOEPP_CHECK builds one with the failing condition's context.
+// (file, field, value); MOEPP_CHECK builds one with the failing condition's context. The
+// class itself is public (include/moepp/error.hpp) so that the engine and programs using
+// the C++ API share one definition.
 #pragma once
 #include <sstream>
-#include <stdexcept>
 #include <string>
 
-namespace moepp {
+#include "moepp/error.hpp"
 
-class Error : public std::runtime_error {
- public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
-};
+namespace moepp {
 
 namespace detail {
 template <typename... Args>

@@ -37,7 +37,16 @@ std::string generate_with(const ModelConfig& cfg, const std::function<Session<fl
   Session<float> session = make_session(std::max<int64_t>(ctx, int64_t(ids.size())));
   Sampler sampler(opt.sampler);
   Tensor<float> logits;
+  if (opt.routing) opt.routing->clear();
+  auto pool_routing = [&] {
+    if (!opt.routing) return;
+    const auto st = session.last_routing();
+    if (opt.routing->empty()) *opt.routing = st;
+    else
+      for (size_t l = 0; l < st.size(); ++l) (*opt.routing)[l].add(st[l]);
+  };
   session.append(ids.data(), int64_t(ids.size()), logits, LogitRows::last);
+  pool_routing();
   const float* last = logits.data() + (logits.dim(0) - 1) * cfg.vocab_size;
   check_finite_logits(last, cfg.vocab_size, 0, session.length() - 1);  // before the prompt is shown
   std::vector<int32_t> text_ids = p;
@@ -53,7 +62,10 @@ std::string generate_with(const ModelConfig& cfg, const std::function<Session<fl
     if (on_text && text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0)
       on_text(text.substr(shown.size()));
     shown = text;
-    if (session.length() < ctx) session.append(&next, 1, logits, LogitRows::last);
+    if (session.length() < ctx) {
+      session.append(&next, 1, logits, LogitRows::last);
+      pool_routing();
+    }
   }
   return shown;
 }

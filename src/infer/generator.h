@@ -5,18 +5,23 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "data/tokenizer.h"
 #include "infer/sampler.h"
 #include "model/config.h"
 #include "model/packed_model.h"
 #include "model/params.h"
+#include "moe/routing_stats.h"
 
 namespace moepp {
 
 struct GenerateOptions {
   int max_tokens = 128;
   SamplerOptions sampler;
+  // When set, receives the routing statistics of every token run (the prompt and the
+  // generated tokens), pooled per MoE layer (the C API's moepp_routing after moepp_generate).
+  std::vector<RoutingStats>* routing = nullptr;
 };
 
 // Returns prompt + continuation; on_text (if set) receives each new piece of text.

@@ -227,6 +227,7 @@ std::string run_experiment(const ExperimentOptions& opt) {
     try {
       TrainOptions o = run_options(base, run, vocab, opt.data_dir, dir);
       o.quiet = opt.quiet;
+      o.stop = opt.stop;
       if (opt.eval_batches > 0) o.eval_batches = opt.eval_batches;
       int64_t done = 0;
       if (file_exists(dir + "/trainer_state.json")) done = read_json_file(dir + "/trainer_state.json").value("step", int64_t(0));
@@ -259,6 +260,8 @@ std::string run_experiment(const ExperimentOptions& opt) {
       write_file_atomic(result_path, r.dump(2) + "\n");
     }
     results.push_back(r);
+    MOEPP_CHECK(!(opt.stop && opt.stop->load()), "experiment: stopped by a signal during run ", name,
+                "; its checkpoint is kept: the same command continues the experiment");
   }
   if (opt.retime_rounds > 0) retime_runs(opt, plan, vocab, val, results);
   const std::string report = experiment_report(plan, results);

@@ -4,6 +4,7 @@
 // with its error, never dropped. Each finished run is evaluated and its MoE layers' forward
 // pass timed; the report is built from those result files alone.
 #pragma once
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -17,6 +18,9 @@ struct ExperimentOptions {
   // After training, time every finished run's MoE layers again in this many rounds that
   // alternate between runs (0: keep the timing taken when each run finished).
   int retime_rounds = 0;
+  // Passed to every run's TrainOptions::stop: once set, the running run writes a
+  // checkpoint and the experiment stops with an error (the same command continues it).
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // Refuses a plan whose "runs" list is missing or empty, or whose runs lack a plain,

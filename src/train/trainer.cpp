@@ -2,10 +2,8 @@
 
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <type_traits>
@@ -31,9 +29,6 @@ namespace moepp {
 using json = nlohmann::json;
 
 namespace {
-
-std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop = true; }
 
 std::string fmt_duration(double s) {
   char buf[32];
@@ -107,8 +102,6 @@ void adopt_recorded_options(TrainOptions& o, const json& st, const std::string& 
 
 }  // namespace
 
-void request_training_stop() { g_stop = true; }
-
 TrainResult train(const TrainOptions& options) {
   using clock = std::chrono::steady_clock;
   TrainOptions o = options;
@@ -163,9 +156,6 @@ TrainResult train(const TrainOptions& options) {
                 {"clip", o.clip}, {"train_seconds", seconds}, {"data", o.data_dir}};
   };
 
-  g_stop = false;
-  auto old_int = std::signal(SIGINT, on_signal);
-  auto old_term = std::signal(SIGTERM, on_signal);
   const bool tty = isatty(fileno(stderr));
   auto grads = ModelParams<float>::zeros(cfg);
   ModelCache<float> cache;
@@ -230,7 +220,7 @@ TrainResult train(const TrainOptions& options) {
         save_checkpoint(o.out_dir, cfg, params, opt, state_json(step + 1, seconds()), tok_path);
         saved_step = step + 1;
       }
-      if (g_stop) {
+      if (o.stop && o.stop->load()) {
         r.interrupted = true;
         ++step;
         break;
@@ -242,8 +232,6 @@ TrainResult train(const TrainOptions& options) {
       }
     }
   } catch (...) {
-    std::signal(SIGINT, old_int);
-    std::signal(SIGTERM, old_term);
     if (tty && !o.quiet) std::fprintf(stderr, "\n");
     throw;
   }
@@ -251,8 +239,6 @@ TrainResult train(const TrainOptions& options) {
   r.steps_done = step;
   r.tokens_per_s = tok_per_s;
   if (saved_step != step) save_checkpoint(o.out_dir, cfg, params, opt, state_json(step, seconds()), tok_path);
-  std::signal(SIGINT, old_int);
-  std::signal(SIGTERM, old_term);
   if (!r.interrupted) {
     const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
     r.val_loss = ev.loss;

@@ -1,8 +1,11 @@
 // The training loop: batches from train.bin, forward + backward (gradient accumulation),
 // global-norm clipping, AdamW on a warmup + cosine schedule, periodic validation,
-// checkpoints (every N steps, at the end, on Ctrl-C and at the time limit), metrics.jsonl,
-// and a progress line. `resume` continues a run folder exactly where it stopped.
+// checkpoints (every N steps, at the end, on a stop request and at the time limit),
+// metrics.jsonl, and a progress line. `resume` continues a run folder exactly where it
+// stopped. The library installs no signal handlers: the CLI's SIGINT/SIGTERM handlers set
+// the flag `stop` points to (src/cli/cmd_train.cpp).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -28,6 +31,9 @@ struct TrainOptions {
   bool resume = false;
   int log_every = 10;            // plain-line progress when stderr is not a terminal
   bool quiet = false;
+  // Polled after every step: once it reads true, train() writes a checkpoint and returns
+  // with `interrupted` set. Async-signal-safe to set (a lock-free atomic). Null: no stop.
+  const std::atomic<bool>* stop = nullptr;
   // Flags the user gave explicitly ("--batch", ...): on --resume a given flag that
   // disagrees with the recorded run is an error; the others take the recorded values.
   std::set<std::string> given;
@@ -40,8 +46,5 @@ struct TrainResult {
 };
 
 TrainResult train(const TrainOptions& opt);
-
-// Set by SIGINT/SIGTERM while train() runs; train() then checkpoints and returns.
-void request_training_stop();
 
 }  // namespace moepp

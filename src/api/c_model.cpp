@@ -1,0 +1,266 @@
+// The C API's models (include/moepp/moepp.h): load a folder as f32 parameters or as a
+// packed model, tokenize, run a Session for logits, generate_text for text, and keep the
+// routing statistics of the last call. Built on model_folder, Session, generate_text and
+// Tokenizer only: the decoder behind them is not this file's business.
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/guard.h"
+#include "core/error.h"
+#include "data/tokenizer.h"
+#include "infer/generator.h"
+#include "infer/session.h"
+#include "model/model_folder.h"
+#include "moe/routing_stats.h"
+#include "moepp/moepp.h"
+
+struct moepp_model {
+  std::string dir;
+  moepp::WeightType type = moepp::WeightType::f32;
+  std::optional<moepp::LoadedModel> f32;         // dtype f32: the parameters as trained
+  std::unique_ptr<moepp::PackedModel> packed;    // dtype bf16 / q8_0
+  std::unique_ptr<moepp::Tokenizer> tokenizer;   // null when the folder has no tokenizer.model
+  std::vector<moepp::RoutingStats> routing;      // of the last logits / generate call
+  std::mutex mutex;                              // one call at a time
+
+  const moepp::ModelConfig& config() const { return f32 ? f32->config : packed->config; }
+  const moepp::Tokenizer& tok() const {
+    MOEPP_CHECK(tokenizer, dir, ": the folder has no tokenizer.model (tokenize, detokenize and generate need one)");
+    return *tokenizer;
+  }
+  moepp::Session<float> session(int64_t max_len) const {
+    if (f32) return moepp::Session<float>(f32->config, f32->params, max_len);
+    return moepp::Session<float>(*packed, max_len);
+  }
+};
+
+namespace moepp::api {
+namespace {
+
+std::string text_of(const char* s) { return std::string(s); }
+
+moepp_model& model_of(moepp_model* m, const char* function) {
+  require(m, function, "model");
+  return *m;
+}
+
+WeightType weight_type_of(const char* dtype) {
+  const std::string d = dtype ? dtype : "f32";
+  if (d == "f32") return WeightType::f32;
+  if (d == "bf16") return WeightType::bf16;
+  if (d == "q8_0") return WeightType::q8_0;
+  throw InvalidArgument{"moepp_model_load: unknown dtype '" + d + "' (expected f32, bf16 or q8_0)"};
+}
+
+// The sequence's ids must be tokens of the model: an id outside the vocabulary would index
+// past the embedding. The same words as `moepp logits`.
+void check_ids(const moepp_model& m, const int32_t* ids, size_t n) {
+  const int64_t vocab = m.config().vocab_size;
+  for (size_t i = 0; i < n; ++i)
+    MOEPP_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " at position ", i,
+                " is outside the vocabulary of ", vocab);
+}
+
+void check_capacity(size_t need, size_t capacity, const char* function, const char* what) {
+  if (capacity < need)
+    throw BufferTooSmall{std::string(function) + ": the buffer holds " + std::to_string(capacity) + " " + what +
+                         ", the result needs " + std::to_string(need)};
+}
+
+// Thrown by the text callback when the caller's callback asks to stop; caught around
+// generate_text, never outside this file.
+struct StopGeneration {};
+
+struct TextSink {
+  moepp_text_callback fn;
+  void* user;
+};
+
+}  // namespace
+}  // namespace moepp::api
+
+using namespace moepp;
+using namespace moepp::api;
+
+extern "C" {
+
+const char* moepp_last_error(void) { return api::last_error(); }
+
+const char* moepp_version(void) { return "0.1.0"; }
+
+moepp_status moepp_model_load(const char* dir, const char* dtype, moepp_model** out) {
+  return guarded("moepp_model_load", [&] {
+    require(dir, "moepp_model_load", "dir");
+    require(out, "moepp_model_load", "out");
+    *out = nullptr;
+    auto m = std::make_unique<moepp_model>();
+    m->dir = text_of(dir);
+    m->type = weight_type_of(dtype);
+    if (m->type == WeightType::f32) m->f32 = load_model_folder(m->dir);
+    else m->packed = load_packed_model_folder(m->dir, m->type);
+    const std::string tok = m->dir + "/tokenizer.model";
+    std::error_code ec;
+    if (std::filesystem::exists(tok, ec)) m->tokenizer = std::make_unique<Tokenizer>(tok);
+    *out = m.release();
+  });
+}
+
+void moepp_model_free(moepp_model* model) { delete model; }
+
+moepp_status moepp_model_vocab_size(moepp_model* model, int32_t* vocab_size) {
+  return guarded("moepp_model_vocab_size", [&] {
+    auto& m = model_of(model, "moepp_model_vocab_size");
+    require(vocab_size, "moepp_model_vocab_size", "vocab_size");
+    *vocab_size = int32_t(m.config().vocab_size);
+  });
+}
+
+moepp_status moepp_model_max_length(moepp_model* model, int64_t* max_length) {
+  return guarded("moepp_model_max_length", [&] {
+    auto& m = model_of(model, "moepp_model_max_length");
+    require(max_length, "moepp_model_max_length", "max_length");
+    *max_length = m.config().max_position_embeddings;
+  });
+}
+
+moepp_status moepp_tokenize(moepp_model* model, const char* text, int32_t* ids, size_t capacity, size_t* n_ids) {
+  return guarded("moepp_tokenize", [&] {
+    auto& m = model_of(model, "moepp_tokenize");
+    require(text, "moepp_tokenize", "text");
+    require(n_ids, "moepp_tokenize", "n_ids");
+    if (capacity > 0) require(ids, "moepp_tokenize", "ids");
+    const std::lock_guard<std::mutex> lock(m.mutex);
+    const Tokenizer& tok = m.tok();
+    std::vector<int32_t> out;
+    if (tok.bos_id() >= 0) out.push_back(tok.bos_id());  // as generate_text encodes a prompt
+    const auto pieces = tok.encode(text_of(text));
+    out.insert(out.end(), pieces.begin(), pieces.end());
+    *n_ids = out.size();
+    check_capacity(out.size(), capacity, "moepp_tokenize", "ids");
+    std::memcpy(ids, out.data(), out.size() * sizeof(int32_t));
+  });
+}
+
+moepp_status moepp_detokenize(moepp_model* model, const int32_t* ids, size_t n_ids, char* text, size_t capacity,
+                              size_t* length) {
+  return guarded("moepp_detokenize", [&] {
+    auto& m = model_of(model, "moepp_detokenize");
+    require(length, "moepp_detokenize", "length");
+    if (n_ids > 0) require(ids, "moepp_detokenize", "ids");
+    if (capacity > 0) require(text, "moepp_detokenize", "text");
+    const std::lock_guard<std::mutex> lock(m.mutex);
+    const Tokenizer& tok = m.tok();
+    const int64_t vocab = tok.vocab_size();
+    for (size_t i = 0; i < n_ids; ++i)
+      MOEPP_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " at position ", i,
+                  " is outside the tokenizer's vocabulary of ", vocab);
+    const std::string s = tok.decode(std::vector<int32_t>(ids, ids + n_ids));
+    *length = s.size();
+    check_capacity(s.size() + 1, capacity, "moepp_detokenize", "bytes");
+    std::memcpy(text, s.c_str(), s.size() + 1);
+  });
+}
+
+moepp_status moepp_logits(moepp_model* model, const int32_t* ids, size_t n_ids, float* logits, size_t capacity) {
+  return guarded("moepp_logits", [&] {
+    auto& m = model_of(model, "moepp_logits");
+    if (n_ids == 0) throw InvalidArgument{"moepp_logits: no token ids"};
+    require(ids, "moepp_logits", "ids");
+    require(logits, "moepp_logits", "logits");
+    const std::lock_guard<std::mutex> lock(m.mutex);
+    const int64_t vocab = m.config().vocab_size;
+    check_capacity(n_ids * size_t(vocab), capacity, "moepp_logits", "floats");
+    check_ids(m, ids, n_ids);
+    m.routing.clear();
+    Session<float> session = m.session(int64_t(n_ids));
+    Tensor<float> out;
+    session.append(ids, int64_t(n_ids), out);
+    std::memcpy(logits, out.data(), n_ids * size_t(vocab) * sizeof(float));
+    m.routing = session.last_routing();
+  });
+}
+
+moepp_status moepp_sampling_init(moepp_sampling* sampling) {
+  return guarded("moepp_sampling_init", [&] {
+    require(sampling, "moepp_sampling_init", "sampling");
+    const GenerateOptions d;  // the library's defaults are `moepp generate`'s
+    sampling->max_tokens = d.max_tokens;
+    sampling->temperature = d.sampler.temperature;
+    sampling->top_k = d.sampler.top_k;
+    sampling->top_p = d.sampler.top_p;
+    sampling->seed = d.sampler.seed;
+  });
+}
+
+moepp_status moepp_generate(moepp_model* model, const char* prompt, const moepp_sampling* sampling,
+                            moepp_text_callback on_text, void* user_data) {
+  return guarded("moepp_generate", [&] {
+    auto& m = model_of(model, "moepp_generate");
+    require(prompt, "moepp_generate", "prompt");
+    require(sampling, "moepp_generate", "sampling");
+    const moepp_sampling& s = *sampling;
+    // The checks `moepp generate` makes on its flags.
+    if (s.max_tokens < 0 || !std::isfinite(s.temperature) || s.temperature < 0 || s.top_k < 0 ||
+        !(s.top_p > 0 && s.top_p <= 1))
+      throw InvalidArgument{"moepp_generate: sampling needs max_tokens >= 0, temperature >= 0, top_k >= 0 and "
+                            "top_p in (0, 1]; got max_tokens " + std::to_string(s.max_tokens) + ", temperature " +
+                            std::to_string(s.temperature) + ", top_k " + std::to_string(s.top_k) + ", top_p " +
+                            std::to_string(s.top_p)};
+    const std::lock_guard<std::mutex> lock(m.mutex);
+    const Tokenizer& tok = m.tok();
+    m.routing.clear();
+    GenerateOptions opt;
+    opt.max_tokens = s.max_tokens;
+    opt.sampler = SamplerOptions{s.temperature, s.top_k, s.top_p, s.seed};
+    opt.routing = &m.routing;
+    const TextSink sink{on_text, user_data};
+    bool first = true;  // generate_text shows the decoded prompt first; the callback gets the continuation
+    auto show = [&](const std::string& piece) {
+      if (first) {
+        first = false;
+        return;
+      }
+      if (sink.fn && sink.fn(piece.c_str(), piece.size(), sink.user) != 0) throw StopGeneration{};
+    };
+    try {
+      if (m.f32) generate_text(m.f32->config, m.f32->params, tok, text_of(prompt), opt, show);
+      else generate_text(*m.packed, tok, text_of(prompt), opt, show);
+    } catch (const StopGeneration&) {
+      // the caller asked to stop: not an error; m.routing holds the tokens run so far
+    }
+  });
+}
+
+moepp_status moepp_routing(moepp_model* model, moepp_layer_routing* layers, size_t capacity, size_t* n_layers) {
+  return guarded("moepp_routing", [&] {
+    auto& m = model_of(model, "moepp_routing");
+    require(n_layers, "moepp_routing", "n_layers");
+    if (capacity > 0) require(layers, "moepp_routing", "layers");
+    const std::lock_guard<std::mutex> lock(m.mutex);
+    *n_layers = m.routing.size();
+    check_capacity(m.routing.size(), capacity, "moepp_routing", "layers");
+    const ModelConfig& cfg = m.config();
+    size_t i = 0;
+    for (int l = 0; l < cfg.num_hidden_layers && i < m.routing.size(); ++l) {
+      if (!cfg.is_moe_layer(l)) continue;
+      const RoutingStats& r = m.routing[i];
+      moepp_layer_routing& o = layers[i++];
+      o.layer = l;
+      o.top_k = r.top_k;
+      o.tokens = r.tokens;
+      o.ffn_experts_per_token = r.ffn_experts_per_token();
+      o.share_ffn = r.share(ExpertKind::ffn);
+      o.share_zero = r.share(ExpertKind::zero);
+      o.share_copy = r.share(ExpertKind::copy);
+      o.share_constant = r.share(ExpertKind::constant);
+    }
+  });
+}
+
+}  // extern "C"

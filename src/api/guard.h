@@ -1,0 +1,41 @@
+// The C API's boundary: every moepp_* function runs its body through guarded(), which
+// turns any exception into a moepp_status and the calling thread's last error message, so
+// that no exception crosses into C. fail() sets a message for an error found here.
+#pragma once
+#include <string>
+
+#include "moepp/moepp.h"
+
+namespace moepp::api {
+
+// Records msg as the calling thread's last error and returns status. Never throws.
+moepp_status fail(moepp_status status, const std::string& msg) noexcept;
+// The message moepp_last_error() returns.
+const char* last_error() noexcept;
+
+// What moepp_* functions throw for a caller's mistake (a NULL pointer, a bad size):
+// MOEPP_INVALID_ARGUMENT, where the engine's own errors give MOEPP_ERROR.
+struct InvalidArgument {
+  std::string message;
+};
+// A buffer smaller than the result: MOEPP_BUFFER_TOO_SMALL (the size is already written).
+struct BufferTooSmall {
+  std::string message;
+};
+
+moepp_status status_of_current_exception(const char* function) noexcept;
+
+template <typename F>
+moepp_status guarded(const char* function, F&& body) noexcept {
+  try {
+    body();
+    return MOEPP_OK;
+  } catch (...) {
+    return status_of_current_exception(function);
+  }
+}
+
+// Throws InvalidArgument naming the function and the argument when p is null.
+void require(const void* p, const char* function, const char* argument);
+
+}  // namespace moepp::api
