@@ -53,19 +53,19 @@ ModelConfig decoder_shape(int64_t vocab, int64_t hidden, int64_t intermediate, i
   c.num_attention_heads = heads;
   c.num_key_value_heads = kv_heads;
   c.max_position_embeddings = max_positions;
-  c.moe_2layer_gate = false;
-  c.moe_feature_no_mul_topk = true;
+  c.moe.two_layer_router = false;
+  c.moe.scale_inputs = false;
   return c;
 }
 
 ModelConfig mixtral_shape(int layers, bool moepp) {
   ModelConfig c = decoder_shape(8192, 1024, 2816, layers, 16, 8, 1024);
-  c.moe_use_logits_norm = moepp;
-  c.num_constant_experts = moepp ? 2 : 0;
-  c.num_copy_experts = moepp ? 1 : 0;
-  c.num_zero_experts = moepp ? 1 : 0;
+  c.moe.logits_norm = moepp;
+  c.moe.num_constant = moepp ? 2 : 0;
+  c.moe.num_copy = moepp ? 1 : 0;
+  c.moe.num_zero = moepp ? 1 : 0;
   c.gating_residual = moepp;
-  c.num_experts = 8 + c.num_constant_experts + c.num_copy_experts + c.num_zero_experts;
+  c.moe.num_ffn = 8;
   return c;
 }
 
@@ -73,8 +73,8 @@ ModelConfig mixtral_shape(int layers, bool moepp) {
 // inputs not scaled by k).
 ModelConfig moepp7b_shape(int layers) {
   ModelConfig c = decoder_shape(65536, 1536, 4096, layers, 16, 16, 2048);
-  c.moe_use_logits_norm = true;
-  c.num_experts = 20;
+  c.moe.logits_norm = true;
+  c.moe.num_ffn = 16;  // + the released 2 constant, 1 copy, 1 zero experts: E = 20
   return c;
 }
 

@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   volatile int64_t sink = cfg.head_dim() + cfg.num_ffn_experts() + cfg.num_moe_layers();
   for (int l = 0; l < cfg.num_hidden_layers && l < 4096; ++l) sink = sink + cfg.is_moe_layer(l);
-  (void)cfg.moe();
+  (void)cfg.layer_moe();
   const nlohmann::json written = cfg.to_json();
   try {
     const moepp::ModelConfig again = moepp::ModelConfig::from_json(written, "round trip");

@@ -65,10 +65,10 @@ void add_compare(CLI::App& app) {
                   " (the model's weights or activations are not finite)");
       RoutingStats all;
       for (const auto& s : r.routing) all.add(s);
-      const MoeConfig mc = m.config.moe();
+      const MoeConfig mc = m.config.layer_moe();
       rows.push_back({{"run", run}, {"kind", mc.num_zero_compute() ? "MoE++" : "vanilla"},
                       {"ffn_experts", mc.num_ffn}, {"zc_experts", mc.num_zero_compute()},
-                      {"tau", m.config.balance_tau}, {"params", total_params(m.config)},
+                      {"tau", m.config.moe.balance_tau}, {"params", total_params(m.config)},
                       {"val_loss", r.loss}, {"val_ppl", r.perplexity}, {"val_tokens", r.tokens},
                       {"ffn_experts_per_token", all.ffn_experts_per_token()},
                       {"ffn_compute_vs_vanilla", all.ffn_flops_vs_vanilla()},

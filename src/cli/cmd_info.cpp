@@ -13,7 +13,7 @@ void add_info(CLI::App& app) {
   cmd->add_option("--model", *dir, "Model folder")->required();
   cmd->callback([dir] {
     const ModelConfig c = load_model_config(*dir);
-    const MoeConfig m = c.moe();
+    const MoeConfig m = c.layer_moe();
     nlohmann::json j = {
         {"model_type", c.model_type},
         {"vocab_size", c.vocab_size},

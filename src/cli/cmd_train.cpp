@@ -71,7 +71,7 @@ void add_train(CLI::App& app) {
       } else {
         o.model = ModelConfig::load(a->config);
       }
-      if (cmd->count("--tau")) o.model.balance_tau = a->tau;
+      if (cmd->count("--tau")) o.model.moe.balance_tau = a->tau;
       if (cmd->count("--beta")) o.model.balance_coef = a->beta;
       o.model.bos_token_id = tok.bos_id();
       o.model.eos_token_id = tok.eos_id();
@@ -90,7 +90,7 @@ void add_train(CLI::App& app) {
       std::fprintf(stderr, "train: %s, %lld parameters (%d FFN + %d zero-computation experts, top-%d), %lld steps of %lld x %lld tokens\n",
                    a->config.empty() ? (a->preset + (a->vanilla ? " (vanilla)" : "")).c_str() : a->config.c_str(),
                    (long long)total_params(o.model), o.model.num_ffn_experts(),
-                   o.model.num_experts - o.model.num_ffn_experts(), o.model.top_k, (long long)o.steps,
+                   o.model.num_experts() - o.model.num_ffn_experts(), o.model.moe.top_k, (long long)o.steps,
                    (long long)o.batch, (long long)o.seq);
     }
     TrainResult r;

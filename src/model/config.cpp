@@ -82,21 +82,25 @@ int ModelConfig::num_moe_layers() const {
   return n;
 }
 
-MoeConfig ModelConfig::moe() const {
+MoeConfig ModelConfig::released_moe_defaults() {
   MoeConfig m;
+  m.num_constant = 2;
+  m.num_copy = 1;
+  m.num_zero = 1;
+  m.top_k = 2;
+  m.gate_weights = GateWeights::official;
+  m.two_layer_router = true;
+  m.logits_norm = false;
+  m.norm_std = 1.0;
+  m.scale_inputs = true;
+  m.balance_tau = 0.75;
+  return m;
+}
+
+MoeConfig ModelConfig::layer_moe() const {
+  MoeConfig m = moe;
   m.hidden = hidden_size;
   m.intermediate = intermediate_size;
-  m.num_ffn = num_ffn_experts();
-  m.num_constant = num_constant_experts;
-  m.num_copy = num_copy_experts;
-  m.num_zero = num_zero_experts;
-  m.top_k = top_k;
-  m.gate_weights = gate_weights;
-  m.two_layer_router = moe_2layer_gate;
-  m.logits_norm = moe_use_logits_norm;
-  m.norm_std = moe_gate_norm_std;
-  m.scale_inputs = !moe_feature_no_mul_topk;
-  m.balance_tau = balance_tau;
   return m;
 }
 
@@ -124,7 +128,7 @@ void ModelConfig::validate() const {
   at_most("intermediate_size", intermediate_size, int64_t(1) << 18);
   at_most("num_hidden_layers", num_hidden_layers, 1024);
   at_most("num_attention_heads", num_attention_heads, 1024);
-  at_most("num_experts", num_experts, 4096);
+  at_most("num_experts", num_experts(), 4096);
   at_most("max_position_embeddings", max_position_embeddings, int64_t(1) << 24);
   MOEPP_CHECK(std::isfinite(rms_norm_eps) && std::isfinite(rope_theta) && std::isfinite(rope_linear_factor),
               "config: rms_norm_eps, rope_theta and rope_scaling.factor must be finite");
@@ -136,16 +140,12 @@ void ModelConfig::validate() const {
   MOEPP_CHECK(moe_expert_interval >= 1, "config: moe_expert_interval must be at least 1, got ", moe_expert_interval);
   MOEPP_CHECK(num_moe_layers() > 0, "config: no layer is an MoE layer (num_hidden_layers ",
               num_hidden_layers, ", moe_expert_interval ", moe_expert_interval, ")");
-  MOEPP_CHECK(moe_use_mixtral_gating == (gate_weights == GateWeights::mixtral),
-              "config: moe_use_mixtral_gating is ", moe_use_mixtral_gating ? "true" : "false",
-              " but moepp.gate_weights is \"", gate_weights_name(gate_weights), "\"");
   MOEPP_CHECK(capacity_factor == 0.0, "config: moepp.capacity_factor ", capacity_factor,
               " is not supported yet (moepp is dropless); use 0");
   MOEPP_CHECK(balance_coef >= 0, "config: moepp.balance_coef must be non-negative, got ", balance_coef);
-  MOEPP_CHECK(num_ffn_experts() >= 0, "config: num_experts ", num_experts, " is smaller than the ",
-              num_constant_experts + num_copy_experts + num_zero_experts,
-              " zero-computation experts of the moepp block");
-  moe().validate();
+  MOEPP_CHECK(moe.num_ffn >= 0, "config: num_experts ", num_experts(), " is smaller than the ",
+              moe.num_zero_compute(), " zero-computation experts of the moepp block");
+  layer_moe().validate();
 }
 
 ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
@@ -181,22 +181,26 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     MOEPP_CHECK(type == "linear", src, ": rope_scaling type \"", type, "\" is not supported yet (linear only)");
     read(rs, "factor", c.rope_linear_factor, src + " rope_scaling");
   }
+  int total_experts = 0;  // E, all kinds: the FFN count is E less the moepp block's others
   if (j.contains("num_experts")) {
     const json& ne = j["num_experts"];
     if (ne.is_array()) {
       MOEPP_CHECK(ne.size() == 1, src, ": num_experts ", ne.dump(), " must be a one-element list [E]");
-      read(json{{"num_experts", ne[0]}}, "num_experts", c.num_experts, src);
+      read(json{{"num_experts", ne[0]}}, "num_experts", total_experts, src);
     } else {
-      read(j, "num_experts", c.num_experts, src);
+      read(j, "num_experts", total_experts, src);
     }
   }
+  MoeConfig& moe = c.moe;
+  bool mixtral_gating = false, no_mul_topk = !moe.scale_inputs;
   read(j, "moe_expert_interval", c.moe_expert_interval, src);
-  read(j, "moe_use_mixtral_gating", c.moe_use_mixtral_gating, src);
-  read(j, "moe_2layer_gate", c.moe_2layer_gate, src);
-  read(j, "moe_use_logits_norm", c.moe_use_logits_norm, src);
-  read(j, "moe_gate_norm_std", c.moe_gate_norm_std, src);
-  read(j, "moe_feature_no_mul_topk", c.moe_feature_no_mul_topk, src);
-  if (c.moe_use_mixtral_gating) c.gate_weights = GateWeights::mixtral;
+  read(j, "moe_use_mixtral_gating", mixtral_gating, src);
+  read(j, "moe_2layer_gate", moe.two_layer_router, src);
+  read(j, "moe_use_logits_norm", moe.logits_norm, src);
+  read(j, "moe_gate_norm_std", moe.norm_std, src);
+  read(j, "moe_feature_no_mul_topk", no_mul_topk, src);
+  moe.scale_inputs = !no_mul_topk;
+  if (mixtral_gating) moe.gate_weights = GateWeights::mixtral;
   if (j.contains("moepp")) {
     const json& m = j["moepp"];
     const std::string msrc = src + " moepp";
@@ -206,19 +210,24 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
         "gate_weights", "balance_coef", "balance_tau", "capacity_factor"};
     for (auto it = m.begin(); it != m.end(); ++it)
       MOEPP_CHECK(known.count(it.key()), src, ": unknown field moepp.", it.key());
-    read(m, "num_constant_experts", c.num_constant_experts, msrc);
-    read(m, "num_copy_experts", c.num_copy_experts, msrc);
-    read(m, "num_zero_experts", c.num_zero_experts, msrc);
-    read(m, "top_k", c.top_k, msrc);
+    read(m, "num_constant_experts", moe.num_constant, msrc);
+    read(m, "num_copy_experts", moe.num_copy, msrc);
+    read(m, "num_zero_experts", moe.num_zero, msrc);
+    read(m, "top_k", moe.top_k, msrc);
     read(m, "gating_residual", c.gating_residual, msrc);
     if (m.contains("gate_weights")) {
       MOEPP_CHECK(m["gate_weights"].is_string(), src, ": moepp.gate_weights is not a string");
-      c.gate_weights = parse_gate_weights(m["gate_weights"].get<std::string>());
+      moe.gate_weights = parse_gate_weights(m["gate_weights"].get<std::string>());
     }
     read(m, "balance_coef", c.balance_coef, msrc);
-    read(m, "balance_tau", c.balance_tau, msrc);
+    read(m, "balance_tau", moe.balance_tau, msrc);
     read(m, "capacity_factor", c.capacity_factor, msrc);
   }
+  // The HF flag and moepp's gate names say the same thing twice: they must agree.
+  MOEPP_CHECK(mixtral_gating == (moe.gate_weights == GateWeights::mixtral), src, ": config: moe_use_mixtral_gating is ",
+              mixtral_gating ? "true" : "false", " but moepp.gate_weights is \"", gate_weights_name(moe.gate_weights),
+              "\"");
+  moe.num_ffn = total_experts - moe.num_zero_compute();
   try {
     c.validate();
   } catch (const Error& e) {
@@ -241,13 +250,12 @@ ModelConfig ModelConfig::from_mixtral_json(const json& j, const std::string& src
   c.rms_norm_eps = 1e-5;
   c.rope_theta = 1e6;
   read_decoder_shape(j, c, src);
-  read(j, "num_local_experts", c.num_experts, src);
-  read(j, "num_experts_per_tok", c.top_k, src);
-  c.num_constant_experts = c.num_copy_experts = c.num_zero_experts = 0;
-  c.moe_use_mixtral_gating = true;
-  c.gate_weights = GateWeights::mixtral;
-  c.moe_2layer_gate = false;
-  c.moe_use_logits_norm = false;
+  read(j, "num_local_experts", c.moe.num_ffn, src);
+  read(j, "num_experts_per_tok", c.moe.top_k, src);
+  c.moe.num_constant = c.moe.num_copy = c.moe.num_zero = 0;
+  c.moe.gate_weights = GateWeights::mixtral;
+  c.moe.two_layer_router = false;
+  c.moe.logits_norm = false;
   c.gating_residual = false;
   c.moe_expert_interval = 1;
   if (j.contains("hidden_act") && !j["hidden_act"].is_null())
@@ -283,17 +291,17 @@ json ModelConfig::to_json() const {
   j["eos_token_id"] = eos_token_id;
   j["pad_token_id"] = pad_token_id < 0 ? json(nullptr) : json(pad_token_id);
   j["torch_dtype"] = torch_dtype;
-  j["num_experts"] = {num_experts};
+  j["num_experts"] = {num_experts()};
   j["moe_expert_interval"] = moe_expert_interval;
-  j["moe_use_mixtral_gating"] = moe_use_mixtral_gating;
-  j["moe_2layer_gate"] = moe_2layer_gate;
-  j["moe_use_logits_norm"] = moe_use_logits_norm;
-  j["moe_gate_norm_std"] = moe_gate_norm_std;
-  j["moe_feature_no_mul_topk"] = moe_feature_no_mul_topk;
-  j["moepp"] = {{"num_constant_experts", num_constant_experts}, {"num_copy_experts", num_copy_experts},
-                {"num_zero_experts", num_zero_experts}, {"top_k", top_k},
-                {"gating_residual", gating_residual}, {"gate_weights", gate_weights_name(gate_weights)},
-                {"balance_coef", balance_coef}, {"balance_tau", balance_tau},
+  j["moe_use_mixtral_gating"] = moe.gate_weights == GateWeights::mixtral;
+  j["moe_2layer_gate"] = moe.two_layer_router;
+  j["moe_use_logits_norm"] = moe.logits_norm;
+  j["moe_gate_norm_std"] = moe.norm_std;
+  j["moe_feature_no_mul_topk"] = !moe.scale_inputs;
+  j["moepp"] = {{"num_constant_experts", moe.num_constant}, {"num_copy_experts", moe.num_copy},
+                {"num_zero_experts", moe.num_zero}, {"top_k", moe.top_k},
+                {"gating_residual", gating_residual}, {"gate_weights", gate_weights_name(moe.gate_weights)},
+                {"balance_coef", balance_coef}, {"balance_tau", moe.balance_tau},
                 {"capacity_factor", capacity_factor}};
   return j;
 }
@@ -333,19 +341,19 @@ ModelConfig ModelConfig::preset(const std::string& name, int64_t vocab, bool van
   c.num_key_value_heads = p->kv_heads;
   c.max_position_embeddings = p->context;
   // The released model's router settings: linear router with logit norm, no input scaling.
-  c.moe_2layer_gate = false;
-  c.moe_use_logits_norm = true;
-  c.moe_feature_no_mul_topk = true;
+  c.moe.two_layer_router = false;
+  c.moe.logits_norm = true;
+  c.moe.scale_inputs = false;
   if (vanilla) {
     // The twin of every comparison: a plain top-k MoE, no gating residual.
-    c.num_constant_experts = c.num_copy_experts = c.num_zero_experts = 0;
+    c.moe.num_constant = c.moe.num_copy = c.moe.num_zero = 0;
     c.gating_residual = false;
   } else {
-    c.num_constant_experts = 2;
-    c.num_copy_experts = 1;
-    c.num_zero_experts = 1;
+    c.moe.num_constant = 2;
+    c.moe.num_copy = 1;
+    c.moe.num_zero = 1;
   }
-  c.num_experts = p->ffn_experts + c.num_constant_experts + c.num_copy_experts + c.num_zero_experts;
+  c.moe.num_ffn = p->ffn_experts;
   c.validate();
   return c;
 }

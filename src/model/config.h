@@ -27,29 +27,27 @@ struct ModelConfig {
   int bos_token_id = 1, eos_token_id = 2, pad_token_id = -1;
   std::string torch_dtype = "float32";
 
-  // MoE (HF keys; absent keys take the official modeling code's defaults)
-  int num_experts = 0;  // E, all kinds together (num_experts: [E])
+  // MoE. `moe` holds the per-layer MoE++ configuration whole (SPEC §2): expert counts by
+  // kind, top-k, gates, router shape, logit norm, input scaling, tau. Its hidden and
+  // intermediate sizes are the decoder's, filled in by layer_moe(). Defaults: the released
+  // model's keys, absent keys taking the official modeling code's defaults.
+  MoeConfig moe = released_moe_defaults();
   int moe_expert_interval = 1;
-  bool moe_use_mixtral_gating = false;
-  bool moe_2layer_gate = true;
-  bool moe_use_logits_norm = false;
-  double moe_gate_norm_std = 1.0;
-  bool moe_feature_no_mul_topk = false;
-
-  // The "moepp" block (absent = the released model's values)
-  int num_constant_experts = 2, num_copy_experts = 1, num_zero_experts = 1;
-  int top_k = 2;
-  bool gating_residual = true;
-  GateWeights gate_weights = GateWeights::official;
+  bool gating_residual = true;  // each MoE layer's router adds a map of the previous one's logits
   double balance_coef = 0.01;
-  double balance_tau = 0.75;
   double capacity_factor = 0.0;
 
   int head_dim() const { return int(hidden_size / num_attention_heads); }
-  int num_ffn_experts() const { return num_experts - num_constant_experts - num_copy_experts - num_zero_experts; }
+  int num_experts() const { return moe.num_experts(); }  // E, all kinds (HF num_experts: [E])
+  int num_ffn_experts() const { return moe.num_ffn; }
   bool is_moe_layer(int l) const { return moe_expert_interval == 1 || (l + 1) % moe_expert_interval == 0; }
   int num_moe_layers() const;
-  MoeConfig moe() const;  // the per-layer MoE++ configuration
+  MoeConfig layer_moe() const;  // `moe` with the decoder's hidden and intermediate sizes
+
+  // The official modeling code's defaults and the released model's moepp values: a
+  // two-layer router, no logit norm, inputs scaled by k, 2 constant + 1 copy + 1 zero
+  // experts, top-2, tau 0.75 (the FFN expert count comes from the config).
+  static MoeConfig released_moe_defaults();
 
   // Throws moepp::Error naming the field and value when unusable or contradictory.
   void validate() const;

@@ -41,7 +41,7 @@ void decoder_step(const ModelConfig& cfg, const DecoderWeights<T>& w, std::span<
 
   // One LayerCache serves every layer; the router logits a MoE layer hands to the next
   // are copied out first, since the next MoE layer's router writes where they were.
-  const int64_t E = cfg.num_experts;
+  const int64_t E = cfg.num_experts();
   s.routing.clear();
   bool have_z = false;
   for (size_t l = 0; l < w.layers.size(); ++l) {

@@ -19,7 +19,7 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights<T>& w, int
   // The MoE layer or MLP writes x_out (x is no longer read), then the residual is added.
   if (w.is_moe) {
     const auto start = std::chrono::steady_clock::now();
-    moe_forward(cfg.moe(), w.moe, c.b.data(), n, z_prev, c.moe, x_out);
+    moe_forward(cfg.layer_moe(), w.moe, c.b.data(), n, z_prev, c.moe, x_out);
     c.moe_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   } else {
     dense_mlp_forward(cfg, w, c.b.data(), n, c.mlp, x_out);
@@ -36,7 +36,7 @@ void decoder_layer_backward(const ModelConfig& cfg, const LayerParams<T>& w, con
   Tensor<T> dh = dx.clone();  // residual: x' = h + mlp(b)
   Tensor<T> db({n, D});
   if (w.is_moe) {
-    moe_backward(cfg.moe(), w.moe, c.b.data(), z_prev, c.moe, dx.data(), dz, dbalance, db.data(), dz_prev, g.moe,
+    moe_backward(cfg.layer_moe(), w.moe, c.b.data(), z_prev, c.moe, dx.data(), dz, dbalance, db.data(), dz_prev, g.moe,
                  mode);
   } else {
     dense_mlp_backward(cfg, w, c.b.data(), n, c.mlp, dx.data(), db.data(), g);

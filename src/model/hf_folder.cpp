@@ -88,7 +88,7 @@ void check_weights(const std::string& dir, bool mixtral, const ModelConfig& cfg,
   for (const std::string& name : src.names())
     MOEPP_CHECK(used.count(name) || ignorable_tensor(name), src.describe(), ": tensor ", name,
                 " is not used by the config (", dir, "/config.json: ", cfg.num_hidden_layers, " layers, ",
-                cfg.num_experts, " experts); refusing to drop it silently");
+                cfg.num_experts(), " experts); refusing to drop it silently");
 }
 
 }  // namespace

@@ -21,7 +21,7 @@ ModelParams<T> ModelParams<T>::zeros(const ModelConfig& cfg, bool allocate) {
     L.wo.shape_as(Shape{D, D}, allocate);
     L.is_moe = cfg.is_moe_layer(l);
     if (L.is_moe) {
-      L.moe = MoeParams<T>::zeros(cfg.moe(), allocate);
+      L.moe = MoeParams<T>::zeros(cfg.layer_moe(), allocate);
     } else {
       L.gate.shape_as(Shape{I, D}, allocate);
       L.up.shape_as(Shape{I, D}, allocate);
@@ -38,7 +38,7 @@ template <typename T>
 void ModelParams<T>::for_each(const ModelConfig& cfg,
                               const std::function<void(const std::string&, Tensor<T>&)>& fn) {
   fn("model.embed_tokens.weight", embed);
-  const MoeConfig mc = cfg.moe();
+  const MoeConfig mc = cfg.layer_moe();
   for (size_t l = 0; l < layers.size(); ++l) {
     auto& L = layers[l];
     const std::string pre = "model.layers." + std::to_string(l) + ".";
@@ -106,7 +106,7 @@ int64_t ModelParams<T>::numel(const ModelConfig& cfg) const {
 int64_t total_params(const ModelConfig& cfg) {
   const int64_t V = cfg.vocab_size, D = cfg.hidden_size, I = cfg.intermediate_size;
   const int64_t kvD = int64_t(cfg.num_key_value_heads) * cfg.head_dim();
-  const MoeConfig m = cfg.moe();
+  const MoeConfig m = cfg.layer_moe();
   const int64_t E = m.num_experts();
   const int64_t router = m.two_layer_router ? 8 * E * D + E * 8 * E : E * D;
   int64_t n = V * D * (cfg.tie_word_embeddings ? 1 : 2) + D;
@@ -119,7 +119,7 @@ int64_t total_params(const ModelConfig& cfg) {
 
 int64_t activated_params(const ModelConfig& cfg, double ffn_per_token) {
   const int64_t D = cfg.hidden_size, I = cfg.intermediate_size;
-  const MoeConfig m = cfg.moe();
+  const MoeConfig m = cfg.layer_moe();
   const double inactive = (double(m.num_ffn) - ffn_per_token) * 3.0 * double(D) * double(I);
   return total_params(cfg) - int64_t(std::llround(inactive * cfg.num_moe_layers()));
 }

@@ -95,7 +95,7 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
                          const int32_t* targets, ModelParams<T>& g, GradMode mode) {
   const int64_t B = c.batch, S = c.seq, n = B * S, D = cfg.hidden_size, V = cfg.vocab_size;
   if (mode == GradMode::overwrite) g.zero_outside_moe_layers();  // moe_backward overwrites its own
-  const MoeConfig mc = cfg.moe();
+  const MoeConfig mc = cfg.layer_moe();
   LossParts p;
   Tensor<T>& dlogits = c.dlogits;
   dlogits.fit({n, V});

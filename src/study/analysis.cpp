@@ -69,7 +69,7 @@ RoutingAnalysis analyze_routing(const ModelConfig& cfg, const ModelParams<float>
   for (int32_t id : ids_in)
     MOEPP_CHECK(id >= 0 && id < cfg.vocab_size, "analyze: token id ", id, " outside the model's vocabulary of ",
                 cfg.vocab_size);
-  const MoeConfig mc = cfg.moe();
+  const MoeConfig mc = cfg.layer_moe();
   RoutingAnalysis a;
   a.top_k = mc.top_k;
   a.num_ffn = mc.num_ffn;

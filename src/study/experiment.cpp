@@ -41,14 +41,12 @@ TrainOptions run_options_unchecked(const json& base, const json& run, int64_t vo
   o.data_dir = data;
   o.out_dir = out;
   o.model = ModelConfig::preset(m.value("preset", std::string("small")), vocab, m.value("vanilla", false));
-  if (m.contains("tau")) o.model.balance_tau = m["tau"].get<double>();
+  if (m.contains("tau")) o.model.moe.balance_tau = m["tau"].get<double>();
   if (m.contains("beta")) o.model.balance_coef = m["beta"].get<double>();
   if (m.contains("gating_residual")) o.model.gating_residual = m["gating_residual"].get<bool>();
-  const int ffn = o.model.num_ffn_experts();
-  if (m.contains("zero")) o.model.num_zero_experts = m["zero"].get<int>();
-  if (m.contains("copy")) o.model.num_copy_experts = m["copy"].get<int>();
-  if (m.contains("constant")) o.model.num_constant_experts = m["constant"].get<int>();
-  o.model.num_experts = ffn + o.model.num_constant_experts + o.model.num_copy_experts + o.model.num_zero_experts;
+  if (m.contains("zero")) o.model.moe.num_zero = m["zero"].get<int>();
+  if (m.contains("copy")) o.model.moe.num_copy = m["copy"].get<int>();
+  if (m.contains("constant")) o.model.moe.num_constant = m["constant"].get<int>();
   o.steps = m.value("steps", int64_t(1000));
   o.batch = m.value("batch", int64_t(8));
   o.seq = m.value("seq", int64_t(128));
@@ -248,8 +246,8 @@ std::string run_experiment(const ExperimentOptions& opt) {
       RoutingStats all;
       for (const auto& s : ev.routing) all.add(s);
       r.update({{"status", "done"}, {"steps", o.steps}, {"val_loss", ev.loss}, {"val_ppl", ev.perplexity},
-                {"ffn_experts_per_token", all.ffn_experts_per_token()}, {"top_k", m.config.top_k},
-                {"zc_experts", m.config.num_experts - m.config.num_ffn_experts()}, {"tau", m.config.balance_tau},
+                {"ffn_experts_per_token", all.ffn_experts_per_token()}, {"top_k", m.config.moe.top_k},
+                {"zc_experts", m.config.num_experts() - m.config.num_ffn_experts()}, {"tau", m.config.moe.balance_tau},
                 {"params", total_params(m.config)}, {"train_tokens_per_s", median_tokens_per_s(dir)},
                 {"moe_forward_s", time_moe_layers(m.config, m.params, val, o.batch, o.seq)},
                 {"routing", routing_json(ev.routing)}});

@@ -38,9 +38,9 @@ void expect_error(const json& j, const std::string& needle) {
 
 TEST(Config, ReleasedKeysWithoutMoeppBlockGiveTheReleasedPool) {
   const ModelConfig c = ModelConfig::from_json(released(), "cfg.json");
-  EXPECT_EQ(c.num_experts, 20);
+  EXPECT_EQ(c.num_experts(), 20);
   EXPECT_EQ(c.num_ffn_experts(), 16);
-  const MoeConfig m = c.moe();
+  const MoeConfig m = c.layer_moe();
   EXPECT_EQ(m.num_constant, 2);
   EXPECT_EQ(m.num_copy, 1);
   EXPECT_EQ(m.num_zero, 1);
@@ -57,7 +57,7 @@ TEST(Config, ReleasedKeysWithoutMoeppBlockGiveTheReleasedPool) {
 TEST(Config, AbsentMoeKeysTakeTheModelingCodeDefaults) {
   json j = released();
   for (const char* k : {"moe_2layer_gate", "moe_use_logits_norm", "moe_feature_no_mul_topk"}) j.erase(k);
-  const MoeConfig m = ModelConfig::from_json(j, "cfg.json").moe();
+  const MoeConfig m = ModelConfig::from_json(j, "cfg.json").layer_moe();
   EXPECT_TRUE(m.two_layer_router);
   EXPECT_FALSE(m.logits_norm);
   EXPECT_EQ(m.input_scale(), 2);
@@ -65,19 +65,19 @@ TEST(Config, AbsentMoeKeysTakeTheModelingCodeDefaults) {
 
 TEST(Config, RoundTripsThroughJson) {
   ModelConfig c = ModelConfig::preset("small", 4000);
-  c.balance_tau = 0.25;
+  c.moe.balance_tau = 0.25;
   c.moe_expert_interval = 2;
   const ModelConfig d = ModelConfig::from_json(c.to_json(), "x");
   EXPECT_EQ(c.to_json(), d.to_json());
-  EXPECT_EQ(d.balance_tau, 0.25);
+  EXPECT_EQ(d.moe.balance_tau, 0.25);
 }
 
 TEST(Config, VanillaPresetHasNoZeroComputationExpertsAndTheSameFfns) {
   const ModelConfig pp = ModelConfig::preset("paper-0.6b", 32000), van = ModelConfig::preset("paper-0.6b", 32000, true);
   EXPECT_EQ(pp.num_ffn_experts(), 8);
   EXPECT_EQ(van.num_ffn_experts(), 8);
-  EXPECT_EQ(van.num_experts, 8);
-  EXPECT_EQ(pp.num_experts, 12);
+  EXPECT_EQ(van.num_experts(), 8);
+  EXPECT_EQ(pp.num_experts(), 12);
   EXPECT_FALSE(van.gating_residual);
 }
 

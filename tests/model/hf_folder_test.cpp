@@ -57,7 +57,7 @@ INSTANTIATE_TEST_SUITE_P(Layouts, HfFolder,
 
 TEST(HfFolderConfig, MixtralLoadsAsAVanillaMoe) {
   const ModelConfig c = read_hf_config(std::string(MOEPP_FIXTURES_DIR) + "/hf/mixtral");
-  const MoeConfig m = c.moe();
+  const MoeConfig m = c.layer_moe();
   EXPECT_EQ(m.num_ffn, 4);
   EXPECT_EQ(m.num_zero_compute(), 0);
   EXPECT_EQ(m.gate_weights, GateWeights::mixtral);

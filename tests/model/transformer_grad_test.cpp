@@ -22,10 +22,10 @@ ModelConfig tiny_config(bool two_layer, bool tie) {
   c.num_key_value_heads = 1;
   c.max_position_embeddings = 16;
   c.moe_expert_interval = 2;  // layers 1 and 3 are MoE, 0 and 2 dense
-  c.num_experts = 4 + 4;
-  c.moe_2layer_gate = two_layer;
-  c.moe_use_logits_norm = !two_layer;
-  c.moe_feature_no_mul_topk = !two_layer;
+  c.moe.num_ffn = 4;  // + the released 2 constant, 1 copy, 1 zero experts: E = 8
+  c.moe.two_layer_router = two_layer;
+  c.moe.logits_norm = !two_layer;
+  c.moe.scale_inputs = two_layer;
   c.tie_word_embeddings = tie;
   c.balance_coef = 0.1;
   c.validate();
@@ -60,7 +60,7 @@ void run_case(bool two_layer, bool tie) {
   auto all_experts_used = [&] {
     for (size_t l = 0; l < cache.layers.size(); ++l)
       if (cfg.is_moe_layer(int(l)))
-        for (int e = 0; e < cfg.num_experts; ++e)
+        for (int e = 0; e < cfg.num_experts(); ++e)
           if (cache.layers[l].moe.plan.rows(e) == 0) return false;
     return true;
   };

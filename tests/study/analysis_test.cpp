@@ -30,12 +30,12 @@ ModelConfig tiny_config() {
   c.num_hidden_layers = 2;
   c.num_attention_heads = 1;
   c.num_key_value_heads = 1;
-  c.num_experts = E;
-  c.num_constant_experts = 0;
-  c.num_copy_experts = 1;
-  c.num_zero_experts = 1;
-  c.top_k = 2;
-  c.moe_2layer_gate = false;
+  c.moe.num_ffn = E - 2;  // E experts: FFNs, a copy and a zero expert
+  c.moe.num_constant = 0;
+  c.moe.num_copy = 1;
+  c.moe.num_zero = 1;
+  c.moe.top_k = 2;
+  c.moe.two_layer_router = false;
   c.validate();
   return c;
 }

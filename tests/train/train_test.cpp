@@ -96,7 +96,7 @@ TEST(Train, SmallerTauSendsMoreSlotsToZeroComputationExperts) {
   const std::string data = make_task_data(32);
   auto zc_share = [&](double tau) {
     TrainOptions o = tiny_run(data, temp_dir("tau"), 150);
-    o.model.balance_tau = tau;
+    o.model.moe.balance_tau = tau;
     o.model.balance_coef = 0.1;
     train(o);
     const auto lines = read_jsonl(o.out_dir + "/metrics.jsonl");
