@@ -92,7 +92,7 @@ extern "C" {
 
 const char* moepp_last_error(void) { return api::last_error(); }
 
-const char* moepp_version(void) { return "0.1.0"; }
+const char* moepp_version(void) { return MOEPP_VERSION; }  // the project's version (CMakeLists.txt)
 
 moepp_status moepp_model_load(const char* dir, const char* dtype, moepp_model** out) {
   return guarded("moepp_model_load", [&] {
@@ -174,7 +174,9 @@ moepp_status moepp_logits(moepp_model* model, const int32_t* ids, size_t n_ids, 
     require(ids, "moepp_logits", "ids");
     require(logits, "moepp_logits", "logits");
     const std::lock_guard<std::mutex> lock(m.mutex);
-    const int64_t vocab = m.config().vocab_size;
+    const int64_t vocab = m.config().vocab_size, max_len = m.config().max_position_embeddings;
+    MOEPP_CHECK(n_ids <= size_t(max_len), "model: sequence of ", n_ids, " tokens exceeds max_position_embeddings ",
+                max_len);  // before n_ids * vocab can overflow
     check_capacity(n_ids * size_t(vocab), capacity, "moepp_logits", "floats");
     check_ids(m, ids, n_ids);
     m.routing.clear();

@@ -230,6 +230,10 @@ static void check_errors(void) {
         "id 400: %s", moepp_last_error());
   CHECK(moepp_logits(m, bad, 1, out, 399) == MOEPP_BUFFER_TOO_SMALL, "399 floats for [1, 400]");
   CHECK(moepp_logits(m, bad, 0, out, 800) == MOEPP_INVALID_ARGUMENT, "no ids");
+  CHECK(moepp_logits(m, bad, (size_t)max_len + 1, out, 800) == MOEPP_ERROR &&
+            strstr(moepp_last_error(), "exceeds max_position_embeddings"),
+        "too long: %s", moepp_last_error());
+  CHECK(moepp_logits(m, bad, SIZE_MAX / 2, out, 800) == MOEPP_ERROR, "absurd length: %s", moepp_last_error());
   int32_t ids[2];
   size_t n = 0;
   CHECK(moepp_tokenize(m, "Line 3: the quick brown fox", ids, 2, &n) == MOEPP_BUFFER_TOO_SMALL && n > 2,
@@ -259,6 +263,7 @@ int main(int argc, char** argv) {
   g_scratch = argv[3];
   mkdir(g_scratch, 0755); /* may exist */
   printf("moepp %s, C API %d\n", moepp_version(), MOEPP_API_VERSION);
+  CHECK(strcmp(moepp_version(), MOEPP_EXPECTED_VERSION) == 0, "version %s", moepp_version());
   check_logits("f32", 400);
   check_logits("bf16", 400);
   check_logits("q8_0", 400);
