@@ -5,8 +5,9 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libdnnl-dev libopenblas-dev
       libgtest-dev libbenchmark-dev nlohmann-json3-dev libsentencepiece-dev libcli11-dev
-      gnuplot-nox)  # gnuplot: the PNG plots of `moepp analyze` (never needed by the tests)
-if [ "${MOEPP_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-numpy); fi
+      python3-numpy  # the Python package (python/moepp) and its test, api.python
+      gnuplot-nox)   # gnuplot: the PNG plots of `moepp analyze` (never needed by the tests)
+if [ "${MOEPP_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
