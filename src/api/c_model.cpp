@@ -1,6 +1,7 @@
 // The C API's models (include/moepp/moepp.h): load a folder as f32 parameters or as a
-// packed model, tokenize, run a Session for logits, generate_text for text, and keep the
-// routing statistics of the last call. Built on model_folder, Session, generate_text and
+// packed model, tokenize, compute logits as `moepp logits` does (model_forward on f32, a
+// Session on packed weights), generate_text for text, and keep the routing statistics of
+// the last call. Built on model_folder, model_forward, Session, generate_text and
 // Tokenizer only: the decoder behind them is not this file's business.
 #include <cmath>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "infer/generator.h"
 #include "infer/session.h"
 #include "model/model_folder.h"
+#include "model/transformer.h"
 #include "moe/routing_stats.h"
 #include "moepp/moepp.h"
 
@@ -33,10 +35,6 @@ struct moepp_model {
   const moepp::Tokenizer& tok() const {
     MOEPP_CHECK(tokenizer, dir, ": the folder has no tokenizer.model (tokenize, detokenize and generate need one)");
     return *tokenizer;
-  }
-  moepp::Session<float> session(int64_t max_len) const {
-    if (f32) return moepp::Session<float>(f32->config, f32->params, max_len);
-    return moepp::Session<float>(*packed, max_len);
   }
 };
 
@@ -92,7 +90,7 @@ extern "C" {
 
 const char* moepp_last_error(void) { return api::last_error(); }
 
-const char* moepp_version(void) { return "0.1.0"; }
+const char* moepp_version(void) { return MOEPP_VERSION; }  // the project's version (CMakeLists.txt)
 
 moepp_status moepp_model_load(const char* dir, const char* dtype, moepp_model** out) {
   return guarded("moepp_model_load", [&] {
@@ -174,11 +172,22 @@ moepp_status moepp_logits(moepp_model* model, const int32_t* ids, size_t n_ids, 
     require(ids, "moepp_logits", "ids");
     require(logits, "moepp_logits", "logits");
     const std::lock_guard<std::mutex> lock(m.mutex);
-    const int64_t vocab = m.config().vocab_size;
+    const int64_t vocab = m.config().vocab_size, max_len = m.config().max_position_embeddings;
+    MOEPP_CHECK(n_ids <= size_t(max_len), "model: sequence of ", n_ids, " tokens exceeds max_position_embeddings ",
+                max_len);  // before n_ids * vocab can overflow
     check_capacity(n_ids * size_t(vocab), capacity, "moepp_logits", "floats");
     check_ids(m, ids, n_ids);
     m.routing.clear();
-    Session<float> session = m.session(int64_t(n_ids));
+    if (m.f32) {
+      // The training forward, as `moepp logits --dtype f32` runs it: a Session's prefill
+      // sums in another order and differs by ~1e-6 on logits of a few units.
+      ModelCache<float> cache;
+      model_forward(m.f32->config, m.f32->params, ids, 1, int64_t(n_ids), cache);
+      std::memcpy(logits, cache.logits.data(), n_ids * size_t(vocab) * sizeof(float));
+      m.routing = routing_stats_of(m.f32->config, cache);
+      return;
+    }
+    Session<float> session(*m.packed, int64_t(n_ids));
     Tensor<float> out;
     session.append(ids, int64_t(n_ids), out);
     std::memcpy(logits, out.data(), n_ids * size_t(vocab) * sizeof(float));

@@ -3,8 +3,10 @@
  * same folder: logits for f32, bf16 and q8_0 (each against `moepp logits --dtype X`, to
  * 1e-6), greedy text (`moepp generate --temperature 0`), tokenize/detokenize, routing
  * statistics, a callback's stop, and the errors: missing and corrupt folders, bad
- * arguments, small buffers, ids outside the vocabulary.
- * Usage: c_api_test MOEPP_CLI FIXTURE_DIR SCRATCH_DIR */
+ * arguments, small buffers, ids outside the vocabulary. The logits again on the released
+ * model's layout (HF_FOLDER, tests/fixtures/hf/released_bin_f32: pytorch_model.bin, no
+ * tokenizer), 60 positions with logits of several units.
+ * Usage: c_api_test MOEPP_CLI FIXTURE_DIR SCRATCH_DIR HF_FOLDER */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -80,21 +82,19 @@ static float* read_cli_logits(const char* path, long* rows, long* cols) {
   return out;
 }
 
-static void check_logits(const char* dtype, int32_t vocab) {
-  const int32_t ids[] = {1, 5, 9, 12, 40, 7, 399, 3, 250, 18};
-  const size_t n = sizeof ids / sizeof ids[0];
+static void check_logits(const char* dir, const char* dtype, const int32_t* ids, size_t n, int32_t vocab) {
   moepp_model* m = NULL;
-  moepp_status s = moepp_model_load(g_model, dtype, &m);
+  moepp_status s = moepp_model_load(dir, dtype, &m);
   CHECK(s == MOEPP_OK, "load %s: %s", dtype, moepp_last_error());
   if (s != MOEPP_OK) return;
   float* mine = malloc(n * (size_t)vocab * sizeof(float));
   s = moepp_logits(m, ids, n, mine, n * (size_t)vocab);
   CHECK(s == MOEPP_OK, "logits %s: %s", dtype, moepp_last_error());
 
-  char out[1024], cmd[4096];
+  char out[1024], cmd[4096], list[2048] = "";
+  for (size_t i = 0; i < n; ++i) snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? "," : "", ids[i]);
   snprintf(out, sizeof out, "%s/logits_%s.safetensors", g_scratch, dtype);
-  snprintf(cmd, sizeof cmd, "'%s' logits --model '%s' --ids 1,5,9,12,40,7,399,3,250,18 --dtype %s --out '%s'", g_cli,
-           g_model, dtype, out);
+  snprintf(cmd, sizeof cmd, "'%s' logits --model '%s' --ids %s --dtype %s --out '%s'", g_cli, dir, list, dtype, out);
   char* log = run_capture(cmd);
   CHECK(log != NULL, "the CLI failed: %s", cmd);
   free(log);
@@ -108,7 +108,7 @@ static void check_logits(const char* dtype, int32_t vocab) {
       if (!(d <= worst)) worst = d; /* NaN counts as the worst */
     }
     CHECK(worst <= 1e-6, "%s logits differ from `moepp logits` by %g", dtype, worst);
-    printf("logits %s: max |api - cli| = %g over [%zu, %d]\n", dtype, worst, n, vocab);
+    printf("logits %s, %s: max |api - cli| = %g over [%zu, %d]\n", dir, dtype, worst, n, vocab);
   }
   free(cli);
 
@@ -192,6 +192,24 @@ static void check_generate(const char* dtype) {
   moepp_model_free(m);
 }
 
+/* A folder without tokenizer.model loads; the text functions say what is missing. */
+static void check_no_tokenizer(const char* dir) {
+  moepp_model* m = NULL;
+  if (moepp_model_load(dir, "f32", &m) != MOEPP_OK) {
+    CHECK(0, "load %s: %s", dir, moepp_last_error());
+    return;
+  }
+  int32_t ids[8];
+  size_t n = 0;
+  CHECK(moepp_tokenize(m, "x", ids, 8, &n) == MOEPP_ERROR && strstr(moepp_last_error(), "tokenizer.model"),
+        "no tokenizer: %s", moepp_last_error());
+  moepp_sampling s;
+  moepp_sampling_init(&s);
+  CHECK(moepp_generate(m, "x", &s, NULL, NULL) == MOEPP_ERROR && strstr(moepp_last_error(), "tokenizer.model"),
+        "generate without a tokenizer: %s", moepp_last_error());
+  moepp_model_free(m);
+}
+
 static void check_errors(void) {
   moepp_model* m = (moepp_model*)&g_pass; /* must be reset to NULL on failure */
   char missing[1024];
@@ -230,6 +248,10 @@ static void check_errors(void) {
         "id 400: %s", moepp_last_error());
   CHECK(moepp_logits(m, bad, 1, out, 399) == MOEPP_BUFFER_TOO_SMALL, "399 floats for [1, 400]");
   CHECK(moepp_logits(m, bad, 0, out, 800) == MOEPP_INVALID_ARGUMENT, "no ids");
+  CHECK(moepp_logits(m, bad, (size_t)max_len + 1, out, 800) == MOEPP_ERROR &&
+            strstr(moepp_last_error(), "exceeds max_position_embeddings"),
+        "too long: %s", moepp_last_error());
+  CHECK(moepp_logits(m, bad, SIZE_MAX / 2, out, 800) == MOEPP_ERROR, "absurd length: %s", moepp_last_error());
   int32_t ids[2];
   size_t n = 0;
   CHECK(moepp_tokenize(m, "Line 3: the quick brown fox", ids, 2, &n) == MOEPP_BUFFER_TOO_SMALL && n > 2,
@@ -247,8 +269,8 @@ static void check_errors(void) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: c_api_test MOEPP_CLI FIXTURE_DIR SCRATCH_DIR\n");
+  if (argc != 5) {
+    fprintf(stderr, "usage: c_api_test MOEPP_CLI FIXTURE_DIR SCRATCH_DIR HF_FOLDER\n");
     return 2;
   }
   g_cli = argv[1];
@@ -259,9 +281,16 @@ int main(int argc, char** argv) {
   g_scratch = argv[3];
   mkdir(g_scratch, 0755); /* may exist */
   printf("moepp %s, C API %d\n", moepp_version(), MOEPP_API_VERSION);
-  check_logits("f32", 400);
-  check_logits("bf16", 400);
-  check_logits("q8_0", 400);
+  CHECK(strcmp(moepp_version(), MOEPP_EXPECTED_VERSION) == 0, "version %s", moepp_version());
+  const int32_t ids[] = {1, 5, 9, 12, 40, 7, 399, 3, 250, 18};
+  const char* dtypes[] = {"f32", "bf16", "q8_0"};
+  int32_t released[60];
+  for (int i = 0; i < 60; ++i) released[i] = (int32_t)((i * 37 + 11) % 48); /* its vocabulary: 48 */
+  for (int d = 0; d < 3; ++d) {
+    check_logits(g_model, dtypes[d], ids, sizeof ids / sizeof ids[0], 400);
+    check_logits(argv[4], dtypes[d], released, 60, 48);
+  }
+  check_no_tokenizer(argv[4]);
   check_generate("f32");
   check_generate("bf16");
   check_generate("q8_0");

@@ -2,9 +2,10 @@
 """The Python package (python/moepp) on the api_model fixture, against the `moepp` CLI on
 the same folder: logits for f32, bf16 and q8_0 (each against `moepp logits --dtype X`, to
 1e-6), greedy text (`moepp generate --temperature 0`), tokenize/detokenize, routing, an
-early break out of generate(), and moepp.Error for missing and corrupt folders.
+early break out of generate(), and moepp.Error for missing and corrupt folders; the
+logits again on the released model's layout (HF_FOLDER: pytorch_model.bin, no tokenizer).
 Exits 77 (CTest's skip) without numpy, without libmoepp_c.so, or in a sanitized build.
-Usage: python_test.py MOEPP_CLI FIXTURE_DIR SCRATCH_DIR (PYTHONPATH=python, MOEPP_LIB=...)"""
+Usage: python_test.py MOEPP_CLI FIXTURE_DIR SCRATCH_DIR HF_FOLDER (PYTHONPATH=python, MOEPP_LIB=...)"""
 import os
 import pathlib
 import subprocess
@@ -52,24 +53,31 @@ def read_logits(path):
     return np.frombuffer(raw[8 + n + a:8 + n + b], dtype=np.float32).reshape(t["shape"])
 
 
+def check_logits(cli, scratch, m, folder, ids):
+    """m.logits(ids) against `moepp logits` with the same folder and dtype, to 1e-6."""
+    mine = m.logits(ids)
+    check(mine.dtype == np.float32 and mine.shape == (len(ids), m.vocab_size), "logits %s %s" % (mine.dtype, mine.shape))
+    out = scratch / ("logits_%s.safetensors" % m.dtype)
+    subprocess.run([cli, "logits", "--model", str(folder), "--ids", ",".join(map(str, ids)), "--dtype", m.dtype,
+                    "--out", str(out)], check=True, capture_output=True)
+    theirs = read_logits(out)
+    worst = float(np.max(np.abs(mine.astype(np.float64) - theirs)))
+    check(worst <= 1e-6, "%s, %s: logits differ from `moepp logits` by %g" % (folder, m.dtype, worst))
+    print("logits %s, %s: max |api - cli| = %g" % (folder, m.dtype, worst))
+
+
 def main():
     cli, fixture, scratch = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+    released = pathlib.Path(sys.argv[4])
     scratch.mkdir(parents=True, exist_ok=True)
     model = fixture / "model"
     ids = [1, 5, 9, 12, 40, 7, 399, 3, 250, 18]
 
     for dtype in ("f32", "bf16", "q8_0"):
+        check_logits(cli, scratch, moepp.Model(released, dtype=dtype), released, [(i * 37 + 11) % 48 for i in range(60)])
         m = moepp.Model(model, dtype=dtype)
         check(m.vocab_size == 400, "vocab %d" % m.vocab_size)
-        mine = m.logits(ids)
-        check(mine.dtype == np.float32 and mine.shape == (len(ids), 400), "logits %s %s" % (mine.dtype, mine.shape))
-        out = scratch / ("logits_%s.safetensors" % dtype)
-        subprocess.run([cli, "logits", "--model", str(model), "--ids", ",".join(map(str, ids)), "--dtype", dtype,
-                        "--out", str(out)], check=True, capture_output=True)
-        theirs = read_logits(out)
-        worst = float(np.max(np.abs(mine.astype(np.float64) - theirs)))
-        check(worst <= 1e-6, "%s logits differ from `moepp logits` by %g" % (dtype, worst))
-        print("logits %s: max |api - cli| = %g" % (dtype, worst))
+        check_logits(cli, scratch, m, model, ids)
         routing = m.routing()
         check(len(routing) >= 1 and all(r.tokens == len(ids) for r in routing), "routing %s" % routing)
         check(all(abs(r.ffn_experts_per_token - r.top_k * r.share_ffn) < 1e-12 for r in routing),
