@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test bench deps fixtures clean run
+.PHONY: all build test bench deps fixtures clean run install
 
 all: build
 
@@ -17,6 +17,13 @@ test: deps build
 
 bench: build
 	$(BUILD)/bench/moe_layer_bench
+
+# `make install` puts bin/moepp, the libraries, headers, the CMake package and the Python
+# package under PREFIX (default ~/.local: bin/ there is on PATH in most shells).
+PREFIX ?= $(HOME)/.local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+	@echo "installed: $(PREFIX)/bin/moepp (run: moepp --version)"
 
 run:
 	bash scripts/run-main.sh

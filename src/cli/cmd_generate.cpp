@@ -35,7 +35,7 @@ void add_generate(CLI::App& app) {
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
     apply_threads(a->threads);
-    const Tokenizer tok(a->model + "/tokenizer.model");
+    const Tokenizer tok = folder_tokenizer(a->model);
     auto show = [](const std::string& piece) {
       std::printf("%s", piece.c_str());
       std::fflush(stdout);

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "data/tokenizer.h"
+
 namespace moepp::cli {
 
 void add_prepare(CLI::App& app);
@@ -21,6 +23,15 @@ void add_compare(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);
 void add_analyze(CLI::App& app);
+void add_tokenize(CLI::App& app);
+
+// `moepp --version`: version, commit, GEMM provider, CPU features.
+std::string version_text();
+
+// The tokenizer of a model (or data) folder, DIR/tokenizer.model, or a tokenizer.model file
+// given directly. A path that does not exist, a folder that is not a model folder, and a
+// model folder without a tokenizer are three errors, each saying which.
+Tokenizer folder_tokenizer(const std::string& path);
 
 // "1,2,3" or "@file" (ids separated by whitespace or commas).
 std::vector<int32_t> parse_ids(const std::string& spec);

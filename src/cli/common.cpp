@@ -1,6 +1,7 @@
 // Helpers shared by the subcommands (commands.h): token-id lists, threads, numeric checks,
 // and the SIGINT/SIGTERM guard that turns Ctrl-C into the library's training stop request.
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -118,6 +119,19 @@ void add_threads_option(CLI::App* cmd, int* threads) {
 
 void apply_threads(int threads) {
   if (threads > 0) set_threads(threads);
+}
+
+Tokenizer folder_tokenizer(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  MOEPP_CHECK(fs::exists(path, ec), path, ": no such folder or file (expected a model folder or a tokenizer.model)");
+  if (!fs::is_directory(path, ec)) return Tokenizer(path);
+  if (fs::exists(path + "/tokenizer.model", ec)) return Tokenizer(path + "/tokenizer.model");  // a data folder too
+  MOEPP_CHECK(fs::exists(path + "/config.json", ec), path, ": not a model folder (no config.json, no tokenizer.model)");
+  MOEPP_CHECK(fs::exists(path + "/tokenizer.model", ec), path,
+              ": the model folder has no tokenizer.model (folders from `moepp train` and `moepp convert` carry "
+              "the one their data was prepared with; copy it from the data folder)");
+  return Tokenizer(path + "/tokenizer.model");
 }
 
 }  // namespace moepp::cli

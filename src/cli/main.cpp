@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
     return "error: " + (used.empty() ? std::string() : used.front()->get_name() + ": ") + e.what() + "\n";
   });
   app.set_help_all_flag("--help-all", "Help for every command");
+  app.set_version_flag("--version", moepp::cli::version_text(), "Version, commit, GEMM provider and CPU features");
   moepp::cli::add_prepare(app);
   moepp::cli::add_train(app);
   moepp::cli::add_eval(app);
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   moepp::cli::add_convert(app);
   moepp::cli::add_experiment(app);
   moepp::cli::add_analyze(app);
+  moepp::cli::add_tokenize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What a new user meets first (issue 19): `moepp --version` names the version in
+# CMakeLists.txt and the GEMM provider the build configured; `moepp tokenize` gives ids
+# that `moepp logits` accepts and pieces that spell the text back; a wrong path is named for
+# what it is (no such path, not a model folder, a model folder without a tokenizer).
+# Usage: first_hour_test.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+moepp="$1/moepp"
+src="$2"
+source "$(dirname "$0")/lib.sh"
+
+# --version: the project's version and the configured provider, from their own sources.
+version=$(sed -n 's/^project(moepp VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.txt")
+provider=$(sed -n 's/^MOEPP_GEMM_PROVIDER:[A-Z]*=//p' "$1/CMakeCache.txt")
+check "--version exits 0" "$moepp" --version
+"$moepp" --version >"$tmp/version" 2>&1
+check "--version names $version" grep -q "^moepp $version (commit " "$tmp/version"
+[ -n "$provider" ] && check "--version names the provider $provider" grep -q "^GEMM provider: $provider\$" "$tmp/version"
+check "tokenize --help" "$moepp" tokenize --help
+
+for i in $(seq 1 400); do echo "Line $i: the quick brown fox jumps over the lazy dog number $((i % 17))."; done > "$tmp/corpus.txt"
+check "prepare" "$moepp" prepare --input "$tmp/corpus.txt" --out "$tmp/data" --vocab-size 400
+check "train" "$moepp" train --data "$tmp/data" --out "$tmp/run" --preset tiny --steps 2 --batch 2 --seq 16 --eval-batches 1
+
+text="the lazy dog jumps over Line 42"
+"$moepp" tokenize -m "$tmp/run" -p "$text" >"$tmp/tok" 2>/dev/null
+"$moepp" tokenize -m "$tmp/run" -p "$text" --no-bos --ids-only >"$tmp/tok_nobos" 2>/dev/null
+ids=$(head -n 1 "$tmp/tok")
+check "tokenize puts BOS (id 1) first" test "${ids%%,*}" = 1
+check "--no-bos drops exactly the BOS" test "1,$(cat "$tmp/tok_nobos")" = "$ids"
+check "one line per id" test "$(tail -n +2 "$tmp/tok" | wc -l)" = "$(echo "$ids" | tr ',' '\n' | wc -l)"
+check "the lines list the ids in order" test "$(tail -n +2 "$tmp/tok" | cut -f2 | paste -sd,)" = "$ids"
+# The pieces after BOS spell the text: U+2581 stands for a space, and SentencePiece adds one in front.
+spelled=$(tail -n +3 "$tmp/tok" | cut -f3 | tr -d '\n' | sed 's/\xe2\x96\x81/ /g')
+check "the pieces spell the text" test "$spelled" = " $text"
+printf '%s' "$text" >"$tmp/text.txt"
+"$moepp" tokenize -m "$tmp/run" -f "$tmp/text.txt" --ids-only >"$tmp/tok_file" 2>/dev/null
+check "--file gives the ids of --text" test "$(cat "$tmp/tok_file")" = "$ids"
+check "tokenize with the tokenizer file itself" "$moepp" tokenize -m "$tmp/run/tokenizer.model" -p "$text"
+check "tokenize with a data folder" "$moepp" tokenize -m "$tmp/data" -p "$text"
+check "logits takes tokenize's ids" "$moepp" logits --model "$tmp/run" --ids "$ids" --out "$tmp/logits.safetensors"
+
+check_error "tokenize: no such path" "no such folder or file" "$moepp" tokenize -m "$tmp/nothing" -p "x"
+mkdir -p "$tmp/empty"
+check_error "tokenize: not a model folder" "not a model folder (no config.json" "$moepp" tokenize -m "$tmp/empty" -p "x"
+mkdir -p "$tmp/no_tok" && cp "$tmp/run/config.json" "$tmp/no_tok/"
+check_error "tokenize: a model folder without its tokenizer" "has no tokenizer.model" "$moepp" tokenize -m "$tmp/no_tok" -p "x"
+check_error "tokenize: no text" "give --text or --file" "$moepp" tokenize -m "$tmp/run"
+check_error "generate: no such model folder" "no such folder or file" "$moepp" generate --model "$tmp/nothing" --prompt "x"
+check_error "generate: not a model folder" "not a model folder" "$moepp" generate --model "$tmp/empty" --prompt "x"
+
+echo "first-hour checks: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
