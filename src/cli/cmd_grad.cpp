@@ -1,6 +1,8 @@
 // moepp grad: the training loss of one sequence and every parameter's gradient, under the
 // SPEC tensor names (loss as "loss", the mean balance loss as "balance_loss").
 #include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -17,7 +19,7 @@ void add_grad(CLI::App& app) {
   cmd->callback([a] {
     apply_threads(a->threads);
     const LoadedModel m = load_model_folder(a->model);
-    const auto ids = parse_ids(a->ids);
+    const auto ids = sequence_ids(*a);
     MOEPP_CHECK(ids.size() >= 2, "grad: need at least two tokens (the loss predicts each next token)");
     check_ids_in_vocab(ids, m.config.vocab_size);
     const auto targets = next_token_targets(ids.data(), int64_t(ids.size()));
@@ -41,6 +43,9 @@ void add_grad(CLI::App& app) {
       items.push_back({name, DType::f32, t.shape().dims, t.data()});
     });
     write_safetensors(a->out, items);
+    const nlohmann::json summary = {{"tokens", ids.size()}, {"loss", p.loss}, {"lm_loss", p.lm_loss},
+                                    {"balance_loss", p.balance_loss}, {"out", a->out}};
+    std::printf("%s\n", summary.dump().c_str());
   });
 }
 

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "io/json_file.h"
 #include "model/model_folder.h"
 #include "model/params.h"
 
@@ -14,8 +15,12 @@ void add_info(CLI::App& app) {
   cmd->callback([dir] {
     const ModelConfig c = load_model_config(*dir);
     const MoeConfig m = c.layer_moe();
+    // The folder's own model_type (a Mixtral folder says "mixtral"), and how moepp runs it.
+    const nlohmann::json raw = read_json_file(*dir + "/config.json");
+    const std::string folder_type = raw.value("model_type", c.model_type);
     nlohmann::json j = {
-        {"model_type", c.model_type},
+        {"model_type", folder_type},
+        {"runs_as", folder_type == c.model_type ? c.model_type : c.model_type + " (vanilla MoE: no zero-computation experts, no gating residual)"},
         {"vocab_size", c.vocab_size},
         {"hidden_size", c.hidden_size},
         {"intermediate_size", c.intermediate_size},

@@ -32,7 +32,7 @@ void add_logits(CLI::App& app) {
       ->check(CLI::IsMember(weight_type_names()));
   cmd->callback([a, dtype] {
     apply_threads(a->threads);
-    const auto ids = parse_ids(a->ids);
+    const auto ids = sequence_ids(*a);
     if (*dtype != "f32") {
       const auto packed = load_packed_model_folder(a->model, parse_weight_type(*dtype));
       check_ids_in_vocab(ids, packed->config.vocab_size);

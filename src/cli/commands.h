@@ -38,10 +38,13 @@ std::vector<int32_t> parse_ids(const std::string& spec);
 void check_ids_in_vocab(const std::vector<int32_t>& ids, int64_t vocab);
 // The inputs of `logits` and `grad`: a model folder, a token sequence, an output file.
 struct SequenceArgs {
-  std::string model, ids, out;
+  std::string model, ids, text, file, out;
   int threads = 0;
 };
 void add_sequence_options(CLI::App* cmd, SequenceArgs& a);
+// The sequence the options name: --ids as given, or --text / --file through the model
+// folder's tokenizer with BOS first (as `moepp tokenize` prints them).
+std::vector<int32_t> sequence_ids(const SequenceArgs& a);
 
 // --threads N (0 = all cores; at most kMaxThreads or the machine's hardware threads,
 // whichever is more: far more OpenMP threads than that exhaust memory and crash).

@@ -1,9 +1,9 @@
 // Helpers shared by the subcommands (commands.h): token-id lists, threads, numeric checks,
 // and the SIGINT/SIGTERM guard that turns Ctrl-C into the library's training stop request.
 #include <algorithm>
-#include <filesystem>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -72,7 +72,11 @@ void check_ids_in_vocab(const std::vector<int32_t>& ids, int64_t vocab) {
 
 void add_sequence_options(CLI::App* cmd, SequenceArgs& a) {
   cmd->add_option("--model", a.model, "Model folder")->required();
-  cmd->add_option("--ids", a.ids, "Token ids: 1,2,3 or @file")->required();
+  auto* ids = cmd->add_option("--ids", a.ids, "Token ids: 1,2,3 or @file (see moepp tokenize)");
+  auto* text = cmd->add_option("-p,--text", a.text, "Text, tokenized with the model's tokenizer (BOS first)");
+  auto* file = cmd->add_option("-f,--file", a.file, "A file whose content is tokenized like --text");
+  ids->excludes(text)->excludes(file);
+  text->excludes(file);
   cmd->add_option("--out", a.out, "Output .safetensors file")->required();
   add_threads_option(cmd, &a.threads);
 }
@@ -119,6 +123,24 @@ void add_threads_option(CLI::App* cmd, int* threads) {
 
 void apply_threads(int threads) {
   if (threads > 0) set_threads(threads);
+}
+
+std::vector<int32_t> sequence_ids(const SequenceArgs& a) {
+  if (!a.ids.empty()) return parse_ids(a.ids);
+  MOEPP_CHECK(!a.text.empty() || !a.file.empty(), "give the sequence as --ids, --text or --file");
+  std::string text = a.text;
+  if (!a.file.empty()) {
+    std::ifstream in(a.file, std::ios::binary);
+    MOEPP_CHECK(in, "cannot read ", a.file);
+    std::ostringstream s;
+    s << in.rdbuf();
+    text = s.str();
+  }
+  const Tokenizer tok = folder_tokenizer(a.model);
+  std::vector<int32_t> ids;
+  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  for (int32_t id : tok.encode(text)) ids.push_back(id);
+  return ids;
 }
 
 Tokenizer folder_tokenizer(const std::string& path) {

@@ -40,6 +40,34 @@ check "tokenize with the tokenizer file itself" "$moepp" tokenize -m "$tmp/run/t
 check "tokenize with a data folder" "$moepp" tokenize -m "$tmp/data" -p "$text"
 check "logits takes tokenize's ids" "$moepp" logits --model "$tmp/run" --ids "$ids" --out "$tmp/logits.safetensors"
 
+# logits and grad take text: the same logits as the ids tokenize gives.
+check "logits --text" "$moepp" logits --model "$tmp/run" --text "$text" --out "$tmp/logits_text.safetensors"
+check "logits --text equals logits --ids of tokenize" cmp "$tmp/logits.safetensors" "$tmp/logits_text.safetensors"
+check "logits --file" "$moepp" logits --model "$tmp/run" --file "$tmp/text.txt" --out "$tmp/logits_file.safetensors"
+check "logits --file equals --ids" cmp "$tmp/logits.safetensors" "$tmp/logits_file.safetensors"
+check_error "logits: --ids and --text together" "excludes" "$moepp" logits --model "$tmp/run" --ids 1,2 --text x --out "$tmp/x.st"
+check_error "logits: no sequence" "give the sequence as --ids, --text or --file" "$moepp" logits --model "$tmp/run" --out "$tmp/x.st"
+# grad prints the loss it writes: the printed JSON's loss is the file's "loss" tensor.
+"$moepp" grad --model "$tmp/run" --text "$text" --out "$tmp/grad.safetensors" >"$tmp/grad.json" 2>/dev/null
+printed=$(sed -n 's/.*"loss":\([-0-9.e+]*\).*/\1/p' "$tmp/grad.json")
+written=$(python3 - "$tmp/grad.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+s, e = h["loss"]["data_offsets"]
+print(repr(struct.unpack("<f", b[8 + n + s:8 + n + e])[0]))
+PY
+)
+check "grad prints a loss" test -n "$printed"
+check "grad's printed loss is the written one (f32)" python3 -c "import sys; a, b = float('$printed'), float('$written'); sys.exit(abs(a - b) > 1e-6 * max(1.0, abs(b)))"
+# info names the folder's own model_type, and how moepp runs it.
+"$moepp" info --model "$src/tests/fixtures/hf/mixtral" >"$tmp/info.json" 2>&1
+check "info on a Mixtral folder says mixtral" grep -q '"model_type": "mixtral"' "$tmp/info.json"
+check "info says it runs as a vanilla MoE" grep -q '"runs_as": "MoE++ (vanilla MoE' "$tmp/info.json"
+"$moepp" info --model "$tmp/run" >"$tmp/info2.json" 2>&1
+check "info on moepp's own folder says MoE++" grep -q '"model_type": "MoE++"' "$tmp/info2.json"
+
 check_error "tokenize: no such path" "no such folder or file" "$moepp" tokenize -m "$tmp/nothing" -p "x"
 mkdir -p "$tmp/empty"
 check_error "tokenize: not a model folder" "not a model folder (no config.json" "$moepp" tokenize -m "$tmp/empty" -p "x"
