@@ -1,5 +1,7 @@
 // moepp generate: stream a continuation of a prompt, with a KV cache.
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -12,42 +14,102 @@ namespace moepp::cli {
 void add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming text to stdout");
   struct Args {
-    std::string model, prompt, dtype = "f32";
+    std::string model, prompt, prompt_file, dtype = "f32";
     int n = 128;
     SamplerOptions s;
     int threads = 0;
+    int64_t context = 0;
+    std::vector<std::string> stop;
+    double repeat_penalty = 1.0;
+    int repeat_last_n = 64;
+    bool quiet = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Model folder (with tokenizer.model)")->required();
-  cmd->add_option("--prompt", a->prompt, "Prompt text")->required();
+  cmd->add_option("-m,--model", a->model, "Model folder (with tokenizer.model)")->required();
+  auto* prompt = cmd->add_option("-p,--prompt", a->prompt, "Prompt text");
+  auto* prompt_file = cmd->add_option("-f,--file", a->prompt_file, "Read the prompt from a file");
+  prompt->excludes(prompt_file);
+  cmd->add_option("-c,--context", a->context,
+                  "Positions for prompt + continuation (0: the model's max_position_embeddings)")
+      ->default_val(0)
+      ->check(non_negative_number());
+  cmd->add_option("--stop", a->stop, "Stop before this string (repeatable); it is not printed");
+  cmd->add_option("--repeat-penalty", a->repeat_penalty,
+                  "Divide the logits of recently seen tokens by this (1: off; llama.cpp's 1.1 is a common choice)")
+      ->default_val(1.0)
+      ->check(positive_number());
+  cmd->add_option("--repeat-last-n", a->repeat_last_n, "How many recent tokens the repeat penalty looks at")
+      ->default_val(64)
+      ->check(non_negative_number());
+  cmd->add_flag("-q,--quiet", a->quiet, "No timing line and no notices on stderr");
   cmd->add_option("-n,--max-tokens", a->n, "Tokens to generate")->default_val(128)->check(non_negative_number());
-  cmd->add_option("--temperature", a->s.temperature, "Sampling temperature (0: greedy)")
+  cmd->add_option("--temperature,--temp", a->s.temperature, "Sampling temperature (0: greedy)")
       ->default_val(0.8)
       ->check(non_negative_number());
   cmd->add_option("--top-k", a->s.top_k, "Sample among the k most likely tokens (0: all)")
       ->default_val(40)
       ->check(non_negative_number());
   cmd->add_option("--top-p", a->s.top_p, "Nucleus sampling mass")->default_val(0.95)->check(unit_fraction());
-  cmd->add_option("--seed", a->s.seed, "Sampling seed")->default_val(1);
+  cmd->add_option("-s,--seed", a->s.seed, "Sampling seed")->default_val(1);
   cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16 or q8_0 (packed on load; docs/quantization.md)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
     apply_threads(a->threads);
+    std::string prompt_text = a->prompt;
+    if (!a->prompt_file.empty()) {
+      std::ifstream in(a->prompt_file, std::ios::binary);
+      MOEPP_CHECK(in, "generate: cannot read ", a->prompt_file);
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      prompt_text = ss.str();
+    }
+    MOEPP_CHECK(!a->prompt.empty() || !a->prompt_file.empty(), "generate: give a prompt with -p/--prompt or -f/--file");
     const Tokenizer tok = folder_tokenizer(a->model);
     auto show = [](const std::string& piece) {
       std::printf("%s", piece.c_str());
       std::fflush(stdout);
     };
+    GenerateStats stats;
+    GenerateOptions opt{a->n, a->s};
+    opt.context = a->context;
+    opt.stop = a->stop;
+    opt.repeat_penalty = a->repeat_penalty;
+    opt.repeat_last_n = a->repeat_last_n;
+    opt.stats = &stats;
+    std::vector<RoutingStats> routing;
+    opt.routing = &routing;
+    int64_t max_positions = 0;
     if (a->dtype == "f32") {
       const LoadedModel m = load_model_folder(a->model);
-      generate_text(m.config, m.params, tok, a->prompt, GenerateOptions{a->n, a->s}, show);
+      max_positions = m.config.max_position_embeddings;
+      generate_text(m.config, m.params, tok, prompt_text, opt, show);
     } else {
       const auto packed = load_packed_model_folder(a->model, parse_weight_type(a->dtype));
-      generate_text(*packed, tok, a->prompt, GenerateOptions{a->n, a->s}, show);
+      max_positions = packed->config.max_position_embeddings;
+      generate_text(*packed, tok, prompt_text, opt, show);
     }
     std::printf("\n");
+    std::fflush(stdout);
+    if (a->quiet) return;
+    if (stats.stopped == GenerateStats::Stop::context)
+      std::fprintf(stderr, "generate: the context of %lld positions is full after %lld tokens; -c sets it (up to the "
+                   "model's %lld)\n", (long long)stats.context, (long long)stats.generated_tokens,
+                   (long long)max_positions);
+    RoutingStats all;
+    for (const auto& r : routing) all.add(r);
+    const char* why = stats.stopped == GenerateStats::Stop::eos           ? "end of text"
+                      : stats.stopped == GenerateStats::Stop::stop_string ? "stop string"
+                      : stats.stopped == GenerateStats::Stop::context     ? "context full"
+                                                                            : "token limit";
+    std::fprintf(stderr,
+                 "generate: prompt %lld tokens at %.1f t/s | generated %lld tokens at %.1f t/s | FFN experts per "
+                 "token %.3f (prompt and continuation, all MoE layers) | stopped: %s\n",
+                 (long long)stats.prompt_tokens, stats.prompt_seconds > 0 ? stats.prompt_tokens / stats.prompt_seconds : 0.0,
+                 (long long)stats.generated_tokens,
+                 stats.generate_seconds > 0 ? stats.generated_tokens / stats.generate_seconds : 0.0,
+                 all.ffn_experts_per_token(), why);
   });
 }
 

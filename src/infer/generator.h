@@ -16,13 +16,35 @@
 
 namespace moepp {
 
+// What a generation did, for the timing line and the notices of `moepp generate`.
+struct GenerateStats {
+  int64_t prompt_tokens = 0, generated_tokens = 0, context = 0;
+  double prompt_seconds = 0, generate_seconds = 0;
+  enum class Stop { limit, eos, stop_string, context } stopped = Stop::limit;
+};
+
 struct GenerateOptions {
   int max_tokens = 128;
   SamplerOptions sampler;
+  // Positions the session holds (prompt + continuation), at most max_position_embeddings;
+  // 0: the model's max_position_embeddings.
+  int64_t context = 0;
+  // Generation ends before the first of these strings the continuation contains; the
+  // string itself is not shown (text that could start one is held back until it is known).
+  std::vector<std::string> stop = {};
+  // Logits of tokens among the last repeat_last_n of the sequence are divided by the
+  // penalty when positive and multiplied by it when negative (1: off).
+  double repeat_penalty = 1.0;
+  int repeat_last_n = 64;
+  GenerateStats* stats = nullptr;  // filled when set
   // When set, receives the routing statistics of every token run (the prompt and the
   // generated tokens), pooled per MoE layer (the C API's moepp_routing after moepp_generate).
   std::vector<RoutingStats>* routing = nullptr;
 };
+
+// The repeat penalty on one row of logits: each distinct token among recent[0..n) has its
+// logit divided by `penalty` when positive, multiplied by it otherwise.
+void apply_repeat_penalty(float* logits, int64_t vocab, const int32_t* recent, int64_t n, double penalty);
 
 // Returns prompt + continuation; on_text (if set) receives each new piece of text.
 std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& params, const Tokenizer& tok,

@@ -68,6 +68,30 @@ check "info says it runs as a vanilla MoE" grep -q '"runs_as": "MoE++ (vanilla M
 "$moepp" info --model "$tmp/run" >"$tmp/info2.json" 2>&1
 check "info on moepp's own folder says MoE++" grep -q '"model_type": "MoE++"' "$tmp/info2.json"
 
+# generate: llama-cli's short options; a stop string ends the text before it; -c bounds the
+# context with a notice; a timing line on stderr.
+prompt="the lazy dog"
+"$moepp" generate -m "$tmp/run" -p "$prompt" -n 24 --temp 0 -q >"$tmp/greedy" 2>/dev/null
+greedy=$(cat "$tmp/greedy")
+cont=${greedy#"$prompt"}
+check "greedy continues the prompt" test "$greedy" != "$prompt"
+stop=${cont:4:3}
+if [ ${#stop} -eq 3 ]; then
+  want="$prompt${cont%%"$stop"*}"
+  "$moepp" generate -m "$tmp/run" -p "$prompt" -n 24 --temp 0 --stop "$stop" >"$tmp/stopped" 2>"$tmp/stopped.err"
+  check "--stop ends before the stop string" test "$(cat "$tmp/stopped")" = "$want"
+  check "--stop is reported" grep -q "stopped: stop string" "$tmp/stopped.err"
+else
+  fail=$((fail + 1)); echo "FAIL: the greedy continuation is too short for a stop string: '$cont'"
+fi
+prompt_tokens=$("$moepp" tokenize -m "$tmp/run" -p "$prompt" --ids-only 2>/dev/null | tr ',' '\n' | wc -l)
+"$moepp" generate -m "$tmp/run" -p "$prompt" -n 50 --temp 0 -c $((prompt_tokens + 3)) >/dev/null 2>"$tmp/ctx.err"
+check "-c: the notice says the context is full after 3 tokens" grep -q "context of $((prompt_tokens + 3)) positions is full after 3 tokens" "$tmp/ctx.err"
+check "the timing line counts the prompt" grep -q "^generate: prompt $prompt_tokens tokens at .* generated 3 tokens at .*FFN experts per token" "$tmp/ctx.err"
+check_error "-c beyond the model" "outside what the model holds" "$moepp" generate -m "$tmp/run" -p "$prompt" -c 100000
+check "--repeat-penalty runs" "$moepp" generate -m "$tmp/run" -p "$prompt" -n 8 --repeat-penalty 1.3 -s 3 -q
+check_error "generate: no prompt" "give a prompt" "$moepp" generate -m "$tmp/run"
+
 check_error "tokenize: no such path" "no such folder or file" "$moepp" tokenize -m "$tmp/nothing" -p "x"
 mkdir -p "$tmp/empty"
 check_error "tokenize: not a model folder" "not a model folder (no config.json" "$moepp" tokenize -m "$tmp/empty" -p "x"
