@@ -80,7 +80,7 @@ moepp_status moepp_train(const moepp_train_options* options, moepp_train_result*
     }
     const TrainResult r = train(o);
     *result = moepp_train_result{r.steps_done, r.last_loss,     r.val_loss,
-                                 r.tokens_per_s, r.interrupted, r.time_limited};
+                                 r.tokens_per_s, r.interrupted, r.time_limited || r.stopped_after};
   });
 }
 

@@ -66,24 +66,31 @@ void add_compare(CLI::App& app) {
       RoutingStats all;
       for (const auto& s : r.routing) all.add(s);
       const MoeConfig mc = m.config.layer_moe();
+      const double train_tps = median_tokens_per_s(run);
       rows.push_back({{"run", run}, {"kind", mc.num_zero_compute() ? "MoE++" : "vanilla"},
                       {"ffn_experts", mc.num_ffn}, {"zc_experts", mc.num_zero_compute()},
                       {"tau", m.config.moe.balance_tau}, {"params", total_params(m.config)},
                       {"val_loss", r.loss}, {"val_ppl", r.perplexity}, {"val_tokens", r.tokens},
                       {"ffn_experts_per_token", all.ffn_experts_per_token()},
                       {"ffn_compute_vs_vanilla", all.ffn_flops_vs_vanilla()},
-                      {"train_tokens_per_s", median_tokens_per_s(run)}, {"routing", routing_json(r.routing)}});
+                      // null where the folder has no training log (a converted or downloaded model)
+                      {"train_tokens_per_s", train_tps > 0 ? nlohmann::json(train_tps) : nlohmann::json(nullptr)},
+                      {"routing", routing_json(r.routing)}});
       if (!a->prompt.empty()) samples.push_back(sample(m, a->prompt, a->sample_tokens, a->seed));
     }
     std::printf("\n%-28s %-8s %10s %9s %9s %9s %11s %12s\n", "run", "kind", "params", "val loss", "val ppl", "FFN/tok",
                 "FFN vs van", "train tok/s");
-    for (const auto& r : rows)
-      std::printf("%-28s %-8s %10lld %9.4f %9.2f %9.3f %11.3f %12.0f\n", r["run"].get<std::string>().c_str(),
+    for (const auto& r : rows) {
+      const auto& tps = r["train_tokens_per_s"];
+      const std::string tps_text = tps.is_null() ? "n/a" : std::to_string(std::lround(tps.get<double>()));
+      std::printf("%-28s %-8s %10lld %9.4f %9.2f %9.3f %11.3f %12s\n", r["run"].get<std::string>().c_str(),
                   r["kind"].get<std::string>().c_str(), (long long)r["params"].get<int64_t>(), r["val_loss"].get<double>(),
                   r["val_ppl"].get<double>(), r["ffn_experts_per_token"].get<double>(),
-                  r["ffn_compute_vs_vanilla"].get<double>(), r["train_tokens_per_s"].get<double>());
+                  r["ffn_compute_vs_vanilla"].get<double>(), tps_text.c_str());
+    }
     std::printf("(val loss over %lld held-out tokens; FFN vs van = mean FFN experts per token / k, the FFN compute\n"
-                " relative to a vanilla top-k MoE with the same FFN experts)\n",
+                " relative to a vanilla top-k MoE with the same FFN experts; train tok/s = the median of the run's\n"
+                " logged steps after the first 10, n/a without them)\n",
                 (long long)rows[0]["val_tokens"].get<int64_t>());
     for (size_t i = 0; i < samples.size(); ++i)
       std::printf("\n--- sample from %s (temperature 0.7, seed %llu)\n%s\n", a->runs[i].c_str(),

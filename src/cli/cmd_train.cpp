@@ -99,9 +99,19 @@ void add_train(CLI::App& app) {
       o.stop = signals.flag();
       r = train(o);
     }
-    std::printf("{\"steps\": %lld, \"loss\": %.6f, \"val_loss\": %.6f, \"tokens_per_s\": %.1f, \"interrupted\": %s, \"time_limited\": %s}\n",
-                (long long)r.steps_done, r.last_loss, r.val_loss, r.tokens_per_s, r.interrupted ? "true" : "false",
-                r.time_limited ? "true" : "false");
+    // val_loss is null when this invocation ran no validation (Ctrl-C skips it).
+    const std::string val = r.evaluated ? nlohmann::json(r.val_loss).dump() : "null";
+    std::printf("{\"steps\": %lld, \"loss\": %.6f, \"val_loss\": %s, \"tokens_per_s\": %.1f, \"interrupted\": %s, "
+                "\"time_limited\": %s, \"stopped_after\": %s}\n",
+                (long long)r.steps_done, r.last_loss, val.c_str(), r.tokens_per_s, r.interrupted ? "true" : "false",
+                r.time_limited ? "true" : "false", r.stopped_after ? "true" : "false");
+    if (r.interrupted || r.time_limited || r.stopped_after)
+      std::fprintf(stderr,
+                   "train: %s at step %lld; the checkpoint is %s/current. Continue with:\n"
+                   "  moepp train --data %s --out %s --steps %lld --resume\n",
+                   r.interrupted ? "interrupted" : r.time_limited ? "time limit reached" : "--stop-after reached",
+                   (long long)r.steps_done, o.out_dir.c_str(), o.data_dir.c_str(), o.out_dir.c_str(),
+                   (long long)o.steps);
   });
 }
 

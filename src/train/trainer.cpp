@@ -225,8 +225,13 @@ TrainResult train(const TrainOptions& options) {
         ++step;
         break;
       }
-      if ((o.time_limit_s > 0 && seconds() >= o.time_limit_s) || (o.stop_after > 0 && step + 1 - start >= o.stop_after)) {
+      if (o.time_limit_s > 0 && seconds() >= o.time_limit_s) {
         r.time_limited = true;
+        ++step;
+        break;
+      }
+      if (o.stop_after > 0 && step + 1 - start >= o.stop_after) {
+        r.stopped_after = true;
         ++step;
         break;
       }
@@ -242,6 +247,7 @@ TrainResult train(const TrainOptions& options) {
   if (!r.interrupted) {
     const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
     r.val_loss = ev.loss;
+    r.evaluated = true;
     json line = {{"step", step}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity},
                  {"val_routing", routing_json(ev.routing)}};
     append_jsonl(metrics_path, line);

@@ -43,6 +43,8 @@ struct TrainResult {
   int64_t steps_done = 0;
   double last_loss = 0, val_loss = 0, tokens_per_s = 0;
   bool interrupted = false, time_limited = false;
+  bool stopped_after = false;  // --stop-after's step count reached (not the time limit)
+  bool evaluated = false;      // val_loss comes from a validation pass of this invocation
 };
 
 TrainResult train(const TrainOptions& opt);

@@ -41,6 +41,8 @@ rc=$?
 if [ $rc -eq 0 ] && grep -q '"interrupted": true' "$tmp/int.log" && [ -f "$tmp/int/trainer_state.json" ]; then
   pass=$((pass + 1))
   steps=$(sed -nE 's/.*"step": ([0-9]+),.*/\1/p' "$tmp/int/trainer_state.json" | head -1)
+  check "Ctrl-C reports no validation (null), not a loss of 0" grep -q '"val_loss": null' "$tmp/int.log"
+  check "Ctrl-C names the checkpoint and the resume command" grep -q "moepp train --data $tmp/data --out $tmp/int --steps 100000 --resume" "$tmp/int.log"
   check "resume after Ctrl-C" "$moepp" train --data "$tmp/data" --out "$tmp/int" --steps $((steps + 3)) --batch 2 --seq 16 --resume
 else
   fail=$((fail + 1)); echo "FAIL: Ctrl-C (rc $rc)"; cat "$tmp/int.log"

@@ -22,6 +22,19 @@ for i in $(seq 1 400); do echo "Line $i: the quick brown fox jumps over the lazy
 check "prepare" "$moepp" prepare --input "$tmp/corpus.txt" --out "$tmp/data" --vocab-size 400
 check "train" "$moepp" train --data "$tmp/data" --out "$tmp/run" --preset tiny --steps 2 --batch 2 --seq 16 --eval-batches 1
 
+# --stop-after is reported as itself (not as a time limit), with the command that continues.
+"$moepp" train --data "$tmp/data" --out "$tmp/part" --preset tiny --steps 4 --stop-after 1 --batch 2 --seq 16 --eval-batches 1 >"$tmp/part.out" 2>"$tmp/part.err"
+check "--stop-after: stopped_after true" grep -q '"time_limited": false, "stopped_after": true' "$tmp/part.out"
+check "--stop-after: a validation loss" grep -q '"val_loss": [0-9]' "$tmp/part.out"
+check "--stop-after: the resume command" grep -q "moepp train --data $tmp/data --out $tmp/part --steps 4 --resume" "$tmp/part.err"
+
+# compare: a folder without a training log shows n/a for train tok/s, never 0.
+check "convert (no training log)" "$moepp" convert --in "$tmp/run" --out "$tmp/conv"
+check "a run with steps past warm-up" "$moepp" train --data "$tmp/data" --out "$tmp/run12" --preset tiny --steps 12 --batch 2 --seq 16 --eval-batches 1
+"$moepp" compare --run "$tmp/run12" --run "$tmp/conv" --data "$tmp/data" --batch 2 --seq 16 --max-batches 1 --prompt "" >"$tmp/cmp" 2>/dev/null
+check "compare: n/a for the converted folder" grep -qE "^$tmp/conv .* n/a\$" "$tmp/cmp"
+check "compare: a number for the trained run" grep -qE "^$tmp/run12 .* [0-9]+\$" "$tmp/cmp"
+
 text="the lazy dog jumps over Line 42"
 "$moepp" tokenize -m "$tmp/run" -p "$text" >"$tmp/tok" 2>/dev/null
 "$moepp" tokenize -m "$tmp/run" -p "$text" --no-bos --ids-only >"$tmp/tok_nobos" 2>/dev/null
