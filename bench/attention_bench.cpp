@@ -14,6 +14,7 @@
 #include "bench_util.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "core/stats.h"
 #include "kernels/attention.h"
 
 using namespace moepp;
@@ -51,11 +52,6 @@ void scalar_decode_attention(const float* q, const float* K, const float* Vc, fl
   });
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,15 +73,8 @@ int main(int argc, char** argv) {
     std::vector<const float*> keys(size_t(rows), K.data()), values(size_t(rows), V.data());
     std::vector<int64_t> context(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) context[size_t(r)] = p0 + r + 1;
-    AttentionRows<float> a;
-    a.rows = rows;
-    a.q_heads = H;
-    a.kv_heads = Hkv;
-    a.head_dim = hd;
-    a.keys = keys.data();
-    a.values = values.data();
-    a.context = context.data();
-    a.kv_stride = kvD;
+    const AttentionRows<float> a{.rows = rows, .q_heads = H, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
+                                 .values = values.data(), .context = context.data(), .kv_stride = kvD};
     std::vector<double> ts, tk;
     for (int64_t rep = -1; rep < repeats; ++rep) {  // rep -1 warms both up
       const double s = seconds_of([&] {

@@ -17,7 +17,6 @@
 //     once per step for every row that chose them, so the aggregate should grow with N.
 // Usage: decode_bench [--shape mixtral|moepp7b] [--dtype f32,bf16,q8_0] [--prompt 512]
 //                     [--decode 128] [--layers N] [--batch 1,4,16] [--threads 2] [--pin 1]
-#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <cstdio>
@@ -30,6 +29,7 @@
 #include "bench_util.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "core/stats.h"
 #include "infer/session.h"
 #include "model/decoder.h"
 #include "model/hf_folder.h"
@@ -196,8 +196,7 @@ double batched_decode_tps(const ModelConfig& cfg, const Weights& w, int64_t n, i
     }
     step_s.push_back(seconds_of([&] { decoder_step<float>(cfg, dw, steps, scratch, logits, LogitRows::last); }));
   }
-  std::sort(step_s.begin(), step_s.end());
-  return double(n) / step_s[step_s.size() / 2];
+  return double(n) / median(step_s);
 }
 
 void run_batched(const Flags& f, const std::vector<std::string>& dtypes, int layers) {

@@ -50,19 +50,9 @@ moepp_model& model_of(moepp_model* m, const char* function) {
 
 WeightType weight_type_of(const char* dtype) {
   const std::string d = dtype ? dtype : "f32";
-  if (d == "f32") return WeightType::f32;
-  if (d == "bf16") return WeightType::bf16;
-  if (d == "q8_0") return WeightType::q8_0;
+  for (WeightType t : kWeightTypes)
+    if (d == weight_type_name(t)) return t;
   throw InvalidArgument{"moepp_model_load: unknown dtype '" + d + "' (expected f32, bf16 or q8_0)"};
-}
-
-// The sequence's ids must be tokens of the model: an id outside the vocabulary would index
-// past the embedding. The same words as `moepp logits`.
-void check_ids(const moepp_model& m, const int32_t* ids, size_t n) {
-  const int64_t vocab = m.config().vocab_size;
-  for (size_t i = 0; i < n; ++i)
-    MOEPP_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " at position ", i,
-                " is outside the vocabulary of ", vocab);
 }
 
 void check_capacity(size_t need, size_t capacity, const char* function, const char* what) {
@@ -135,10 +125,7 @@ moepp_status moepp_tokenize(moepp_model* model, const char* text, int32_t* ids, 
     if (capacity > 0) require(ids, "moepp_tokenize", "ids");
     const std::lock_guard<std::mutex> lock(m.mutex);
     const Tokenizer& tok = m.tok();
-    std::vector<int32_t> out;
-    if (tok.bos_id() >= 0) out.push_back(tok.bos_id());  // as generate_text encodes a prompt
-    const auto pieces = tok.encode(text_of(text));
-    out.insert(out.end(), pieces.begin(), pieces.end());
+    const std::vector<int32_t> out = tok.encode_prompt(text_of(text));  // as generate_text encodes a prompt
     *n_ids = out.size();
     check_capacity(out.size(), capacity, "moepp_tokenize", "ids");
     std::memcpy(ids, out.data(), out.size() * sizeof(int32_t));
@@ -176,7 +163,7 @@ moepp_status moepp_logits(moepp_model* model, const int32_t* ids, size_t n_ids, 
     MOEPP_CHECK(n_ids <= size_t(max_len), "model: sequence of ", n_ids, " tokens exceeds max_position_embeddings ",
                 max_len);  // before n_ids * vocab can overflow
     check_capacity(n_ids * size_t(vocab), capacity, "moepp_logits", "floats");
-    check_ids(m, ids, n_ids);
+    // An id outside the vocabulary is refused by the decoder's embedding lookup, before any work.
     m.routing.clear();
     if (m.f32) {
       // The training forward, as `moepp logits --dtype f32` runs it: a Session's prefill

@@ -1,7 +1,5 @@
 // moepp generate: stream a continuation of a prompt, with a KV cache.
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -57,15 +55,8 @@ void add_generate(CLI::App& app) {
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
     apply_threads(a->threads);
-    std::string prompt_text = a->prompt;
-    if (!a->prompt_file.empty()) {
-      std::ifstream in(a->prompt_file, std::ios::binary);
-      MOEPP_CHECK(in, "generate: cannot read ", a->prompt_file);
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      prompt_text = ss.str();
-    }
     MOEPP_CHECK(!a->prompt.empty() || !a->prompt_file.empty(), "generate: give a prompt with -p/--prompt or -f/--file");
+    const std::string prompt_text = text_or_file(a->prompt, a->prompt_file, "generate");
     const Tokenizer tok = folder_tokenizer(a->model);
     auto show = [](const std::string& piece) {
       std::printf("%s", piece.c_str());

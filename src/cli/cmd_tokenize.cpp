@@ -3,8 +3,6 @@
 // Prints one line of ids (what `moepp logits --ids` takes), then one line per token:
 // position, id, and the piece as SentencePiece spells it (U+2581 marks a leading space).
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -27,18 +25,9 @@ void add_tokenize(CLI::App& app) {
   cmd->add_flag("--ids-only", a->ids_only, "Print the ids line only");
   cmd->callback([a] {
     MOEPP_CHECK(!a->text.empty() || !a->file.empty(), "tokenize: give --text or --file");
-    std::string text = a->text;
-    if (!a->file.empty()) {
-      std::ifstream in(a->file, std::ios::binary);
-      MOEPP_CHECK(in, "tokenize: cannot read ", a->file);
-      std::ostringstream s;
-      s << in.rdbuf();
-      text = s.str();
-    }
+    const std::string text = text_or_file(a->text, a->file, "tokenize");
     const Tokenizer tok = folder_tokenizer(a->model);
-    std::vector<int32_t> ids;
-    if (!a->no_bos && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-    for (int32_t id : tok.encode(text)) ids.push_back(id);
+    const std::vector<int32_t> ids = a->no_bos ? tok.encode(text) : tok.encode_prompt(text);
     for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? "," : "", ids[i]);
     std::printf("\n");
     if (a->ids_only) return;

@@ -42,6 +42,10 @@ struct SequenceArgs {
   int threads = 0;
 };
 void add_sequence_options(CLI::App* cmd, SequenceArgs& a);
+// The text of a --text option, or else the whole content of the --file option's file (read
+// with io's read_regular_file, at most kMaxTextFileBytes); `command` names the caller in errors.
+constexpr size_t kMaxTextFileBytes = size_t(1) << 30;
+std::string text_or_file(const std::string& text, const std::string& file, const char* command);
 // The sequence the options name: --ids as given, or --text / --file through the model
 // folder's tokenizer with BOS first (as `moepp tokenize` prints them).
 std::vector<int32_t> sequence_ids(const SequenceArgs& a);

@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "io/mapped_file.h"
 
 namespace moepp::cli {
 
@@ -125,22 +126,19 @@ void apply_threads(int threads) {
   if (threads > 0) set_threads(threads);
 }
 
+std::string text_or_file(const std::string& text, const std::string& file, const char* command) {
+  if (file.empty()) return text;
+  try {
+    return read_regular_file(file, kMaxTextFileBytes);
+  } catch (const Error& e) {
+    fail(command, ": ", e.what());
+  }
+}
+
 std::vector<int32_t> sequence_ids(const SequenceArgs& a) {
   if (!a.ids.empty()) return parse_ids(a.ids);
   MOEPP_CHECK(!a.text.empty() || !a.file.empty(), "give the sequence as --ids, --text or --file");
-  std::string text = a.text;
-  if (!a.file.empty()) {
-    std::ifstream in(a.file, std::ios::binary);
-    MOEPP_CHECK(in, "cannot read ", a.file);
-    std::ostringstream s;
-    s << in.rdbuf();
-    text = s.str();
-  }
-  const Tokenizer tok = folder_tokenizer(a.model);
-  std::vector<int32_t> ids;
-  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-  for (int32_t id : tok.encode(text)) ids.push_back(id);
-  return ids;
+  return folder_tokenizer(a.model).encode_prompt(text_or_file(a.text, a.file, "sequence"));
 }
 
 Tokenizer folder_tokenizer(const std::string& path) {

@@ -17,44 +17,48 @@
 namespace moepp::cli {
 
 namespace {
+// Names joined by spaces, or `none` when no name was added.
+struct FeatureList {
+  std::string names;
+  void add(bool on, const char* name) {
+    if (on) names += (names.empty() ? "" : " ") + std::string(name);
+  }
+  std::string or_else(const char* none) const { return names.empty() ? none : names; }
+};
+
+// The instruction sets the compiler was allowed to use (-march): what the kernels need.
 std::string compiled_features() {
-  std::string f;
-  auto add = [&](bool on, const char* name) {
-    if (on) f += (f.empty() ? "" : " ") + std::string(name);
-  };
+  FeatureList f;
 #if defined(__AVX2__)
-  add(true, "avx2");
+  f.add(true, "avx2");
 #endif
 #if defined(__FMA__)
-  add(true, "fma");
+  f.add(true, "fma");
 #endif
 #if defined(__AVX512F__)
-  add(true, "avx512f");
+  f.add(true, "avx512f");
 #endif
 #if defined(__AVX512BW__)
-  add(true, "avx512bw");
+  f.add(true, "avx512bw");
 #endif
 #if defined(__AVX512VL__)
-  add(true, "avx512vl");
+  f.add(true, "avx512vl");
 #endif
 #if defined(__AVX512BF16__)
-  add(true, "avx512bf16");
+  f.add(true, "avx512bf16");
 #endif
-  return f.empty() ? "none beyond the baseline" : f;
+  return f.or_else("none beyond the baseline");
 }
 
 std::string machine_features() {
-  std::string f;
-  auto add = [&](bool on, const char* name) {
-    if (on) f += (f.empty() ? "" : " ") + std::string(name);
-  };
   __builtin_cpu_init();
-  add(__builtin_cpu_supports("avx2"), "avx2");
-  add(__builtin_cpu_supports("fma"), "fma");
-  add(__builtin_cpu_supports("avx512f"), "avx512f");
-  add(__builtin_cpu_supports("avx512bw"), "avx512bw");
-  add(__builtin_cpu_supports("avx512vl"), "avx512vl");
-  return f.empty() ? "none of avx2 fma avx512f avx512bw avx512vl" : f;
+  FeatureList f;
+  f.add(__builtin_cpu_supports("avx2"), "avx2");
+  f.add(__builtin_cpu_supports("fma"), "fma");
+  f.add(__builtin_cpu_supports("avx512f"), "avx512f");
+  f.add(__builtin_cpu_supports("avx512bw"), "avx512bw");
+  f.add(__builtin_cpu_supports("avx512vl"), "avx512vl");
+  return f.or_else("none of avx2 fma avx512f avx512bw avx512vl");
 }
 }  // namespace
 

@@ -32,6 +32,14 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
   return std::vector<int32_t>(ids.begin(), ids.end());
 }
 
+std::vector<int32_t> Tokenizer::encode_prompt(const std::string& text) const {
+  std::vector<int32_t> ids;
+  if (bos_id() >= 0) ids.push_back(bos_id());
+  const std::vector<int32_t> body = encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   std::string text;
   const std::vector<int> in(ids.begin(), ids.end());

@@ -19,6 +19,9 @@ class Tokenizer {
   Tokenizer(Tokenizer&&) noexcept;
 
   std::vector<int32_t> encode(const std::string& text) const;
+  // BOS (when the tokenizer has one), then encode(text): a sequence as the model is fed it
+  // (generation, `moepp tokenize`, `logits --text`, the C API).
+  std::vector<int32_t> encode_prompt(const std::string& text) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string piece(int32_t id) const;
   int32_t vocab_size() const;

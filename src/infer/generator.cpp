@@ -40,10 +40,8 @@ std::string generate_with(const ModelConfig& cfg, const std::function<Session<fl
                           const std::function<void(const std::string&)>& on_text) {
   MOEPP_CHECK(opt.max_tokens >= 0, "generate: the number of tokens to generate must be 0 or more, got ",
               opt.max_tokens);
-  std::vector<int32_t> ids;
-  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-  const auto p = tok.encode(prompt);
-  ids.insert(ids.end(), p.begin(), p.end());
+  std::vector<int32_t> ids = tok.encode_prompt(prompt);
+  const std::vector<int32_t> p(ids.begin() + (tok.bos_id() >= 0 ? 1 : 0), ids.end());  // the prompt's own tokens
   for (size_t i = 0; i < ids.size(); ++i)
     MOEPP_CHECK(ids[i] >= 0 && ids[i] < cfg.vocab_size, "generate: the tokenizer produced id ", ids[i],
                 " outside the model's vocabulary of ", cfg.vocab_size, " (tokenizer and model do not match)");

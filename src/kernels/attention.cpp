@@ -114,18 +114,9 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
     context[size_t(r)] = i + 1;
     prob_rows[size_t(r)] = probs + (b * Hq * Tn + i) * Tn;
   }
-  AttentionRows<T> a;
-  a.rows = n;
-  a.q_heads = Hq;
-  a.kv_heads = Hkv;
-  a.head_dim = hd;
-  a.keys = keys.data();
-  a.values = values.data();
-  a.context = context.data();
-  a.kv_stride = Hkv * hd;
-  a.probs = prob_rows.data();
-  a.probs_head_stride = Tn * Tn;
-  a.probs_length = Tn;
+  const AttentionRows<T> a{.rows = n, .q_heads = Hq, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
+                           .values = values.data(), .context = context.data(), .kv_stride = Hkv * hd,
+                           .probs = prob_rows.data(), .probs_head_stride = Tn * Tn, .probs_length = Tn};
   attention_rows_forward(q, a, out);
 }
 

@@ -29,6 +29,7 @@ void gather_rows(const MatrixView<T>& W, const int32_t* ids, int64_t n, T* out) 
   for (int64_t i = 0; i < n; ++i)
     MOEPP_CHECK(ids[i] >= 0 && ids[i] < W.rows, "token id ", ids[i], " at position ", i,
                 " is outside the vocabulary [0, ", W.rows, ")");
+  if constexpr (!std::is_same_v<T, float>) MOEPP_CHECK(W.dense, "gather_rows: packed weights are f32 only");
   const int64_t D = W.cols;
   parallel_for(n, [&](int64_t i) {
     if (W.dense) {
@@ -37,7 +38,6 @@ void gather_rows(const MatrixView<T>& W, const int32_t* ids, int64_t n, T* out) 
       W.packed->unpack_rows(ids[i], 1, out + i * D);
     }
   }, 64);
-  if constexpr (!std::is_same_v<T, float>) MOEPP_CHECK(W.dense, "gather_rows: packed weights are f32 only");
 }
 
 template void linear<float>(const MatrixView<float>&, const float*, int64_t, int64_t, float*, int64_t, bool);

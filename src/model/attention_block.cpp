@@ -48,8 +48,12 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
   } else {
     // Every new row's key and value go to its sequence's cache first, so that a row sees
     // the rows of its own sequence before it in this step too.
-    std::vector<const T*> keys(static_cast<size_t>(n)), values(static_cast<size_t>(n));
-    std::vector<int64_t> context(static_cast<size_t>(n));
+    auto& keys = c.keys;
+    auto& values = c.values;
+    auto& context = c.context;
+    keys.resize(size_t(n));
+    values.resize(size_t(n));
+    context.resize(size_t(n));
     for (int64_t r = 0; r < n; ++r) {
       KvCache<T>& kv = *rows.caches[r];
       const int64_t pos = rows.positions[r];
@@ -59,15 +63,8 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
       values[size_t(r)] = kv.values(layer);
       context[size_t(r)] = pos + 1;
     }
-    AttentionRows<T> a;
-    a.rows = n;
-    a.q_heads = H;
-    a.kv_heads = Hkv;
-    a.head_dim = hd;
-    a.keys = keys.data();
-    a.values = values.data();
-    a.context = context.data();
-    a.kv_stride = kvD;
+    const AttentionRows<T> a{.rows = n, .q_heads = H, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
+                             .values = values.data(), .context = context.data(), .kv_stride = kvD};
     attention_rows_forward(c.q.data(), a, c.ctx.data());
   }
   // h = x + ctx Wo^T

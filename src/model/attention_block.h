@@ -20,6 +20,9 @@ struct AttentionCache {
   Tensor<T> q, k, v;   // [BT, D], [BT, kvD], [BT, kvD] (q, k after RoPE)
   Tensor<T> probs;     // [B, H, S, S] (training only)
   Tensor<T> ctx;       // attention output before o_proj [BT, D]
+  // Inference: each row's key/value history and its length, reused from layer to layer.
+  std::vector<const T*> keys, values;
+  std::vector<int64_t> context;
 };
 
 // x: [rows, D]. Writes h [rows, D].

@@ -109,15 +109,8 @@ TEST(Attention, RowsAgainstTheirOwnHistoriesMatchNaive) {
     for (int64_t j = context[size_t(r)]; j < context[size_t(r)] + 3; ++j)
       for (int64_t e = 0; e < kvD; ++e) k_hist[size_t(r)][j * kvD + e] = v_hist[size_t(r)][j * kvD + e] = 1e6f;
   }
-  AttentionRows<float> a;
-  a.rows = rows;
-  a.q_heads = Hq;
-  a.kv_heads = Hkv;
-  a.head_dim = hd;
-  a.keys = keys.data();
-  a.values = values.data();
-  a.context = context.data();
-  a.kv_stride = kvD;
+  const AttentionRows<float> a{.rows = rows, .q_heads = Hq, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
+                               .values = values.data(), .context = context.data(), .kv_stride = kvD};
   Tensor<float> out({rows, Hq, hd});
   attention_rows_forward(q.data(), a, out.data());
   for (int64_t r = 0; r < rows; ++r)
