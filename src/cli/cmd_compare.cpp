@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "data/data_folder.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "infer/generator.h"
@@ -57,6 +58,7 @@ void add_compare(CLI::App& app) {
     std::vector<std::string> samples;
     for (const auto& run : a->runs) {
       std::fprintf(stderr, "compare: evaluating %s\n", run.c_str());
+      check_data_tokenizer(a->data, run + "/tokenizer.model", "compare");
       const LoadedModel m = load_model_folder(run);
       MOEPP_CHECK(a->seq <= m.config.max_position_embeddings, "compare: --seq ", a->seq, " is longer than the context of ",
                   run, " (max_position_embeddings ", m.config.max_position_embeddings, ")");

@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "data/data_folder.h"
 #include "data/shards.h"
 #include "model/model_folder.h"
 #include "train/evaluator.h"
@@ -32,6 +33,7 @@ void add_eval(CLI::App& app) {
     const LoadedModel m = load_model_folder(a->model);
     MOEPP_CHECK(a->seq <= m.config.max_position_embeddings, "eval: --seq ", a->seq, " is longer than the context of ",
                 a->model, " (max_position_embeddings ", m.config.max_position_embeddings, ")");
+    check_data_tokenizer(a->data, a->model + "/tokenizer.model", "eval");
     const auto tokens = read_token_shard(a->data + "/" + a->split + ".bin");
     const EvalResult r = evaluate(m.config, m.params, tokens, a->batch, a->seq, a->max_batches);
     // JSON has no NaN: it would be written as null and read as a missing number.

@@ -12,7 +12,7 @@ void add_prepare(CLI::App& app) {
   auto* cmd = app.add_subcommand("prepare", "Tokenize text files into token shards (trains a SentencePiece model unless --tokenizer)");
   auto opt = std::make_shared<PrepareOptions>();
   cmd->add_option("--input", opt->inputs, "UTF-8 text files")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--out", opt->out_dir, "Output folder (train.bin, val.bin, tokenizer.model)")->required();
+  cmd->add_option("--out", opt->out_dir, "Output folder (train.bin, val.bin, tokenizer.model, data.json)")->required();
   auto* vs = cmd->add_option("--vocab-size", opt->vocab_size, "Vocabulary size of the trained tokenizer")->default_val(8000);
   cmd->add_option("--tokenizer", opt->tokenizer_model, "Reuse this tokenizer.model instead of training one")
       ->check(CLI::ExistingFile)->excludes(vs);

@@ -14,9 +14,11 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "data/data_folder.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "io/atomic_file.h"
+#include "io/digest.h"
 
 namespace moepp {
 
@@ -39,7 +41,7 @@ bool all_digits(const std::string& s) { return !s.empty() && s.find_first_not_of
 }  // namespace
 
 bool prepare_owns_file_name(const std::string& name) {
-  for (const std::string out : {"tokenizer.model", "train.bin", "val.bin"}) {
+  for (const std::string out : {"tokenizer.model", "train.bin", "val.bin", "data.json"}) {
     if (name == out) return true;
     // write_file_atomic's temporary: "<name>.tmp-<pid>"
     if (name.rfind(out + ".tmp-", 0) == 0 && all_digits(name.substr(out.size() + 5))) return true;
@@ -190,7 +192,7 @@ void check_input(const std::string& f) {
   check_utf8(text, f);
 }
 
-// Writes tokenizer.model, train.bin and val.bin into dir (a fresh folder).
+// Writes tokenizer.model, train.bin, val.bin and data.json into dir (a fresh folder).
 PrepareResult write_outputs(const PrepareOptions& opt, const std::string& dir) {
   const std::string model = dir + "/tokenizer.model";
   if (!opt.tokenizer_model.empty())
@@ -223,6 +225,7 @@ PrepareResult write_outputs(const PrepareOptions& opt, const std::string& dir) {
   const std::vector<int32_t> val(tokens.end() - std::ptrdiff_t(n_val), tokens.end());
   write_token_shard(dir + "/train.bin", train);
   write_token_shard(dir + "/val.bin", val);
+  write_data_manifest(dir, DataManifest{file_stamp(model), tok.vocab_size(), train.size(), val.size()});
   return PrepareResult{train.size(), val.size(), tok.vocab_size()};
 }
 

@@ -1,10 +1,11 @@
 // Corpus preparation (`moepp prepare`): read text files (checked to be non-empty UTF-8),
 // train or reuse a SentencePiece model, encode line by line with an end-of-sequence id
-// between documents, hold out a validation tail, write train.bin / val.bin / tokenizer.model.
+// between documents, hold out a validation tail, write train.bin / val.bin / tokenizer.model
+// and data.json (data/data_folder.h: which tokenizer the shards were encoded with).
 //
-// The three files are one set, written atomically as a set (docs/robustness.md, "prepare"):
+// The four files are one set, written atomically as a set (docs/robustness.md, "prepare"):
 // everything is written into a fresh sibling folder "OUT.tmp-PID.N" and, only when all
-// three are complete and synced, that folder takes OUT's place (an atomic exchange of the
+// four are complete and synced, that folder takes OUT's place (an atomic exchange of the
 // two folders where the file system has one, else rename-aside / rename-in); the previous
 // set is then removed. A reader sees the old set or the new one, never a mix; a failure
 // or a crash at any point leaves an existing OUT as it was. Because OUT is replaced whole,
@@ -35,7 +36,7 @@ PrepareResult prepare_corpus(const PrepareOptions& opt);
 void check_utf8(const std::string& text, const std::string& source);
 
 // Whether `name` is a file prepare writes into its folder (tokenizer.model, train.bin,
-// val.bin) or the leftover of an interrupted write of one ("train.bin.tmp-PID", and the
+// val.bin, data.json) or the leftover of an interrupted write of one ("train.bin.tmp-PID", and the
 // "tokenizer.tmp.model" / ".vocab" of earlier versions).
 bool prepare_owns_file_name(const std::string& name);
 

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "data/data_folder.h"
 #include "data/loader.h"
 #include "data/shards.h"
 #include "io/atomic_file.h"
@@ -124,6 +125,9 @@ TrainResult train(const TrainOptions& options) {
   if (o.resume) adopt_recorded_options(o, recorded, state_path);
   const ModelConfig cfg = o.resume ? ModelConfig::load(checkpoint_dir(o.out_dir) + "/config.json") : o.model;
   cfg.validate();
+  // The run's tokenizer (a resumed run's own copy) must be the one the shards were made with.
+  check_data_tokenizer(o.data_dir, o.resume ? checkpoint_dir(o.out_dir) + "/tokenizer.model" : tok_path,
+                       o.resume ? "train --resume" : "train");
   check_vocab(train_tokens, cfg, o.data_dir + "/train.bin");
   check_vocab(val_tokens, cfg, o.data_dir + "/val.bin");
 

@@ -114,5 +114,18 @@ check_error "tokenize: no text" "give --text or --file" "$moepp" tokenize -m "$t
 check_error "generate: no such model folder" "no such folder or file" "$moepp" generate --model "$tmp/nothing" --prompt "x"
 check_error "generate: not a model folder" "not a model folder" "$moepp" generate --model "$tmp/empty" --prompt "x"
 
+# Data made with another tokenizer is refused by eval, compare and train --resume; so is a
+# data folder whose tokenizer.model was swapped after prepare.
+for i in $(seq 1 300); do echo "Other text $i: a different corpus with other words, colours and numbers $((i % 13))."; done > "$tmp/other.txt"
+check "prepare with another tokenizer" "$moepp" prepare --input "$tmp/other.txt" --out "$tmp/other" --vocab-size 300
+check "data.json records the tokenizer" grep -q '"digest": "[0-9a-f]\{16\}"' "$tmp/data/data.json"
+check "eval on the run's own data" "$moepp" eval --model "$tmp/run" --data "$tmp/data" --batch 2 --seq 16 --max-batches 1
+check_error "eval: data of another tokenizer" "is not the tokenizer $tmp/other was prepared with" "$moepp" eval --model "$tmp/run" --data "$tmp/other" --batch 2 --seq 16
+check_error "compare: data of another tokenizer" "is not the tokenizer $tmp/other was prepared with" "$moepp" compare --run "$tmp/run" --data "$tmp/other" --batch 2 --seq 16 --prompt ""
+check_error "train --resume: data of another tokenizer" "is not the tokenizer $tmp/other was prepared with" "$moepp" train --data "$tmp/other" --out "$tmp/part" --steps 4 --resume
+cp -r "$tmp/data" "$tmp/swapped" && cp "$tmp/other/tokenizer.model" "$tmp/swapped/tokenizer.model"
+check_error "train: a data folder whose tokenizer was swapped" "the shards no longer match it" "$moepp" train --data "$tmp/swapped" --out "$tmp/swapped_run" --preset tiny --steps 2 --batch 2 --seq 16
+check "the refused train left no run folder behind" test ! -e "$tmp/swapped_run/trainer_state.json"
+
 echo "first-hour checks: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,10 +1,12 @@
-// Token shards, corpus checks and the loader.
+// Token shards, corpus checks, the data folder's tokenizer record and the loader.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <fstream>
 
 #include "core/error.h"
 #include "data/corpus.h"
+#include "data/data_folder.h"
 #include "data/loader.h"
 #include "data/shards.h"
 #include "test_util.h"
@@ -77,4 +79,28 @@ TEST(Loader, SeededOrderIsDeterministicAndSeekResumesIt) {
   d.seek(mid);
   d.next(ic, tc);
   EXPECT_EQ(ib, ic);
+}
+
+// The tokenizer check compares bytes, so any two files of different content stand in for
+// two tokenizers here.
+TEST(DataFolder, AModelTokenizerMustBeTheOneTheDataWasPreparedWith) {
+  const std::string dir = tmp("data");
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  const std::string mine = dir + "/../mine.model", other = dir + "/../other.model";
+  std::ofstream(mine) << "tokenizer A";
+  std::ofstream(other) << "tokenizer B, a different one";
+  // Nothing to compare with: a synthetic folder with shards only.
+  EXPECT_NO_THROW(check_data_tokenizer(dir, other, "eval"));
+  // A folder from before data.json: its own tokenizer.model is the reference.
+  std::ofstream(dir + "/tokenizer.model") << "tokenizer A";
+  EXPECT_NO_THROW(check_data_tokenizer(dir, mine, "eval"));
+  expect_error_mentioning([&] { check_data_tokenizer(dir, other, "eval"); }, "is not the tokenizer " + dir);
+  // With data.json: its record is the reference, and the folder's own copy must match it.
+  write_data_manifest(dir, DataManifest{file_stamp(mine), 300, 10, 2});
+  EXPECT_NO_THROW(check_data_tokenizer(dir, mine, "train"));
+  expect_error_mentioning([&] { check_data_tokenizer(dir, other, "train"); }, "data.json records 11 bytes");
+  std::ofstream(dir + "/tokenizer.model") << "tokenizer B, a different one";
+  expect_error_mentioning([&] { check_data_tokenizer(dir, mine, "train"); }, "the shards no longer match it");
+  // A missing model tokenizer (a folder of token ids only) is not compared.
+  EXPECT_NO_THROW(check_data_tokenizer(dir + "/../elsewhere", dir + "/../none.model", "eval"));
 }

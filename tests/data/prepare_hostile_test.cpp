@@ -1,7 +1,7 @@
 // `prepare` against hostile paths and failures: names with spaces, commas and flag-like
 // text reach no flag parser; a file that is not a tokenizer, an input that fails midway or
 // a corpus that turns out too small leave an earlier OUT exactly as it was and nothing
-// beside it; a re-prepare replaces tokenizer.model, train.bin and val.bin together; dead
+// beside it; a re-prepare replaces tokenizer.model, train.bin, val.bin and data.json together; dead
 // processes' temporaries are removed. The outcomes checked are file contents, token
 // counts and error texts.
 #include <gtest/gtest.h>
@@ -15,11 +15,13 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "data/corpus.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
+#include "io/digest.h"
 #include "test_util.h"
 
 using namespace moepp;
@@ -66,9 +68,10 @@ std::vector<std::string> names_in(const std::string& dir) {
   return names;
 }
 
-// The three files of a prepared folder, by name.
+// The four files of a prepared folder, by name.
 std::map<std::string, std::string> prepared_set(const std::string& out) {
-  return {{"tokenizer.model", slurp(out + "/tokenizer.model")},
+  return {{"data.json", slurp(out + "/data.json")},
+          {"tokenizer.model", slurp(out + "/tokenizer.model")},
           {"train.bin", slurp(out + "/train.bin")},
           {"val.bin", slurp(out + "/val.bin")}};
 }
@@ -174,7 +177,7 @@ TEST(PrepareHostile, PathsWithSpacesCommasAndFlagLikeNamesAreJustNames) {
   const std::string model = slurp(o.out_dir + "/tokenizer.model");
   EXPECT_EQ(model.find("evil"), std::string::npos);
   EXPECT_EQ(model.find("hostile"), std::string::npos) << "the trainer never saw a path";
-  EXPECT_EQ(names_in(o.out_dir), (std::vector<std::string>{"tokenizer.model", "train.bin", "val.bin"}));
+  EXPECT_EQ(names_in(o.out_dir), (std::vector<std::string>{"data.json", "tokenizer.model", "train.bin", "val.bin"}));
   EXPECT_EQ(names_in(dir), (std::vector<std::string>{fs::path(a).filename().string(), "out, with spaces",
                                                      fs::path(b).filename().string()}));
 
@@ -213,7 +216,7 @@ TEST(PrepareHostile, NotATokenizerFailsNamingTheFileAndLeavesNothing) {
   o.tokenizer_model = dir + "/passwd";
   expect_error_mentioning([&] { prepare_corpus(o); }, dir + "/passwd");
   EXPECT_TRUE(prepared_set(out) == before);
-  EXPECT_EQ(names_in(out), (std::vector<std::string>{"tokenizer.model", "train.bin", "val.bin"}));
+  EXPECT_EQ(names_in(out), (std::vector<std::string>{"data.json", "tokenizer.model", "train.bin", "val.bin"}));
   EXPECT_EQ(names_in(dir), (std::vector<std::string>{"c.txt", "good.txt", "out", "passwd"}));
 }
 
@@ -224,7 +227,7 @@ TEST(PrepareHostile, AFailureMidwayLeavesTheEarlierOutIntact) {
   const auto before = prepared_set(out);
   const auto expect_intact = [&](const std::string& what) {
     EXPECT_TRUE(prepared_set(out) == before) << what;
-    EXPECT_EQ(names_in(out), (std::vector<std::string>{"tokenizer.model", "train.bin", "val.bin"})) << what;
+    EXPECT_EQ(names_in(out), (std::vector<std::string>{"data.json", "tokenizer.model", "train.bin", "val.bin"})) << what;
     for (const auto& n : names_in(dir))
       EXPECT_EQ(n.find(".tmp-"), std::string::npos) << what << ": left " << n;
   };
@@ -270,7 +273,7 @@ TEST(PrepareHostile, AFailureMidwayLeavesTheEarlierOutIntact) {
   expect_error_mentioning([&] { prepare_corpus(o); }, "--out . is (or holds) the current folder");
 }
 
-TEST(PrepareHostile, RePrepareReplacesAllThreeFilesTogether) {
+TEST(PrepareHostile, RePrepareReplacesAllFourFilesTogether) {
   const TmpDir tmp;
   const std::string& dir = tmp;
   const std::string out = prepared_out(dir, 320);
@@ -292,7 +295,15 @@ TEST(PrepareHostile, RePrepareReplacesAllThreeFilesTogether) {
   const std::string text = tok.decode(concat(train, val));
   EXPECT_NE(text.find("Meow meow meow."), std::string::npos);
   EXPECT_EQ(text.find("fox"), std::string::npos) << "nothing of the first corpus is left";
-  EXPECT_EQ(names_in(out), (std::vector<std::string>{"tokenizer.model", "train.bin", "val.bin"}));
+  // data.json describes the new set: the new tokenizer's bytes and digest, the new counts.
+  const auto manifest = nlohmann::json::parse(second.at("data.json"));
+  const FileStamp stamp = file_stamp(out + "/tokenizer.model");
+  EXPECT_EQ(manifest["tokenizer"]["bytes"].get<uint64_t>(), stamp.bytes);
+  EXPECT_EQ(std::stoull(manifest["tokenizer"]["digest"].get<std::string>(), nullptr, 16), stamp.digest);
+  EXPECT_EQ(manifest["vocab_size"].get<int>(), 450);
+  EXPECT_EQ(manifest["train_tokens"].get<size_t>(), r.train_tokens);
+  EXPECT_EQ(manifest["val_tokens"].get<size_t>(), r.val_tokens);
+  EXPECT_EQ(names_in(out), (std::vector<std::string>{"data.json", "tokenizer.model", "train.bin", "val.bin"}));
   EXPECT_EQ(names_in(dir), (std::vector<std::string>{"cats.txt", "good.txt", "out"})) << "no temporary or old set left";
 }
 
