@@ -3,6 +3,7 @@
 // variance with and without gating residuals) as JSON and PNG plots; or, with
 // --experiment, the tau plots of an experiment folder.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -117,7 +118,8 @@ void add_analyze(CLI::App& app) {
   cmd->add_option("--text", a->text, "UTF-8 text file to route")->check(CLI::ExistingFile);
   cmd->add_option("--tokenizer", a->tokenizer, "SentencePiece model (default: MODEL/tokenizer.model)");
   cmd->add_option("--experiment", a->experiment, "Experiment folder (plan.json, results/): draw its tau plots");
-  cmd->add_option("--out", a->out, "Output folder (default: MODEL/analysis, or EXPERIMENT/plots)");
+  cmd->add_option("--out", a->out, "Output folder (default: a new folder analysis-MODELNAME here, never inside the model; "
+                  "EXPERIMENT/plots with --experiment)");
   cmd->add_option("--seq", a->opt.seq, "Tokens per sequence")->default_val(256)->check(positive_number());
   cmd->add_option("--batch", a->opt.batch, "Sequences per forward")->default_val(8)->check(positive_number());
   cmd->add_option("--max-tokens", a->opt.max_tokens, "Analyse at most this many tokens (0: all)")
@@ -149,7 +151,13 @@ void add_analyze(CLI::App& app) {
     nlohmann::json j = analysis_json(r, [&](int32_t id) { return tok.piece(id); }, a->opt);
     j["model"] = a->model;
     j["text"] = a->text;
-    const std::string out = a->out.empty() ? a->model + "/analysis" : a->out;
+    // By default a new folder in the working directory: a model folder is a model, and a
+    // second analysis must not overwrite the first.
+    std::filesystem::path model_path = std::filesystem::path(a->model).lexically_normal();
+    if (!model_path.has_filename()) model_path = model_path.parent_path();  // "run/" names "run"
+    const std::string name = model_path.filename().string();
+    const bool plain = !name.empty() && name != "." && name != "..";
+    const std::string out = a->out.empty() ? fresh_folder_name("analysis-" + (plain ? name : std::string("model"))) : a->out;
     make_dirs(out);
     write_file_atomic(out + "/analysis.json", j.dump(2) + "\n");
     // Every analysed token: position, id, piece, FFN experts in each MoE layer, mean.

@@ -67,8 +67,14 @@ void convert_q8_0(const std::string& in, const std::string& out) {
                     {{"format", "pt"}, {"writer", "moepp convert"}, {"moepp.weights", "q8_0"}});
   if (file_exists(in + "/tokenizer.model")) copy_file_atomic(in + "/tokenizer.model", out + "/tokenizer.model");
   ModelConfig cfg = m->config;
-  cfg.torch_dtype = "float32";  // what a reader that ignores q8_0 scales would not get right anyway
-  write_file_atomic(out + "/config.json", cfg.to_json().dump(2) + "\n");
+  cfg.torch_dtype = "float32";  // the type of the tensors that stay unquantized
+  // Said in config.json too, in the key Hugging Face folders use for quantized weights, so
+  // that neither a person nor a tool takes the folder for an f32 one.
+  nlohmann::json j = cfg.to_json();
+  j["quantization_config"] = {{"quant_method", "moepp_q8_0"}, {"bits", 8}, {"group_size", 32},
+                              {"scale_dtype", "float32"}, {"layout", "docs/quantization.md"},
+                              {"not_quantized", "norms, routers, gate maps, constant experts, rows not a multiple of 32"}};
+  write_file_atomic(out + "/config.json", j.dump(2) + "\n");
   std::fprintf(stderr, "convert: %s -> %s (%zu tensors, q8_0: %.1f MB of packed weights)\n", in.c_str(), out.c_str(),
                items.size(), double(m->packed_bytes()) / 1e6);
 }

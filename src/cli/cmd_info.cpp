@@ -37,6 +37,10 @@ void add_info(CLI::App& app) {
                         {"activated_all_ffn_slots", activated_params(c, double(m.top_k))},
                         {"note", "activated = total minus the FFN experts a token does not use, with all k slots on FFN experts; "
                                  "MoE++ tokens that pick zero-computation experts activate fewer"}}}};
+    // How the folder stores its weights: a quantized folder says so in quantization_config.
+    j["weights"] = raw.contains("quantization_config") && raw["quantization_config"].is_object()
+                       ? raw["quantization_config"].value("quant_method", std::string("quantized"))
+                       : raw.value("torch_dtype", std::string("float32"));
     std::printf("%s\n", j.dump(2).c_str());
   });
 }

@@ -33,6 +33,10 @@ std::string version_text();
 // model folder without a tokenizer are three errors, each saying which.
 Tokenizer folder_tokenizer(const std::string& path);
 
+// A folder name for new output that touches nothing existing: `base` if nothing is there,
+// else base-2, base-3, ... (the folder is not created).
+std::string fresh_folder_name(const std::string& base);
+
 // "1,2,3" or "@file" (ids separated by whitespace or commas).
 std::vector<int32_t> parse_ids(const std::string& spec);
 void check_ids_in_vocab(const std::vector<int32_t>& ids, int64_t vocab);

@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "io/atomic_file.h"
 #include "io/mapped_file.h"
 
 namespace moepp::cli {
@@ -152,6 +153,14 @@ Tokenizer folder_tokenizer(const std::string& path) {
               ": the model folder has no tokenizer.model (folders from `moepp train` and `moepp convert` carry "
               "the one their data was prepared with; copy it from the data folder)");
   return Tokenizer(path + "/tokenizer.model");
+}
+
+std::string fresh_folder_name(const std::string& base) {
+  if (!file_exists(base)) return base;
+  for (int i = 2;; ++i) {
+    const std::string name = base + "-" + std::to_string(i);
+    if (!file_exists(name)) return name;
+  }
 }
 
 }  // namespace moepp::cli

@@ -22,7 +22,8 @@ const std::set<std::string>& ignorable_keys() {
       "router_jitter_noise", "sliding_window", "attention_bias", "mlp_bias", "torch_dtype",
       "model_type", "hidden_act", "num_experts_per_tok", "num_local_experts", "id2label",
       "label2id", "tokenizer_class", "initializer_range", "bos_token_id", "eos_token_id",
-      "pad_token_id", "rope_scaling", "moepp"};
+      "pad_token_id", "rope_scaling", "moepp",
+      "quantization_config"};  // the tensors themselves say how they are stored (io/weight_source)
   return k;
 }
 

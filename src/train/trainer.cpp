@@ -168,6 +168,7 @@ TrainResult train(const TrainOptions& options) {
   const auto t0 = clock::now();
   auto seconds = [&] { return prior_time + std::chrono::duration<double>(clock::now() - t0).count(); };
   double tok_per_s = 0;
+  double eval_seconds = 0;  // the last validation pass's duration (0: none yet)
   int64_t step = start;
   int64_t saved_step = -1;  // the step of this invocation's last checkpoint
   try {
@@ -207,7 +208,12 @@ TrainResult train(const TrainOptions& options) {
                                   {"balance_loss", acc.balance_loss}, {"lr", lr}, {"grad_norm", gnorm},
                                   {"tokens_per_s", inst}, {"routing", routing_json(routing)}});
       if (!o.quiet) {
-        const double eta = double(o.steps - step - 1) * double(o.batch * o.seq * o.accum) / tok_per_s;
+        // The ETA counts the validation passes still to come (the periodic ones and the
+        // final one): each takes as long as the last one did, or before any has run, a
+        // forward pass over its tokens at a third of a training step's cost per token.
+        const double eval_s = eval_seconds > 0 ? eval_seconds : double(o.eval_batches * o.batch * o.seq) / (3 * tok_per_s);
+        const double eta = double(o.steps - step - 1) * double(o.batch * o.seq * o.accum) / tok_per_s +
+                           double(validation_passes_left(step + 1, o.steps, o.eval_every)) * eval_s;
         if (tty) {
           std::fprintf(stderr, "\r  step %lld/%lld | loss %.4f | %.0f tok/s | ETA %s   ", (long long)(step + 1),
                        (long long)o.steps, acc.loss, tok_per_s, fmt_duration(eta).c_str());
@@ -217,7 +223,9 @@ TrainResult train(const TrainOptions& options) {
         }
       }
       if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
+        const auto te = clock::now();
         const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
+        eval_seconds = std::chrono::duration<double>(clock::now() - te).count();
         append_jsonl(metrics_path, {{"step", step + 1}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity}});
       }
       if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) {

@@ -5,7 +5,7 @@
 # what it is (no such path, not a model folder, a model folder without a tokenizer).
 # Usage: first_hour_test.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
-moepp="$1/moepp"
+moepp="$(cd "$1" && pwd)/moepp"  # absolute: some checks run in another folder
 src="$2"
 source "$(dirname "$0")/lib.sh"
 
@@ -80,6 +80,13 @@ check "info on a Mixtral folder says mixtral" grep -q '"model_type": "mixtral"' 
 check "info says it runs as a vanilla MoE" grep -q '"runs_as": "MoE++ (vanilla MoE' "$tmp/info.json"
 "$moepp" info --model "$tmp/run" >"$tmp/info2.json" 2>&1
 check "info on moepp's own folder says MoE++" grep -q '"model_type": "MoE++"' "$tmp/info2.json"
+check "info: an f32 run stores float32" grep -q '"weights": "float32"' "$tmp/info2.json"
+# A q8_0 folder says so in config.json (Hugging Face's quantization_config key) and in info.
+check "convert --dtype q8_0" "$moepp" convert --in "$tmp/run" --out "$tmp/q8" --dtype q8_0
+check "q8_0 config.json names its quantization" grep -q '"quant_method": "moepp_q8_0"' "$tmp/q8/config.json"
+"$moepp" info --model "$tmp/q8" >"$tmp/info3.json" 2>&1
+check "info on a q8_0 folder says moepp_q8_0" grep -q '"weights": "moepp_q8_0"' "$tmp/info3.json"
+check "the q8_0 folder loads (eval)" "$moepp" eval --model "$tmp/q8" --data "$tmp/data" --batch 2 --seq 16 --max-batches 1
 
 # generate: llama-cli's short options; a stop string ends the text before it; -c bounds the
 # context with a notice; a timing line on stderr.
@@ -113,6 +120,14 @@ check_error "tokenize: a model folder without its tokenizer" "has no tokenizer.m
 check_error "tokenize: no text" "give --text or --file" "$moepp" tokenize -m "$tmp/run"
 check_error "generate: no such model folder" "no such folder or file" "$moepp" generate --model "$tmp/nothing" --prompt "x"
 check_error "generate: not a model folder" "not a model folder" "$moepp" generate --model "$tmp/empty" --prompt "x"
+
+# analyze writes a new folder in the working directory by default, never into the model,
+# and a second analysis does not overwrite the first.
+(cd "$tmp" && "$moepp" analyze --model run/ --text corpus.txt --seq 16 --max-tokens 200 --no-plots) >"$tmp/an.out" 2>&1 || cat "$tmp/an.out"
+check "analyze: default folder analysis-run" test -s "$tmp/analysis-run/analysis.json"
+check "analyze: nothing written into the model" test ! -e "$tmp/run/analysis"
+(cd "$tmp" && "$moepp" analyze --model run --text corpus.txt --seq 16 --max-tokens 200 --no-plots >/dev/null 2>&1)
+check "analyze: a second run goes to analysis-run-2" test -s "$tmp/analysis-run-2/analysis.json"
 
 # Data made with another tokenizer is refused by eval, compare and train --resume; so is a
 # data folder whose tokenizer.model was swapped after prepare.

@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "data/shards.h"
 #include "model/model_folder.h"
+#include "train/schedule.h"
 
 using namespace moepp;
 using json = nlohmann::json;
@@ -181,4 +182,26 @@ TEST(Train, TokenIdsOutsideTheVocabularyAreRejectedBeforeTraining) {
   }
   struct stat st;
   EXPECT_NE(::stat((run + "/model.safetensors").c_str(), &st), 0) << "nothing may be written";
+}
+
+// The ETA's count of validation passes to come: against counting them one step at a time,
+// and against the passes a real run writes to metrics.jsonl.
+TEST(Train, ValidationPassesLeftCountsThePassesTheRunMakes) {
+  for (int64_t total = 1; total <= 12; ++total)
+    for (int64_t every = 0; every <= 5; ++every)
+      for (int64_t done = 0; done <= total; ++done) {
+        int64_t count = done < total ? 1 : 0;  // the final pass
+        for (int64_t k = done + 1; k < total; ++k) count += every > 0 && k % every == 0;
+        EXPECT_EQ(validation_passes_left(done, total, every), count) << total << " " << every << " " << done;
+      }
+  const std::string data = make_task_data(32);
+  const std::string run = temp_dir("run");
+  TrainOptions o = tiny_run(data, run, 7);
+  o.eval_every = 3;
+  o.eval_batches = 1;
+  train(o);
+  int64_t written = 0;
+  for (const auto& j : read_jsonl(run + "/metrics.jsonl")) written += j.contains("val_loss");
+  EXPECT_EQ(written, 3);  // after steps 3 and 6, and at the end
+  EXPECT_EQ(validation_passes_left(0, 7, 3), written);
 }
