@@ -76,6 +76,7 @@ void add_train(CLI::App& app) {
       o.model.bos_token_id = tok.bos_id();
       o.model.eos_token_id = tok.eos_id();
       o.model.validate();
+      o.model_label = a->config.empty() ? a->preset + " preset" : a->config;
     }
     if (o.resume && model_flags) {
       // The model comes from the run folder; flags that name it must name the same one.

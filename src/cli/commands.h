@@ -24,6 +24,7 @@ void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);
 void add_analyze(CLI::App& app);
 void add_tokenize(CLI::App& app);
+void add_plot(CLI::App& app);
 
 // `moepp --version`: version, commit, GEMM provider, CPU features.
 std::string version_text();

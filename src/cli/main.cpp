@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   moepp::cli::add_experiment(app);
   moepp::cli::add_analyze(app);
   moepp::cli::add_tokenize(app);
+  moepp::cli::add_plot(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,12 +1,9 @@
 #include "study/plots.h"
 
-#include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <sstream>
 
-#include "core/error.h"
-#include "io/atomic_file.h"
+#include "study/gnuplot.h"
 
 namespace moepp {
 
@@ -16,53 +13,6 @@ namespace {
 
 // The MoE++ paper's expert-forward throughput over vanilla for 0.6B/(8+4)E (its Table 3).
 const std::map<double, double> kPaperSpeedup = {{0.1, 2.64}, {0.25, 1.93}, {0.5, 1.38}, {0.75, 1.25}, {1.0, 1.19}};
-
-bool have_gnuplot() {
-  static const bool found = std::system("command -v gnuplot >/dev/null 2>&1") == 0;
-  return found;
-}
-
-// A token piece as a gnuplot label: SentencePiece's word mark shown as '_', quotes escaped.
-std::string label(const std::string& piece) {
-  std::string out;
-  for (size_t i = 0; i < piece.size(); ++i) {
-    if (piece.compare(i, 3, "\xE2\x96\x81") == 0) {
-      out += '_';
-      i += 2;
-    } else if (piece[i] == '"' || piece[i] == '\\') {
-      out += '\\';
-      out += piece[i];
-    } else if (piece[i] == '\t' || piece[i] == '\n') {
-      out += ' ';
-    } else {
-      out += piece[i];
-    }
-  }
-  return out;
-}
-
-std::string header(const std::string& name, int width, int height) {
-  std::ostringstream s;
-  s << "set terminal pngcairo size " << width << "," << height << " noenhanced font 'sans,10'\n"
-    << "set output '" << name << ".png'\n"
-    << "set datafile separator '\\t'\n"
-    << "set grid ytics\n";
-  return s.str();
-}
-
-// Writes NAME.tsv and NAME.gp into dir and draws NAME.png when gnuplot is there.
-void draw(const std::string& dir, const std::string& name, const std::string& tsv, const std::string& script,
-          PlotResult& r) {
-  MOEPP_CHECK(dir.find('\'') == std::string::npos, "plots: folder name with a quote: ", dir);
-  make_dirs(dir);
-  write_file_atomic(dir + "/" + name + ".tsv", tsv);
-  write_file_atomic(dir + "/" + name + ".gp", script);
-  r.written.push_back(dir + "/" + name + ".gp");
-  if (!have_gnuplot()) return;
-  const std::string cmd = "cd '" + dir + "' && gnuplot '" + name + ".gp' 2>> gnuplot.log";
-  if (std::system(cmd.c_str()) == 0) r.pngs.push_back(dir + "/" + name + ".png");
-  else std::fprintf(stderr, "plots: gnuplot failed on %s/%s.gp (see %s/gnuplot.log)\n", dir.c_str(), name.c_str(), dir.c_str());
-}
 
 const json* find_result(const std::vector<json>& results, const std::string& name) {
   for (const auto& r : results)
@@ -79,15 +29,15 @@ PlotResult plot_analysis(const json& a, const std::string& dir) {
     std::ostringstream tsv;
     tsv << "# position\ttoken\tFFN experts (mean over MoE layers)\n";
     int i = 0;
-    for (const auto& t : a.at("sample")) tsv << i++ << "\t" << label(t.at("piece").get<std::string>()) << "\t"
+    for (const auto& t : a.at("sample")) tsv << i++ << "\t" << gnuplot_text(t.at("piece").get<std::string>()) << "\t"
                                               << t.at("ffn_experts").get<double>() << "\n";
     std::ostringstream gp;
-    gp << header("ffn_per_token", 1200, 450)
+    gp << gnuplot_header("ffn_per_token", 1200, 450)
        << "set title 'FFN experts per token across the sample text (mean over MoE layers; top-" << k << ")'\n"
        << "set ylabel 'FFN experts'\nset yrange [0:" << k << ".2]\nset xtics rotate by 90 right font ',9'\n"
        << "set style fill solid 0.7\nset boxwidth 0.8\nset key off\n"
        << "plot 'ffn_per_token.tsv' using 1:3:xtic(2) with boxes lc rgb '#3b6ea5'\n";
-    draw(dir, "ffn_per_token", tsv.str(), gp.str(), r);
+    draw_plot(dir, "ffn_per_token", tsv.str(), gp.str(), r);
   }
   {
     std::ostringstream tsv;
@@ -99,13 +49,13 @@ PlotResult plot_analysis(const json& a, const std::string& dir) {
           << "\n";
     }
     std::ostringstream gp;
-    gp << header("slot_shares", 800, 450) << "set title 'Share of routing slots per expert kind, by MoE layer'\n"
+    gp << gnuplot_header("slot_shares", 800, 450) << "set title 'Share of routing slots per expert kind, by MoE layer'\n"
        << "set ylabel 'share of slots'\nset yrange [0:1]\nset style data histograms\n"
        << "set style histogram rowstacked\nset style fill solid 0.8 border -1\nset boxwidth 0.6\n"
        << "set key outside right\n"
        << "plot 'slot_shares.tsv' using 2:xtic(1) title 'FFN', '' using 3 title 'constant', "
           "'' using 4 title 'copy', '' using 5 title 'zero'\n";
-    draw(dir, "slot_shares", tsv.str(), gp.str(), r);
+    draw_plot(dir, "slot_shares", tsv.str(), gp.str(), r);
   }
   return r;
 }
@@ -136,21 +86,21 @@ PlotResult plot_experiment(const json& plan, const std::vector<json>& results, c
   const std::string data = tsv.str();
   {
     std::ostringstream gp;
-    gp << header("tau_throughput", 800, 480) << "set title 'MoE++ expert-layer forward speed-up over vanilla MoE vs tau'\n"
+    gp << gnuplot_header("tau_throughput", 800, 480) << "set title 'MoE++ expert-layer forward speed-up over vanilla MoE vs tau'\n"
        << "set xlabel 'tau (balance weight of zero-computation experts)'\nset ylabel 'x vanilla'\n"
        << "set yrange [0:*]\nset key top right\n"
        << "plot 'tau_throughput.tsv' using 1:2 with linespoints lw 2 pt 7 title 'measured (this run)', "
           "'' using 1:3 with linespoints dt 2 pt 6 title 'ideal: k / FFN experts per token', "
           "'' using 1:4 with linespoints dt 3 pt 4 title 'paper, 0.6B/(8+4)E', 1 with lines lc rgb 'gray' title 'vanilla'\n";
-    draw(dir, "tau_throughput", data, gp.str(), r);
+    draw_plot(dir, "tau_throughput", data, gp.str(), r);
   }
   {
     std::ostringstream gp;
-    gp << header("tau_loss", 800, 480) << "set title 'Validation loss vs tau (vanilla MoE as the line)'\n"
+    gp << gnuplot_header("tau_loss", 800, 480) << "set title 'Validation loss vs tau (vanilla MoE as the line)'\n"
        << "set xlabel 'tau'\nset ylabel 'validation loss (nats/token)'\nset key top left\n"
        << "plot 'tau_loss.tsv' using 1:5 with linespoints lw 2 pt 7 title 'MoE++', " << v_loss
        << " with lines lc rgb 'gray' lw 2 title 'vanilla MoE'\n";
-    draw(dir, "tau_loss", data, gp.str(), r);
+    draw_plot(dir, "tau_loss", data, gp.str(), r);
   }
   return r;
 }

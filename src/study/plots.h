@@ -1,19 +1,13 @@
-// Plots for reports, drawn by gnuplot (Debian's gnuplot-nox). Each plot is written as its
-// data (NAME.tsv) and script (NAME.gp) next to the PNG, so a figure can be redrawn or
-// restyled without rerunning anything; without gnuplot the data and scripts are still
-// written and the caller is told no PNG was made.
+// Plots of a routing analysis and of an experiment's tau sweep (study/gnuplot.h draws
+// them). Training curves are in study/training_plots.h.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-namespace moepp {
+#include "study/gnuplot.h"
 
-// Paths of the PNGs drawn (empty when gnuplot is missing), in the order written.
-struct PlotResult {
-  std::vector<std::string> written;  // the .gp scripts
-  std::vector<std::string> pngs;
-};
+namespace moepp {
 
 // From `moepp analyze`'s JSON: FFN experts per token across the sample text, and the share
 // of slots per expert kind in each MoE layer.

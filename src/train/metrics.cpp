@@ -43,6 +43,30 @@ void append_jsonl(const std::string& path, const json& line) {
   MOEPP_CHECK(out, path, ": write failed");
 }
 
+std::vector<json> read_metrics_log(const std::string& run_dir) {
+  const std::string path = run_dir + "/metrics.jsonl";
+  std::ifstream in(path);
+  MOEPP_CHECK(in, path, ": cannot open (is ", run_dir, " a training run folder?)");
+  std::vector<json> lines;
+  std::string line, bad;
+  int64_t number = 0, bad_number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (!bad.empty())
+      fail(path, ": line ", bad_number, " is not a JSON object: ", bad.substr(0, 80));
+    try {
+      json j = json::parse(line);
+      MOEPP_CHECK(j.is_object(), path, ": line ", number, " is not a JSON object: ", line.substr(0, 80));
+      lines.push_back(std::move(j));
+    } catch (const json::exception&) {
+      bad = line.empty() ? std::string("(empty)") : line;  // fine only as the last line
+      bad_number = number;
+    }
+  }
+  MOEPP_CHECK(!in.bad(), path, ": read error");
+  return lines;
+}
+
 double median_tokens_per_s(const std::string& run_dir) {
   std::ifstream in(run_dir + "/metrics.jsonl");
   std::vector<double> v;

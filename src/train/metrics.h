@@ -15,6 +15,10 @@ nlohmann::json routing_json(const std::vector<RoutingStats>& per_layer);
 // Appends one line to a JSONL file (open, append, flush, close).
 void append_jsonl(const std::string& path, const nlohmann::json& line);
 
+// Every line of RUN/metrics.jsonl, in order. A torn last line (a crash mid-write) is
+// skipped; a missing file or a bad line before the last is an error naming the file and line.
+std::vector<nlohmann::json> read_metrics_log(const std::string& run_dir);
+
 // Median tokens/s of a run's training steps (RUN/metrics.jsonl), skipping the first 10
 // as warm-up; 0 when there are none.
 double median_tokens_per_s(const std::string& run_dir);

@@ -152,12 +152,16 @@ TrainResult train(const TrainOptions& options) {
   }
   Schedule sched{o.lr, o.lr * o.min_lr_ratio, o.warmup >= 0 ? o.warmup : std::max<int64_t>(1, o.steps / 20), o.steps};
 
+  // What the run trains, in words, for plot titles: a resumed run keeps its recorded label.
+  const std::string model_label =
+      o.resume && recorded.contains("model") && recorded["model"].is_string() ? recorded["model"].get<std::string>()
+                                                                              : o.model_label;
   auto state_json = [&](int64_t step, double seconds) {
     const auto p = loader.position();
     return json{{"step", step}, {"loader_epoch", p.epoch}, {"loader_index", p.index}, {"seed", o.seed},
                 {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq}, {"accum", o.accum}, {"lr", o.lr},
                 {"min_lr_ratio", o.min_lr_ratio}, {"warmup", o.warmup}, {"weight_decay", o.weight_decay},
-                {"clip", o.clip}, {"train_seconds", seconds}, {"data", o.data_dir}};
+                {"clip", o.clip}, {"train_seconds", seconds}, {"data", o.data_dir}, {"model", model_label}};
   };
 
   const bool tty = isatty(fileno(stderr));
@@ -226,7 +230,8 @@ TrainResult train(const TrainOptions& options) {
         const auto te = clock::now();
         const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
         eval_seconds = std::chrono::duration<double>(clock::now() - te).count();
-        append_jsonl(metrics_path, {{"step", step + 1}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity}});
+        append_jsonl(metrics_path, {{"step", step + 1}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity},
+                                    {"val_tokens", ev.tokens}});
       }
       if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) {
         save_checkpoint(o.out_dir, cfg, params, opt, state_json(step + 1, seconds()), tok_path);
@@ -261,7 +266,7 @@ TrainResult train(const TrainOptions& options) {
     r.val_loss = ev.loss;
     r.evaluated = true;
     json line = {{"step", step}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity},
-                 {"val_routing", routing_json(ev.routing)}};
+                 {"val_tokens", ev.tokens}, {"val_routing", routing_json(ev.routing)}};
     append_jsonl(metrics_path, line);
   }
   return r;

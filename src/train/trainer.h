@@ -17,6 +17,7 @@ namespace moepp {
 struct TrainOptions {
   std::string data_dir, out_dir;
   ModelConfig model;         // used for a new run; a resumed run uses its folder's config
+  std::string model_label;   // the model in words ("small preset, vanilla"), kept in trainer_state.json
   int64_t steps = 1000;
   int64_t batch = 8, seq = 128, accum = 1;
   double lr = 1e-3, min_lr_ratio = 0.1;
