@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -13,8 +12,10 @@
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "infer/generator.h"
+#include "io/atomic_file.h"
 #include "model/model_folder.h"
 #include "model/params.h"
+#include "study/verdict.h"
 #include "train/evaluator.h"
 #include "train/metrics.h"
 
@@ -55,6 +56,7 @@ void add_compare(CLI::App& app) {
     apply_threads(a->threads);
     const auto tokens = read_token_shard(a->data + "/val.bin");
     nlohmann::json rows = nlohmann::json::array();
+    std::vector<EvalResult> evals;
     std::vector<std::string> samples;
     for (const auto& run : a->runs) {
       std::fprintf(stderr, "compare: evaluating %s\n", run.c_str());
@@ -69,8 +71,9 @@ void add_compare(CLI::App& app) {
       for (const auto& s : r.routing) all.add(s);
       const MoeConfig mc = m.config.layer_moe();
       const double train_tps = median_tokens_per_s(run);
+      evals.push_back(r);
       rows.push_back({{"run", run}, {"kind", mc.num_zero_compute() ? "MoE++" : "vanilla"},
-                      {"ffn_experts", mc.num_ffn}, {"zc_experts", mc.num_zero_compute()},
+                      {"ffn_experts", mc.num_ffn}, {"zc_experts", mc.num_zero_compute()}, {"top_k", mc.top_k},
                       {"tau", m.config.moe.balance_tau}, {"params", total_params(m.config)},
                       {"val_loss", r.loss}, {"val_ppl", r.perplexity}, {"val_tokens", r.tokens},
                       {"ffn_experts_per_token", all.ffn_experts_per_token()},
@@ -80,12 +83,14 @@ void add_compare(CLI::App& app) {
                       {"routing", routing_json(r.routing)}});
       if (!a->prompt.empty()) samples.push_back(sample(m, a->prompt, a->sample_tokens, a->seed));
     }
-    std::printf("\n%-28s %-8s %10s %9s %9s %9s %11s %12s\n", "run", "kind", "params", "val loss", "val ppl", "FFN/tok",
+    int width = 28;  // the run column fits the longest path
+    for (const auto& run : a->runs) width = std::max(width, int(run.size()));
+    std::printf("\n%-*s %-8s %10s %9s %9s %9s %11s %12s\n", width, "run", "kind", "params", "val loss", "val ppl", "FFN/tok",
                 "FFN vs van", "train tok/s");
     for (const auto& r : rows) {
       const auto& tps = r["train_tokens_per_s"];
       const std::string tps_text = tps.is_null() ? "n/a" : std::to_string(std::lround(tps.get<double>()));
-      std::printf("%-28s %-8s %10lld %9.4f %9.2f %9.3f %11.3f %12s\n", r["run"].get<std::string>().c_str(),
+      std::printf("%-*s %-8s %10lld %9.4f %9.2f %9.3f %11.3f %12s\n", width, r["run"].get<std::string>().c_str(),
                   r["kind"].get<std::string>().c_str(), (long long)r["params"].get<int64_t>(), r["val_loss"].get<double>(),
                   r["val_ppl"].get<double>(), r["ffn_experts_per_token"].get<double>(),
                   r["ffn_compute_vs_vanilla"].get<double>(), tps_text.c_str());
@@ -94,11 +99,33 @@ void add_compare(CLI::App& app) {
                 " relative to a vanilla top-k MoE with the same FFN experts; train tok/s = the median of the run's\n"
                 " logged steps after the first 10, n/a without them)\n",
                 (long long)rows[0]["val_tokens"].get<int64_t>());
+    // Each MoE++ run against the first vanilla run, in words.
+    nlohmann::json verdicts = nlohmann::json::array();
+    const auto vanilla = std::find_if(rows.begin(), rows.end(), [](const auto& r) { return r["kind"] == "vanilla"; });
+    for (size_t i = 0; i < rows.size() && vanilla != rows.end(); ++i) {
+      if (rows[i]["kind"] != "MoE++") continue;
+      const size_t v = size_t(vanilla - rows.begin());
+      TwinVerdict t;
+      t.moepp_run = a->runs[i];
+      t.vanilla_run = a->runs[v];
+      t.moepp_loss = evals[i].loss;
+      t.vanilla_loss = evals[v].loss;
+      t.loss_difference = paired_difference(evals[i].batch_losses, evals[v].batch_losses);
+      t.val_tokens = evals[i].tokens;
+      t.moepp_ffn_per_token = rows[i]["ffn_experts_per_token"].get<double>();
+      t.vanilla_ffn_per_token = rows[v]["ffn_experts_per_token"].get<double>();
+      t.top_k = rows[v]["top_k"].get<int>();
+      auto tps = [](const nlohmann::json& r) { return r["train_tokens_per_s"].is_null() ? 0.0 : r["train_tokens_per_s"].get<double>(); };
+      t.moepp_tokens_per_s = tps(rows[i]);
+      t.vanilla_tokens_per_s = tps(rows[v]);
+      std::printf("\n%s", t.text().c_str());
+      verdicts.push_back(t.to_json());
+    }
     for (size_t i = 0; i < samples.size(); ++i)
       std::printf("\n--- sample from %s (temperature 0.7, seed %llu)\n%s\n", a->runs[i].c_str(),
                   (unsigned long long)a->seed, samples[i].c_str());
     if (!a->json_out.empty()) {
-      std::ofstream(a->json_out) << rows.dump(2) << "\n";
+      write_file_atomic(a->json_out, nlohmann::json{{"runs", rows}, {"verdicts", verdicts}}.dump(2) + "\n");
       std::fprintf(stderr, "compare: wrote %s\n", a->json_out.c_str());
     }
   });

@@ -102,9 +102,12 @@ void add_train(CLI::App& app) {
     }
     // val_loss is null when this invocation ran no validation (Ctrl-C skips it).
     const std::string val = r.evaluated ? nlohmann::json(r.val_loss).dump() : "null";
-    std::printf("{\"steps\": %lld, \"loss\": %.6f, \"val_loss\": %s, \"tokens_per_s\": %.1f, \"interrupted\": %s, "
-                "\"time_limited\": %s, \"stopped_after\": %s}\n",
-                (long long)r.steps_done, r.last_loss, val.c_str(), r.tokens_per_s, r.interrupted ? "true" : "false",
+    // val_loss is over val_tokens held-out tokens (--eval-batches), compare's over the whole
+    // split; tokens_per_s is the median step after warm-up, as compare reports it.
+    std::printf("{\"steps\": %lld, \"loss\": %.6f, \"val_loss\": %s, \"val_tokens\": %lld, \"tokens_per_s\": %.1f, "
+                "\"interrupted\": %s, \"time_limited\": %s, \"stopped_after\": %s}\n",
+                (long long)r.steps_done, r.last_loss, val.c_str(), (long long)r.val_tokens, r.tokens_per_s,
+                r.interrupted ? "true" : "false",
                 r.time_limited ? "true" : "false", r.stopped_after ? "true" : "false");
     if (r.interrupted || r.time_limited || r.stopped_after)
       std::fprintf(stderr,

@@ -39,6 +39,7 @@ EvalResult evaluate(const ModelConfig& cfg, const ModelParams<float>& params, co
     model_forward(cfg, params, ids.data(), b, S, cache);
     const LossParts p = model_loss(cfg, cache, targets.data());
     loss_sum += p.lm_loss * double(b * S);
+    r.batch_losses.push_back(p.lm_loss);
     bal_sum += p.balance_loss * double(b * S);
     r.tokens += b * S;
     const auto stats = routing_stats_of(cfg, cache);

@@ -15,6 +15,7 @@ struct EvalResult {
   double loss = 0, perplexity = 0, balance_loss = 0;
   int64_t tokens = 0;
   std::vector<RoutingStats> routing;  // per MoE layer, pooled over batches
+  std::vector<double> batch_losses;   // each batch's mean cross-entropy, in order (for paired comparisons)
   nlohmann::json to_json() const;
 };
 

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "core/stats.h"
 #include "data/data_folder.h"
 #include "data/loader.h"
 #include "data/shards.h"
@@ -173,6 +174,7 @@ TrainResult train(const TrainOptions& options) {
   auto seconds = [&] { return prior_time + std::chrono::duration<double>(clock::now() - t0).count(); };
   double tok_per_s = 0;
   double eval_seconds = 0;  // the last validation pass's duration (0: none yet)
+  std::vector<double> step_speeds;  // tokens/s of each step of this invocation
   int64_t step = start;
   int64_t saved_step = -1;  // the step of this invocation's last checkpoint
   try {
@@ -206,7 +208,8 @@ TrainResult train(const TrainOptions& options) {
       opt.update(cfg, params, grads, lr);
       const double dt = std::chrono::duration<double>(clock::now() - ts).count();
       const double inst = double(o.batch * o.seq * o.accum) / dt;
-      tok_per_s = tok_per_s == 0 ? inst : 0.9 * tok_per_s + 0.1 * inst;
+      tok_per_s = tok_per_s == 0 ? inst : 0.9 * tok_per_s + 0.1 * inst;  // the progress line's smoothed speed
+      step_speeds.push_back(inst);
       r.last_loss = acc.loss;
       append_jsonl(metrics_path, {{"step", step + 1}, {"loss", acc.loss}, {"lm_loss", acc.lm_loss},
                                   {"balance_loss", acc.balance_loss}, {"lr", lr}, {"grad_norm", gnorm},
@@ -259,11 +262,15 @@ TrainResult train(const TrainOptions& options) {
   }
   if (tty && !o.quiet) std::fprintf(stderr, "\n");
   r.steps_done = step;
-  r.tokens_per_s = tok_per_s;
+  // As `compare` and metrics.jsonl readers report it: the median after the first 10 steps
+  // (their warm-up), or of all steps when there are no more.
+  const size_t warm = step_speeds.size() > 10 ? 10 : 0;
+  r.tokens_per_s = median(std::vector<double>(step_speeds.begin() + std::ptrdiff_t(warm), step_speeds.end()));
   if (saved_step != step) save_checkpoint(o.out_dir, cfg, params, opt, state_json(step, seconds()), tok_path);
   if (!r.interrupted) {
     const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
     r.val_loss = ev.loss;
+    r.val_tokens = ev.tokens;
     r.evaluated = true;
     json line = {{"step", step}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity},
                  {"val_tokens", ev.tokens}, {"val_routing", routing_json(ev.routing)}};

@@ -42,7 +42,9 @@ struct TrainOptions {
 
 struct TrainResult {
   int64_t steps_done = 0;
-  double last_loss = 0, val_loss = 0, tokens_per_s = 0;
+  double last_loss = 0, val_loss = 0;
+  int64_t val_tokens = 0;   // the held-out tokens val_loss is the mean over (--eval-batches of val.bin)
+  double tokens_per_s = 0;  // median of this invocation's steps after the first 10 (all, if no more)
   bool interrupted = false, time_limited = false;
   bool stopped_after = false;  // --stop-after's step count reached (not the time limit)
   bool evaluated = false;      // val_loss comes from a validation pass of this invocation
