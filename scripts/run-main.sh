@@ -28,7 +28,6 @@ vocab=${MOEPP_VOCAB:-4000}
 moepp=${MOEPP_BIN:-build/moepp}
 budget=$(awk -v m="$minutes" 'BEGIN { printf "%.1f", m * 60 }')
 eval_batches=16
-job_start=$(date +%s)
 
 phase() { printf '\nmain: [%s/6] %s\n' "$1" "$2"; }
 # A number field of a one-line JSON object: json_number FIELD FILE
@@ -71,20 +70,24 @@ if [ -n "${MOEPP_STEPS:-}" ]; then
   phase 3 "calibration: skipped, MOEPP_STEPS=$MOEPP_STEPS"
   steps=$MOEPP_STEPS
 else
-  # Each model trains 20 steps; the speed is the median of steps 11-20, after the slow
-  # first steps (page faults, first-touch allocation, kernel selection).
-  phase 3 "calibration: 20 steps of each model to measure its speed after warm-up"
+  # Each model trains 14 steps; its speed is the median of steps 7-14, after the slow first
+  # steps (page faults, first-touch allocation, kernel selection). Only this phase and the
+  # two runs count against the budget, not the setup above.
+  phase 3 "calibration: 14 steps of each model to measure its speed after warm-up"
   mkdir -p "$job/calibration"
+  cal_start=$(date +%s)
   for kind in vanilla moepp; do
     flag=""; [ $kind = vanilla ] && flag="--vanilla"
     echo "main: calibrating $kind ..."
-    "$moepp" train --data "$data" --out "$job/calibration/$kind" --preset "$preset" $flag --steps 20 --batch "$batch" \
+    "$moepp" train --data "$data" --out "$job/calibration/$kind" --preset "$preset" $flag --steps 14 --batch "$batch" \
       --seq "$seq" --eval-batches 1 --log-every 100 >"$job/calibration/$kind.json" 2>/dev/null
-    echo "main: $kind trains at $(json_number tokens_per_s "$job/calibration/$kind.json") tokens/s"
+    sed -nE 's/.*"step":([0-9]+),.*"tokens_per_s":([0-9.eE+-]+).*/\1 \2/p' "$job/calibration/$kind/metrics.jsonl" |
+      awk '$1 > 6 { print $2 }' | sort -g | awk '{ v[NR] = $1 } END { print v[int(NR / 2) + 1] }' >"$job/calibration/$kind.speed"
+    printf 'main: %s trains at %.0f tokens/s (median of steps 7-14)\n' $kind "$(cat "$job/calibration/$kind.speed")"
   done
-  speed_v=$(json_number tokens_per_s "$job/calibration/vanilla.json")
-  speed_m=$(json_number tokens_per_s "$job/calibration/moepp.json")
-  spent=$(( $(date +%s) - job_start ))
+  speed_v=$(cat "$job/calibration/vanilla.speed")
+  speed_m=$(cat "$job/calibration/moepp.speed")
+  spent=$(( $(date +%s) - cal_start ))
   # What is left of the budget goes to the two runs: steps at each model's speed, plus 4
   # validation passes each (3 along the way, 1 at the end: forward only, ~1/3 of a step's
   # cost per token), with 3% kept for start-up and checkpoints.
@@ -117,9 +120,10 @@ phase 6 "evaluating both on the whole validation split, samples, plots"
 
 train_m=$(json_number train_seconds "$job/moepp/trainer_state.json")
 train_v=$(json_number train_seconds "$job/vanilla/trainer_state.json")
-awk -v m="$train_m" -v v="$train_v" -v b="$budget" 'BEGIN {
+awk -v m="$train_m" -v v="$train_v" -v b="$budget" -v c="${spent:-0}" 'BEGIN {
   printf "\nBudget: the two runs trained for %.0f s (MoE++ %.0f s, vanilla %.0f s, validation passes included)\n", m + v, m, v
-  printf "  of the %.0f s budget: %.0f%%.\n", b, 100 * (m + v) / b }' | tee -a "$job/report.txt"
+  printf "  of the %.0f s budget: %.0f%%; calibration took %.0f s (%.0f%%).\n", b, 100 * (m + v) / b, c, 100 * c / b }' |
+  tee -a "$job/report.txt"
 repeat="MOEPP_STEPS=$steps MOEPP_PRESET=$preset"
 [ -n "${MOEPP_CORPUS:-}" ] && repeat="$repeat MOEPP_CORPUS=$MOEPP_CORPUS MOEPP_VOCAB=$vocab"
 [ "$batch" != 8 ] && repeat="$repeat MOEPP_BATCH=$batch"

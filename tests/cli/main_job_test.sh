@@ -32,7 +32,7 @@ check "the verdict names the FFN compute share" grep -q "% of the" "$first/repor
 check "the report says how much of the budget trained" grep -qE "of the 6 s budget: [0-9]+%" "$first/report.txt"
 check "the report explains the expert kinds" grep -q "zero (discard" "$first/report.txt"
 check "the report lists next commands" grep -q "generate -m $first/moepp" "$first/report.txt"
-check "calibration is after warm-up (20 steps)" grep -q "calibration: 20 steps of each model" "$tmp/first.log"
+check "calibration is after warm-up (14 steps)" grep -q "calibration: 14 steps of each model" "$tmp/first.log"
 if command -v gnuplot >/dev/null 2>&1; then check "the job drew the loss plot" test -s "$first/plots/loss.png"; fi
 steps=$(sed -nE 's/.*"steps": ([0-9]+),.*/\1/p' "$first/job.json")
 check "the report prints the line that repeats it" grep -q "MOEPP_STEPS=$steps MOEPP_PRESET=tiny MOEPP_CORPUS=$tmp/corpus.txt" "$first/report.txt"
