@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "infer/generation.h"
 #include "infer/session.h"
 
 namespace moepp {
@@ -40,27 +41,14 @@ std::string generate_with(const ModelConfig& cfg, const std::function<Session<fl
                           const std::function<void(const std::string&)>& on_text) {
   MOEPP_CHECK(opt.max_tokens >= 0, "generate: the number of tokens to generate must be 0 or more, got ",
               opt.max_tokens);
-  std::vector<int32_t> ids = tok.encode_prompt(prompt);
-  const std::vector<int32_t> p(ids.begin() + (tok.bos_id() >= 0 ? 1 : 0), ids.end());  // the prompt's own tokens
+  const std::vector<int32_t> ids = tok.encode_prompt(prompt);
   for (size_t i = 0; i < ids.size(); ++i)
     MOEPP_CHECK(ids[i] >= 0 && ids[i] < cfg.vocab_size, "generate: the tokenizer produced id ", ids[i],
                 " outside the model's vocabulary of ", cfg.vocab_size, " (tokenizer and model do not match)");
-  MOEPP_CHECK(opt.context >= 0 && opt.context <= cfg.max_position_embeddings, "generate: a context of ",
-              opt.context, " positions is outside what the model holds (1 to ", cfg.max_position_embeddings, ")");
-  const int64_t limit = opt.context > 0 ? opt.context : cfg.max_position_embeddings;
-  const int64_t ctx = std::min<int64_t>(limit, int64_t(ids.size()) + opt.max_tokens);
-  MOEPP_CHECK(int64_t(ids.size()) < ctx || opt.max_tokens == 0, "generate: the prompt (", ids.size(),
-              " tokens) fills the context of ", limit);
-  MOEPP_CHECK(opt.repeat_penalty > 0 && std::isfinite(opt.repeat_penalty), "generate: the repeat penalty ",
-              opt.repeat_penalty, " must be a positive number");
-  for (const auto& s : opt.stop) MOEPP_CHECK(!s.empty(), "generate: an empty stop string");
-  GenerateStats stats;
-  stats.prompt_tokens = int64_t(ids.size());
-  stats.context = ctx;
+  Generation gen(cfg, tok, ids, opt);
   using clock = std::chrono::steady_clock;
-  Session<float> session = make_session(std::max<int64_t>(ctx, int64_t(ids.size())));
+  Session<float> session = make_session(gen.capacity());
   const auto t0 = clock::now();
-  Sampler sampler(opt.sampler);
   Tensor<float> logits;
   if (opt.routing) opt.routing->clear();
   auto pool_routing = [&] {
@@ -73,73 +61,25 @@ std::string generate_with(const ModelConfig& cfg, const std::function<Session<fl
   session.append(ids.data(), int64_t(ids.size()), logits, LogitRows::last);
   pool_routing();
   const auto t1 = clock::now();
-  stats.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
   const float* last = logits.data() + (logits.dim(0) - 1) * cfg.vocab_size;
   check_finite_logits(last, cfg.vocab_size, 0, session.length() - 1);  // before the prompt is shown
-  std::vector<int32_t> text_ids = p;
-  const std::string prompt_text = tok.decode(text_ids);
-  if (on_text) on_text(prompt_text);
-  // The continuation so far, and how much of it on_text has seen: text that could be the
-  // start of a stop string waits until the next tokens say whether it is one.
-  std::string continuation;
-  size_t sent = 0;
-  auto send_up_to = [&](size_t end) {
-    if (on_text && end > sent) on_text(continuation.substr(sent, end - sent));
-    sent = std::max(sent, end);
-  };
-  std::vector<float> row(static_cast<size_t>(cfg.vocab_size));
-  bool stopped = false;
-  for (int i = 0; i < opt.max_tokens && session.length() < ctx && !stopped; ++i) {
-    last = logits.data() + (logits.dim(0) - 1) * cfg.vocab_size;
-    if (i > 0) check_finite_logits(last, cfg.vocab_size, i, session.length() - 1);
-    const float* scores = last;
-    if (opt.repeat_penalty != 1.0) {
-      std::copy(last, last + cfg.vocab_size, row.begin());
-      const int64_t n = std::min<int64_t>(opt.repeat_last_n, int64_t(ids.size()));
-      apply_repeat_penalty(row.data(), cfg.vocab_size, ids.data() + ids.size() - size_t(n), n, opt.repeat_penalty);
-      scores = row.data();
-    }
-    const int32_t next = sampler.sample(scores, cfg.vocab_size);
-    if (next == tok.eos_id()) {
-      stats.stopped = GenerateStats::Stop::eos;
-      break;
-    }
-    ids.push_back(next);
-    text_ids.push_back(next);
-    ++stats.generated_tokens;
-    const std::string text = tok.decode(text_ids);
-    // Pieces are decoded together with the prompt so that leading spaces survive; the
-    // continuation is what follows the prompt's text.
-    if (text.size() >= prompt_text.size() && text.compare(0, prompt_text.size(), prompt_text) == 0)
-      continuation = text.substr(prompt_text.size());
-    size_t cut = std::string::npos;
-    for (const auto& s : opt.stop) cut = std::min(cut, continuation.find(s));
-    if (cut != std::string::npos) {
-      continuation.resize(cut);
-      stats.stopped = GenerateStats::Stop::stop_string;
-      stopped = true;
-      break;
-    }
-    size_t hold = 0;  // the longest tail that is a stop string's beginning
-    for (const auto& s : opt.stop)
-      for (size_t len = std::min(s.size() - 1, continuation.size()); len > hold; --len)
-        if (continuation.compare(continuation.size() - len, len, s, 0, len) == 0) {
-          hold = len;
-          break;
-        }
-    send_up_to(continuation.size() - hold);
-    if (session.length() < ctx) {
-      session.append(&next, 1, logits, LogitRows::last);
+  if (on_text) on_text(gen.prompt_text());
+  while (!gen.finished()) {
+    const std::optional<int32_t> next = gen.step(logits.data() + (logits.dim(0) - 1) * cfg.vocab_size);
+    const std::string text = gen.take_text();
+    if (on_text && !text.empty()) on_text(text);
+    if (!next) break;
+    // The last token is fed too when there is room: the routing statistics count it.
+    if (session.length() < gen.capacity()) {
+      session.append(&*next, 1, logits, LogitRows::last);
       pool_routing();
     }
   }
-  send_up_to(continuation.size());
-  if (stats.stopped == GenerateStats::Stop::limit && stats.generated_tokens < opt.max_tokens)
-    stats.stopped = GenerateStats::Stop::context;
+  GenerateStats stats = gen.stats();
+  stats.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
   stats.generate_seconds = std::chrono::duration<double>(clock::now() - t1).count();
   if (opt.stats) *opt.stats = stats;
-  const std::string shown = prompt_text + continuation;
-  return shown;
+  return gen.prompt_text() + gen.continuation();
 }
 
 }  // namespace
