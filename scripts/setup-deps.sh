@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libdnnl-dev libopenblas-dev
       libgtest-dev libbenchmark-dev nlohmann-json3-dev libsentencepiece-dev libcli11-dev
       python3-numpy  # the Python package (python/moepp) and its test, api.python
+      libcpp-httplib-dev  # moepp serve (the HTTP server)
       gnuplot-nox)   # gnuplot: the PNGs of `moepp plot` and `analyze` (cli.plot skips itself without it)
 if [ "${MOEPP_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch); fi
 missing=()

@@ -25,6 +25,7 @@ void add_experiment(CLI::App& app);
 void add_analyze(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_plot(CLI::App& app);
+void add_serve(CLI::App& app);
 
 // `moepp --version`: version, commit, GEMM provider, CPU features.
 std::string version_text();

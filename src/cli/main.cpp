@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   moepp::cli::add_analyze(app);
   moepp::cli::add_tokenize(app);
   moepp::cli::add_plot(app);
+  moepp::cli::add_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

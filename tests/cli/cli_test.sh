@@ -7,7 +7,7 @@ set -uo pipefail
 moepp="$1/moepp"
 source "$(dirname "$0")/lib.sh"
 
-for c in prepare train eval generate logits grad info compare convert experiment analyze tokenize plot; do check "$c --help" "$moepp" "$c" --help; done
+for c in prepare train eval generate logits grad info compare convert experiment analyze tokenize plot serve; do check "$c --help" "$moepp" "$c" --help; done
 
 # A small corpus: numbered sentences, enough for a 400-piece tokenizer.
 for i in $(seq 1 400); do echo "Line $i: the quick brown fox jumps over the lazy dog number $((i % 17))."; done > "$tmp/corpus.txt"

@@ -1,0 +1,77 @@
+// The OpenAI API's JSON: requests of /v1/completions and /v1/chat/completions checked field
+// by field into what the scheduler runs, and the response and stream-chunk objects built
+// from what it produced. Every client mistake is an ApiError carrying the HTTP status and
+// the OpenAI error shape {"error": {"message", "type", "param", "code"}}.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "infer/generation.h"
+#include "infer/generator.h"
+#include "serve/chat_template.h"
+
+namespace moepp {
+
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string message, std::string param = "", std::string code = "");
+  int status() const { return status_; }
+  nlohmann::json body() const;
+
+ private:
+  int status_;
+  std::string param_, code_;
+};
+
+// What the server knows when it checks a request.
+struct ApiLimits {
+  std::string model_name;
+  int64_t context = 0;  // positions per sequence
+  int max_n = 16;       // choices per request
+};
+
+// A checked completion or chat request.
+struct ApiRequest {
+  bool chat = false;
+  std::string prompt_text;          // completions: the prompt as text (empty with prompt_ids)
+  std::vector<int32_t> prompt_ids;  // completions: the prompt given as token ids
+  std::vector<ChatMessage> messages;
+  int max_tokens = 16;
+  SamplerOptions sampler;
+  bool seeded = false;
+  std::vector<std::string> stop;
+  int n = 1;
+  bool stream = false;
+  int logprobs = -1;  // >= 0: top alternatives per token (completions: the "logprobs" integer)
+  bool echo = false;
+};
+
+ApiRequest parse_completion_request(const std::string& body, const ApiLimits& limits);
+ApiRequest parse_chat_request(const std::string& body, const ApiLimits& limits);
+
+// One finished choice, as the response builders need it.
+struct ApiChoice {
+  std::string text;  // the continuation (echo: prompt text + continuation)
+  std::string finish_reason;  // "stop" or "length"
+  std::vector<std::string> tokens;  // logprobs: the pieces of the scored tokens
+  std::vector<TokenLogprob> logprobs;  // (echo: the prompt's first token has none: NaN)
+  std::vector<std::vector<std::string>> top_tokens;  // the pieces of each top list
+};
+
+std::string finish_reason(const GenerateStats& s);
+
+nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
+                                   const std::vector<ApiChoice>& choices, int64_t prompt_tokens, int64_t completion_tokens);
+nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
+                             const std::vector<ApiChoice>& choices, int64_t prompt_tokens, int64_t completion_tokens,
+                             bool logprobs);
+// Streaming chunks: text for choice `index`; finish_reason empty while the choice runs.
+nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
+                                 const std::string& text, const std::string& finish_reason);
+nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model, int index,
+                          const std::string& text, const std::string& finish_reason, bool first);
+
+}  // namespace moepp

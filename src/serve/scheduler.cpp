@@ -1,0 +1,306 @@
+#include "serve/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+#include "model/kv_cache.h"
+
+namespace moepp {
+
+// ---- Stream ----
+
+bool Stream::next(std::string& text) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !pending_.empty() || ended_; });
+  if (!pending_.empty()) {
+    text = std::move(pending_);
+    pending_.clear();
+    return true;
+  }
+  return false;
+}
+
+void Stream::push(std::string text) {
+  if (text.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_ += text;
+  }
+  cv_.notify_all();
+}
+
+void Stream::finish(const Generation* gen, std::string error) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (gen) {
+      stats_ = gen->stats();
+      generated_ = gen->generated();
+      logprobs_ = gen->logprobs();
+    }
+    error_ = std::move(error);
+    ended_ = true;
+  }
+  cv_.notify_all();
+}
+
+// ---- Scheduler ----
+
+struct Scheduler::Running {
+  SequenceRequest request;
+  std::shared_ptr<Stream> stream;
+  std::unique_ptr<Generation> generation;
+  std::unique_ptr<KvCache<float>> cache;
+  size_t fed = 0;                    // prompt tokens already in the cache
+  std::optional<int32_t> next;       // the token to feed at the next step
+  std::vector<TokenLogprob> prompt_logprobs;
+};
+
+Scheduler::Scheduler(const ModelConfig& cfg, DecoderWeights<float> weights, const Tokenizer& tok, SchedulerOptions opt)
+    : cfg_(cfg), weights_(std::move(weights)), tok_(tok), opt_(opt) {
+  MOEPP_CHECK(opt_.max_seqs >= 1, "serve: --max-seqs must be at least 1, got ", opt_.max_seqs);
+  MOEPP_CHECK(opt_.max_queue >= 0, "serve: the queue bound must be 0 or more, got ", opt_.max_queue);
+  MOEPP_CHECK(opt_.ctx >= 0 && opt_.ctx <= cfg.max_position_embeddings, "serve: --ctx ", opt_.ctx,
+              " is outside what the model holds (1 to ", cfg.max_position_embeddings, ")");
+  MOEPP_CHECK(opt_.prefill_chunk >= 1, "serve: the prefill chunk must be at least 1 token");
+  ctx_ = opt_.ctx > 0 ? opt_.ctx : cfg.max_position_embeddings;
+  kv_budget_ = ctx_ * opt_.max_seqs;
+  kv_bytes_per_position_ = int64_t(cfg.num_hidden_layers) * 2 * cfg.num_key_value_heads * cfg.head_dim() *
+                           int64_t(sizeof(float));
+  worker_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() {
+  quit_ = true;
+  cancel_all_ = true;
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+std::shared_ptr<Stream> Scheduler::submit(SequenceRequest request) {
+  MOEPP_CHECK(admitting_, "serve: the server is shutting down");
+  auto r = std::make_unique<Running>();
+  request.options.context = std::min<int64_t>(request.options.context > 0 ? request.options.context : ctx_, ctx_);
+  {
+    std::lock_guard<std::mutex> lock(tok_mu_);
+    r->generation = std::make_unique<Generation>(cfg_, tok_, request.prompt, request.options, request.top_logprobs);
+  }
+  r->request = std::move(request);
+  r->stream = std::make_shared<Stream>();
+  auto stream = r->stream;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (int64_t(queue_.size()) >= opt_.max_queue + opt_.max_seqs - metrics_.running)
+      throw QueueFull("serve: " + std::to_string(queue_.size()) + " requests are waiting (the bound is " +
+                      std::to_string(opt_.max_queue) + ")");
+    queue_.push_back(std::move(r));
+    metrics_.queued = int64_t(queue_.size());
+  }
+  cv_.notify_all();
+  return stream;
+}
+
+void Scheduler::cancel_all() {
+  cancel_all_ = true;
+  cv_.notify_all();
+}
+
+bool Scheduler::idle() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.empty() && metrics_.running == 0;
+}
+
+SchedulerMetrics Scheduler::metrics() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return metrics_;
+}
+
+void Scheduler::loop() {
+  std::vector<std::unique_ptr<Running>> running;
+  while (true) {
+    admit(running);
+    if (cancel_all_) {
+      while (!running.empty()) retire(running, running.size() - 1, "cancelled: the server is shutting down");
+      std::unique_lock<std::mutex> lock(mu_);
+      for (auto& r : queue_) r->stream->finish(nullptr, "cancelled: the server is shutting down");
+      queue_.clear();
+      metrics_.queued = 0;
+      if (quit_) return;
+      cancel_all_ = false;
+      continue;
+    }
+    for (size_t i = running.size(); i-- > 0;)
+      if (running[i]->stream->cancelled()) retire(running, i, "cancelled by the client");
+    if (running.empty()) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return !queue_.empty() || quit_ || cancel_all_; });
+      if (quit_ && queue_.empty()) return;
+      continue;
+    }
+    step_once(running);
+  }
+}
+
+void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
+  std::lock_guard<std::mutex> lock(mu_);
+  while (!queue_.empty() && int(running.size()) < opt_.max_seqs) {
+    auto& r = queue_.front();
+    const int64_t need = r->generation->capacity();
+    if (!running.empty() && kv_in_use_ + need > kv_budget_) break;  // waits for memory
+    if (r->stream->cancelled()) {
+      r->stream->finish(nullptr, "cancelled by the client");
+      queue_.pop_front();
+      continue;
+    }
+    try {
+      r->cache = std::make_unique<KvCache<float>>(cfg_, need);
+    } catch (const std::exception& e) {
+      r->stream->finish(nullptr, std::string("serve: cannot allocate the KV cache: ") + e.what());
+      queue_.pop_front();
+      continue;
+    }
+    kv_in_use_ += need;
+    metrics_.tokens_in += int64_t(r->request.prompt.size());
+    running.push_back(std::move(r));
+    queue_.pop_front();
+  }
+  metrics_.queued = int64_t(queue_.size());
+  metrics_.running = int64_t(running.size());
+  metrics_.kv_positions_in_use = kv_in_use_;
+  metrics_.kv_bytes_in_use = kv_in_use_ * kv_bytes_per_position_;
+}
+
+void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i, const std::string& error) {
+  Running& r = *running[i];
+  if (error.empty()) {
+    std::lock_guard<std::mutex> lock(tok_mu_);
+    r.stream->push(r.generation->take_text());
+  } else {
+    r.generation->cancel();
+  }
+  {
+    std::lock_guard<std::mutex> lock(r.stream->mu_);
+    r.stream->prompt_logprobs_ = std::move(r.prompt_logprobs);
+  }
+  r.stream->finish(r.generation.get(), error);
+  kv_in_use_ -= r.generation->capacity();
+  running.erase(running.begin() + std::ptrdiff_t(i));
+  std::lock_guard<std::mutex> lock(mu_);
+  metrics_.running = int64_t(running.size());
+  metrics_.kv_positions_in_use = kv_in_use_;
+  metrics_.kv_bytes_in_use = kv_in_use_ * kv_bytes_per_position_;
+}
+
+void Scheduler::step_once(std::vector<std::unique_ptr<Running>>& running) {
+  std::vector<SequenceStep<float>> steps;
+  std::vector<size_t> owner;
+  std::vector<bool> prefill;
+  int64_t budget = opt_.prefill_chunk;
+  bool all_rows = false;
+  for (size_t i = 0; i < running.size(); ++i) {
+    Running& r = *running[i];
+    const auto& prompt = r.request.prompt;
+    if (r.fed < prompt.size()) {
+      int64_t n = int64_t(prompt.size() - r.fed);
+      if (r.request.prompt_logprobs >= 0) {
+        // Scored prompts go in whole, so every row's logits are there to score the next token.
+        if (n > budget && budget < opt_.prefill_chunk) continue;
+        all_rows = true;
+      } else {
+        n = std::min(n, budget);
+      }
+      if (n <= 0) continue;
+      budget -= n;
+      steps.push_back({r.cache.get(), prompt.data() + r.fed, n});
+      prefill.push_back(true);
+    } else if (r.next) {
+      steps.push_back({r.cache.get(), &*r.next, 1});
+      prefill.push_back(false);
+    } else {
+      continue;
+    }
+    owner.push_back(i);
+  }
+  if (steps.empty()) return;
+  try {
+    decoder_step(cfg_, weights_, std::span<const SequenceStep<float>>(steps), scratch_, logits_,
+                 all_rows ? LogitRows::all : LogitRows::last);
+  } catch (const std::exception& e) {
+    for (size_t j = owner.size(); j-- > 0;) retire(running, owner[j], std::string("serve: the decoder failed: ") + e.what());
+    return;
+  }
+  const int64_t V = cfg_.vocab_size;
+  std::vector<size_t> done;
+  std::vector<std::string> errors;
+  int64_t row = 0, rows = 0, produced = 0;
+  for (size_t j = 0; j < steps.size(); ++j) {
+    Running& r = *running[owner[j]];
+    const int64_t n = steps[j].n;
+    const int64_t last = all_rows ? row + n - 1 : int64_t(j);
+    rows += n;
+    if (prefill[j]) {
+      if (r.request.prompt_logprobs >= 0) {
+        // Row p of this chunk predicts prompt token fed + p + 1.
+        for (int64_t p = 0; p + 1 < n; ++p)
+          r.prompt_logprobs.push_back(token_logprob(logits_.data() + (row + p) * V, V,
+                                                    r.request.prompt[r.fed + size_t(p) + 1], r.request.prompt_logprobs));
+      }
+      r.fed += size_t(n);
+    }
+    row += n;
+    if (r.fed < r.request.prompt.size()) continue;  // more prompt to come
+    if (r.generation->finished()) {  // max_tokens 0: the prompt was all there was to run (scoring)
+      done.push_back(owner[j]);
+      errors.emplace_back();
+      continue;
+    }
+    try {
+      std::string text;
+      std::optional<int32_t> next;
+      {
+        std::lock_guard<std::mutex> lock(tok_mu_);
+        next = r.generation->step(logits_.data() + last * V);
+        text = r.generation->take_text();
+      }
+      ++produced;
+      r.stream->push(std::move(text));
+      if (!next || r.generation->finished()) {
+        done.push_back(owner[j]);
+        errors.emplace_back();
+      } else {
+        r.next = next;
+      }
+    } catch (const std::exception& e) {
+      done.push_back(owner[j]);
+      errors.emplace_back(e.what());
+    }
+  }
+  // Routing over a window of 64 steps: FFN experts per token, per layer and overall.
+  if (window_.empty()) window_ = scratch_.routing;
+  else
+    for (size_t l = 0; l < window_.size() && l < scratch_.routing.size(); ++l) window_[l].add(scratch_.routing[l]);
+  ++window_steps_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    metrics_.steps += 1;
+    metrics_.step_rows += rows;
+    metrics_.tokens_out += produced;
+    metrics_.last_batch_size = double(steps.size());
+    if (window_steps_ >= 64 || metrics_.ffn_per_token_by_layer.empty()) {
+      metrics_.ffn_per_token_by_layer.clear();
+      RoutingStats all;
+      for (const auto& s : window_) {
+        metrics_.ffn_per_token_by_layer.push_back(s.ffn_experts_per_token());
+        all.add(s);
+      }
+      metrics_.ffn_per_token = all.ffn_experts_per_token();
+    }
+  }
+  if (window_steps_ >= 64) {
+    window_.clear();
+    window_steps_ = 0;
+  }
+  for (size_t k = done.size(); k-- > 0;) retire(running, done[k], errors[k]);
+}
+
+}  // namespace moepp

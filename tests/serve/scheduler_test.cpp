@@ -1,0 +1,190 @@
+// The serving scheduler against the one-sequence generator: sequences submitted together
+// (decoded in one batch, prompts of different lengths, prefill chunked across steps) give
+// the text generate_text gives each alone, greedy and seeded; scoring with prompt
+// log-probabilities equals log-softmax of the full-sequence logits; cancelled and
+// over-the-bound requests are refused or dropped. Plus the API's request checks and the
+// chat templates in closed form.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "core/rng.h"
+#include "infer/generator.h"
+#include "model/decoder.h"
+#include "model/kv_cache.h"
+#include "serve/chat_template.h"
+#include "serve/openai_api.h"
+#include "serve/scheduler.h"
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+namespace {
+
+const Tokenizer& tokenizer() {
+  static const Tokenizer tok = [] {
+    char t[] = "/tmp/moepp-scheduler-XXXXXX";
+    const std::string dir = mkdtemp(t);
+    {
+      std::ofstream out(dir + "/corpus.txt");
+      for (int i = 1; i <= 400; ++i) out << "Line " << i << ": the quick brown fox jumps over the lazy dog " << i % 13 << ".\n";
+    }
+    Tokenizer::train({dir + "/corpus.txt"}, dir + "/tokenizer.model", 400);
+    return Tokenizer(dir + "/tokenizer.model");
+  }();
+  return tok;
+}
+
+struct TinyModel {
+  ModelConfig cfg;
+  ModelParams<float> params;
+  TinyModel() : cfg(ModelConfig::preset("tiny", tokenizer().vocab_size())), params(ModelParams<float>::zeros(cfg)) {
+    cfg.eos_token_id = tokenizer().eos_id();
+    Rng rng(11);
+    params.init(cfg, rng);
+  }
+};
+
+std::string drain(Stream& s) {
+  std::string text, piece;
+  while (s.next(piece)) text += piece;
+  return text;
+}
+
+}  // namespace
+
+TEST(Scheduler, BatchedSequencesGiveWhatEachGivesAlone) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  const std::vector<std::string> prompts = {"Line 1", "Line 22: the quick brown fox jumps over", "the lazy",
+                                            "Line 7: the quick brown fox jumps over the lazy dog 3.\nLine 8: the"};
+  // prefill_chunk 5: the longer prompts are prefilled over several steps beside decodes.
+  Scheduler sched(m.cfg, DecoderWeights<float>::of(m.params), tok, SchedulerOptions{8, 0, 16, 5});
+  std::vector<std::shared_ptr<Stream>> streams;
+  std::vector<GenerateOptions> options;
+  for (size_t i = 0; i < prompts.size() * 2; ++i) {
+    GenerateOptions o;
+    o.max_tokens = 12 + int(i);
+    o.sampler = i % 2 == 0 ? SamplerOptions{0.0, 0, 1.0, 1} : SamplerOptions{0.9, 20, 0.9, 100 + i};
+    options.push_back(o);
+    streams.push_back(sched.submit(SequenceRequest{tok.encode_prompt(prompts[i / 2]), o}));
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const std::string got = drain(*streams[i]);
+    EXPECT_TRUE(streams[i]->error().empty()) << streams[i]->error();
+    const std::string alone = generate_text(m.cfg, m.params, tok, prompts[i / 2], options[i]);
+    const std::vector<int32_t> ids = tok.encode_prompt(prompts[i / 2]);
+    EXPECT_EQ(tok.decode(std::vector<int32_t>(ids.begin() + 1, ids.end())) + got, alone) << "sequence " << i;
+    EXPECT_EQ(streams[i]->stats().generated_tokens, int64_t(streams[i]->generated().size()));
+  }
+  EXPECT_TRUE(sched.idle());
+  EXPECT_EQ(sched.metrics().kv_positions_in_use, 0);
+}
+
+TEST(Scheduler, PromptLogprobsAreLogSoftmaxOfTheFullSequenceLogits) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  const std::vector<int32_t> ids = tok.encode_prompt("Line 5: the quick brown fox");
+  Scheduler sched(m.cfg, DecoderWeights<float>::of(m.params), tok, SchedulerOptions{4, 0, 4, 256});
+  GenerateOptions o;
+  o.max_tokens = 0;
+  const auto s = sched.submit(SequenceRequest{ids, o, 3, 3});
+  drain(*s);
+  ASSERT_EQ(s->prompt_logprobs().size(), ids.size() - 1);
+  // The reference: every row of one decoder step, log-softmax in double.
+  KvCache<float> cache(m.cfg, int64_t(ids.size()));
+  DecoderScratch<float> scratch;
+  Tensor<float> logits;
+  const std::vector<SequenceStep<float>> steps = {{&cache, ids.data(), int64_t(ids.size())}};
+  decoder_step(m.cfg, DecoderWeights<float>::of(m.params), std::span<const SequenceStep<float>>(steps), scratch, logits);
+  const int64_t V = m.cfg.vocab_size;
+  for (size_t p = 1; p < ids.size(); ++p) {
+    const float* row = logits.data() + int64_t(p - 1) * V;
+    double mx = row[0], sum = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(double(row[v]) - mx);
+    const double want = double(row[ids[p]]) - mx - std::log(sum);
+    const TokenLogprob& got = s->prompt_logprobs()[p - 1];
+    EXPECT_EQ(got.id, ids[p]);
+    EXPECT_NEAR(got.logprob, want, 1e-5) << "position " << p;
+    ASSERT_EQ(got.top.size(), 3u);
+    EXPECT_GE(got.top[0].second, got.top[1].second);
+    EXPECT_GE(got.top[0].second, got.logprob - 1e-6);
+  }
+}
+
+TEST(Scheduler, RefusesBeyondTheQueueAndDropsCancelledSequences) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  Scheduler sched(m.cfg, DecoderWeights<float>::of(m.params), tok, SchedulerOptions{1, 0, 0, 256});
+  GenerateOptions o;
+  o.max_tokens = 100;
+  o.sampler = SamplerOptions{1.0, 0, 1.0, 3};
+  const auto first = sched.submit(SequenceRequest{tok.encode_prompt("Line 1"), o});
+  EXPECT_THROW(
+      {
+        for (int i = 0; i < 4; ++i) sched.submit(SequenceRequest{tok.encode_prompt("Line 2"), o});
+      },
+      QueueFull);
+  first->cancel();
+  drain(*first);
+  EXPECT_EQ(first->error(), "cancelled by the client");
+  EXPECT_LT(first->stats().generated_tokens, 100);
+  GenerateOptions too_long;
+  too_long.max_tokens = 1;
+  const std::vector<int32_t> huge(static_cast<size_t>(m.cfg.max_position_embeddings), 5);
+  expect_error_mentioning([&] { sched.submit(SequenceRequest{huge, too_long}); }, "fills the context");
+}
+
+TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
+  const ApiLimits limits{"tiny", 128, 4};
+  auto status_of = [&](const std::string& body, bool chat = false) {
+    try {
+      chat ? parse_chat_request(body, limits) : parse_completion_request(body, limits);
+    } catch (const ApiError& e) {
+      return std::make_pair(e.status(), e.body()["error"]["param"].is_null() ? std::string() : e.body()["error"]["param"].get<std::string>());
+    }
+    return std::make_pair(200, std::string());
+  };
+  EXPECT_EQ(status_of("{nope"), std::make_pair(400, std::string()));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "temperature": "hot"})"), std::make_pair(400, std::string("temperature")));
+  EXPECT_EQ(status_of(R"({"model": "other", "prompt": "x"})"), std::make_pair(404, std::string("model")));
+  EXPECT_EQ(status_of(R"({"max_tokens": 3})"), std::make_pair(400, std::string("prompt")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "max_tokens": -2})"), std::make_pair(400, std::string("max_tokens")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "max_tokens": 128})"), std::make_pair(400, std::string("max_tokens")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "top_p": 0})"), std::make_pair(400, std::string("top_p")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "n": 5})"), std::make_pair(400, std::string("n")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "logprobs": 6})"), std::make_pair(400, std::string("logprobs")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "stop": ["a", ""]})"), std::make_pair(400, std::string("stop")));
+  EXPECT_EQ(status_of(R"({"messages": []})", true), std::make_pair(400, std::string("messages")));
+  EXPECT_EQ(status_of(R"({"messages": [{"role": "robot", "content": "x"}]})", true),
+            std::make_pair(400, std::string("messages")));
+  EXPECT_EQ(status_of(R"({"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 127, "n": 4, "stop": "x"})").first, 200);
+  const ApiRequest r = parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true,
+                                              "top_logprobs": 2, "seed": 9, "temperature": 0})",
+                                          limits);
+  EXPECT_EQ(r.logprobs, 2);
+  EXPECT_EQ(r.max_tokens, -1);
+  EXPECT_TRUE(r.seeded);
+  EXPECT_EQ(r.sampler.seed, 9u);
+  EXPECT_EQ(r.sampler.temperature, 0.0);
+}
+
+TEST(ChatTemplate, FamiliesRenderTheirKnownShapes) {
+  const std::vector<ChatMessage> m = {{"system", "S"}, {"user", "U1"}, {"assistant", "A1"}, {"user", "U2"}};
+  EXPECT_EQ(render_chat(ChatTemplate::chatml, m, "</s>"),
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
+            "<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(render_chat(ChatTemplate::llama2, m, "</s>"), "[INST] <<SYS>>\nS\n<</SYS>>\n\nU1 [/INST] A1</s>[INST] U2 [/INST]");
+  EXPECT_EQ(render_chat(ChatTemplate::zephyr, m, "</s>"),
+            "<|system|>\nS</s>\n<|user|>\nU1</s>\n<|assistant|>\nA1</s>\n<|user|>\nU2</s>\n<|assistant|>\n");
+  EXPECT_EQ(render_chat(ChatTemplate::plain, m, "</s>"), "System: S\n\nUser: U1\n\nAssistant: A1\n\nUser: U2\n\nAssistant:");
+  EXPECT_EQ(detect_chat_template("{% for m in messages %}<|im_start|>{{ m.role }}"), ChatTemplate::chatml);
+  EXPECT_EQ(detect_chat_template("{{ bos_token }}[INST] {{ m.content }} [/INST]"), ChatTemplate::llama2);
+  EXPECT_EQ(detect_chat_template("<|user|>\n{{ m.content }}"), ChatTemplate::zephyr);
+  EXPECT_EQ(detect_chat_template("zephyr\n"), ChatTemplate::zephyr);
+  EXPECT_EQ(detect_chat_template("{{ something else }}"), ChatTemplate::plain);
+}

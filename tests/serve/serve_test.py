@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""`moepp serve` over HTTP, with the Python standard library as the client.
+
+The server's answers are checked against the library's, computed by other commands:
+greedy completions against `moepp generate --temp 0`, seeded sampling against itself,
+echo + logprobs against log-softmax of `moepp logits` (1e-4); all while 8 other requests
+decode in the same batch. Then one check per client mistake (the OpenAI error shape and
+a 4xx status each, and a good request after them), 401 without the key, 413, 429 with
+Retry-After under an overfull queue, a client that disconnects mid-stream, /metrics, and
+SIGTERM draining a running request before exiting 0.
+
+Usage: serve_test.py MOEPP_BINARY SCRATCH_DIR
+"""
+import http.client
+import json
+import math
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+MOEPP = sys.argv[1]
+SCRATCH = pathlib.Path(sys.argv[2])
+KEY = "test-key-123"
+failed = 0
+passed = 0
+
+
+def check(ok, what):
+    global failed, passed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", what, flush=True)
+
+
+def run(*args, **kw):
+    return subprocess.run([MOEPP, *args], check=True, capture_output=True, text=True, **kw)
+
+
+def make_model():
+    """A tiny MoE++ model trained for a few steps, its context widened to 1024 positions
+    (the weights do not depend on it) so that long generations are possible."""
+    if SCRATCH.exists():
+        shutil.rmtree(SCRATCH)
+    SCRATCH.mkdir(parents=True)
+    corpus = SCRATCH / "corpus.txt"
+    corpus.write_text("".join(f"Line {i}: the quick brown fox jumps over the lazy dog {i % 7}.\n" for i in range(400)))
+    run("prepare", "--input", str(corpus), "--out", str(SCRATCH / "data"), "--vocab-size", "300")
+    run("train", "--data", str(SCRATCH / "data"), "--out", str(SCRATCH / "tiny"), "--preset", "tiny", "--steps", "30",
+        "--batch", "4", "--seq", "32", "--eval-batches", "1")
+    config = (SCRATCH / "tiny" / "config.json").resolve()
+    c = json.loads(config.read_text())
+    c["max_position_embeddings"] = 1024
+    config.write_text(json.dumps(c, indent=2))
+    return SCRATCH / "tiny"
+
+
+class Server:
+    def __init__(self, model, *flags):
+        self.proc = subprocess.Popen([MOEPP, "serve", "-m", str(model), "--port", "0", *flags],
+                                     stderr=subprocess.PIPE, text=True)
+        self.log = []
+        deadline = time.time() + 60
+        self.port = None
+        while time.time() < deadline and self.port is None:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            m = re.search(r"on http://[0-9.]+:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+        if self.port is None:
+            raise RuntimeError("the server did not start: " + "".join(self.log))
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def request(self, method, path, body=None, key=KEY, raw=None, timeout=120):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = "Bearer " + key
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        conn.request(method, path, body=data, headers=headers)
+        r = conn.getresponse()
+        text = r.read().decode()
+        conn.close()
+        return r.status, dict(r.getheaders()), text
+
+    def post(self, path, body, **kw):
+        status, headers, text = self.request("POST", path, body, **kw)
+        try:
+            return status, headers, json.loads(text)
+        except json.JSONDecodeError:
+            return status, headers, text
+
+    def stream(self, path, body):
+        """The SSE events of a streaming request, as parsed JSON ("[DONE]" as the string)."""
+        status, _, text = self.request("POST", path, dict(body, stream=True))
+        events = []
+        for block in text.split("\n\n"):
+            if block.startswith("data: "):
+                payload = block[len("data: "):]
+                events.append(payload if payload == "[DONE]" else json.loads(payload))
+        return status, events
+
+    def metric(self, name):
+        _, _, text = self.request("GET", "/metrics")
+        m = re.search(r"^" + re.escape(name) + r" ([0-9.e+-]+)$", text, re.M)
+        return float(m.group(1)) if m else None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+def read_logits(path):
+    raw = pathlib.Path(path).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    t = json.loads(raw[8:8 + n])["logits"]
+    a, b = t["data_offsets"]
+    rows, vocab = t["shape"]
+    values = struct.unpack("<%df" % (rows * vocab), raw[8 + n + a:8 + n + b])
+    return [values[r * vocab:(r + 1) * vocab] for r in range(rows)]
+
+
+def log_softmax_at(row, i):
+    m = max(row)
+    return row[i] - (m + math.log(sum(math.exp(v - m) for v in row)))
+
+
+def background_load(server, n, stop_event, results):
+    """n clients sampling long completions until told to stop: the batch the checks share."""
+    def client(k):
+        while not stop_event.is_set():
+            status, _, body = server.post("/v1/completions", {"prompt": f"Line {k}: the", "max_tokens": 40,
+                                                              "temperature": 0.9, "seed": k})
+            results.append(status)
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def main():
+    if subprocess.run([MOEPP, "serve", "--help"], capture_output=True).returncode != 0 or \
+            "without cpp-httplib" in subprocess.run([MOEPP, "serve", "-m", "/nonexistent"], capture_output=True,
+                                                    text=True).stderr:
+        print("SKIP: moepp was built without cpp-httplib (apt-get install libcpp-httplib-dev)")
+        return 77
+    model = make_model()
+    name = model.name
+    prompt = "Line 12: the quick brown"
+    n_new = 16
+    # What the library says, before any server runs.
+    greedy_cli = run("generate", "-m", str(model), "-p", prompt, "-n", str(n_new), "--temp", "0", "-q").stdout
+    greedy_cli = greedy_cli[:-1] if greedy_cli.endswith("\n") else greedy_cli  # the line end generate adds
+    ids = [int(x) for x in run("tokenize", "-m", str(model), "-p", prompt, "--ids-only").stdout.strip().split(",")]
+    run("logits", "--model", str(model), "--text", prompt, "--out", str(SCRATCH / "logits.safetensors"))
+    logits = read_logits(SCRATCH / "logits.safetensors")
+
+    server = Server(model, "--api-key", KEY, "--max-seqs", "12", "--max-queue", "16")
+    try:
+        status, _, text = server.request("GET", "/health", key=None)
+        check(status == 200 and json.loads(text)["status"] == "ok", "/health without a key: " + text)
+        status, _, text = server.request("GET", "/v1/models")
+        check(status == 200 and json.loads(text)["data"][0]["id"] == name, "/v1/models names the folder: " + text)
+
+        stop = threading.Event()
+        load_results = []
+        threads = background_load(server, 8, stop, load_results)
+        most = 0
+        for _ in range(40):
+            most = max(most, server.metric("moepp_running_sequences") or 0)
+            time.sleep(0.025)
+        check(most >= 2, f"the background requests run together (at most {most} running)")
+
+        # Greedy equals `moepp generate --temp 0`, token for token (as text).
+        status, _, r = server.post("/v1/completions", {"model": name, "prompt": prompt, "max_tokens": n_new,
+                                                       "temperature": 0})
+        check(status == 200, f"greedy completion status {status}: {r}")
+        if status == 200:
+            got = prompt + r["choices"][0]["text"]
+            check(got == greedy_cli, f"greedy under load equals generate: {got!r} vs {greedy_cli!r}")
+            u = r["usage"]
+            check(u["prompt_tokens"] == len(ids) and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"],
+                  f"usage counts: {u}")
+        # Seeded sampling is reproducible, under load and alone alike.
+        body = {"prompt": prompt, "max_tokens": 20, "temperature": 0.8, "top_p": 0.9, "top_k": 20, "seed": 77}
+        a = server.post("/v1/completions", body)[2]["choices"][0]["text"]
+        b = server.post("/v1/completions", body)[2]["choices"][0]["text"]
+        check(a == b and len(a) > 0, f"seeded sampling repeats: {a!r} vs {b!r}")
+        # echo + logprobs with max_tokens 0 score the prompt: log-softmax of `moepp logits`.
+        status, _, r = server.post("/v1/completions", {"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 2})
+        check(status == 200, f"echo scoring status {status}: {r}")
+        if status == 200:
+            lp = r["choices"][0]["logprobs"]
+            check(r["choices"][0]["text"] == prompt, "echo returns the prompt: " + r["choices"][0]["text"])
+            check(len(lp["token_logprobs"]) == len(ids) and lp["token_logprobs"][0] is None,
+                  f"one log-probability per prompt token, none for the first: {lp['token_logprobs'][:3]}")
+            worst = max(abs(lp["token_logprobs"][p] - log_softmax_at(logits[p - 1], ids[p])) for p in range(1, len(ids)))
+            check(worst <= 1e-4, f"echo logprobs equal log-softmax of moepp logits (worst {worst:.2e})")
+            check(all(len(t) == 2 for t in lp["top_logprobs"][1:]), "two alternatives per scored token")
+        # Streaming gives the same text as the whole response.
+        status, events = server.stream("/v1/completions", {"prompt": prompt, "max_tokens": n_new, "temperature": 0})
+        text = "".join(e["choices"][0]["text"] for e in events if isinstance(e, dict) and e["choices"])
+        check(status == 200 and events and events[-1] == "[DONE]", "the stream ends with [DONE]")
+        check(prompt + text == greedy_cli, f"streamed greedy text equals generate: {text!r}")
+        finals = [e for e in events if isinstance(e, dict) and e["choices"] and e["choices"][0]["finish_reason"]]
+        check(len(finals) == 1 and finals[0]["choices"][0]["finish_reason"] in ("stop", "length"), "one finish_reason")
+        check(any(isinstance(e, dict) and e.get("usage") for e in events), "the stream carries usage")
+        # Chat, whole and streamed.
+        chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Line 3: the"}],
+                "max_tokens": 12, "temperature": 0}
+        status, _, r = server.post("/v1/chat/completions", chat)
+        check(status == 200 and r["choices"][0]["message"]["role"] == "assistant", f"chat: {status} {r}")
+        status, events = server.stream("/v1/chat/completions", chat)
+        streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events
+                           if isinstance(e, dict) and e["choices"])
+        check(status == 200 and r["choices"][0]["message"]["content"] == streamed,
+              f"streamed chat equals whole chat: {streamed!r}")
+        # n choices, each its own seed.
+        status, _, r = server.post("/v1/completions", {"prompt": prompt, "max_tokens": 8, "n": 3, "seed": 5})
+        check(status == 200 and [c["index"] for c in r["choices"]] == [0, 1, 2], "n = 3 gives three choices")
+
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        check(load_results and all(s == 200 for s in load_results), f"the background requests succeeded: {set(load_results)}")
+
+        # Every client mistake: a 4xx with the OpenAI error shape.
+        def error_case(what, body, status_want, path="/v1/completions", raw=None, key=KEY):
+            status, _, text = server.request("POST", path, body, raw=raw, key=key)
+            try:
+                err = json.loads(text)["error"]
+                shaped = all(k in err for k in ("message", "type", "param", "code"))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                shaped = False
+            check(status == status_want and shaped, f"{what}: {status} {text[:200]}")
+
+        error_case("malformed JSON", None, 400, raw="{not json")
+        error_case("a wrong type", {"prompt": "x", "temperature": "hot"}, 400)
+        error_case("an unknown model", {"model": "gpt-4", "prompt": "x"}, 404)
+        error_case("no prompt", {"max_tokens": 3}, 400)
+        error_case("no messages", {"max_tokens": 3}, 400, path="/v1/chat/completions")
+        error_case("max_tokens negative", {"prompt": "x", "max_tokens": -1}, 400)
+        error_case("max_tokens beyond the context", {"prompt": "x", "max_tokens": 5000}, 400)
+        error_case("temperature negative", {"prompt": "x", "temperature": -0.5}, 400)
+        error_case("temperature NaN (not JSON)", None, 400, raw='{"prompt": "x", "temperature": NaN}')
+        error_case("top_p zero", {"prompt": "x", "top_p": 0}, 400)
+        error_case("top_p above 1", {"prompt": "x", "top_p": 1.5}, 400)
+        error_case("n too large", {"prompt": "x", "n": 1000}, 400)
+        error_case("a prompt longer than the context", {"prompt": [5] * 1100, "max_tokens": 1}, 400)
+        error_case("a token id outside the vocabulary", {"prompt": [1, 99999]}, 400)
+        error_case("no key", {"prompt": "x"}, 401, key=None)
+        error_case("a wrong key", {"prompt": "x"}, 401, key="nope")
+        error_case("a body over the limit", None, 413, raw=json.dumps({"prompt": "x" * (9 << 20)}))
+        error_case("an unknown route", {"prompt": "x"}, 404, path="/v1/nothing")
+        status, _, r = server.post("/v1/completions", {"prompt": prompt, "max_tokens": 4})
+        check(status == 200, "a good request after all the bad ones succeeds")
+
+        # A client that disconnects mid-stream: its sequence leaves the batch.
+        before = server.metric("moepp_generated_tokens_total")
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        body = json.dumps({"prompt": prompt, "max_tokens": 900, "temperature": 1.0, "seed": 3, "stream": True})
+        sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+        first = b""
+        sock.settimeout(10)
+        while b"data: " not in first:
+            got = sock.recv(4096)
+            if not got:
+                break
+            first += got
+        sock.close()
+        check(b"data: " in first, "the stream started before the disconnect")
+        deadline = time.time() + 20
+        while time.time() < deadline and server.metric("moepp_running_sequences") != 0:
+            time.sleep(0.05)
+        after = server.metric("moepp_generated_tokens_total")
+        check(server.metric("moepp_running_sequences") == 0, "the disconnected sequence left the batch")
+        check(after - before < 900, f"it stopped early: {after - before:.0f} of 900 tokens generated")
+        check(server.metric("moepp_ffn_experts_per_token_mean") is not None, "/metrics has FFN experts per token")
+    finally:
+        server.stop()
+    check(server.proc.returncode == 0, f"SIGTERM on an idle server exits 0 (got {server.proc.returncode})")
+
+    # 429 under an overfull queue: one running sequence, one waiting, many arriving.
+    small = Server(model, "--max-seqs", "1", "--max-queue", "1")
+    try:
+        statuses, retry = [], []
+
+        def burst():
+            status, headers, _ = small.request("POST", "/v1/completions", {"prompt": prompt, "max_tokens": 300},
+                                               key=None)
+            statuses.append(status)
+            if status == 429:
+                retry.append(headers.get("Retry-After"))
+        threads = [threading.Thread(target=burst) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        check(429 in statuses and set(statuses) <= {200, 429}, f"an overfull queue answers 429: {statuses}")
+        check(retry and all(r is not None for r in retry), f"429 carries Retry-After: {retry}")
+
+        # SIGTERM drains: a running streamed request completes, then the server exits 0.
+        result = {}
+
+        def long_stream():
+            result["r"] = small.stream("/v1/completions", {"prompt": prompt, "max_tokens": 200, "seed": 1})
+        t = threading.Thread(target=long_stream)
+        t.start()
+        time.sleep(0.2)
+        small.proc.send_signal(signal.SIGTERM)
+        t.join(timeout=120)
+        small.proc.wait(timeout=60)
+        status, events = result.get("r", (0, []))
+        check(status == 200 and events and events[-1] == "[DONE]", "the running request finished during the drain")
+        check(small.proc.returncode == 0, f"the drained server exits 0 (got {small.proc.returncode})")
+    finally:
+        small.stop()
+    print(f"serve checks: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
