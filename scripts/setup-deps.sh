@@ -9,6 +9,9 @@ pkgs=(build-essential cmake ninja-build pkg-config libdnnl-dev libopenblas-dev
       libcpp-httplib-dev  # moepp serve (the HTTP server)
       gnuplot-nox)   # gnuplot: the PNGs of `moepp plot` and `analyze` (cli.plot skips itself without it)
 if [ "${MOEPP_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch); fi
+# Node and npm run the end-to-end test with the official OpenAI client (e2e.openai_client);
+# a Node installed another way (with its own npm) is used as it is.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then pkgs+=(nodejs npm); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
