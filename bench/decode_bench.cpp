@@ -11,6 +11,8 @@
 //     the resident memory is that model's alone.
 //   --model DIR: a model folder on disk (e.g. tools/bench/make_moepp7b_folder.py's), loaded
 //     tensor by tensor as --dtype; "build s" is then the load time.
+//   --write-folders DIR [--tokenizer FILE]: write the mixtral-shaped pair as model folders
+//     (DIR/vanilla, DIR/moepp) for bench/serve_bench.sh, and exit.
 //   --batch 1,4,16: batched decode instead - that many sequences (each prefilled with
 //     --prompt tokens, default 64) decoded together, one decoder step per token for all of
 //     them; aggregate tokens/s against one sequence's, per model. Expert weights are read
@@ -223,8 +225,27 @@ void run_batched(const Flags& f, const std::vector<std::string>& dtypes, int lay
 
 }  // namespace
 
+// --write-folders DIR: the Mixtral-shaped vanilla model and its MoE++ twin as model folders
+// DIR/vanilla and DIR/moepp (f32, the same random weights the benchmark builds), with
+// --tokenizer FILE as their tokenizer.model: what bench/serve_bench.sh serves.
+void write_folders(const Flags& f, int layers) {
+  const std::string dir = f.get("write-folders", "");
+  for (bool moepp : {false, true}) {
+    const ModelConfig cfg = mixtral_shape(layers, moepp);
+    cfg.validate();
+    const Weights w = make_weights(cfg, "f32", false, "");
+    const std::string out = dir + (moepp ? "/moepp" : "/vanilla");
+    save_model_folder(out, cfg, w.plain, f.get("tokenizer", ""));
+    std::printf("wrote %s (%s)\n", out.c_str(), moepp ? "MoE++" : "vanilla");
+  }
+}
+
 int main(int argc, char** argv) try {
   const Flags f(argc, argv);
+  if (f.has("write-folders")) {
+    write_folders(f, int(f.get_int("layers", 8)));
+    return 0;
+  }
   const std::string folder = f.get("model", "");
   const std::string shape = folder.empty() ? f.get("shape", "mixtral") : "folder " + folder;
   const bool big = shape == "moepp7b" || !folder.empty();

@@ -71,7 +71,7 @@ std::optional<int32_t> Generation::step(const float* logits) {
     scores = row_.data();
   }
   const int32_t next = sampler_.sample(scores, V);
-  if (next == tok_.eos_id()) {
+  if (next == tok_.eos_id() && !opt_.ignore_eos) {
     stats_.stopped = GenerateStats::Stop::eos;
     finished_ = true;
     safe_ = continuation_.size();

@@ -36,6 +36,7 @@ struct GenerateOptions {
   // penalty when positive and multiplied by it when negative (1: off).
   double repeat_penalty = 1.0;
   int repeat_last_n = 64;
+  bool ignore_eos = false;         // EOS is a token like any other (benchmarks: fixed lengths)
   GenerateStats* stats = nullptr;  // filled when set
   // When set, receives the routing statistics of every token run (the prompt and the
   // generated tokens), pooled per MoE layer (the C API's moepp_routing after moepp_generate).

@@ -108,6 +108,7 @@ void parse_common(const json& j, const ApiLimits& limits, ApiRequest& r) {
     bad("n", "'n' must be between 1 and " + std::to_string(limits.max_n) + ", got " + std::to_string(n));
   r.n = int(n);
   r.stream = flag(j, "stream", false);
+  r.ignore_eos = flag(j, "ignore_eos", false);
 }
 
 }  // namespace

@@ -47,6 +47,7 @@ struct ApiRequest {
   bool stream = false;
   int logprobs = -1;  // >= 0: top alternatives per token (completions: the "logprobs" integer)
   bool echo = false;
+  bool ignore_eos = false;  // llama.cpp's server extension: generate max_tokens whatever comes
 };
 
 ApiRequest parse_completion_request(const std::string& body, const ApiLimits& limits);

@@ -130,6 +130,7 @@ Submitted submit(ServerState& st, ApiRequest r) {
     q.options.sampler = r.sampler;
     q.options.sampler.seed = r.sampler.seed + uint64_t(i);
     q.options.stop = r.stop;
+    q.options.ignore_eos = r.ignore_eos;
     q.top_logprobs = r.logprobs;
     q.prompt_logprobs = r.echo && r.logprobs >= 0 ? r.logprobs : -1;
     try {
