@@ -87,6 +87,9 @@ std::optional<int32_t> Generation::step(const float* logits) {
   // leading space survives).
   if (text.size() >= prompt_text_.size() && text.compare(0, prompt_text_.size(), prompt_text_) == 0)
     continuation_ = text.substr(prompt_text_.size());
+  // The text can get shorter: a character whose bytes came as byte-fallback tokens decodes
+  // as U+FFFD until its last byte arrives, then as itself.
+  safe_ = std::min(safe_, continuation_.size());
   size_t cut = std::string::npos;
   for (const auto& s : opt_.stop) cut = std::min(cut, continuation_.find(s));
   if (cut != std::string::npos) {
@@ -116,8 +119,8 @@ std::optional<int32_t> Generation::step(const float* logits) {
 
 void Generation::cancel() {
   finished_ = true;
-  safe_ = shown_;
-  continuation_.resize(shown_);
+  if (continuation_.size() > shown_) continuation_.resize(shown_);
+  safe_ = continuation_.size();
 }
 
 namespace {
@@ -137,8 +140,14 @@ size_t complete_utf8_end(const std::string& text, size_t end) {
 }  // namespace
 
 std::string Generation::take_text() {
-  // A character split across tokens waits for its last byte (unless the text has ended).
-  const size_t end = finished_ ? safe_ : std::max(shown_, complete_utf8_end(continuation_, safe_));
+  // A character split across tokens waits for its last byte (unless the text has ended):
+  // cut in the middle, or decoded as a trailing U+FFFD that the next byte may complete.
+  size_t end = std::min(safe_, continuation_.size());
+  if (!finished_) {
+    end = complete_utf8_end(continuation_, end);
+    static const std::string replacement = "\xEF\xBF\xBD";
+    while (end >= shown_ + 3 && continuation_.compare(end - 3, 3, replacement) == 0) end -= 3;
+  }
   if (end <= shown_) return {};
   std::string out = continuation_.substr(shown_, end - shown_);
   shown_ = end;

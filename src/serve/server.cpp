@@ -180,9 +180,14 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
   if (!s->request.stream) {
     std::vector<ApiChoice> choices;
     int64_t completion_tokens = 0;
-    for (auto& stream : s->streams) {
-      choices.push_back(collect(st, *s, *stream));
-      completion_tokens += stream->stats().generated_tokens;
+    try {
+      for (auto& stream : s->streams) {
+        choices.push_back(collect(st, *s, *stream));
+        completion_tokens += stream->stats().generated_tokens;
+      }
+    } catch (...) {
+      for (auto& stream : s->streams) stream->cancel();  // the other choices stop too
+      throw;
     }
     const int64_t prompt_tokens = int64_t(s->prompt.size());
     send_json(res, 200,

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "core/rng.h"
+#include "infer/generation.h"
 #include "infer/generator.h"
 #include "model/decoder.h"
 #include "model/kv_cache.h"
@@ -187,4 +188,34 @@ TEST(ChatTemplate, FamiliesRenderTheirKnownShapes) {
   EXPECT_EQ(detect_chat_template("<|user|>\n{{ m.content }}"), ChatTemplate::zephyr);
   EXPECT_EQ(detect_chat_template("zephyr\n"), ChatTemplate::zephyr);
   EXPECT_EQ(detect_chat_template("{{ something else }}"), ChatTemplate::plain);
+}
+
+// A character the tokenizer has no piece for comes as byte-fallback tokens, one byte each:
+// decoded alone, its first bytes read as U+FFFD, and the text gets shorter when the last
+// byte arrives. What take_text hands out must never include the partial character.
+TEST(Generation, ACharacterSplitAcrossTokensIsShownWhole) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  const std::vector<int32_t> bytes = tok.encode("\xE4\xB8\xAD");  // U+4E2D, not in the corpus
+  ASSERT_GE(bytes.size(), 3u) << "expected byte-fallback pieces";
+  GenerateOptions o;
+  o.max_tokens = int(bytes.size()) + 2;
+  o.sampler = SamplerOptions{0.0, 0, 1.0, 1};  // greedy: the one-hot logits below decide
+  Generation gen(m.cfg, tok, tok.encode_prompt("Line 1"), o);
+  std::vector<float> logits(static_cast<size_t>(m.cfg.vocab_size), 0.0f);
+  std::string shown;
+  std::vector<int32_t> wanted = bytes;
+  const int32_t x = tok.encode("x").back();
+  wanted.push_back(x);
+  for (int32_t id : wanted) {
+    std::fill(logits.begin(), logits.end(), 0.0f);
+    logits[size_t(id)] = 100.0f;
+    ASSERT_TRUE(gen.step(logits.data()).has_value());
+    const std::string piece = gen.take_text();
+    EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << "a partial character was shown";
+    shown += piece;
+  }
+  shown += gen.take_text();
+  EXPECT_NE(gen.continuation().find("\xE4\xB8\xAD"), std::string::npos) << gen.continuation();
+  EXPECT_TRUE(gen.continuation().rfind(shown, 0) == 0) << "shown '" << shown << "' vs '" << gen.continuation() << "'";
 }
