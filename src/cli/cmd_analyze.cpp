@@ -3,7 +3,6 @@
 // variance with and without gating residuals) as JSON and PNG plots; or, with
 // --experiment, the tau plots of an experiment folder.
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -153,11 +152,7 @@ void add_analyze(CLI::App& app) {
     j["text"] = a->text;
     // By default a new folder in the working directory: a model folder is a model, and a
     // second analysis must not overwrite the first.
-    std::filesystem::path model_path = std::filesystem::path(a->model).lexically_normal();
-    if (!model_path.has_filename()) model_path = model_path.parent_path();  // "run/" names "run"
-    const std::string name = model_path.filename().string();
-    const bool plain = !name.empty() && name != "." && name != "..";
-    const std::string out = a->out.empty() ? fresh_folder_name("analysis-" + (plain ? name : std::string("model"))) : a->out;
+    const std::string out = a->out.empty() ? fresh_folder_name("analysis-" + folder_name(a->model, "model")) : a->out;
     make_dirs(out);
     write_file_atomic(out + "/analysis.json", j.dump(2) + "\n");
     // Every analysed token: position, id, piece, FFN experts in each MoE layer, mean.

@@ -2,7 +2,6 @@
 // validation loss against tokens, learning rate, gradient norm, FFN experts per token,
 // slot shares per expert kind, FFN experts per token per MoE layer), runs overlaid.
 #include <cstdio>
-#include <filesystem>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -17,13 +16,6 @@
 namespace moepp::cli {
 
 namespace {
-
-std::string folder_name(const std::string& dir) {
-  std::filesystem::path p = std::filesystem::path(dir).lexically_normal();
-  if (!p.has_filename()) p = p.parent_path();
-  const std::string n = p.filename().string();
-  return n.empty() || n == "." || n == ".." ? dir : n;
-}
 
 TrainingRunCurves read_run(const std::string& dir) {
   TrainingRunCurves r;
@@ -70,11 +62,11 @@ void add_plot(CLI::App& app) {
     for (const auto& dir : a->runs) runs.push_back(read_run(dir));
     // The legend names each run by its folder; two folders of one name get their paths.
     for (size_t i = 0; i < runs.size(); ++i) {
-      runs[i].name = folder_name(a->runs[i]);
+      runs[i].name = folder_name(a->runs[i], a->runs[i]);
       for (size_t j = 0; j < a->runs.size(); ++j)
-        if (j != i && folder_name(a->runs[j]) == runs[i].name) runs[i].name = a->runs[i];
+        if (j != i && folder_name(a->runs[j], a->runs[j]) == runs[i].name) runs[i].name = a->runs[i];
     }
-    const std::string out = a->out.empty() ? fresh_folder_name("plots-" + folder_name(a->runs[0])) : a->out;
+    const std::string out = a->out.empty() ? fresh_folder_name("plots-" + folder_name(a->runs[0], "run")) : a->out;
     const PlotResult r = plot_training_runs(runs, out);
     if (r.pngs.empty())
       std::fprintf(stderr, "plot: gnuplot not found; wrote the data and scripts into %s, no PNG (apt-get install gnuplot-nox)\n",

@@ -38,6 +38,8 @@ Tokenizer folder_tokenizer(const std::string& path);
 // A folder name for new output that touches nothing existing: `base` if nothing is there,
 // else base-2, base-3, ... (the folder is not created).
 std::string fresh_folder_name(const std::string& base);
+// The last name of a folder path ("runs/a/" names "a"); `fallback` for ".", ".." or "/".
+std::string folder_name(const std::string& path, const std::string& fallback);
 
 // "1,2,3" or "@file" (ids separated by whitespace or commas).
 std::vector<int32_t> parse_ids(const std::string& spec);

@@ -163,4 +163,11 @@ std::string fresh_folder_name(const std::string& base) {
   }
 }
 
+std::string folder_name(const std::string& path, const std::string& fallback) {
+  std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  const std::string name = p.filename().string();
+  return name.empty() || name == "." || name == ".." ? fallback : name;
+}
+
 }  // namespace moepp::cli

@@ -39,8 +39,6 @@ namespace {
 std::string generate_with(const ModelConfig& cfg, const std::function<Session<float>(int64_t)>& make_session,
                           const Tokenizer& tok, const std::string& prompt, const GenerateOptions& opt,
                           const std::function<void(const std::string&)>& on_text) {
-  MOEPP_CHECK(opt.max_tokens >= 0, "generate: the number of tokens to generate must be 0 or more, got ",
-              opt.max_tokens);
   const std::vector<int32_t> ids = tok.encode_prompt(prompt);
   for (size_t i = 0; i < ids.size(); ++i)
     MOEPP_CHECK(ids[i] >= 0 && ids[i] < cfg.vocab_size, "generate: the tokenizer produced id ", ids[i],
