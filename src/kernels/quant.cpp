@@ -104,13 +104,40 @@ void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
     case WeightType::f32:
       f32.unpack_rows(r0, n, out);
       break;
-    case WeightType::bf16:
-      parallel_for(n * K, [&](int64_t i) { out[i] = bf16_to_f32(moepp::bf16{bf16[size_t(off + i)]}); }, 1 << 16);
+    case WeightType::bf16: {
+      // Runs of 1024 values per task (a row's worth or less), 16 at a time in vectors.
+      constexpr int64_t kRun = 1024;
+      const int64_t total = n * K;
+      parallel_for((total + kRun - 1) / kRun, [&](int64_t c) {
+        const int64_t i0 = c * kRun, i1 = std::min(total, i0 + kRun);
+        const uint16_t* src = bf16.data() + off;
+        int64_t i = i0;
+#if defined(__AVX512F__)
+        for (; i + 16 <= i1; i += 16)
+          _mm512_storeu_ps(out + i, widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+#endif
+        for (; i < i1; ++i) out[i] = bf16_to_f32(moepp::bf16{src[i]});
+      }, 64);
       break;
-    case WeightType::q8_0:
-      parallel_for(n * K, [&](int64_t i) { out[i] = scales[size_t((off + i) / kQ8Block)] * float(q[size_t(off + i)]); },
-                   1 << 16);
+    }
+    case WeightType::q8_0: {
+      // Block by block (cols is a multiple of the block, so rows hold whole blocks).
+      const int64_t blocks = n * K / kQ8Block, b0 = off / kQ8Block;
+      parallel_for(blocks, [&](int64_t b) {
+        const int8_t* src = q.data() + (b0 + b) * kQ8Block;
+        const float d = scales[size_t(b0 + b)];
+        float* dst = out + b * kQ8Block;
+#if defined(__AVX512F__)
+        const __m512 scale = _mm512_set1_ps(d);
+        _mm512_storeu_ps(dst, _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)))));
+        _mm512_storeu_ps(dst + 16,
+                         _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16)))));
+#else
+        for (int64_t i = 0; i < kQ8Block; ++i) dst[i] = d * float(src[i]);
+#endif
+      }, 2048);
       break;
+    }
   }
 }
 

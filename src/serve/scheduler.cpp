@@ -171,7 +171,18 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
 }
 
 void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i, const std::string& error) {
-  Running& r = *running[i];
+  std::unique_ptr<Running> owned = std::move(running[i]);
+  Running& r = *owned;
+  running.erase(running.begin() + std::ptrdiff_t(i));
+  kv_in_use_ -= r.generation->capacity();
+  {
+    // Published before the stream ends, so a client that has read its last text sees the
+    // scheduler idle (and its KV memory free) if nothing else runs.
+    std::lock_guard<std::mutex> lock(mu_);
+    metrics_.running = int64_t(running.size());
+    metrics_.kv_positions_in_use = kv_in_use_;
+    metrics_.kv_bytes_in_use = kv_in_use_ * kv_bytes_per_position_;
+  }
   if (error.empty()) {
     std::lock_guard<std::mutex> lock(tok_mu_);
     r.stream->push(r.generation->take_text());
@@ -183,12 +194,6 @@ void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i,
     r.stream->prompt_logprobs_ = std::move(r.prompt_logprobs);
   }
   r.stream->finish(r.generation.get(), error);
-  kv_in_use_ -= r.generation->capacity();
-  running.erase(running.begin() + std::ptrdiff_t(i));
-  std::lock_guard<std::mutex> lock(mu_);
-  metrics_.running = int64_t(running.size());
-  metrics_.kv_positions_in_use = kv_in_use_;
-  metrics_.kv_bytes_in_use = kv_in_use_ * kv_bytes_per_position_;
 }
 
 void Scheduler::step_once(std::vector<std::unique_ptr<Running>>& running) {

@@ -29,6 +29,11 @@ TEST(Quant, Q8_0StoresScaleMaxOver127AndRoundsWithinHalfAStep) {
   }
   EXPECT_EQ(back[2 * K + 40], 0.0f);
   EXPECT_EQ(p.bytes(), size_t(R * K + R * K / 32 * 4));
+  // Unpacking is exactly scale * value, from any first row.
+  for (int64_t i = 0; i < R * K; ++i) EXPECT_EQ(back[i], p.scales[size_t(i / 32)] * float(p.q[size_t(i)])) << i;
+  Tensor<float> part({2, K});
+  p.unpack_rows(3, 2, part.data());
+  for (int64_t i = 0; i < 2 * K; ++i) EXPECT_EQ(part[i], back[3 * K + i]) << i;
 }
 
 TEST(Quant, Bf16RoundsToNearestAndUnpacksExactly) {
