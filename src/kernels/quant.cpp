@@ -170,9 +170,21 @@ void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int
       }
     }
   } else {
+    // 64 columns a step, summed apart from the accumulator: one dependent add per step
+    // instead of a chain of four FMAs, which held one row's decode at half the f32 rate.
+    const uint16_t* wr = W.bf16.data() + j * K;
+    for (; k + 64 <= K; k += 64) {
+      __m512 w[4];
+      for (int i = 0; i < 4; ++i) w[i] = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + k + 16 * i)));
+      for (int64_t m = 0; m < M; ++m) {
+        const float* xm = x + m * ldx + k;
+        const __m512 lo = _mm512_fmadd_ps(_mm512_loadu_ps(xm + 16), w[1], _mm512_mul_ps(_mm512_loadu_ps(xm), w[0]));
+        const __m512 hi = _mm512_fmadd_ps(_mm512_loadu_ps(xm + 48), w[3], _mm512_mul_ps(_mm512_loadu_ps(xm + 32), w[2]));
+        acc[m] = _mm512_add_ps(acc[m], _mm512_add_ps(lo, hi));
+      }
+    }
     for (; k + 16 <= K; k += 16) {
-      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16.data() + j * K + k));
-      const __m512 w = widen_bf16(h);
+      const __m512 w = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + k)));
       for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * ldx + k), w, acc[m]);
     }
   }
