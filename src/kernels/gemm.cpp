@@ -185,6 +185,13 @@ GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K
   return gemm_route(ta, tb, M, N, K, 1.0f, beta);
 }
 
+#ifndef MOEPP_GEMM_ONEDNN
+bool gemm_bf16_available() { return false; }
+void gemm_bf16_nt(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t, float, float*, int64_t) {
+  fail("gemm_bf16_nt: this build has no bf16 GEMM (oneDNN is not its provider)");
+}
+#endif
+
 const char* gemm_provider() {
 #ifdef MOEPP_GEMM_ONEDNN
   return "onednn";

@@ -38,6 +38,14 @@ const char* gemm_route_name(GemmRoute r);
 GemmRoute gemm_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, float beta);
 GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t ldb, float beta);
 
+// C[M, N] = A[M, K] W[N, K]^T + beta C with A and W bf16 (raw bits, row strides lda, ldw) and
+// C f32, accumulated in f32: the products of packed bf16 and q8_0 weights with many rows
+// (kernels/quant.h). Available where oneDNN is the provider and the CPU has AVX-512 BF16
+// (or AMX); gemm_bf16_nt must not be called otherwise.
+bool gemm_bf16_available();
+void gemm_bf16_nt(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* W, int64_t ldw,
+                  float beta, float* C, int64_t ldc);
+
 // Name of the f32 provider chosen at configure time ("onednn" or "cblas").
 const char* gemm_provider();
 

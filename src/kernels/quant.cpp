@@ -141,6 +141,43 @@ void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
   }
 }
 
+void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+#if defined(__AVX512BF16__)
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), __m256i(_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i))));
+#endif
+  for (; i < n; ++i) out[i] = f32_to_bf16(x[i]).bits;
+}
+
+void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const {
+  MOEPP_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "unpack: rows [", r0, ", ", r0 + n, ") of ", rows);
+  const int64_t K = cols;
+  if (type == WeightType::bf16) {
+    std::memcpy(out, bf16.data() + r0 * K, size_t(n * K) * sizeof(uint16_t));
+    return;
+  }
+  MOEPP_CHECK(type == WeightType::q8_0, "unpack_rows_bf16: f32 panels are not rounded to bf16");
+  // Block by block: scale * value in f32 (what unpack_rows gives), then rounded.
+  const int64_t blocks = n * K / kQ8Block, b0 = r0 * K / kQ8Block;
+  parallel_for(blocks, [&](int64_t b) {
+    const int8_t* src = q.data() + (b0 + b) * kQ8Block;
+    const float d = scales[size_t(b0 + b)];
+    uint16_t* dst = out + b * kQ8Block;
+#if defined(__AVX512BF16__)
+    const __m512 scale = _mm512_set1_ps(d);
+    for (int64_t h = 0; h < kQ8Block; h += 16) {
+      const __m512 v = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + h))));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + h), __m256i(_mm512_cvtneps_pbh(v)));
+    }
+#else
+    float block[kQ8Block];
+    for (int64_t i = 0; i < kQ8Block; ++i) block[i] = d * float(src[i]);
+    round_to_bf16(block, kQ8Block, dst);
+#endif
+  }, 2048);
+}
+
 size_t PackedMatrix::bytes() const {
   return f32.bytes() + bf16.size() * 2 + q.size() + scales.size() * 4;
 }
@@ -228,7 +265,27 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     return;
   }
   const float beta = accumulate ? 1.0f : 0.0f;
-  // Many rows: widen a panel of W to f32 (a few MB, stays in cache) and use the f32 GEMM.
+  if (packed_linear_uses_bf16(W, M)) {
+    // Many rows on a CPU that multiplies bf16 (AMX, AVX-512 BF16): x rounded to bf16 once,
+    // the bf16 GEMM on the bf16 weights as stored or on q8_0 rounded to bf16 a band at a
+    // time (a band stays in L2 for the GEMM).
+    std::vector<uint16_t> xb(size_t(M * K));
+    parallel_for(M, [&](int64_t m) { round_to_bf16(x + m * ldx, K, xb.data() + m * K); });
+    if (W.type == WeightType::bf16) {
+      gemm_bf16_nt(M, N, K, xb.data(), K, W.bf16.data(), K, beta, y, ldy);
+      return;
+    }
+    const int64_t band = std::max<int64_t>(16, std::min<int64_t>(N, (int64_t(1) << 19) / K));
+    std::vector<uint16_t> wb(size_t(band * K));
+    for (int64_t r0 = 0; r0 < N; r0 += band) {
+      const int64_t n = std::min(band, N - r0);
+      W.unpack_rows_bf16(r0, n, wb.data());
+      gemm_bf16_nt(M, n, K, xb.data(), K, wb.data(), K, beta, y + r0, ldy);
+    }
+    return;
+  }
+  // Many rows elsewhere: widen a panel of W to f32 (a few MB, stays in cache) and use the
+  // f32 GEMM.
   const int64_t panel = std::max<int64_t>(16, std::min<int64_t>(N, (int64_t(1) << 20) / K));
   std::vector<float> buf(size_t(panel * K));
   for (int64_t r0 = 0; r0 < N; r0 += panel) {
@@ -237,5 +294,11 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     gemm<float>(Trans::N, Trans::T, M, n, K, 1.0f, x, ldx, buf.data(), K, beta, y + r0, ldy);
   }
 }
+
+bool packed_products_use_bf16(WeightType type, int64_t M) {
+  return type != WeightType::f32 && M > kMaxDecodeRows && gemm_bf16_available();
+}
+
+bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M) { return packed_products_use_bf16(W.type, M); }
 
 }  // namespace moepp

@@ -10,7 +10,9 @@
 // packed_linear reads each weight once per call. f32 weights are kept as column panels
 // (kernels/gemm_panels.h) and multiplied by the panel kernel at every row count. For bf16
 // and q8_0, a few rows of x (decode) are multiplied against weight blocks converted in
-// registers; many rows (prefill) widen row panels of W to f32 and use the f32 GEMM.
+// registers; many rows (prefill) round x to bf16 and run the bf16 GEMM (AMX or AVX-512
+// BF16 through oneDNN) on the bf16 weights as stored or on q8_0 widened to bf16 a band at
+// a time; where the CPU lacks bf16 they widen row panels of W to f32 and use the f32 GEMM.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -43,6 +45,8 @@ struct PackedMatrix {
   static PackedMatrix pack(const float* w, int64_t rows, int64_t cols, WeightType type);
   // Writes rows [r0, r0 + n) as f32 into out [n, cols].
   void unpack_rows(int64_t r0, int64_t n, float* out) const;
+  // Writes rows [r0, r0 + n) rounded to bf16 (raw bits) into out [n, cols]; bf16 and q8_0.
+  void unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const;
   // Bytes of weight data (what a product reads).
   size_t bytes() const;
 };
@@ -51,5 +55,14 @@ struct PackedMatrix {
 // stride ldx, y: [M, W.rows] with row stride ldy. accumulate=false overwrites y.
 void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, float* y, int64_t ldy,
                    bool accumulate = false);
+
+// Whether packed_linear with M rows of x rounds x and W to bf16 and runs the bf16 GEMM
+// (f32 accumulation): bf16 and q8_0 weights, more than 8 rows, a CPU with AVX-512 BF16 or
+// AMX under oneDNN. That product is then exact for bf16(x) and bf16(W) up to the f32 sums.
+bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M);
+bool packed_products_use_bf16(WeightType type, int64_t M);  // the same, by weight type
+
+// out[i] = x[i] rounded to bf16 (nearest even; raw bits), for i < n.
+void round_to_bf16(const float* x, int64_t n, uint16_t* out);
 
 }  // namespace moepp

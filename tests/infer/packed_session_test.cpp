@@ -71,7 +71,11 @@ TEST(PackedSession, MatchesThePlainSessionOnTheRoundedWeights) {
     const auto got_prefill = run(s, ids, n, V);
     Session<float> s2(*packed, n);
     const auto got_decode = run(s2, ids, 5, V);
-    EXPECT_LT(rel_error(got_prefill.data(), want.data(), n * V), 2e-5) << weight_type_name(type);
+    // Prefill runs n rows at once (bf16 activations on a bf16 CPU); decode after a 5-token
+    // prefill uses the f32-activation kernel throughout.
+    EXPECT_LT(rel_error(got_prefill.data(), want.data(), n * V),
+              packed_products_use_bf16(type, n) ? kBf16ActivationTolerance : 2e-5)
+        << weight_type_name(type);
     EXPECT_LT(rel_error(got_decode.data(), want.data(), n * V), 2e-5) << weight_type_name(type);
     // What the formats lose: rms rounding error per weight is 2^-9/sqrt(3) ~ 1.1e-3 for bf16 and
     // (amax/127)/sqrt(12) ~ 4.8e-3 (amax ~ 2.1 sigma over 32 normals) for q8_0, so the

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/dtype.h"
+#include "kernels/gemm.h"
 #include "test_util.h"
 
 using namespace moepp;
@@ -61,6 +62,14 @@ TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
         const auto p = PackedMatrix::pack(w.data(), N, K, t);
         Tensor<float> stored({N, K});
         p.unpack_rows(0, N, stored.data());
+        // Many rows on a bf16 CPU: the product of x and W rounded to bf16, summed in f32.
+        const bool bf16_gemm = packed_linear_uses_bf16(p, M);
+        EXPECT_EQ(bf16_gemm, t != WeightType::f32 && M > 8 && gemm_bf16_available());
+        std::vector<float> xr(x.data(), x.data() + x.numel());
+        if (bf16_gemm) {
+          for (auto& v : xr) v = bf16_to_f32(f32_to_bf16(v));
+          for (int64_t i = 0; i < stored.numel(); ++i) stored[i] = bf16_to_f32(f32_to_bf16(stored[i]));
+        }
         for (bool acc : {false, true}) {
           std::vector<float> got(y.data(), y.data() + y.numel());
           packed_linear(x.data(), M, ldx, p, got.data(), ldy, acc);
@@ -72,7 +81,7 @@ TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
                 continue;
               }
               double want = acc ? double(y[m * ldy + j]) : 0.0;
-              for (int64_t k = 0; k < K; ++k) want += double(x[m * ldx + k]) * stored[j * K + k];
+              for (int64_t k = 0; k < K; ++k) want += double(xr[size_t(m * ldx + k)]) * stored[j * K + k];
               worst = std::max(worst, std::fabs(got[m * ldy + j] - want) / (1 + std::fabs(want)));
             }
           EXPECT_LT(worst, 2e-5) << weight_type_name(t) << " K " << K << " M " << M << " acc " << acc;
