@@ -186,59 +186,99 @@ namespace {
 
 constexpr int64_t kMaxDecodeRows = 8;  // up to this many rows of x use the register kernel
 
-// out[m] = x[m, :] . W[j, :] for m < M; bf16 and q8_0 only.
-void dot_rows(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W, int64_t j, float* out) {
+// out[m * J + i] = x[m, :] . W[j + i, :] for m < M, i < J; bf16 and q8_0 only. J weight
+// rows at once, so that each x vector loaded feeds J FMAs: with one weight row, re-reading
+// x (kilobytes a row, from L1/L2) bounded the kernel at a few FMAs a cycle. M and J are
+// template arguments so that the loops unroll and the M x J accumulators stay in
+// registers. Each (m, j) sums its products in the same order whatever M and J are.
+template <int M, int J>
+void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, float* out) {
   const int64_t K = W.cols;
 #if defined(__AVX512F__)
-  __m512 acc[kMaxDecodeRows];
-  for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+  __m512 acc[M][J];
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+    for (int i = 0; i < J; ++i) acc[m][i] = _mm512_setzero_ps();
   int64_t k = 0;
+  __m512 w0[J], w1[J];
+  const auto multiply = [&] {
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) {
+      const __m512 x0 = _mm512_loadu_ps(x + m * ldx + k), x1 = _mm512_loadu_ps(x + m * ldx + k + 16);
+#pragma GCC unroll 4
+      for (int i = 0; i < J; ++i) acc[m][i] = _mm512_fmadd_ps(x1, w1[i], _mm512_fmadd_ps(x0, w0[i], acc[m][i]));
+    }
+  };
   if (W.type == WeightType::q8_0) {
-    const int8_t* q = W.q.data() + j * K;
-    const float* d = W.scales.data() + j * (K / kQ8Block);
+    const int64_t blocks = K / kQ8Block;
     for (; k < K; k += kQ8Block) {
-      const __m512 w0 = widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k)));
-      const __m512 w1 = widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k + 16)));
-      const __m512 scale = _mm512_set1_ps(d[k / kQ8Block]);
-      for (int64_t m = 0; m < M; ++m) {
-        const float* xm = x + m * ldx + k;
-        const __m512 blk = _mm512_fmadd_ps(_mm512_loadu_ps(xm + 16), w1, _mm512_mul_ps(_mm512_loadu_ps(xm), w0));
-        acc[m] = _mm512_fmadd_ps(scale, blk, acc[m]);
+#pragma GCC unroll 4
+      for (int i = 0; i < J; ++i) {
+        const int8_t* q = W.q.data() + (j + i) * K + k;
+        const __m512 scale = _mm512_set1_ps(W.scales[size_t((j + i) * blocks + k / kQ8Block)]);
+        w0[i] = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
+        w1[i] = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))));
       }
+      multiply();
     }
   } else {
-    // 64 columns a step, summed apart from the accumulator: one dependent add per step
-    // instead of a chain of four FMAs, which held one row's decode at half the f32 rate.
-    const uint16_t* wr = W.bf16.data() + j * K;
-    for (; k + 64 <= K; k += 64) {
-      __m512 w[4];
-      for (int i = 0; i < 4; ++i) w[i] = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + k + 16 * i)));
-      for (int64_t m = 0; m < M; ++m) {
-        const float* xm = x + m * ldx + k;
-        const __m512 lo = _mm512_fmadd_ps(_mm512_loadu_ps(xm + 16), w[1], _mm512_mul_ps(_mm512_loadu_ps(xm), w[0]));
-        const __m512 hi = _mm512_fmadd_ps(_mm512_loadu_ps(xm + 48), w[3], _mm512_mul_ps(_mm512_loadu_ps(xm + 32), w[2]));
-        acc[m] = _mm512_add_ps(acc[m], _mm512_add_ps(lo, hi));
+    for (; k + 32 <= K; k += 32) {
+#pragma GCC unroll 4
+      for (int i = 0; i < J; ++i) {
+        const uint16_t* wr = W.bf16.data() + (j + i) * K + k;
+        w0[i] = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr)));
+        w1[i] = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + 16)));
       }
-    }
-    for (; k + 16 <= K; k += 16) {
-      const __m512 w = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + k)));
-      for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * ldx + k), w, acc[m]);
+      multiply();
     }
   }
-  for (int64_t m = 0; m < M; ++m) out[m] = reduce_add(acc[m]);
-  for (; k < K; ++k) {  // bf16 tail
-    const float w = bf16_to_f32(moepp::bf16{W.bf16[size_t(j * K + k)]});
-    for (int64_t m = 0; m < M; ++m) out[m] += x[m * ldx + k] * w;
-  }
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+    for (int i = 0; i < J; ++i) out[m * J + i] = reduce_add(acc[m][i]);
+  for (; k < K; ++k)  // bf16 tail
+#pragma GCC unroll 4
+    for (int i = 0; i < J; ++i) {
+      const float w = bf16_to_f32(moepp::bf16{W.bf16[size_t((j + i) * K + k)]});
+      for (int m = 0; m < M; ++m) out[m * J + i] += x[m * ldx + k] * w;
+    }
 #else
-  for (int64_t m = 0; m < M; ++m) out[m] = 0;
-  for (int64_t k = 0; k < K; ++k) {
-    const size_t i = size_t(j * K + k);
-    const float w =
-        W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[i]}) : W.scales[i / kQ8Block] * float(W.q[i]);
-    for (int64_t m = 0; m < M; ++m) out[m] += x[m * ldx + k] * w;
+  for (int i = 0; i < J; ++i) {
+    for (int m = 0; m < M; ++m) out[m * J + i] = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const size_t e = size_t((j + i) * K + k);
+      const float w =
+          W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[e]}) : W.scales[e / kQ8Block] * float(W.q[e]);
+      for (int m = 0; m < M; ++m) out[m * J + i] += x[m * ldx + k] * w;
+    }
   }
 #endif
+}
+
+// y[m, j] (+)= x[m, :] . W[j, :] for m < M (compile time) and j in [j0, j1): J rows at a
+// time as registers allow (M x J accumulators), the rest one by one.
+template <int M>
+void dot_row_range(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                   bool accumulate) {
+  constexpr int J = M <= 4 ? 4 : 2;
+  float out[M * J];
+  const auto store = [&](int64_t j, int rows) {
+    for (int m = 0; m < M; ++m)
+      for (int i = 0; i < rows; ++i) {
+        float& dst = y[m * ldy + j + i];
+        dst = accumulate ? dst + out[m * rows + i] : out[m * rows + i];
+      }
+  };
+  int64_t j = j0;
+  for (; j + J <= j1; j += J) {
+    dot_rows<M, J>(x, ldx, W, j, out);
+    store(j, J);
+  }
+  for (; j < j1; ++j) {
+    dot_rows<M, 1>(x, ldx, W, j, out);
+    store(j, 1);
+  }
 }
 
 }  // namespace
@@ -253,13 +293,20 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     panel_linear(x, M, ldx, W.f32, y, ldy, accumulate);
     return;
   }
+  static_assert(kMaxDecodeRows == 8, "dot_rows is instantiated for 1 to 8 rows");
   if (M <= kMaxDecodeRows) {
     constexpr int64_t chunk = 16;  // weight rows per task
     parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
-      float out[kMaxDecodeRows];
-      for (int64_t j = c * chunk; j < std::min(N, (c + 1) * chunk); ++j) {
-        dot_rows(x, M, ldx, W, j, out);
-        for (int64_t m = 0; m < M; ++m) y[m * ldy + j] = accumulate ? y[m * ldy + j] + out[m] : out[m];
+      const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
+      switch (M) {
+        case 1: dot_row_range<1>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
+        case 2: dot_row_range<2>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
+        case 3: dot_row_range<3>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
+        case 4: dot_row_range<4>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
+        case 5: dot_row_range<5>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
+        case 6: dot_row_range<6>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
+        case 7: dot_row_range<7>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
+        default: dot_row_range<8>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
       }
     });
     return;
