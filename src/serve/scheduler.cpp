@@ -21,6 +21,17 @@ bool Stream::next(std::string& text) {
   return false;
 }
 
+Stream::Poll Stream::poll(std::string& text, std::chrono::milliseconds wait) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, wait, [&] { return !pending_.empty() || ended_; });
+  if (!pending_.empty()) {
+    text = std::move(pending_);
+    pending_.clear();
+    return Poll::text;
+  }
+  return ended_ ? Poll::ended : Poll::nothing;
+}
+
 void Stream::push(std::string text) {
   if (text.empty()) return;
   {

@@ -12,6 +12,7 @@
 // scratch; request threads only touch their Stream and the queue.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -53,6 +54,10 @@ class Stream {
   // Blocks until there is new text or the sequence ended; returns false once it ended and
   // everything was read (then error() / stats() are final).
   bool next(std::string& text);
+  // Waits up to `wait` for new text: text (into `text`), nothing yet, or ended (everything
+  // read). Lets one reader follow several streams (the n choices of a request).
+  enum class Poll { text, nothing, ended };
+  Poll poll(std::string& text, std::chrono::milliseconds wait);
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
   const std::string& error() const { return error_; }

@@ -208,33 +208,51 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
           const std::string line = "data: " + json_text(j) + "\n\n";
           return sink.is_writable() && sink.write(line.data(), line.size());
         };
+        auto cancel_all = [&] {
+          for (auto& other : s->streams) other->cancel();
+          return false;
+        };
+        // The n choices decode together; their chunks go out as each has text, in turns.
+        const size_t n = s->streams.size();
+        std::vector<bool> first(n, true), over(n, false);
+        size_t left = n;
         int64_t completion_tokens = 0;
-        for (size_t i = 0; i < s->streams.size(); ++i) {
-          Stream& stream = *s->streams[i];
-          std::string piece;
-          bool first = true;
-          if (s->request.echo && !chat) first = !send(completion_chunk(id, created, state->model_name, int(i), s->prompt_text, ""));
-          while (stream.next(piece)) {
-            const json chunk = chat ? chat_chunk(id, created, state->model_name, int(i), piece, "", first)
-                                    : completion_chunk(id, created, state->model_name, int(i), piece, "");
-            if (!send(chunk)) {
-              for (auto& other : s->streams) other->cancel();
-              return false;
+        if (s->request.echo && !chat) {
+          for (size_t i = 0; i < n; ++i) {
+            if (!send(completion_chunk(id, created, state->model_name, int(i), s->prompt_text, ""))) return cancel_all();
+            first[i] = false;
+          }
+        }
+        while (left > 0) {
+          // The first choice still running is waited on (briefly while others run, so that
+          // none of them waits long for its turn); the others are only looked at.
+          bool waited = false;
+          for (size_t i = 0; i < n; ++i) {
+            if (over[i]) continue;
+            Stream& stream = *s->streams[i];
+            std::string piece;
+            const auto wait = waited ? std::chrono::milliseconds(0) : std::chrono::milliseconds(left > 1 ? 5 : 1000);
+            waited = true;
+            const Stream::Poll got = stream.poll(piece, wait);
+            if (got == Stream::Poll::nothing) continue;
+            if (got == Stream::Poll::text) {
+              const json chunk = chat ? chat_chunk(id, created, state->model_name, int(i), piece, "", first[i])
+                                      : completion_chunk(id, created, state->model_name, int(i), piece, "");
+              if (!send(chunk)) return cancel_all();
+              first[i] = false;
+              continue;
             }
-            first = false;
-          }
-          if (!stream.error().empty()) {
-            send(ApiError(500, stream.error(), "", "generation_failed").body());
-            for (auto& other : s->streams) other->cancel();
-            return false;
-          }
-          completion_tokens += stream.stats().generated_tokens;
-          const std::string reason = finish_reason(stream.stats());
-          const json last = chat ? chat_chunk(id, created, state->model_name, int(i), "", reason, first)
-                                 : completion_chunk(id, created, state->model_name, int(i), "", reason);
-          if (!send(last)) {
-            for (auto& other : s->streams) other->cancel();
-            return false;
+            if (!stream.error().empty()) {
+              send(ApiError(500, stream.error(), "", "generation_failed").body());
+              return cancel_all();
+            }
+            completion_tokens += stream.stats().generated_tokens;
+            const std::string reason = finish_reason(stream.stats());
+            const json last = chat ? chat_chunk(id, created, state->model_name, int(i), "", reason, first[i])
+                                   : completion_chunk(id, created, state->model_name, int(i), "", reason);
+            if (!send(last)) return cancel_all();
+            over[i] = true;
+            --left;
           }
         }
         const int64_t prompt_tokens = int64_t(s->prompt.size());

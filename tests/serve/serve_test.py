@@ -235,6 +235,17 @@ def main():
         # n choices, each its own seed.
         status, _, r = server.post("/v1/completions", {"prompt": prompt, "max_tokens": 8, "n": 3, "seed": 5})
         check(status == 200 and [c["index"] for c in r["choices"]] == [0, 1, 2], "n = 3 gives three choices")
+        # n choices streamed: each choice's chunks join to the text it gives whole, and the
+        # choices arrive interleaved (the second starts before the first has finished).
+        body = {"prompt": prompt, "max_tokens": 24, "n": 2, "seed": 9, "temperature": 0.8, "ignore_eos": True}
+        status, _, whole = server.post("/v1/completions", body)
+        status_s, events = server.stream("/v1/completions", body)
+        order = [c["index"] for e in events if isinstance(e, dict) for c in e["choices"] if c.get("text")]
+        texts = ["".join(c["text"] for e in events if isinstance(e, dict) for c in e["choices"] if c["index"] == i)
+                 for i in range(2)]
+        check(status == 200 and status_s == 200 and texts == [c["text"] for c in whole["choices"]],
+              f"streamed n = 2 equals whole n = 2: {texts!r}")
+        check(1 in order and 0 in order[order.index(1):], f"the two streamed choices interleave: {order}")
 
         stop.set()
         for t in threads:
