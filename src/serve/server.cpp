@@ -22,6 +22,7 @@
 #include "model/model_folder.h"
 #include "model/packed_model.h"
 #include "serve/chat_template.h"
+#include "serve/client_socket.h"
 #include "serve/openai_api.h"
 #include "serve/scheduler.h"
 
@@ -147,10 +148,18 @@ Submitted submit(ServerState& st, ApiRequest r) {
   return s;
 }
 
-ApiChoice collect(ServerState& st, const Submitted& s, Stream& stream) {
+// Thrown when a non-streaming client went away while its text was being generated.
+struct ClientGone {};
+
+// One choice's whole text. client_fd (or -1) is looked at every 100 ms while it waits: a
+// client that left has its request's sequences cancelled, as a streaming one's are.
+ApiChoice collect(ServerState& st, const Submitted& s, Stream& stream, int client_fd) {
   ApiChoice c;
   std::string piece;
-  while (stream.next(piece)) c.text += piece;
+  for (Stream::Poll got; (got = stream.poll(piece, std::chrono::milliseconds(100))) != Stream::Poll::ended;) {
+    if (got == Stream::Poll::text) c.text += piece;
+    if (client_gone(client_fd)) throw ClientGone{};
+  }
   if (!stream.error().empty()) throw ApiError(500, stream.error(), "", "generation_failed");
   c.finish_reason = finish_reason(stream.stats());
   if (s.request.logprobs >= 0) {
@@ -180,11 +189,16 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
   if (!s->request.stream) {
     std::vector<ApiChoice> choices;
     int64_t completion_tokens = 0;
+    const int client_fd = find_client_socket(req.remote_addr, req.remote_port);
     try {
       for (auto& stream : s->streams) {
-        choices.push_back(collect(st, *s, *stream));
+        choices.push_back(collect(st, *s, *stream, client_fd));
         completion_tokens += stream->stats().generated_tokens;
       }
+    } catch (const ClientGone&) {
+      for (auto& stream : s->streams) stream->cancel();
+      res.status = 499;  // nobody reads it (nginx's "client closed request")
+      return;
     } catch (...) {
       for (auto& stream : s->streams) stream->cancel();  // the other choices stop too
       throw;

@@ -6,7 +6,8 @@ greedy completions against `moepp generate --temp 0`, seeded sampling against it
 echo + logprobs against log-softmax of `moepp logits` (1e-4); all while 8 other requests
 decode in the same batch. Then one check per client mistake (the OpenAI error shape and
 a 4xx status each, and a good request after them), 401 without the key, 413, 429 with
-Retry-After under an overfull queue, a client that disconnects mid-stream, /metrics, and
+Retry-After under an overfull queue, clients that disconnect (mid-stream, and while a
+non-streaming request runs), /metrics, and
 SIGTERM draining a running request before exiting 0.
 
 Usage: serve_test.py MOEPP_BINARY SCRATCH_DIR
@@ -305,6 +306,25 @@ def main():
         check(server.metric("moepp_running_sequences") == 0, "the disconnected sequence left the batch")
         check(after - before < 900, f"it stopped early: {after - before:.0f} of 900 tokens generated")
         check(server.metric("moepp_ffn_experts_per_token_mean") is not None, "/metrics has FFN experts per token")
+
+        # A non-streaming client that disconnects while its text is generated: the same.
+        before = server.metric("moepp_generated_tokens_total")
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        body = json.dumps({"prompt": prompt, "max_tokens": 900, "temperature": 1.0, "seed": 4, "ignore_eos": True})
+        sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+        deadline = time.time() + 20
+        while time.time() < deadline and server.metric("moepp_generated_tokens_total") - before < 5:
+            time.sleep(0.05)
+        started = server.metric("moepp_generated_tokens_total") - before
+        sock.close()
+        deadline = time.time() + 20
+        while time.time() < deadline and server.metric("moepp_running_sequences") != 0:
+            time.sleep(0.05)
+        after = server.metric("moepp_generated_tokens_total")
+        check(started >= 5 and server.metric("moepp_running_sequences") == 0,
+              "the disconnected non-streaming sequence left the batch")
+        check(after - before < 900, f"it stopped early: {after - before:.0f} of 900 tokens generated")
     finally:
         server.stop()
     check(server.proc.returncode == 0, f"SIGTERM on an idle server exits 0 (got {server.proc.returncode})")
