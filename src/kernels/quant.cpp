@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -153,11 +152,8 @@ void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
 void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const {
   MOEPP_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "unpack: rows [", r0, ", ", r0 + n, ") of ", rows);
   const int64_t K = cols;
-  if (type == WeightType::bf16) {
-    std::memcpy(out, bf16.data() + r0 * K, size_t(n * K) * sizeof(uint16_t));
-    return;
-  }
-  MOEPP_CHECK(type == WeightType::q8_0, "unpack_rows_bf16: f32 panels are not rounded to bf16");
+  // (bf16 weights need no copy: packed_linear hands them to the GEMM as stored.)
+  MOEPP_CHECK(type == WeightType::q8_0, "unpack_rows_bf16: only q8_0 weights are rounded to bf16 here");
   // Block by block: scale * value in f32 (what unpack_rows gives), then rounded.
   const int64_t blocks = n * K / kQ8Block, b0 = r0 * K / kQ8Block;
   parallel_for(blocks, [&](int64_t b) {

@@ -45,7 +45,7 @@ struct PackedMatrix {
   static PackedMatrix pack(const float* w, int64_t rows, int64_t cols, WeightType type);
   // Writes rows [r0, r0 + n) as f32 into out [n, cols].
   void unpack_rows(int64_t r0, int64_t n, float* out) const;
-  // Writes rows [r0, r0 + n) rounded to bf16 (raw bits) into out [n, cols]; bf16 and q8_0.
+  // Writes rows [r0, r0 + n) of a q8_0 matrix as bf16(scale * value) (raw bits) into out [n, cols].
   void unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const;
   // Bytes of weight data (what a product reads).
   size_t bytes() const;

@@ -11,14 +11,10 @@ namespace moepp {
 // ---- Stream ----
 
 bool Stream::next(std::string& text) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !pending_.empty() || ended_; });
-  if (!pending_.empty()) {
-    text = std::move(pending_);
-    pending_.clear();
-    return true;
+  while (true) {
+    const Poll got = poll(text, std::chrono::hours(1));
+    if (got != Poll::nothing) return got == Poll::text;
   }
-  return false;
 }
 
 Stream::Poll Stream::poll(std::string& text, std::chrono::milliseconds wait) {
