@@ -1,10 +1,10 @@
 // bench/decode: prefill and decode tokens/s with a KV-cache session, per weight type (f32,
-// bf16, q8_0), and decode as a fraction of the memory-bandwidth bound (weight bytes a
+// bf16, q8_0, q4), and decode as a fraction of the memory-bandwidth bound (weight bytes a
 // decode token reads over a read bandwidth measured in the same run). Random weights,
 // built in memory.
 //   --shape mixtral (default): a Mixtral-shaped vanilla MoE (vocab 8192, hidden 1024, 8
 //     layers, 16/8 heads, FFN 2816, 8 experts, top-2) and its MoE++ twin (+ 2 constant,
-//     copy, zero experts); f32 runs the plain session, bf16/q8_0 the packed one.
+//     copy, zero experts); f32 runs the plain session, bf16/q8_0/q4 the packed one.
 //   --shape moepp7b: the released MoE++7B's shapes (vocab 65536, hidden 1536, FFN 4096, 24
 //     layers, 16 + 4 experts), packed tensor by tensor as they are generated (never held
 //     in f32); reports the build time and resident memory. Run one dtype per process so

@@ -1,9 +1,9 @@
-// bench/packed_linear: one packed product y = x W^T (kernels/quant.h) for f32, bf16 and
-// q8_0 weights at several row counts of x, on a Mixtral-sized FFN matrix (2816 x 1024 by
+// bench/packed_linear: one packed product y = x W^T (kernels/quant.h) for f32, bf16, q8_0
+// and q4 weights at several row counts of x, on a Mixtral-sized FFN matrix (2816 x 1024 by
 // default). Each figure is the median over rounds of one pass over 16 distinct copies of
 // the matrix (48-180 MB, so the weights come from memory as in decode). Prints ms per
-// product, weight GB/s, GFLOP/s, which path ran (the few-row kernel with f32 activations,
-// the bf16 GEMM, or the f32 panels), and each format's time over f32's in the same run.
+// product, weight GB/s, GFLOP/s, which path ran (the few-row kernel with f32 or int8
+// activations, the bf16 GEMM, or the f32 panels), and each format's time over f32's in the same run.
 // Usage: packed_linear_bench [--rows 1,4,8,9,16,64,256] [--n 2816] [--k 1024]
 //                            [--rounds 15] [--threads 2] [--pin 1]
 #include <cstdio>
@@ -48,6 +48,7 @@ int main(int argc, char** argv) try {
       const PackedMatrix& p = mats[0];
       const char* path = p.type == WeightType::f32 ? "f32 panels"
                          : packed_linear_uses_bf16(p, M) ? "bf16 GEMM"
+                         : packed_products_use_int8(p.type, M) ? "few-row int8 x"
                          : M <= 8                        ? "few-row f32 x"
                                                          : "f32 GEMM";
       std::printf("%-5s %5lld | %9.3f %8.1f %9.1f | %-14s | %.2f\n", weight_type_name(p.type), (long long)M, s * 1e3,

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "kernels/quant.h"
 
 namespace moepp::test {
 
@@ -19,6 +20,20 @@ namespace moepp::test {
 // weights are deliberately large, that moves the logits by 1-1.7% (2^-9 relative per
 // activation, as bf16 weights move them by ~1%); the tolerance allows about 2.5x that.
 inline constexpr double kBf16ActivationTolerance = 4e-2;
+// q4 products of up to 8 rows quantize the activations to int8 (kernels/q4_dot.h,
+// packed_products_use_int8): half a step of amax/127 a value, which moves the test models'
+// logits by ~3%; the tolerance allows about 2.4x that.
+inline constexpr double kInt8ActivationTolerance = 7e-2;
+
+// The tolerance for a model's logits on `type` weights, n tokens at once, against the f32
+// path on the same stored weights: `exact` where every product keeps x in f32. (An expert
+// may get few rows of a many-token prefill: q4 prefills use int8 activations there.)
+inline double activation_tolerance(WeightType type, int64_t n, double exact) {
+  double tolerance = exact;
+  if (packed_products_use_bf16(type, n)) tolerance = std::max(tolerance, kBf16ActivationTolerance);
+  if (packed_products_use_int8(type, std::min<int64_t>(n, 1))) tolerance = std::max(tolerance, kInt8ActivationTolerance);
+  return tolerance;
+}
 
 template <typename T>
 void fill_normal(T* p, int64_t n, Rng& rng, double std = 1.0) {

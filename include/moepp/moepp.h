@@ -55,7 +55,7 @@ typedef struct moepp_model moepp_model;
 
 /* Loads a model folder: config.json (MoE++ or Mixtral) and its weights (model.safetensors,
  * sharded safetensors, pytorch_model.bin, sharded .bin), and tokenizer.model when present.
- * dtype: "f32" (the training forward's weights), "bf16" or "q8_0" (large matrices packed
+ * dtype: "f32" (the training forward's weights), "bf16", "q8_0" or "q4" (large matrices packed
  * on load; docs/quantization.md); NULL means "f32". On success *out owns the model. */
 moepp_status moepp_model_load(const char* dir, const char* dtype, moepp_model** out);
 /* Frees a model (NULL is fine). */

@@ -55,7 +55,7 @@ struct LayerRouting {
 
 class Model {
  public:
-  // dtype: "f32", "bf16" or "q8_0".
+  // dtype: "f32", "bf16", "q8_0" or "q4".
   static Model load(const std::string& dir, const std::string& dtype = "f32") {
     moepp_model* m = nullptr;
     detail::check(moepp_model_load(dir.c_str(), dtype.c_str(), &m));

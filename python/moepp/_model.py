@@ -48,7 +48,7 @@ def _ids_array(ids):
 
 
 class Model:
-    """A loaded model folder. dtype: "f32", "bf16" or "q8_0" (docs/quantization.md)."""
+    """A loaded model folder. dtype: "f32", "bf16", "q8_0" or "q4" (docs/quantization.md)."""
 
     def __init__(self, path, dtype="f32"):
         lib = _lib.lib()

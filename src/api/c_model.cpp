@@ -52,7 +52,7 @@ WeightType weight_type_of(const char* dtype) {
   const std::string d = dtype ? dtype : "f32";
   for (WeightType t : kWeightTypes)
     if (d == weight_type_name(t)) return t;
-  throw InvalidArgument{"moepp_model_load: unknown dtype '" + d + "' (expected f32, bf16 or q8_0)"};
+  throw InvalidArgument{"moepp_model_load: unknown dtype '" + d + "' (expected f32, bf16, q8_0 or q4)"};
 }
 
 void check_capacity(size_t need, size_t capacity, const char* function, const char* what) {

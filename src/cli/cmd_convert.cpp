@@ -1,6 +1,6 @@
 // moepp convert: any folder moepp reads (safetensors or pytorch_model.bin, sharded or
-// not, MoE++ or Mixtral) to a moepp folder: config.json + model.safetensors in f32 or bf16
-// or q8_0 (+ tokenizer.model when present). q8_0 layout: docs/quantization.md.
+// not, MoE++ or Mixtral) to a moepp folder: config.json + model.safetensors in f32, bf16,
+// q8_0 or q4 (+ tokenizer.model when present). q8_0 and q4 layouts: docs/quantization.md.
 #include <cstdio>
 #include <filesystem>
 #include <system_error>
@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "model/model_folder.h"
-#include "io/q8_0_layout.h"
+#include "io/quant_layout.h"
 #include "io/safetensors.h"
 
 namespace moepp::cli {
@@ -39,10 +39,10 @@ void check_not_same_folder(const std::string& in, const std::string& out) {
               "); writing there would overwrite the model being converted");
 }
 
-// Streams the folder in tensor by tensor, packing matrices as q8_0, and writes them with
-// their scales; what stays f32 in a PackedModel is written as f32.
-void convert_q8_0(const std::string& in, const std::string& out) {
-  const auto m = load_packed_model_folder(in, WeightType::q8_0);
+// Streams the folder in tensor by tensor, packing matrices as q8_0 or q4, and writes them
+// with their scales; what stays f32 in a PackedModel is written as f32.
+void convert_quantized(const std::string& in, const std::string& out, WeightType type) {
+  const auto m = load_packed_model_folder(in, type);
   make_dirs(out);
   std::vector<SafetensorsWriteItem> items;
   std::vector<Tensor<float>> unpacked;  // f32 matrices, back in row-major order for the file
@@ -54,7 +54,10 @@ void convert_q8_0(const std::string& in, const std::string& out) {
       case WeightType::q8_0:
         add_q8_0_items(items, name, p.rows, p.cols, p.q.data(), p.scales.data());
         break;
-      case WeightType::f32:  // rows too short for q8_0 blocks
+      case WeightType::q4:
+        add_q4_items(items, name, p.rows, p.cols, p.nibbles.data(), p.scales.data());
+        break;
+      case WeightType::f32:  // rows too short for q8_0 / q4 blocks
         unpacked.emplace_back(Shape{p.rows, p.cols});
         p.unpack_rows(0, p.rows, unpacked.back().data());
         items.push_back({name, DType::f32, {p.rows, p.cols}, unpacked.back().data()});
@@ -63,26 +66,28 @@ void convert_q8_0(const std::string& in, const std::string& out) {
         fail("convert: unexpected bf16 matrix ", name);
     }
   });
+  const std::string type_name = weight_type_name(type);
   write_safetensors(out + "/model.safetensors", items,
-                    {{"format", "pt"}, {"writer", "moepp convert"}, {"moepp.weights", "q8_0"}});
+                    {{"format", "pt"}, {"writer", "moepp convert"}, {"moepp.weights", type_name}});
   if (file_exists(in + "/tokenizer.model")) copy_file_atomic(in + "/tokenizer.model", out + "/tokenizer.model");
   ModelConfig cfg = m->config;
   cfg.torch_dtype = "float32";  // the type of the tensors that stay unquantized
   // Said in config.json too, in the key Hugging Face folders use for quantized weights, so
   // that neither a person nor a tool takes the folder for an f32 one.
   nlohmann::json j = cfg.to_json();
-  j["quantization_config"] = {{"quant_method", "moepp_q8_0"}, {"bits", 8}, {"group_size", 32},
+  j["quantization_config"] = {{"quant_method", "moepp_" + type_name}, {"bits", type == WeightType::q4 ? 4 : 8},
+                              {"group_size", 32},
                               {"scale_dtype", "float32"}, {"layout", "docs/quantization.md"},
                               {"not_quantized", "norms, routers, gate maps, constant experts, rows not a multiple of 32"}};
   write_file_atomic(out + "/config.json", j.dump(2) + "\n");
-  std::fprintf(stderr, "convert: %s -> %s (%zu tensors, q8_0: %.1f MB of packed weights)\n", in.c_str(), out.c_str(),
-               items.size(), double(m->packed_bytes()) / 1e6);
+  std::fprintf(stderr, "convert: %s -> %s (%zu tensors, %s: %.1f MB of packed weights)\n", in.c_str(), out.c_str(),
+               items.size(), type_name.c_str(), double(m->packed_bytes()) / 1e6);
 }
 
 }  // namespace
 
 void add_convert(CLI::App& app) {
-  auto* cmd = app.add_subcommand("convert", "Write any readable model folder as safetensors (f32, bf16 or q8_0)");
+  auto* cmd = app.add_subcommand("convert", "Write any readable model folder as safetensors (f32, bf16, q8_0 or q4)");
   struct Args {
     std::string in, out, dtype = "f32";
   };
@@ -90,14 +95,15 @@ void add_convert(CLI::App& app) {
   cmd->add_option("--in", a->in, "Model folder to read")->required();
   cmd->add_option("--out", a->out, "Folder to write")->required();
   cmd->add_option("--dtype", a->dtype,
-                  "Weight type written: f32, bf16, or q8_0 (matrices as int8 + per-32 scales; routers, norms and "
-                  "constant experts stay f32; docs/quantization.md)")
+                  "Weight type written: f32, bf16, q8_0 (matrices as int8 + per-32 scales) or q4 (4-bit values + "
+                  "per-32 scales); with q8_0 and q4, routers, norms and constant experts stay f32; "
+                  "docs/quantization.md")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
   cmd->callback([a] {
     check_not_same_folder(a->in, a->out);
-    if (a->dtype == "q8_0") {
-      convert_q8_0(a->in, a->out);
+    if (a->dtype == "q8_0" || a->dtype == "q4") {
+      convert_quantized(a->in, a->out, parse_weight_type(a->dtype));
       return;
     }
     LoadedModel m = load_model_folder(a->in);

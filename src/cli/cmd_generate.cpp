@@ -49,7 +49,7 @@ void add_generate(CLI::App& app) {
       ->check(non_negative_number());
   cmd->add_option("--top-p", a->s.top_p, "Nucleus sampling mass")->default_val(0.95)->check(unit_fraction());
   cmd->add_option("-s,--seed", a->s.seed, "Sampling seed")->default_val(1);
-  cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16 or q8_0 (packed on load; docs/quantization.md)")
+  cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16, q8_0 or q4 (packed on load; docs/quantization.md)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
   add_threads_option(cmd, &a->threads);

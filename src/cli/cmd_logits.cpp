@@ -27,7 +27,7 @@ void add_logits(CLI::App& app) {
   auto a = std::make_shared<SequenceArgs>();
   add_sequence_options(cmd, *a);
   auto dtype = std::make_shared<std::string>("f32");
-  cmd->add_option("--dtype", *dtype, "Weights in memory: f32 (the training forward), bf16 or q8_0 (packed on load)")
+  cmd->add_option("--dtype", *dtype, "Weights in memory: f32 (the training forward), bf16, q8_0 or q4 (packed on load)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
   cmd->callback([a, dtype] {

@@ -13,7 +13,7 @@ void add_serve(CLI::App& app) {
       "/metrics; many requests decode together in one batch (docs/serve.md)");
   auto o = std::make_shared<ServeOptions>();
   cmd->add_option("-m,--model", o->model_dir, "Model folder (with tokenizer.model)")->required();
-  cmd->add_option("--dtype", o->dtype, "Weights in memory: f32, bf16 or q8_0")
+  cmd->add_option("--dtype", o->dtype, "Weights in memory: f32, bf16, q8_0 or q4 (packed on load; docs/quantization.md)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
   cmd->add_option("--host", o->host, "Address to listen on (127.0.0.1: this machine only)")->default_val("127.0.0.1");

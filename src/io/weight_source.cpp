@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
-#include "io/q8_0_layout.h"
+#include "io/quant_layout.h"
 #include "io/safetensors.h"
 #include "io/torch_bin.h"
 
@@ -38,10 +38,19 @@ class SafetensorsSource : public WeightSource {
     for (const auto& [name, f] : where_) out.push_back(name);
     return out;
   }
-  std::vector<int64_t> shape(const std::string& n) override { return file(n).entry(n).shape; }
+  // A q4 matrix's bytes hold two values each: its shape is the matrix's.
+  std::vector<int64_t> shape(const std::string& n) override {
+    std::vector<int64_t> s = file(n).entry(n).shape;
+    if (is_q4(n) && s.size() == 2) s[1] *= 2;
+    return s;
+  }
   Tensor<float> read_f32(const std::string& n) override {
     Tensor<float> t = file(n).read<float>(n);
     if (file(n).entry(n).dtype == DType::i8 && has(n + kQ8ScalesSuffix)) dequantize_q8_0(n, t);
+    if (is_q4(n)) {
+      const std::string sn = n + kQ4ScalesSuffix;
+      return expand_q4(file(n).path(), n, t, file(sn).read<float>(sn));
+    }
     return t;
   }
   std::string describe() const override { return what_; }
@@ -52,6 +61,7 @@ class SafetensorsSource : public WeightSource {
     MOEPP_CHECK(it != where_.end(), what_, ": no tensor named ", n);
     return *it->second;
   }
+  bool is_q4(const std::string& n) { return file(n).entry(n).dtype == DType::u8 && has(n + kQ4ScalesSuffix); }
   void dequantize_q8_0(const std::string& n, Tensor<float>& q) {
     const std::string sn = n + kQ8ScalesSuffix;
     const Tensor<float> scales = file(sn).read<float>(sn);

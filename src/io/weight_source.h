@@ -1,7 +1,7 @@
 // WeightSource: the named tensors of a model folder, whatever the file layout -
 // model.safetensors, sharded safetensors with model.safetensors.index.json,
 // pytorch_model.bin, or sharded .bin with pytorch_model.bin.index.json - read as f32
-// (bf16, f16 and moepp's q8_0 widened). Files only: what the tensors mean (configs, the
+// (bf16, f16 and moepp's q8_0 and q4 widened). Files only: what the tensors mean (configs, the
 // Mixtral name mapping, shapes) is model/hf_folder's business.
 #pragma once
 #include <memory>

@@ -10,13 +10,14 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/parallel.h"
-#include "io/q8_0_layout.h"
+#include "io/quant_layout.h"
 #include "kernels/gemm.h"
+#include "kernels/q4_dot.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
 
-// A file's q8_0 arrays are a PackedMatrix's as they are (io/q8_0_layout.h).
+// A file's q8_0 arrays are a PackedMatrix's as they are (io/quant_layout.h).
 static_assert(kQ8Block == kQ8FileBlock);
 
 const char* weight_type_name(WeightType t) {
@@ -24,6 +25,7 @@ const char* weight_type_name(WeightType t) {
     case WeightType::f32: return "f32";
     case WeightType::bf16: return "bf16";
     case WeightType::q8_0: return "q8_0";
+    case WeightType::q4: return "q4";
   }
   return "?";
 }
@@ -37,7 +39,15 @@ std::vector<std::string> weight_type_names() {
 WeightType parse_weight_type(const std::string& name) {
   for (WeightType t : kWeightTypes)
     if (name == weight_type_name(t)) return t;
-  throw Error("unknown weight type '" + name + "' (expected f32, bf16 or q8_0)");
+  throw Error("unknown weight type '" + name + "' (expected f32, bf16, q8_0 or q4)");
+}
+
+bool weight_type_fits(WeightType type, int64_t cols) {
+  switch (type) {
+    case WeightType::q8_0: return cols % kQ8Block == 0;
+    case WeightType::q4: return cols % kQ4Block == 0;
+    default: return true;
+  }
 }
 
 PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, WeightType type) {
@@ -92,9 +102,54 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
       }, 256);
       break;
     }
+    case WeightType::q4: {
+      MOEPP_CHECK(cols % kQ4Block == 0, "pack: q4 needs a multiple of ", kQ4Block, " columns, got ", cols);
+      const int64_t blocks = n / kQ4Block;
+      p.nibbles.resize(n / 2);
+      p.scales.resize(size_t(blocks));
+      parallel_for(blocks, [&](int64_t b) {
+        // The weight of largest magnitude becomes -8 exactly; its opposite would be +8 and
+        // is stored as 7 (the one value more than half a step off).
+        const float* src = w + b * kQ4Block;
+        float peak = 0;
+        for (int64_t i = 0; i < kQ4Block; ++i)
+          if (std::fabs(src[i]) > std::fabs(peak)) peak = src[i];
+        const float d = peak / -8.0f, inv = d != 0 ? 1.0f / d : 0.0f;
+        p.scales[size_t(b)] = d;
+        uint8_t* dst = p.nibbles.data() + b * kQ4Block / 2;
+        const auto code = [&](int64_t i) { return int(std::clamp(std::nearbyint(src[i] * inv), -8.0f, 7.0f)) + 8; };
+        for (int64_t i = 0; i < kQ4Block / 2; ++i) dst[i] = uint8_t(code(i) | code(i + kQ4Block / 2) << 4);
+      }, 256);
+      break;
+    }
   }
   return p;
 }
+
+namespace {
+
+// The 32 values of q4 block b of m as dequantized floats, d * (code - 8).
+void q4_block_values(const PackedMatrix& m, int64_t b, float* out) {
+  const uint8_t* src = m.nibbles.data() + b * kQ4Block / 2;
+  const float d = m.scales[size_t(b)];
+#if defined(__AVX512F__)
+  // Codes 0..15 minus 8 as int8, then widened as q8_0's are (the same d * q in f32).
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+  const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight);
+  const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
+  const __m512 scale = _mm512_set1_ps(d);
+  _mm512_storeu_ps(out, _mm512_mul_ps(scale, widen_i8(lo)));
+  _mm512_storeu_ps(out + kQ4Block / 2, _mm512_mul_ps(scale, widen_i8(hi)));
+#else
+  for (int64_t i = 0; i < kQ4Block / 2; ++i) {
+    out[i] = d * float((src[i] & 0x0F) - 8);
+    out[i + kQ4Block / 2] = d * float((src[i] >> 4) - 8);
+  }
+#endif
+}
+
+}  // namespace
 
 void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
   MOEPP_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "unpack: rows [", r0, ", ", r0 + n, ") of ", rows);
@@ -137,6 +192,11 @@ void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
       }, 2048);
       break;
     }
+    case WeightType::q4: {
+      const int64_t blocks = n * K / kQ4Block, b0 = off / kQ4Block;
+      parallel_for(blocks, [&](int64_t b) { q4_block_values(*this, b0 + b, out + b * kQ4Block); }, 2048);
+      break;
+    }
   }
 }
 
@@ -153,9 +213,18 @@ void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const 
   MOEPP_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "unpack: rows [", r0, ", ", r0 + n, ") of ", rows);
   const int64_t K = cols;
   // (bf16 weights need no copy: packed_linear hands them to the GEMM as stored.)
-  MOEPP_CHECK(type == WeightType::q8_0, "unpack_rows_bf16: only q8_0 weights are rounded to bf16 here");
+  MOEPP_CHECK(type == WeightType::q8_0 || type == WeightType::q4,
+              "unpack_rows_bf16: only q8_0 and q4 weights are rounded to bf16 here");
   // Block by block: scale * value in f32 (what unpack_rows gives), then rounded.
   const int64_t blocks = n * K / kQ8Block, b0 = r0 * K / kQ8Block;
+  if (type == WeightType::q4) {
+    parallel_for(blocks, [&](int64_t b) {
+      float block[kQ4Block];
+      q4_block_values(*this, b0 + b, block);
+      round_to_bf16(block, kQ4Block, out + b * kQ4Block);
+    }, 2048);
+    return;
+  }
   parallel_for(blocks, [&](int64_t b) {
     const int8_t* src = q.data() + (b0 + b) * kQ8Block;
     const float d = scales[size_t(b0 + b)];
@@ -175,7 +244,7 @@ void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const 
 }
 
 size_t PackedMatrix::bytes() const {
-  return f32.bytes() + bf16.size() * 2 + q.size() + scales.size() * 4;
+  return f32.bytes() + bf16.size() * 2 + q.size() + scales.size() * 4 + nibbles.size();
 }
 
 namespace {
@@ -290,7 +359,19 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     panel_linear(x, M, ldx, W.f32, y, ldy, accumulate);
     return;
   }
-  static_assert(kMaxDecodeRows == 8, "dot_rows is instantiated for 1 to 8 rows");
+  static_assert(kMaxDecodeRows == 8, "dot_rows and q4_linear_rows are instantiated for 1 to 8 rows");
+  if (packed_products_use_int8(W.type, M)) {
+    // x quantized once per call, into a buffer each calling thread keeps.
+    // (Named through a pointer: inside the workers the name would be their own buffers.)
+    thread_local Int8Rows buffer;
+    const Int8Rows* xq = &buffer;
+    quantize_rows_int8(x, M, ldx, K, buffer);
+    constexpr int64_t chunk = 16;
+    parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
+      q4_linear_rows(*xq, W, c * chunk, std::min(N, c * chunk + chunk), y, ldy, accumulate);
+    });
+    return;
+  }
   if (M <= kMaxDecodeRows) {
     constexpr int64_t chunk = 16;  // weight rows per task
     parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
@@ -314,8 +395,8 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
   const float beta = accumulate ? 1.0f : 0.0f;
   if (packed_linear_uses_bf16(W, M)) {
     // Many rows on a CPU that multiplies bf16 (AMX, AVX-512 BF16): x rounded to bf16 once,
-    // the bf16 GEMM on the bf16 weights as stored or on q8_0 rounded to bf16 a band at a
-    // time (a band stays in L2 for the GEMM).
+    // the bf16 GEMM on the bf16 weights as stored or on q8_0 / q4 rounded to bf16 a band at
+    // a time (a band stays in L2 for the GEMM).
     std::vector<uint16_t> xb(size_t(M * K));
     parallel_for(M, [&](int64_t m) { round_to_bf16(x + m * ldx, K, xb.data() + m * K); });
     if (W.type == WeightType::bf16) {
@@ -345,6 +426,8 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
 bool packed_products_use_bf16(WeightType type, int64_t M) {
   return type != WeightType::f32 && M > kMaxDecodeRows && gemm_bf16_available();
 }
+
+bool packed_products_use_int8(WeightType type, int64_t M) { return type == WeightType::q4 && M <= kMaxDecodeRows; }
 
 bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M) { return packed_products_use_bf16(W.type, M); }
 

@@ -1,5 +1,5 @@
-// Compact weight matrices for inference: a [rows, cols] matrix kept as f32, bf16 or q8_0,
-// and the one product inference needs from it, y = x W^T with x in f32.
+// Compact weight matrices for inference: a [rows, cols] matrix kept as f32, bf16, q8_0 or
+// q4, and the one product inference needs from it, y = x W^T with x in f32.
 //
 // q8_0 (docs/quantization.md): each row is cut into blocks of 32 columns; a block stores
 // 32 int8 values q and one scale d = max|w| / 127, and stands for w ~ d * q. In memory (and
@@ -7,12 +7,18 @@
 // scales one [rows, cols / 32] array, so a row's blocks are contiguous and a file can be
 // used in place. cols must be a multiple of 32.
 //
+// q4 (docs/quantization.md, kernels/q4_dot.h): blocks of 32 columns with one f32 scale
+// d = -(the weight of largest magnitude) / 8 and 4-bit values q in [-8, 7], w ~ d * q;
+// 5 bits a weight. Also cols a multiple of 32.
+//
 // packed_linear reads each weight once per call. f32 weights are kept as column panels
 // (kernels/gemm_panels.h) and multiplied by the panel kernel at every row count. For bf16
 // and q8_0, a few rows of x (decode) are multiplied against weight blocks converted in
 // registers; many rows (prefill) round x to bf16 and run the bf16 GEMM (AMX or AVX-512
 // BF16 through oneDNN) on the bf16 weights as stored or on q8_0 widened to bf16 a band at
 // a time; where the CPU lacks bf16 they widen row panels of W to f32 and use the f32 GEMM.
+// q4 products of a few rows quantize x to int8 and use integer dot products
+// (kernels/q4_dot.h); many rows take the bf16 GEMM as q8_0 does.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -22,16 +28,21 @@
 
 namespace moepp {
 
-enum class WeightType { f32, bf16, q8_0 };
+enum class WeightType { f32, bf16, q8_0, q4 };
 
 // Every weight type, the one list the CLI's --dtype choices and the parser read.
-inline constexpr WeightType kWeightTypes[] = {WeightType::f32, WeightType::bf16, WeightType::q8_0};
+inline constexpr WeightType kWeightTypes[] = {WeightType::f32, WeightType::bf16, WeightType::q8_0, WeightType::q4};
 
 const char* weight_type_name(WeightType t);
 std::vector<std::string> weight_type_names();  // in kWeightTypes order
 WeightType parse_weight_type(const std::string& name);  // one of weight_type_names(); throws otherwise
 
 constexpr int64_t kQ8Block = 32;
+constexpr int64_t kQ4Block = 32;
+
+// Whether a matrix with rows of `cols` can be stored as `type` (q8_0 and q4 need whole
+// blocks); a model keeps the others f32.
+bool weight_type_fits(WeightType type, int64_t cols);
 
 struct PackedMatrix {
   WeightType type = WeightType::f32;
@@ -39,13 +50,14 @@ struct PackedMatrix {
   PanelMatrix f32;                // f32: column panels
   std::vector<uint16_t> bf16;     // bf16: [rows, cols] raw bits
   std::vector<int8_t> q;          // q8_0: [rows, cols]
-  std::vector<float> scales;      // q8_0: [rows, cols / 32]
+  std::vector<float> scales;      // q8_0, q4: [rows, cols / 32]
+  std::vector<uint8_t> nibbles;   // q4: [rows, cols / 2], two values a byte (kernels/q4_dot.h)
 
-  // Packs a row-major f32 matrix; throws if q8_0 is asked for with cols % 32 != 0.
+  // Packs a row-major f32 matrix; throws if q8_0 or q4 is asked for with cols % 32 != 0.
   static PackedMatrix pack(const float* w, int64_t rows, int64_t cols, WeightType type);
   // Writes rows [r0, r0 + n) as f32 into out [n, cols].
   void unpack_rows(int64_t r0, int64_t n, float* out) const;
-  // Writes rows [r0, r0 + n) of a q8_0 matrix as bf16(scale * value) (raw bits) into out [n, cols].
+  // Writes rows [r0, r0 + n) of a q8_0 or q4 matrix as bf16(scale * value) (raw bits) into out [n, cols].
   void unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const;
   // Bytes of weight data (what a product reads).
   size_t bytes() const;
@@ -57,10 +69,12 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
                    bool accumulate = false);
 
 // Whether packed_linear with M rows of x rounds x and W to bf16 and runs the bf16 GEMM
-// (f32 accumulation): bf16 and q8_0 weights, more than 8 rows, a CPU with AVX-512 BF16 or
+// (f32 accumulation): bf16, q8_0 and q4 weights, more than 8 rows, a CPU with AVX-512 BF16 or
 // AMX under oneDNN. That product is then exact for bf16(x) and bf16(W) up to the f32 sums.
 bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M);
 bool packed_products_use_bf16(WeightType type, int64_t M);  // the same, by weight type
+// Whether it quantizes x to int8 (kernels/q4_dot.h): q4 weights, up to 8 rows.
+bool packed_products_use_int8(WeightType type, int64_t M);
 
 // out[i] = x[i] rounded to bf16 (nearest even; raw bits), for i < n.
 void round_to_bf16(const float* x, int64_t n, uint16_t* out);

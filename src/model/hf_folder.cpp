@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
-#include "io/q8_0_layout.h"
+#include "io/quant_layout.h"
 #include "io/weight_source.h"
 #include "model/model_folder.h"
 
@@ -81,6 +81,7 @@ void check_weights(const std::string& dir, bool mixtral, const ModelConfig& cfg,
                   " but the config implies ", p.shape.str());
       used.insert(p.name);
       used.insert(p.name + kQ8ScalesSuffix);
+      used.insert(p.name + kQ4ScalesSuffix);
     }
   });
   // A tensor nothing reads means the config and the weights disagree (a layer count cut

@@ -16,11 +16,11 @@ bool is_packed_tensor(const std::string& name) {
 
 namespace {
 
-// Packs t as `type` (f32 when q8_0 cannot hold its rows) and frees it.
+// Packs t as `type` (f32 when q8_0 or q4 cannot hold its rows) and frees it.
 PackedMatrix take(Tensor<float>& t, WeightType type) {
   const Shape s = t.shape();
   const int64_t rows = s.rank() == 2 ? s[0] : 1, cols = s.rank() == 2 ? s[1] : s[0];
-  if (type == WeightType::q8_0 && cols % kQ8Block != 0) type = WeightType::f32;
+  if (!weight_type_fits(type, cols)) type = WeightType::f32;
   PackedMatrix p = PackedMatrix::pack(t.data(), rows, cols, type);
   t = Tensor<float>();
   return p;

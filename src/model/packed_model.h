@@ -1,8 +1,8 @@
 // PackedModel: a loaded decoder with its large matrices kept compact for inference (f32,
-// bf16 or q8_0; kernels/quant.h). Packed: the embedding, the attention projections, the
+// bf16, q8_0 or q4; kernels/quant.h). Packed: the embedding, the attention projections, the
 // FFN experts, dense MLPs and the LM head. Kept f32: norms, routers, gate maps and the
 // constant experts - small, and routing decisions should not move with quantisation.
-// A q8_0 matrix whose row length is not a multiple of 32 stays f32 (docs/quantization.md).
+// A q8_0 or q4 matrix whose row length is not a multiple of 32 stays f32 (docs/quantization.md).
 // Packing releases each f32 matrix as soon as it is packed.
 #pragma once
 #include <functional>

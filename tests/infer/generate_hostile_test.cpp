@@ -83,7 +83,7 @@ TEST(SessionHostile, RefusesMorePositionsThanTheModelHasAsModelForwardDoes) {
   Tensor<float> logits;
   at_limit.append(ids.data(), 24, logits);
   EXPECT_EQ(logits.dim(0), 24);
-  for (const WeightType type : {WeightType::bf16, WeightType::q8_0}) {
+  for (const WeightType type : {WeightType::bf16, WeightType::q8_0, WeightType::q4}) {
     const auto packed = PackedModel::pack(cfg, random_params(cfg), type);
     expect_error_mentioning([&] { Session<float> s(*packed, 25); }, words);
     Session<float> fits(*packed, 24);

@@ -7,6 +7,8 @@
 
 #include "infer/session.h"
 #include "model/model_folder.h"
+#include "io/atomic_file.h"
+#include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
 #include "test_util.h"
@@ -146,4 +148,71 @@ TEST(ConvertCommand, Q8_0FolderRoundTripsThroughThePackedLoader) {
   }
   EXPECT_GT(worst, 0.0);
   EXPECT_LE(worst, amax / 127 / 2 * 1.001);
+}
+
+// `moepp convert --dtype q4` the same way: 4-bit values two to a byte + per-32 scales; the
+// stored blocks requantize to themselves, a plain f32 load sees the dequantized weights
+// (within one step, |peak| / 8, of the originals), and a scales tensor of the wrong shape
+// is refused naming the file and the tensor.
+TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
+  char tmpl[] = "/tmp/moepp-q4-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  ModelConfig cfg = ModelConfig::preset("tiny", 64);
+  auto w = ModelParams<float>::zeros(cfg);
+  Rng rng(10);
+  cfg.initializer_range = 0.2;
+  w.init(cfg, rng);
+  save_model_folder(dir + "/f32", cfg, w);
+  const std::string cmd = std::string(MOEPP_CLI) + " convert --in " + dir + "/f32 --out " + dir + "/q4 --dtype q4";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3};
+  auto logits_of = [&](const std::string& folder) {
+    const auto m = load_packed_model_folder(folder, WeightType::q4);
+    Session<float> s(*m, int64_t(ids.size()));
+    Tensor<float> l;
+    s.append(ids.data(), int64_t(ids.size()), l);
+    return l;
+  };
+  const Tensor<float> a = logits_of(dir + "/f32"), b = logits_of(dir + "/q4");
+  EXPECT_LT(rel_error(b, a), 1e-6);
+  const SafetensorsFile q(dir + "/q4/model.safetensors");
+  const std::string wq = "model.layers.0.self_attn.q_proj.weight";
+  EXPECT_EQ(q.entry(wq).dtype, DType::u8);
+  EXPECT_EQ(q.entry(wq).shape, (std::vector<int64_t>{32, 16}));
+  EXPECT_EQ(q.entry(wq + ".q4_scales").shape, (std::vector<int64_t>{32, 1}));
+  EXPECT_EQ(q.entry("model.layers.0.mlp.moe.gate.wg.weight").dtype, DType::f32);
+  EXPECT_NE(read_regular_file(dir + "/q4/config.json", 1 << 20).find("\"quant_method\": \"moepp_q4\""), std::string::npos);
+  const LoadedModel back = load_model_folder(dir + "/q4");
+  const auto& orig = w.layers[1].wq;
+  const auto& deq = back.params.layers[1].wq;
+  double worst = 0, amax = 0;
+  for (int64_t i = 0; i < orig.numel(); ++i) {
+    worst = std::max(worst, double(std::fabs(orig[i] - deq[i])));
+    amax = std::max(amax, double(std::fabs(orig[i])));
+  }
+  EXPECT_GT(worst, amax / 127);  // coarser than q8_0
+  EXPECT_LE(worst, amax / 8 * 1.001);
+  // A scales tensor of the wrong shape: refused, naming the file and the tensor.
+  std::vector<SafetensorsWriteItem> items;
+  std::vector<std::vector<uint8_t>> bytes;  // (moving the inner vectors keeps their data)
+  std::vector<std::vector<float>> floats;
+  for (const auto& [name, e] : q.entries()) {
+    if (name == wq + ".q4_scales") {
+      floats.emplace_back(64, 1.0f);
+      items.push_back({name, DType::f32, {32, 2}, floats.back().data()});
+    } else if (e.dtype == DType::u8) {
+      const Tensor<float> t = q.read<float>(name);
+      bytes.emplace_back(t.data(), t.data() + t.numel());
+      items.push_back({name, DType::u8, e.shape, bytes.back().data()});
+    } else {
+      const Tensor<float> t = q.read<float>(name);
+      floats.emplace_back(t.data(), t.data() + t.numel());
+      items.push_back({name, DType::f32, e.shape, floats.back().data()});
+    }
+  }
+  make_dirs(dir + "/bad");
+  write_safetensors(dir + "/bad/model.safetensors", items, {});
+  copy_file_atomic(dir + "/q4/config.json", dir + "/bad/config.json");
+  expect_error_mentioning([&] { load_packed_model_folder(dir + "/bad", WeightType::q4); },
+                          "q_proj.weight.q4_scales has shape [32, 2], expected [32, 1]");
 }

@@ -1,0 +1,39 @@
+// Products with 4-bit (q4) weights for a few rows of x (decode): each row of x is first
+// quantized to int8 in blocks of 32 columns (scale dx = amax / 127, values rounded to
+// nearest even), and each output sums, block by block, dx * dw * (integer dot product of
+// the int8 values and the q4 values). The integer part runs on AVX-512 VNNI (vpdpbusd:
+// 64 multiply-adds an instruction, where widening q4 to f32 would take several
+// instructions per 16 weights), on AVX-512 BW without VNNI, or in portable C++.
+//
+// q4 block (docs/quantization.md): 32 weights, one f32 scale dw and 16 bytes; byte i
+// holds weight i in its low nibble and weight i + 16 in its high nibble, each as q + 8
+// with q in [-8, 7]; the weight is dw * q. A row's blocks are contiguous (llama.cpp's
+// Q4_0 nibble order, with an f32 scale).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/quant.h"
+
+namespace moepp {
+
+// Rows of x quantized for the int8 products; the caller owns it and reuses it across calls.
+struct Int8Rows {
+  int64_t rows = 0, cols = 0;
+  std::vector<int8_t> q;            // [rows, cols]
+  std::vector<float> scales;        // [rows, cols / 32]
+  // For the vector kernel, per 4 values (one 32-bit lane of vpdpbusd): the block's scale,
+  // and -8 * the sum of the 4 values, which turns the sum over q + 8 into the sum over q.
+  std::vector<float> lane_scales;   // [rows, cols / 4]
+  std::vector<int32_t> lane_bias;   // [rows, cols / 4]
+};
+
+// Quantizes x [M, K] (row stride ldx; K a multiple of 32) into out.
+void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out);
+
+// y[m, j] (+)= sum over blocks b of dx[m, b] * dw[j, b] * sum_i xq[m, 32b + i] * wq[j, 32b + i]
+// for m < x.rows and j in [j0, j1); W is q4 with W.cols == x.cols; 1 <= x.rows <= 8.
+void q4_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                    bool accumulate);
+
+}  // namespace moepp

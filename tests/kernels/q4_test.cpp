@@ -1,0 +1,188 @@
+// q4 weights and int8 activations (kernels/q4_dot.h): packing against the definition (in
+// double), quantized activations against theirs, and packed_linear on q4 against a naive
+// double implementation of the same quantized arithmetic (integer block sums exact, the
+// scales applied in double), for every row count of the few-row kernel, odd block counts,
+// strides and accumulation; many rows against the bf16 (or f32) GEMM's arithmetic.
+#include "kernels/q4_dot.h"
+
+#include <cmath>
+
+#include "core/dtype.h"
+#include "kernels/gemm.h"
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+namespace {
+
+// The stored value of weight i of a q4 matrix, decoded from the bytes by the layout's
+// definition (docs/quantization.md), not by the library.
+double q4_code(const PackedMatrix& p, int64_t i) {
+  const int64_t block = i / 32, pos = i % 32;
+  const uint8_t byte = p.nibbles[size_t(block * 16 + pos % 16)];
+  return double(pos < 16 ? (byte & 0x0F) : (byte >> 4)) - 8;
+}
+
+}  // namespace
+
+TEST(Q4, StoresPeakOverMinus8AndRoundsWithinHalfAStep) {
+  Rng rng(11);
+  const int64_t R = 5, K = 96;
+  auto w = random_tensor<float>({R, K}, rng, 0.7);
+  for (int64_t k = 32; k < 64; ++k) w[2 * K + k] = 0;  // an all-zero block: scale 0, exact zeros
+  w[3 * K + 5] = 9.0f;                                  // a positive peak: the scale is negative
+  const auto p = PackedMatrix::pack(w.data(), R, K, WeightType::q4);
+  ASSERT_EQ(p.scales.size(), size_t(R * K / 32));
+  ASSERT_EQ(p.nibbles.size(), size_t(R * K / 2));
+  EXPECT_EQ(p.bytes(), size_t(R * K / 2 + R * K / 32 * 4));
+  Tensor<float> back({R, K});
+  p.unpack_rows(0, R, back.data());
+  for (int64_t b = 0; b < R * K / 32; ++b) {
+    double peak = 0;
+    for (int64_t i = 0; i < 32; ++i)
+      if (std::fabs(double(w[b * 32 + i])) > std::fabs(peak)) peak = w[b * 32 + i];
+    const double d = peak / -8;
+    EXPECT_NEAR(p.scales[size_t(b)], d, 1e-7 * std::fabs(d) + 1e-30) << b;
+    for (int64_t i = 0; i < 32; ++i) {
+      const double x = w[b * 32 + i], code = q4_code(p, b * 32 + i);
+      // Nearest of -8..7 steps of d; only a value past 7.5 steps (the peak's opposite side) clamps to 7.
+      const double step = d == 0 ? 0 : x / d, want = std::min(7.0, std::max(-8.0, std::nearbyint(step)));
+      if (std::fabs(step - std::nearbyint(step)) < 0.4999) {
+        EXPECT_EQ(code, want) << b << " " << i;
+      }
+      EXPECT_LE(std::fabs(x - d * code), std::fabs(d) * (step > 7.5 ? 1.0 : 0.5) * (1 + 1e-5)) << b << " " << i;
+      // Unpacking is exactly scale * value, from the bytes as the layout defines them.
+      EXPECT_EQ(back[b * 32 + i], p.scales[size_t(b)] * float(code)) << b << " " << i;
+    }
+  }
+  EXPECT_EQ(back[2 * K + 40], 0.0f);
+  EXPECT_LT(p.scales[size_t(3 * K / 32)], 0.0f);
+  EXPECT_EQ(back[3 * K + 5], 9.0f);  // the peak is stored exactly (-8 steps of -9/8)
+  Tensor<float> part({2, K});
+  p.unpack_rows(3, 2, part.data());
+  for (int64_t i = 0; i < 2 * K; ++i) EXPECT_EQ(part[i], back[3 * K + i]) << i;
+  // bf16 unpacking (the many-row GEMM's weights) is bf16 of the same values.
+  std::vector<uint16_t> halves(size_t(2 * K));
+  p.unpack_rows_bf16(3, 2, halves.data());
+  for (int64_t i = 0; i < 2 * K; ++i) EXPECT_EQ(halves[size_t(i)], f32_to_bf16(part[i]).bits) << i;
+}
+
+TEST(Q4, ActivationsQuantizeToAmaxOver127WithinHalfAStep) {
+  Rng rng(12);
+  const int64_t M = 3, K = 96, ldx = 101;
+  auto x = random_tensor<float>({M, ldx}, rng, 2.0);
+  for (int64_t k = 64; k < 96; ++k) x[1 * ldx + k] = 0;  // a zero block
+  Int8Rows q;
+  quantize_rows_int8(x.data(), M, ldx, K, q);
+  ASSERT_EQ(q.rows, M);
+  ASSERT_EQ(q.cols, K);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = 0; b < K / 32; ++b) {
+      double amax = 0;
+      for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(double(x[m * ldx + b * 32 + i])));
+      const double d = q.scales[size_t(m * K / 32 + b)];
+      EXPECT_NEAR(d, amax / 127, 1e-7 * amax + 1e-30);
+      for (int64_t i = 0; i < 32; ++i) {
+        const double v = x[m * ldx + b * 32 + i], code = q.q[size_t(m * K + b * 32 + i)];
+        EXPECT_LE(std::fabs(code), 127);
+        EXPECT_LE(std::fabs(v - d * code), d / 2 * (1 + 1e-5)) << m << " " << b << " " << i;
+      }
+      for (int64_t l = 0; l < 8; ++l) {
+        const size_t lane = size_t(m * K / 4 + b * 8 + l), e = size_t(m * K + b * 32 + 4 * l);
+        EXPECT_EQ(q.lane_scales[lane], float(d));
+        EXPECT_EQ(q.lane_bias[lane], -8 * (q.q[e] + q.q[e + 1] + q.q[e + 2] + q.q[e + 3]));
+      }
+    }
+  EXPECT_EQ(q.scales[size_t(1 * K / 32 + 2)], 0.0f);
+}
+
+// Few rows: exactly the int8 arithmetic, whatever the row count (batch invariance: a row's
+// result does not depend on the rows beside it).
+TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
+  Rng rng(13);
+  for (int64_t K : {32, 64, 96, 160, 1024}) {
+    const int64_t N = 37, ldx = K + 3, ldy = N + 5, Mmax = 8;
+    auto w = random_tensor<float>({N, K}, rng);
+    auto x = random_tensor<float>({Mmax, ldx}, rng);
+    const auto p = PackedMatrix::pack(w.data(), N, K, WeightType::q4);
+    std::vector<float> alone(size_t(Mmax * ldy));  // each row multiplied on its own
+    for (int64_t m = 0; m < Mmax; ++m) packed_linear(x.data() + m * ldx, 1, ldx, p, alone.data() + m * ldy, ldy);
+    for (int64_t M = 1; M <= Mmax; ++M)
+      for (bool acc : {false, true}) {
+        auto y = random_tensor<float>({M, ldy}, rng);
+        std::vector<float> got(y.data(), y.data() + y.numel());
+        packed_linear(x.data(), M, ldx, p, got.data(), ldy, acc);
+        Int8Rows q;
+        quantize_rows_int8(x.data(), M, ldx, K, q);
+        double worst = 0;
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t j = 0; j < ldy; ++j) {
+            if (j >= N) {
+              EXPECT_EQ(got[m * ldy + j], y[m * ldy + j]) << "padding of y is left alone";
+              continue;
+            }
+            double want = 0, magnitude = 0;
+            for (int64_t b = 0; b < K / 32; ++b) {
+              int64_t isum = 0, iabs = 0;  // exact
+              for (int64_t i = 0; i < 32; ++i) {
+                const int64_t product = int64_t(q.q[size_t(m * K + b * 32 + i)]) * int64_t(q4_code(p, j * K + b * 32 + i));
+                isum += product;
+                iabs += std::abs(product);
+              }
+              const double scale = double(q.scales[size_t(m * K / 32 + b)]) * p.scales[size_t(j * K / 32 + b)];
+              want += scale * double(isum);
+              magnitude += std::fabs(scale) * double(iabs);  // bounds the rounding of any summation order
+            }
+            const double base = acc ? double(y[m * ldy + j]) : 0.0;
+            worst = std::max(worst, std::fabs(got[m * ldy + j] - base - want) / (1e-30 + magnitude + std::fabs(base)));
+            if (!acc) {
+              EXPECT_EQ(got[m * ldy + j], alone[size_t(m * ldy + j)]) << "row " << m << " of " << M;
+            }
+          }
+        EXPECT_LT(worst, 1e-5) << "K " << K << " M " << M << " acc " << acc;
+      }
+  }
+}
+
+// Few rows approximate the f32 product of x and the stored weights to int8-activation
+// accuracy; many rows take the bf16 GEMM (or the f32 one) on the same stored weights.
+TEST(Q4, ProductsApproximateTheStoredWeights) {
+  Rng rng(14);
+  const int64_t K = 256, N = 40, ldx = K, ldy = N;
+  auto w = random_tensor<float>({N, K}, rng);
+  const auto p = PackedMatrix::pack(w.data(), N, K, WeightType::q4);
+  Tensor<float> stored({N, K});
+  p.unpack_rows(0, N, stored.data());
+  for (int64_t M : {1, 8, 9, 40}) {
+    auto x = random_tensor<float>({M, ldx}, rng);
+    std::vector<float> got(size_t(M * ldy));
+    packed_linear(x.data(), M, ldx, p, got.data(), ldy);
+    const bool bf16_gemm = packed_linear_uses_bf16(p, M);
+    EXPECT_EQ(bf16_gemm, M > 8 && gemm_bf16_available());
+    std::vector<double> want(size_t(M * ldy));
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t j = 0; j < N; ++j)
+        for (int64_t k = 0; k < K; ++k) {
+          const float xv = bf16_gemm ? bf16_to_f32(f32_to_bf16(x[m * ldx + k])) : x[m * ldx + k];
+          const float wv = bf16_gemm ? bf16_to_f32(f32_to_bf16(stored[j * K + k])) : stored[j * K + k];
+          want[size_t(m * ldy + j)] += double(xv) * wv;
+        }
+    // Many rows: exact up to f32 sums. Few rows: x within half an int8 step (amax/254) a
+    // value, ~0.4% of the product's size here.
+    EXPECT_LT(rel_error(got.data(), want.data(), M * ldy), M > 8 ? 2e-6 : 1e-2) << "M " << M;
+    if (M <= 8) {
+      EXPECT_GT(rel_error(got.data(), want.data(), M * ldy), 1e-5) << "x is quantized";
+    }
+  }
+}
+
+TEST(Q4, RejectsWhatItCannotStore) {
+  std::vector<float> w(48, 1.0f);
+  EXPECT_THROW(PackedMatrix::pack(w.data(), 1, 48, WeightType::q4), Error);  // 48 % 32 != 0
+  EXPECT_FALSE(weight_type_fits(WeightType::q4, 48));
+  EXPECT_TRUE(weight_type_fits(WeightType::q4, 96));
+  w[7] = NAN;
+  EXPECT_THROW(PackedMatrix::pack(w.data(), 1, 32, WeightType::q4), Error);
+  EXPECT_EQ(parse_weight_type("q4"), WeightType::q4);
+}
