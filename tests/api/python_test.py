@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The Python package (python/moepp) on the api_model fixture, against the `moepp` CLI on
-the same folder: logits for f32, bf16 and q8_0 (each against `moepp logits --dtype X`, to
+the same folder: logits for f32, bf16, q8_0 and q4 (each against `moepp logits --dtype X`, to
 1e-6), greedy text (`moepp generate --temperature 0`), tokenize/detokenize, routing, an
 early break out of generate(), and moepp.Error for missing and corrupt folders; the
 logits again on the released model's layout (HF_FOLDER: pytorch_model.bin, no tokenizer).
@@ -73,7 +73,7 @@ def main():
     model = fixture / "model"
     ids = [1, 5, 9, 12, 40, 7, 399, 3, 250, 18]
 
-    for dtype in ("f32", "bf16", "q8_0"):
+    for dtype in ("f32", "bf16", "q8_0", "q4"):
         check_logits(cli, scratch, moepp.Model(released, dtype=dtype), released, [(i * 37 + 11) % 48 for i in range(60)])
         m = moepp.Model(model, dtype=dtype)
         check(m.vocab_size == 400, "vocab %d" % m.vocab_size)

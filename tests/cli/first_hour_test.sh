@@ -87,6 +87,10 @@ check "q8_0 config.json names its quantization" grep -q '"quant_method": "moepp_
 "$moepp" info --model "$tmp/q8" >"$tmp/info3.json" 2>&1
 check "info on a q8_0 folder says moepp_q8_0" grep -q '"weights": "moepp_q8_0"' "$tmp/info3.json"
 check "the q8_0 folder loads (eval)" "$moepp" eval --model "$tmp/q8" --data "$tmp/data" --batch 2 --seq 16 --max-batches 1
+check "convert --dtype q4" "$moepp" convert --in "$tmp/run" --out "$tmp/q4" --dtype q4
+"$moepp" info --model "$tmp/q4" >"$tmp/info4.json" 2>&1
+check "info on a q4 folder says moepp_q4" grep -q '"weights": "moepp_q4"' "$tmp/info4.json"
+check "the q4 folder generates as q4" "$moepp" generate --model "$tmp/q4" --prompt "Line 3" -n 5 --dtype q4
 
 # generate: llama-cli's short options; a stop string ends the text before it; -c bounds the
 # context with a notice; a timing line on stderr.
