@@ -13,6 +13,7 @@
 #include "io/quant_layout.h"
 #include "kernels/gemm.h"
 #include "kernels/q4_dot.h"
+#include "kernels/quant_blocks.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
@@ -92,13 +93,7 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
       p.q.resize(n);
       p.scales.resize(size_t(blocks));
       parallel_for(blocks, [&](int64_t b) {
-        const float* src = w + b * kQ8Block;
-        float amax = 0;
-        for (int64_t i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::fabs(src[i]));
-        const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
-        p.scales[size_t(b)] = d;
-        for (int64_t i = 0; i < kQ8Block; ++i)
-          p.q[size_t(b * kQ8Block + i)] = int8_t(std::lround(std::clamp(src[i] * inv, -127.0f, 127.0f)));
+        p.scales[size_t(b)] = encode_q8_0_block(w + b * kQ8Block, p.q.data() + b * kQ8Block);
       }, 256);
       break;
     }
@@ -107,18 +102,10 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
       const int64_t blocks = n / kQ4Block;
       p.nibbles.resize(n / 2);
       p.scales.resize(size_t(blocks));
+      // The weight of largest magnitude becomes -8 exactly; its opposite would be +8 and is
+      // stored as 7 (the one value more than half a step off).
       parallel_for(blocks, [&](int64_t b) {
-        // The weight of largest magnitude becomes -8 exactly; its opposite would be +8 and
-        // is stored as 7 (the one value more than half a step off).
-        const float* src = w + b * kQ4Block;
-        float peak = 0;
-        for (int64_t i = 0; i < kQ4Block; ++i)
-          if (std::fabs(src[i]) > std::fabs(peak)) peak = src[i];
-        const float d = peak / -8.0f, inv = d != 0 ? 1.0f / d : 0.0f;
-        p.scales[size_t(b)] = d;
-        uint8_t* dst = p.nibbles.data() + b * kQ4Block / 2;
-        const auto code = [&](int64_t i) { return int(std::clamp(std::nearbyint(src[i] * inv), -8.0f, 7.0f)) + 8; };
-        for (int64_t i = 0; i < kQ4Block / 2; ++i) dst[i] = uint8_t(code(i) | code(i + kQ4Block / 2) << 4);
+        p.scales[size_t(b)] = encode_q4_block(w + b * kQ4Block, p.nibbles.data() + b * kQ4Block / 2);
       }, 256);
       break;
     }
@@ -126,30 +113,7 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
   return p;
 }
 
-namespace {
 
-// The 32 values of q4 block b of m as dequantized floats, d * (code - 8).
-void q4_block_values(const PackedMatrix& m, int64_t b, float* out) {
-  const uint8_t* src = m.nibbles.data() + b * kQ4Block / 2;
-  const float d = m.scales[size_t(b)];
-#if defined(__AVX512F__)
-  // Codes 0..15 minus 8 as int8, then widened as q8_0's are (the same d * q in f32).
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
-  const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-  const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight);
-  const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
-  const __m512 scale = _mm512_set1_ps(d);
-  _mm512_storeu_ps(out, _mm512_mul_ps(scale, widen_i8(lo)));
-  _mm512_storeu_ps(out + kQ4Block / 2, _mm512_mul_ps(scale, widen_i8(hi)));
-#else
-  for (int64_t i = 0; i < kQ4Block / 2; ++i) {
-    out[i] = d * float((src[i] & 0x0F) - 8);
-    out[i + kQ4Block / 2] = d * float((src[i] >> 4) - 8);
-  }
-#endif
-}
-
-}  // namespace
 
 void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
   MOEPP_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "unpack: rows [", r0, ", ", r0 + n, ") of ", rows);
@@ -178,23 +142,15 @@ void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
       // Block by block (cols is a multiple of the block, so rows hold whole blocks).
       const int64_t blocks = n * K / kQ8Block, b0 = off / kQ8Block;
       parallel_for(blocks, [&](int64_t b) {
-        const int8_t* src = q.data() + (b0 + b) * kQ8Block;
-        const float d = scales[size_t(b0 + b)];
-        float* dst = out + b * kQ8Block;
-#if defined(__AVX512F__)
-        const __m512 scale = _mm512_set1_ps(d);
-        _mm512_storeu_ps(dst, _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)))));
-        _mm512_storeu_ps(dst + 16,
-                         _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16)))));
-#else
-        for (int64_t i = 0; i < kQ8Block; ++i) dst[i] = d * float(src[i]);
-#endif
+        decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, scales[size_t(b0 + b)], out + b * kQ8Block);
       }, 2048);
       break;
     }
     case WeightType::q4: {
       const int64_t blocks = n * K / kQ4Block, b0 = off / kQ4Block;
-      parallel_for(blocks, [&](int64_t b) { q4_block_values(*this, b0 + b, out + b * kQ4Block); }, 2048);
+      parallel_for(blocks, [&](int64_t b) {
+        decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, scales[size_t(b0 + b)], out + b * kQ4Block);
+      }, 2048);
       break;
     }
   }
@@ -217,29 +173,11 @@ void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const 
               "unpack_rows_bf16: only q8_0 and q4 weights are rounded to bf16 here");
   // Block by block: scale * value in f32 (what unpack_rows gives), then rounded.
   const int64_t blocks = n * K / kQ8Block, b0 = r0 * K / kQ8Block;
-  if (type == WeightType::q4) {
-    parallel_for(blocks, [&](int64_t b) {
-      float block[kQ4Block];
-      q4_block_values(*this, b0 + b, block);
-      round_to_bf16(block, kQ4Block, out + b * kQ4Block);
-    }, 2048);
-    return;
-  }
   parallel_for(blocks, [&](int64_t b) {
-    const int8_t* src = q.data() + (b0 + b) * kQ8Block;
-    const float d = scales[size_t(b0 + b)];
-    uint16_t* dst = out + b * kQ8Block;
-#if defined(__AVX512BF16__)
-    const __m512 scale = _mm512_set1_ps(d);
-    for (int64_t h = 0; h < kQ8Block; h += 16) {
-      const __m512 v = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + h))));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + h), __m256i(_mm512_cvtneps_pbh(v)));
-    }
-#else
-    float block[kQ8Block];
-    for (int64_t i = 0; i < kQ8Block; ++i) block[i] = d * float(src[i]);
-    round_to_bf16(block, kQ8Block, dst);
-#endif
+    float block[kQ8Block];  // (a q4 block is as long)
+    if (type == WeightType::q4) decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, scales[size_t(b0 + b)], block);
+    else decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, scales[size_t(b0 + b)], block);
+    round_to_bf16(block, kQ8Block, out + b * kQ8Block);
   }, 2048);
 }
 

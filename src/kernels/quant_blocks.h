@@ -1,0 +1,21 @@
+// One block of 32 weights encoded as q8_0 or q4 and decoded back (kernels/quant.h has the
+// formats). Packing, unpacking and the bf16 widening of PackedMatrix go through these, so
+// each format's arithmetic is written once: AVX-512 where the CPU has it, plain C++
+// otherwise, with the same results (rounding to nearest even in both).
+#pragma once
+#include <cstdint>
+
+namespace moepp {
+
+// q8_0: d = max|w| / 127, q = round(w / d); writes 32 int8 values, returns d.
+float encode_q8_0_block(const float* w, int8_t* q);
+// q4: d = -(the weight of largest magnitude, the first if two tie) / 8,
+// q = clamp(round(w / d), -8, 7); writes 16 bytes (value i + 8 in the low nibble of byte
+// i, value i + 16 + 8 in its high nibble), returns d.
+float encode_q4_block(const float* w, uint8_t* bytes);
+
+// out[i] = d * q[i] for the block's 32 values.
+void decode_q8_0_block(const int8_t* q, float d, float* out);
+void decode_q4_block(const uint8_t* bytes, float d, float* out);
+
+}  // namespace moepp
