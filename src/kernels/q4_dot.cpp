@@ -58,6 +58,10 @@ namespace {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 
 constexpr __mmask16 kAll = 0xFFFF;
+// Weights are fetched this far ahead of use: decode reads them from memory, and with two
+// threads the hardware prefetcher alone left a third of the bandwidth unused (measured:
+// model decode 1.2-1.25x faster with it; 768 and 1536 bytes measured the same).
+constexpr int64_t kPrefetchBytes = 768;
 
 // acc + per 32-bit lane the sum of the four products of unsigned bytes of w and signed
 // bytes of x (no saturation: here |products| <= 15 * 128).
@@ -123,6 +127,7 @@ void q4_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* out
   for (; b + 2 <= blocks; b += 2) {
 #pragma GCC unroll 4
     for (int i = 0; i < J; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2 + kPrefetchBytes), _MM_HINT_T0);
       wv[i] = unpack_two_blocks(W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2);
       ws[i] = _mm512_maskz_permutexvar_ps(kAll, pair_index,
                                           _mm512_maskz_loadu_ps(0x3, W.scales.data() + (j + i) * blocks + b));

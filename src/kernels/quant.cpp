@@ -188,6 +188,9 @@ size_t PackedMatrix::bytes() const {
 namespace {
 
 constexpr int64_t kMaxDecodeRows = 8;  // up to this many rows of x use the register kernel
+// Weights are fetched this far ahead of use (as in kernels/q4_dot.cpp): with two threads
+// the hardware prefetcher alone left decode well short of the memory bandwidth.
+constexpr int64_t kPrefetchBytes = 768;
 
 // out[m * J + i] = x[m, :] . W[j + i, :] for m < M, i < J; bf16 and q8_0 only. J weight
 // rows at once, so that each x vector loaded feeds J FMAs: with one weight row, re-reading
@@ -219,6 +222,7 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) {
         const int8_t* q = W.q.data() + (j + i) * K + k;
+        _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetchBytes), _MM_HINT_T0);
         const __m512 scale = _mm512_set1_ps(W.scales[size_t((j + i) * blocks + k / kQ8Block)]);
         w0[i] = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
         w1[i] = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))));
@@ -230,6 +234,7 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) {
         const uint16_t* wr = W.bf16.data() + (j + i) * K + k;
+        _mm_prefetch(reinterpret_cast<const char*>(wr) + kPrefetchBytes, _MM_HINT_T0);
         w0[i] = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr)));
         w1[i] = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + 16)));
       }
