@@ -44,6 +44,8 @@ class SafetensorsFile {
   // The tensor converted to T (f32, f64, bf16, f16, i64 and i32 sources).
   template <typename T>
   Tensor<T> read(const std::string& name) const;
+  // The tensor's bytes as stored (entry(name).end - begin of them), inside the mapping.
+  const uint8_t* raw(const std::string& name) const { return data_ + entry(name).begin; }
 
  private:
   std::string path_;

@@ -54,6 +54,11 @@ class SafetensorsSource : public WeightSource {
     return t;
   }
   std::string describe() const override { return what_; }
+  std::optional<Raw> raw(const std::string& n) override {
+    const SafetensorsFile& f = file(n);
+    const SafetensorsEntry& e = f.entry(n);
+    return Raw{e.dtype, e.shape, f.raw(n), size_t(e.end - e.begin), f.path()};
+  }
 
  private:
   SafetensorsFile& file(const std::string& n) {

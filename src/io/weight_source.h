@@ -5,9 +5,11 @@
 // Mixtral name mapping, shapes) is model/hf_folder's business.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace moepp {
@@ -20,6 +22,18 @@ class WeightSource {
   virtual std::vector<int64_t> shape(const std::string& name) = 0;
   virtual Tensor<float> read_f32(const std::string& name) = 0;
   virtual std::string describe() const = 0;  // the file(s), for error messages
+
+  // A tensor's bytes as stored, where the source maps its files (safetensors): loaders of
+  // quantized folders take q8_0 / q4 blocks from them as they are. Valid while the source
+  // lives; nullopt where the source converts everything it reads (pytorch_model.bin).
+  struct Raw {
+    DType dtype;
+    std::vector<int64_t> shape;  // as stored
+    const uint8_t* data;
+    size_t bytes;
+    std::string file;  // for error messages
+  };
+  virtual std::optional<Raw> raw(const std::string& name) { (void)name; return std::nullopt; }
 
   // Picks the layout present in dir; throws when there is none.
   static std::unique_ptr<WeightSource> open(const std::string& dir);

@@ -1,5 +1,6 @@
 #include "model/hf_folder.h"
 
+#include <cmath>
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -114,6 +115,35 @@ std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const s
         at += part.numel();
       }
     }
+  };
+}
+
+PackedModel::PackedFill hf_packed_reader(const std::string& dir, WeightSource& src, WeightType type) {
+  if (type != WeightType::q8_0 && type != WeightType::q4) return {};
+  if (is_mixtral_dir(dir)) return {};  // (convert writes moepp's names: its folders are never Mixtral's)
+  const bool q8 = type == WeightType::q8_0;
+  const std::string suffix = q8 ? kQ8ScalesSuffix : kQ4ScalesSuffix;
+  return [&src, type, q8, suffix](const std::string& name, const Shape& want, PackedMatrix& out) {
+    if (want.rank() != 2 || !weight_type_fits(type, want[1]) || !src.has(name + suffix)) return false;
+    const auto raw = src.raw(name);
+    if (!raw || raw->dtype != (q8 ? DType::i8 : DType::u8)) return false;
+    const int64_t rows = want[0], cols = want[1], stored_cols = q8 ? cols : cols / 2;
+    // (check_weights has compared the matrix's shape with the config; the bytes follow from it.)
+    MOEPP_CHECK(raw->shape == (std::vector<int64_t>{rows, stored_cols}) && raw->bytes == size_t(rows * stored_cols),
+                raw->file, ": ", name, " holds ", raw->bytes, " bytes, expected [", rows, ", ", stored_cols, "]");
+    const Tensor<float> scales = src.read_f32(name + suffix);
+    MOEPP_CHECK((scales.shape() == Shape{rows, cols / kQ8FileBlock}), raw->file, ": ", name, suffix, " has shape ",
+                scales.shape().str(), ", expected [", rows, ", ", cols / kQ8FileBlock, "] for ", name);
+    for (int64_t i = 0; i < scales.numel(); ++i)
+      MOEPP_CHECK(std::isfinite(scales[i]), raw->file, ": ", name, suffix, " holds a non-finite scale ", scales[i],
+                  " at row ", i / (cols / kQ8FileBlock), ", block ", i % (cols / kQ8FileBlock));
+    out.type = type;
+    out.rows = rows;
+    out.cols = cols;
+    out.scales.assign(scales.data(), scales.data() + scales.numel());
+    if (q8) out.q.assign(reinterpret_cast<const int8_t*>(raw->data), reinterpret_cast<const int8_t*>(raw->data) + raw->bytes);
+    else out.nibbles.assign(raw->data, raw->data + raw->bytes);
+    return true;
   };
 }
 

@@ -12,6 +12,7 @@
 #include "core/tensor.h"
 #include "model/config.h"
 #include "io/weight_source.h"
+#include "model/packed_model.h"
 #include "model/params.h"
 
 namespace moepp {
@@ -25,6 +26,12 @@ ModelConfig read_hf_config(const std::string& dir);
 // contradicts its config. src must outlive the reader.
 std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
                                                                            WeightSource& src);
+
+// For PackedModel::build: a matrix stored as `type` blocks (q8_0 or q4, as `moepp
+// convert` writes them) in a mapped file is taken as stored - the int8 values or 4-bit
+// codes copied, the scales checked for shape and finiteness - instead of being widened to
+// f32 and quantized again (which gives the same blocks, slower). src must outlive it.
+PackedModel::PackedFill hf_packed_reader(const std::string& dir, WeightSource& src, WeightType type);
 
 // Every parameter cfg implies, from the folder's weights, checked for presence and shape.
 void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params);

@@ -55,7 +55,8 @@ void visit_packed(Model& m, Fn&& fn) {
 
 }  // namespace
 
-std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightType type, const Fill& fill) {
+std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightType type, const Fill& fill,
+                                                const PackedFill& packed_fill) {
   auto m = std::make_unique<PackedModel>();
   m->config = cfg;
   m->type = type;
@@ -64,6 +65,17 @@ std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightTy
   std::unordered_map<std::string, PackedMatrix> packed;
   m->rest.for_each(cfg, [&](const std::string& name, Tensor<float>& t) {
     const Shape want = t.shape();
+    if (packed_fill && is_packed_tensor(name)) {
+      PackedMatrix p;
+      if (packed_fill(name, want, p)) {
+        MOEPP_CHECK(p.type == type && p.rows == want[0] && p.cols == want[want.rank() - 1], "packed model: ", name,
+                    " was given as ", weight_type_name(p.type), " [", p.rows, ", ", p.cols, "], expected ",
+                    weight_type_name(type), " ", want.str());
+        packed.emplace(name, std::move(p));
+        t = Tensor<float>();  // as take() leaves it: the matrix lives in the packed model only
+        return;
+      }
+    }
     fill(name, t);
     MOEPP_CHECK(t.shape() == want && t.allocated(), "packed model: ", name, " was filled with shape ", t.shape().str(),
                 ", expected ", want.str());

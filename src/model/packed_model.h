@@ -39,7 +39,11 @@ struct PackedModel {
   // its values, by assignment or resize; matrices to pack are packed and freed at once,
   // so loading never holds more than one f32 matrix beyond the packed model.
   using Fill = std::function<void(const std::string& name, Tensor<float>& t)>;
-  static std::unique_ptr<PackedModel> build(const ModelConfig& cfg, WeightType type, const Fill& fill);
+  // Optional: gives a matrix to pack already packed as `type` (a quantized folder's blocks
+  // taken as stored); returns false to have it read through fill and packed.
+  using PackedFill = std::function<bool(const std::string& name, const Shape& shape, PackedMatrix& out)>;
+  static std::unique_ptr<PackedModel> build(const ModelConfig& cfg, WeightType type, const Fill& fill,
+                                            const PackedFill& packed_fill = {});
   // Takes the parameters over; `type` f32 keeps every value as it is.
   static std::unique_ptr<PackedModel> pack(const ModelConfig& cfg, ModelParams<float>&& params, WeightType type);
   const PackedMatrix& output_weights() const { return tied ? embed : lm_head; }

@@ -133,6 +133,13 @@ TEST(ConvertCommand, Q8_0FolderRoundTripsThroughThePackedLoader) {
   };
   const Tensor<float> a = logits_of(dir + "/f32"), b = logits_of(dir + "/q8");
   EXPECT_LT(rel_error(b, a), 1e-6);
+  {  // Read as q8_0, the folder's blocks are the packed matrices, bit for bit.
+    const auto from_f32 = load_packed_model_folder(dir + "/f32", WeightType::q8_0);
+    const auto from_q8 = load_packed_model_folder(dir + "/q8", WeightType::q8_0);
+    EXPECT_EQ(from_q8->layers[1].wq.q, from_f32->layers[1].wq.q);
+    EXPECT_EQ(from_q8->layers[1].wq.scales, from_f32->layers[1].wq.scales);
+    EXPECT_EQ(from_q8->packed_bytes(), from_f32->packed_bytes());
+  }
   const SafetensorsFile q(dir + "/q8/model.safetensors");
   EXPECT_EQ(q.entry("model.layers.0.self_attn.q_proj.weight").dtype, DType::i8);
   EXPECT_EQ(q.entry("model.layers.0.self_attn.q_proj.weight.q8_0_scales").shape, (std::vector<int64_t>{32, 1}));
@@ -175,6 +182,13 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
   };
   const Tensor<float> a = logits_of(dir + "/f32"), b = logits_of(dir + "/q4");
   EXPECT_LT(rel_error(b, a), 1e-6);
+  {  // Read as q4, the folder's blocks are the packed matrices, bit for bit.
+    const auto from_f32 = load_packed_model_folder(dir + "/f32", WeightType::q4);
+    const auto from_q4 = load_packed_model_folder(dir + "/q4", WeightType::q4);
+    EXPECT_EQ(from_q4->layers[1].wq.nibbles, from_f32->layers[1].wq.nibbles);
+    EXPECT_EQ(from_q4->layers[1].wq.scales, from_f32->layers[1].wq.scales);
+    EXPECT_EQ(from_q4->packed_bytes(), from_f32->packed_bytes());
+  }
   const SafetensorsFile q(dir + "/q4/model.safetensors");
   const std::string wq = "model.layers.0.self_attn.q_proj.weight";
   EXPECT_EQ(q.entry(wq).dtype, DType::u8);
@@ -192,27 +206,41 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
   }
   EXPECT_GT(worst, amax / 127);  // coarser than q8_0
   EXPECT_LE(worst, amax / 8 * 1.001);
-  // A scales tensor of the wrong shape: refused, naming the file and the tensor.
+  // The folder rewritten with q_proj of layer 0 as codes 9 (value +1) and scales 1: read as
+  // q4, the blocks are taken as stored (quantizing their values again would give scales
+  // -1/8 and codes 0); then a scales tensor of the wrong shape, refused naming the file
+  // and the tensor.
   std::vector<SafetensorsWriteItem> items;
   std::vector<std::vector<uint8_t>> bytes;  // (moving the inner vectors keeps their data)
   std::vector<std::vector<float>> floats;
-  for (const auto& [name, e] : q.entries()) {
-    if (name == wq + ".q4_scales") {
-      floats.emplace_back(64, 1.0f);
-      items.push_back({name, DType::f32, {32, 2}, floats.back().data()});
-    } else if (e.dtype == DType::u8) {
-      const Tensor<float> t = q.read<float>(name);
-      bytes.emplace_back(t.data(), t.data() + t.numel());
-      items.push_back({name, DType::u8, e.shape, bytes.back().data()});
-    } else {
-      const Tensor<float> t = q.read<float>(name);
-      floats.emplace_back(t.data(), t.data() + t.numel());
-      items.push_back({name, DType::f32, e.shape, floats.back().data()});
+  const auto rewrite = [&](const std::vector<int64_t>& scales_shape) {
+    items.clear();
+    for (const auto& [name, e] : q.entries()) {
+      if (name == wq + ".q4_scales") {
+        floats.emplace_back(size_t(scales_shape[0] * scales_shape[1]), 1.0f);
+        items.push_back({name, DType::f32, scales_shape, floats.back().data()});
+      } else if (name == wq) {
+        bytes.emplace_back(32 * 16, uint8_t(0x99));
+        items.push_back({name, DType::u8, e.shape, bytes.back().data()});
+      } else if (e.dtype == DType::u8) {
+        const Tensor<float> t = q.read<float>(name);
+        bytes.emplace_back(t.data(), t.data() + t.numel());
+        items.push_back({name, DType::u8, e.shape, bytes.back().data()});
+      } else {
+        const Tensor<float> t = q.read<float>(name);
+        floats.emplace_back(t.data(), t.data() + t.numel());
+        items.push_back({name, DType::f32, e.shape, floats.back().data()});
+      }
     }
-  }
-  make_dirs(dir + "/bad");
-  write_safetensors(dir + "/bad/model.safetensors", items, {});
-  copy_file_atomic(dir + "/q4/config.json", dir + "/bad/config.json");
+    make_dirs(dir + "/bad");
+    write_safetensors(dir + "/bad/model.safetensors", items, {});
+    copy_file_atomic(dir + "/q4/config.json", dir + "/bad/config.json");
+  };
+  rewrite({32, 1});
+  const auto stored = load_packed_model_folder(dir + "/bad", WeightType::q4);
+  EXPECT_EQ(stored->layers[0].wq.nibbles, std::vector<uint8_t>(32 * 16, 0x99));
+  EXPECT_EQ(stored->layers[0].wq.scales, std::vector<float>(32, 1.0f));
+  rewrite({32, 2});
   expect_error_mentioning([&] { load_packed_model_folder(dir + "/bad", WeightType::q4); },
                           "q_proj.weight.q4_scales has shape [32, 2], expected [32, 1]");
 }
