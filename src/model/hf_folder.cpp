@@ -1,6 +1,8 @@
 #include "model/hf_folder.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -118,7 +120,50 @@ std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const s
   };
 }
 
-PackedModel::PackedFill hf_packed_reader(const std::string& dir, WeightSource& src, WeightType type) {
+namespace {
+
+// bf16 matrices stored as bf16 (a bf16 safetensors folder, Mixtral's included) are copied
+// as they are: widening to f32 and rounding back is the identity.
+PackedModel::PackedFill bf16_reader(bool mixtral, int64_t I, int64_t D, WeightSource& src) {
+  return [&src, mixtral, I, D](const std::string& name, const Shape& want, PackedMatrix& out) {
+    const auto parts = source_parts(mixtral, name, want, I, D, src.describe());
+    if (parts.empty() || want.rank() != 2) return false;
+    std::vector<WeightSource::Raw> raws;
+    size_t bytes = 0;
+    for (const SourcePart& p : parts) {
+      auto raw = src.raw(p.name);
+      if (!raw || raw->dtype != DType::bf16) return false;
+      bytes += raw->bytes;
+      raws.push_back(std::move(*raw));
+    }
+    const int64_t rows = want[0], cols = want[1];
+    // (check_weights has compared every part's shape with the config.)
+    MOEPP_CHECK(bytes == size_t(rows * cols) * 2, src.describe(), ": ", name, " is stored in ", bytes,
+                " bytes of bf16, expected ", want.str());
+    out.type = WeightType::bf16;
+    out.rows = rows;
+    out.cols = cols;
+    out.bf16.resize(size_t(rows * cols));
+    size_t at = 0;
+    for (const auto& raw : raws) {
+      std::memcpy(out.bf16.data() + at, raw.data, raw.bytes);
+      at += raw.bytes / 2;
+    }
+    // What pack() refuses from f32, refused here: an exponent of all ones is inf or NaN.
+    const auto bad = std::find_if(out.bf16.begin(), out.bf16.end(), [](uint16_t b) { return (b & 0x7F80) == 0x7F80; });
+    if (bad != out.bf16.end()) {
+      const int64_t i = bad - out.bf16.begin();
+      fail(src.describe(), ": ", name, " holds a non-finite weight at row ", i / cols, ", column ", i % cols);
+    }
+    return true;
+  };
+}
+
+}  // namespace
+
+PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConfig& cfg, WeightSource& src,
+                                         WeightType type) {
+  if (type == WeightType::bf16) return bf16_reader(is_mixtral_dir(dir), cfg.intermediate_size, cfg.hidden_size, src);
   if (type != WeightType::q8_0 && type != WeightType::q4) return {};
   if (is_mixtral_dir(dir)) return {};  // (convert writes moepp's names: its folders are never Mixtral's)
   const bool q8 = type == WeightType::q8_0;

@@ -31,7 +31,10 @@ std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const s
 // convert` writes them) in a mapped file is taken as stored - the int8 values or 4-bit
 // codes copied, the scales checked for shape and finiteness - instead of being widened to
 // f32 and quantized again (which gives the same blocks, slower). src must outlive it.
-PackedModel::PackedFill hf_packed_reader(const std::string& dir, WeightSource& src, WeightType type);
+// A bf16 matrix stored as bf16 is copied as it is (checked for inf and NaN), the parts of
+// a Mixtral expert's up_proj joined.
+PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConfig& cfg, WeightSource& src,
+                                         WeightType type);
 
 // Every parameter cfg implies, from the folder's weights, checked for presence and shape.
 void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params);

@@ -55,7 +55,7 @@ LoadedModel load_model_folder(const std::string& dir) {
 std::unique_ptr<PackedModel> load_packed_model_folder(const std::string& dir, WeightType type) {
   const ModelConfig cfg = read_hf_config(dir);
   const auto src = WeightSource::open(dir);
-  return PackedModel::build(cfg, type, hf_tensor_reader(dir, cfg, *src), hf_packed_reader(dir, *src, type));
+  return PackedModel::build(cfg, type, hf_tensor_reader(dir, cfg, *src), hf_packed_reader(dir, cfg, *src, type));
 }
 
 }  // namespace moepp

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "infer/session.h"
 #include "model/model_folder.h"
 #include "io/atomic_file.h"
@@ -105,6 +107,49 @@ TEST(ConvertCommand, MixtralFolderToF32AndBf16Safetensors) {
       EXPECT_GT(rel_error(got.logits, want.logits), 0.0);
       EXPECT_LT(rel_error(got.logits, want.logits), 2e-2);
     }
+  }
+  // Loaded as bf16, a folder's bf16 values are the packed ones as stored: the same as
+  // widening to f32 and rounding back. Checked on the converted (MoE++-named) folder and
+  // on the Mixtral fixture rewritten in bf16 under its own names, where an expert's
+  // up_proj joins w1 and w3.
+  const std::string mixtral_bf16 = dir + "/mixtral_bf16";
+  // poison: one weight of layer 0's expert 1 w3 (the second half of its up_proj) made inf.
+  const auto write_mixtral_bf16 = [&](const std::string& out, bool poison) {
+    const SafetensorsFile f(in + "/model.safetensors");
+    std::vector<SafetensorsWriteItem> items;
+    std::vector<std::vector<uint16_t>> halves;  // (moving the inner vectors keeps their data)
+    for (const auto& [name, e] : f.entries()) {
+      const Tensor<float> t = f.read<float>(name);
+      halves.emplace_back(size_t(t.numel()));
+      for (int64_t i = 0; i < t.numel(); ++i) halves.back()[size_t(i)] = f32_to_bf16(t[i]).bits;
+      if (poison && name == "model.layers.0.block_sparse_moe.experts.1.w3.weight")
+        halves.back()[size_t(2 * e.shape[1] + 3)] = 0x7F80;  // row 2, column 3: +inf
+      items.push_back({name, DType::bf16, e.shape, halves.back().data()});
+    }
+    make_dirs(out);
+    write_safetensors(out + "/model.safetensors", items);
+    copy_file_atomic(in + "/config.json", out + "/config.json");
+  };
+  write_mixtral_bf16(mixtral_bf16, false);
+  write_mixtral_bf16(dir + "/poisoned", true);
+  // Taken as stored, the matrix is checked as stored: the inf is named at its row in the
+  // joined up_proj (w3 follows w1's 12 rows), in the words of the bf16 copy.
+  expect_error_mentioning([&] { load_packed_model_folder(dir + "/poisoned", WeightType::bf16); },
+                          "experts.1.up_proj.weight holds a non-finite weight at row 14, column 3");
+  for (const std::string& folder : {dir + "/bf16", mixtral_bf16}) {
+    const auto direct = load_packed_model_folder(folder, WeightType::bf16);
+    LoadedModel plain = load_model_folder(folder);
+    const auto through_f32 = PackedModel::pack(plain.config, std::move(plain.params), WeightType::bf16);
+    std::map<std::string, std::vector<uint16_t>> want_bits;
+    through_f32->for_each_packed([&](const std::string& name, const PackedMatrix& p) { want_bits[name] = p.bf16; });
+    size_t matrices = 0;
+    direct->for_each_packed([&](const std::string& name, const PackedMatrix& p) {
+      EXPECT_EQ(p.type, WeightType::bf16) << name;
+      EXPECT_EQ(p.bf16, want_bits[name]) << folder << ": " << name;
+      ++matrices;
+    });
+    EXPECT_EQ(matrices, want_bits.size());
+    EXPECT_GT(matrices, 10u);
   }
 }
 
