@@ -113,8 +113,6 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
   return p;
 }
 
-
-
 void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
   MOEPP_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "unpack: rows [", r0, ", ", r0 + n, ") of ", rows);
   const int64_t K = cols, off = r0 * K;
