@@ -1,13 +1,11 @@
 #include "kernels/q4_dot.h"
 
-#include <algorithm>
-#include <cmath>
-
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 #include "core/error.h"
+#include "kernels/quant_blocks.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
@@ -23,28 +21,10 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8R
   out.lane_bias.resize(size_t(M * K / 4));
   for (int64_t m = 0; m < M; ++m)
     for (int64_t b = 0; b < blocks; ++b) {
-      const float* src = x + m * ldx + b * kQ4Block;
+      // A row's block is quantized exactly as a q8_0 weight block is.
       int8_t* q = out.q.data() + m * K + b * kQ4Block;
-#if defined(__AVX512F__)
-      const __m512 v0 = _mm512_loadu_ps(src), v1 = _mm512_loadu_ps(src + 16);
-      const float amax = reduce_max(_mm512_maskz_max_ps(__mmask16(0xFFFF), _mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-#else
-      float amax = 0;
-      for (int64_t i = 0; i < kQ4Block; ++i) amax = std::max(amax, std::fabs(src[i]));
-#endif
-      const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+      const float d = encode_q8_0_block(x + m * ldx + b * kQ4Block, q);
       out.scales[size_t(m * blocks + b)] = d;
-#if defined(__AVX512F__)
-      // cvtps_epi32 rounds to nearest even (the default rounding mode), as std::nearbyint.
-      const __m512 s = _mm512_set1_ps(inv);
-      const auto to_int8 = [&](__m512 v) {
-        return _mm512_maskz_cvtsepi32_epi8(__mmask16(0xFFFF), _mm512_maskz_cvtps_epi32(__mmask16(0xFFFF), _mm512_mul_ps(v, s)));
-      };
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q), to_int8(v0));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), to_int8(v1));
-#else
-      for (int64_t i = 0; i < kQ4Block; ++i) q[i] = int8_t(std::clamp(std::nearbyint(src[i] * inv), -127.0f, 127.0f));
-#endif
       for (int64_t l = 0; l < kQ4Block / 4; ++l) {
         const size_t lane = size_t(m * K / 4 + b * kQ4Block / 4 + l);
         out.lane_scales[lane] = d;
@@ -127,8 +107,9 @@ void q4_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* out
   for (; b + 2 <= blocks; b += 2) {
 #pragma GCC unroll 4
     for (int i = 0; i < J; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2 + kPrefetchBytes), _MM_HINT_T0);
-      wv[i] = unpack_two_blocks(W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2);
+      const uint8_t* w = W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2;
+      _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes, _MM_HINT_T0);
+      wv[i] = unpack_two_blocks(w);
       ws[i] = _mm512_maskz_permutexvar_ps(kAll, pair_index,
                                           _mm512_maskz_loadu_ps(0x3, W.scales.data() + (j + i) * blocks + b));
     }

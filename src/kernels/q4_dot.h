@@ -28,7 +28,8 @@ struct Int8Rows {
   std::vector<int32_t> lane_bias;   // [rows, cols / 4]
 };
 
-// Quantizes x [M, K] (row stride ldx; K a multiple of 32) into out.
+// Quantizes x [M, K] (row stride ldx; K a multiple of 32) into out, each block of 32 as a
+// q8_0 weight block (kernels/quant_blocks.h).
 void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out);
 
 // y[m, j] (+)= sum over blocks b of dx[m, b] * dw[j, b] * sum_i xq[m, 32b + i] * wq[j, 32b + i]

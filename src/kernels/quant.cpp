@@ -173,8 +173,9 @@ void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const 
   const int64_t blocks = n * K / kQ8Block, b0 = r0 * K / kQ8Block;
   parallel_for(blocks, [&](int64_t b) {
     float block[kQ8Block];  // (a q4 block is as long)
-    if (type == WeightType::q4) decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, scales[size_t(b0 + b)], block);
-    else decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, scales[size_t(b0 + b)], block);
+    const float d = scales[size_t(b0 + b)];
+    if (type == WeightType::q4) decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, d, block);
+    else decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, d, block);
     round_to_bf16(block, kQ8Block, out + b * kQ8Block);
   }, 2048);
 }
