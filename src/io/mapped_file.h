@@ -17,6 +17,11 @@ class MappedFile {
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  // Drops the whole pages inside [p, p + n) from this process's resident set
+  // (madvise DONTNEED): a loader that has copied a tensor out of the mapping calls it so
+  // that the file's pages do not add up while a model loads. A later read of the range
+  // faults the pages in again from the file; the content never changes.
+  void release(const uint8_t* p, size_t n) const;
   const std::string& path() const { return path_; }
 
  private:

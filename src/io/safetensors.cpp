@@ -120,6 +120,11 @@ const SafetensorsEntry& SafetensorsFile::entry(const std::string& name) const {
   return it->second;
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const SafetensorsEntry& e = entry(name);
+  file_.release(data_ + e.begin, size_t(e.end - e.begin));
+}
+
 std::string SafetensorsFile::meta(const std::string& key) const {
   const auto it = metadata_.find(key);
   MOEPP_CHECK(it != metadata_.end(), path_, ": __metadata__ has no key ", key);

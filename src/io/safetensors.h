@@ -46,6 +46,8 @@ class SafetensorsFile {
   Tensor<T> read(const std::string& name) const;
   // The tensor's bytes as stored (entry(name).end - begin of them), inside the mapping.
   const uint8_t* raw(const std::string& name) const { return data_ + entry(name).begin; }
+  // Drops the tensor's pages from the resident set (MappedFile::release) once it is read.
+  void release(const std::string& name) const;
 
  private:
   std::string path_;

@@ -82,6 +82,13 @@ Tensor<float> TorchBinFile::read_f32(const std::string& name) const {
       idx[size_t(d)] = 0;
     }
   }
+  // The view's span of its storage leaves the resident set (checked against the storage
+  // when the file was opened; another view of it faults its pages in again if read).
+  if (t.numel() > 0) {
+    int64_t last = r.offset;
+    for (int d = 0; d < rank; ++d) last += (r.shape[size_t(d)] - 1) * r.stride[size_t(d)];
+    zip_.release(base + size_t(r.offset) * es, size_t(last - r.offset + 1) * es);
+  }
   return t;
 }
 

@@ -46,6 +46,7 @@ class SafetensorsSource : public WeightSource {
   }
   Tensor<float> read_f32(const std::string& n) override {
     Tensor<float> t = file(n).read<float>(n);
+    release(n);
     if (file(n).entry(n).dtype == DType::i8 && has(n + kQ8ScalesSuffix)) dequantize_q8_0(n, t);
     if (is_q4(n)) {
       const std::string sn = n + kQ4ScalesSuffix;
@@ -53,6 +54,7 @@ class SafetensorsSource : public WeightSource {
     }
     return t;
   }
+  void release(const std::string& n) override { file(n).release(n); }
   std::string describe() const override { return what_; }
   std::optional<Raw> raw(const std::string& n) override {
     const SafetensorsFile& f = file(n);

@@ -1,7 +1,8 @@
 // WeightSource: the named tensors of a model folder, whatever the file layout -
 // model.safetensors, sharded safetensors with model.safetensors.index.json,
 // pytorch_model.bin, or sharded .bin with pytorch_model.bin.index.json - read as f32
-// (bf16, f16 and moepp's q8_0 and q4 widened). Files only: what the tensors mean (configs, the
+// (bf16, f16 and moepp's q8_0 and q4 widened). A tensor read is dropped from the resident
+// set (the mapped files' pages are released), so loading a model never holds its files. Files only: what the tensors mean (configs, the
 // Mixtral name mapping, shapes) is model/hf_folder's business.
 #pragma once
 #include <memory>
@@ -34,6 +35,9 @@ class WeightSource {
     std::string file;  // for error messages
   };
   virtual std::optional<Raw> raw(const std::string& name) { (void)name; return std::nullopt; }
+  // Once a tensor's raw bytes have been copied: its pages may leave the resident set
+  // (read_f32 does this itself). Reading it again stays correct.
+  virtual void release(const std::string& name) { (void)name; }
 
   // Picks the layout present in dir; throws when there is none.
   static std::unique_ptr<WeightSource> open(const std::string& dir);

@@ -22,6 +22,8 @@ class ZipReader {
 
   bool has(const std::string& name) const { return entries_.count(name) != 0; }
   ZipEntry entry(const std::string& name) const;  // throws when absent
+  // Drops [p, p + n) of a stored entry from the resident set once read (MappedFile::release).
+  void release(const uint8_t* p, size_t n) const { file_.release(p, n); }
   const std::map<std::string, ZipEntry>& entries() const { return entries_; }
   const std::string& path() const { return file_.path(); }
 

@@ -145,9 +145,10 @@ PackedModel::PackedFill bf16_reader(bool mixtral, int64_t I, int64_t D, WeightSo
     out.cols = cols;
     out.bf16.resize(size_t(rows * cols));
     size_t at = 0;
-    for (const auto& raw : raws) {
-      std::memcpy(out.bf16.data() + at, raw.data, raw.bytes);
-      at += raw.bytes / 2;
+    for (size_t i = 0; i < raws.size(); ++i) {
+      std::memcpy(out.bf16.data() + at, raws[i].data, raws[i].bytes);
+      at += raws[i].bytes / 2;
+      src.release(parts[i].name);
     }
     // What pack() refuses from f32, refused here: an exponent of all ones is inf or NaN.
     // On all threads by row (a 7B model holds billions), the first such weight named.
@@ -195,6 +196,7 @@ PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConf
     out.scales.assign(scales.data(), scales.data() + scales.numel());
     if (q8) out.q.assign(reinterpret_cast<const int8_t*>(raw->data), reinterpret_cast<const int8_t*>(raw->data) + raw->bytes);
     else out.nibbles.assign(raw->data, raw->data + raw->bytes);
+    src.release(name);
     return true;
   };
 }
