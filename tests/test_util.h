@@ -31,7 +31,7 @@ inline constexpr double kInt8ActivationTolerance = 7e-2;
 inline double activation_tolerance(WeightType type, int64_t n, double exact) {
   double tolerance = exact;
   if (packed_products_use_bf16(type, n)) tolerance = std::max(tolerance, kBf16ActivationTolerance);
-  if (packed_products_use_int8(type, std::min<int64_t>(n, 1))) tolerance = std::max(tolerance, kInt8ActivationTolerance);
+  if (packed_products_use_int8(type, 1)) tolerance = std::max(tolerance, kInt8ActivationTolerance);
   return tolerance;
 }
 

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "kernels/quant_blocks.h"
+#include "kernels/row_blocks.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
@@ -38,10 +39,6 @@ namespace {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 
 constexpr __mmask16 kAll = 0xFFFF;
-// Weights are fetched this far ahead of use: decode reads them from memory, and with two
-// threads the hardware prefetcher alone left a third of the bandwidth unused (measured:
-// model decode 1.2-1.25x faster with it; 768 and 1536 bytes measured the same).
-constexpr int64_t kPrefetchBytes = 768;
 
 // acc + per 32-bit lane the sum of the four products of unsigned bytes of w and signed
 // bytes of x (no saturation: here |products| <= 15 * 128).
@@ -108,7 +105,7 @@ void q4_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* out
 #pragma GCC unroll 4
     for (int i = 0; i < J; ++i) {
       const uint8_t* w = W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2;
-      _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w) + kWeightPrefetchBytes, _MM_HINT_T0);
       wv[i] = unpack_two_blocks(w);
       ws[i] = _mm512_maskz_permutexvar_ps(kAll, pair_index,
                                           _mm512_maskz_loadu_ps(0x3, W.scales.data() + (j + i) * blocks + b));
@@ -147,23 +144,8 @@ void q4_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* out
 template <int M, int J = (M <= 4 ? 4 : 2)>
 void q4_row_range(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
                   bool accumulate) {
-  float out[M * J];
-  const auto store = [&](int64_t j, int rows) {
-    for (int m = 0; m < M; ++m)
-      for (int i = 0; i < rows; ++i) {
-        float& dst = y[m * ldy + j + i];
-        dst = accumulate ? dst + out[m * rows + i] : out[m * rows + i];
-      }
-  };
-  int64_t j = j0;
-  for (; j + J <= j1; j += J) {
-    q4_dot_rows<M, J>(x, W, j, out);
-    store(j, J);
-  }
-  for (; j < j1; ++j) {
-    q4_dot_rows<M, 1>(x, W, j, out);
-    store(j, 1);
-  }
+  for_row_blocks<M, J>(j0, j1, y, ldy, accumulate,
+                       [&]<int JB>(int64_t j, float* out) { q4_dot_rows<M, JB>(x, W, j, out); });
 }
 
 }  // namespace
@@ -172,16 +154,7 @@ void q4_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_
                     bool accumulate) {
   MOEPP_CHECK(W.type == WeightType::q4 && x.cols == W.cols && x.rows >= 1 && x.rows <= 8, "q4_linear_rows: ",
               x.rows, " rows of ", x.cols, " against a ", weight_type_name(W.type), " [", W.rows, ", ", W.cols, "]");
-  switch (x.rows) {
-    case 1: q4_row_range<1>(x, W, j0, j1, y, ldy, accumulate); break;
-    case 2: q4_row_range<2>(x, W, j0, j1, y, ldy, accumulate); break;
-    case 3: q4_row_range<3>(x, W, j0, j1, y, ldy, accumulate); break;
-    case 4: q4_row_range<4>(x, W, j0, j1, y, ldy, accumulate); break;
-    case 5: q4_row_range<5>(x, W, j0, j1, y, ldy, accumulate); break;
-    case 6: q4_row_range<6>(x, W, j0, j1, y, ldy, accumulate); break;
-    case 7: q4_row_range<7>(x, W, j0, j1, y, ldy, accumulate); break;
-    default: q4_row_range<8>(x, W, j0, j1, y, ldy, accumulate); break;
-  }
+  with_row_count(x.rows, [&]<int R>() { q4_row_range<R>(x, W, j0, j1, y, ldy, accumulate); });
 }
 
 }  // namespace moepp

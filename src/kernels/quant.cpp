@@ -14,6 +14,7 @@
 #include "kernels/gemm.h"
 #include "kernels/q4_dot.h"
 #include "kernels/quant_blocks.h"
+#include "kernels/row_blocks.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
@@ -187,9 +188,6 @@ size_t PackedMatrix::bytes() const {
 namespace {
 
 constexpr int64_t kMaxDecodeRows = 8;  // up to this many rows of x use the register kernel
-// Weights are fetched this far ahead of use (as in kernels/q4_dot.cpp): with two threads
-// the hardware prefetcher alone left decode well short of the memory bandwidth.
-constexpr int64_t kPrefetchBytes = 768;
 
 // out[m * J + i] = x[m, :] . W[j + i, :] for m < M, i < J; bf16 and q8_0 only. J weight
 // rows at once, so that each x vector loaded feeds J FMAs: with one weight row, re-reading
@@ -221,7 +219,7 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) {
         const int8_t* q = W.q.data() + (j + i) * K + k;
-        _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetchBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(q + kWeightPrefetchBytes), _MM_HINT_T0);
         const __m512 scale = _mm512_set1_ps(W.scales[size_t((j + i) * blocks + k / kQ8Block)]);
         w0[i] = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
         w1[i] = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))));
@@ -233,7 +231,7 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) {
         const uint16_t* wr = W.bf16.data() + (j + i) * K + k;
-        _mm_prefetch(reinterpret_cast<const char*>(wr) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(wr) + kWeightPrefetchBytes, _MM_HINT_T0);
         w0[i] = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr)));
         w1[i] = widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + 16)));
       }
@@ -270,23 +268,8 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
 template <int M, int J = (M <= 4 ? 4 : 2)>
 void dot_row_range(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
                    bool accumulate) {
-  float out[M * J];
-  const auto store = [&](int64_t j, int rows) {
-    for (int m = 0; m < M; ++m)
-      for (int i = 0; i < rows; ++i) {
-        float& dst = y[m * ldy + j + i];
-        dst = accumulate ? dst + out[m * rows + i] : out[m * rows + i];
-      }
-  };
-  int64_t j = j0;
-  for (; j + J <= j1; j += J) {
-    dot_rows<M, J>(x, ldx, W, j, out);
-    store(j, J);
-  }
-  for (; j < j1; ++j) {
-    dot_rows<M, 1>(x, ldx, W, j, out);
-    store(j, 1);
-  }
+  for_row_blocks<M, J>(j0, j1, y, ldy, accumulate,
+                       [&]<int JB>(int64_t j, float* out) { dot_rows<M, JB>(x, ldx, W, j, out); });
 }
 
 }  // namespace
@@ -302,35 +285,25 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     return;
   }
   static_assert(kMaxDecodeRows == 8, "dot_rows and q4_linear_rows are instantiated for 1 to 8 rows");
-  if (packed_products_use_int8(W.type, M)) {
-    // x quantized once per call, into a buffer each calling thread keeps.
-    // (Named through a pointer: inside the workers the name would be their own buffers.)
-    thread_local Int8Rows buffer;
-    const Int8Rows* xq = &buffer;
-    quantize_rows_int8(x, M, ldx, K, buffer);
-    constexpr int64_t chunk = 16;
-    parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
-      q4_linear_rows(*xq, W, c * chunk, std::min(N, c * chunk + chunk), y, ldy, accumulate);
-    });
-    return;
-  }
   if (M <= kMaxDecodeRows) {
+    // q4: x quantized to int8 once per call, into a buffer each calling thread keeps.
+    // (Named through a pointer: inside the workers the name would be their own buffers.)
+    const Int8Rows* xq = nullptr;
+    if (packed_products_use_int8(W.type, M)) {
+      thread_local Int8Rows buffer;
+      quantize_rows_int8(x, M, ldx, K, buffer);
+      xq = &buffer;
+    }
     constexpr int64_t chunk = 16;  // weight rows per task
     parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
       const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
-      switch (M) {
-        case 1:
-          if (W.type == WeightType::bf16) dot_row_range<1, 1>(x, ldx, W, j0, j1, y, ldy, accumulate);
-          else dot_row_range<1>(x, ldx, W, j0, j1, y, ldy, accumulate);
-          break;
-        case 2: dot_row_range<2>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
-        case 3: dot_row_range<3>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
-        case 4: dot_row_range<4>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
-        case 5: dot_row_range<5>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
-        case 6: dot_row_range<6>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
-        case 7: dot_row_range<7>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
-        default: dot_row_range<8>(x, ldx, W, j0, j1, y, ldy, accumulate); break;
-      }
+      if (xq) return q4_linear_rows(*xq, W, j0, j1, y, ldy, accumulate);
+      with_row_count(M, [&]<int R>() {
+        if constexpr (R == 1) {
+          if (W.type == WeightType::bf16) return dot_row_range<1, 1>(x, ldx, W, j0, j1, y, ldy, accumulate);
+        }
+        dot_row_range<R>(x, ldx, W, j0, j1, y, ldy, accumulate);
+      });
     });
     return;
   }
