@@ -153,6 +153,46 @@ TEST(ConvertCommand, MixtralFolderToF32AndBf16Safetensors) {
   }
 }
 
+namespace {
+
+// A tiny MoE++ model with large random weights, saved as DIR/f32 and converted by the CLI
+// to DIR/OUT with --dtype DTYPE; returns its weights.
+ModelParams<float> tiny_folder_converted(const std::string& dir, const std::string& out, const std::string& dtype,
+                                         uint64_t seed) {
+  ModelConfig cfg = ModelConfig::preset("tiny", 64);  // hidden 32: quantized rows; FFN 48: down stays f32
+  auto w = ModelParams<float>::zeros(cfg);
+  Rng rng(seed);
+  cfg.initializer_range = 0.2;
+  w.init(cfg, rng);
+  save_model_folder(dir + "/f32", cfg, w);
+  const std::string cmd =
+      std::string(MOEPP_CLI) + " convert --in " + dir + "/f32 --out " + dir + "/" + out + " --dtype " + dtype;
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return w;
+}
+
+// The logits of a fixed prompt through a session on the folder packed as `type`.
+Tensor<float> packed_logits(const std::string& folder, WeightType type) {
+  const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3};
+  const auto m = load_packed_model_folder(folder, type);
+  Session<float> s(*m, int64_t(ids.size()));
+  Tensor<float> l;
+  s.append(ids.data(), int64_t(ids.size()), l);
+  return l;
+}
+
+// The largest |original - stored| over a matrix, and the largest |original| (amax).
+std::pair<double, double> worst_and_amax(const Tensor<float>& orig, const Tensor<float>& stored) {
+  double worst = 0, amax = 0;
+  for (int64_t i = 0; i < orig.numel(); ++i) {
+    worst = std::max(worst, double(std::fabs(orig[i] - stored[i])));
+    amax = std::max(amax, double(std::fabs(orig[i])));
+  }
+  return {worst, amax};
+}
+
+}  // namespace
+
 // `moepp convert --dtype q8_0` stores the packed matrices as int8 + per-32 scales: a model
 // read back from it packs (as q8_0) to the logits of the original packed as q8_0 - the
 // stored blocks requantize to themselves - and the file is about 1.125/4 of the f32 one
@@ -160,23 +200,8 @@ TEST(ConvertCommand, MixtralFolderToF32AndBf16Safetensors) {
 TEST(ConvertCommand, Q8_0FolderRoundTripsThroughThePackedLoader) {
   char tmpl[] = "/tmp/moepp-q8-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
-  ModelConfig cfg = ModelConfig::preset("tiny", 64);  // hidden 32: q8_0 rows; FFN 48: down stays f32
-  auto w = ModelParams<float>::zeros(cfg);
-  Rng rng(9);
-  cfg.initializer_range = 0.2;
-  w.init(cfg, rng);
-  save_model_folder(dir + "/f32", cfg, w);
-  const std::string cmd = std::string(MOEPP_CLI) + " convert --in " + dir + "/f32 --out " + dir + "/q8 --dtype q8_0";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3};
-  auto logits_of = [&](const std::string& folder) {
-    const auto m = load_packed_model_folder(folder, WeightType::q8_0);
-    Session<float> s(*m, int64_t(ids.size()));
-    Tensor<float> l;
-    s.append(ids.data(), int64_t(ids.size()), l);
-    return l;
-  };
-  const Tensor<float> a = logits_of(dir + "/f32"), b = logits_of(dir + "/q8");
+  const auto w = tiny_folder_converted(dir, "q8", "q8_0", 9);
+  const Tensor<float> a = packed_logits(dir + "/f32", WeightType::q8_0), b = packed_logits(dir + "/q8", WeightType::q8_0);
   EXPECT_LT(rel_error(b, a), 1e-6);
   {  // Read as q8_0, the folder's blocks are the packed matrices, bit for bit.
     const auto from_f32 = load_packed_model_folder(dir + "/f32", WeightType::q8_0);
@@ -191,13 +216,7 @@ TEST(ConvertCommand, Q8_0FolderRoundTripsThroughThePackedLoader) {
   EXPECT_EQ(q.entry("model.layers.0.mlp.moe.gate.wg.weight").dtype, DType::f32);  // routers stay f32
   // Read as a plain f32 model (eval, train): the dequantized weights, close to the originals.
   const LoadedModel back = load_model_folder(dir + "/q8");
-  const auto& orig = w.layers[1].wq;
-  const auto& deq = back.params.layers[1].wq;
-  double worst = 0, amax = 0;
-  for (int64_t i = 0; i < orig.numel(); ++i) {
-    worst = std::max(worst, double(std::fabs(orig[i] - deq[i])));
-    amax = std::max(amax, double(std::fabs(orig[i])));
-  }
+  const auto [worst, amax] = worst_and_amax(w.layers[1].wq, back.params.layers[1].wq);
   EXPECT_GT(worst, 0.0);
   EXPECT_LE(worst, amax / 127 / 2 * 1.001);
 }
@@ -209,23 +228,8 @@ TEST(ConvertCommand, Q8_0FolderRoundTripsThroughThePackedLoader) {
 TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
   char tmpl[] = "/tmp/moepp-q4-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
-  ModelConfig cfg = ModelConfig::preset("tiny", 64);
-  auto w = ModelParams<float>::zeros(cfg);
-  Rng rng(10);
-  cfg.initializer_range = 0.2;
-  w.init(cfg, rng);
-  save_model_folder(dir + "/f32", cfg, w);
-  const std::string cmd = std::string(MOEPP_CLI) + " convert --in " + dir + "/f32 --out " + dir + "/q4 --dtype q4";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3};
-  auto logits_of = [&](const std::string& folder) {
-    const auto m = load_packed_model_folder(folder, WeightType::q4);
-    Session<float> s(*m, int64_t(ids.size()));
-    Tensor<float> l;
-    s.append(ids.data(), int64_t(ids.size()), l);
-    return l;
-  };
-  const Tensor<float> a = logits_of(dir + "/f32"), b = logits_of(dir + "/q4");
+  const auto w = tiny_folder_converted(dir, "q4", "q4", 10);
+  const Tensor<float> a = packed_logits(dir + "/f32", WeightType::q4), b = packed_logits(dir + "/q4", WeightType::q4);
   EXPECT_LT(rel_error(b, a), 1e-6);
   {  // Read as q4, the folder's blocks are the packed matrices, bit for bit.
     const auto from_f32 = load_packed_model_folder(dir + "/f32", WeightType::q4);
@@ -242,13 +246,7 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
   EXPECT_EQ(q.entry("model.layers.0.mlp.moe.gate.wg.weight").dtype, DType::f32);
   EXPECT_NE(read_regular_file(dir + "/q4/config.json", 1 << 20).find("\"quant_method\": \"moepp_q4\""), std::string::npos);
   const LoadedModel back = load_model_folder(dir + "/q4");
-  const auto& orig = w.layers[1].wq;
-  const auto& deq = back.params.layers[1].wq;
-  double worst = 0, amax = 0;
-  for (int64_t i = 0; i < orig.numel(); ++i) {
-    worst = std::max(worst, double(std::fabs(orig[i] - deq[i])));
-    amax = std::max(amax, double(std::fabs(orig[i])));
-  }
+  const auto [worst, amax] = worst_and_amax(w.layers[1].wq, back.params.layers[1].wq);
   EXPECT_GT(worst, amax / 127);  // coarser than q8_0
   EXPECT_LE(worst, amax / 8 * 1.001);
   // The folder rewritten with q_proj of layer 0 as codes 9 (value +1) and scales 1: read as
