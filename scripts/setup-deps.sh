@@ -7,6 +7,7 @@ pkgs=(build-essential cmake ninja-build pkg-config libdnnl-dev libopenblas-dev
       libgtest-dev libbenchmark-dev nlohmann-json3-dev libsentencepiece-dev libcli11-dev
       python3-numpy  # the Python package (python/moepp) and its test, api.python
       libcpp-httplib-dev  # moepp serve (the HTTP server)
+      libopenmpi-dev openmpi-bin  # mpirun -np N moepp train/eval (src/dist) and the dist.* tests
       gnuplot-nox)   # gnuplot: the PNGs of `moepp plot` and `analyze` (cli.plot skips itself without it)
 if [ "${MOEPP_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch); fi
 # Node and npm run the end-to-end test with the official OpenAI client (e2e.openai_client);

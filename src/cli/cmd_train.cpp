@@ -20,7 +20,10 @@ struct TrainArgs {
   bool vanilla = false;
   double tau = -1, beta = -1;
   int threads = 0;
+  int ep_size = 1;
 };
+
+void run_train(TrainArgs& a, CLI::App* cmd, Collectives* comm);
 }  // namespace
 
 void add_train(CLI::App& app) {
@@ -51,10 +54,27 @@ void add_train(CLI::App& app) {
   cmd->add_option("--stop-after", o.stop_after, "Checkpoint and stop after N steps of this invocation (0: run to --steps)")->default_val(0);
   cmd->add_flag("--resume", o.resume, "Continue the run in --out exactly where it stopped");
   cmd->add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->default_val(10);
+  cmd->add_option("--ep-size", a->ep_size,
+                  "Under mpirun -np N: ranks per expert-parallel group (divides N and the FFN experts; "
+                  "1: pure data parallel)")
+      ->default_val(1)
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_flag("--check-replicas", a->opt.check_replicas,
+                "Under mpirun: compare a digest of the replicated weights across ranks after every step");
   add_threads_option(cmd, &a->threads);
   cmd->callback([a, cmd] {
+    run_distributed(a->ep_size, [&](Collectives* comm) { run_train(*a, cmd, comm); });
+  });
+}
+
+namespace {
+
+void run_train(TrainArgs& args, CLI::App* cmd, Collectives* comm) {
+    TrainArgs* const a = &args;
     apply_threads(a->threads);
+    const bool printer = !comm || comm->rank() == 0;
     auto& o = a->opt;
+    o.comm = comm;
     for (const char* flag : {"--batch", "--seq", "--accum", "--seed", "--lr", "--min-lr-ratio", "--warmup",
                              "--weight-decay", "--clip"})
       if (cmd->count(flag) > 0) o.given.insert(flag);
@@ -87,7 +107,7 @@ void add_train(CLI::App& app) {
                     it.key(), " ", it.value().dump(), " but the run has ", have.value(it.key(), nlohmann::json()).dump(),
                     " (", path, "); drop the model flags to continue the run as it is");
     }
-    if (!o.resume) {
+    if (!o.resume && printer) {
       std::fprintf(stderr, "train: %s, %lld parameters (%d FFN + %d zero-computation experts, top-%d), %lld steps of %lld x %lld tokens\n",
                    a->config.empty() ? (a->preset + (a->vanilla ? " (vanilla)" : "")).c_str() : a->config.c_str(),
                    (long long)total_params(o.model), o.model.num_ffn_experts(),
@@ -100,6 +120,7 @@ void add_train(CLI::App& app) {
       o.stop = signals.flag();
       r = train(o);
     }
+    if (!printer) return;
     // val_loss is null when this invocation ran no validation (Ctrl-C skips it).
     const std::string val = r.evaluated ? nlohmann::json(r.val_loss).dump() : "null";
     // val_loss is over val_tokens held-out tokens (--eval-batches), compare's over the whole
@@ -116,7 +137,8 @@ void add_train(CLI::App& app) {
                    r.interrupted ? "interrupted" : r.time_limited ? "time limit reached" : "--stop-after reached",
                    (long long)r.steps_done, o.out_dir.c_str(), o.data_dir.c_str(), o.out_dir.c_str(),
                    (long long)o.steps);
-  });
 }
+
+}  // namespace
 
 }  // namespace moepp::cli

@@ -5,9 +5,11 @@
 #include <atomic>
 #include <csignal>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "core/collectives.h"
 #include "data/tokenizer.h"
 
 namespace moepp::cli {
@@ -62,7 +64,15 @@ std::vector<int32_t> sequence_ids(const SequenceArgs& a);
 // whichever is more: far more OpenMP threads than that exhaust memory and crash).
 constexpr int kMaxThreads = 1024;
 void add_threads_option(CLI::App* cmd, int* threads);
+// Sets the thread count (0: OpenMP's default). Under mpirun, ranks sharing a machine split
+// its cores unless --threads or OMP_NUM_THREADS says otherwise: N ranks each spinning on
+// every core run far slower than one.
 void apply_threads(int threads);
+
+// Runs fn with the job's Collectives when started by mpirun (src/dist; null otherwise).
+// An error on one rank ends every rank of the job, naming the rank (the others would wait
+// for it forever).
+void run_distributed(int ep_size, const std::function<void(Collectives*)>& fn);
 
 // Checks for numeric options. CLI11 reports a failure as "--flag: MESSAGE", and main()
 // prints it as "error: COMMAND: --flag: must be ..., got 'VALUE'". CLI11's own

@@ -14,6 +14,7 @@
 #include "core/parallel.h"
 #include "io/atomic_file.h"
 #include "io/mapped_file.h"
+#include "dist/mpi_collectives.h"
 
 namespace moepp::cli {
 
@@ -124,7 +125,22 @@ void add_threads_option(CLI::App* cmd, int* threads) {
 }
 
 void apply_threads(int threads) {
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if (threads == 0 && local && !std::getenv("OMP_NUM_THREADS")) {
+    const int ranks_here = std::max(1, std::atoi(local));
+    threads = std::max(1, int(std::thread::hardware_concurrency()) / ranks_here);
+  }
   if (threads > 0) set_threads(threads);
+}
+
+void run_distributed(int ep_size, const std::function<void(Collectives*)>& fn) {
+  const auto comm = start_distributed(ep_size);
+  try {
+    fn(comm.get());
+  } catch (const std::exception& e) {
+    if (comm) abort_distributed(*comm, e.what());
+    throw;
+  }
 }
 
 std::string text_or_file(const std::string& text, const std::string& file, const char* command) {

@@ -56,6 +56,7 @@ void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_
       if (lc.z_from >= 0) z_prev = c.layers[size_t(lc.z_from)].moe.router.z.data();
       last_moe = int(l);
     }
+    lc.moe.comm = c.comm;
     x = Tensor<T>({n, D});
     decoder_layer_forward(cfg, dw.layers[l], int(l), rows, lc.x.data(), z_prev, lc, x.data());
   }
@@ -99,7 +100,20 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
   LossParts p;
   Tensor<T>& dlogits = c.dlogits;
   dlogits.fit({n, V});
-  p.lm_loss = cross_entropy_fused(c.logits.data(), targets, n, V, T(1), dlogits.data());
+  if (c.comm) {
+    // This rank's rows weigh by their share of the batch's counted targets, and the mean
+    // loss reported is the batch's.
+    double counted[2] = {0, 0};
+    for (int64_t i = 0; i < n; ++i) counted[0] += targets[i] >= 0 ? 1.0 : 0.0;
+    counted[1] = counted[0];
+    c.comm->sum_all(counted + 1, 1);
+    const double share = counted[1] > 0 ? counted[0] / counted[1] : 0.0;
+    double lm = share * cross_entropy_fused(c.logits.data(), targets, n, V, T(share), dlogits.data());
+    c.comm->sum_all(&lm, 1);
+    p.lm_loss = lm;
+  } else {
+    p.lm_loss = cross_entropy_fused(c.logits.data(), targets, n, V, T(1), dlogits.data());
+  }
   p.balance_loss = mean_balance(cfg, c);
   p.loss = p.lm_loss + cfg.balance_coef * p.balance_loss;
   const double dbalance = cfg.balance_coef / cfg.num_moe_layers();

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/collectives.h"
 #include "core/grad_mode.h"
 #include "core/tensor.h"
 #include "model/config.h"
@@ -26,6 +27,11 @@ struct ModelCache {
   Tensor<T> x_final, normed, rstd_final;  // [BT, D], [BT, D], [BT]
   Tensor<T> logits;                       // [BT, V]
   Tensor<T> dlogits;                      // [BT, V] backward scratch, kept between steps
+  // A multi-process run's ranks (null: one process). Set, this rank's B sequences are its
+  // share of one batch spread over all ranks: the losses model_backward returns and the
+  // gradients it writes are those of the whole batch's mean loss (the gradients as this
+  // rank's share, to be summed over ranks), and the MoE layers route as one batch.
+  Collectives* comm = nullptr;
 };
 
 struct LossParts {

@@ -15,9 +15,18 @@ template <typename T>
 double balance_loss_forward(const MoeConfig& cfg, const T* p, const int32_t* idx,
                             int64_t tokens, std::vector<double>& f);
 
-// dp [T, E] += dloss * eta_i f_i / T.
+// The same in two halves, for a batch spread over ranks: the sums L_b is made of, [2E + 1]
+// (per expert the tokens whose top-k holds it, then per expert sum_t p_te, then T), which
+// the ranks add up; then L_b and f of the summed batch.
 template <typename T>
-void balance_loss_backward(const MoeConfig& cfg, const std::vector<double>& f, int64_t tokens,
+void balance_loss_sums(const MoeConfig& cfg, const T* p, const int32_t* idx, int64_t tokens,
+                       std::vector<double>& sums);
+double balance_loss_from_sums(const MoeConfig& cfg, const std::vector<double>& sums, std::vector<double>& f);
+
+// dp [rows, E] += dloss * eta_i f_i / T. tokens: T, the whole batch's count; rows: this
+// rank's share of it (all of it in one process).
+template <typename T>
+void balance_loss_backward(const MoeConfig& cfg, const std::vector<double>& f, int64_t rows, int64_t tokens,
                            double dloss, T* dp);
 
 }  // namespace moepp

@@ -35,12 +35,17 @@ void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& weights, const T* x,
   router_forward(cfg, w, x, n, z_prev, c.router);
   plan_dispatch(cfg, c.router.idx.data(), n, c.plan);
   c.stats = routing_stats(cfg, c.plan);
-  c.balance_loss = balance_loss_forward(cfg, c.router.p.data(), c.router.idx.data(), n, c.f);
+  std::vector<double> sums;
+  balance_loss_sums(cfg, c.router.p.data(), c.router.idx.data(), n, sums);
+  if (c.comm) c.comm->sum_all(sums.data(), int64_t(sums.size()));
+  c.balance_loss = balance_loss_from_sums(cfg, sums, c.f);
+  c.balance_tokens = int64_t(sums.back());
 
-  // FFN slots: one contiguous block, grouped GEMMs.
+  // FFN slots: one contiguous block, grouped GEMMs (on the experts' owners, expert parallel).
   c.ffn.x.fit({c.plan.ffn_rows(), D});
   gather_ffn_rows(c.plan, xs, D, c.ffn.x.data());
-  ffn_experts_forward(cfg, weights, c.plan, c.ffn);
+  if (c.comm && c.comm->ep_size() > 1) ffn_experts_forward_parallel(cfg, weights, c.plan, c.ffn, *c.comm, c.ep);
+  else ffn_experts_forward(cfg, weights, c.plan, c.ffn);
 
   // Combine, with the copy and constant experts applied in the same pass; zero slots skip.
   c.constant_a.fit({n * k, 2});
@@ -153,11 +158,14 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   }
 
   // FFN experts: grouped GEMM backward, then each token gathers its rows' input gradients.
-  c.d_h.fit({R, I});
-  c.d_u.fit({R, 2 * I});
   c.d_xg.fit({R, D});
-  ffn_experts_backward(cfg, w, c.plan, c.ffn, c.d_o.data(), c.d_h.data(), c.d_u.data(),
-                       c.d_xg.data(), grad, mode);
+  if (c.comm && c.comm->ep_size() > 1) {
+    ffn_experts_backward_parallel(cfg, w, c.plan, c.d_o.data(), c.d_xg.data(), grad, mode, *c.comm, c.ep);
+  } else {
+    c.d_h.fit({R, I});
+    c.d_u.fit({R, 2 * I});
+    ffn_experts_backward(cfg, w, c.plan, c.ffn, c.d_o.data(), c.d_h.data(), c.d_u.data(), c.d_xg.data(), grad, mode);
+  }
   parallel_for(n, [&](int64_t t) {
     T* dxt = c.dx_in.data() + t * D;
     for (int64_t j = 0; j < k; ++j) {
@@ -174,7 +182,7 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   if (dbalance != 0.0) {
     c.dp.fit({n, E});
     c.dp.zero();
-    balance_loss_backward(cfg, c.f, n, dbalance, c.dp.data());
+    balance_loss_backward(cfg, c.f, n, c.balance_tokens, dbalance, c.dp.data());
     dp = c.dp.data();
   }
   router_backward(cfg, w, x, z_prev, c.router, c.dg.data(), dp, dz_next, dx, dz_prev, grad);

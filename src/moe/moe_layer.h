@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/collectives.h"
 #include "core/grad_mode.h"
 #include "core/tensor.h"
 #include "moe/dispatch.h"
+#include "moe/expert_parallel.h"
 #include "moe/experts/ffn.h"
 #include "moe/moe_config.h"
 #include "moe/moe_params.h"
@@ -29,6 +31,11 @@ struct MoeCache {
   Tensor<T> constant_a;      // [T*k, 2] softmax weights of constant slots
   std::vector<double> f;     // [E] balance-loss token fractions
   double balance_loss = 0;   // L_b of this layer (before beta)
+  int64_t balance_tokens = 0;  // the tokens f and L_b are over (all ranks' in a multi-process batch)
+  // A multi-process run's ranks (null: one process). Set, the balance loss covers the whole
+  // batch across ranks, and with an expert-parallel group the FFN experts run on their owners.
+  Collectives* comm = nullptr;
+  ExpertParallelCache<T> ep;
   RoutingStats stats;
   // backward scratch
   Tensor<T> d_o, d_h, d_u, d_xg, dx_in, dg, dp;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "core/collectives.h"
 #include "model/config.h"
 #include "model/params.h"
 #include "moe/routing_stats.h"
@@ -20,7 +21,10 @@ struct EvalResult {
 };
 
 // Evaluates up to max_batches batches of B windows of S+1 tokens (0 = all windows).
+// With comm (a multi-process run), each batch's windows are split evenly over the ranks and
+// the result is the whole batch's, the same on every rank; a last batch of fewer windows
+// that the ranks cannot share evenly is cut to a multiple of the rank count (at most size-1 windows left out).
 EvalResult evaluate(const ModelConfig& cfg, const ModelParams<float>& params, const std::vector<int32_t>& tokens,
-                    int64_t B, int64_t S, int64_t max_batches);
+                    int64_t B, int64_t S, int64_t max_batches, Collectives* comm = nullptr);
 
 }  // namespace moepp

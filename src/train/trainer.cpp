@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -20,10 +21,12 @@
 #include "model/model_folder.h"
 #include "model/params.h"
 #include "model/transformer.h"
+#include "moe/expert_parallel.h"
 #include "train/checkpoint.h"
 #include "train/evaluator.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
+#include "train/replicas.h"
 #include "train/schedule.h"
 
 namespace moepp {
@@ -102,16 +105,35 @@ void adopt_recorded_options(TrainOptions& o, const json& st, const std::string& 
   validate_options(o);
 }
 
+// Every rank must run the same job: a digest of what defines it, compared across ranks.
+void check_ranks_agree(Collectives& comm, const std::string& what) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : what) h = (h ^ ch) * 1099511628211ull;
+  uint64_t lo = 0, hi = 0;
+  comm.min_max_all(h, lo, hi);
+  MOEPP_CHECK(lo == hi, "train: the ranks were started with different configurations (model, options or data); "
+              "every rank must run the same command on the same data");
+}
+
 }  // namespace
 
 TrainResult train(const TrainOptions& options) {
   using clock = std::chrono::steady_clock;
   TrainOptions o = options;
   validate_options(o);
-  ensure_writable_dir(o.out_dir);
-  const FolderLock lock(o.out_dir, "training");
-  for (const std::string& p : clean_run_folder(o.out_dir))
-    if (!o.quiet) std::fprintf(stderr, "train: removed %s, left by a process that was killed while writing\n", p.c_str());
+  Collectives* const comm = o.comm;
+  const int ranks = comm ? comm->size() : 1;
+  const bool writer = !comm || comm->rank() == 0;  // the rank that writes the run folder and prints
+  if (!writer) o.quiet = true;
+  MOEPP_CHECK(o.batch % ranks == 0, "train: --batch ", o.batch, " must be a multiple of the ", ranks,
+              " ranks, which share each batch evenly");
+  std::unique_ptr<FolderLock> lock;
+  if (writer) {
+    ensure_writable_dir(o.out_dir);
+    lock = std::make_unique<FolderLock>(o.out_dir, "training");
+    for (const std::string& p : clean_run_folder(o.out_dir))
+      if (!o.quiet) std::fprintf(stderr, "train: removed %s, left by a process that was killed while writing\n", p.c_str());
+  }
   // A data folder without a tokenizer (synthetic token tasks) trains all the same.
   const std::string tok_path = file_exists(o.data_dir + "/tokenizer.model") ? o.data_dir + "/tokenizer.model" : "";
   const auto train_tokens = read_token_shard(o.data_dir + "/train.bin");
@@ -131,6 +153,14 @@ TrainResult train(const TrainOptions& options) {
                        o.resume ? "train --resume" : "train");
   check_vocab(train_tokens, cfg, o.data_dir + "/train.bin");
   check_vocab(val_tokens, cfg, o.data_dir + "/val.bin");
+  if (comm) {
+    if (comm->ep_size() > 1) check_expert_parallel(cfg.layer_moe(), comm->ep_size());
+    check_ranks_agree(*comm, cfg.to_json().dump() + " " + std::to_string(o.steps) + " " + std::to_string(o.batch) +
+                                 " " + std::to_string(o.seq) + " " + std::to_string(o.accum) + " " +
+                                 std::to_string(o.seed) + " " + std::to_string(o.lr) + " " +
+                                 std::to_string(train_tokens.size()) + " " + std::to_string(val_tokens.size()) +
+                                 " " + std::to_string(o.resume));
+  }
 
   auto params = ModelParams<float>::zeros(cfg);
   Rng rng(o.seed);
@@ -147,8 +177,8 @@ TrainResult train(const TrainOptions& options) {
     loader.seek(LoaderPosition{recorded.at("loader_epoch").get<uint64_t>(),
                                recorded.at("loader_index").get<uint64_t>()});
     prior_time = recorded.value("train_seconds", 0.0);
-    truncate_jsonl_after(metrics_path, start);
-  } else {
+    if (writer) truncate_jsonl_after(metrics_path, start);
+  } else if (writer) {
     std::remove(metrics_path.c_str());
   }
   Schedule sched{o.lr, o.lr * o.min_lr_ratio, o.warmup >= 0 ? o.warmup : std::max<int64_t>(1, o.steps / 20), o.steps};
@@ -168,10 +198,22 @@ TrainResult train(const TrainOptions& options) {
   const bool tty = isatty(fileno(stderr));
   auto grads = ModelParams<float>::zeros(cfg);
   ModelCache<float> cache;
+  cache.comm = comm;
+  const int64_t share = o.batch / ranks;  // sequences of each batch this rank takes
+  const int64_t first_row = (comm ? comm->rank() : 0) * share * o.seq;
   std::vector<int32_t> ids, targets;
   TrainResult r;
   const auto t0 = clock::now();
   auto seconds = [&] { return prior_time + std::chrono::duration<double>(clock::now() - t0).count(); };
+  // A checkpoint is collective: expert shards come to every rank first, rank 0 writes.
+  auto checkpoint = [&](int64_t at_step) {
+    if (comm) gather_experts(cfg, params, opt, *comm);
+    if (writer) save_checkpoint(o.out_dir, cfg, params, opt, state_json(at_step, seconds()), tok_path);
+    if (comm) {
+      check_replicas_agree(cfg, params, *comm, at_step);
+      comm->barrier();  // no rank runs ahead of a checkpoint that might still fail
+    }
+  };
   double tok_per_s = 0;
   double eval_seconds = 0;  // the last validation pass's duration (0: none yet)
   std::vector<double> step_speeds;  // tokens/s of each step of this invocation
@@ -184,14 +226,15 @@ TrainResult train(const TrainOptions& options) {
       std::vector<RoutingStats> routing;
       for (int64_t a = 0; a < o.accum; ++a) {
         loader.next(ids, targets);
-        model_forward(cfg, params, ids.data(), o.batch, o.seq, cache);
+        model_forward(cfg, params, ids.data() + first_row, share, o.seq, cache);
         // The first micro-batch writes the gradients over the last step's (no zeroing pass).
-        const LossParts p = model_backward(cfg, params, cache, targets.data(), grads,
+        const LossParts p = model_backward(cfg, params, cache, targets.data() + first_row, grads,
                                            a == 0 ? GradMode::overwrite : GradMode::accumulate);
         acc.loss += p.loss / double(o.accum);
         acc.lm_loss += p.lm_loss / double(o.accum);
         acc.balance_loss += p.balance_loss / double(o.accum);
-        const auto st = routing_stats_of(cfg, cache);
+        auto st = routing_stats_of(cfg, cache);
+        if (comm) sum_routing(st, *comm);
         if (routing.empty()) routing = st;
         else
           for (size_t l = 0; l < st.size(); ++l) routing[l].add(st[l]);
@@ -203,15 +246,17 @@ TrainResult train(const TrainOptions& options) {
           float* g = t.data();
           parallel_for(t.numel(), [&](int64_t j) { g[j] /= float(o.accum); }, 1 << 16);
         });
-      const double gnorm = clip_grad_norm(cfg, grads, o.clip);
+      if (comm) sum_gradients(cfg, grads, *comm);
+      const double gnorm = comm ? clip_grad_norm(cfg, grads, o.clip, *comm) : clip_grad_norm(cfg, grads, o.clip);
       const double lr = sched.at(step);
       opt.update(cfg, params, grads, lr);
+      if (comm && o.check_replicas) check_replicas_agree(cfg, params, *comm, step + 1);
       const double dt = std::chrono::duration<double>(clock::now() - ts).count();
       const double inst = double(o.batch * o.seq * o.accum) / dt;
       tok_per_s = tok_per_s == 0 ? inst : 0.9 * tok_per_s + 0.1 * inst;  // the progress line's smoothed speed
       step_speeds.push_back(inst);
       r.last_loss = acc.loss;
-      append_jsonl(metrics_path, {{"step", step + 1}, {"loss", acc.loss}, {"lm_loss", acc.lm_loss},
+      if (writer) append_jsonl(metrics_path, {{"step", step + 1}, {"loss", acc.loss}, {"lm_loss", acc.lm_loss},
                                   {"balance_loss", acc.balance_loss}, {"lr", lr}, {"grad_norm", gnorm},
                                   {"tokens_per_s", inst}, {"routing", routing_json(routing)}});
       if (!o.quiet) {
@@ -231,21 +276,24 @@ TrainResult train(const TrainOptions& options) {
       }
       if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
         const auto te = clock::now();
-        const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
+        const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches, comm);
         eval_seconds = std::chrono::duration<double>(clock::now() - te).count();
-        append_jsonl(metrics_path, {{"step", step + 1}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity},
+        if (writer) append_jsonl(metrics_path, {{"step", step + 1}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity},
                                     {"val_tokens", ev.tokens}});
       }
       if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0) {
-        save_checkpoint(o.out_dir, cfg, params, opt, state_json(step + 1, seconds()), tok_path);
+        checkpoint(step + 1);
         saved_step = step + 1;
       }
-      if (o.stop && o.stop->load()) {
+      // Stop requests and the time limit, as every rank sees them: any rank's stops all.
+      double stops[2] = {o.stop && o.stop->load() ? 1.0 : 0.0, o.time_limit_s > 0 && seconds() >= o.time_limit_s ? 1.0 : 0.0};
+      if (comm) comm->sum_all(stops, 2);
+      if (stops[0] > 0) {
         r.interrupted = true;
         ++step;
         break;
       }
-      if (o.time_limit_s > 0 && seconds() >= o.time_limit_s) {
+      if (stops[1] > 0) {
         r.time_limited = true;
         ++step;
         break;
@@ -266,15 +314,15 @@ TrainResult train(const TrainOptions& options) {
   // (their warm-up), or of all steps when there are no more.
   const size_t warm = step_speeds.size() > 10 ? 10 : 0;
   r.tokens_per_s = median(std::vector<double>(step_speeds.begin() + std::ptrdiff_t(warm), step_speeds.end()));
-  if (saved_step != step) save_checkpoint(o.out_dir, cfg, params, opt, state_json(step, seconds()), tok_path);
+  if (saved_step != step) checkpoint(step);
   if (!r.interrupted) {
-    const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches);
+    const EvalResult ev = evaluate(cfg, params, val_tokens, o.batch, o.seq, o.eval_batches, comm);
     r.val_loss = ev.loss;
     r.val_tokens = ev.tokens;
     r.evaluated = true;
     json line = {{"step", step}, {"val_loss", ev.loss}, {"val_perplexity", ev.perplexity},
                  {"val_tokens", ev.tokens}, {"val_routing", routing_json(ev.routing)}};
-    append_jsonl(metrics_path, line);
+    if (writer) append_jsonl(metrics_path, line);
   }
   return r;
 }

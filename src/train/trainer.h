@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 
+#include "core/collectives.h"
 #include "model/config.h"
 
 namespace moepp {
@@ -38,6 +39,12 @@ struct TrainOptions {
   // Flags the user gave explicitly ("--batch", ...): on --resume a given flag that
   // disagrees with the recorded run is an error; the others take the recorded values.
   std::set<std::string> given;
+  // A multi-process run (null: one process; src/dist starts one under mpirun). Every rank
+  // calls train() with the same options: each takes batch / size of every global batch,
+  // rank 0 alone writes the run folder and prints progress, and the run's numbers are the
+  // whole batch's (docs/distributed.md says which single-process run it equals).
+  Collectives* comm = nullptr;
+  bool check_replicas = false;  // compare a digest of the replicated weights after every step
 };
 
 struct TrainResult {

@@ -22,7 +22,7 @@ TEST(BalanceLoss, HandComputationWithTauNotOne) {
   EXPECT_NEAR(balance_loss_forward(cfg, p, idx, 2, f), 0.2625, 1e-15);
   EXPECT_EQ(f, (std::vector<double>{0.5, 0.0, 0.5}));
   double dp[6] = {};
-  balance_loss_backward(cfg, f, 2, 2.0, dp);  // dloss = 2 doubles every entry
+  balance_loss_backward(cfg, f, 2, 2, 2.0, dp);  // dloss = 2 doubles every entry
   const double want[] = {0.5, 0, 0.25, 0.5, 0, 0.25};
   for (int i = 0; i < 6; ++i) EXPECT_NEAR(dp[i], want[i], 1e-15) << i;
 }

@@ -1,0 +1,167 @@
+#include "train/replicas.h"
+
+#include <cmath>
+#include <cstring>
+#include <unordered_set>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "moe/expert_parallel.h"
+
+namespace moepp {
+
+namespace {
+
+// FFN expert tensors of every MoE layer: (tensor, expert index).
+struct ExpertTensor {
+  Tensor<float>* t;
+  int expert;
+};
+std::vector<ExpertTensor> expert_tensors(ModelParams<float>& p) {
+  std::vector<ExpertTensor> out;
+  for (auto& layer : p.layers) {
+    if (!layer.is_moe) continue;
+    for (size_t e = 0; e < layer.moe.up.size(); ++e) {
+      out.push_back({&layer.moe.up[e], int(e)});
+      out.push_back({&layer.moe.down[e], int(e)});
+    }
+  }
+  return out;
+}
+
+// Tensors summed over all ranks (everything when not expert parallel) and over replicas.
+void shared_and_owned(const ModelConfig& cfg, ModelParams<float>& p, int ep_size, int ep_rank,
+                      std::vector<Tensor<float>*>& shared, std::vector<Tensor<float>*>& owned) {
+  std::unordered_set<const Tensor<float>*> experts;
+  if (ep_size > 1) {
+    const ExpertShard mine = ExpertShard::of(cfg.layer_moe(), ep_size, ep_rank);
+    for (const auto& x : expert_tensors(p)) {
+      experts.insert(x.t);
+      if (mine.owns(x.expert)) owned.push_back(x.t);
+    }
+  }
+  p.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
+    if (!experts.count(&t)) shared.push_back(&t);
+  });
+}
+
+template <typename Sum>
+void sum_in_buckets(const std::vector<Tensor<float>*>& tensors, int64_t bucket, Sum sum) {
+  std::vector<float> staging;
+  std::vector<Tensor<float>*> pending;
+  auto flush = [&] {
+    if (pending.empty()) return;
+    if (pending.size() == 1) {
+      sum(pending[0]->data(), pending[0]->numel());  // a large tensor needs no copy
+    } else {
+      staging.clear();
+      for (auto* t : pending) staging.insert(staging.end(), t->data(), t->data() + t->numel());
+      sum(staging.data(), int64_t(staging.size()));
+      size_t at = 0;
+      for (auto* t : pending) {
+        std::memcpy(t->data(), staging.data() + at, size_t(t->numel()) * sizeof(float));
+        at += size_t(t->numel());
+      }
+    }
+    pending.clear();
+  };
+  int64_t filled = 0;
+  for (auto* t : tensors) {
+    if (filled + t->numel() > bucket) {
+      flush();
+      filled = 0;
+    }
+    pending.push_back(t);
+    filled += t->numel();
+  }
+  flush();
+}
+
+double squared_norm(const std::vector<Tensor<float>*>& tensors) {
+  double sq = 0;
+  for (auto* t : tensors) {
+    const float* g = t->data();
+    const int64_t n = t->numel();
+    double part = 0;
+#pragma omp parallel for reduction(+ : part) schedule(static) if (n > (1 << 16))
+    for (int64_t j = 0; j < n; ++j) part += double(g[j]) * double(g[j]);
+    sq += part;
+  }
+  return sq;
+}
+
+}  // namespace
+
+void sum_gradients(const ModelConfig& cfg, ModelParams<float>& grads, Collectives& comm, int64_t bucket_floats) {
+  std::vector<Tensor<float>*> shared, owned;
+  shared_and_owned(cfg, grads, comm.ep_size(), comm.ep_rank(), shared, owned);
+  sum_in_buckets(shared, bucket_floats, [&](float* v, int64_t n) { comm.sum_all(v, n); });
+  sum_in_buckets(owned, bucket_floats, [&](float* v, int64_t n) { comm.sum_replicas(v, n); });
+}
+
+double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm, Collectives& comm) {
+  std::vector<Tensor<float>*> shared, owned;
+  shared_and_owned(cfg, grads, comm.ep_size(), comm.ep_rank(), shared, owned);
+  double owned_sq = squared_norm(owned);
+  if (comm.ep_size() > 1) comm.sum_group(&owned_sq, 1);
+  const double norm = std::sqrt(squared_norm(shared) + owned_sq);
+  if (max_norm > 0 && norm > max_norm) {
+    const float s = float(max_norm / norm);
+    for (auto* list : {&shared, &owned})
+      for (auto* t : *list) {
+        float* g = t->data();
+        parallel_for(t->numel(), [&](int64_t j) { g[j] *= s; }, 1 << 16);
+      }
+  }
+  return norm;
+}
+
+void gather_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt, Collectives& comm) {
+  if (comm.ep_size() <= 1) return;
+  const MoeConfig mc = cfg.layer_moe();
+  const int per_rank = mc.num_ffn / comm.ep_size();
+  for (ModelParams<float>* p : {&params, &opt.m(), &opt.v()})
+    for (const auto& x : expert_tensors(*p))
+      comm.group_broadcast(x.t->data(), x.t->numel() * int64_t(sizeof(float)), x.expert / per_rank);
+}
+
+uint64_t replicated_digest(const ModelConfig& cfg, const ModelParams<float>& params, int ep_size) {
+  auto& p = const_cast<ModelParams<float>&>(params);  // read only: shared_and_owned walks non-const
+  std::vector<Tensor<float>*> shared, owned;
+  shared_and_owned(cfg, p, ep_size, 0, shared, owned);
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the values' bit patterns, tensor by tensor
+  for (auto* t : shared) {
+    const float* v = t->data();
+    for (int64_t i = 0; i < t->numel(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, v + i, sizeof bits);
+      h = (h ^ bits) * 1099511628211ull;
+    }
+  }
+  return h;
+}
+
+void check_replicas_agree(const ModelConfig& cfg, const ModelParams<float>& params, Collectives& comm, int64_t step) {
+  uint64_t lo = 0, hi = 0;
+  comm.min_max_all(replicated_digest(cfg, params, comm.ep_size()), lo, hi);
+  MOEPP_CHECK(lo == hi, "train: after step ", step, " the ranks hold different replicated weights (digests ", lo,
+              " to ", hi, "); the run is no longer one model");
+}
+
+void sum_routing(std::vector<RoutingStats>& per_layer, Collectives& comm) {
+  std::vector<double> v;
+  for (const auto& s : per_layer) {
+    v.push_back(double(s.tokens));
+    for (int64_t k : s.slots_by_kind) v.push_back(double(k));
+    for (int64_t k : s.ffn_load) v.push_back(double(k));
+  }
+  comm.sum_all(v.data(), int64_t(v.size()));
+  size_t at = 0;
+  for (auto& s : per_layer) {
+    s.tokens = int64_t(v[at++]);
+    for (auto& k : s.slots_by_kind) k = int64_t(v[at++]);
+    for (auto& k : s.ffn_load) k = int64_t(v[at++]);
+  }
+}
+
+}  // namespace moepp

@@ -1,0 +1,43 @@
+// What keeps a multi-process run's ranks one training run (core/collectives.h): gradients
+// summed over the ranks that share a parameter, the global gradient norm, expert shards
+// gathered before a checkpoint, and a check that replicas hold identical weights.
+//
+// Which ranks share what: every parameter but the FFN experts' is replicated on all ranks
+// (router, gate maps, constant experts included); with an expert-parallel group of E ranks,
+// FFN expert e lives on group rank e / (F/E) and is shared only with that rank's replicas.
+// Each rank's gradients are its share of the batch's mean loss (model/transformer.h), so a
+// sum over the sharing ranks gives the gradient of the whole batch.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/collectives.h"
+#include "model/config.h"
+#include "model/params.h"
+#include "moe/routing_stats.h"
+#include "train/optimizer.h"
+
+namespace moepp {
+
+// Sums grads over the sharing ranks in buckets of about bucket_floats (one allreduce each).
+// Experts this rank does not own are left alone (their gradients are zero).
+void sum_gradients(const ModelConfig& cfg, ModelParams<float>& grads, Collectives& comm,
+                   int64_t bucket_floats = int64_t(1) << 22);
+
+// The L2 norm of the whole model's gradient after sum_gradients: the replicated part once,
+// each expert once from its owner. Scales grads to max_norm as clip_grad_norm does.
+double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm, Collectives& comm);
+
+// Copies every FFN expert's weights and optimizer moments from its owner to the rest of its
+// group, so that every rank (rank 0 writing the checkpoint) holds the whole model.
+void gather_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt, Collectives& comm);
+
+// A 64-bit digest of the parameters every rank must hold identically (all but the FFN
+// experts when expert parallel), and the check that all ranks agree: throws naming the step.
+uint64_t replicated_digest(const ModelConfig& cfg, const ModelParams<float>& params, int ep_size);
+void check_replicas_agree(const ModelConfig& cfg, const ModelParams<float>& params, Collectives& comm, int64_t step);
+
+// Pools each layer's routing statistics over all ranks.
+void sum_routing(std::vector<RoutingStats>& per_layer, Collectives& comm);
+
+}  // namespace moepp

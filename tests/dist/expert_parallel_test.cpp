@@ -1,0 +1,151 @@
+// The MoE layer spread over ranks (run under mpirun; tests/CMakeLists.txt starts it with 2
+// and 4 ranks and several expert-parallel group sizes). Every rank builds the same layer and
+// the same whole batch; the reference is the one-process layer over that batch, computed on
+// each rank. The distributed layer takes this rank's share of the tokens and must give the
+// reference's rows of y and dx, the whole batch's balance loss, and, summed over ranks, the
+// reference's parameter gradients. The all-to-all must carry exactly the FFN slots routed to
+// experts on other ranks, out and back: zero-computation slots never cross.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "dist/mpi_collectives.h"
+#include "moe/expert_parallel.h"
+#include "moe/moe_layer.h"
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+namespace {
+
+Collectives* g_comm = nullptr;
+
+MoeConfig layer_config(bool two_layer) {
+  MoeConfig cfg;
+  cfg.hidden = 64;
+  cfg.intermediate = 32;
+  cfg.num_ffn = 8;
+  cfg.num_constant = 2;
+  cfg.num_copy = 1;
+  cfg.num_zero = 1;
+  cfg.top_k = 2;
+  cfg.gate_weights = GateWeights::official;
+  cfg.two_layer_router = two_layer;
+  cfg.logits_norm = true;
+  cfg.norm_std = 1.0;
+  cfg.balance_tau = 0.6;
+  return cfg;
+}
+
+template <typename T>
+std::vector<Tensor<T>*> tensors_of(const MoeConfig& cfg, MoeParams<T>& p) {
+  std::vector<Tensor<T>*> out;
+  p.for_each(cfg, [&](const std::string&, Tensor<T>& t) { out.push_back(&t); });
+  return out;
+}
+
+template <typename T>
+void check_layer(bool two_layer, double tol) {
+  Collectives& comm = *g_comm;
+  const MoeConfig cfg = layer_config(two_layer);
+  const int64_t n = 24, D = cfg.hidden, E = cfg.num_experts(), all = n * comm.size();
+  const double dbalance = 0.3;
+  // The same parameters, batch and output gradient on every rank.
+  Rng rng(42);
+  auto w = MoeParams<T>::zeros(cfg);
+  fill_normal(w.wg.data(), w.wg.numel(), rng, 0.5);
+  fill_normal(w.w1.data(), w.w1.numel(), rng, 0.5);
+  fill_normal(w.w2.data(), w.w2.numel(), rng, 0.5);
+  fill_normal(w.gate_map.data(), w.gate_map.numel(), rng, 0.3);
+  for (auto& t : w.up) fill_normal(t.data(), t.numel(), rng, 1.0 / std::sqrt(double(D)));
+  for (auto& t : w.down) fill_normal(t.data(), t.numel(), rng, 1.0 / std::sqrt(double(cfg.intermediate)));
+  for (auto& t : w.constant) fill_normal(t.data(), t.numel(), rng, 1.0);
+  for (auto& t : w.constant_wg) fill_normal(t.data(), t.numel(), rng, 0.2);
+  Tensor<T> x({all, D}), z_prev({all, E}), dy({all, D});
+  fill_normal(x.data(), x.numel(), rng);
+  fill_normal(z_prev.data(), z_prev.numel(), rng);
+  fill_normal(dy.data(), dy.numel(), rng);
+
+  // The reference: one process, the whole batch.
+  MoeCache<T> ref;
+  Tensor<T> y_ref({all, D}), dx_ref({all, D}), dz_ref({all, E});
+  moe_forward(cfg, w, x.data(), all, z_prev.data(), ref, y_ref.data());
+  auto g_ref = MoeParams<T>::zeros(cfg);
+  moe_backward(cfg, w, x.data(), z_prev.data(), ref, dy.data(), static_cast<const T*>(nullptr), dbalance, dx_ref.data(), dz_ref.data(), g_ref,
+               GradMode::overwrite);
+
+  // This rank's share.
+  const int64_t first = int64_t(comm.rank()) * n;
+  MoeCache<T> c;
+  c.comm = &comm;
+  Tensor<T> y({n, D}), dx({n, D}), dz({n, E});
+  const int64_t rows_before = comm.traffic.exchange_rows;
+  moe_forward(cfg, w, x.data() + first * D, n, z_prev.data() + first * E, c, y.data());
+  const int64_t rows_forward = comm.traffic.exchange_rows - rows_before;
+  auto g = MoeParams<T>::zeros(cfg);
+  for (Tensor<T>* t : tensors_of(cfg, g)) fill_normal(t->data(), t->numel(), rng, 100.0);  // stale: overwritten
+  moe_backward(cfg, w, x.data() + first * D, z_prev.data() + first * E, c, dy.data() + first * D, static_cast<const T*>(nullptr), dbalance,
+               dx.data(), dz.data(), g, GradMode::overwrite);
+  const int64_t rows_backward = comm.traffic.exchange_rows - rows_before - rows_forward;
+
+  EXPECT_LT(rel_error(y.data(), y_ref.data() + first * D, n * D), tol) << "y";
+  EXPECT_LT(rel_error(dx.data(), dx_ref.data() + first * D, n * D), tol) << "dx";
+  EXPECT_LT(rel_error(dz.data(), dz_ref.data() + first * E, n * E), tol) << "dz_prev";
+  EXPECT_NEAR(c.balance_loss, ref.balance_loss, 1e-12 * std::abs(ref.balance_loss)) << "balance loss";
+  EXPECT_EQ(c.balance_tokens, all);
+
+  // Gradients: each rank holds its tokens' share (and zeros for experts it does not own);
+  // their sum is the whole batch's.
+  auto mine = tensors_of(cfg, g), want = tensors_of(cfg, g_ref);
+  std::vector<std::string> names;
+  g.for_each(cfg, [&](const std::string& name, Tensor<T>&) { names.push_back(name); });
+  for (size_t i = 0; i < mine.size(); ++i) {
+    std::vector<double> v(mine[i]->data(), mine[i]->data() + mine[i]->numel());
+    comm.sum_all(v.data(), int64_t(v.size()));
+    EXPECT_LT(rel_error(v.data(), want[i]->data(), int64_t(v.size())), tol) << names[i];
+  }
+
+  // The all-to-all's rows, from the routing decisions: FFN slots whose expert lives on
+  // another rank of the group go out and their outputs come back (2 rows each, both ways
+  // again in the backward); every other slot stays.
+  const int ep = comm.ep_size();
+  const ExpertShard here = ExpertShard::of(cfg, ep, comm.ep_rank());
+  double counts[4] = {0, 0, 0, double(rows_forward)};  // remote FFN, local FFN, zero-computation, rows sent
+  for (int64_t s = 0; s < n * cfg.top_k; ++s) {
+    const int e = c.router.idx[size_t(s)];
+    if (cfg.kind(e) != ExpertKind::ffn) counts[2] += 1;
+    else if (here.owns(e)) counts[1] += 1;
+    else counts[0] += 1;
+  }
+  EXPECT_EQ(rows_backward, rows_forward) << "the backward mirrors the forward's exchange";
+  comm.sum_all(counts, 4);
+  EXPECT_EQ(counts[3], 2 * counts[0]) << "rows sent over the whole job against remote FFN slots";
+  EXPECT_GT(counts[2], 0) << "the batch routes some slots to zero-computation experts";
+  if (ep > 1) EXPECT_GT(counts[0], 0) << "some FFN slots must cross for the test to mean anything";
+  else EXPECT_EQ(counts[0], 0) << "without expert parallelism nothing crosses";
+  EXPECT_EQ(counts[0] + counts[1] + counts[2], double(all * cfg.top_k));
+}
+
+}  // namespace
+
+TEST(ExpertParallelLayer, DoubleLinearRouterEqualsOneProcess) { check_layer<double>(false, 1e-12); }
+TEST(ExpertParallelLayer, DoubleTwoLayerRouterEqualsOneProcess) { check_layer<double>(true, 1e-12); }
+TEST(ExpertParallelLayer, FloatEqualsOneProcess) { check_layer<float>(false, 2e-5); }
+
+// Ranks per expert-parallel group from --ep-size N (default 1).
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  int ep_size = 1;
+  for (int i = 1; i < argc; ++i)
+    if (std::strncmp(argv[i], "--ep-size=", 10) == 0) ep_size = std::atoi(argv[i] + 10);
+  if (!launched_by_mpirun()) {
+    std::fprintf(stderr, "expert_parallel_test: start it with mpirun -np N\n");
+    return 1;
+  }
+  auto comm = start_distributed(ep_size);
+  g_comm = comm.get();
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Distributed training against one process (docs/distributed.md states the equivalence):
+#   1. 20 steps of the tiny MoE++ model with DP 2, EP 2, DP 2 x EP 2 and EP 4 give the
+#      one-process run's loss curve and final weights and moments (tests/dist/compare_runs.py:
+#      1e-5 relative for the curves and each file as a whole, 1e-4 for single tensors).
+#   2. A run stopped after 10 steps on 2 ranks, resumed on 4 (DP 2 x EP 2), continues the
+#      same curve to the same weights.
+#   3. The checkpoint the 4 ranks wrote loads in one process: `moepp eval` there gives the
+#      validation loss the 4 ranks computed (distributed, expert parallel) at the end.
+#   4. Faults: ranks started with different options are refused at start; an error on one
+#      rank ends the job naming the rank; a killed rank ends the job non-zero with mpirun's
+#      message naming it, and the last complete checkpoint still loads.
+# Usage: train_equivalence_test.sh MOEPP MPIRUN TESTS_DIST_DIR
+set -uo pipefail
+moepp="$1" mpirun="$2" here="$3"
+python=/usr/bin/python3; [ -x "$python" ] || python=python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+for i in $(seq 1 300); do echo "Line $i: the quick brown fox jumps over the lazy dog number $((i % 17))."; done > "$tmp/corpus.txt"
+"$moepp" prepare --input "$tmp/corpus.txt" --out "$tmp/data" --vocab-size 300 >/dev/null 2>&1 || fail "prepare"
+common=(--data "$tmp/data" --preset tiny --seq 16 --eval-batches 2 --seed 3 --threads 1)
+args=("${common[@]}" --steps 20 --batch 4)
+compare() { "$python" "$here/compare_runs.py" "$tmp/single" "$1" --steps 20 || fail "$2 differs from one process"; }
+
+"$moepp" train "${args[@]}" --out "$tmp/single" >"$tmp/single.log" 2>&1 || { cat "$tmp/single.log"; fail "one-process run"; }
+
+# 1. The layouts: ranks, expert-parallel group size.
+for layout in "2 1" "2 2" "4 2" "4 4"; do
+  set -- $layout
+  run="$tmp/np$1_ep$2"
+  "$mpirun" -np "$1" "$moepp" train "${args[@]}" --out "$run" --ep-size "$2" --check-replicas >"$run.log" 2>&1 \
+    || { cat "$run.log"; fail "mpirun -np $1 --ep-size $2"; }
+  echo "-np $1 --ep-size $2:"
+  compare "$run" "-np $1 --ep-size $2"
+done
+
+# 2. Stop on 2 ranks (pure data parallel), resume on 4 (expert parallel).
+"$mpirun" -np 2 "$moepp" train "${args[@]}" --out "$tmp/moved" --stop-after 10 >"$tmp/moved.log" 2>&1 \
+  || { cat "$tmp/moved.log"; fail "the first half on 2 ranks"; }
+"$mpirun" -np 4 "$moepp" train "${args[@]}" --out "$tmp/moved" --ep-size 2 --resume >>"$tmp/moved.log" 2>&1 \
+  || { cat "$tmp/moved.log"; fail "the resume on 4 ranks"; }
+echo "10 steps on 2 ranks, resumed for 10 on 4 (--ep-size 2):"
+compare "$tmp/moved" "the resumed run"
+
+# 3. The 4-rank checkpoint in one process: its validation loss is the one the ranks reported.
+"$moepp" eval --model "$tmp/np4_ep2" --data "$tmp/data" --batch 4 --seq 16 --max-batches 2 --threads 1 \
+  >"$tmp/eval.json" 2>"$tmp/eval.log" || { cat "$tmp/eval.log"; fail "eval of the 4-rank checkpoint"; }
+"$python" - "$tmp/eval.json" "$tmp/np4_ep2/metrics.jsonl" <<'PY' || fail "the 4-rank checkpoint evaluates differently in one process"
+import json, sys
+one = json.load(open(sys.argv[1]))
+ranks = [json.loads(l) for l in open(sys.argv[2]) if '"val_loss"' in l][-1]
+rel = abs(one["loss"] - ranks["val_loss"]) / ranks["val_loss"]
+print(f"eval in one process {one['loss']!r} over {one['tokens']} tokens; 4 ranks {ranks['val_loss']!r} "
+      f"over {ranks['val_tokens']}: relative {rel:.1e}")
+sys.exit(0 if rel < 1e-6 and one["tokens"] == ranks["val_tokens"] else 1)
+PY
+
+# 4a. Different options on different ranks: refused before any step.
+"$mpirun" -np 1 "$moepp" train "${args[@]}" --out "$tmp/mixed" : -np 1 "$moepp" train "${args[@]}" --lr 1e-2 \
+  --out "$tmp/mixed" >"$tmp/mixed.log" 2>&1 && fail "ranks with different --lr were accepted"
+grep -q "different configurations" "$tmp/mixed.log" || { cat "$tmp/mixed.log"; fail "no message for mixed options"; }
+[ -e "$tmp/mixed/metrics.jsonl" ] && [ -s "$tmp/mixed/metrics.jsonl" ] && fail "a refused run trained"
+echo "mixed options: refused ($(grep -m1 'error:' "$tmp/mixed.log"))"
+
+# 4b. An error on the ranks: the job ends, naming a rank.
+"$mpirun" -np 2 "$moepp" train "${common[@]}" --steps 20 --batch 3 --out "$tmp/odd" >"$tmp/odd.log" 2>&1 && fail "--batch 3 on 2 ranks"
+grep -q "error: rank [01] of 2: .*multiple of the 2 ranks" "$tmp/odd.log" || { cat "$tmp/odd.log"; fail "no rank named"; }
+echo "an error on the ranks: $(grep -m1 'error: rank' "$tmp/odd.log")"
+
+# 4c. A rank killed mid-run: mpirun exits non-zero naming it; the last checkpoint loads.
+"$mpirun" -np 2 "$moepp" train "${common[@]}" --batch 4 --steps 100000 --checkpoint-every 5 --out "$tmp/killed" \
+  >"$tmp/killed.log" 2>&1 &
+launcher=$!
+for _ in $(seq 1 300); do [ -e "$tmp/killed/current/trainer_state.json" ] && break; sleep 0.1; done
+[ -e "$tmp/killed/current/trainer_state.json" ] || { kill $launcher; fail "no checkpoint within 30 s"; }
+victim=$(pgrep -P $launcher | tail -1)
+[ -n "$victim" ] || { kill $launcher; fail "no rank process under mpirun"; }
+kill -9 "$victim"
+wait $launcher && fail "the job exited 0 after a rank was killed"
+grep -Eq "rank [0-9]+ .*(signal 9|Killed)|process rank [0-9]+" "$tmp/killed.log" || { cat "$tmp/killed.log"; fail "no rank named"; }
+echo "a killed rank: $(grep -E -m1 'rank [0-9]+' "$tmp/killed.log")"
+"$moepp" eval --model "$tmp/killed" --data "$tmp/data" --batch 4 --seq 16 --max-batches 1 --threads 1 >/dev/null 2>"$tmp/after.log" \
+  || { cat "$tmp/after.log"; fail "the last checkpoint of the killed job does not load"; }
+echo "the killed job's last checkpoint (step $(sed -nE 's/.*"step": *([0-9]+).*/\1/p' "$tmp/killed/current/trainer_state.json" | head -1)) loads"
+echo "PASS"
