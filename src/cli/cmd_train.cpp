@@ -23,7 +23,7 @@ struct TrainArgs {
   int ep_size = 1;
 };
 
-void run_train(TrainArgs& a, CLI::App* cmd, Collectives* comm);
+void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm);
 }  // namespace
 
 void add_train(CLI::App& app) {
@@ -63,80 +63,79 @@ void add_train(CLI::App& app) {
                 "Under mpirun: compare a digest of the replicated weights across ranks after every step");
   add_threads_option(cmd, &a->threads);
   cmd->callback([a, cmd] {
-    run_distributed(a->ep_size, [&](Collectives* comm) { run_train(*a, cmd, comm); });
+    run_distributed(a->ep_size, [&](Collectives* comm) { run_train(a.get(), cmd, comm); });
   });
 }
 
 namespace {
 
-void run_train(TrainArgs& args, CLI::App* cmd, Collectives* comm) {
-    TrainArgs* const a = &args;
-    apply_threads(a->threads);
-    const bool printer = !comm || comm->rank() == 0;
-    auto& o = a->opt;
-    o.comm = comm;
-    for (const char* flag : {"--batch", "--seq", "--accum", "--seed", "--lr", "--min-lr-ratio", "--warmup",
-                             "--weight-decay", "--clip"})
-      if (cmd->count(flag) > 0) o.given.insert(flag);
-    MOEPP_CHECK(!cmd->count("--tau") || (std::isfinite(a->tau) && a->tau >= 0), "train: --tau is ", a->tau,
-                "; the balance weight of zero-computation experts must be non-negative");
-    MOEPP_CHECK(!cmd->count("--beta") || (std::isfinite(a->beta) && a->beta >= 0), "train: --beta is ", a->beta,
-                "; the balance-loss coefficient must be non-negative");
-    const bool model_flags = cmd->count("--tau") || cmd->count("--beta") || cmd->count("--config") ||
-                             cmd->count("--vanilla") || cmd->count("--preset");
-    if (!o.resume || model_flags) {
-      const Tokenizer tok(o.data_dir + "/tokenizer.model");
-      if (a->config.empty()) {
-        o.model = ModelConfig::preset(a->preset, tok.vocab_size(), a->vanilla);
-      } else {
-        o.model = ModelConfig::load(a->config);
-      }
-      if (cmd->count("--tau")) o.model.moe.balance_tau = a->tau;
-      if (cmd->count("--beta")) o.model.balance_coef = a->beta;
-      o.model.bos_token_id = tok.bos_id();
-      o.model.eos_token_id = tok.eos_id();
-      o.model.validate();
-      o.model_label = a->config.empty() ? a->preset + " preset" : a->config;
+void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm) {
+  apply_threads(a->threads);
+  const bool printer = !comm || comm->rank() == 0;
+  auto& o = a->opt;
+  o.comm = comm;
+  for (const char* flag : {"--batch", "--seq", "--accum", "--seed", "--lr", "--min-lr-ratio", "--warmup",
+                           "--weight-decay", "--clip"})
+    if (cmd->count(flag) > 0) o.given.insert(flag);
+  MOEPP_CHECK(!cmd->count("--tau") || (std::isfinite(a->tau) && a->tau >= 0), "train: --tau is ", a->tau,
+              "; the balance weight of zero-computation experts must be non-negative");
+  MOEPP_CHECK(!cmd->count("--beta") || (std::isfinite(a->beta) && a->beta >= 0), "train: --beta is ", a->beta,
+              "; the balance-loss coefficient must be non-negative");
+  const bool model_flags = cmd->count("--tau") || cmd->count("--beta") || cmd->count("--config") ||
+                           cmd->count("--vanilla") || cmd->count("--preset");
+  if (!o.resume || model_flags) {
+    const Tokenizer tok(o.data_dir + "/tokenizer.model");
+    if (a->config.empty()) {
+      o.model = ModelConfig::preset(a->preset, tok.vocab_size(), a->vanilla);
+    } else {
+      o.model = ModelConfig::load(a->config);
     }
-    if (o.resume && model_flags) {
-      // The model comes from the run folder; flags that name it must name the same one.
-      const std::string path = checkpoint_dir(o.out_dir) + "/config.json";
-      const auto have = ModelConfig::load(path).to_json(), want = o.model.to_json();
-      for (auto it = want.begin(); it != want.end(); ++it)
-        MOEPP_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "train --resume: the model flags give ",
-                    it.key(), " ", it.value().dump(), " but the run has ", have.value(it.key(), nlohmann::json()).dump(),
-                    " (", path, "); drop the model flags to continue the run as it is");
-    }
-    if (!o.resume && printer) {
-      std::fprintf(stderr, "train: %s, %lld parameters (%d FFN + %d zero-computation experts, top-%d), %lld steps of %lld x %lld tokens\n",
-                   a->config.empty() ? (a->preset + (a->vanilla ? " (vanilla)" : "")).c_str() : a->config.c_str(),
-                   (long long)total_params(o.model), o.model.num_ffn_experts(),
-                   o.model.num_experts() - o.model.num_ffn_experts(), o.model.moe.top_k, (long long)o.steps,
-                   (long long)o.batch, (long long)o.seq);
-    }
-    TrainResult r;
-    {
-      const StopOnSignals signals;  // Ctrl-C: checkpoint, then the JSON line below, exit 0
-      o.stop = signals.flag();
-      r = train(o);
-    }
-    if (!printer) return;
-    // val_loss is null when this invocation ran no validation (Ctrl-C skips it).
-    const std::string val = r.evaluated ? nlohmann::json(r.val_loss).dump() : "null";
-    // val_loss is over val_tokens held-out tokens (--eval-batches), compare's over the whole
-    // split; tokens_per_s is the median step after warm-up, as compare reports it.
-    std::printf("{\"steps\": %lld, \"loss\": %.6f, \"val_loss\": %s, \"val_tokens\": %lld, \"tokens_per_s\": %.1f, "
-                "\"interrupted\": %s, \"time_limited\": %s, \"stopped_after\": %s}\n",
-                (long long)r.steps_done, r.last_loss, val.c_str(), (long long)r.val_tokens, r.tokens_per_s,
-                r.interrupted ? "true" : "false",
-                r.time_limited ? "true" : "false", r.stopped_after ? "true" : "false");
-    if (r.interrupted || r.time_limited || r.stopped_after)
-      std::fprintf(stderr,
-                   "train: %s at step %lld; the checkpoint is %s/current. Continue with:\n"
-                   "  moepp train --data %s --out %s --steps %lld --resume\n",
-                   r.interrupted ? "interrupted" : r.time_limited ? "time limit reached" : "--stop-after reached",
-                   (long long)r.steps_done, o.out_dir.c_str(), o.data_dir.c_str(), o.out_dir.c_str(),
-                   (long long)o.steps);
+    if (cmd->count("--tau")) o.model.moe.balance_tau = a->tau;
+    if (cmd->count("--beta")) o.model.balance_coef = a->beta;
+    o.model.bos_token_id = tok.bos_id();
+    o.model.eos_token_id = tok.eos_id();
+    o.model.validate();
+    o.model_label = a->config.empty() ? a->preset + " preset" : a->config;
+  }
+  if (o.resume && model_flags) {
+    // The model comes from the run folder; flags that name it must name the same one.
+    const std::string path = checkpoint_dir(o.out_dir) + "/config.json";
+    const auto have = ModelConfig::load(path).to_json(), want = o.model.to_json();
+    for (auto it = want.begin(); it != want.end(); ++it)
+      MOEPP_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "train --resume: the model flags give ",
+                  it.key(), " ", it.value().dump(), " but the run has ", have.value(it.key(), nlohmann::json()).dump(),
+                  " (", path, "); drop the model flags to continue the run as it is");
+  }
+  if (!o.resume && printer) {
+    std::fprintf(stderr, "train: %s, %lld parameters (%d FFN + %d zero-computation experts, top-%d), %lld steps of %lld x %lld tokens\n",
+                 a->config.empty() ? (a->preset + (a->vanilla ? " (vanilla)" : "")).c_str() : a->config.c_str(),
+                 (long long)total_params(o.model), o.model.num_ffn_experts(),
+                 o.model.num_experts() - o.model.num_ffn_experts(), o.model.moe.top_k, (long long)o.steps,
+                 (long long)o.batch, (long long)o.seq);
+  }
+  TrainResult r;
+  {
+    const StopOnSignals signals;  // Ctrl-C: checkpoint, then the JSON line below, exit 0
+    o.stop = signals.flag();
+    r = train(o);
+  }
+  if (!printer) return;
+  // val_loss is null when this invocation ran no validation (Ctrl-C skips it).
+  const std::string val = r.evaluated ? nlohmann::json(r.val_loss).dump() : "null";
+  // val_loss is over val_tokens held-out tokens (--eval-batches), compare's over the whole
+  // split; tokens_per_s is the median step after warm-up, as compare reports it.
+  std::printf("{\"steps\": %lld, \"loss\": %.6f, \"val_loss\": %s, \"val_tokens\": %lld, \"tokens_per_s\": %.1f, "
+              "\"interrupted\": %s, \"time_limited\": %s, \"stopped_after\": %s}\n",
+              (long long)r.steps_done, r.last_loss, val.c_str(), (long long)r.val_tokens, r.tokens_per_s,
+              r.interrupted ? "true" : "false",
+              r.time_limited ? "true" : "false", r.stopped_after ? "true" : "false");
+  if (r.interrupted || r.time_limited || r.stopped_after)
+    std::fprintf(stderr,
+                 "train: %s at step %lld; the checkpoint is %s/current. Continue with:\n"
+                 "  moepp train --data %s --out %s --steps %lld --resume\n",
+                 r.interrupted ? "interrupted" : r.time_limited ? "time limit reached" : "--stop-after reached",
+                 (long long)r.steps_done, o.out_dir.c_str(), o.data_dir.c_str(), o.out_dir.c_str(),
+                 (long long)o.steps);
 }
 
 }  // namespace

@@ -135,10 +135,6 @@ class MpiCollectives final : public Collectives {
 
 bool built_with_mpi() { return true; }
 
-bool launched_by_mpirun() {
-  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr;
-}
-
 std::unique_ptr<Collectives> start_distributed(int ep_size) {
   if (!launched_by_mpirun()) {
     MOEPP_CHECK(ep_size == 1, "--ep-size ", ep_size, " needs several processes: start moepp with mpirun -np N");

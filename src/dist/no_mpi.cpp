@@ -9,10 +9,6 @@ namespace moepp {
 
 bool built_with_mpi() { return false; }
 
-bool launched_by_mpirun() {
-  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr;
-}
-
 std::unique_ptr<Collectives> start_distributed(int ep_size) {
   MOEPP_CHECK(!launched_by_mpirun(), "this moepp was built without MPI, so it cannot run under mpirun "
               "(install libopenmpi-dev and openmpi-bin, then rebuild)");

@@ -42,16 +42,18 @@ void AdamW::update(const ModelConfig& cfg, ModelParams<float>& params, ModelPara
   });
 }
 
+double squared_norm(const Tensor<float>& t) {
+  const float* g = t.data();
+  const int64_t n = t.numel();
+  double sq = 0;
+#pragma omp parallel for reduction(+ : sq) schedule(static) if (n > (1 << 16))
+  for (int64_t j = 0; j < n; ++j) sq += double(g[j]) * double(g[j]);
+  return sq;
+}
+
 double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm) {
   double sq = 0;
-  grads.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
-    const float* g = t.data();
-    const int64_t n = t.numel();
-    double part = 0;
-#pragma omp parallel for reduction(+ : part) schedule(static) if (n > (1 << 16))
-    for (int64_t j = 0; j < n; ++j) part += double(g[j]) * double(g[j]);
-    sq += part;
-  });
+  grads.for_each(cfg, [&](const std::string&, Tensor<float>& t) { sq += squared_norm(t); });
   const double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {
     const float s = float(max_norm / norm);

@@ -32,6 +32,9 @@ class AdamW {
   int64_t step_ = 0;
 };
 
+// sum of t[i]^2, in double.
+double squared_norm(const Tensor<float>& t);
+
 // Scales grads so their global L2 norm is at most max_norm (when max_norm > 0); returns
 // the norm before clipping.
 double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm);

@@ -79,16 +79,12 @@ void sum_in_buckets(const std::vector<Tensor<float>*>& tensors, int64_t bucket, 
 
 double squared_norm(const std::vector<Tensor<float>*>& tensors) {
   double sq = 0;
-  for (auto* t : tensors) {
-    const float* g = t->data();
-    const int64_t n = t->numel();
-    double part = 0;
-#pragma omp parallel for reduction(+ : part) schedule(static) if (n > (1 << 16))
-    for (int64_t j = 0; j < n; ++j) part += double(g[j]) * double(g[j]);
-    sq += part;
-  }
+  for (auto* t : tensors) sq += squared_norm(*t);
   return sq;
 }
+
+// FNV-1a, 64-bit: a digest every rank computes the same way.
+constexpr uint64_t kFnvOffset = 1469598103934665603ull, kFnvPrime = 1099511628211ull;
 
 }  // namespace
 
@@ -129,13 +125,13 @@ uint64_t replicated_digest(const ModelConfig& cfg, const ModelParams<float>& par
   auto& p = const_cast<ModelParams<float>&>(params);  // read only: shared_and_owned walks non-const
   std::vector<Tensor<float>*> shared, owned;
   shared_and_owned(cfg, p, ep_size, 0, shared, owned);
-  uint64_t h = 1469598103934665603ull;  // FNV-1a over the values' bit patterns, tensor by tensor
+  uint64_t h = kFnvOffset;  // over the values' bit patterns, tensor by tensor
   for (auto* t : shared) {
     const float* v = t->data();
     for (int64_t i = 0; i < t->numel(); ++i) {
       uint32_t bits;
       std::memcpy(&bits, v + i, sizeof bits);
-      h = (h ^ bits) * 1099511628211ull;
+      h = (h ^ bits) * kFnvPrime;
     }
   }
   return h;
@@ -146,6 +142,15 @@ void check_replicas_agree(const ModelConfig& cfg, const ModelParams<float>& para
   comm.min_max_all(replicated_digest(cfg, params, comm.ep_size()), lo, hi);
   MOEPP_CHECK(lo == hi, "train: after step ", step, " the ranks hold different replicated weights (digests ", lo,
               " to ", hi, "); the run is no longer one model");
+}
+
+void check_ranks_agree(Collectives& comm, const std::string& job) {
+  uint64_t h = kFnvOffset;
+  for (unsigned char ch : job) h = (h ^ ch) * kFnvPrime;
+  uint64_t lo = 0, hi = 0;
+  comm.min_max_all(h, lo, hi);
+  MOEPP_CHECK(lo == hi, "train: the ranks were started with different configurations (model, options or data); "
+              "every rank must run the same command on the same data");
 }
 
 void sum_routing(std::vector<RoutingStats>& per_layer, Collectives& comm) {

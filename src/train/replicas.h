@@ -9,6 +9,7 @@
 // sum over the sharing ranks gives the gradient of the whole batch.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/collectives.h"
@@ -36,6 +37,10 @@ void gather_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& o
 // experts when expert parallel), and the check that all ranks agree: throws naming the step.
 uint64_t replicated_digest(const ModelConfig& cfg, const ModelParams<float>& params, int ep_size);
 void check_replicas_agree(const ModelConfig& cfg, const ModelParams<float>& params, Collectives& comm, int64_t step);
+
+// Throws on every rank unless all ranks passed the same text (what defines the job: model,
+// options, data sizes).
+void check_ranks_agree(Collectives& comm, const std::string& job);
 
 // Pools each layer's routing statistics over all ranks.
 void sum_routing(std::vector<RoutingStats>& per_layer, Collectives& comm);

@@ -105,16 +105,6 @@ void adopt_recorded_options(TrainOptions& o, const json& st, const std::string& 
   validate_options(o);
 }
 
-// Every rank must run the same job: a digest of what defines it, compared across ranks.
-void check_ranks_agree(Collectives& comm, const std::string& what) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : what) h = (h ^ ch) * 1099511628211ull;
-  uint64_t lo = 0, hi = 0;
-  comm.min_max_all(h, lo, hi);
-  MOEPP_CHECK(lo == hi, "train: the ranks were started with different configurations (model, options or data); "
-              "every rank must run the same command on the same data");
-}
-
 }  // namespace
 
 TrainResult train(const TrainOptions& options) {

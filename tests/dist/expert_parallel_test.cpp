@@ -14,7 +14,7 @@
 #include "dist/mpi_collectives.h"
 #include "moe/expert_parallel.h"
 #include "moe/moe_layer.h"
-#include "test_util.h"
+#include "moe/moe_stack.h"
 
 using namespace moepp;
 using namespace moepp::test;
@@ -23,51 +23,21 @@ namespace {
 
 Collectives* g_comm = nullptr;
 
-MoeConfig layer_config(bool two_layer) {
-  MoeConfig cfg;
-  cfg.hidden = 64;
-  cfg.intermediate = 32;
-  cfg.num_ffn = 8;
-  cfg.num_constant = 2;
-  cfg.num_copy = 1;
-  cfg.num_zero = 1;
-  cfg.top_k = 2;
-  cfg.gate_weights = GateWeights::official;
-  cfg.two_layer_router = two_layer;
-  cfg.logits_norm = true;
-  cfg.norm_std = 1.0;
-  cfg.balance_tau = 0.6;
-  return cfg;
-}
-
-template <typename T>
-std::vector<Tensor<T>*> tensors_of(const MoeConfig& cfg, MoeParams<T>& p) {
-  std::vector<Tensor<T>*> out;
-  p.for_each(cfg, [&](const std::string&, Tensor<T>& t) { out.push_back(&t); });
-  return out;
-}
-
 template <typename T>
 void check_layer(bool two_layer, double tol) {
   Collectives& comm = *g_comm;
-  const MoeConfig cfg = layer_config(two_layer);
+  const MoeConfig cfg = wide_moe_config(two_layer);
   const int64_t n = 24, D = cfg.hidden, E = cfg.num_experts(), all = n * comm.size();
   const double dbalance = 0.3;
-  // The same parameters, batch and output gradient on every rank.
-  Rng rng(42);
-  auto w = MoeParams<T>::zeros(cfg);
-  fill_normal(w.wg.data(), w.wg.numel(), rng, 0.5);
-  fill_normal(w.w1.data(), w.w1.numel(), rng, 0.5);
-  fill_normal(w.w2.data(), w.w2.numel(), rng, 0.5);
-  fill_normal(w.gate_map.data(), w.gate_map.numel(), rng, 0.3);
-  for (auto& t : w.up) fill_normal(t.data(), t.numel(), rng, 1.0 / std::sqrt(double(D)));
-  for (auto& t : w.down) fill_normal(t.data(), t.numel(), rng, 1.0 / std::sqrt(double(cfg.intermediate)));
-  for (auto& t : w.constant) fill_normal(t.data(), t.numel(), rng, 1.0);
-  for (auto& t : w.constant_wg) fill_normal(t.data(), t.numel(), rng, 0.2);
-  Tensor<T> x({all, D}), z_prev({all, E}), dy({all, D});
-  fill_normal(x.data(), x.numel(), rng);
-  fill_normal(z_prev.data(), z_prev.numel(), rng);
-  fill_normal(dy.data(), dy.numel(), rng);
+  // The same parameters, batch and output gradient on every rank: one layer's worth of the
+  // stack's random setup.
+  MoeStack<T> s(cfg, 1, all);
+  s.randomize(42);
+  const MoeParams<T>& w = s.params[0];
+  const Tensor<T>& x = s.x;
+  const Tensor<T>& z_prev = s.z_in;
+  const Tensor<T>& dy = s.dy;
+  Rng rng(43);
 
   // The reference: one process, the whole batch.
   MoeCache<T> ref;

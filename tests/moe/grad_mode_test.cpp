@@ -11,35 +11,9 @@ using namespace moepp::test;
 
 namespace {
 
-// D = 64: whole 32-column panels on 64-byte aligned rows, so the experts' weight
-// gradients take the panel kernel's non-temporal stores (a dozen tokens per expert).
-MoeConfig wide_config(bool two_layer) {
-  MoeConfig cfg;
-  cfg.hidden = 64;
-  cfg.intermediate = 32;
-  cfg.num_ffn = 8;
-  cfg.num_constant = 2;
-  cfg.num_copy = 1;
-  cfg.num_zero = 1;
-  cfg.top_k = 2;
-  cfg.gate_weights = GateWeights::official;
-  cfg.two_layer_router = two_layer;
-  cfg.logits_norm = true;
-  cfg.norm_std = 1.0;
-  cfg.balance_tau = 0.6;
-  return cfg;
-}
-
-template <typename T>
-std::vector<Tensor<T>*> tensors_of(const MoeConfig& cfg, MoeParams<T>& p) {
-  std::vector<Tensor<T>*> out;
-  p.for_each(cfg, [&](const std::string&, Tensor<T>& t) { out.push_back(&t); });
-  return out;
-}
-
 template <typename T>
 void check_overwrite_matches_accumulate(bool two_layer, double tol) {
-  const MoeConfig cfg = wide_config(two_layer);
+  const MoeConfig cfg = wide_moe_config(two_layer);
   MoeStack<T> s(cfg, 3, 24);
   // A seed where some layer leaves an FFN expert without rows (its gradient must come
   // out zero) while every zero-computation expert gets slots somewhere.
@@ -101,7 +75,7 @@ TEST(GradMode, OverwriteMatchesAccumulatingIntoZerosF64) {
 // Without a previous layer's logits the gate map gets no gradient: overwriting, it is
 // zeroed, not left stale.
 TEST(GradMode, OverwriteZeroesTheGateMapWithoutAGatingResidual) {
-  const MoeConfig cfg = wide_config(false);
+  const MoeConfig cfg = wide_moe_config(false);
   MoeStack<float> s(cfg, 1, 16);
   s.randomize(7);
   MoeCache<float> cache;

@@ -4,12 +4,41 @@
 //   loss = sum(dy * x_L) + beta * mean_l L_b(l)
 // The PyTorch reference (tools/reference/moe_reference.py) computes the same function.
 #pragma once
+#include <string>
 #include <vector>
 
 #include "moe/moe_layer.h"
 #include "test_util.h"
 
 namespace moepp::test {
+
+// Every expert kind, 8 FFN experts. D = 64: whole 32-column panels on 64-byte aligned rows,
+// so the experts' weight gradients take the panel kernel's non-temporal stores (a dozen
+// tokens per expert).
+inline MoeConfig wide_moe_config(bool two_layer) {
+  MoeConfig cfg;
+  cfg.hidden = 64;
+  cfg.intermediate = 32;
+  cfg.num_ffn = 8;
+  cfg.num_constant = 2;
+  cfg.num_copy = 1;
+  cfg.num_zero = 1;
+  cfg.top_k = 2;
+  cfg.gate_weights = GateWeights::official;
+  cfg.two_layer_router = two_layer;
+  cfg.logits_norm = true;
+  cfg.norm_std = 1.0;
+  cfg.balance_tau = 0.6;
+  return cfg;
+}
+
+// A layer's tensors in for_each order.
+template <typename T>
+std::vector<Tensor<T>*> tensors_of(const MoeConfig& cfg, MoeParams<T>& p) {
+  std::vector<Tensor<T>*> out;
+  p.for_each(cfg, [&](const std::string&, Tensor<T>& t) { out.push_back(&t); });
+  return out;
+}
 
 template <typename T>
 struct MoeStack {
