@@ -16,7 +16,8 @@ bool decays(const std::string& name) {
 AdamW::AdamW(const ModelConfig& cfg, AdamWConfig opt)
     : opt_(opt), m_(ModelParams<float>::zeros(cfg)), v_(ModelParams<float>::zeros(cfg)) {}
 
-void AdamW::update(const ModelConfig& cfg, ModelParams<float>& params, ModelParams<float>& grads, double lr) {
+void AdamW::update(const ModelConfig& cfg, ModelParams<float>& params, ModelParams<float>& grads, double lr,
+                   const std::unordered_set<const Tensor<float>*>& skip) {
   ++step_;
   const double bc1 = 1.0 - std::pow(opt_.beta1, double(step_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, double(step_));
@@ -31,6 +32,7 @@ void AdamW::update(const ModelConfig& cfg, ModelParams<float>& params, ModelPara
     float* m = ms[i]->data();
     float* v = vs[i]->data();
     ++i;
+    if (skip.count(&p)) return;
     const float b1 = float(opt_.beta1), b2 = float(opt_.beta2);
     const float step = float(lr / bc1), inv_bc2 = float(1.0 / bc2), eps = float(opt_.eps);
     const float decay = decays(name) ? float(1.0 - lr * opt_.weight_decay) : 1.0f;

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <unordered_set>
 
 #include "model/config.h"
 #include "model/params.h"
@@ -20,7 +21,10 @@ class AdamW {
  public:
   AdamW(const ModelConfig& cfg, AdamWConfig opt);
   // One update with learning rate lr; step() counts updates (bias correction uses it).
-  void update(const ModelConfig& cfg, ModelParams<float>& params, ModelParams<float>& grads, double lr);
+  // Parameters in `skip` (and their moments) are left as they are: an expert-parallel rank
+  // skips the experts other ranks own, whose gradients it never sees.
+  void update(const ModelConfig& cfg, ModelParams<float>& params, ModelParams<float>& grads, double lr,
+              const std::unordered_set<const Tensor<float>*>& skip = {});
   int64_t step() const { return step_; }
   void set_step(int64_t s) { step_ = s; }
   ModelParams<float>& m() { return m_; }

@@ -121,6 +121,16 @@ void gather_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& o
       comm.group_broadcast(x.t->data(), x.t->numel() * int64_t(sizeof(float)), x.expert / per_rank);
 }
 
+std::unordered_set<const Tensor<float>*> foreign_experts(const ModelConfig& cfg, const ModelParams<float>& params,
+                                                         const Collectives& comm) {
+  std::unordered_set<const Tensor<float>*> out;
+  if (comm.ep_size() <= 1) return out;
+  const ExpertShard mine = ExpertShard::of(cfg.layer_moe(), comm.ep_size(), comm.ep_rank());
+  for (const auto& x : expert_tensors(const_cast<ModelParams<float>&>(params)))  // read only
+    if (!mine.owns(x.expert)) out.insert(x.t);
+  return out;
+}
+
 uint64_t replicated_digest(const ModelConfig& cfg, const ModelParams<float>& params, int ep_size) {
   auto& p = const_cast<ModelParams<float>&>(params);  // read only: shared_and_owned walks non-const
   std::vector<Tensor<float>*> shared, owned;

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "core/collectives.h"
@@ -32,6 +33,11 @@ double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double 
 // Copies every FFN expert's weights and optimizer moments from its owner to the rest of its
 // group, so that every rank (rank 0 writing the checkpoint) holds the whole model.
 void gather_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt, Collectives& comm);
+
+// The FFN expert tensors of params that other ranks of this rank's group own (none without
+// expert parallelism): the optimizer skips them, gather_experts refreshes them.
+std::unordered_set<const Tensor<float>*> foreign_experts(const ModelConfig& cfg, const ModelParams<float>& params,
+                                                         const Collectives& comm);
 
 // A 64-bit digest of the parameters every rank must hold identically (all but the FFN
 // experts when expert parallel), and the check that all ranks agree: throws naming the step.

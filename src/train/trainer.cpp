@@ -191,6 +191,7 @@ TrainResult train(const TrainOptions& options) {
   cache.comm = comm;
   const int64_t share = o.batch / ranks;  // sequences of each batch this rank takes
   const int64_t first_row = (comm ? comm->rank() : 0) * share * o.seq;
+  const auto foreign = comm ? foreign_experts(cfg, params, *comm) : std::unordered_set<const Tensor<float>*>{};
   std::vector<int32_t> ids, targets;
   TrainResult r;
   const auto t0 = clock::now();
@@ -239,7 +240,7 @@ TrainResult train(const TrainOptions& options) {
       if (comm) sum_gradients(cfg, grads, *comm);
       const double gnorm = comm ? clip_grad_norm(cfg, grads, o.clip, *comm) : clip_grad_norm(cfg, grads, o.clip);
       const double lr = sched.at(step);
-      opt.update(cfg, params, grads, lr);
+      opt.update(cfg, params, grads, lr, foreign);
       if (comm && o.check_replicas) check_replicas_agree(cfg, params, *comm, step + 1);
       const double dt = std::chrono::duration<double>(clock::now() - ts).count();
       const double inst = double(o.batch * o.seq * o.accum) / dt;
