@@ -17,6 +17,13 @@
 
 namespace moepp::bench {
 
+void fill_uniform(float* v, int64_t n, float half_width, uint64_t& state) {
+  for (int64_t i = 0; i < n; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    v[i] = float(int32_t(state >> 32)) * (1.0f / 2147483648.0f) * half_width;  // [-1, 1) scaled
+  }
+}
+
 double fma_peak_gflops(int threads) {
 #if defined(__AVX512F__)
   constexpr int kChains = 12;  // FMA latency 4 x 2 ports, with room to spare

@@ -2,6 +2,7 @@
 // flag parsing, and running a peer script (PyTorch) whose stdout is one JSON object.
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -27,6 +28,10 @@ class Flags {
  private:
   std::map<std::string, std::string> values_;
 };
+
+// Uniform values in [-half_width, half_width) from a 64-bit LCG (state advances by n): cheap
+// enough for the billions of values a 7B-shaped bench needs, where Rng::normal is not.
+void fill_uniform(float* v, int64_t n, float half_width, uint64_t& state);
 
 // The machine's f32 arithmetic ceiling on `threads` threads: GFLOP/s of independent
 // 16-lane FMAs with no memory traffic, the best of ten short trials (a peak is the

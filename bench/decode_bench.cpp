@@ -19,6 +19,7 @@
 //     once per step for every row that chose them, so the aggregate should grow with N.
 // Usage: decode_bench [--shape mixtral|moepp7b] [--dtype f32,bf16,q8_0] [--prompt 512]
 //                     [--decode 128] [--layers N] [--batch 1,4,16] [--threads 2] [--pin 1]
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <cstdio>
@@ -112,11 +113,8 @@ void fill_random(const std::string& name, Tensor<float>& t, uint64_t& state) {
   const bool gate_map = name.find("gate_map") != std::string::npos;
   const float half_width = float((router ? 0.5 : 0.02) * 1.7320508);  // uniform(-a, a) has std a / sqrt(3)
   if (!t.allocated()) t.resize(t.shape());  // PackedModel::build hands over declared shapes
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    const float u = float(int32_t(state >> 32)) * (1.0f / 2147483648.0f);  // [-1, 1)
-    t[i] = norm ? 1.0f : gate_map ? 0.0f : u * half_width;
-  }
+  fill_uniform(t.data(), t.numel(), half_width, state);  // advances the state for every tensor alike
+  if (norm || gate_map) std::fill(t.data(), t.data() + t.numel(), norm ? 1.0f : 0.0f);
 }
 
 struct Weights {

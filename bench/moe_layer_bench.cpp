@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_util.h"
+#include "moe_twins.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/stats.h"
@@ -45,55 +46,8 @@ struct Setup {
   int N, threads, repeats;
 };
 
-MoeConfig released_layer(const Setup& s, bool moepp) {
-  MoeConfig c;
-  c.hidden = s.D;
-  c.intermediate = s.I;
-  c.num_ffn = s.N;
-  c.num_constant = moepp ? 2 : 0;
-  c.num_copy = moepp ? 1 : 0;
-  c.num_zero = moepp ? 1 : 0;
-  c.top_k = 2;
-  c.gate_weights = GateWeights::official;
-  c.logits_norm = true;
-  c.norm_std = 1.0;
-  c.scale_inputs = false;
-  return c;
-}
-
 void fill(Tensor<float>& t, Rng& rng, double std) {
   for (int64_t i = 0; i < t.numel(); ++i) t[i] = float(rng.normal() * std);
-}
-
-// The router bias knob: z_prev = 1 and a diagonal gate map with `bias` on the
-// zero-computation experts adds `bias` to their logits (before the logit norm).
-void set_bias(const MoeConfig& cfg, MoeParams<float>& w, float bias) {
-  const int E = cfg.num_experts();
-  w.gate_map.zero();
-  for (int e = cfg.num_ffn; e < E; ++e) w.gate_map[e * E + e] = bias;
-}
-
-double zc_fraction(const MoeConfig& cfg, const MoeParams<float>& w, const Tensor<float>& x,
-                   const Tensor<float>& ones, int64_t T) {
-  RouterCache<float> rc;
-  router_forward(cfg, w, x.data(), T, ones.data(), rc);
-  int64_t zc = 0;
-  for (auto e : rc.idx) zc += e >= cfg.num_ffn;
-  return double(zc) / double(rc.idx.size());
-}
-
-// Bisection on the bias until the routed zero-computation fraction is within 0.01.
-double calibrate(const MoeConfig& cfg, MoeParams<float>& w, const Tensor<float>& x,
-                 const Tensor<float>& ones, int64_t T, double target) {
-  double lo = -20, hi = 20, frac = 0;
-  for (int it = 0; it < 40; ++it) {
-    const double mid = 0.5 * (lo + hi);
-    set_bias(cfg, w, float(mid));
-    frac = zc_fraction(cfg, w, x, ones, T);
-    if (std::fabs(frac - target) < 0.01) return frac;
-    (frac < target ? lo : hi) = mid;
-  }
-  return frac;
 }
 
 // GFLOP/s of one up-projection-shaped GEMM with M rows: the per-expert GEMM efficiency a
@@ -221,7 +175,7 @@ int main(int argc, char** argv) try {
   const std::vector<double> targets = flags.get_list("z", {0.2, 0.5, 0.8});
   setup_threads(flags, s.threads);
 
-  const MoeConfig van_cfg = released_layer(s, false), pp_cfg = released_layer(s, true);
+  const MoeConfig van_cfg = released_moe_layer(s.D, s.I, s.N, false), pp_cfg = released_moe_layer(s.D, s.I, s.N, true);
   Rng rng(1234);
   auto van = MoeParams<float>::zeros(van_cfg);
   auto pp = MoeParams<float>::zeros(pp_cfg);
@@ -313,7 +267,7 @@ int main(int argc, char** argv) try {
   auto pp_grad = MoeParams<float>::zeros(pp_cfg);
   std::vector<Tensor<float>> gate_maps;  // the calibrated router bias, per target z
   for (double target : targets) {
-    const double got = calibrate(pp_cfg, pp, x, ones, s.T, target);
+    const double got = calibrate_zc(pp_cfg, pp, x, ones, s.T, target);
     gate_maps.push_back(pp.gate_map.clone());
     std::fprintf(stderr, "  moe++ z=%.2f (target %.2f) ...\n", got, target);
     const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy, packed_up, packed_down);

@@ -98,21 +98,59 @@ void analyze_experiment(const std::string& dir, const std::string& out) {
   print_plots(plot_experiment(plan, results, out.empty() ? dir + "/plots" : out));
 }
 
+struct AnalyzeArgs {
+  std::string model, text, out, experiment, tokenizer;
+  AnalysisOptions opt;
+  bool no_plots = false;
+  int threads = 0;
+};
+
+void analyze_model(const AnalyzeArgs& a, Collectives* comm) {
+  apply_threads(a.threads);
+  MOEPP_CHECK(!a.model.empty() && !a.text.empty(), "analyze: --model and --text are required (or --experiment)");
+  const LoadedModel m = load_model_folder(a.model);
+  const Tokenizer tok(a.tokenizer.empty() ? a.model + "/tokenizer.model" : a.tokenizer);
+  const auto ids = tok.encode(read_text(a.text));
+  const RoutingAnalysis r = analyze_routing(m.config, m.params, ids, a.opt, comm);
+  if (comm && comm->rank() != 0) return;
+  nlohmann::json j = analysis_json(r, [&](int32_t id) { return tok.piece(id); }, a.opt);
+  j["model"] = a.model;
+  j["text"] = a.text;
+  // By default a new folder in the working directory: a model folder is a model, and a
+  // second analysis must not overwrite the first.
+  const std::string out = a.out.empty() ? fresh_folder_name("analysis-" + folder_name(a.model, "model")) : a.out;
+  make_dirs(out);
+  write_file_atomic(out + "/analysis.json", j.dump(2) + "\n");
+  // Every analysed token: position, id, piece, FFN experts in each MoE layer, mean.
+  std::ostringstream tsv;
+  tsv << "position\tid\tpiece";
+  for (int l : r.moe_layers) tsv << "\tlayer" << l;
+  tsv << "\tmean\n";
+  const size_t L = r.moe_layers.size();
+  for (size_t t = 0; t < r.ids.size(); ++t) {
+    tsv << t << "\t" << r.ids[t] << "\t" << nlohmann::json(tok.piece(r.ids[t])).dump();
+    for (size_t m2 = 0; m2 < L; ++m2) tsv << "\t" << int(r.ffn_count[t * L + m2]);
+    tsv << "\t" << r.ffn_mean(t) << "\n";
+  }
+  write_file_atomic(out + "/tokens.tsv", tsv.str());
+  std::fprintf(stderr, "analyze: %zu tokens; wrote %s/analysis.json and %s/tokens.tsv\n", r.ids.size(), out.c_str(),
+               out.c_str());
+  if (!a.no_plots) print_plots(plot_analysis(j, out));
+  nlohmann::json summary = j;
+  summary.erase("sample");
+  std::printf("%s\n", summary.dump(2).c_str());
+}
+
 }  // namespace
 
 void add_analyze(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "analyze",
       "How a trained model routes a text: FFN experts per token and layer, the tokens using the fewest and most FFNs, "
-      "slot shares per expert kind, routing-score variance with/without gating residuals (JSON + gnuplot PNGs). "
+      "slot shares per expert kind, routing-score variance with/without gating residuals (JSON + gnuplot PNGs); "
+      "under mpirun -np N the ranks share the text's batches and rank 0 writes the one report. "
       "With --experiment DIR: tau vs throughput and tau vs loss plots of an experiment");
-  struct Args {
-    std::string model, text, out, experiment, tokenizer;
-    AnalysisOptions opt;
-    bool no_plots = false;
-    int threads = 0;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<AnalyzeArgs>();
   cmd->add_option("--model", a->model, "Model folder (with tokenizer.model, or give --tokenizer)");
   cmd->add_option("--text", a->text, "UTF-8 text file to route")->check(CLI::ExistingFile);
   cmd->add_option("--tokenizer", a->tokenizer, "SentencePiece model (default: MODEL/tokenizer.model)");
@@ -136,43 +174,14 @@ void add_analyze(CLI::App& app) {
   cmd->add_flag("--no-plots", a->no_plots, "Write JSON only");
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
-    apply_threads(a->threads);
     if (!a->experiment.empty()) {
+      apply_threads(a->threads);
       MOEPP_CHECK(a->model.empty() && a->text.empty(), "analyze: give either --experiment or --model with --text");
       analyze_experiment(a->experiment, a->out);
       return;
     }
-    MOEPP_CHECK(!a->model.empty() && !a->text.empty(), "analyze: --model and --text are required (or --experiment)");
-    const LoadedModel m = load_model_folder(a->model);
-    const Tokenizer tok(a->tokenizer.empty() ? a->model + "/tokenizer.model" : a->tokenizer);
-    const auto ids = tok.encode(read_text(a->text));
-    const RoutingAnalysis r = analyze_routing(m.config, m.params, ids, a->opt);
-    nlohmann::json j = analysis_json(r, [&](int32_t id) { return tok.piece(id); }, a->opt);
-    j["model"] = a->model;
-    j["text"] = a->text;
-    // By default a new folder in the working directory: a model folder is a model, and a
-    // second analysis must not overwrite the first.
-    const std::string out = a->out.empty() ? fresh_folder_name("analysis-" + folder_name(a->model, "model")) : a->out;
-    make_dirs(out);
-    write_file_atomic(out + "/analysis.json", j.dump(2) + "\n");
-    // Every analysed token: position, id, piece, FFN experts in each MoE layer, mean.
-    std::ostringstream tsv;
-    tsv << "position\tid\tpiece";
-    for (int l : r.moe_layers) tsv << "\tlayer" << l;
-    tsv << "\tmean\n";
-    const size_t L = r.moe_layers.size();
-    for (size_t t = 0; t < r.ids.size(); ++t) {
-      tsv << t << "\t" << r.ids[t] << "\t" << nlohmann::json(tok.piece(r.ids[t])).dump();
-      for (size_t m2 = 0; m2 < L; ++m2) tsv << "\t" << int(r.ffn_count[t * L + m2]);
-      tsv << "\t" << r.ffn_mean(t) << "\n";
-    }
-    write_file_atomic(out + "/tokens.tsv", tsv.str());
-    std::fprintf(stderr, "analyze: %zu tokens; wrote %s/analysis.json and %s/tokens.tsv\n", r.ids.size(), out.c_str(),
-                 out.c_str());
-    if (!a->no_plots) print_plots(plot_analysis(j, out));
-    nlohmann::json summary = j;
-    summary.erase("sample");
-    std::printf("%s\n", summary.dump(2).c_str());
+    // Under mpirun the ranks share the text's batches; rank 0 writes and prints.
+    run_distributed(1, [&](Collectives* comm) { analyze_model(*a, comm); });
   });
 }
 

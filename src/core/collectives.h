@@ -45,10 +45,11 @@ class Collectives {
   virtual void barrier() = 0;
 
   // What crossed the network, counted by the implementation since construction: rows and
-  // bytes sent to other ranks by group_exchange_rows (a rank's rows to itself excluded),
-  // bytes summed by the allreduce calls, and the seconds spent in each.
+  // bytes sent to other ranks by group_exchange_rows (a rank's rows to itself excluded), the
+  // group_exchange_counts calls, bytes summed by the allreduce calls, and the seconds spent
+  // in each (waiting for the slowest rank included).
   struct Traffic {
-    int64_t exchange_rows = 0, exchange_bytes = 0, exchange_calls = 0;
+    int64_t exchange_rows = 0, exchange_bytes = 0, exchange_calls = 0, count_calls = 0;
     int64_t allreduce_bytes = 0, allreduce_calls = 0;
     double exchange_seconds = 0, allreduce_seconds = 0;
   };

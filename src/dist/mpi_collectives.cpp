@@ -62,7 +62,10 @@ class MpiCollectives final : public Collectives {
   void sum_group(double* v, int64_t n) override { allreduce(v, n, MPI_DOUBLE, sizeof(double), group_); }
 
   void group_exchange_counts(const int64_t* send, int64_t* recv, int n_each) override {
+    const auto t0 = clock_type::now();
     MPI_Alltoall(send, n_each, MPI_INT64_T, recv, n_each, MPI_INT64_T, group_);
+    ++traffic.count_calls;
+    traffic.exchange_seconds += since(t0);
   }
 
   void group_exchange_rows(const void* send, const int64_t* send_rows, void* recv, const int64_t* recv_rows,

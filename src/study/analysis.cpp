@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "model/transformer.h"
 #include "moe/router.h"
+#include "train/replicas.h"
 
 namespace moepp {
 
@@ -43,6 +44,19 @@ struct VarianceSums {
     }
     tokens += n;
   }
+  // Pools the sums of every rank (a rank that saw no tokens holds none yet).
+  void sum_over(Collectives& comm, int E) {
+    if (sum.empty()) sum.assign(size_t(E), 0.0), sumsq.assign(size_t(E), 0.0);
+    std::vector<double> v(sum);
+    v.insert(v.end(), sumsq.begin(), sumsq.end());
+    v.push_back(across_experts);
+    v.push_back(double(tokens));
+    comm.sum_all(v.data(), int64_t(v.size()));
+    std::copy(v.begin(), v.begin() + E, sum.begin());
+    std::copy(v.begin() + E, v.begin() + 2 * E, sumsq.begin());
+    across_experts = v[size_t(2 * E)];
+    tokens = int64_t(v[size_t(2 * E) + 1]);
+  }
   ScoreVariance result() const {
     ScoreVariance v;
     if (tokens == 0) return v;
@@ -63,7 +77,7 @@ json variance_json(const ScoreVariance& v) {
 }  // namespace
 
 RoutingAnalysis analyze_routing(const ModelConfig& cfg, const ModelParams<float>& w, const std::vector<int32_t>& ids_in,
-                                const AnalysisOptions& opt) {
+                                const AnalysisOptions& opt, Collectives* comm) {
   MOEPP_CHECK(opt.seq > 0 && opt.batch > 0, "analyze: seq and batch must be positive, got ", opt.seq, " and ", opt.batch);
   MOEPP_CHECK(!ids_in.empty(), "analyze: no tokens to analyse (empty text?)");
   for (int32_t id : ids_in)
@@ -87,12 +101,17 @@ RoutingAnalysis analyze_routing(const ModelConfig& cfg, const ModelParams<float>
 
   ModelCache<float> cache;
   RouterCache<float> bare;
-  for (int64_t start = 0; start < n;) {
+  const int64_t ranks = comm ? comm->size() : 1, me = comm ? comm->rank() : 0;
+  for (int64_t start = 0, batch = 0; start < n; ++batch) {
     // Full sequences in batches; the tail as one shorter sequence.
     const int64_t full = (n - start) / opt.seq;
     const int64_t B = full > 0 ? std::min(full, opt.batch) : 1;
     const int64_t S = full > 0 ? opt.seq : n - start;
     const int64_t T = B * S;
+    if (batch % ranks != me) {
+      start += T;
+      continue;
+    }
     model_forward(cfg, w, a.ids.data() + start, B, S, cache);
     const auto stats = routing_stats_of(cfg, cache);
     for (size_t m = 0; m < L; ++m) {
@@ -112,6 +131,20 @@ RoutingAnalysis analyze_routing(const ModelConfig& cfg, const ModelParams<float>
       }
     }
     start += T;
+  }
+  if (comm) {
+    sum_routing(a.layer_stats, *comm);
+    // Each token's counts come from the one rank that forwarded it (the rest hold 0).
+    std::vector<double> counts(a.ffn_count.begin(), a.ffn_count.end());
+    comm->sum_all(counts.data(), int64_t(counts.size()));
+    for (size_t i = 0; i < counts.size(); ++i) a.ffn_count[i] = uint8_t(counts[i]);
+    for (size_t m = 0; m < L; ++m) {
+      with[m].sum_over(*comm, E);
+      without[m].sum_over(*comm, E);
+      double any = a.has_residual[m] ? 1.0 : 0.0;
+      comm->sum_all(&any, 1);
+      a.has_residual[m] = any > 0;
+    }
   }
   for (size_t m = 0; m < L; ++m) {
     a.with_residual.push_back(with[m].result());

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/collectives.h"
 #include "model/config.h"
 #include "model/params.h"
 #include "moe/routing_stats.h"
@@ -49,9 +50,11 @@ struct RoutingAnalysis {
   double ffn_mean(size_t token) const;  // over MoE layers
 };
 
-// Runs the model over ids (in sequences of opt.seq) and collects the routing.
+// Runs the model over ids (in sequences of opt.seq) and collects the routing. With comm (a
+// multi-process run), rank r forwards the batches r, r + N, ... of the same cut and every
+// rank returns the whole analysis, equal to one process's.
 RoutingAnalysis analyze_routing(const ModelConfig& cfg, const ModelParams<float>& w, const std::vector<int32_t>& ids,
-                                const AnalysisOptions& opt);
+                                const AnalysisOptions& opt, Collectives* comm = nullptr);
 
 // The analysis as JSON; piece(id) names tokens.
 nlohmann::json analysis_json(const RoutingAnalysis& a, const std::function<std::string(int32_t)>& piece,

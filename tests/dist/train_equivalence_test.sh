@@ -7,7 +7,9 @@
 #      same curve to the same weights.
 #   3. The checkpoint the 4 ranks wrote loads in one process: `moepp eval` there gives the
 #      validation loss the 4 ranks computed (distributed, expert parallel) at the end.
-#   4. Faults: ranks started with different options are refused at start; an error on one
+#   4. `moepp analyze` on 2 ranks writes the analysis one process writes: the same tokens.tsv,
+#      byte for byte, and analysis.json with the same counts and variances to 1e-9.
+#   5. Faults: ranks started with different options are refused at start; an error on one
 #      rank ends the job naming the rank; a killed rank ends the job non-zero with mpirun's
 #      message naming it, and the last complete checkpoint still loads.
 # Usage: train_equivalence_test.sh MOEPP MPIRUN TESTS_DIST_DIR
@@ -56,19 +58,44 @@ print(f"eval in one process {one['loss']!r} over {one['tokens']} tokens; 4 ranks
 sys.exit(0 if rel < 1e-6 and one["tokens"] == ranks["val_tokens"] else 1)
 PY
 
-# 4a. Different options on different ranks: refused before any step.
+# 4. analyze: the ranks share the text's batches; one report, equal to one process's.
+an=(analyze --model "$tmp/np4_ep2" --text "$tmp/corpus.txt" --seq 32 --batch 2 --min-count 2 --no-plots --threads 1)
+"$moepp" "${an[@]}" --out "$tmp/an1" >/dev/null 2>"$tmp/an1.log" || { cat "$tmp/an1.log"; fail "analyze in one process"; }
+"$mpirun" -np 2 "$moepp" "${an[@]}" --out "$tmp/an2" >/dev/null 2>"$tmp/an2.log" || { cat "$tmp/an2.log"; fail "analyze on 2 ranks"; }
+cmp -s "$tmp/an1/tokens.tsv" "$tmp/an2/tokens.tsv" || fail "analyze on 2 ranks: tokens.tsv differs from one process's"
+"$python" - "$tmp/an1/analysis.json" "$tmp/an2/analysis.json" <<'PY' || fail "analyze on 2 ranks: analysis.json differs"
+import json, sys
+def same(a, b, at):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), at
+        for k in a: same(a[k], b[k], f"{at}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), at
+        for i, (x, y) in enumerate(zip(a, b)): same(x, y, f"{at}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) <= 1e-9 * max(1.0, abs(a)), f"{at}: {a} vs {b}"
+    else:
+        assert a == b, f"{at}: {a} vs {b}"
+one, two = (json.load(open(p)) for p in sys.argv[1:3])
+one.pop("text"), two.pop("text")
+same(one, two, "analysis")
+print(f"analyze on 2 ranks = one process: {one['tokens']} tokens, {len(one['layers'])} MoE layers, "
+      f"FFN experts per token {one['ffn_experts_per_token']:.4f}")
+PY
+
+# 5a. Different options on different ranks: refused before any step.
 "$mpirun" -np 1 "$moepp" train "${args[@]}" --out "$tmp/mixed" : -np 1 "$moepp" train "${args[@]}" --lr 1e-2 \
   --out "$tmp/mixed" >"$tmp/mixed.log" 2>&1 && fail "ranks with different --lr were accepted"
 grep -q "different configurations" "$tmp/mixed.log" || { cat "$tmp/mixed.log"; fail "no message for mixed options"; }
 [ -e "$tmp/mixed/metrics.jsonl" ] && [ -s "$tmp/mixed/metrics.jsonl" ] && fail "a refused run trained"
 echo "mixed options: refused ($(grep -m1 'error:' "$tmp/mixed.log"))"
 
-# 4b. An error on the ranks: the job ends, naming a rank.
+# 5b. An error on the ranks: the job ends, naming a rank.
 "$mpirun" -np 2 "$moepp" train "${common[@]}" --steps 20 --batch 3 --out "$tmp/odd" >"$tmp/odd.log" 2>&1 && fail "--batch 3 on 2 ranks"
 grep -q "error: rank [01] of 2: .*multiple of the 2 ranks" "$tmp/odd.log" || { cat "$tmp/odd.log"; fail "no rank named"; }
 echo "an error on the ranks: $(grep -m1 'error: rank' "$tmp/odd.log")"
 
-# 4c. A rank killed mid-run: mpirun exits non-zero naming it; the last checkpoint loads.
+# 5c. A rank killed mid-run: mpirun exits non-zero naming it; the last checkpoint loads.
 "$mpirun" -np 2 "$moepp" train "${common[@]}" --batch 4 --steps 100000 --checkpoint-every 5 --out "$tmp/killed" \
   >"$tmp/killed.log" 2>&1 &
 launcher=$!
