@@ -7,7 +7,8 @@
 // Rank layout: N ranks form N/E expert-parallel groups of E consecutive ranks. In a model
 // with F FFN experts, group rank q owns experts [q*F/E, (q+1)*F/E); ranks with the same group
 // rank hold the same experts and are each other's data-parallel replicas. Every call is
-// collective: all ranks of its scope make it, in the same order.
+// collective: all ranks of its scope make it, in the same order (group_send included, though
+// only its two ends act).
 #pragma once
 #include <cstdint>
 
@@ -38,8 +39,9 @@ class Collectives {
   // recv_rows[s] rows from group rank s arrive consecutively in `recv`.
   virtual void group_exchange_rows(const void* send, const int64_t* send_rows, void* recv,
                                    const int64_t* recv_rows, int64_t row_bytes) = 0;
-  // Copies group rank `root`'s bytes to the rest of its group.
-  virtual void group_broadcast(void* data, int64_t bytes, int root) = 0;
+  // Copies group rank `from`'s bytes into group rank `to`'s buffer; the other ranks of the
+  // group (and every other group) pass through.
+  virtual void group_send(void* data, int64_t bytes, int from, int to) = 0;
   // The smallest and largest value over every rank (equal: all ranks agree).
   virtual void min_max_all(uint64_t v, uint64_t& min, uint64_t& max) = 0;
   virtual void barrier() = 0;

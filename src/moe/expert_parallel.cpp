@@ -17,6 +17,15 @@ void check_expert_parallel(const MoeConfig& cfg, int ep_size) {
               " must divide the number of FFN experts, ", cfg.num_ffn);
 }
 
+template <typename T>
+void release_foreign_experts(const MoeConfig& cfg, MoeParams<T>& p, int ep_size, int q) {
+  check_expert_parallel(cfg, ep_size);
+  const ExpertShard mine = ExpertShard::of(cfg, ep_size, q);
+  for (int e = 0; e < cfg.num_ffn; ++e)
+    if (!mine.owns(e))
+      for (Tensor<T>* t : {&p.up[size_t(e)], &p.down[size_t(e)]}) t->declare(t->shape());
+}
+
 namespace {
 
 // Copies rows src[from[r]] to dst[r] (gather) or src[r] to dst[from[r]] (scatter).
@@ -110,6 +119,8 @@ void ffn_experts_backward_parallel(const MoeConfig& cfg, const MoeParams<T>& w, 
   comm.group_exchange_rows(ep.staging.data(), ep.recv_rows.data(), dx, ep.send_rows.data(), D * int64_t(sizeof(T)));
 }
 
+template void release_foreign_experts<float>(const MoeConfig&, MoeParams<float>&, int, int);
+template void release_foreign_experts<double>(const MoeConfig&, MoeParams<double>&, int, int);
 template struct ExpertParallelCache<float>;
 template struct ExpertParallelCache<double>;
 template void ffn_experts_forward_parallel<float>(const MoeConfig&, const MoeWeights<float>&, const DispatchPlan&, FfnCache<float>&, Collectives&, ExpertParallelCache<float>&);

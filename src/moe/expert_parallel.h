@@ -33,6 +33,12 @@ struct ExpertShard {
 // Throws unless ep_size divides the layer's FFN expert count.
 void check_expert_parallel(const MoeConfig& cfg, int ep_size);
 
+// Frees the storage of the FFN experts group rank q does not own; their shapes stay and
+// data() becomes null (Tensor::declare). An expert-parallel rank then holds only its own
+// experts' weights, gradients and moments; the layer never reads the others.
+template <typename T>
+void release_foreign_experts(const MoeConfig& cfg, MoeParams<T>& p, int ep_size, int q);
+
 template <typename T>
 struct ExpertParallelCache {
   std::vector<int64_t> send_rows, recv_rows;  // [E]: rows to / from each group rank

@@ -19,7 +19,13 @@ template <typename T>
 void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& weights, const T* x, int64_t n,
                  const T* z_prev, MoeCache<T>& c, T* y) {
   cfg.validate();
-  weights.check_shapes(cfg);
+  if (c.comm && c.comm->ep_size() > 1) {  // this rank holds its own experts only
+    check_expert_parallel(cfg, c.comm->ep_size());
+    const ExpertShard mine = ExpertShard::of(cfg, c.comm->ep_size(), c.comm->ep_rank());
+    weights.check_shapes(cfg, mine.first, mine.count);
+  } else {
+    weights.check_shapes(cfg);
+  }
   const MoeParams<T>& w = *weights.params;
   MOEPP_CHECK(n >= 0, "moe layer: negative token count ", n);
   const int64_t D = cfg.hidden, k = cfg.top_k;

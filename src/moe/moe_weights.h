@@ -27,8 +27,10 @@ struct MoeWeights {
   }
   bool packed() const { return !up.empty() && up[0].packed; }
 
-  // Throws moepp::Error naming the first tensor or expert that contradicts cfg.
-  void check_shapes(const MoeConfig& cfg) const;
+  // Throws moepp::Error naming the first tensor or expert that contradicts cfg. Experts
+  // outside [first_held, first_held + held) may be absent (their shape still has to match):
+  // an expert-parallel rank holds only its own (moe/expert_parallel.h).
+  void check_shapes(const MoeConfig& cfg, int first_held = 0, int held = -1) const;
 };
 
 }  // namespace moepp

@@ -112,13 +112,29 @@ double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double 
   return norm;
 }
 
-void gather_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt, Collectives& comm) {
+void release_foreign_experts(const ModelConfig& cfg, ModelParams<float>& p, const Collectives& comm) {
   if (comm.ep_size() <= 1) return;
-  const MoeConfig mc = cfg.layer_moe();
-  const int per_rank = mc.num_ffn / comm.ep_size();
+  for (auto& layer : p.layers)
+    if (layer.is_moe) release_foreign_experts(cfg.layer_moe(), layer.moe, comm.ep_size(), comm.ep_rank());
+}
+
+void collect_experts_for_checkpoint(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt,
+                                    Collectives& comm) {
+  // Rank 0's group holds every expert between its ranks; the other groups hold copies.
+  if (comm.ep_size() <= 1 || comm.dp_rank() != 0) return;
+  const int per_rank = cfg.layer_moe().num_ffn / comm.ep_size();
   for (ModelParams<float>* p : {&params, &opt.m(), &opt.v()})
-    for (const auto& x : expert_tensors(*p))
-      comm.group_broadcast(x.t->data(), x.t->numel() * int64_t(sizeof(float)), x.expert / per_rank);
+    for (const auto& x : expert_tensors(*p)) {
+      const int owner = x.expert / per_rank;
+      if (owner == 0) continue;
+      if (comm.rank() == 0) x.t->resize(x.t->shape());
+      comm.group_send(x.t->data(), x.t->numel() * int64_t(sizeof(float)), owner, 0);
+    }
+}
+
+void keep_only_own_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt,
+                                      const Collectives& comm) {
+  for (ModelParams<float>* p : {&params, &opt.m(), &opt.v()}) release_foreign_experts(cfg, *p, comm);
 }
 
 std::unordered_set<const Tensor<float>*> foreign_experts(const ModelConfig& cfg, const ModelParams<float>& params,

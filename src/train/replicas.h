@@ -1,6 +1,7 @@
 // What keeps a multi-process run's ranks one training run (core/collectives.h): gradients
-// summed over the ranks that share a parameter, the global gradient norm, expert shards
-// gathered before a checkpoint, and a check that replicas hold identical weights.
+// summed over the ranks that share a parameter, the global gradient norm, each rank holding
+// its own experts, expert shards collected for a checkpoint, and a check that replicas hold
+// identical weights.
 //
 // Which ranks share what: every parameter but the FFN experts' is replicated on all ranks
 // (router, gate maps, constant experts included); with an expert-parallel group of E ranks,
@@ -30,12 +31,19 @@ void sum_gradients(const ModelConfig& cfg, ModelParams<float>& grads, Collective
 // each expert once from its owner. Scales grads to max_norm as clip_grad_norm does.
 double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm, Collectives& comm);
 
-// Copies every FFN expert's weights and optimizer moments from its owner to the rest of its
-// group, so that every rank (rank 0 writing the checkpoint) holds the whole model.
-void gather_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt, Collectives& comm);
+// Expert-parallel memory: each rank holds only the FFN experts it owns (weights, gradients,
+// AdamW moments); the others keep their shapes without storage (release_foreign_experts in
+// moe/expert_parallel.h). For a checkpoint, rank 0 takes a copy of every expert and its
+// moments from the owners in its group (collect_experts_for_checkpoint: rank 0 then holds
+// the whole model until keep_only_own_experts drops them again), and writes.
+void release_foreign_experts(const ModelConfig& cfg, ModelParams<float>& p, const Collectives& comm);
+void collect_experts_for_checkpoint(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt,
+                                    Collectives& comm);
+void keep_only_own_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt,
+                                      const Collectives& comm);
 
 // The FFN expert tensors of params that other ranks of this rank's group own (none without
-// expert parallelism): the optimizer skips them, gather_experts refreshes them.
+// expert parallelism): the optimizer skips them.
 std::unordered_set<const Tensor<float>*> foreign_experts(const ModelConfig& cfg, const ModelParams<float>& params,
                                                          const Collectives& comm);
 

@@ -187,6 +187,15 @@ TrainResult train(const TrainOptions& options) {
 
   const bool tty = isatty(fileno(stderr));
   auto grads = ModelParams<float>::zeros(cfg);
+  if (comm) {  // expert parallel: each rank keeps only the experts it owns
+    release_foreign_experts(cfg, grads, *comm);
+    keep_only_own_experts(cfg, params, opt, *comm);  // weights and moments
+    const int E = comm->ep_size(), F = cfg.num_ffn_experts();
+    if (writer && !o.quiet)
+      std::fprintf(stderr, "train: %d ranks, %d data-parallel x %d expert-parallel; each rank takes %lld of each "
+                   "batch's %lld sequences and holds %d of the %d FFN experts of each MoE layer\n",
+                   comm->size(), comm->dp_size(), E, (long long)(o.batch / ranks), (long long)o.batch, F / E, F);
+  }
   ModelCache<float> cache;
   cache.comm = comm;
   const int64_t share = o.batch / ranks;  // sequences of each batch this rank takes
@@ -198,9 +207,10 @@ TrainResult train(const TrainOptions& options) {
   auto seconds = [&] { return prior_time + std::chrono::duration<double>(clock::now() - t0).count(); };
   // A checkpoint is collective: expert shards come to every rank first, rank 0 writes.
   auto checkpoint = [&](int64_t at_step) {
-    if (comm) gather_experts(cfg, params, opt, *comm);
+    if (comm) collect_experts_for_checkpoint(cfg, params, opt, *comm);
     if (writer) save_checkpoint(o.out_dir, cfg, params, opt, state_json(at_step, seconds()), tok_path);
     if (comm) {
+      keep_only_own_experts(cfg, params, opt, *comm);
       check_replicas_agree(cfg, params, *comm, at_step);
       comm->barrier();  // no rank runs ahead of a checkpoint that might still fail
     }
@@ -234,6 +244,7 @@ TrainResult train(const TrainOptions& options) {
                   " (lower --lr?); the last checkpoint is kept");
       if (o.accum > 1)
         grads.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
+          if (!t.allocated()) return;  // an expert another rank owns
           float* g = t.data();
           parallel_for(t.numel(), [&](int64_t j) { g[j] /= float(o.accum); }, 1 << 16);
         });
