@@ -29,6 +29,13 @@ class Collectives {
   virtual void sum_all(float* v, int64_t n) = 0;
   // Sums over this rank's data-parallel replicas (the ranks of the same group rank).
   virtual void sum_replicas(float* v, int64_t n) = 0;
+  // The same two sums without blocking: start them, keep computing, then wait_sums() for
+  // every one started; v must stay untouched until then. progress() lets started sums
+  // advance (MPI moves them only inside its calls).
+  virtual void start_sum_all(float* v, int64_t n) = 0;
+  virtual void start_sum_replicas(float* v, int64_t n) = 0;
+  virtual void progress() = 0;
+  virtual void wait_sums() = 0;
   // Sums over this rank's expert-parallel group.
   virtual void sum_group(double* v, int64_t n) = 0;
 

@@ -47,6 +47,7 @@ class MpiCollectives final : public Collectives {
     MPI_Comm_split(MPI_COMM_WORLD, rank_ % ep_size_, rank_, &replicas_);
   }
   ~MpiCollectives() override {
+    if (!pending_.empty()) MPI_Waitall(int(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE);
     MPI_Comm_free(&group_);
     MPI_Comm_free(&replicas_);
     MPI_Finalize();
@@ -60,6 +61,22 @@ class MpiCollectives final : public Collectives {
   void sum_all(float* v, int64_t n) override { allreduce(v, n, MPI_FLOAT, sizeof(float), MPI_COMM_WORLD); }
   void sum_replicas(float* v, int64_t n) override { allreduce(v, n, MPI_FLOAT, sizeof(float), replicas_); }
   void sum_group(double* v, int64_t n) override { allreduce(v, n, MPI_DOUBLE, sizeof(double), group_); }
+
+  void start_sum_all(float* v, int64_t n) override { start_allreduce(v, n, MPI_COMM_WORLD); }
+  void start_sum_replicas(float* v, int64_t n) override { start_allreduce(v, n, replicas_); }
+  void progress() override {
+    if (pending_.empty()) return;
+    int done = 0;
+    MPI_Testall(int(pending_.size()), pending_.data(), &done, MPI_STATUSES_IGNORE);
+    if (done) pending_.clear();
+  }
+  void wait_sums() override {
+    if (pending_.empty()) return;
+    const auto t0 = clock_type::now();
+    MPI_Waitall(int(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE);
+    pending_.clear();
+    traffic.allreduce_seconds += since(t0);
+  }
 
   void group_exchange_counts(const int64_t* send, int64_t* recv, int n_each) override {
     const auto t0 = clock_type::now();
@@ -133,7 +150,21 @@ class MpiCollectives final : public Collectives {
     traffic.allreduce_seconds += since(t0);
   }
 
+  void start_allreduce(float* v, int64_t n, MPI_Comm comm) {
+    int members = 1;
+    MPI_Comm_size(comm, &members);
+    if (members == 1 || n == 0) return;
+    for (int64_t at = 0; at < n; at += kMaxPiece) {
+      MPI_Request r;
+      MPI_Iallreduce(MPI_IN_PLACE, v + at, int(std::min(kMaxPiece, n - at)), MPI_FLOAT, MPI_SUM, comm, &r);
+      pending_.push_back(r);
+    }
+    traffic.allreduce_bytes += n * int64_t(sizeof(float));
+    ++traffic.allreduce_calls;
+  }
+
   int rank_ = 0, size_ = 1, ep_size_ = 1;
+  std::vector<MPI_Request> pending_;  // started non-blocking sums
   MPI_Comm group_ = MPI_COMM_NULL, replicas_ = MPI_COMM_NULL;
 };
 

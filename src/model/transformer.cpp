@@ -125,6 +125,8 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
   gemm<T>(Trans::T, Trans::N, V, D, n, T(1), dlogits.data(), V, c.normed.data(), D, T(1), dout_w.data(), D);
   rmsnorm_backward(c.x_final.data(), w.final_norm.data(), c.rstd_final.data(), dnormed.data(), dx.data(),
                    g.final_norm.data(), n, D);
+  const int L = int(w.layers.size());
+  if (c.grads_ready) c.grads_ready(L);
 
   // Layers, last to first. dz[l]: gradient w.r.t. MoE layer l's router logits z, filled
   // by the later MoE layer that took them as its gating residual.
@@ -142,8 +144,10 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
     }
     decoder_layer_backward(cfg, w.layers[l], rows, z_prev, lc, dz[l].numel() ? dz[l].data() : nullptr, dbalance, dx,
                            dz_prev, g.layers[l], mode);
+    if (c.grads_ready) c.grads_ready(int(l));
   }
   embedding_backward(c.ids.data(), n, dx.data(), g.embed.data(), V, D);
+  if (c.grads_ready) c.grads_ready(-1);
   return p;
 }
 

@@ -7,6 +7,7 @@
 // the one decoder step (model/decoder_layer.h) that inference runs too.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/collectives.h"
@@ -32,6 +33,11 @@ struct ModelCache {
   // gradients it writes are those of the whole batch's mean loss (the gradients as this
   // rank's share, to be summed over ranks), and the MoE layers route as one batch.
   Collectives* comm = nullptr;
+  // Called by model_backward, on its thread, as parts of the gradient become final (set by
+  // a distributed trainer to start summing them while the backward goes on): part L (the
+  // number of layers) for the final norm and an untied LM head, part l after layer l
+  // (l = L-1 down to 0), part -1 for the embedding (and a tied LM head).
+  std::function<void(int part)> grads_ready;
 };
 
 struct LossParts {

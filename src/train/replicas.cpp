@@ -45,38 +45,6 @@ void shared_and_owned(const ModelConfig& cfg, ModelParams<float>& p, int ep_size
   });
 }
 
-template <typename Sum>
-void sum_in_buckets(const std::vector<Tensor<float>*>& tensors, int64_t bucket, Sum sum) {
-  std::vector<float> staging;
-  std::vector<Tensor<float>*> pending;
-  auto flush = [&] {
-    if (pending.empty()) return;
-    if (pending.size() == 1) {
-      sum(pending[0]->data(), pending[0]->numel());  // a large tensor needs no copy
-    } else {
-      staging.clear();
-      for (auto* t : pending) staging.insert(staging.end(), t->data(), t->data() + t->numel());
-      sum(staging.data(), int64_t(staging.size()));
-      size_t at = 0;
-      for (auto* t : pending) {
-        std::memcpy(t->data(), staging.data() + at, size_t(t->numel()) * sizeof(float));
-        at += size_t(t->numel());
-      }
-    }
-    pending.clear();
-  };
-  int64_t filled = 0;
-  for (auto* t : tensors) {
-    if (filled + t->numel() > bucket) {
-      flush();
-      filled = 0;
-    }
-    pending.push_back(t);
-    filled += t->numel();
-  }
-  flush();
-}
-
 double squared_norm(const std::vector<Tensor<float>*>& tensors) {
   double sq = 0;
   for (auto* t : tensors) sq += squared_norm(*t);
@@ -88,11 +56,9 @@ constexpr uint64_t kFnvOffset = 1469598103934665603ull, kFnvPrime = 109951162821
 
 }  // namespace
 
-void sum_gradients(const ModelConfig& cfg, ModelParams<float>& grads, Collectives& comm, int64_t bucket_floats) {
-  std::vector<Tensor<float>*> shared, owned;
+void split_by_sharing(const ModelConfig& cfg, ModelParams<float>& grads, const Collectives& comm,
+                      std::vector<Tensor<float>*>& shared, std::vector<Tensor<float>*>& owned) {
   shared_and_owned(cfg, grads, comm.ep_size(), comm.ep_rank(), shared, owned);
-  sum_in_buckets(shared, bucket_floats, [&](float* v, int64_t n) { comm.sum_all(v, n); });
-  sum_in_buckets(owned, bucket_floats, [&](float* v, int64_t n) { comm.sum_replicas(v, n); });
 }
 
 double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm, Collectives& comm) {

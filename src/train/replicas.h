@@ -22,12 +22,13 @@
 
 namespace moepp {
 
-// Sums grads over the sharing ranks in buckets of about bucket_floats (one allreduce each).
-// Experts this rank does not own are left alone (their gradients are zero).
-void sum_gradients(const ModelConfig& cfg, ModelParams<float>& grads, Collectives& comm,
-                   int64_t bucket_floats = int64_t(1) << 22);
+// The gradient tensors summed over all ranks (all but the FFN experts when expert parallel)
+// and those summed over this rank's replicas only (the experts it owns); GradientSync
+// (train/gradient_sync.h) sums them.
+void split_by_sharing(const ModelConfig& cfg, ModelParams<float>& grads, const Collectives& comm,
+                      std::vector<Tensor<float>*>& shared, std::vector<Tensor<float>*>& owned);
 
-// The L2 norm of the whole model's gradient after sum_gradients: the replicated part once,
+// The L2 norm of the whole model's gradient after GradientSync::finish: the replicated part once,
 // each expert once from its owner. Scales grads to max_norm as clip_grad_norm does.
 double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm, Collectives& comm);
 

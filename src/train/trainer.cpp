@@ -24,6 +24,7 @@
 #include "moe/expert_parallel.h"
 #include "train/checkpoint.h"
 #include "train/evaluator.h"
+#include "train/gradient_sync.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/replicas.h"
@@ -198,6 +199,8 @@ TrainResult train(const TrainOptions& options) {
   }
   ModelCache<float> cache;
   cache.comm = comm;
+  // Gradients are summed over the ranks while the last micro-batch's backward runs.
+  std::unique_ptr<GradientSync> sync = comm ? std::make_unique<GradientSync>(cfg, grads, *comm) : nullptr;
   const int64_t share = o.batch / ranks;  // sequences of each batch this rank takes
   const int64_t first_row = (comm ? comm->rank() : 0) * share * o.seq;
   const auto foreign = comm ? foreign_experts(cfg, params, *comm) : std::unordered_set<const Tensor<float>*>{};
@@ -228,6 +231,8 @@ TrainResult train(const TrainOptions& options) {
       for (int64_t a = 0; a < o.accum; ++a) {
         loader.next(ids, targets);
         model_forward(cfg, params, ids.data() + first_row, share, o.seq, cache);
+        if (sync && a + 1 == o.accum) cache.grads_ready = [&](int part) { sync->ready(part); };
+        else cache.grads_ready = nullptr;
         // The first micro-batch writes the gradients over the last step's (no zeroing pass).
         const LossParts p = model_backward(cfg, params, cache, targets.data() + first_row, grads,
                                            a == 0 ? GradMode::overwrite : GradMode::accumulate);
@@ -242,13 +247,13 @@ TrainResult train(const TrainOptions& options) {
       }
       MOEPP_CHECK(std::isfinite(acc.loss), "train: loss is ", acc.loss, " at step ", step + 1,
                   " (lower --lr?); the last checkpoint is kept");
+      if (sync) sync->finish();
       if (o.accum > 1)
         grads.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
           if (!t.allocated()) return;  // an expert another rank owns
           float* g = t.data();
           parallel_for(t.numel(), [&](int64_t j) { g[j] /= float(o.accum); }, 1 << 16);
         });
-      if (comm) sum_gradients(cfg, grads, *comm);
       const double gnorm = comm ? clip_grad_norm(cfg, grads, o.clip, *comm) : clip_grad_norm(cfg, grads, o.clip);
       const double lr = sched.at(step);
       opt.update(cfg, params, grads, lr, foreign);

@@ -3,6 +3,7 @@
 #   1. 20 steps of the tiny MoE++ model with DP 2, EP 2, DP 2 x EP 2 and EP 4 give the
 #      one-process run's loss curve and final weights and moments (tests/dist/compare_runs.py:
 #      1e-5 relative for the curves and each file as a whole, 1e-4 for single tensors).
+#      With --accum 2 too (-np 2 --ep-size 2 against one process with --accum 2).
 #   2. A run stopped after 10 steps on 2 ranks, resumed on 4 (DP 2 x EP 2), continues the
 #      same curve to the same weights.
 #   3. The checkpoint the 4 ranks wrote loads in one process: `moepp eval` there gives the
@@ -23,7 +24,7 @@ for i in $(seq 1 300); do echo "Line $i: the quick brown fox jumps over the lazy
 "$moepp" prepare --input "$tmp/corpus.txt" --out "$tmp/data" --vocab-size 300 >/dev/null 2>&1 || fail "prepare"
 common=(--data "$tmp/data" --preset tiny --seq 16 --eval-batches 2 --seed 3 --threads 1)
 args=("${common[@]}" --steps 20 --batch 4)
-compare() { "$python" "$here/compare_runs.py" "$tmp/single" "$1" --steps 20 || fail "$2 differs from one process"; }
+compare() { "$python" "$here/compare_runs.py" "${3:-$tmp/single}" "$1" --steps 20 || fail "$2 differs from one process"; }
 
 "$moepp" train "${args[@]}" --out "$tmp/single" >"$tmp/single.log" 2>&1 || { cat "$tmp/single.log"; fail "one-process run"; }
 
@@ -36,6 +37,14 @@ for layout in "2 1" "2 2" "4 2" "4 4"; do
   echo "-np $1 --ep-size $2:"
   compare "$run" "-np $1 --ep-size $2"
 done
+
+# 1b. Gradient accumulation: the sums start during the last micro-batch's backward only.
+"$moepp" train "${args[@]}" --accum 2 --out "$tmp/single_accum" >"$tmp/single_accum.log" 2>&1 \
+  || { cat "$tmp/single_accum.log"; fail "one-process run with --accum 2"; }
+"$mpirun" -np 2 "$moepp" train "${args[@]}" --accum 2 --ep-size 2 --out "$tmp/accum" >"$tmp/accum.log" 2>&1 \
+  || { cat "$tmp/accum.log"; fail "mpirun -np 2 --ep-size 2 --accum 2"; }
+echo "-np 2 --ep-size 2 --accum 2:"
+compare "$tmp/accum" "-np 2 --ep-size 2 --accum 2" "$tmp/single_accum"
 
 # 2. Stop on 2 ranks (pure data parallel), resume on 4 (expert parallel).
 "$mpirun" -np 2 "$moepp" train "${args[@]}" --out "$tmp/moved" --stop-after 10 >"$tmp/moved.log" 2>&1 \
