@@ -40,8 +40,7 @@ double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double 
 void release_foreign_experts(const ModelConfig& cfg, ModelParams<float>& p, const Collectives& comm);
 void collect_experts_for_checkpoint(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt,
                                     Collectives& comm);
-void keep_only_own_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt,
-                                      const Collectives& comm);
+void keep_only_own_experts(const ModelConfig& cfg, ModelParams<float>& params, AdamW& opt, const Collectives& comm);
 
 // The FFN expert tensors of params that other ranks of this rank's group own (none without
 // expert parallelism): the optimizer skips them.

@@ -208,7 +208,7 @@ TrainResult train(const TrainOptions& options) {
   TrainResult r;
   const auto t0 = clock::now();
   auto seconds = [&] { return prior_time + std::chrono::duration<double>(clock::now() - t0).count(); };
-  // A checkpoint is collective: expert shards come to every rank first, rank 0 writes.
+  // A checkpoint is collective: rank 0 collects every expert, writes, and drops them again.
   auto checkpoint = [&](int64_t at_step) {
     if (comm) collect_experts_for_checkpoint(cfg, params, opt, *comm);
     if (writer) save_checkpoint(o.out_dir, cfg, params, opt, state_json(at_step, seconds()), tok_path);
