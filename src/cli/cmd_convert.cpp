@@ -45,7 +45,6 @@ void convert_quantized(const std::string& in, const std::string& out, WeightType
   const auto m = load_packed_model_folder(in, type);
   make_dirs(out);
   std::vector<SafetensorsWriteItem> items;
-  std::vector<Tensor<float>> unpacked;  // f32 matrices, back in row-major order for the file
   m->rest.for_each(m->config, [&](const std::string& name, const Tensor<float>& t) {
     if (t.numel()) items.push_back({name, DType::f32, t.shape().dims, t.data()});
   });
@@ -57,10 +56,9 @@ void convert_quantized(const std::string& in, const std::string& out, WeightType
       case WeightType::q4:
         add_q4_items(items, name, p.rows, p.cols, p.nibbles.data(), p.scales.data());
         break;
-      case WeightType::f32:  // rows too short for q8_0 / q4 blocks
-        unpacked.emplace_back(Shape{p.rows, p.cols});
-        p.unpack_rows(0, p.rows, unpacked.back().data());
-        items.push_back({name, DType::f32, {p.rows, p.cols}, unpacked.back().data()});
+      case WeightType::f32:  // rows too short for q8_0 / q4 blocks: row-major again, as written
+        items.push_back({name, DType::f32, {p.rows, p.cols},
+                         [&p](void* out) { p.unpack_rows(0, p.rows, static_cast<float*>(out)); }});
         break;
       case WeightType::bf16:
         fail("convert: unexpected bf16 matrix ", name);
@@ -109,16 +107,17 @@ void add_convert(CLI::App& app) {
     LoadedModel m = load_model_folder(a->in);
     make_dirs(a->out);
     const bool bf = a->dtype == "bf16";
-    std::vector<std::vector<uint16_t>> halves;
     std::vector<SafetensorsWriteItem> items;
     m.params.for_each(m.config, [&](const std::string& name, const Tensor<float>& t) {
       if (!bf) {
         items.push_back({name, DType::f32, t.shape().dims, t.data()});
         return;
       }
-      halves.emplace_back(size_t(t.numel()));
-      for (int64_t i = 0; i < t.numel(); ++i) halves.back()[size_t(i)] = f32_to_bf16(t[i]).bits;
-      items.push_back({name, DType::bf16, t.shape().dims, halves.back().data()});
+      // Rounded as the writer reaches it: one bf16 tensor in memory at a time.
+      items.push_back({name, DType::bf16, t.shape().dims, [&t](void* out) {
+                         auto* halves = static_cast<uint16_t*>(out);
+                         for (int64_t i = 0; i < t.numel(); ++i) halves[i] = f32_to_bf16(t[i]).bits;
+                       }});
     });
     write_safetensors(a->out + "/model.safetensors", items, {{"format", "pt"}, {"writer", "moepp convert"}});
     if (file_exists(a->in + "/tokenizer.model")) copy_file_atomic(a->in + "/tokenizer.model", a->out + "/tokenizer.model");

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "core/error.h"
 #include "io/mapped_file.h"
@@ -80,37 +81,64 @@ std::vector<std::string> list_dir(const std::string& dir) {
 
 bool process_exists(long pid) { return ::kill(pid_t(pid), 0) == 0 || errno == EPERM; }
 
-void write_file_atomic(const std::string& path, std::string_view bytes) {
-  remove_dead_temporaries(path);
-  const std::string tmp = path + ".tmp-" + std::to_string(getpid());
+AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)) {
+  remove_dead_temporaries(path_);
+  tmp_ = path_ + ".tmp-" + std::to_string(getpid());
   file_op_point();
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  MOEPP_CHECK(fd >= 0, "cannot write ", path, ": ", std::strerror(errno));
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  MOEPP_CHECK(fd_ >= 0, "cannot write ", path_, ": ", std::strerror(errno));
+}
+
+AtomicFileWriter::~AtomicFileWriter() { abandon(); }
+
+void AtomicFileWriter::abandon() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+  fd_ = -1;
+}
+
+void AtomicFileWriter::append(const void* data, size_t size) {
+  MOEPP_CHECK(fd_ >= 0, "cannot write ", path_, ": the file was already committed or abandoned");
+  const char* p = static_cast<const char*>(data);
   size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+  while (done < size) {
+    const ssize_t w = ::write(fd_, p + done, size - done);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
       const std::string why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("cannot write ", path, ": ", why);
+      abandon();
+      fail("cannot write ", path_, ": ", why);
     }
     done += size_t(w);
   }
+}
+
+void AtomicFileWriter::commit() {
+  MOEPP_CHECK(fd_ >= 0, "cannot write ", path_, ": the file was already committed or abandoned");
   file_op_point();
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    fail("cannot flush ", path, ": ", why);
+  const int fd = fd_;
+  fd_ = -1;
+  const bool synced = ::fsync(fd) == 0;
+  const int sync_errno = errno;
+  if (::close(fd) != 0 || !synced) {
+    const std::string why = std::strerror(synced ? errno : sync_errno);
+    ::unlink(tmp_.c_str());
+    fail("cannot flush ", path_, ": ", why);
   }
   file_op_point();
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    fail("cannot rename ", tmp, " to ", path, ": ", why);
+    ::unlink(tmp_.c_str());
+    fail("cannot rename ", tmp_, " to ", path_, ": ", why);
   }
-  sync_dir(parent_of(path));
+  sync_dir(parent_of(path_));
+}
+
+void write_file_atomic(const std::string& path, std::string_view bytes) {
+  AtomicFileWriter out(path);
+  out.append(bytes.data(), bytes.size());
+  out.commit();
 }
 
 void make_dirs(const std::string& path) {

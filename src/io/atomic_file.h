@@ -18,6 +18,25 @@ namespace moepp {
 
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// write_file_atomic for a file written piece by piece (a model too large to hold twice):
+// appends go to the temporary, commit() syncs and renames it over path; a writer destroyed
+// before its commit (an exception on the way) removes its temporary.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void append(const void* data, size_t size);
+  void commit();
+
+ private:
+  void abandon();  // closes and removes the temporary
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
 bool file_exists(const std::string& path);  // anything at path (stat succeeds)
 void copy_file_atomic(const std::string& from, const std::string& to);
 

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/element_convert.h"
 
 namespace moepp {
 
@@ -27,20 +28,6 @@ std::string dtype_tag(DType t) {
   fail("safetensors: dtype ", dtype_name(t), " cannot be written");
 }
 
-template <typename T>
-T convert(const char* src, DType t) {
-  switch (t) {
-    case DType::f32: { float v; std::memcpy(&v, src, 4); return T(v); }
-    case DType::f64: { double v; std::memcpy(&v, src, 8); return T(v); }
-    case DType::bf16: { bf16 v; std::memcpy(&v.bits, src, 2); return T(bf16_to_f32(v)); }
-    case DType::f16: { uint16_t v; std::memcpy(&v, src, 2); return T(f16_to_f32(v)); }
-    case DType::i64: { int64_t v; std::memcpy(&v, src, 8); return T(v); }
-    case DType::i32: { int32_t v; std::memcpy(&v, src, 4); return T(v); }
-    case DType::u8: return T(uint8_t(*src));
-    case DType::i8: return T(int8_t(*src));
-  }
-  return T(0);
-}
 
 }  // namespace
 
@@ -135,9 +122,7 @@ template <typename T>
 Tensor<T> SafetensorsFile::read(const std::string& name) const {
   const SafetensorsEntry& e = entry(name);
   Tensor<T> t{Shape(e.shape)};
-  const size_t sz = dtype_size(e.dtype);
-  const char* src = reinterpret_cast<const char*>(data_) + e.begin;
-  for (int64_t i = 0; i < t.numel(); ++i) t[i] = convert<T>(src + size_t(i) * sz, e.dtype);
+  convert_elements(data_ + e.begin, e.dtype, t.numel(), t.data());
   return t;
 }
 
@@ -146,31 +131,49 @@ template Tensor<double> SafetensorsFile::read<double>(const std::string&) const;
 template Tensor<int64_t> SafetensorsFile::read<int64_t>(const std::string&) const;
 template Tensor<int32_t> SafetensorsFile::read<int32_t>(const std::string&) const;
 
+uint64_t SafetensorsWriteItem::bytes() const {
+  uint64_t count = 1;
+  for (auto d : shape) count *= uint64_t(d);
+  return count * dtype_size(dtype);
+}
+
 FileStamp write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
-                       const std::map<std::string, std::string>& metadata) {
+                            const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& it : items) {
-    uint64_t count = 1;
-    for (auto d : it.shape) count *= uint64_t(d);
-    const uint64_t bytes = count * dtype_size(it.dtype);
+    MOEPP_CHECK(it.data || it.fill, path, ": tensor ", it.name, " has neither bytes nor a fill to write");
+    const uint64_t bytes = it.bytes();
     header[it.name] = {{"dtype", dtype_tag(it.dtype)}, {"shape", it.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string h = header.dump();
   while (h.size() % 8) h.push_back(' ');
-  std::string out;
-  out.reserve(8 + h.size() + size_t(offset));
-  for (int i = 0; i < 8; ++i) out.push_back(char((uint64_t(h.size()) >> (8 * i)) & 0xff));
-  out += h;
+  uint8_t length[8];
+  for (int i = 0; i < 8; ++i) length[i] = uint8_t((uint64_t(h.size()) >> (8 * i)) & 0xff);
+
+  AtomicFileWriter out(path);
+  DigestStream digest;
+  auto put = [&](const void* data, size_t size) {
+    out.append(data, size);
+    digest.update(static_cast<const uint8_t*>(data), size);
+  };
+  put(length, sizeof length);
+  put(h.data(), h.size());
+  std::vector<uint8_t> filled;  // reused: the largest filled tensor at most
   for (const auto& it : items) {
-    uint64_t count = 1;
-    for (auto d : it.shape) count *= uint64_t(d);
-    out.append(static_cast<const char*>(it.data), size_t(count * dtype_size(it.dtype)));
+    const size_t bytes = size_t(it.bytes());
+    if (it.data) {
+      put(it.data, bytes);
+      continue;
+    }
+    filled.resize(bytes);
+    it.fill(filled.data());
+    put(filled.data(), bytes);
   }
-  write_file_atomic(path, out);
-  return FileStamp{out.size(), digest_bytes(reinterpret_cast<const uint8_t*>(out.data()), out.size())};
+  out.commit();
+  return FileStamp{digest.size(), digest.finish()};
 }
 
 }  // namespace moepp

@@ -3,11 +3,14 @@
 // The reader maps the file and validates everything before it trusts it: header length
 // against the file, dtypes, shape products against byte ranges, ranges inside the data and
 // not overlapping. Tensor bytes stay in the mapping until read.
-// The writer goes through a temporary file and a rename, so a crash leaves no half file.
+// The writer streams tensors into a temporary file and renames it, so a crash leaves no half
+// file and a large model is never held twice.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -57,14 +60,27 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// One tensor to write: its bytes in memory (data), or produced when the writer reaches it
+// (fill writes them into a buffer of the tensor's size that the writer reuses), so a file
+// of converted tensors never holds more than one of them besides the source.
 struct SafetensorsWriteItem {
+  SafetensorsWriteItem(std::string name, DType dtype, std::vector<int64_t> shape, const void* data)
+      : name(std::move(name)), dtype(dtype), shape(std::move(shape)), data(data) {}
+  SafetensorsWriteItem(std::string name, DType dtype, std::vector<int64_t> shape, std::function<void(void*)> fill)
+      : name(std::move(name)), dtype(dtype), shape(std::move(shape)), fill(std::move(fill)) {}
+  uint64_t bytes() const;
+
   std::string name;
   DType dtype;
   std::vector<int64_t> shape;
-  const void* data;  // shape-product elements of dtype
+  const void* data = nullptr;  // shape-product elements of dtype
+  std::function<void(void*)> fill;
 };
 
+// Streams the header and the tensors one by one into the file (through AtomicFileWriter):
+// besides the items' own memory it holds the header and at most the largest filled tensor.
+// Returns the file's size and digest, taken as it is written.
 FileStamp write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
-                       const std::map<std::string, std::string>& metadata = {});
+                            const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace moepp

@@ -4,27 +4,11 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/parallel.h"
+#include "io/element_convert.h"
 #include "io/json_file.h"
 
 namespace moepp {
-
-namespace {
-
-float load_as_f32(const uint8_t* p, DType t) {
-  switch (t) {
-    case DType::f32: { float v; std::memcpy(&v, p, 4); return v; }
-    case DType::f64: { double v; std::memcpy(&v, p, 8); return float(v); }
-    case DType::bf16: { bf16 v; std::memcpy(&v.bits, p, 2); return bf16_to_f32(v); }
-    case DType::f16: { uint16_t v; std::memcpy(&v, p, 2); return f16_to_f32(v); }
-    case DType::i64: { int64_t v; std::memcpy(&v, p, 8); return float(v); }
-    case DType::i32: { int32_t v; std::memcpy(&v, p, 4); return float(v); }
-    case DType::u8: return float(*p);
-    case DType::i8: return float(int8_t(*p));
-  }
-  return 0;
-}
-
-}  // namespace
 
 TorchBinFile::TorchBinFile(const std::string& path) : zip_(path) {
   for (const auto& [name, e] : zip_.entries()) {
@@ -72,15 +56,28 @@ Tensor<float> TorchBinFile::read_f32(const std::string& name) const {
   const size_t es = dtype_size(r.dtype);
   Tensor<float> t{Shape(r.shape)};
   const int rank = int(r.shape.size());
-  std::vector<int64_t> idx(size_t(rank), 0);
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    int64_t off = r.offset;
-    for (int d = 0; d < rank; ++d) off += idx[size_t(d)] * r.stride[size_t(d)];
-    t[i] = load_as_f32(base + size_t(off) * es, r.dtype);
-    for (int d = rank - 1; d >= 0; --d) {
-      if (++idx[size_t(d)] < r.shape[size_t(d)]) break;
-      idx[size_t(d)] = 0;
-    }
+  // Row-major strides (what torch.save writes for a tensor of its own) convert in one
+  // run; any other view converts row by row along its last dimension.
+  bool contiguous = true;
+  for (int64_t d = rank - 1, expect = 1; d >= 0; --d) {
+    if (r.shape[size_t(d)] != 1 && r.stride[size_t(d)] != expect) contiguous = false;
+    expect *= r.shape[size_t(d)];
+  }
+  if (contiguous || rank == 0) {
+    convert_elements(base + size_t(r.offset) * es, r.dtype, t.numel(), t.data());
+  } else {
+    const int64_t cols = r.shape[size_t(rank - 1)], col_stride = r.stride[size_t(rank - 1)];
+    const int64_t rows = cols ? t.numel() / cols : 0;
+    parallel_for(rows, [&](int64_t row) {
+      int64_t off = r.offset;
+      for (int64_t d = rank - 2, rest = row; d >= 0; --d) {
+        off += (rest % r.shape[size_t(d)]) * r.stride[size_t(d)];
+        rest /= r.shape[size_t(d)];
+      }
+      float* out = t.data() + row * cols;
+      for (int64_t c = 0; c < cols; ++c)
+        convert_elements(base + size_t(off + c * col_stride) * es, r.dtype, 1, out + c);
+    });
   }
   // The view's span of its storage leaves the resident set (checked against the storage
   // when the file was opened; another view of it faults its pages in again if read).

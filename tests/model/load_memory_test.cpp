@@ -10,29 +10,17 @@
 
 #include "model/model_folder.h"
 #include "model/packed_model.h"
+#include "resident_memory.h"
 #include "test_util.h"
 
 using namespace moepp;
 using namespace moepp::test;
 
-namespace {
-
-// A field of /proc/self/status in bytes (VmRSS, VmHWM).
-int64_t status_bytes(const std::string& field) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
-  return -1;
-}
-
-}  // namespace
-
 TEST(LoadMemory, PeakStaysNearThePackedSize) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "AddressSanitizer keeps freed memory in quarantine: the resident set says nothing here";
 #endif
-  if (!std::ofstream("/proc/self/clear_refs").good()) GTEST_SKIP() << "no /proc/self/clear_refs to reset the peak";
+  if (!reset_peak_resident()) GTEST_SKIP() << "no /proc/self/clear_refs to reset the peak";
   ModelConfig cfg = ModelConfig::preset("small", 32768);  // hidden 256, 8 FFN experts
   cfg.intermediate_size = 1536;
   cfg.num_hidden_layers = 8;
@@ -50,7 +38,7 @@ TEST(LoadMemory, PeakStaysNearThePackedSize) {
     file_bytes = int64_t(f.tellg());
   }
   ASSERT_GT(file_bytes, int64_t(300) << 20);
-  std::ofstream("/proc/self/clear_refs") << "5";  // the peak (VmHWM) restarts from now
+  reset_peak_resident();
   const int64_t before = status_bytes("VmRSS");
   const auto m = load_packed_model_folder(dir, WeightType::q8_0);
   const int64_t peak = status_bytes("VmHWM");
