@@ -45,11 +45,23 @@ double exp_shifted(double* x, int64_t n, double mx) {
 // The G query heads of one kv head, for one row, against L positions of history:
 //   s[g][j] = q_g . k_j * scale;  p[g] = softmax(s[g]);  out_g = sum_j p[g][j] v_j
 // Keys and values are read once for the whole group. score[g]: G rows of at least L.
+// Keys and values of one kv head sit kv_heads * head_dim apart (a page apart at Mixtral's
+// shape), a stride the hardware prefetcher does not follow across pages: each row is
+// asked for kPrefetchRows rows ahead.
+constexpr int64_t kPrefetchRows = 6;
+
+template <typename T>
+void prefetch_row(const T* row, int64_t hd) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = 0; b < hd * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b);
+}
+
 template <typename T>
 void attend_group(const T* q, int64_t G, int64_t hd, const T* k, const T* v, int64_t stride, int64_t L, T scale,
                   T* const* score, T* out) {
   for (int64_t j = 0; j < L; ++j) {
     const T* kj = k + j * stride;
+    if (j + kPrefetchRows < L) prefetch_row(kj + kPrefetchRows * stride, hd);
     for (int64_t g = 0; g < G; ++g) score[g][j] = dot<T, T>(q + g * hd, kj, hd) * scale;
   }
   for (int64_t g = 0; g < G; ++g) {
@@ -63,6 +75,7 @@ void attend_group(const T* q, int64_t G, int64_t hd, const T* k, const T* v, int
   std::fill(out, out + G * hd, T(0));
   for (int64_t j = 0; j < L; ++j) {
     const T* vj = v + j * stride;
+    if (j + kPrefetchRows < L) prefetch_row(vj + kPrefetchRows * stride, hd);
     for (int64_t g = 0; g < G; ++g) {
       const T p = score[g][j];
       T* o = out + g * hd;
