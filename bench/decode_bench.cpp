@@ -1,7 +1,7 @@
 // bench/decode: prefill and decode tokens/s with a KV-cache session, per weight type (f32,
-// bf16, q8_0, q4), and decode as a fraction of the memory-bandwidth bound (weight bytes a
-// decode token reads over a read bandwidth measured in the same run). Random weights,
-// built in memory.
+// bf16, q8_0, q4), and decode as a fraction of the memory-bandwidth bound (the weight and
+// KV-cache bytes a decode token reads over a read bandwidth measured in the same run).
+// Random weights, built in memory.
 //   --shape mixtral (default): a Mixtral-shaped vanilla MoE (vocab 8192, hidden 1024, 8
 //     layers, 16/8 heads, FFN 2816, 8 experts, top-2) and its MoE++ twin (+ 2 constant,
 //     copy, zero experts); f32 runs the plain session, bf16/q8_0/q4 the packed one.
@@ -164,6 +164,14 @@ double bytes_per_token(const ModelConfig& cfg, const Weights& w, double ffn_per_
          (nffn - ffn_per_tok) * per_expert * moe_layers;
 }
 
+// Bytes of keys and values a decode token reads: every layer's f32 cache up to its
+// position, averaged over the decoded tokens (the context grows from prompt + 1 to
+// prompt + decode).
+double kv_bytes_per_token(const ModelConfig& cfg, int64_t prompt, int64_t decode) {
+  const double context = double(prompt) + double(decode + 1) / 2.0;
+  return context * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim() * 4.0 * 2.0;
+}
+
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream in(s);
@@ -260,8 +268,9 @@ int main(int argc, char** argv) try {
   const double bw = read_bandwidth();
   std::printf("decode bench: %s shape, %d layers, %d threads; read bandwidth %.1f GB/s; prompt %lld, decode %lld\n",
               shape.c_str(), layers, max_threads(), bw, (long long)prompt, (long long)decode);
-  std::printf("%-6s %-8s %6s %8s | %9s %8s | %11s %10s | %9s %9s\n", "dtype", "model", "z", "FFN/tok", "build s",
-              "RSS GB", "prefill t/s", "decode t/s", "MB/token", "of bound");
+  // "of bound": decode tokens/s over bandwidth / (weight MB + KV MB a token reads).
+  std::printf("%-6s %-8s %6s %8s | %9s %8s | %11s %10s | %9s %6s %9s\n", "dtype", "model", "z", "FFN/tok", "build s",
+              "RSS GB", "prefill t/s", "decode t/s", "MB/token", "KV MB", "of bound");
   for (const auto& dtype : dtypes) {
     if (big && dtype == "f32") throw std::runtime_error("moepp7b in f32 needs ~31 GB; use bf16 or q8_0");
     double van_decode = 0;
@@ -288,12 +297,12 @@ int main(int argc, char** argv) try {
       }
       const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double ffn_per_tok = ffn_slots / double(decode) / double(cfg.num_moe_layers());
-      const double bytes = bytes_per_token(cfg, w, ffn_per_tok);
+      const double bytes = bytes_per_token(cfg, w, ffn_per_tok), kv = kv_bytes_per_token(cfg, prompt, decode);
       const double tps = double(decode) / decode_s;
       if (!moepp) van_decode = tps;
-      std::printf("%-6s %-8s %6.3f %8.3f | %9.1f %8.2f | %11.0f %10.1f | %9.1f %8.0f%%\n", dtype.c_str(),
+      std::printf("%-6s %-8s %6.3f %8.3f | %9.1f %8.2f | %11.0f %10.1f | %9.1f %6.1f %8.0f%%\n", dtype.c_str(),
                   moepp ? "MoE++" : "vanilla", moepp ? 1.0 - ffn_per_tok / 2.0 : 0.0, ffn_per_tok, w.build_s, rss,
-                  double(prompt) / prefill_s, tps, bytes / 1e6, 100.0 * tps / (bw * 1e9 / bytes));
+                  double(prompt) / prefill_s, tps, bytes / 1e6, kv / 1e6, 100.0 * tps / (bw * 1e9 / (bytes + kv)));
       if (moepp && van_decode > 0)
         std::printf("%-6s MoE++/vanilla decode: %.2fx (FFN slots skipped: %.0f%%)\n", dtype.c_str(), tps / van_decode,
                     100.0 * (1.0 - ffn_per_tok / 2.0));
