@@ -3,7 +3,10 @@
 #pragma once
 #include <omp.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace moepp {
 
@@ -20,6 +23,16 @@ void parallel_for(int64_t n, Fn&& fn, int64_t min_parallel = 2) {
   }
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) fn(i);
+}
+
+// memcpy in 1 MB pieces on all threads: into fresh memory (an UninitVector just resized)
+// the threads also share the page faults and the kernel's zeroing of the new pages.
+inline void parallel_copy(void* dst, const void* src, size_t bytes) {
+  constexpr size_t kPiece = size_t(1) << 20;
+  parallel_for(int64_t((bytes + kPiece - 1) / kPiece), [&](int64_t i) {
+    const size_t at = size_t(i) * kPiece;
+    std::memcpy(static_cast<char*>(dst) + at, static_cast<const char*>(src) + at, std::min(kPiece, bytes - at));
+  });
 }
 
 }  // namespace moepp

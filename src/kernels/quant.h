@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "core/uninit_vector.h"
 #include "kernels/gemm_panels.h"
 
 namespace moepp {
@@ -48,10 +49,10 @@ struct PackedMatrix {
   WeightType type = WeightType::f32;
   int64_t rows = 0, cols = 0;
   PanelMatrix f32;                // f32: column panels
-  std::vector<uint16_t> bf16;     // bf16: [rows, cols] raw bits
-  std::vector<int8_t> q;          // q8_0: [rows, cols]
+  UninitVector<uint16_t> bf16;    // bf16: [rows, cols] raw bits
+  UninitVector<int8_t> q;         // q8_0: [rows, cols]
   std::vector<float> scales;      // q8_0, q4: [rows, cols / 32]
-  std::vector<uint8_t> nibbles;   // q4: [rows, cols / 2], two values a byte (kernels/q4_dot.h)
+  UninitVector<uint8_t> nibbles;  // q4: [rows, cols / 2], two values a byte (kernels/q4_dot.h)
 
   // Packs a row-major f32 matrix; throws if q8_0 or q4 is asked for with cols % 32 != 0.
   static PackedMatrix pack(const float* w, int64_t rows, int64_t cols, WeightType type);

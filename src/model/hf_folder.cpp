@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/parallel.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/quant_layout.h"
@@ -146,7 +147,7 @@ PackedModel::PackedFill bf16_reader(bool mixtral, int64_t I, int64_t D, WeightSo
     out.bf16.resize(size_t(rows * cols));
     size_t at = 0;
     for (size_t i = 0; i < raws.size(); ++i) {
-      std::memcpy(out.bf16.data() + at, raws[i].data, raws[i].bytes);
+      parallel_copy(out.bf16.data() + at, raws[i].data, raws[i].bytes);
       at += raws[i].bytes / 2;
       src.release(parts[i].name);
     }
@@ -194,8 +195,13 @@ PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConf
     out.rows = rows;
     out.cols = cols;
     out.scales.assign(scales.data(), scales.data() + scales.numel());
-    if (q8) out.q.assign(reinterpret_cast<const int8_t*>(raw->data), reinterpret_cast<const int8_t*>(raw->data) + raw->bytes);
-    else out.nibbles.assign(raw->data, raw->data + raw->bytes);
+    if (q8) {
+      out.q.resize(raw->bytes);
+      parallel_copy(out.q.data(), raw->data, raw->bytes);
+    } else {
+      out.nibbles.resize(raw->bytes);
+      parallel_copy(out.nibbles.data(), raw->data, raw->bytes);
+    }
     src.release(name);
     return true;
   };

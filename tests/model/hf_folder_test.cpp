@@ -140,7 +140,7 @@ TEST(ConvertCommand, MixtralFolderToF32AndBf16Safetensors) {
     const auto direct = load_packed_model_folder(folder, WeightType::bf16);
     LoadedModel plain = load_model_folder(folder);
     const auto through_f32 = PackedModel::pack(plain.config, std::move(plain.params), WeightType::bf16);
-    std::map<std::string, std::vector<uint16_t>> want_bits;
+    std::map<std::string, UninitVector<uint16_t>> want_bits;
     through_f32->for_each_packed([&](const std::string& name, const PackedMatrix& p) { want_bits[name] = p.bf16; });
     size_t matrices = 0;
     direct->for_each_packed([&](const std::string& name, const PackedMatrix& p) {
@@ -281,7 +281,7 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
   };
   rewrite({32, 1});
   const auto stored = load_packed_model_folder(dir + "/bad", WeightType::q4);
-  EXPECT_EQ(stored->layers[0].wq.nibbles, std::vector<uint8_t>(32 * 16, 0x99));
+  EXPECT_EQ(stored->layers[0].wq.nibbles, UninitVector<uint8_t>(32 * 16, 0x99));
   EXPECT_EQ(stored->layers[0].wq.scales, std::vector<float>(32, 1.0f));
   rewrite({32, 2});
   expect_error_mentioning([&] { load_packed_model_folder(dir + "/bad", WeightType::q4); },

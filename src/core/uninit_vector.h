@@ -1,0 +1,36 @@
+// UninitVector: a std::vector whose resize() leaves new elements default-initialised
+// (for bytes and floats: untouched). A large weight buffer is then first written - and its
+// pages first faulted in and zeroed by the kernel - by the code that fills it, on all
+// threads, instead of by one thread's memset before the copy.
+#pragma once
+#include <memory>
+#include <new>
+#include <utility>
+#include <vector>
+
+namespace moepp {
+
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <typename U>
+  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+template <typename T>
+using UninitVector = std::vector<T, DefaultInitAllocator<T>>;
+
+}  // namespace moepp
