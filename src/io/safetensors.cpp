@@ -1,7 +1,6 @@
 #include "io/safetensors.h"
 
 #include <algorithm>
-#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -27,7 +26,6 @@ std::string dtype_tag(DType t) {
     if (d == t) return name;
   fail("safetensors: dtype ", dtype_name(t), " cannot be written");
 }
-
 
 }  // namespace
 

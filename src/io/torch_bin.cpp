@@ -1,6 +1,5 @@
 #include "io/torch_bin.h"
 
-#include <cstring>
 
 #include "core/checked.h"
 #include "core/error.h"

@@ -1,12 +1,11 @@
 #include "train/replicas.h"
 
-#include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <unordered_set>
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "io/digest.h"
 #include "moe/expert_parallel.h"
 
 namespace moepp {
@@ -117,26 +116,12 @@ uint64_t replicated_digest(const ModelConfig& cfg, const ModelParams<float>& par
   auto& p = const_cast<ModelParams<float>&>(params);  // read only: shared_and_owned walks non-const
   std::vector<Tensor<float>*> shared, owned;
   shared_and_owned(cfg, p, ep_size, 0, shared, owned);
-  // FNV-1a over the values' bit patterns in fixed chunks hashed on all threads, then over
-  // the chunks' digests in order: the same digest at any thread count, and a 7B model's
-  // replicated weights in well under a second.
-  constexpr int64_t kChunk = int64_t(1) << 16;
+  // digest_bytes over each tensor's bits (chunked on all threads, the same at any thread
+  // count), the tensors' digests folded in order.
   uint64_t h = kFnvOffset;
-  std::vector<uint64_t> chunk_digests;
   for (auto* t : shared) {
-    const float* v = t->data();
-    const int64_t n = t->numel(), chunks = (n + kChunk - 1) / kChunk;
-    chunk_digests.assign(size_t(chunks), 0);
-    parallel_for(chunks, [&](int64_t c) {
-      uint64_t d = kFnvOffset;
-      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
-        uint32_t bits;
-        std::memcpy(&bits, v + i, sizeof bits);
-        d = (d ^ bits) * kFnvPrime;
-      }
-      chunk_digests[size_t(c)] = d;
-    });
-    for (uint64_t d : chunk_digests) h = (h ^ d) * kFnvPrime;
+    const uint64_t d = digest_bytes(reinterpret_cast<const uint8_t*>(t->data()), size_t(t->numel()) * sizeof(float));
+    h = (h ^ d) * kFnvPrime;
   }
   return h;
 }
