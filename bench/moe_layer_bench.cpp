@@ -1,7 +1,8 @@
 // bench/moe_layer: one MoE++ layer with the released MoE++7B layer shape against its
-// vanilla twin, f32, in the same run:
+// vanilla twin, f32 (and bf16 products, where the CPU has them), in the same run:
 //   - forward and forward+backward tokens/s, for a router bias that sends a fraction z of
 //     the slots to zero-computation experts; MoE++/vanilla against the ideal 1/(1-z);
+//   - forward+backward again with bf16 products (train --precision bf16) against f32;
 //   - the forward again with the FFN experts packed once as f32 column panels (what
 //     inference runs: kernels/gemm_panels.h), and the time the packing took;
 //   - the FFN grouped GEMMs' GFLOP/s as a fraction of one plain GEMM of the same total
@@ -20,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "bench_util.h"
@@ -29,6 +31,7 @@
 #include "core/stats.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_panels.h"
+#include "kernels/mixed_precision.h"
 #include "kernels/swiglu.h"
 #include "core/error.h"
 #include "moe/balance_loss.h"
@@ -293,7 +296,12 @@ int main(int argc, char** argv) try {
     std::vector<MoeCache<float>> caches(V);
     Tensor<float> y({s.T, s.D}), dx({s.T, s.D}), dzp({s.T, int64_t(pp_cfg.num_experts())});
     // Forward alone (as trained or prepacked), or forward then backward (as trained).
-    auto layer_seconds = [&](size_t i, bool prepacked, bool backward) {
+    // With bf16, the products round their operands to bf16 (train --precision bf16): the
+    // experts are rounded into a shadow once per call, as the trainer does once per step.
+    const bool bf16 = gemm_bf16_available();
+    std::vector<std::vector<double>> fwdbwd_bf16(V);
+    Bf16Shadow shadow;
+    auto layer_seconds = [&](size_t i, bool prepacked, bool backward, bool mixed = false) {
       const bool vanilla = i == 0;
       MoeParams<float>& w = vanilla ? van : pp;
       if (vanilla) {
@@ -311,6 +319,14 @@ int main(int argc, char** argv) try {
       const MoeConfig& cfg = vanilla ? van_cfg : pp_cfg;
       const float* zp = vanilla ? nullptr : ones.data();
       auto call = [&] {
+        std::optional<GemmPrecisionScope> scope;
+        if (mixed) {
+          std::vector<Bf16Shadow::Span> spans;
+          for (const auto* list : {&w.up, &w.down})
+            for (const auto& t : *list) spans.emplace_back(t.data(), t.numel());
+          shadow.refresh(spans);
+          scope.emplace(GemmPrecision::bf16, &shadow);
+        }
         moe_forward(cfg, view, x.data(), s.T, zp, caches[i], y.data());
         if (backward)
           moe_backward<float>(cfg, w, x.data(), zp, caches[i], dy.data(), nullptr, 0.01, dx.data(),
@@ -333,10 +349,12 @@ int main(int argc, char** argv) try {
       for (size_t i = 0; i < V; ++i) {
         const double a = layer_seconds(i, false, false), b = layer_seconds(i, true, false);
         const double c = layer_seconds(i, false, true);
+        const double d = bf16 ? layer_seconds(i, false, true, true) : 0.0;
         if (r >= 0) {
           fwd[i].push_back(a);
           fwd_packed[i].push_back(b);
           fwdbwd[i].push_back(c);
+          fwdbwd_bf16[i].push_back(d);
         }
       }
     out["forward_rounds"] = rounds;
@@ -345,6 +363,10 @@ int main(int argc, char** argv) try {
       r["fwd_tokens_per_s"] = double(s.T) / median(fwd[i]);
       r["fwd_packed_tokens_per_s"] = double(s.T) / median(fwd_packed[i]);
       r["fwdbwd_tokens_per_s"] = double(s.T) / median(fwdbwd[i]);
+      if (bf16) {
+        r["fwdbwd_bf16_tokens_per_s"] = double(s.T) / median(fwdbwd_bf16[i]);
+        r["fwdbwd_bf16_over_f32"] = median(fwdbwd[i]) / median(fwdbwd_bf16[i]);
+      }
       if (i > 0) {
         r["fwdbwd_speedup"] = median(fwdbwd[0]) / median(fwdbwd[i]);
         r["fwd_speedup"] = median(fwd[0]) / median(fwd[i]);
@@ -416,6 +438,16 @@ int main(int argc, char** argv) try {
     std::printf(" %lld-%lld", (long long)r["rows_min"].get<int64_t>(), (long long)r["rows_max"].get<int64_t>());
   }
   std::printf("\n");
+
+  if (runs[0].contains("fwdbwd_bf16_tokens_per_s")) {
+    std::printf("\nforward+backward with bf16 products (train --precision bf16: operands rounded to bf16, f32\n"
+                "accumulation; the experts rounded once per call, as once per training step), same rounds:\n\n"
+                "%-8s %6s | %14s %14s %9s\n", "variant", "z", "f32 tok/s", "bf16 tok/s", "bf16/f32");
+    for (const auto& r : runs)
+      std::printf("%-8s %6.3f | %14.0f %14.0f %8.2fx\n", r["variant"].get<std::string>().c_str(), r["z"].get<double>(),
+                  r["fwdbwd_tokens_per_s"].get<double>(), r["fwdbwd_bf16_tokens_per_s"].get<double>(),
+                  r["fwdbwd_bf16_over_f32"].get<double>());
+  }
 
   // The inference forward: FFN experts packed once as f32 panels (pack time above).
   std::printf("\nForward with the FFN experts prepacked as f32 column panels (inference; packing all %d experts took "

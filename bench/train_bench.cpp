@@ -1,10 +1,11 @@
 // bench/train: training tokens/s of a preset model (default `small`), MoE++ against its
-// vanilla twin in the same run, on synthetic tokens (speed does not depend on the text),
+// vanilla twin in the same run, f32 and (where the CPU has native bf16 products, unless
+// --bf16 0) bf16 products, on synthetic tokens (speed does not depend on the text),
 // and peak memory against the planned sum of parameters, gradients, AdamW moments and
 // activations. A PyTorch eager peer of the same model runs through bench/train_torch.py
 // when --torch 1 and Debian's python3-torch is installed.
 // Usage: train_bench [--preset small] [--steps 20] [--batch 8] [--seq 128] [--threads 2] [--pin 1]
-//        [--vocab 4000] [--torch 1] [--json FILE]
+//        [--vocab 4000] [--torch 1] [--bf16 1] [--json FILE]
 #include <sys/resource.h>
 
 #include <chrono>
@@ -16,8 +17,10 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/stats.h"
+#include "kernels/mixed_precision.h"
 #include "model/params.h"
 #include "model/transformer.h"
+#include "train/bf16_weights.h"
 #include "train/optimizer.h"
 
 using namespace moepp;
@@ -50,13 +53,14 @@ double cache_mb(const ModelCache<float>& c) {
   return b / 1e6;
 }
 
-json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S) {
+json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecision precision) {
   Rng rng(7);
   auto params = ModelParams<float>::zeros(cfg);
   params.init(cfg, rng);
   auto grads = ModelParams<float>::zeros(cfg);
   AdamW opt(cfg, AdamWConfig{});
   ModelCache<float> cache;
+  Bf16Shadow shadow;
   std::vector<int32_t> ids(size_t(B * S)), targets(size_t(B * S));
   std::vector<double> times;
   double ffn_per_token = 0;
@@ -66,8 +70,12 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S) {
       targets[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
     }
     const auto t0 = std::chrono::steady_clock::now();
-    model_forward(cfg, params, ids.data(), B, S, cache);
-    model_backward(cfg, params, cache, targets.data(), grads, GradMode::overwrite);  // as the trainer's first micro-batch
+    {  // as the trainer's step: bf16 rounds the weights once, then the products run in the scope
+      if (precision == GemmPrecision::bf16) shadow.refresh(weight_matrix_spans(cfg, params));
+      const GemmPrecisionScope products(precision, &shadow);
+      model_forward(cfg, params, ids.data(), B, S, cache);
+      model_backward(cfg, params, cache, targets.data(), grads, GradMode::overwrite);  // as the trainer's first micro-batch
+    }
     clip_grad_norm(cfg, grads, 1.0);
     opt.update(cfg, params, grads, 1e-3);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -90,7 +98,7 @@ int main(int argc, char** argv) try {
   const Flags f(argc, argv);
   if (f.has("help")) {
     std::printf("train_bench: training tokens/s, MoE++ vs vanilla twin vs PyTorch eager\n"
-                "  --preset small --steps 20 --batch 8 --seq 128 --threads 2 --pin 1 --vocab 4000 --torch 1 --json FILE\n");
+                "  --preset small --steps 20 --batch 8 --seq 128 --threads 2 --pin 1 --vocab 4000 --torch 1 --bf16 1 --json FILE\n");
     return 0;
   }
   const std::string preset = f.get("preset", "small");
@@ -98,22 +106,32 @@ int main(int argc, char** argv) try {
   const int threads = int(f.get_int("threads", 2));
   const int64_t vocab = f.get_int("vocab", 4000);
   setup_threads(f, threads);
+  const bool bf16 = f.get_int("bf16", 1) && gemm_bf16_available();
   json out = {{"preset", preset}, {"batch", B}, {"seq", S}, {"threads", threads}, {"steps", steps}};
   for (bool vanilla : {false, true}) {
     const ModelConfig cfg = ModelConfig::preset(preset, vocab, vanilla);
-    std::fprintf(stderr, "train_bench: %s %s ...\n", preset.c_str(), vanilla ? "vanilla" : "MoE++");
-    out[vanilla ? "vanilla" : "moepp"] = run(cfg, steps, B, S);
-    out[vanilla ? "vanilla" : "moepp"]["peak_rss_mb_so_far"] = peak_rss_mb();
+    const char* key = vanilla ? "vanilla" : "moepp";
+    std::fprintf(stderr, "train_bench: %s %s, f32 ...\n", preset.c_str(), vanilla ? "vanilla" : "MoE++");
+    out[key] = run(cfg, steps, B, S, GemmPrecision::f32);
+    out[key]["peak_rss_mb_so_far"] = peak_rss_mb();
+    if (bf16) {
+      std::fprintf(stderr, "train_bench: %s %s, bf16 products ...\n", preset.c_str(), vanilla ? "vanilla" : "MoE++");
+      out["bf16"][key] = run(cfg, steps, B, S, GemmPrecision::bf16);
+    }
   }
   if (f.get_int("torch", 1)) {
-    const std::string cmd = "/usr/bin/python3 " MOEPP_BENCH_DIR "/train_torch.py --preset " + preset + " --steps " +
-                            std::to_string(steps) + " --batch " + std::to_string(B) + " --seq " + std::to_string(S) +
-                            " --threads " + std::to_string(threads) + " --vocab " + std::to_string(vocab);
-    std::fprintf(stderr, "train_bench: pytorch: %s\n", cmd.c_str());
-    try {
-      out["torch"] = json::parse(run_capture(cmd));
-    } catch (...) {
-      std::fprintf(stderr, "train_bench: pytorch peer unavailable; skipped\n");
+    for (const char* precision : bf16 ? std::vector<const char*>{"f32", "bf16"} : std::vector<const char*>{"f32"}) {
+      const std::string cmd = "/usr/bin/python3 " MOEPP_BENCH_DIR "/train_torch.py --preset " + preset + " --steps " +
+                              std::to_string(steps) + " --batch " + std::to_string(B) + " --seq " + std::to_string(S) +
+                              " --threads " + std::to_string(threads) + " --vocab " + std::to_string(vocab) +
+                              " --precision " + precision;
+      std::fprintf(stderr, "train_bench: pytorch: %s\n", cmd.c_str());
+      try {
+        out[std::string(precision) == "f32" ? "torch" : "torch_bf16"] = json::parse(run_capture(cmd));
+      } catch (...) {
+        std::fprintf(stderr, "train_bench: pytorch peer unavailable; skipped\n");
+        break;
+      }
     }
   }
   const auto& pp = out["moepp"];
@@ -134,6 +152,23 @@ int main(int argc, char** argv) try {
     std::printf("\n");
   }
   std::printf("MoE++ / vanilla: %.2fx\n", pp["tokens_per_s"].get<double>() / va["tokens_per_s"].get<double>());
+  if (bf16) {
+    const bool tb = out.contains("torch_bf16") && out["torch_bf16"].contains("moepp");
+    std::printf("\nbf16 products (train --precision bf16: operands rounded to bf16, f32 accumulation, f32 master\n"
+                "weights and AdamW; weights rounded once per step, inside the step's time)\n");
+    std::printf("%-10s %12s %12s %10s", "model", "f32 tok/s", "bf16 tok/s", "bf16/f32");
+    if (tb) std::printf(" %16s %10s", "torch bf16 tok/s", "vs torch");
+    std::printf("\n");
+    for (const char* k : {"moepp", "vanilla"}) {
+      const double a = out[k]["tokens_per_s"].get<double>(), b = out["bf16"][k]["tokens_per_s"].get<double>();
+      std::printf("%-10s %12.0f %12.0f %9.2fx", k, a, b, b / a);
+      if (tb) {
+        const double t = out["torch_bf16"][k]["tokens_per_s"].get<double>();
+        std::printf(" %16.0f %9.2fx", t, b / t);
+      }
+      std::printf("\n");
+    }
+  }
   const auto& pm = pp["planned_mb"];
   const double planned = pm["params"].get<double>() + pm["grads"].get<double>() + pm["adam_moments"].get<double>() +
                          pm["activations"].get<double>();

@@ -100,7 +100,7 @@ class MoEPP(nn.Module):
                 out = a[:, :1] * xe + a[:, 1:] * self.const[c]
             else:
                 out = xe
-            y.index_add_(0, tok, out * g[tok, slot].unsqueeze(-1))
+            y.index_add_(0, tok, (out * g[tok, slot].unsqueeze(-1)).to(y.dtype))  # autocast: bf16 products
         f = torch.zeros(self.E).index_add_(0, idx.flatten(), torch.ones(idx.numel())) / T
         eta = torch.ones(self.E)
         eta[self.N:] = self.tau
@@ -149,10 +149,12 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=4000)
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="bf16: forward under torch.autocast('cpu', bfloat16), f32 master weights and AdamW")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    out = {"torch_version": torch.__version__, "threads": a.threads}
+    out = {"torch_version": torch.__version__, "threads": a.threads, "precision": a.precision}
     for name, vanilla in (("moepp", False), ("vanilla", True)):
         m = Model(a.vocab, a.preset, vanilla)
         opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
@@ -162,7 +164,8 @@ def main():
             tg = torch.randint(0, a.vocab, (a.batch, a.seq))
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss = m(ids, tg)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                loss = m(ids, tg)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
             opt.step()

@@ -21,6 +21,7 @@ struct TrainArgs {
   double tau = -1, beta = -1;
   int threads = 0;
   int ep_size = 1;
+  std::string precision = "f32";
 };
 
 void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm);
@@ -61,6 +62,11 @@ void add_train(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--check-replicas", a->opt.check_replicas,
                 "Under mpirun: compare a digest of the replicated weights across ranks after every step");
+  cmd->add_option("--precision", a->precision,
+                  "Products of forward and backward: f32, or bf16 (operands rounded to bf16, f32 accumulation, "
+                  "f32 master weights and optimizer state; needs AVX-512 BF16 or AMX; docs/mixed_precision.md)")
+      ->default_val("f32")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   add_threads_option(cmd, &a->threads);
   cmd->callback([a, cmd] {
     run_distributed(a->ep_size, [&](Collectives* comm) { run_train(a.get(), cmd, comm); });
@@ -74,8 +80,9 @@ void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm) {
   const bool printer = !comm || comm->rank() == 0;
   auto& o = a->opt;
   o.comm = comm;
+  o.precision = a->precision == "bf16" ? GemmPrecision::bf16 : GemmPrecision::f32;
   for (const char* flag : {"--batch", "--seq", "--accum", "--seed", "--lr", "--min-lr-ratio", "--warmup",
-                           "--weight-decay", "--clip"})
+                           "--weight-decay", "--clip", "--precision"})
     if (cmd->count(flag) > 0) o.given.insert(flag);
   MOEPP_CHECK(!cmd->count("--tau") || (std::isfinite(a->tau) && a->tau >= 0), "train: --tau is ", a->tau,
               "; the balance weight of zero-computation experts must be non-negative");

@@ -9,6 +9,7 @@
 #include "kernels/gemm_panels.h"
 #include "kernels/gemm_small.h"
 #include "kernels/gemm_stream.h"
+#include "kernels/mixed_precision.h"
 
 #ifdef MOEPP_HAVE_CBLAS
 #include <cblas.h>
@@ -187,6 +188,10 @@ GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K
 
 #ifndef MOEPP_GEMM_ONEDNN
 bool gemm_bf16_available() { return false; }
+void gemm_bf16(Trans, Trans, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t, float,
+               float*, int64_t) {
+  fail("gemm_bf16: this build has no bf16 GEMM (oneDNN is not its provider)");
+}
 void gemm_bf16_nt(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t, float, float*, int64_t) {
   fail("gemm_bf16_nt: this build has no bf16 GEMM (oneDNN is not its provider)");
 }
@@ -233,6 +238,10 @@ template <>
 void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                  float* C, int64_t ldc) {
+  if (gemm_precision() == GemmPrecision::bf16 && M > 0 && N > 0 && K > 0) {
+    check_args(ta, tb, M, N, K, lda, ldb, ldc);
+    return gemm_f32_as_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   run_on_route(gemm_route(ta, tb, M, N, K, alpha, beta), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -267,6 +276,10 @@ template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
   for (const auto& p : problems) {
     if constexpr (std::is_same_v<T, float>) {
+      if (gemm_precision() == GemmPrecision::bf16) {
+        gemm<float>(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
+        continue;
+      }
       run_on_route(gemm_grouped_route(ta, tb, p.M, p.N, p.K, p.ldb, p.beta), ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda,
                    p.B, p.ldb, p.beta, p.C, p.ldc);
     } else {

@@ -40,9 +40,12 @@ GemmRoute gemm_grouped_route(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K
 
 // C[M, N] = A[M, K] W[N, K]^T + beta C with A and W bf16 (raw bits, row strides lda, ldw) and
 // C f32, accumulated in f32: the products of packed bf16 and q8_0 weights with many rows
-// (kernels/quant.h). Available where oneDNN is the provider and the CPU has AVX-512 BF16
-// (or AMX); gemm_bf16_nt must not be called otherwise.
+// (kernels/quant.h); gemm_bf16 is the same with op(A), op(B) and alpha, for mixed-precision
+// training (kernels/mixed_precision.h). Available where oneDNN is the provider and the CPU has AVX-512 BF16
+// (or AMX); neither may be called otherwise.
 bool gemm_bf16_available();
+void gemm_bf16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 void gemm_bf16_nt(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* W, int64_t ldw,
                   float beta, float* C, int64_t ldc);
 

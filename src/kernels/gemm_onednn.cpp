@@ -102,6 +102,11 @@ bool gemm_bf16_available() {
   return native;
 }
 
+void gemm_bf16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  run_matmul(dnnl::memory::data_type::bf16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void gemm_bf16_nt(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* W, int64_t ldw,
                   float beta, float* C, int64_t ldc) {
   run_matmul(dnnl::memory::data_type::bf16, Trans::N, Trans::T, M, N, K, 1.0f, A, lda, W, ldw, beta, C, ldc);

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/gemm.h"
+#include "kernels/mixed_precision.h"
 #include "kernels/softmax.h"
 
 namespace moepp {
@@ -48,6 +49,9 @@ template <typename T>
 void router_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_t n,
                     const T* z_prev, RouterCache<T>& c) {
   const int64_t E = cfg.num_experts(), D = cfg.hidden, k = cfg.top_k;
+  // Routing stays f32 in mixed precision: a rounded logit can flip a top-k choice, and these
+  // products are a sliver of the layer's work.
+  const GemmPrecisionScope f32_routing(GemmPrecision::f32);
   c.resize(cfg, n);
   // 1. logits
   if (cfg.two_layer_router) {
@@ -119,6 +123,7 @@ void router_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, co
                      const RouterCache<T>& c, const T* dg, const T* dp_extra, const T* dz_next,
                      T* dx, T* dz_prev, MoeParams<T>& grad) {
   const int64_t n = c.tokens, E = cfg.num_experts(), D = cfg.hidden, k = cfg.top_k;
+  const GemmPrecisionScope f32_routing(GemmPrecision::f32);  // as in router_forward
   Tensor<T> dp({n, E}), ds({n, E}), dz({n, E});
   // 4. gate weights -> dp (official, softmax) or ds (mixtral)
   parallel_for(n, [&](int64_t t) {

@@ -22,6 +22,7 @@
 #include "model/params.h"
 #include "model/transformer.h"
 #include "moe/expert_parallel.h"
+#include "train/bf16_weights.h"
 #include "train/checkpoint.h"
 #include "train/evaluator.h"
 #include "train/gradient_sync.h"
@@ -76,6 +77,9 @@ void validate_options(const TrainOptions& o) {
   number("--weight-decay", o.weight_decay, 0, 1e3);
   number("--clip", o.clip, 0, 1e30);
   number("--time-limit", o.time_limit_s, 0, 1e12);
+  MOEPP_CHECK(o.precision != GemmPrecision::bf16 || gemm_bf16_available(),
+              "train: --precision bf16 needs a CPU with AVX-512 BF16 or AMX and a build with oneDNN as its GEMM "
+              "provider; this one has none (use --precision f32)");
 }
 
 // Resume continues the run as it was recorded: batch, sequence, accumulation, seed and the
@@ -103,6 +107,17 @@ void adopt_recorded_options(TrainOptions& o, const json& st, const std::string& 
   adopt("min_lr_ratio", "--min-lr-ratio", o.min_lr_ratio);
   adopt("weight_decay", "--weight-decay", o.weight_decay);
   adopt("clip", "--clip", o.clip);
+  if (st.contains("precision")) {
+    const json& v = st["precision"];
+    MOEPP_CHECK(v.is_string() && (v == "f32" || v == "bf16"), state_path, ": field precision is ", v.dump(),
+                ", not \"f32\" or \"bf16\"");
+    const GemmPrecision recorded = v == "bf16" ? GemmPrecision::bf16 : GemmPrecision::f32;
+    MOEPP_CHECK(!o.given.count("--precision") || o.precision == recorded, "train --resume: --precision ",
+                gemm_precision_name(o.precision), " conflicts with the run's recorded precision ",
+                gemm_precision_name(recorded), " (", state_path,
+                "); drop the flag to continue the run as recorded, or start a new run");
+    o.precision = recorded;
+  }
   validate_options(o);
 }
 
@@ -150,7 +165,7 @@ TrainResult train(const TrainOptions& options) {
                                  " " + std::to_string(o.seq) + " " + std::to_string(o.accum) + " " +
                                  std::to_string(o.seed) + " " + std::to_string(o.lr) + " " +
                                  std::to_string(train_tokens.size()) + " " + std::to_string(val_tokens.size()) +
-                                 " " + std::to_string(o.resume));
+                                 " " + std::to_string(o.resume) + " " + gemm_precision_name(o.precision));
   }
 
   auto params = ModelParams<float>::zeros(cfg);
@@ -183,7 +198,8 @@ TrainResult train(const TrainOptions& options) {
     return json{{"step", step}, {"loader_epoch", p.epoch}, {"loader_index", p.index}, {"seed", o.seed},
                 {"steps", o.steps}, {"batch", o.batch}, {"seq", o.seq}, {"accum", o.accum}, {"lr", o.lr},
                 {"min_lr_ratio", o.min_lr_ratio}, {"warmup", o.warmup}, {"weight_decay", o.weight_decay},
-                {"clip", o.clip}, {"train_seconds", seconds}, {"data", o.data_dir}, {"model", model_label}};
+                {"clip", o.clip}, {"precision", gemm_precision_name(o.precision)}, {"train_seconds", seconds},
+                {"data", o.data_dir}, {"model", model_label}};
   };
 
   const bool tty = isatty(fileno(stderr));
@@ -198,6 +214,7 @@ TrainResult train(const TrainOptions& options) {
                    comm->size(), comm->dp_size(), E, (long long)(o.batch / ranks), (long long)o.batch, F / E, F);
   }
   ModelCache<float> cache;
+  Bf16Shadow shadow;  // the weights rounded to bf16 (--precision bf16)
   cache.comm = comm;
   // Gradients are summed over the ranks while the last micro-batch's backward runs.
   std::unique_ptr<GradientSync> sync = comm ? std::make_unique<GradientSync>(cfg, grads, *comm) : nullptr;
@@ -228,22 +245,27 @@ TrainResult train(const TrainOptions& options) {
       const auto ts = clock::now();
       LossParts acc;
       std::vector<RoutingStats> routing;
-      for (int64_t a = 0; a < o.accum; ++a) {
-        loader.next(ids, targets);
-        model_forward(cfg, params, ids.data() + first_row, share, o.seq, cache);
-        if (sync && a + 1 == o.accum) cache.grads_ready = [&](int part) { sync->ready(part); };
-        else cache.grads_ready = nullptr;
-        // The first micro-batch writes the gradients over the last step's (no zeroing pass).
-        const LossParts p = model_backward(cfg, params, cache, targets.data() + first_row, grads,
-                                           a == 0 ? GradMode::overwrite : GradMode::accumulate);
-        acc.loss += p.loss / double(o.accum);
-        acc.lm_loss += p.lm_loss / double(o.accum);
-        acc.balance_loss += p.balance_loss / double(o.accum);
-        auto st = routing_stats_of(cfg, cache);
-        if (comm) sum_routing(st, *comm);
-        if (routing.empty()) routing = st;
-        else
-          for (size_t l = 0; l < st.size(); ++l) routing[l].add(st[l]);
+      // Mixed precision rounds the weights once per step; activations are rounded per product.
+      if (o.precision == GemmPrecision::bf16) shadow.refresh(weight_matrix_spans(cfg, params));
+      {  // the products of this step's forwards and backwards (validation stays f32)
+        const GemmPrecisionScope products(o.precision, &shadow);
+        for (int64_t a = 0; a < o.accum; ++a) {
+          loader.next(ids, targets);
+          model_forward(cfg, params, ids.data() + first_row, share, o.seq, cache);
+          if (sync && a + 1 == o.accum) cache.grads_ready = [&](int part) { sync->ready(part); };
+          else cache.grads_ready = nullptr;
+          // The first micro-batch writes the gradients over the last step's (no zeroing pass).
+          const LossParts p = model_backward(cfg, params, cache, targets.data() + first_row, grads,
+                                             a == 0 ? GradMode::overwrite : GradMode::accumulate);
+          acc.loss += p.loss / double(o.accum);
+          acc.lm_loss += p.lm_loss / double(o.accum);
+          acc.balance_loss += p.balance_loss / double(o.accum);
+          auto st = routing_stats_of(cfg, cache);
+          if (comm) sum_routing(st, *comm);
+          if (routing.empty()) routing = st;
+          else
+            for (size_t l = 0; l < st.size(); ++l) routing[l].add(st[l]);
+        }
       }
       MOEPP_CHECK(std::isfinite(acc.loss), "train: loss is ", acc.loss, " at step ", step + 1,
                   " (lower --lr?); the last checkpoint is kept");

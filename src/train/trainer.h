@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/collectives.h"
+#include "kernels/mixed_precision.h"
 #include "model/config.h"
 
 namespace moepp {
@@ -45,6 +46,9 @@ struct TrainOptions {
   // whole batch's (docs/distributed.md says which single-process run it equals).
   Collectives* comm = nullptr;
   bool check_replicas = false;  // compare a digest of the replicated weights after every step
+  // The products of forward and backward: f32, or bf16 with f32 accumulation, f32 master
+  // weights and f32 optimizer state (kernels/mixed_precision.h). Validation runs in f32.
+  GemmPrecision precision = GemmPrecision::f32;
 };
 
 struct TrainResult {

@@ -31,6 +31,14 @@ check_error "bad id" "'x' is not a token id" "$moepp" logits --model "$tmp/run" 
 check_error "not a model folder" "not a model folder" "$moepp" info --model "$tmp"
 check_error "existing run" "already holds a run" "$moepp" train --data "$tmp/data" --out "$tmp/run" --preset tiny --steps 2
 check_error "unknown preset" "unknown preset" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset huge --steps 2
+check_error "unknown precision" "--precision: f16 not in {f32,bf16}" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset tiny --steps 2 --precision f16
+# Mixed precision where the CPU multiplies bf16 natively (the trainer refuses it elsewhere, naming the CPU's lack).
+if "$moepp" train --data "$tmp/data" --out "$tmp/bf16" --preset tiny --steps 4 --batch 2 --seq 16 --eval-batches 1 --precision bf16 >"$tmp/bf16.log" 2>&1; then
+  check "bf16 run records its precision" grep -q '"precision": "bf16"' "$tmp/bf16/trainer_state.json"
+  check_error "bf16 run resumed as f32" "conflicts with the run's recorded precision bf16" "$moepp" train --data "$tmp/data" --out "$tmp/bf16" --steps 6 --resume --precision f32
+else
+  check "bf16 refused only for want of bf16 products" grep -q "needs a CPU with AVX-512 BF16 or AMX" "$tmp/bf16.log"
+fi
 
 # Ctrl-C: SIGINT mid-run writes a checkpoint; --resume finishes the run.
 "$moepp" train --data "$tmp/data" --out "$tmp/int" --preset tiny --steps 100000 --batch 2 --seq 16 >"$tmp/int.log" 2>&1 &

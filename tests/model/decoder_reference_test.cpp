@@ -3,17 +3,22 @@
 // gradient; and `moepp grad` writing exactly those gradients under the SPEC names.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
 
 #include "model/model_folder.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
+#include "train/bf16_weights.h"
 #include "test_util.h"
 
 using namespace moepp;
 using namespace moepp::test;
 
 namespace {
+
+constexpr double kBf16LogitsTol = 5e-2, kBf16LossTol = 1e-2, kBf16GradTol = 5e-2;
 
 std::string fixture(const std::string& name) {
   return std::string(MOEPP_FIXTURES_DIR) + "/decoder_" + name + ".safetensors";
@@ -56,6 +61,80 @@ class DecoderReference : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(DecoderReference, F64MatchesPyTorchReference) { check_against_fixture<double>(GetParam(), 1e-10); }
 TEST_P(DecoderReference, F32MatchesPyTorchReference) { check_against_fixture<float>(GetParam(), 1e-5); }
+
+// Mixed precision (train --precision bf16): the same step with every product but the
+// routers' on bf16-rounded operands (f32 accumulation, f32 everything else). Rounding to
+// 8 significant bits moves each product by ~2^-9 relative; the bounds below leave a few
+// times the measured error and would not hold for products rounded twice or accumulated
+// in bf16.
+TEST_P(DecoderReference, Bf16ProductsGiveGradientsNearTheReference) {
+  if (!gemm_bf16_available()) GTEST_SKIP() << "no native bf16 products on this CPU or build";
+  const std::string name = GetParam();
+  const SafetensorsFile f(fixture(name));
+  const ModelConfig cfg = ModelConfig::from_json(nlohmann::json::parse(f.meta("config")), fixture(name));
+  auto w = ModelParams<float>::zeros(cfg);
+  w.for_each(cfg, [&](const std::string& n, Tensor<float>& t) { t = f.read<float>(n); });
+  const auto ids64 = f.read<int64_t>("ids");
+  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
+  const auto targets = next_token_targets(ids.data(), int64_t(ids.size()));
+  Bf16Shadow shadow;
+  shadow.refresh(weight_matrix_spans(cfg, w));
+  ModelCache<float> cache;
+  auto g = ModelParams<float>::zeros(cfg);
+  LossParts p;
+  {
+    const GemmPrecisionScope bf16(GemmPrecision::bf16, &shadow);
+    model_forward(cfg, w, ids.data(), 1, int64_t(ids.size()), cache);
+    p = model_backward(cfg, w, cache, targets.data(), g);
+  }
+  SCOPED_TRACE(name);
+  const double logits_err = rel_error(cache.logits, f.read<double>("logits"));
+  EXPECT_LT(logits_err, kBf16LogitsTol);
+  EXPECT_GT(logits_err, 1e-5) << "the products were not rounded";
+  EXPECT_NEAR(p.loss, f.read<double>("loss")[0], kBf16LossTol * f.read<double>("loss")[0]);
+  // Where rounding moves a token's router scores across a near-tie, its top-k choice flips
+  // and its gradient follows another expert: the tensors it touches differ by design. The
+  // f32 run (same weights) finds the flips; each must sit at a tie closer than twice the
+  // largest change rounding made to that token's scores.
+  ModelCache<float> exact;
+  model_forward(cfg, w, ids.data(), 1, int64_t(ids.size()), exact);
+  int64_t flips = 0, routed = 0;
+  const int64_t E = cfg.moe.num_experts(), k = cfg.moe.top_k;
+  for (size_t l = 0; l < exact.layers.size(); ++l) {
+    const auto& r32 = exact.layers[l].moe.router;
+    const auto& r16 = cache.layers[l].moe.router;
+    for (int64_t t = 0; t < r32.tokens; ++t, ++routed) {
+      std::vector<int32_t> a(r32.idx.begin() + t * k, r32.idx.begin() + (t + 1) * k);
+      std::vector<int32_t> b(r16.idx.begin() + t * k, r16.idx.begin() + (t + 1) * k);
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      if (a == b) continue;
+      ++flips;
+      std::vector<float> s(r32.s.data() + t * E, r32.s.data() + (t + 1) * E);
+      double moved = 0;
+      for (int64_t e = 0; e < E; ++e) moved = std::max(moved, double(std::abs(r16.s[t * E + e] - s[size_t(e)])));
+      std::sort(s.begin(), s.end(), std::greater<float>());
+      EXPECT_LT(double(s[size_t(k - 1)] - s[size_t(k)]), 2 * moved) << "layer " << l << " token " << t;
+    }
+  }
+  EXPECT_LE(flips * 10, routed) << "more than a tenth of the routing choices flipped";
+  double worst = 0;
+  g.for_each(cfg, [&](const std::string& n, Tensor<float>& t) {
+    const auto want = f.read<double>("grad." + n);
+    double norm = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) norm += want[i] * want[i];
+    if (norm == 0) return;
+    const double e = rel_error(t, want);
+    worst = std::max(worst, e);
+    if (flips == 0) {
+      EXPECT_LT(e, kBf16GradTol) << "grad." << n;
+    }
+  });
+  std::printf("bf16 products, %s: logits %.2e, loss %.2e, worst gradient %.2e (relative), %lld of %lld routing "
+              "choices flipped\n",
+              name.c_str(), logits_err, std::abs(p.loss - f.read<double>("loss")[0]) / f.read<double>("loss")[0], worst,
+              (long long)flips, (long long)routed);
+}
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, DecoderReference, ::testing::Values("released", "interval2", "mixtral_vanilla"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });

@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "data/shards.h"
 #include "model/model_folder.h"
+#include "train/checkpoint.h"
 #include "train/schedule.h"
 
 using namespace moepp;
@@ -91,6 +92,52 @@ TEST(Train, TinyMoeppLearnsTheCountingTask) {
   const auto losses = step_losses(run);
   ASSERT_EQ(losses.size(), 300u);
   EXPECT_GT(losses.front(), 3.0);
+}
+
+// Mixed precision (--precision bf16) learns the same task; the validation pass itself
+// runs in f32, so its loss is the model's as `moepp eval` would measure it.
+TEST(Train, TinyMoeppLearnsTheCountingTaskWithBf16Products) {
+  if (!gemm_bf16_available()) GTEST_SKIP() << "no native bf16 products on this CPU or build";
+  const std::string data = make_task_data(32);
+  const std::string run = temp_dir("run");
+  TrainOptions o = tiny_run(data, run, 300);
+  o.precision = GemmPrecision::bf16;
+  const TrainResult r = train(o);
+  EXPECT_EQ(r.steps_done, 300);
+  EXPECT_LT(r.val_loss, 0.9) << "validation loss after 300 steps";
+  const auto losses = step_losses(run);
+  ASSERT_EQ(losses.size(), 300u);
+  EXPECT_GT(losses.front(), 3.0);
+  std::ifstream st(checkpoint_dir(run) + "/trainer_state.json");
+  EXPECT_EQ(json::parse(st).at("precision"), "bf16");
+}
+
+// A resumed bf16 run rounds the restored weights again and continues the same curve; a
+// --precision that disagrees with the recorded one is refused.
+TEST(Train, Bf16ResumeContinuesTheSameLossCurveAndKeepsItsPrecision) {
+  if (!gemm_bf16_available()) GTEST_SKIP() << "no native bf16 products on this CPU or build";
+  const std::string data = make_task_data(32);
+  const std::string full = temp_dir("full"), split = temp_dir("split");
+  auto bf16_run = [&](const std::string& out) {
+    TrainOptions o = tiny_run(data, out, 20);
+    o.precision = GemmPrecision::bf16;
+    return o;
+  };
+  train(bf16_run(full));
+  TrainOptions first = bf16_run(split);
+  first.stop_after = 8;
+  train(first);
+  TrainOptions wrong = tiny_run(data, split, 20);
+  wrong.resume = true;
+  wrong.given.insert("--precision");  // --precision f32 given on the command line
+  EXPECT_THROW(train(wrong), Error);
+  TrainOptions second = tiny_run(data, split, 20);  // f32 by default, not given: the recorded bf16 holds
+  second.resume = true;
+  train(second);
+  const auto a = step_losses(full), b = step_losses(split);
+  ASSERT_EQ(a.size(), 20u);
+  ASSERT_EQ(b.size(), 20u);
+  for (size_t s = 0; s < 20; ++s) EXPECT_EQ(a[s], b[s]) << "step " << s + 1;
 }
 
 TEST(Train, SmallerTauSendsMoreSlotsToZeroComputationExperts) {

@@ -1,0 +1,156 @@
+#include "kernels/mixed_precision.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "kernels/quant.h"
+
+namespace moepp {
+
+namespace {
+
+thread_local GemmPrecision t_precision = GemmPrecision::f32;
+thread_local const Bf16Shadow* t_shadow = nullptr;
+
+constexpr int64_t kRoundBlock = 1 << 15;  // elements one thread rounds at a time
+
+// Row counts of expert products change with every batch, and oneDNN builds (JIT-compiles)
+// a kernel per shape: ~0.5 ms each, several times the product itself at the small preset.
+// Rounded operands are therefore padded with zeros to a multiple of kShapeBucket in the
+// dimensions that vary (M, and K for the weight gradients, whose reduction runs over an
+// expert's rows), so a run needs a bounded set of shapes. Zero rows and columns add nothing
+// to the sums; padded rows of C land in a scratch and are dropped.
+constexpr int64_t kShapeBucket = 32;
+
+int64_t bucket(int64_t n) { return (n + kShapeBucket - 1) / kShapeBucket * kShapeBucket; }
+
+// Rounds `rows` stored rows of `cols` elements (row stride ld) into out [rows_pad, cols_pad],
+// zero where out reaches past the operand.
+void round_padded(const float* x, int64_t rows, int64_t cols, int64_t ld, int64_t rows_pad, int64_t cols_pad,
+                  uint16_t* out) {
+  if (ld == cols && cols == cols_pad) {
+    const int64_t n = rows * cols;
+    parallel_for((n + kRoundBlock - 1) / kRoundBlock, [&](int64_t b) {
+      const int64_t i0 = b * kRoundBlock;
+      round_to_bf16(x + i0, std::min(kRoundBlock, n - i0), out + i0);
+    });
+  } else {
+    parallel_for(rows, [&](int64_t r) {
+      uint16_t* o = out + r * cols_pad;
+      round_to_bf16(x + r * ld, cols, o);
+      std::fill(o + cols, o + cols_pad, uint16_t(0));
+    }, std::max<int64_t>(2, kRoundBlock / std::max<int64_t>(cols_pad, 1)));
+  }
+  std::fill(out + rows * cols_pad, out + rows_pad * cols_pad, uint16_t(0));
+}
+
+// An operand as the bf16 product reads it: the shadow's copy (same stride) or a rounded,
+// zero-padded contiguous copy in a scratch.
+struct Bf16Operand {
+  const uint16_t* data;
+  int64_t ld;
+};
+
+const uint16_t* shadow_copy(const float* x, int64_t rows, int64_t cols, int64_t ld) {
+  return t_shadow ? t_shadow->find(x, (rows - 1) * ld + cols) : nullptr;
+}
+
+Bf16Operand rounded(const float* x, int64_t rows, int64_t cols, int64_t ld, int64_t rows_pad, int64_t cols_pad,
+                    UninitVector<uint16_t>& scratch) {
+  scratch.resize(size_t(rows_pad * cols_pad));
+  round_padded(x, rows, cols, ld, rows_pad, cols_pad, scratch.data());
+  return {scratch.data(), cols_pad};
+}
+
+}  // namespace
+
+const char* gemm_precision_name(GemmPrecision p) { return p == GemmPrecision::bf16 ? "bf16" : "f32"; }
+
+void Bf16Shadow::refresh(const std::vector<Span>& spans) {
+  std::vector<Copy> next(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i) {
+    MOEPP_CHECK(spans[i].first && spans[i].second > 0, "Bf16Shadow: span ", i, " is empty");
+    next[i].src = spans[i].first;
+    next[i].n = spans[i].second;
+    if (i < copies_.size() && copies_[i].n == spans[i].second) next[i].bits = std::move(copies_[i].bits);
+    next[i].bits.resize(size_t(next[i].n));
+  }
+  std::sort(next.begin(), next.end(), [](const Copy& a, const Copy& b) { return a.src < b.src; });
+  for (size_t i = 1; i < next.size(); ++i)
+    MOEPP_CHECK(next[i - 1].src + next[i - 1].n <= next[i].src, "Bf16Shadow: spans overlap");
+  // One pass over all spans in blocks, so small tensors do not each pay a parallel region.
+  std::vector<std::pair<size_t, int64_t>> blocks;  // (copy, first element)
+  for (size_t c = 0; c < next.size(); ++c)
+    for (int64_t i0 = 0; i0 < next[c].n; i0 += kRoundBlock) blocks.emplace_back(c, i0);
+  parallel_for(int64_t(blocks.size()), [&](int64_t b) {
+    const auto [c, i0] = blocks[size_t(b)];
+    Copy& copy = next[c];
+    round_to_bf16(copy.src + i0, std::min(kRoundBlock, copy.n - i0), copy.bits.data() + i0);
+  });
+  copies_ = std::move(next);
+}
+
+const uint16_t* Bf16Shadow::find(const float* p, int64_t extent) const {
+  auto it = std::upper_bound(copies_.begin(), copies_.end(), p, [](const float* q, const Copy& c) { return q < c.src; });
+  if (it == copies_.begin()) return nullptr;
+  --it;
+  const int64_t offset = p - it->src;
+  if (offset + extent > it->n) return nullptr;
+  return it->bits.data() + offset;
+}
+
+int64_t Bf16Shadow::elements() const {
+  int64_t n = 0;
+  for (const auto& c : copies_) n += c.n;
+  return n;
+}
+
+GemmPrecisionScope::GemmPrecisionScope(GemmPrecision p, const Bf16Shadow* shadow)
+    : prev_(t_precision), prev_shadow_(t_shadow) {
+  MOEPP_CHECK(p != GemmPrecision::bf16 || gemm_bf16_available(),
+              "bf16 products need a CPU with AVX-512 BF16 or AMX and a build with oneDNN as its GEMM provider; "
+              "this one has none (use f32)");
+  t_precision = p;
+  if (shadow) t_shadow = shadow;
+}
+
+GemmPrecisionScope::~GemmPrecisionScope() {
+  t_precision = prev_;
+  t_shadow = prev_shadow_;
+}
+
+GemmPrecision gemm_precision() { return t_precision; }
+
+void gemm_f32_as_bf16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                      const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  thread_local UninitVector<uint16_t> scratch_a, scratch_b;
+  thread_local UninitVector<float> scratch_c;
+  // Stored shapes: op(A) is [M, K], so A is stored [M, K] or, transposed, [K, M]; likewise B.
+  const bool a_t = ta == Trans::T, b_t = tb == Trans::T;
+  const uint16_t* a_shadow = a_t ? shadow_copy(A, K, M, lda) : shadow_copy(A, M, K, lda);
+  const uint16_t* b_shadow = b_t ? shadow_copy(B, N, K, ldb) : shadow_copy(B, K, N, ldb);
+  const int64_t Mp = a_shadow ? M : bucket(M);
+  const int64_t Kp = a_shadow || b_shadow ? K : bucket(K);
+  const Bf16Operand a = a_shadow ? Bf16Operand{a_shadow, lda}
+                        : a_t    ? rounded(A, K, M, lda, Kp, Mp, scratch_a)
+                                 : rounded(A, M, K, lda, Mp, Kp, scratch_a);
+  const Bf16Operand b = b_shadow ? Bf16Operand{b_shadow, ldb}
+                        : b_t    ? rounded(B, N, K, ldb, N, Kp, scratch_b)
+                                 : rounded(B, K, N, ldb, Kp, N, scratch_b);
+  if (Mp == M) return gemm_bf16(ta, tb, M, N, Kp, alpha, a.data, a.ld, b.data, b.ld, beta, C, ldc);
+  scratch_c.resize(size_t(Mp * N));
+  gemm_bf16(ta, tb, Mp, N, Kp, alpha, a.data, a.ld, b.data, b.ld, 0.0f, scratch_c.data(), N);
+  const float* padded_c = scratch_c.data();  // this thread's scratch: the workers have their own
+  parallel_for(M, [&](int64_t i) {
+    const float* s = padded_c + i * N;
+    float* c = C + i * ldc;
+    if (beta == 0.0f) {
+      std::copy(s, s + N, c);
+    } else {
+      for (int64_t j = 0; j < N; ++j) c[j] = s[j] + beta * c[j];
+    }
+  }, std::max<int64_t>(2, kRoundBlock / std::max<int64_t>(N, 1)));
+}
+
+}  // namespace moepp
