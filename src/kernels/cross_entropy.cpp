@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/vec_math.h"
 
 namespace moepp {
 
@@ -31,6 +32,43 @@ T log_sum_exp(const T* x, int64_t V, T* max_out) {
   *max_out = mx;
   return mx + std::log(sum);
 }
+
+// d[j] = exp(x[j] - shift) * scale for j < V.
+template <typename T>
+void scaled_exp(const T* x, int64_t V, T shift, T scale, T* d) {
+  for (int64_t j = 0; j < V; ++j) d[j] = std::exp(x[j] - shift) * scale;
+}
+
+#if defined(__AVX512F__)
+// The f32 rows 16 logits at a time with exp16 (~2e-7 relative; kernels/vec_math.h): a
+// training step takes two exps of every logit (vocabulary x tokens), which scalar std::exp
+// made ~8% of a small model's step. The ragged tail is masked: -inf for the max, 0 for sums.
+template <>
+float log_sum_exp<float>(const float* x, int64_t V, float* max_out) {
+  const __m512 lowest = _mm512_set1_ps(-INFINITY);
+  __m512 m = lowest;
+  for (int64_t j = 0; j < V; j += 16)
+    m = _mm512_maskz_max_ps(__mmask16(0xFFFF), m, _mm512_mask_loadu_ps(lowest, tail_mask16(V - j), x + j));
+  const float mx = reduce_max(m);
+  const __m512 shift = _mm512_set1_ps(mx);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t j = 0; j < V; j += 16) {
+    const __mmask16 k = tail_mask16(V - j);
+    acc = _mm512_mask_add_ps(acc, k, acc, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), shift)));
+  }
+  *max_out = mx;
+  return mx + std::log(reduce_add(acc));
+}
+
+template <>
+void scaled_exp<float>(const float* x, int64_t V, float shift, float scale, float* d) {
+  const __m512 s = _mm512_set1_ps(shift), c = _mm512_set1_ps(scale);
+  for (int64_t j = 0; j < V; j += 16) {
+    const __mmask16 k = tail_mask16(V - j);
+    _mm512_mask_storeu_ps(d + j, k, _mm512_mul_ps(exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), s)), c));
+  }
+}
+#endif
 
 }  // namespace
 
@@ -66,7 +104,7 @@ double cross_entropy_fused(const T* logits, const int32_t* targets, int64_t rows
     T mx;
     const T lse = log_sum_exp(x, V, &mx);
     row_loss[size_t(r)] = double(lse - x[targets[r]]);
-    for (int64_t j = 0; j < V; ++j) d[j] = std::exp(x[j] - lse) * scale;
+    scaled_exp(x, V, lse, scale, d);
     d[targets[r]] -= scale;
   }, 4);
   double total = 0;
