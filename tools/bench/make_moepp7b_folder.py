@@ -5,8 +5,11 @@ zero experts, linear router, logit norm, inputs not scaled by k) as bf16 safeten
 13 shards with model.safetensors.index.json: about 15.4 GB. For `decode_bench --model`
 (load time, resident memory, decode speed); never committed.
 
-Usage: /usr/bin/python3 tools/bench/make_moepp7b_folder.py OUT_DIR [--layers 24]
+Usage: /usr/bin/python3 tools/bench/make_moepp7b_folder.py OUT_DIR [--layers 24] [--bin]
 Needs numpy only (bf16 written as raw bits); about a minute per 5 GB on 2 cores.
+--bin writes the shards as the released MoE++7B ships them instead: torch.save'd
+pytorch_model-0000N-of-0000M.bin with pytorch_model.bin.index.json (needs Debian's
+python3-torch).
 """
 import argparse
 import json
@@ -63,10 +66,21 @@ def write_shard(path, items, rng):
     os.replace(path + ".tmp", path)
 
 
+def write_bin_shard(path, items, rng):
+    import torch  # only here: the safetensors folders need numpy alone
+    state = {}
+    for name, shape, kind in items:
+        bits = bf16_bits(shape, kind, rng).view(np.int16)
+        state[name] = torch.from_numpy(bits).view(torch.bfloat16).reshape(shape)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
     ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--bin", action="store_true", help="torch.save shards (pytorch_model-*.bin) instead of safetensors")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     rng = np.random.default_rng(1)
@@ -78,11 +92,16 @@ def main():
     groups[-1] += [("model.norm.weight", (D,), "norm"), ("lm_head.weight", (V, D), "w")]
     weight_map = {}
     for i, items in enumerate(groups, 1):
-        fname = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
-        write_shard(os.path.join(a.out, fname), items, rng)
+        if a.bin:
+            fname = f"pytorch_model-{i:05d}-of-{len(groups):05d}.bin"
+            write_bin_shard(os.path.join(a.out, fname), items, rng)
+        else:
+            fname = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+            write_shard(os.path.join(a.out, fname), items, rng)
         weight_map.update({n: fname for n, _, _ in items})
         print(f"wrote {fname}", flush=True)
-    with open(os.path.join(a.out, "model.safetensors.index.json"), "w") as f:
+    index = "pytorch_model.bin.index.json" if a.bin else "model.safetensors.index.json"
+    with open(os.path.join(a.out, index), "w") as f:
         json.dump({"metadata": {}, "weight_map": weight_map}, f)
     cfg = {"model_type": "MoE++", "vocab_size": V, "hidden_size": D, "intermediate_size": I,
            "num_hidden_layers": a.layers, "num_attention_heads": H, "num_key_value_heads": H,
