@@ -33,7 +33,7 @@ TrainOptions run_options_unchecked(const json& base, const json& run, int64_t vo
   const std::string name = run.value("name", std::string("?"));
   static const std::vector<std::string> known = {"name", "preset", "vanilla", "steps", "batch", "seq", "lr", "seed",
                                                  "eval_batches", "tau", "beta", "gating_residual", "zero", "copy", "vocab",
-                                                 "constant", "warmup", "about"};
+                                                 "constant", "warmup", "about", "precision"};
   for (auto it = m.begin(); it != m.end(); ++it)
     MOEPP_CHECK(std::find(known.begin(), known.end(), it.key()) != known.end(), "plan: run ", name,
                 ": unknown field ", it.key());
@@ -54,6 +54,10 @@ TrainOptions run_options_unchecked(const json& base, const json& run, int64_t vo
   o.seed = m.value("seed", uint64_t(1));
   o.warmup = m.value("warmup", int64_t(-1));
   o.eval_batches = m.value("eval_batches", int64_t(16));
+  const std::string precision = m.value("precision", std::string("f32"));
+  MOEPP_CHECK(precision == "f32" || precision == "bf16", "plan: run ", name,
+              ": \"precision\" must be \"f32\" or \"bf16\", got \"", precision, "\"");
+  o.precision = precision == "bf16" ? GemmPrecision::bf16 : GemmPrecision::f32;
   // The sizes divide and bound loops in training, evaluation and timing: refuse them here,
   // by name, so that the run is reported as failed instead of crashing the experiment.
   auto at_least = [&](const char* field, int64_t v, int64_t lo, const char* want) {

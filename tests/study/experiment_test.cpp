@@ -9,6 +9,7 @@
 
 #include "core/rng.h"
 #include "data/shards.h"
+#include "kernels/mixed_precision.h"
 
 using namespace moepp;
 using json = nlohmann::json;
@@ -45,14 +46,22 @@ TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
   const json plan = {{"name", "test"},
                      {"base", {{"preset", "tiny"}, {"vocab", 32}, {"steps", 6}, {"batch", 4}, {"seq", 16}, {"eval_batches", 2}}},
                      {"runs", {{{"name", "vanilla"}, {"vanilla", true}}, {{"name", "moepp"}, {"tau", 0.5}},
-                               {{"name", "broken"}, {"tau", -1.0}}}}};
-  std::ofstream(dir + "/plan.json") << plan.dump();
+                               {{"name", "broken"}, {"tau", -1.0}}, {{"name", "f16"}, {"precision", "f16"}}}}};
+  json with_bf16 = plan;  // a bf16 run where the CPU multiplies bf16 natively
+  if (gemm_bf16_available()) with_bf16["runs"].push_back({{"name", "moepp-bf16"}, {"tau", 0.5}, {"precision", "bf16"}});
+  std::ofstream(dir + "/plan.json") << with_bf16.dump();
   ExperimentOptions o{dir + "/plan.json", dir + "/data", dir + "/exp", 0, true};
   const std::string first = run_experiment(o);
   EXPECT_NE(first.find("| vanilla | "), std::string::npos) << first;
   EXPECT_NE(first.find("| moepp | "), std::string::npos) << first;
   EXPECT_NE(first.find("| broken | failed |"), std::string::npos) << first;
   EXPECT_NE(first.find("balance_tau must be non-negative"), std::string::npos) << first;
+  EXPECT_NE(first.find("\"precision\" must be \"f32\" or \"bf16\", got \"f16\""), std::string::npos) << first;
+  if (gemm_bf16_available()) {
+    EXPECT_NE(first.find("| moepp-bf16 | "), std::string::npos) << first;
+    const json st = json::parse(std::ifstream(dir + "/exp/runs/moepp-bf16/trainer_state.json"));
+    EXPECT_EQ(st.at("precision"), "bf16");
+  }
   struct stat a, b;
   ASSERT_EQ(::stat((dir + "/exp/runs/vanilla/model.safetensors").c_str(), &a), 0);
   const std::string second = run_experiment(o);
@@ -68,5 +77,5 @@ TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
   const json v = json::parse(std::ifstream(dir + "/exp/results/vanilla.json"));
   EXPECT_EQ(v.at("moe_forward_timing"), "median of 3 interleaved retiming rounds");
   EXPECT_GT(v.at("moe_forward_s").get<double>(), 0.0);
-  EXPECT_EQ(json::parse(std::ifstream(dir + "/exp/plan.json")), plan);
+  EXPECT_EQ(json::parse(std::ifstream(dir + "/exp/plan.json")), with_bf16);
 }
