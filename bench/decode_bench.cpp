@@ -17,7 +17,8 @@
 //     --prompt tokens, default 64) decoded together, one decoder step per token for all of
 //     them; aggregate tokens/s against one sequence's, per model. Expert weights are read
 //     once per step for every row that chose them, so the aggregate should grow with N.
-// Usage: decode_bench [--shape mixtral|moepp7b] [--dtype f32,bf16,q8_0] [--prompt 512]
+//   --kv-dtype f32,bf16: a row per KV-cache type (default f32) on the same weights.
+// Usage: decode_bench [--shape mixtral|moepp7b] [--dtype f32,bf16,q8_0] [--kv-dtype f32] [--prompt 512]
 //                     [--decode 128] [--layers N] [--batch 1,4,16] [--threads 2] [--pin 1]
 #include <algorithm>
 #include <chrono>
@@ -164,12 +165,12 @@ double bytes_per_token(const ModelConfig& cfg, const Weights& w, double ffn_per_
          (nffn - ffn_per_tok) * per_expert * moe_layers;
 }
 
-// Bytes of keys and values a decode token reads: every layer's f32 cache up to its
+// Bytes of keys and values a decode token reads: every layer's cache (f32 or bf16) up to its
 // position, averaged over the decoded tokens (the context grows from prompt + 1 to
 // prompt + decode).
-double kv_bytes_per_token(const ModelConfig& cfg, int64_t prompt, int64_t decode) {
+double kv_bytes_per_token(const ModelConfig& cfg, int64_t prompt, int64_t decode, KvDtype kv) {
   const double context = double(prompt) + double(decode + 1) / 2.0;
-  return context * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim() * 4.0 * 2.0;
+  return context * double(KvCache<float>::bytes_per_position(cfg, kv));
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -259,6 +260,7 @@ int main(int argc, char** argv) try {
   const int64_t prompt = f.get_int("prompt", big ? 64 : 512), decode = f.get_int("decode", big ? 16 : 128);
   const int layers = folder.empty() ? int(f.get_int("layers", big ? 24 : 8)) : read_hf_config(folder).num_hidden_layers;
   const auto dtypes = split(f.get("dtype", big ? "bf16" : "f32,bf16,q8_0"));
+  const auto kv_dtypes = split(f.get("kv-dtype", "f32"));  // f32 and/or bf16 KV caches, each a row
   setup_threads(f, int(f.get_int("threads", 2)));
   if (f.has("batch")) {
     if (big) throw std::runtime_error("--batch runs the mixtral shape");
@@ -269,8 +271,8 @@ int main(int argc, char** argv) try {
   std::printf("decode bench: %s shape, %d layers, %d threads; read bandwidth %.1f GB/s; prompt %lld, decode %lld\n",
               shape.c_str(), layers, max_threads(), bw, (long long)prompt, (long long)decode);
   // "of bound": decode tokens/s over bandwidth / (weight MB + KV MB a token reads).
-  std::printf("%-6s %-8s %6s %8s | %9s %8s | %11s %10s | %9s %6s %9s\n", "dtype", "model", "z", "FFN/tok", "build s",
-              "RSS GB", "prefill t/s", "decode t/s", "MB/token", "KV MB", "of bound");
+  std::printf("%-6s %-4s %-8s %6s %8s | %9s %8s | %11s %10s | %9s %6s %9s\n", "dtype", "kv", "model", "z", "FFN/tok",
+              "build s", "RSS GB", "prefill t/s", "decode t/s", "MB/token", "KV MB", "of bound");
   for (const auto& dtype : dtypes) {
     if (big && dtype == "f32") throw std::runtime_error("moepp7b in f32 needs ~31 GB; use bf16 or q8_0");
     double van_decode = 0;
@@ -280,32 +282,37 @@ int main(int argc, char** argv) try {
       cfg.validate();
       const Weights w = make_weights(cfg, dtype, big, folder);
       const double rss = resident_gb();
-      auto s = w.packed ? Session<float>(*w.packed, prompt + decode) : Session<float>(cfg, w.plain, prompt + decode);
-      Rng rng(7);
-      std::vector<int32_t> ids(static_cast<size_t>(prompt));
-      for (auto& t : ids) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-      Tensor<float> logits;
-      auto t0 = std::chrono::steady_clock::now();
-      s.append(ids.data(), prompt, logits);
-      const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      double ffn_slots = 0;
-      t0 = std::chrono::steady_clock::now();
-      for (int64_t i = 0; i < decode; ++i) {
-        const int32_t next = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-        s.append(&next, 1, logits);
-        for (const auto& r : s.last_routing()) ffn_slots += double(r.slots_by_kind[size_t(ExpertKind::ffn)]);
+      for (const auto& kv_name : kv_dtypes) {
+        const KvDtype kvd = parse_kv_dtype(kv_name);
+        auto s = w.packed ? Session<float>(*w.packed, prompt + decode, kvd)
+                          : Session<float>(cfg, w.plain, prompt + decode, kvd);
+        Rng rng(7);
+        std::vector<int32_t> ids(static_cast<size_t>(prompt));
+        for (auto& t : ids) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+        Tensor<float> logits;
+        auto t0 = std::chrono::steady_clock::now();
+        s.append(ids.data(), prompt, logits);
+        const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        double ffn_slots = 0;
+        t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < decode; ++i) {
+          const int32_t next = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+          s.append(&next, 1, logits);
+          for (const auto& r : s.last_routing()) ffn_slots += double(r.slots_by_kind[size_t(ExpertKind::ffn)]);
+        }
+        const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double ffn_per_tok = ffn_slots / double(decode) / double(cfg.num_moe_layers());
+        const double bytes = bytes_per_token(cfg, w, ffn_per_tok), kv = kv_bytes_per_token(cfg, prompt, decode, kvd);
+        const double tps = double(decode) / decode_s;
+        if (!moepp && kv_name == kv_dtypes[0]) van_decode = tps;
+        std::printf("%-6s %-4s %-8s %6.3f %8.3f | %9.1f %8.2f | %11.0f %10.1f | %9.1f %6.1f %8.0f%%\n", dtype.c_str(),
+                    kv_name.c_str(), moepp ? "MoE++" : "vanilla", moepp ? 1.0 - ffn_per_tok / 2.0 : 0.0, ffn_per_tok,
+                    w.build_s, rss, double(prompt) / prefill_s, tps, bytes / 1e6, kv / 1e6,
+                    100.0 * tps / (bw * 1e9 / (bytes + kv)));
+        if (moepp && van_decode > 0 && kv_name == kv_dtypes[0])
+          std::printf("%-6s MoE++/vanilla decode: %.2fx (FFN slots skipped: %.0f%%)\n", dtype.c_str(), tps / van_decode,
+                      100.0 * (1.0 - ffn_per_tok / 2.0));
       }
-      const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double ffn_per_tok = ffn_slots / double(decode) / double(cfg.num_moe_layers());
-      const double bytes = bytes_per_token(cfg, w, ffn_per_tok), kv = kv_bytes_per_token(cfg, prompt, decode);
-      const double tps = double(decode) / decode_s;
-      if (!moepp) van_decode = tps;
-      std::printf("%-6s %-8s %6.3f %8.3f | %9.1f %8.2f | %11.0f %10.1f | %9.1f %6.1f %8.0f%%\n", dtype.c_str(),
-                  moepp ? "MoE++" : "vanilla", moepp ? 1.0 - ffn_per_tok / 2.0 : 0.0, ffn_per_tok, w.build_s, rss,
-                  double(prompt) / prefill_s, tps, bytes / 1e6, kv / 1e6, 100.0 * tps / (bw * 1e9 / (bytes + kv)));
-      if (moepp && van_decode > 0)
-        std::printf("%-6s MoE++/vanilla decode: %.2fx (FFN slots skipped: %.0f%%)\n", dtype.c_str(), tps / van_decode,
-                    100.0 * (1.0 - ffn_per_tok / 2.0));
     }
   }
   return 0;

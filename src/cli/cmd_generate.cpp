@@ -12,7 +12,7 @@ namespace moepp::cli {
 void add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming text to stdout");
   struct Args {
-    std::string model, prompt, prompt_file, dtype = "f32";
+    std::string model, prompt, prompt_file, dtype = "f32", kv_dtype = "f32";
     int n = 128;
     SamplerOptions s;
     int threads = 0;
@@ -52,6 +52,10 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16, q8_0 or q4 (packed on load; docs/quantization.md)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
+  cmd->add_option("--kv-dtype", a->kv_dtype,
+                  "KV cache: f32, or bf16 (half the memory and the bytes a long context's attention reads; keys and values rounded to bf16, attention in f32)")
+      ->default_val("f32")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
     apply_threads(a->threads);
@@ -65,6 +69,7 @@ void add_generate(CLI::App& app) {
     GenerateStats stats;
     GenerateOptions opt{a->n, a->s};
     opt.context = a->context;
+    opt.kv_dtype = parse_kv_dtype(a->kv_dtype);
     opt.stop = a->stop;
     opt.repeat_penalty = a->repeat_penalty;
     opt.repeat_last_n = a->repeat_last_n;

@@ -10,6 +10,7 @@
 #include "data/tokenizer.h"
 #include "infer/sampler.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
 #include "model/packed_model.h"
 #include "model/params.h"
 #include "moe/routing_stats.h"
@@ -29,6 +30,7 @@ struct GenerateOptions {
   // Positions the session holds (prompt + continuation), at most max_position_embeddings;
   // 0: the model's max_position_embeddings.
   int64_t context = 0;
+  KvDtype kv_dtype = KvDtype::f32;  // the KV cache's element type (model/kv_cache.h)
   // Generation ends before the first of these strings the continuation contains; the
   // string itself is not shown (text that could start one is held back until it is known).
   std::vector<std::string> stop = {};

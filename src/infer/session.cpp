@@ -5,13 +5,13 @@
 namespace moepp {
 
 template <typename T>
-Session<T>::Session(const ModelConfig& cfg, const ModelParams<T>& params, int64_t max_len)
-    : cfg_(cfg), weights_(DecoderWeights<T>::of(params)), cache_(cfg, max_len) {}
+Session<T>::Session(const ModelConfig& cfg, const ModelParams<T>& params, int64_t max_len, KvDtype kv)
+    : cfg_(cfg), weights_(DecoderWeights<T>::of(params)), cache_(cfg, max_len, kv) {}
 
 template <typename T>
-Session<T>::Session(const PackedModel& model, int64_t max_len)
+Session<T>::Session(const PackedModel& model, int64_t max_len, KvDtype kv)
   requires std::is_same_v<T, float>
-    : cfg_(model.config), weights_(DecoderWeights<T>::of(model)), cache_(model.config, max_len) {}
+    : cfg_(model.config), weights_(DecoderWeights<T>::of(model)), cache_(model.config, max_len, kv) {}
 
 template <typename T>
 void Session<T>::append(const int32_t* ids, int64_t n, Tensor<T>& logits, LogitRows which) {

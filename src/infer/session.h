@@ -23,8 +23,9 @@ class Session {
  public:
   // max_len: the most tokens the session will hold, at most max_position_embeddings.
   // The parameters (or packed model) must outlive the session.
-  Session(const ModelConfig& cfg, const ModelParams<T>& params, int64_t max_len);
-  Session(const PackedModel& model, int64_t max_len)
+  // kv: the KV cache's element type (bf16 needs T = float; model/kv_cache.h).
+  Session(const ModelConfig& cfg, const ModelParams<T>& params, int64_t max_len, KvDtype kv = KvDtype::f32);
+  Session(const PackedModel& model, int64_t max_len, KvDtype kv = KvDtype::f32)
     requires std::is_same_v<T, float>;
 
   // Appends n tokens; logits becomes [n, vocab] (LogitRows::last: [1, vocab], the last token's).

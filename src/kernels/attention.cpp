@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/dot.h"
@@ -56,13 +58,48 @@ void prefetch_row(const T* row, int64_t hd) {
   for (int64_t b = 0; b < hd * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b);
 }
 
+// q . k and o += p v for a key or value row stored as T or as bf16 bits (widened as read).
 template <typename T>
-void attend_group(const T* q, int64_t G, int64_t hd, const T* k, const T* v, int64_t stride, int64_t L, T scale,
+T dot_key(const T* q, const T* k, int64_t hd) {
+  return dot<T, T>(q, k, hd);
+}
+float dot_key(const float* q, const uint16_t* k, int64_t hd) {
+  int64_t d = 0;
+  float sum = 0;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  for (; d + 16 <= hd; d += 16)
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d),
+                          widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + d))), acc);
+  sum = reduce_add(acc);
+#endif
+  for (; d < hd; ++d) sum += q[d] * bf16_to_f32(bf16{k[d]});
+  return sum;
+}
+
+template <typename T>
+void add_scaled_value(T p, const T* v, T* o, int64_t hd) {
+#pragma omp simd
+  for (int64_t d = 0; d < hd; ++d) o[d] += p * v[d];
+}
+void add_scaled_value(float p, const uint16_t* v, float* o, int64_t hd) {
+  int64_t d = 0;
+#if defined(__AVX512F__)
+  const __m512 pv = _mm512_set1_ps(p);
+  for (; d + 16 <= hd; d += 16)
+    _mm512_storeu_ps(o + d, _mm512_fmadd_ps(pv, widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + d))),
+                                            _mm512_loadu_ps(o + d)));
+#endif
+  for (; d < hd; ++d) o[d] += p * bf16_to_f32(bf16{v[d]});
+}
+
+template <typename T, typename KV>
+void attend_group(const T* q, int64_t G, int64_t hd, const KV* k, const KV* v, int64_t stride, int64_t L, T scale,
                   T* const* score, T* out) {
   for (int64_t j = 0; j < L; ++j) {
-    const T* kj = k + j * stride;
+    const KV* kj = k + j * stride;
     if (j + kPrefetchRows < L) prefetch_row(kj + kPrefetchRows * stride, hd);
-    for (int64_t g = 0; g < G; ++g) score[g][j] = dot<T, T>(q + g * hd, kj, hd) * scale;
+    for (int64_t g = 0; g < G; ++g) score[g][j] = dot_key(q + g * hd, kj, hd) * scale;
   }
   for (int64_t g = 0; g < G; ++g) {
     T* s = score[g];
@@ -74,14 +111,9 @@ void attend_group(const T* q, int64_t G, int64_t hd, const T* k, const T* v, int
   }
   std::fill(out, out + G * hd, T(0));
   for (int64_t j = 0; j < L; ++j) {
-    const T* vj = v + j * stride;
+    const KV* vj = v + j * stride;
     if (j + kPrefetchRows < L) prefetch_row(vj + kPrefetchRows * stride, hd);
-    for (int64_t g = 0; g < G; ++g) {
-      const T p = score[g][j];
-      T* o = out + g * hd;
-#pragma omp simd
-      for (int64_t d = 0; d < hd; ++d) o[d] += p * vj[d];
-    }
+    for (int64_t g = 0; g < G; ++g) add_scaled_value(score[g][j], vj, out + g * hd, hd);
   }
 }
 
@@ -95,6 +127,8 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   for (int64_t r = 0; r < a.rows; ++r)
     MOEPP_CHECK(a.context[r] >= 1, "attention: row ", r, " attends ", a.context[r], " positions");
   MOEPP_CHECK(G <= kMaxGroup, "attention: ", G, " query heads per kv head (at most ", kMaxGroup, ")");
+  MOEPP_CHECK(!a.keys_bf16 || (std::is_same_v<T, float> && a.values_bf16 && !a.probs),
+              "attention: bf16 histories need f32 rows, bf16 values too, and no kept probabilities");
   parallel_for(a.rows * Hkv, [&](int64_t task) {
     const int64_t r = task / Hkv, kvh = task % Hkv, L = a.context[r];
     thread_local std::vector<T> scratch;
@@ -105,8 +139,15 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
       if (scratch.size() < size_t(G * L)) scratch.resize(size_t(G * L));
       for (int64_t g = 0; g < G; ++g) score[g] = scratch.data() + g * L;
     }
-    attend_group(q + (r * Hq + kvh * G) * hd, G, hd, a.keys[r] + kvh * hd, a.values[r] + kvh * hd, a.kv_stride, L,
-                 scale, score, out + (r * Hq + kvh * G) * hd);
+    const T* qr = q + (r * Hq + kvh * G) * hd;
+    T* o = out + (r * Hq + kvh * G) * hd;
+    if constexpr (std::is_same_v<T, float>) {
+      if (a.keys_bf16) {
+        attend_group(qr, G, hd, a.keys_bf16[r] + kvh * hd, a.values_bf16[r] + kvh * hd, a.kv_stride, L, scale, score, o);
+        return;
+      }
+    }
+    attend_group(qr, G, hd, a.keys[r] + kvh * hd, a.values[r] + kvh * hd, a.kv_stride, L, scale, score, o);
     if (a.probs)
       for (int64_t g = 0; g < G; ++g) std::fill(score[g] + L, score[g] + std::max(L, a.probs_length), T(0));
   });

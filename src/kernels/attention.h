@@ -23,6 +23,10 @@ struct AttentionRows {
   int64_t rows = 0, q_heads = 1, kv_heads = 1, head_dim = 1;
   const T* const* keys = nullptr;    // [rows]
   const T* const* values = nullptr;  // [rows]
+  // Or (T = float only): histories held as bf16 bits, same layout; used when set. The
+  // products and the softmax stay f32: each key and value element is widened as read.
+  const uint16_t* const* keys_bf16 = nullptr;
+  const uint16_t* const* values_bf16 = nullptr;
   const int64_t* context = nullptr;  // [rows], each >= 1
   int64_t kv_stride = 0;
   // Optional (training): row r's probabilities for q head h go to probs[r] + h * probs_head_stride,

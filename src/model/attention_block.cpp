@@ -1,11 +1,13 @@
 #include "model/attention_block.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "core/parallel.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/linear.h"
+#include "kernels/quant.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 
@@ -48,23 +50,37 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
   } else {
     // Every new row's key and value go to its sequence's cache first, so that a row sees
     // the rows of its own sequence before it in this step too.
-    auto& keys = c.keys;
-    auto& values = c.values;
-    auto& context = c.context;
-    keys.resize(size_t(n));
-    values.resize(size_t(n));
-    context.resize(size_t(n));
+    // The step's caches hold one kind (decoder_step checks): bf16 ones take the rows rounded.
+    const bool bf16 = rows.caches[0]->dtype() == KvDtype::bf16;
+    c.keys.resize(size_t(n));
+    c.values.resize(size_t(n));
+    c.keys_bf16.resize(size_t(n));
+    c.values_bf16.resize(size_t(n));
+    c.context.resize(size_t(n));
     for (int64_t r = 0; r < n; ++r) {
       KvCache<T>& kv = *rows.caches[r];
       const int64_t pos = rows.positions[r];
-      std::copy_n(c.k.data() + r * kvD, kvD, kv.keys(layer) + pos * kvD);
-      std::copy_n(c.v.data() + r * kvD, kvD, kv.values(layer) + pos * kvD);
-      keys[size_t(r)] = kv.keys(layer);
-      values[size_t(r)] = kv.values(layer);
-      context[size_t(r)] = pos + 1;
+      if (bf16) {
+        if constexpr (std::is_same_v<T, float>) {
+          round_to_bf16(c.k.data() + r * kvD, kvD, kv.keys_bf16(layer) + pos * kvD);
+          round_to_bf16(c.v.data() + r * kvD, kvD, kv.values_bf16(layer) + pos * kvD);
+        }
+        c.keys_bf16[size_t(r)] = kv.keys_bf16(layer);
+        c.values_bf16[size_t(r)] = kv.values_bf16(layer);
+      } else {
+        std::copy_n(c.k.data() + r * kvD, kvD, kv.keys(layer) + pos * kvD);
+        std::copy_n(c.v.data() + r * kvD, kvD, kv.values(layer) + pos * kvD);
+        c.keys[size_t(r)] = kv.keys(layer);
+        c.values[size_t(r)] = kv.values(layer);
+      }
+      c.context[size_t(r)] = pos + 1;
     }
-    const AttentionRows<T> a{.rows = n, .q_heads = H, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
-                             .values = values.data(), .context = context.data(), .kv_stride = kvD};
+    AttentionRows<T> a{.rows = n, .q_heads = H, .kv_heads = Hkv, .head_dim = hd, .keys = c.keys.data(),
+                       .values = c.values.data(), .context = c.context.data(), .kv_stride = kvD};
+    if (bf16) {
+      a.keys_bf16 = c.keys_bf16.data();
+      a.values_bf16 = c.values_bf16.data();
+    }
     attention_rows_forward(c.q.data(), a, c.ctx.data());
   }
   // h = x + ctx Wo^T

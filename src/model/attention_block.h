@@ -22,6 +22,7 @@ struct AttentionCache {
   Tensor<T> ctx;       // attention output before o_proj [BT, D]
   // Inference: each row's key/value history and its length, reused from layer to layer.
   std::vector<const T*> keys, values;
+  std::vector<const uint16_t*> keys_bf16, values_bf16;  // caches holding bf16 (KvDtype::bf16)
   std::vector<int64_t> context;
 };
 

@@ -19,6 +19,8 @@ void decoder_step(const ModelConfig& cfg, const DecoderWeights<T>& w, std::span<
   for (const auto& st : steps) {
     MOEPP_CHECK(st.cache && st.n >= 1, "decoder: a sequence step without tokens");
     MOEPP_CHECK(seen.insert(st.cache).second, "decoder: a sequence appears twice in one step");
+    MOEPP_CHECK(st.cache->dtype() == steps[0].cache->dtype(), "decoder: a step mixes ",
+                kv_dtype_name(steps[0].cache->dtype()), " and ", kv_dtype_name(st.cache->dtype()), " KV caches");
     MOEPP_CHECK(st.cache->length() + st.n <= st.cache->capacity(), "decoder: ", st.cache->length() + st.n,
                 " tokens exceed the sequence's context of ", st.cache->capacity());
     n += st.n;

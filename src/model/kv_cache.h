@@ -2,33 +2,53 @@
 // RoPE, and how many positions are filled. A decoder step (model/decoder.h) appends the
 // keys and values of the sequence's new tokens at positions length().. and advances the
 // length; many sequences, each with its own cache, can go through the same step.
+//
+// The cache holds T (f32 for inference), or bf16 (--kv-dtype bf16: half the memory and half
+// the bytes a long context's attention reads; keys and values rounded to nearest even as
+// they are stored, the attention's arithmetic f32). The steps a cache goes through must
+// all use the same kind (decoder_step checks).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
+#include "core/uninit_vector.h"
 #include "model/config.h"
 
 namespace moepp {
+
+enum class KvDtype { f32, bf16 };  // f32: the cache's element type T (f64 for the verification path)
+const char* kv_dtype_name(KvDtype d);
+KvDtype parse_kv_dtype(const std::string& name);  // "f32" or "bf16"; anything else is an error naming it
 
 template <typename T>
 class KvCache {
  public:
   // capacity: the most positions the sequence will hold, at most max_position_embeddings.
-  KvCache(const ModelConfig& cfg, int64_t capacity);
+  // bf16 needs T = float.
+  KvCache(const ModelConfig& cfg, int64_t capacity, KvDtype dtype = KvDtype::f32);
 
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
+  KvDtype dtype() const { return dtype_; }
   void reset() { length_ = 0; }
-  // Keys and values of `layer`, [capacity, kvD]; positions >= length() are not yet written.
+  // Keys and values of `layer`, [capacity, kvD], as T (dtype f32) or as bf16 bits (dtype
+  // bf16); positions >= length() are not yet written.
   T* keys(int layer) { return k_[size_t(layer)].data(); }
   T* values(int layer) { return v_[size_t(layer)].data(); }
+  uint16_t* keys_bf16(int layer) { return k16_[size_t(layer)].data(); }
+  uint16_t* values_bf16(int layer) { return v16_[size_t(layer)].data(); }
   // The decoder step, once every layer holds the n new positions.
   void advance(int64_t n) { length_ += n; }
+  // Bytes one position takes over all layers, keys and values.
+  static int64_t bytes_per_position(const ModelConfig& cfg, KvDtype dtype);
 
  private:
   int64_t capacity_ = 0, length_ = 0;
+  KvDtype dtype_ = KvDtype::f32;
   std::vector<Tensor<T>> k_, v_;
+  std::vector<UninitVector<uint16_t>> k16_, v16_;
 };
 
 }  // namespace moepp

@@ -72,8 +72,7 @@ Scheduler::Scheduler(const ModelConfig& cfg, DecoderWeights<float> weights, cons
   MOEPP_CHECK(opt_.prefill_chunk >= 1, "serve: the prefill chunk must be at least 1 token");
   ctx_ = opt_.ctx > 0 ? opt_.ctx : cfg.max_position_embeddings;
   kv_budget_ = ctx_ * opt_.max_seqs;
-  kv_bytes_per_position_ = int64_t(cfg.num_hidden_layers) * 2 * cfg.num_key_value_heads * cfg.head_dim() *
-                           int64_t(sizeof(float));
+  kv_bytes_per_position_ = KvCache<float>::bytes_per_position(cfg, opt_.kv_dtype);
   worker_ = std::thread([this] { loop(); });
 }
 
@@ -160,7 +159,7 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       continue;
     }
     try {
-      r->cache = std::make_unique<KvCache<float>>(cfg_, need);
+      r->cache = std::make_unique<KvCache<float>>(cfg_, need, opt_.kv_dtype);
     } catch (const std::exception& e) {
       r->stream->finish(nullptr, std::string("serve: cannot allocate the KV cache: ") + e.what());
       queue_.pop_front();

@@ -38,6 +38,7 @@ struct SchedulerOptions {
   int64_t ctx = 0;            // positions per sequence (0: the model's max_position_embeddings)
   int max_queue = 64;         // waiting sequences beyond which submit() refuses
   int64_t prefill_chunk = 256;  // prompt tokens per step over all prefilling sequences
+  KvDtype kv_dtype = KvDtype::f32;  // the sequences' KV caches (model/kv_cache.h)
 };
 
 // One sequence to generate: its prompt ids (BOS included where wanted) and options.

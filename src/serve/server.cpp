@@ -373,7 +373,8 @@ int run_server(const ServeOptions& opt) {
   st.model_name = p.filename().string();
   DecoderWeights<float> weights = st.f32 ? DecoderWeights<float>::of(st.f32->params) : DecoderWeights<float>::of(*st.packed);
   st.sched = std::make_unique<Scheduler>(st.cfg, std::move(weights), *st.tok,
-                                         SchedulerOptions{opt.max_seqs, opt.ctx, opt.max_queue, 256});
+                                         SchedulerOptions{opt.max_seqs, opt.ctx, opt.max_queue, 256,
+                                                                          parse_kv_dtype(opt.kv_dtype)});
 
   httplib::Server svr;
   const int pool = std::min(512, opt.max_seqs + opt.max_queue + 8);

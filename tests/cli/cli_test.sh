@@ -19,6 +19,8 @@ check "info" "$moepp" info --model "$tmp/run"
 check "generate bf16" "$moepp" generate --model "$tmp/run" --prompt "Line 3" -n 5 --dtype bf16
 check "logits q8_0" "$moepp" logits --model "$tmp/run" --ids 1,5,9 --out "$tmp/logits_q8.safetensors" --dtype q8_0
 check "generate q4" "$moepp" generate --model "$tmp/run" --prompt "Line 3" -n 5 --dtype q4
+check "generate, bf16 KV cache" "$moepp" generate --model "$tmp/run" --prompt "Line 3" -n 5 --kv-dtype bf16 --dtype q8_0
+check_error "unknown KV dtype" "--kv-dtype: f16 not in {f32,bf16}" "$moepp" generate --model "$tmp/run" --prompt "x" --kv-dtype f16
 check "analyze" "$moepp" analyze --model "$tmp/run" --text "$tmp/corpus.txt" --out "$tmp/an" --seq 16 --no-plots
 grep -q '"ffn_experts_per_token"' "$tmp/an/analysis.json" || { echo "FAIL: analyze wrote no analysis.json"; fail=$((fail + 1)); }
 check_error "analyze without text" "--model and --text are required" "$moepp" analyze --model "$tmp/run"

@@ -1,5 +1,6 @@
 #include "kernels/attention.h"
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "test_util.h"
 
@@ -86,12 +87,12 @@ TEST(Attention, HeadsThatDoNotGroupAreAnError) {
   EXPECT_THROW(attention_forward(x.data(), x.data(), x.data(), x.data(), p.data(), AttentionShape{1, 1, 3, 2, 2}), Error);
 }
 
-// Decode rows against per-sequence histories of different lengths (the KV-cache form):
-// each row's output is the naive double attention of its query over its own history's
-// first context[r] positions. Histories long enough that the vectorised exp runs whole
-// 16-wide chunks and a ragged tail.
-TEST(Attention, RowsAgainstTheirOwnHistoriesMatchNaive) {
-  const int64_t Hq = 8, Hkv = 2, hd = 16, kvD = Hkv * hd;
+namespace {
+
+// With bf16: the histories are stored as bf16 bits (a KV cache under --kv-dtype bf16) and the
+// reference reads the same rounded values.
+void check_rows_against_naive(bool use_bf16, int64_t hd) {
+  const int64_t Hq = 8, Hkv = 2, kvD = Hkv * hd;
   const std::vector<int64_t> context = {1, 17, 40, 33};
   const int64_t rows = int64_t(context.size());
   Rng rng(7);
@@ -102,15 +103,33 @@ TEST(Attention, RowsAgainstTheirOwnHistoriesMatchNaive) {
   }
   auto q = random_tensor<float>({rows, Hq, hd}, rng);
   std::vector<const float*> keys, values;
+  std::vector<std::vector<uint16_t>> k16(static_cast<size_t>(rows)), v16(static_cast<size_t>(rows));
+  std::vector<const uint16_t*> keys16, values16;
   for (int64_t r = 0; r < rows; ++r) {
     keys.push_back(k_hist[size_t(r)].data());
     values.push_back(v_hist[size_t(r)].data());
     // Positions past the context are poison: reading one would show in the output.
     for (int64_t j = context[size_t(r)]; j < context[size_t(r)] + 3; ++j)
       for (int64_t e = 0; e < kvD; ++e) k_hist[size_t(r)][j * kvD + e] = v_hist[size_t(r)][j * kvD + e] = 1e6f;
+    if (use_bf16) {
+      for (auto* t : {&k_hist[size_t(r)], &v_hist[size_t(r)]}) {
+        auto& bits = t == &k_hist[size_t(r)] ? k16[size_t(r)] : v16[size_t(r)];
+        for (int64_t i = 0; i < t->numel(); ++i) {
+          bits.push_back(f32_to_bf16((*t)[i]).bits);
+          (*t)[i] = bf16_to_f32(bf16{bits.back()});  // what the reference reads
+        }
+      }
+      keys16.push_back(k16[size_t(r)].data());
+      values16.push_back(v16[size_t(r)].data());
+    }
   }
-  const AttentionRows<float> a{.rows = rows, .q_heads = Hq, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
-                               .values = values.data(), .context = context.data(), .kv_stride = kvD};
+  AttentionRows<float> a{.rows = rows, .q_heads = Hq, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
+                         .values = values.data(), .context = context.data(), .kv_stride = kvD};
+  if (use_bf16) {
+    a.keys = a.values = nullptr;  // the bf16 histories alone
+    a.keys_bf16 = keys16.data();
+    a.values_bf16 = values16.data();
+  }
   Tensor<float> out({rows, Hq, hd});
   attention_rows_forward(q.data(), a, out.data());
   for (int64_t r = 0; r < rows; ++r)
@@ -128,7 +147,23 @@ TEST(Attention, RowsAgainstTheirOwnHistoriesMatchNaive) {
       for (int64_t e = 0; e < hd; ++e) {
         double want = 0;
         for (int64_t j = 0; j < L; ++j) want += s[size_t(j)] / sum * v_hist[size_t(r)][j * kvD + g * hd + e];
-        EXPECT_NEAR(out[(r * Hq + h) * hd + e], want, 2e-5) << "row " << r << " head " << h << " dim " << e;
+        EXPECT_NEAR(out[(r * Hq + h) * hd + e], want, 2e-5)
+            << (use_bf16 ? "bf16 " : "f32 ") << "hd " << hd << " row " << r << " head " << h << " dim " << e;
       }
     }
+}
+
+}  // namespace
+
+// Decode rows against per-sequence histories of different lengths (the KV-cache form):
+// each row's output is the naive double attention of its query over its own history's
+// first context[r] positions. Histories long enough that the vectorised exp runs whole
+// 16-wide chunks and a ragged tail.
+TEST(Attention, RowsAgainstTheirOwnHistoriesMatchNaive) { check_rows_against_naive(false, 16); }
+
+// The same with the histories held as bf16 (KvDtype::bf16), head sizes with and without a
+// ragged 16-lane tail: against double attention over the same rounded keys and values.
+TEST(Attention, RowsAgainstBf16HistoriesMatchNaiveOverTheRoundedValues) {
+  check_rows_against_naive(true, 16);
+  check_rows_against_naive(true, 20);
 }

@@ -329,8 +329,12 @@ def main():
         server.stop()
     check(server.proc.returncode == 0, f"SIGTERM on an idle server exits 0 (got {server.proc.returncode})")
 
-    # 429 under an overfull queue: one running sequence, one waiting, many arriving.
-    small = Server(model, "--max-seqs", "1", "--max-queue", "1")
+    # 429 under an overfull queue: one running sequence, one waiting, many arriving. This
+    # server keeps its KV caches in bf16 (--kv-dtype bf16): half the bytes per position.
+    small = Server(model, "--max-seqs", "1", "--max-queue", "1", "--kv-dtype", "bf16")
+    c = json.loads((model / "config.json").read_text())
+    kv_heads = c.get("num_key_value_heads", c["num_attention_heads"])
+    bf16_bytes_per_position = c["num_hidden_layers"] * 2 * kv_heads * (c["hidden_size"] // c["num_attention_heads"]) * 2
     try:
         statuses, retry = [], []
 
@@ -355,7 +359,15 @@ def main():
             result["r"] = small.stream("/v1/completions", {"prompt": prompt, "max_tokens": 200, "seed": 1})
         t = threading.Thread(target=long_stream)
         t.start()
-        time.sleep(0.2)
+        deadline = time.time() + 20
+        positions = kv_bytes = 0
+        while time.time() < deadline and not positions:  # both from one /metrics snapshot
+            _, _, text = small.request("GET", "/metrics")
+            found = dict(re.findall(r"^(moepp_kv_cache_(?:positions|bytes)) ([0-9.e+-]+)$", text, re.M))
+            positions = float(found.get("moepp_kv_cache_positions", 0))
+            kv_bytes = float(found.get("moepp_kv_cache_bytes", 0))
+        check(positions and kv_bytes == positions * bf16_bytes_per_position,
+              f"bf16 KV caches: {kv_bytes} bytes for {positions} positions ({bf16_bytes_per_position} each)")
         small.proc.send_signal(signal.SIGTERM)
         t.join(timeout=120)
         small.proc.wait(timeout=60)
