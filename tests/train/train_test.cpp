@@ -79,6 +79,14 @@ std::vector<double> step_losses(const std::string& run) {
   return l;
 }
 
+// A stopped and resumed run's per-step losses equal the uninterrupted run's, bit for bit.
+void expect_same_loss_curve(const std::string& full, const std::string& split, size_t steps) {
+  const auto a = step_losses(full), b = step_losses(split);
+  ASSERT_EQ(a.size(), steps);
+  ASSERT_EQ(b.size(), steps);
+  for (size_t s = 0; s < steps; ++s) EXPECT_EQ(a[s], b[s]) << "step " << s + 1;
+}
+
 }  // namespace
 
 TEST(Train, TinyMoeppLearnsTheCountingTask) {
@@ -134,10 +142,7 @@ TEST(Train, Bf16ResumeContinuesTheSameLossCurveAndKeepsItsPrecision) {
   TrainOptions second = tiny_run(data, split, 20);  // f32 by default, not given: the recorded bf16 holds
   second.resume = true;
   train(second);
-  const auto a = step_losses(full), b = step_losses(split);
-  ASSERT_EQ(a.size(), 20u);
-  ASSERT_EQ(b.size(), 20u);
-  for (size_t s = 0; s < 20; ++s) EXPECT_EQ(a[s], b[s]) << "step " << s + 1;
+  expect_same_loss_curve(full, split, 20);
 }
 
 TEST(Train, SmallerTauSendsMoreSlotsToZeroComputationExperts) {
@@ -185,10 +190,7 @@ TEST(Train, ResumeContinuesTheSameLossCurve) {
   TrainOptions second = tiny_run(data, split, 30);
   second.resume = true;
   train(second);
-  const auto a = step_losses(full), b = step_losses(split);
-  ASSERT_EQ(a.size(), 30u);
-  ASSERT_EQ(b.size(), 30u);
-  for (size_t s = 0; s < 30; ++s) EXPECT_EQ(a[s], b[s]) << "step " << s + 1;
+  expect_same_loss_curve(full, split, 30);
 }
 
 TEST(Train, RefusesToOverwriteARunWithoutResume) {
