@@ -1,10 +1,14 @@
 // Shared test helpers: random tensors, a plain double-precision GEMM to compare against,
-// relative errors, and the central finite-difference gradient check.
+// relative errors, the central finite-difference gradient check, and scratch folders.
 #pragma once
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
 #include <cmath>
+#include <filesystem>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -14,6 +18,27 @@
 #include "kernels/quant.h"
 
 namespace moepp::test {
+
+// A new folder /tmp/PREFIX-XXXXXX, removed with everything in it when the test process
+// exits: the tests' scratch does not pile up in /tmp run after run.
+inline std::string scratch_dir(const std::string& prefix) {
+  struct Registry {
+    std::mutex mutex;
+    std::vector<std::string> dirs;
+    ~Registry() {
+      for (const auto& d : dirs) {
+        std::error_code ec;
+        std::filesystem::remove_all(d, ec);
+      }
+    }
+  };
+  static Registry registry;
+  std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+  MOEPP_CHECK(mkdtemp(tmpl.data()) != nullptr, "test: cannot create a scratch folder ", tmpl);
+  std::lock_guard<std::mutex> lock(registry.mutex);
+  registry.dirs.push_back(tmpl);
+  return tmpl;
+}
 
 // Packed bf16 and q8_0 products of more than 8 rows round the activations to bf16 where the
 // CPU multiplies bf16 (kernels/quant.h, packed_products_use_bf16). On the test models, whose

@@ -16,8 +16,7 @@ using namespace moepp::test;
 
 namespace {
 std::string tmp(const std::string& name) {
-  char t[] = "/tmp/moepp-data-XXXXXX";
-  return std::string(mkdtemp(t)) + "/" + name;
+  return test::scratch_dir("moepp-data") + "/" + name;
 }
 }  // namespace
 

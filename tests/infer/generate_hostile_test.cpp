@@ -29,8 +29,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // A tokenizer trained once for the whole file.
 const Tokenizer& tokenizer() {
   static const Tokenizer tok = [] {
-    char t[] = "/tmp/moepp-generate-hostile-XXXXXX";
-    const std::string dir = mkdtemp(t);
+    const std::string dir = test::scratch_dir("moepp-generate-hostile");
     {
       std::ofstream out(dir + "/corpus.txt");
       for (int i = 1; i <= 400; ++i)

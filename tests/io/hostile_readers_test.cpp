@@ -29,12 +29,6 @@ using namespace std::string_literals;
 
 namespace {
 
-std::string scratch_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "moepp_hostile_" + name + "_" + std::to_string(::getpid());
-  ::mkdir(d.c_str(), 0755);
-  return d;
-}
-
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
 }
@@ -85,7 +79,7 @@ std::string tensor_pickle(const std::vector<int64_t>& shape, const std::vector<i
 }  // namespace
 
 TEST(HostileReaders, StrideThatWrapsInt64IsRefusedNotRead) {
-  const std::string d = scratch_dir("stride");
+  const std::string d = scratch_dir("moepp-hostile-stride");
   // [5, 2] with stride [2^62, 1]: 4 * 2^62 wraps to 0, so an unchecked extent is 1 < 4.
   const std::string p = tensor_pickle({5, 2}, {int64_t(1) << 62, 1}, 4);
   write_bytes(d + "/m.bin", zip_of({{"archive/data.pkl", p}, {"archive/data/0", std::string(16, '\0')}}));
@@ -98,7 +92,7 @@ TEST(HostileReaders, StrideThatWrapsInt64IsRefusedNotRead) {
 }
 
 TEST(HostileReaders, Zip64EndRecordOffsetNear2To64) {
-  const std::string d = scratch_dir("zip64");
+  const std::string d = scratch_dir("moepp-hostile-zip64");
   std::string z = zip_of({{"a", "x"}});
   // Saturated 32-bit fields point at a zip64 record; its offset wraps `rec + 56`.
   const std::string locator = le(0x07064b50, 4) + le(0, 4) + le(~uint64_t(0) - 20, 8) + le(1, 4);
@@ -109,7 +103,7 @@ TEST(HostileReaders, Zip64EndRecordOffsetNear2To64) {
 }
 
 TEST(HostileReaders, ZipExtraFieldLengthPastItsBlock) {
-  const std::string d = scratch_dir("extra");
+  const std::string d = scratch_dir("moepp-hostile-extra");
   std::string z = zip_of({{"a", "x"}});
   // Give the central entry a 4-byte extra block whose field claims 65535 bytes.
   const size_t c = z.find(le(0x02014b50, 4));
@@ -122,7 +116,7 @@ TEST(HostileReaders, ZipExtraFieldLengthPastItsBlock) {
 }
 
 TEST(HostileReaders, ZipEntryOffsetNear2To64) {
-  const std::string d = scratch_dir("local");
+  const std::string d = scratch_dir("moepp-hostile-local");
   std::string z = zip_of({{"a", "x"}});
   const size_t c = z.find(le(0x02014b50, 4));
   z.replace(c + 42, 4, le(0xffffffffu, 4));  // local header offset from the zip64 extra field
@@ -175,13 +169,13 @@ TEST(HostileReaders, PickleOpcodeFloodStopsAtTheLimit) {
 }
 
 TEST(HostileReaders, SafetensorsHeaderPastTheLimit) {
-  const std::string d = scratch_dir("st");
+  const std::string d = scratch_dir("moepp-hostile-st");
   write_bytes(d + "/big.safetensors", le(kSafetensorsMaxHeaderBytes + 8, 8) + std::string(kSafetensorsMaxHeaderBytes + 8, ' '));
   expect_error_mentioning([&] { SafetensorsFile f(d + "/big.safetensors"); }, "bytes moepp accepts");
 }
 
 TEST(HostileReaders, FifoNamedConfigJsonDoesNotBlock) {
-  const std::string d = scratch_dir("fifo");
+  const std::string d = scratch_dir("moepp-hostile-fifo");
   ASSERT_EQ(::mkfifo((d + "/config.json").c_str(), 0644), 0);
   expect_error_mentioning([&] { read_json_file(d + "/config.json"); }, "not a regular file");
   ASSERT_EQ(::mkfifo((d + "/model.safetensors").c_str(), 0644), 0);
@@ -191,7 +185,7 @@ TEST(HostileReaders, FifoNamedConfigJsonDoesNotBlock) {
 TEST(HostileReaders, JsonFilesAreObjectsWithoutNulBytes) {
   // Fuzzer finds (fuzz/crashes/config): a config.json that is JSON but no object escaped as
   // a nlohmann exception; a NUL byte ended the parse and the rest was ignored.
-  const std::string d = scratch_dir("json");
+  const std::string d = scratch_dir("moepp-hostile-json");
   for (const std::string bad : {"[]", "2", "\"MoE++\"", "true"}) {
     write_bytes(d + "/config.json", bad);
     expect_error_mentioning([&] { read_hf_config(d); }, "config.json: config is not a JSON object");
@@ -202,7 +196,7 @@ TEST(HostileReaders, JsonFilesAreObjectsWithoutNulBytes) {
 
 TEST(HostileReaders, IndexShardNamesArePlainFileNames) {
   // Fuzzer finds (fuzz/crashes/index): "" and "." name the folder itself.
-  const std::string d = scratch_dir("index");
+  const std::string d = scratch_dir("moepp-hostile-index");
   for (const std::string bad : {"", ".", "..", "../x.safetensors"}) {
     write_bytes(d + "/model.safetensors.index.json", nlohmann::json{{"weight_map", {{"w", bad}}}}.dump());
     expect_error_mentioning([&] { read_weight_index(d, "model.safetensors.index.json"); },
@@ -254,7 +248,7 @@ TEST(HostileConfig, IntegersAreExact) {
 
 TEST(HostileConfig, WeightsTheConfigDoesNotUseAreRefused) {
   // A 2-layer folder whose config says 1 layer: the second layer must not be dropped silently.
-  const std::string d = scratch_dir("unused");
+  const std::string d = scratch_dir("moepp-hostile-unused");
   const ModelConfig two = ModelConfig::preset("tiny", 64);
   auto params = ModelParams<float>::zeros(two);
   save_model_folder(d, two, params);
@@ -268,7 +262,7 @@ TEST(HostileConfig, WeightsTheConfigDoesNotUseAreRefused) {
 TEST(HostileConfig, ShapesAreCheckedBeforeAllocating) {
   // An 800-byte config promising a 64k x 16M embedding (4 TB) over a tiny file: refused on
   // the first shape, before any tensor is allocated (allocating would abort or take minutes).
-  const std::string d = scratch_dir("alloc");
+  const std::string d = scratch_dir("moepp-hostile-alloc");
   const ModelConfig small = ModelConfig::preset("tiny", 64);
   auto params = ModelParams<float>::zeros(small);
   save_model_folder(d, small, params);
@@ -284,7 +278,7 @@ TEST(HostileConfig, ShapesAreCheckedBeforeAllocating) {
 TEST(AtomicWrites, TemporariesOfDeadWritersAreRemovedOthersKept) {
   // A writer killed between creating "<path>.tmp-<pid>" and its rename leaves the file;
   // the next write of the same path removes it when that pid is provably dead.
-  const std::string d = scratch_dir("tmp");
+  const std::string d = scratch_dir("moepp-hostile-tmp");
   pid_t dead = ::fork();
   if (dead == 0) _exit(0);
   ::waitpid(dead, nullptr, 0);  // reaped: this pid no longer exists

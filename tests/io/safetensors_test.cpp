@@ -6,13 +6,13 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "test_util.h"
 
 using namespace moepp;
 
 namespace {
 std::string tmp(const std::string& name) {
-  char t[] = "/tmp/moepp-st-XXXXXX";
-  return std::string(mkdtemp(t)) + "/" + name;
+  return test::scratch_dir("moepp-st") + "/" + name;
 }
 // A file with the given JSON header and `data_bytes` zero bytes of data.
 std::string with_header(const std::string& header, size_t data_bytes) {

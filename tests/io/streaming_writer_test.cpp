@@ -16,6 +16,7 @@
 #include "io/digest.h"
 #include "io/safetensors.h"
 #include "resident_memory.h"
+#include "test_util.h"
 
 using namespace moepp;
 using namespace moepp::test;
@@ -23,8 +24,7 @@ using namespace moepp::test;
 namespace {
 
 std::string temp_dir() {
-  char t[] = "/tmp/moepp-stream-XXXXXX";
-  return mkdtemp(t);
+  return test::scratch_dir("moepp-stream");
 }
 
 std::string read_all(const std::string& path) {

@@ -148,8 +148,7 @@ TEST(GradCommand, WritesTheReferenceGradientsUnderSpecNames) {
     const ModelConfig cfg = ModelConfig::from_json(nlohmann::json::parse(f.meta("config")), fixture(name));
     auto w = ModelParams<float>::zeros(cfg);
     w.for_each(cfg, [&](const std::string& n, Tensor<float>& t) { t = f.read<float>(n); });
-    char tmpl[] = "/tmp/moepp-grad-XXXXXX";
-    const std::string dir = mkdtemp(tmpl);
+    const std::string dir = scratch_dir("moepp-grad");
     save_model_folder(dir + "/model", cfg, w);
     const auto ids = f.read<int64_t>("ids");
     std::string list;

@@ -92,8 +92,7 @@ TEST(ConvertCommand, MixtralFolderToF32AndBf16Safetensors) {
   const std::vector<int32_t> ids = reference_ids(e);
   ModelCache<float> want;
   model_forward(ref.config, ref.params, ids.data(), 1, int64_t(ids.size()), want);
-  char tmpl[] = "/tmp/moepp-convert-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
+  const std::string dir = scratch_dir("moepp-convert");
   for (const char* dtype : {"f32", "bf16"}) {
     const std::string out = dir + "/" + dtype;
     const std::string cmd = std::string(MOEPP_CLI) + " convert --in " + in + " --out " + out + " --dtype " + dtype;
@@ -198,8 +197,7 @@ std::pair<double, double> worst_and_amax(const Tensor<float>& orig, const Tensor
 // stored blocks requantize to themselves - and the file is about 1.125/4 of the f32 one
 // for the packed matrices.
 TEST(ConvertCommand, Q8_0FolderRoundTripsThroughThePackedLoader) {
-  char tmpl[] = "/tmp/moepp-q8-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
+  const std::string dir = scratch_dir("moepp-q8");
   const auto w = tiny_folder_converted(dir, "q8", "q8_0", 9);
   const Tensor<float> a = packed_logits(dir + "/f32", WeightType::q8_0), b = packed_logits(dir + "/q8", WeightType::q8_0);
   EXPECT_LT(rel_error(b, a), 1e-6);
@@ -226,8 +224,7 @@ TEST(ConvertCommand, Q8_0FolderRoundTripsThroughThePackedLoader) {
 // (within one step, |peak| / 8, of the originals), and a scales tensor of the wrong shape
 // is refused naming the file and the tensor.
 TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
-  char tmpl[] = "/tmp/moepp-q4-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
+  const std::string dir = scratch_dir("moepp-q4");
   const auto w = tiny_folder_converted(dir, "q4", "q4", 10);
   const Tensor<float> a = packed_logits(dir + "/f32", WeightType::q4), b = packed_logits(dir + "/q4", WeightType::q4);
   EXPECT_LT(rel_error(b, a), 1e-6);

@@ -24,8 +24,7 @@ TEST(LoadMemory, PeakStaysNearThePackedSize) {
   ModelConfig cfg = ModelConfig::preset("small", 32768);  // hidden 256, 8 FFN experts
   cfg.intermediate_size = 1536;
   cfg.num_hidden_layers = 8;
-  char tmpl[] = "/tmp/moepp-loadmem-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
+  const std::string dir = test::scratch_dir("moepp-loadmem");
   {
     auto w = ModelParams<float>::zeros(cfg);
     Rng rng(4);

@@ -8,13 +8,13 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 using namespace moepp;
 
 namespace {
 std::string tmpdir() {
-  char t[] = "/tmp/moepp-mf-XXXXXX";
-  return mkdtemp(t);
+  return test::scratch_dir("moepp-mf");
 }
 void expect_error(const std::string& dir, const std::string& needle) {
   try {

@@ -27,8 +27,7 @@ namespace {
 
 const Tokenizer& tokenizer() {
   static const Tokenizer tok = [] {
-    char t[] = "/tmp/moepp-scheduler-XXXXXX";
-    const std::string dir = mkdtemp(t);
+    const std::string dir = test::scratch_dir("moepp-scheduler");
     {
       std::ofstream out(dir + "/corpus.txt");
       for (int i = 1; i <= 400; ++i) out << "Line " << i << ": the quick brown fox jumps over the lazy dog " << i % 13 << ".\n";

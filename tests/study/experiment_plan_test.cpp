@@ -16,8 +16,7 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 TEST(ExperimentPlan, DuplicateRunNamesAreRefusedBeforeAnythingIsWritten) {
-  char t[] = "/tmp/moepp-exp-plan-XXXXXX";
-  const std::string dir = mkdtemp(t);
+  const std::string dir = test::scratch_dir("moepp-exp-plan");
   const json plan = {{"name", "dup"},
                      {"base", {{"preset", "tiny"}, {"vocab", 32}, {"steps", 1}}},
                      {"runs", {{{"name", "a"}}, {{"name", "b"}, {"vanilla", true}}, {{"name", "a"}, {"tau", 0.5}}}}};

@@ -10,6 +10,7 @@
 #include "core/rng.h"
 #include "data/shards.h"
 #include "kernels/mixed_precision.h"
+#include "test_util.h"
 
 using namespace moepp;
 using json = nlohmann::json;
@@ -31,8 +32,7 @@ TEST(ExperimentReport, EveryNumberComesFromTheResults) {
 }
 
 TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
-  char tmpl[] = "/tmp/moepp-exp-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
+  const std::string dir = test::scratch_dir("moepp-exp");
   // Learnable tokens: counting segments (as in train_test).
   Rng rng(3);
   std::vector<int32_t> t;

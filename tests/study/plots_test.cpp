@@ -1,6 +1,7 @@
 // Plot data: the tau sweep and its baseline are picked from the plan, and every number in
 // the written table comes from the results (gnuplot itself is optional and not tested).
 #include "study/plots.h"
+#include "test_util.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -25,8 +26,7 @@ TEST(Plots, TauSweepTableComesFromTheResults) {
   const std::vector<json> results = {res("vanilla", 4.0, 2.0, 0.30), res("t1", 3.9, 0.8, 0.15),
                                      res("t5", 3.8, 1.0, 0.20), res("t5-ablation", 9.0, 1.9, 0.29),
                                      res("vanilla-seed2", 9.0, 2.0, 9.0)};
-  char tmpl[] = "/tmp/moepp-plots-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
+  const std::string dir = test::scratch_dir("moepp-plots");
   const PlotResult r = plot_experiment(plan, results, dir);
   ASSERT_EQ(r.written.size(), 2u);
   std::ifstream in(dir + "/tau_throughput.tsv");

@@ -25,8 +25,7 @@ using json = nlohmann::json;
 namespace {
 
 std::string temp_dir() {
-  char tmpl[] = "/tmp/moepp-ckpt-XXXXXX";
-  return mkdtemp(tmpl);
+  return scratch_dir("moepp-ckpt");
 }
 
 std::string make_data() {

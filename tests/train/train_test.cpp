@@ -16,6 +16,7 @@
 #include "model/model_folder.h"
 #include "train/checkpoint.h"
 #include "train/schedule.h"
+#include "test_util.h"
 
 using namespace moepp;
 using json = nlohmann::json;
@@ -23,8 +24,7 @@ using json = nlohmann::json;
 namespace {
 
 std::string temp_dir(const std::string& name) {
-  char tmpl[] = "/tmp/moepp-test-XXXXXX";
-  const std::string dir = std::string(mkdtemp(tmpl)) + "/" + name;
+  const std::string dir = test::scratch_dir("moepp-test") + "/" + name;
   ::mkdir(dir.c_str(), 0755);
   return dir;
 }
