@@ -73,14 +73,14 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
       targets[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
     }
     const auto t0 = std::chrono::steady_clock::now();
-    {  // as the trainer's step: bf16 rounds the weights once, then the products run in the scope
-      if (precision == GemmPrecision::bf16) shadow.refresh(weight_matrix_spans(cfg, params));
+    {  // as the trainer's step: bf16 reads the weights AdamW rounded (a first pass at step 0)
+      if (precision == GemmPrecision::bf16 && step == 0) shadow.refresh(weight_matrix_spans(cfg, params));
       const GemmPrecisionScope products(precision, &shadow);
       model_forward(cfg, params, ids.data(), B, S, cache);
       model_backward(cfg, params, cache, targets.data(), grads, GradMode::overwrite);  // as the trainer's first micro-batch
     }
     clip_grad_norm(cfg, grads, 1.0);
-    opt.update(cfg, params, grads, 1e-3);
+    opt.update(cfg, params, grads, 1e-3, {}, precision == GemmPrecision::bf16 ? &shadow : nullptr);  // rounds as it updates
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step >= kWarmup) times.push_back(dt);
     RoutingStats all;

@@ -100,6 +100,19 @@ const uint16_t* Bf16Shadow::find(const float* p, int64_t extent) const {
   return it->bits.data() + offset;
 }
 
+uint16_t* Bf16Shadow::copy_of(const float* p, int64_t n) {
+  auto it = std::lower_bound(copies_.begin(), copies_.end(), p, [](const Copy& c, const float* q) { return c.src < q; });
+  return it != copies_.end() && it->src == p && it->n == n ? it->bits.data() : nullptr;
+}
+
+bool Bf16Shadow::holds(std::vector<Span> spans) const {
+  if (spans.size() != copies_.size()) return false;
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 0; i < spans.size(); ++i)
+    if (spans[i].first != copies_[i].src || spans[i].second != copies_[i].n) return false;
+  return true;
+}
+
 int64_t Bf16Shadow::elements() const {
   int64_t n = 0;
   for (const auto& c : copies_) n += c.n;

@@ -34,6 +34,11 @@ class Bf16Shadow {
   void refresh(const std::vector<Span>& spans);
   // The copy of the `extent` elements starting at p when they lie inside one span; else null.
   const uint16_t* find(const float* p, int64_t extent) const;
+  // The copy of the span that starts at p and holds n elements, to write into (AdamW rounds
+  // the weights it updates straight into it); null when no span is exactly that.
+  uint16_t* copy_of(const float* p, int64_t n);
+  // Whether the copies are of exactly these spans (same tensors, same sizes, any order).
+  bool holds(std::vector<Span> spans) const;
   int64_t elements() const;
 
  private:

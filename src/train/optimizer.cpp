@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "kernels/quant.h"
 
 #if defined(__AVX512F__)
 #include "kernels/vec_math.h"
@@ -22,7 +23,7 @@ struct AdamWStep {
 // keeps std::sqrt scalar (it may set errno), which made the update compute-bound. Every
 // element, the ragged tail's too, goes through the same arithmetic, so a result does not
 // depend on where a chunk boundary falls.
-void adamw_elements(float* w, const float* g, float* m, float* v, int64_t n, const AdamWStep& s) {
+void adamw_elements(float* w, const float* g, float* m, float* v, int64_t n, const AdamWStep& s, uint16_t* w16) {
 #if defined(__AVX512F__)
   const __m512 b1 = _mm512_set1_ps(s.b1), c1 = _mm512_set1_ps(1 - s.b1), b2 = _mm512_set1_ps(s.b2),
                c2 = _mm512_set1_ps(1 - s.b2), step = _mm512_set1_ps(s.step), inv_bc2 = _mm512_set1_ps(s.inv_bc2),
@@ -40,12 +41,14 @@ void adamw_elements(float* w, const float* g, float* m, float* v, int64_t n, con
     _mm512_mask_storeu_ps(v + j, k, vj);
     _mm512_mask_storeu_ps(w + j, k, wj);
   }
+  if (w16) round_to_bf16(w, n, w16);  // the chunk's new values, still in L1/L2
 #else
   for (int64_t j = 0; j < n; ++j) {
     m[j] = std::fma(s.b1, m[j], (1 - s.b1) * g[j]);
     v[j] = std::fma(s.b2, v[j], (1 - s.b2) * g[j] * g[j]);
     w[j] = w[j] * s.decay - s.step * m[j] / (std::sqrt(v[j] * s.inv_bc2) + s.eps);
   }
+  if (w16) round_to_bf16(w, n, w16);
 #endif
 }
 
@@ -61,7 +64,7 @@ AdamW::AdamW(const ModelConfig& cfg, AdamWConfig opt)
     : opt_(opt), m_(ModelParams<float>::zeros(cfg)), v_(ModelParams<float>::zeros(cfg)) {}
 
 void AdamW::update(const ModelConfig& cfg, ModelParams<float>& params, ModelParams<float>& grads, double lr,
-                   const std::unordered_set<const Tensor<float>*>& skip) {
+                   const std::unordered_set<const Tensor<float>*>& skip, Bf16Shadow* rounded) {
   ++step_;
   const double bc1 = 1.0 - std::pow(opt_.beta1, double(step_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, double(step_));
@@ -81,9 +84,10 @@ void AdamW::update(const ModelConfig& cfg, ModelParams<float>& params, ModelPara
                       decays(name) ? float(1.0 - lr * opt_.weight_decay) : 1.0f};
     constexpr int64_t kChunk = 1 << 14;
     const int64_t n = p.numel();
+    uint16_t* const w16 = rounded ? rounded->copy_of(w, n) : nullptr;
     parallel_for((n + kChunk - 1) / kChunk, [&](int64_t c) {
       const int64_t j = c * kChunk;
-      adamw_elements(w + j, g + j, m + j, v + j, std::min(kChunk, n - j), s);
+      adamw_elements(w + j, g + j, m + j, v + j, std::min(kChunk, n - j), s, w16 ? w16 + j : nullptr);
     });
   });
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <unordered_set>
 
+#include "kernels/mixed_precision.h"
 #include "model/config.h"
 #include "model/params.h"
 
@@ -23,8 +24,11 @@ class AdamW {
   // One update with learning rate lr; step() counts updates (bias correction uses it).
   // Parameters in `skip` (and their moments) are left as they are: an expert-parallel rank
   // skips the experts other ranks own, whose gradients it never sees.
+  // With `rounded`, each updated tensor that is one of its spans also gets its new values
+  // rounded to bf16 into the span's copy, in the same pass (train --precision bf16: the
+  // next step's weight operands, without a second pass over the weights).
   void update(const ModelConfig& cfg, ModelParams<float>& params, ModelParams<float>& grads, double lr,
-              const std::unordered_set<const Tensor<float>*>& skip = {});
+              const std::unordered_set<const Tensor<float>*>& skip = {}, Bf16Shadow* rounded = nullptr);
   int64_t step() const { return step_; }
   void set_step(int64_t s) { step_ = s; }
   ModelParams<float>& m() { return m_; }

@@ -214,7 +214,8 @@ TrainResult train(const TrainOptions& options) {
                    comm->size(), comm->dp_size(), E, (long long)(o.batch / ranks), (long long)o.batch, F / E, F);
   }
   ModelCache<float> cache;
-  Bf16Shadow shadow;  // the weights rounded to bf16 (--precision bf16)
+  Bf16Shadow shadow;           // the weights rounded to bf16 (--precision bf16)
+  bool shadow_current = false;  // AdamW rounded the last update into it
   cache.comm = comm;
   // Gradients are summed over the ranks while the last micro-batch's backward runs.
   std::unique_ptr<GradientSync> sync = comm ? std::make_unique<GradientSync>(cfg, grads, *comm) : nullptr;
@@ -245,8 +246,13 @@ TrainResult train(const TrainOptions& options) {
       const auto ts = clock::now();
       LossParts acc;
       std::vector<RoutingStats> routing;
-      // Mixed precision rounds the weights once per step; activations are rounded per product.
-      if (o.precision == GemmPrecision::bf16) shadow.refresh(weight_matrix_spans(cfg, params));
+      // Mixed precision reads the weights rounded to bf16 (activations are rounded per product).
+      // AdamW rounds them as it updates them; a separate pass runs only at the first step of
+      // an invocation or where the set of weight tensors changed.
+      if (o.precision == GemmPrecision::bf16) {
+        const auto spans = weight_matrix_spans(cfg, params);
+        if (!shadow_current || !shadow.holds(spans)) shadow.refresh(spans);
+      }
       {  // the products of this step's forwards and backwards (validation stays f32)
         const GemmPrecisionScope products(o.precision, &shadow);
         for (int64_t a = 0; a < o.accum; ++a) {
@@ -278,7 +284,8 @@ TrainResult train(const TrainOptions& options) {
         });
       const double gnorm = comm ? clip_grad_norm(cfg, grads, o.clip, *comm) : clip_grad_norm(cfg, grads, o.clip);
       const double lr = sched.at(step);
-      opt.update(cfg, params, grads, lr, foreign);
+      opt.update(cfg, params, grads, lr, foreign, o.precision == GemmPrecision::bf16 ? &shadow : nullptr);
+      shadow_current = o.precision == GemmPrecision::bf16;
       if (comm && o.check_replicas) check_replicas_agree(cfg, params, *comm, step + 1);
       const double dt = std::chrono::duration<double>(clock::now() - ts).count();
       const double inst = double(o.batch * o.seq * o.accum) / dt;

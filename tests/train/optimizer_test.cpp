@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "core/dtype.h"
 #include "core/rng.h"
 
 using namespace moepp;
@@ -72,6 +73,33 @@ TEST(AdamW, ThreeUpdatesEqualTheFormulaInDouble) {
   // The skipped tensor and its moments were left alone.
   EXPECT_EQ(double(skipped->data()[0]), rw[0]);
   EXPECT_EQ(opt.step(), 3);
+}
+
+// With a Bf16Shadow, the update also rounds each updated weight matrix into its copy, in the
+// same pass: afterwards the copies equal a fresh rounding of the new weights, bit for bit.
+TEST(AdamW, RoundsTheUpdatedWeightsIntoTheShadow) {
+  const ModelConfig cfg = ModelConfig::preset("tiny", 37);
+  Rng rng(10);
+  auto w = random_params(cfg, rng, 0.1);
+  AdamW opt(cfg, AdamWConfig{});
+  std::vector<Bf16Shadow::Span> spans;
+  w.for_each(cfg, [&](const std::string&, const Tensor<float>& t) {
+    if (t.shape().rank() >= 2) spans.emplace_back(t.data(), t.numel());
+  });
+  Bf16Shadow shadow;
+  shadow.refresh(spans);
+  ASSERT_TRUE(shadow.holds(spans));
+  auto g = random_params(cfg, rng, 1.0);
+  opt.update(cfg, w, g, 1e-2, {}, &shadow);
+  int64_t checked = 0;
+  for (const auto& [p, n] : spans) {
+    const uint16_t* bits = shadow.find(p, n);
+    ASSERT_NE(bits, nullptr);
+    for (int64_t i = 0; i < n; ++i, ++checked) ASSERT_EQ(bits[i], f32_to_bf16(p[i]).bits) << i;
+  }
+  EXPECT_EQ(checked, shadow.elements());
+  spans.pop_back();
+  EXPECT_FALSE(shadow.holds(spans));
 }
 
 TEST(AdamW, SquaredNormEqualsTheSumInDouble) {
