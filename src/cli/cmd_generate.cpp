@@ -52,10 +52,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16, q8_0 or q4 (packed on load; docs/quantization.md)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
-  cmd->add_option("--kv-dtype", a->kv_dtype,
-                  "KV cache: f32, or bf16 (half the memory and the bytes a long context's attention reads; keys and values rounded to bf16, attention in f32)")
-      ->default_val("f32")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  add_kv_dtype_option(cmd, &a->kv_dtype);
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
     apply_threads(a->threads);

@@ -16,10 +16,7 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "Weights in memory: f32, bf16, q8_0 or q4 (packed on load; docs/quantization.md)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
-  cmd->add_option("--kv-dtype", o->kv_dtype,
-                  "KV cache: f32, or bf16 (half the memory and the bytes a long context's attention reads; keys and values rounded to bf16, attention in f32)")
-      ->default_val("f32")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  add_kv_dtype_option(cmd, &o->kv_dtype);
   cmd->add_option("--host", o->host, "Address to listen on (127.0.0.1: this machine only)")->default_val("127.0.0.1");
   cmd->add_option("--port", o->port, "Port (0: any free port, printed at start)")->default_val(8080)->check(CLI::Range(0, 65535));
   cmd->add_option("--max-seqs", o->max_seqs, "Sequences decoded together at most")

@@ -80,7 +80,7 @@ void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm) {
   const bool printer = !comm || comm->rank() == 0;
   auto& o = a->opt;
   o.comm = comm;
-  o.precision = a->precision == "bf16" ? GemmPrecision::bf16 : GemmPrecision::f32;
+  o.precision = parse_gemm_precision(a->precision);
   for (const char* flag : {"--batch", "--seq", "--accum", "--seed", "--lr", "--min-lr-ratio", "--warmup",
                            "--weight-decay", "--clip", "--precision"})
     if (cmd->count(flag) > 0) o.given.insert(flag);

@@ -64,6 +64,8 @@ std::vector<int32_t> sequence_ids(const SequenceArgs& a);
 // whichever is more: far more OpenMP threads than that exhaust memory and crash).
 constexpr int kMaxThreads = 1024;
 void add_threads_option(CLI::App* cmd, int* threads);
+// --kv-dtype f32|bf16: the KV caches' element type (generate, serve; model/kv_cache.h).
+void add_kv_dtype_option(CLI::App* cmd, std::string* kv_dtype);
 // Sets the thread count (0: OpenMP's default). Under mpirun, ranks sharing a machine split
 // its cores unless --threads or OMP_NUM_THREADS says otherwise: N ranks each spinning on
 // every core run far slower than one.

@@ -124,6 +124,14 @@ void add_threads_option(CLI::App* cmd, int* threads) {
                            [most](double v) { return v >= 0 && v <= most; }));
 }
 
+void add_kv_dtype_option(CLI::App* cmd, std::string* kv_dtype) {
+  cmd->add_option("--kv-dtype", *kv_dtype,
+                  "KV cache: f32, or bf16 (half the memory and the bytes a long context's attention reads; keys and "
+                  "values rounded to bf16, attention in f32)")
+      ->default_val("f32")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+}
+
 void apply_threads(int threads) {
   const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
   if (threads == 0 && local && !std::getenv("OMP_NUM_THREADS")) {

@@ -67,6 +67,12 @@ Bf16Operand rounded(const float* x, int64_t rows, int64_t cols, int64_t ld, int6
 
 const char* gemm_precision_name(GemmPrecision p) { return p == GemmPrecision::bf16 ? "bf16" : "f32"; }
 
+GemmPrecision parse_gemm_precision(const std::string& name) {
+  if (name == "f32") return GemmPrecision::f32;
+  if (name == "bf16") return GemmPrecision::bf16;
+  fail("precision \"", name, "\" is not f32 or bf16");
+}
+
 void Bf16Shadow::refresh(const std::vector<Span>& spans) {
   std::vector<Copy> next(spans.size());
   for (size_t i = 0; i < spans.size(); ++i) {

@@ -14,6 +14,7 @@
 // and belong to the thread that made them; the shadow must outlive its scopes.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,7 @@ namespace moepp {
 
 enum class GemmPrecision { f32, bf16 };
 const char* gemm_precision_name(GemmPrecision p);
+GemmPrecision parse_gemm_precision(const std::string& name);  // "f32" or "bf16"; anything else is an error naming it
 
 // bf16 copies of a set of f32 tensors (the model's weight matrices), one per tensor.
 class Bf16Shadow {

@@ -52,10 +52,10 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
     // the rows of its own sequence before it in this step too.
     // The step's caches hold one kind (decoder_step checks): bf16 ones take the rows rounded.
     const bool bf16 = rows.caches[0]->dtype() == KvDtype::bf16;
-    c.keys.resize(size_t(n));
-    c.values.resize(size_t(n));
-    c.keys_bf16.resize(size_t(n));
-    c.values_bf16.resize(size_t(n));
+    c.keys.resize(bf16 ? 0 : size_t(n));
+    c.values.resize(bf16 ? 0 : size_t(n));
+    c.keys_bf16.resize(bf16 ? size_t(n) : 0);
+    c.values_bf16.resize(bf16 ? size_t(n) : 0);
     c.context.resize(size_t(n));
     for (int64_t r = 0; r < n; ++r) {
       KvCache<T>& kv = *rows.caches[r];
@@ -75,12 +75,11 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
       }
       c.context[size_t(r)] = pos + 1;
     }
-    AttentionRows<T> a{.rows = n, .q_heads = H, .kv_heads = Hkv, .head_dim = hd, .keys = c.keys.data(),
-                       .values = c.values.data(), .context = c.context.data(), .kv_stride = kvD};
-    if (bf16) {
-      a.keys_bf16 = c.keys_bf16.data();
-      a.values_bf16 = c.values_bf16.data();
-    }
+    const AttentionRows<T> a{.rows = n, .q_heads = H, .kv_heads = Hkv, .head_dim = hd,
+                             .keys = bf16 ? nullptr : c.keys.data(), .values = bf16 ? nullptr : c.values.data(),
+                             .keys_bf16 = bf16 ? c.keys_bf16.data() : nullptr,
+                             .values_bf16 = bf16 ? c.values_bf16.data() : nullptr, .context = c.context.data(),
+                             .kv_stride = kvD};
     attention_rows_forward(c.q.data(), a, c.ctx.data());
   }
   // h = x + ctx Wo^T

@@ -57,7 +57,7 @@ TrainOptions run_options_unchecked(const json& base, const json& run, int64_t vo
   const std::string precision = m.value("precision", std::string("f32"));
   MOEPP_CHECK(precision == "f32" || precision == "bf16", "plan: run ", name,
               ": \"precision\" must be \"f32\" or \"bf16\", got \"", precision, "\"");
-  o.precision = precision == "bf16" ? GemmPrecision::bf16 : GemmPrecision::f32;
+  o.precision = parse_gemm_precision(precision);
   // The sizes divide and bound loops in training, evaluation and timing: refuse them here,
   // by name, so that the run is reported as failed instead of crashing the experiment.
   auto at_least = [&](const char* field, int64_t v, int64_t lo, const char* want) {

@@ -111,7 +111,7 @@ void adopt_recorded_options(TrainOptions& o, const json& st, const std::string& 
     const json& v = st["precision"];
     MOEPP_CHECK(v.is_string() && (v == "f32" || v == "bf16"), state_path, ": field precision is ", v.dump(),
                 ", not \"f32\" or \"bf16\"");
-    const GemmPrecision recorded = v == "bf16" ? GemmPrecision::bf16 : GemmPrecision::f32;
+    const GemmPrecision recorded = parse_gemm_precision(v.get<std::string>());
     MOEPP_CHECK(!o.given.count("--precision") || o.precision == recorded, "train --resume: --precision ",
                 gemm_precision_name(o.precision), " conflicts with the run's recorded precision ",
                 gemm_precision_name(recorded), " (", state_path,
@@ -214,8 +214,7 @@ TrainResult train(const TrainOptions& options) {
                    comm->size(), comm->dp_size(), E, (long long)(o.batch / ranks), (long long)o.batch, F / E, F);
   }
   ModelCache<float> cache;
-  Bf16Shadow shadow;           // the weights rounded to bf16 (--precision bf16)
-  bool shadow_current = false;  // AdamW rounded the last update into it
+  Bf16Shadow shadow;  // the weights rounded to bf16 (--precision bf16), kept current by AdamW
   cache.comm = comm;
   // Gradients are summed over the ranks while the last micro-batch's backward runs.
   std::unique_ptr<GradientSync> sync = comm ? std::make_unique<GradientSync>(cfg, grads, *comm) : nullptr;
@@ -247,11 +246,11 @@ TrainResult train(const TrainOptions& options) {
       LossParts acc;
       std::vector<RoutingStats> routing;
       // Mixed precision reads the weights rounded to bf16 (activations are rounded per product).
-      // AdamW rounds them as it updates them; a separate pass runs only at the first step of
-      // an invocation or where the set of weight tensors changed.
+      // AdamW rounds them into the shadow as it updates them; a separate pass runs only at the
+      // first step of an invocation (the shadow is empty) or where the set of weight tensors changed.
       if (o.precision == GemmPrecision::bf16) {
         const auto spans = weight_matrix_spans(cfg, params);
-        if (!shadow_current || !shadow.holds(spans)) shadow.refresh(spans);
+        if (!shadow.holds(spans)) shadow.refresh(spans);
       }
       {  // the products of this step's forwards and backwards (validation stays f32)
         const GemmPrecisionScope products(o.precision, &shadow);
@@ -285,7 +284,6 @@ TrainResult train(const TrainOptions& options) {
       const double gnorm = comm ? clip_grad_norm(cfg, grads, o.clip, *comm) : clip_grad_norm(cfg, grads, o.clip);
       const double lr = sched.at(step);
       opt.update(cfg, params, grads, lr, foreign, o.precision == GemmPrecision::bf16 ? &shadow : nullptr);
-      shadow_current = o.precision == GemmPrecision::bf16;
       if (comm && o.check_replicas) check_replicas_agree(cfg, params, *comm, step + 1);
       const double dt = std::chrono::duration<double>(clock::now() - ts).count();
       const double inst = double(o.batch * o.seq * o.accum) / dt;

@@ -24,15 +24,29 @@ std::string fixture(const std::string& name) {
   return std::string(MOEPP_FIXTURES_DIR) + "/decoder_" + name + ".safetensors";
 }
 
+// A fixture's model and its one training sequence, read from its file f.
+template <typename T>
+struct FixtureStep {
+  ModelConfig cfg;
+  ModelParams<T> w;
+  std::vector<int32_t> ids, targets;
+};
+
+template <typename T>
+FixtureStep<T> read_fixture_step(const SafetensorsFile& f, const std::string& name) {
+  FixtureStep<T> s{ModelConfig::from_json(nlohmann::json::parse(f.meta("config")), fixture(name)), {}, {}, {}};
+  s.w = ModelParams<T>::zeros(s.cfg);
+  s.w.for_each(s.cfg, [&](const std::string& n, Tensor<T>& t) { t = f.read<T>(n); });
+  const auto ids64 = f.read<int64_t>("ids");
+  s.ids.assign(ids64.data(), ids64.data() + ids64.numel());
+  s.targets = next_token_targets(s.ids.data(), int64_t(s.ids.size()));
+  return s;
+}
+
 template <typename T>
 void check_against_fixture(const std::string& name, double tol) {
   const SafetensorsFile f(fixture(name));
-  const ModelConfig cfg = ModelConfig::from_json(nlohmann::json::parse(f.meta("config")), fixture(name));
-  auto w = ModelParams<T>::zeros(cfg);
-  w.for_each(cfg, [&](const std::string& n, Tensor<T>& t) { t = f.read<T>(n); });
-  const auto ids64 = f.read<int64_t>("ids");
-  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
-  const auto targets = next_token_targets(ids.data(), int64_t(ids.size()));
+  const auto [cfg, w, ids, targets] = read_fixture_step<T>(f, name);
   ModelCache<T> cache;
   model_forward(cfg, w, ids.data(), 1, int64_t(ids.size()), cache);
   SCOPED_TRACE(name);
@@ -71,12 +85,7 @@ TEST_P(DecoderReference, Bf16ProductsGiveGradientsNearTheReference) {
   if (!gemm_bf16_available()) GTEST_SKIP() << "no native bf16 products on this CPU or build";
   const std::string name = GetParam();
   const SafetensorsFile f(fixture(name));
-  const ModelConfig cfg = ModelConfig::from_json(nlohmann::json::parse(f.meta("config")), fixture(name));
-  auto w = ModelParams<float>::zeros(cfg);
-  w.for_each(cfg, [&](const std::string& n, Tensor<float>& t) { t = f.read<float>(n); });
-  const auto ids64 = f.read<int64_t>("ids");
-  std::vector<int32_t> ids(ids64.data(), ids64.data() + ids64.numel());
-  const auto targets = next_token_targets(ids.data(), int64_t(ids.size()));
+  const auto [cfg, w, ids, targets] = read_fixture_step<float>(f, name);
   Bf16Shadow shadow;
   shadow.refresh(weight_matrix_spans(cfg, w));
   ModelCache<float> cache;
