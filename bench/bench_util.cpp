@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <string>
 #include <sstream>
 
 #include "core/affinity.h"
@@ -116,6 +118,15 @@ bool setup_threads(const Flags& flags, int threads) {
   std::fprintf(stderr, "threads: %d, %s\n", threads,
                pinned ? "one per CPU, pinned (--pin 0: leave them to the scheduler)" : "not pinned");
   return pinned;
+}
+
+double resident_gb(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::string key = field;
+  while (std::getline(in, line))
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(key.size())) * 1024 / 1e9;  // kB (KiB) -> GB
+  return 0;
 }
 
 std::string run_capture(const std::string& command) {

@@ -43,6 +43,9 @@ double fma_peak_gflops(int threads);
 // every CPU (core/affinity.h); says which on stderr. Returns whether it pinned.
 bool setup_threads(const Flags& flags, int threads);
 
+// This process's resident set in GB from /proc/self/status: "VmRSS:" now, "VmHWM:" its peak.
+double resident_gb(const char* field = "VmRSS:");
+
 // Runs a shell command and returns its stdout; empty string when it fails. The command
 // runs on every CPU the process started with, unpinned.
 std::string run_capture(const std::string& command);

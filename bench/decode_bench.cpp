@@ -24,7 +24,6 @@
 #include <chrono>
 #include <memory>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -95,14 +94,6 @@ double read_bandwidth() {
   });
   if (sink == 42) std::printf(" ");
   return double(buf.size()) * 4 / t / 1e9;
-}
-
-double resident_gb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1e6;  // kB -> GB
-  return 0;
 }
 
 // Random weights like a trained model's in scale: uniform matrices of std 0.02, unit
