@@ -25,6 +25,18 @@ void parallel_for(int64_t n, Fn&& fn, int64_t min_parallel = 2) {
   for (int64_t i = 0; i < n; ++i) fn(i);
 }
 
+// parallel_for for tasks of unequal cost (a causal attention row's cost grows with its
+// position): threads take the next `chunk` tasks as they finish, instead of fixed halves.
+template <typename Fn>
+void parallel_for_dynamic(int64_t n, Fn&& fn, int64_t chunk = 1) {
+  if (n < 2 || omp_in_parallel() || omp_get_max_threads() == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, chunk)
+  for (int64_t i = 0; i < n; ++i) fn(i);
+}
+
 // memcpy in 1 MB pieces on all threads: into fresh memory (an UninitVector just resized)
 // the threads also share the page faults and the kernel's zeroing of the new pages.
 inline void parallel_copy(void* dst, const void* src, size_t bytes) {

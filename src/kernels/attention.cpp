@@ -8,40 +8,20 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/attention_runs.h"
 #include "kernels/dot.h"
+#include "kernels/softmax.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
 
 namespace {
 constexpr int64_t kMaxGroup = 64;  // query heads per kv head
+constexpr int64_t kMinRunRows = 4;  // shorter runs of one sequence's rows attend row by row
 
 void check_shape(const AttentionShape& s) {
   MOEPP_CHECK(s.q_heads > 0 && s.kv_heads > 0 && s.q_heads % s.kv_heads == 0,
               "attention: q_heads ", s.q_heads, " is not a multiple of kv_heads ", s.kv_heads);
-}
-
-// exp(x[i] - mx) in place for i < n; returns their sum.
-float exp_shifted(float* x, int64_t n, float mx) {
-  int64_t i = 0;
-  float sum = 0;
-#if defined(__AVX512F__)
-  __m512 acc = _mm512_setzero_ps();
-  const __m512 m = _mm512_set1_ps(mx);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
-    _mm512_storeu_ps(x + i, e);
-    acc = _mm512_add_ps(acc, e);
-  }
-  sum = reduce_add(acc);
-#endif
-  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
-  return sum;
-}
-double exp_shifted(double* x, int64_t n, double mx) {
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
-  return sum;
 }
 
 // The G query heads of one kv head, for one row, against L positions of history:
@@ -129,18 +109,55 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   MOEPP_CHECK(G <= kMaxGroup, "attention: ", G, " query heads per kv head (at most ", kMaxGroup, ")");
   MOEPP_CHECK(!a.keys_bf16 || (std::is_same_v<T, float> && a.values_bf16 && !a.probs),
               "attention: bf16 histories need f32 rows, bf16 values too, and no kept probabilities");
-  parallel_for(a.rows * Hkv, [&](int64_t task) {
-    const int64_t r = task / Hkv, kvh = task % Hkv, L = a.context[r];
-    thread_local std::vector<T> scratch;
+  // Consecutive rows of one sequence (a prompt chunk: same history, positions one apart)
+  // go through attend_run in blocks when no probabilities are kept; the rest row by row.
+  struct Task {
+    int64_t row, rows, kv_head, cost;
+  };
+  std::vector<Task> tasks;
+  const int64_t block_rows = std::max<int64_t>(1, kRunBlockQueries / G);
+  auto same_history = [&](int64_t r) {
+    return a.context[r] == a.context[r - 1] + 1 &&
+           (a.keys_bf16 ? a.keys_bf16[r] == a.keys_bf16[r - 1] && a.values_bf16[r] == a.values_bf16[r - 1]
+                        : a.keys[r] == a.keys[r - 1] && a.values[r] == a.values[r - 1]);
+  };
+  for (int64_t r = 0; r < a.rows;) {
+    int64_t end = r + 1;
+    while (!a.probs && end < a.rows && same_history(end)) ++end;
+    const bool blocked = end - r >= kMinRunRows;
+    for (int64_t r0 = r; r0 < end; r0 += blocked ? block_rows : 1) {
+      const int64_t n = blocked ? std::min(block_rows, end - r0) : 1;
+      for (int64_t kvh = 0; kvh < Hkv; ++kvh) tasks.push_back({r0, n, kvh, n * a.context[r0 + n - 1]});
+    }
+    r = end;
+  }
+  // The costliest first, so that the dynamic schedule ends with small tasks on both threads.
+  std::stable_sort(tasks.begin(), tasks.end(), [](const Task& x, const Task& y) { return x.cost > y.cost; });
+  parallel_for_dynamic(int64_t(tasks.size()), [&](int64_t t) {
+    const Task task = tasks[size_t(t)];
+    const int64_t r = task.row, kvh = task.kv_head, L = a.context[r];
+    const T* qr = q + (r * Hq + kvh * G) * hd;
+    T* o = out + (r * Hq + kvh * G) * hd;
+    if (task.rows > 1) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (a.keys_bf16) {
+          attend_run(qr, Hq * hd, task.rows, G, hd, a.keys_bf16[r] + kvh * hd, a.values_bf16[r] + kvh * hd,
+                     a.kv_stride, L, scale, o);
+          return;
+        }
+      }
+      attend_run(qr, Hq * hd, task.rows, G, hd, a.keys[r] + kvh * hd, a.values[r] + kvh * hd, a.kv_stride, L, scale,
+                 o);
+      return;
+    }
     T* score[kMaxGroup];
+    thread_local std::vector<T> scratch;
     if (a.probs) {
       for (int64_t g = 0; g < G; ++g) score[g] = a.probs[r] + (kvh * G + g) * a.probs_head_stride;
     } else {
       if (scratch.size() < size_t(G * L)) scratch.resize(size_t(G * L));
       for (int64_t g = 0; g < G; ++g) score[g] = scratch.data() + g * L;
     }
-    const T* qr = q + (r * Hq + kvh * G) * hd;
-    T* o = out + (r * Hq + kvh * G) * hd;
     if constexpr (std::is_same_v<T, float>) {
       if (a.keys_bf16) {
         attend_group(qr, G, hd, a.keys_bf16[r] + kvh * hd, a.values_bf16[r] + kvh * hd, a.kv_stride, L, scale, score, o);

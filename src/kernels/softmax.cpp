@@ -4,8 +4,32 @@
 #include <cmath>
 
 #include "core/parallel.h"
+#include "kernels/vec_math.h"
 
 namespace moepp {
+
+float exp_shifted(float* x, int64_t n, float mx) {
+  int64_t i = 0;
+  float sum = 0;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  const __m512 m = _mm512_set1_ps(mx);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+    _mm512_storeu_ps(x + i, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  sum = reduce_add(acc);
+#endif
+  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  return sum;
+}
+
+double exp_shifted(double* x, int64_t n, double mx) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  return sum;
+}
 
 template <typename T>
 void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols) {

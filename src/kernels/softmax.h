@@ -12,4 +12,8 @@ void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols);
 template <typename T>
 void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols);
 
+// exp(x[i] - mx) in place for i < n; returns their sum (the f32 form 16 lanes at a time).
+float exp_shifted(float* x, int64_t n, float mx);
+double exp_shifted(double* x, int64_t n, double mx);
+
 }  // namespace moepp

@@ -89,71 +89,115 @@ TEST(Attention, HeadsThatDoNotGroupAreAnError) {
 
 namespace {
 
-// With bf16: the histories are stored as bf16 bits (a KV cache under --kv-dtype bf16) and the
-// reference reads the same rounded values.
-void check_rows_against_naive(bool use_bf16, int64_t hd) {
-  const int64_t Hq = 8, Hkv = 2, kvD = Hkv * hd;
-  const std::vector<int64_t> context = {1, 17, 40, 33};
-  const int64_t rows = int64_t(context.size());
+// One query row of a step: the sequence whose history it reads, and how many positions.
+struct QueryRow {
+  int64_t sequence, context;
+};
+
+// Rows against their sequences' histories, against naive double attention. Rows of one
+// sequence with consecutive contexts form a run (a prompt chunk), which the kernel takes in
+// blocks. With bf16: the histories are stored as bf16 bits (a KV cache under --kv-dtype
+// bf16) and the reference reads the same rounded values.
+template <typename T>
+void check_rows_against_naive(const std::vector<QueryRow>& rows, int64_t Hq, int64_t Hkv, int64_t hd, bool use_bf16,
+                              double tolerance) {
+  const int64_t kvD = Hkv * hd, n = int64_t(rows.size());
+  int64_t sequences = 0;
+  for (const auto& r : rows) sequences = std::max(sequences, r.sequence + 1);
+  std::vector<int64_t> length(size_t(sequences), 0);
+  for (const auto& r : rows) length[size_t(r.sequence)] = std::max(length[size_t(r.sequence)], r.context);
   Rng rng(7);
-  std::vector<Tensor<float>> k_hist, v_hist;
-  for (int64_t L : context) {
-    k_hist.push_back(random_tensor<float>({L + 3, kvD}, rng));  // room past the context: must not be read
-    v_hist.push_back(random_tensor<float>({L + 3, kvD}, rng));
-  }
-  auto q = random_tensor<float>({rows, Hq, hd}, rng);
-  std::vector<const float*> keys, values;
-  std::vector<std::vector<uint16_t>> k16(static_cast<size_t>(rows)), v16(static_cast<size_t>(rows));
-  std::vector<const uint16_t*> keys16, values16;
-  for (int64_t r = 0; r < rows; ++r) {
-    keys.push_back(k_hist[size_t(r)].data());
-    values.push_back(v_hist[size_t(r)].data());
-    // Positions past the context are poison: reading one would show in the output.
-    for (int64_t j = context[size_t(r)]; j < context[size_t(r)] + 3; ++j)
-      for (int64_t e = 0; e < kvD; ++e) k_hist[size_t(r)][j * kvD + e] = v_hist[size_t(r)][j * kvD + e] = 1e6f;
-    if (use_bf16) {
-      for (auto* t : {&k_hist[size_t(r)], &v_hist[size_t(r)]}) {
-        auto& bits = t == &k_hist[size_t(r)] ? k16[size_t(r)] : v16[size_t(r)];
+  std::vector<Tensor<T>> k_hist, v_hist;
+  std::vector<std::vector<uint16_t>> k16(static_cast<size_t>(sequences)), v16(static_cast<size_t>(sequences));
+  for (int64_t s = 0; s < sequences; ++s) {
+    const int64_t L = length[size_t(s)];
+    k_hist.push_back(random_tensor<T>({L + 3, kvD}, rng));  // room past the context: must not be read
+    v_hist.push_back(random_tensor<T>({L + 3, kvD}, rng));
+    // Positions past the longest context are poison: reading one would show in the output.
+    for (int64_t j = L; j < L + 3; ++j)
+      for (int64_t e = 0; e < kvD; ++e) k_hist[size_t(s)][j * kvD + e] = v_hist[size_t(s)][j * kvD + e] = T(1e6);
+    if (use_bf16)
+      for (auto* t : {&k_hist[size_t(s)], &v_hist[size_t(s)]}) {
+        auto& bits = t == &k_hist[size_t(s)] ? k16[size_t(s)] : v16[size_t(s)];
         for (int64_t i = 0; i < t->numel(); ++i) {
-          bits.push_back(f32_to_bf16((*t)[i]).bits);
-          (*t)[i] = bf16_to_f32(bf16{bits.back()});  // what the reference reads
+          bits.push_back(f32_to_bf16(float((*t)[i])).bits);
+          (*t)[i] = T(bf16_to_f32(bf16{bits.back()}));  // what the reference reads
         }
       }
-      keys16.push_back(k16[size_t(r)].data());
-      values16.push_back(v16[size_t(r)].data());
-    }
   }
-  AttentionRows<float> a{.rows = rows, .q_heads = Hq, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
-                         .values = values.data(), .context = context.data(), .kv_stride = kvD};
+  std::vector<const T*> keys, values;
+  std::vector<const uint16_t*> keys16, values16;
+  std::vector<int64_t> context;
+  for (const auto& r : rows) {
+    keys.push_back(k_hist[size_t(r.sequence)].data());
+    values.push_back(v_hist[size_t(r.sequence)].data());
+    keys16.push_back(k16[size_t(r.sequence)].data());
+    values16.push_back(v16[size_t(r.sequence)].data());
+    context.push_back(r.context);
+  }
+  auto q = random_tensor<T>({n, Hq, hd}, rng);
+  AttentionRows<T> a{.rows = n, .q_heads = Hq, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
+                     .values = values.data(), .context = context.data(), .kv_stride = kvD};
   if (use_bf16) {
     a.keys = a.values = nullptr;  // the bf16 histories alone
     a.keys_bf16 = keys16.data();
     a.values_bf16 = values16.data();
   }
-  Tensor<float> out({rows, Hq, hd});
+  Tensor<T> out({n, Hq, hd});
   attention_rows_forward(q.data(), a, out.data());
-  for (int64_t r = 0; r < rows; ++r)
+  for (int64_t r = 0; r < n; ++r)
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t g = h / (Hq / Hkv), L = context[size_t(r)];
+      const Tensor<T>& kh = k_hist[size_t(rows[size_t(r)].sequence)];
+      const Tensor<T>& vh = v_hist[size_t(rows[size_t(r)].sequence)];
       std::vector<double> s(static_cast<size_t>(L));
       double mx = -INFINITY, sum = 0;
       for (int64_t j = 0; j < L; ++j) {
         double d = 0;
-        for (int64_t e = 0; e < hd; ++e) d += double(q[(r * Hq + h) * hd + e]) * k_hist[size_t(r)][j * kvD + g * hd + e];
+        for (int64_t e = 0; e < hd; ++e) d += double(q[(r * Hq + h) * hd + e]) * double(kh[j * kvD + g * hd + e]);
         s[size_t(j)] = d / std::sqrt(double(hd));
         mx = std::max(mx, s[size_t(j)]);
       }
       for (auto& x : s) sum += (x = std::exp(x - mx));
       for (int64_t e = 0; e < hd; ++e) {
         double want = 0;
-        for (int64_t j = 0; j < L; ++j) want += s[size_t(j)] / sum * v_hist[size_t(r)][j * kvD + g * hd + e];
-        EXPECT_NEAR(out[(r * Hq + h) * hd + e], want, 2e-5)
-            << (use_bf16 ? "bf16 " : "f32 ") << "hd " << hd << " row " << r << " head " << h << " dim " << e;
+        for (int64_t j = 0; j < L; ++j) want += s[size_t(j)] / sum * double(vh[j * kvD + g * hd + e]);
+        ASSERT_NEAR(double(out[(r * Hq + h) * hd + e]), want, tolerance)
+            << (use_bf16 ? "bf16 " : "") << "hd " << hd << " heads " << Hq << "/" << Hkv << " row " << r << " head "
+            << h << " dim " << e;
       }
     }
 }
 
+// Each row against a history of its own.
+void check_rows_against_naive(bool use_bf16, int64_t hd) {
+  check_rows_against_naive<float>({{0, 1}, {1, 17}, {2, 40}, {3, 33}}, 8, 2, hd, use_bf16, 2e-5);
+}
+
+// A step as serving builds it: a decode row, a prompt chunk continuing a history (150 rows
+// from position 130: several blocks of keys and of query rows, a ragged last one), a run
+// too short to block (3 rows), and a fresh prompt (70 rows from position 0).
+std::vector<QueryRow> mixed_step() {
+  std::vector<QueryRow> rows = {{0, 5}};
+  for (int64_t i = 0; i < 150; ++i) rows.push_back({1, 131 + i});
+  for (int64_t i = 0; i < 3; ++i) rows.push_back({2, 9 + i});
+  for (int64_t i = 0; i < 70; ++i) rows.push_back({3, 1 + i});
+  return rows;
+}
+
 }  // namespace
+
+// Runs of consecutive rows (prefill) go through blocked tiles with an online softmax: the
+// same attention as the naive one, for grouped heads of 1, 2 and 4 queries per kv head,
+// head sizes with and without a ragged 16-lane tail, f32 and bf16 histories, and double.
+TEST(Attention, PromptRunsInBlocksMatchNaive) {
+  for (auto [Hq, Hkv] : {std::pair<int64_t, int64_t>{4, 4}, {4, 2}, {8, 2}})
+    for (int64_t hd : {16, 20, 64}) {
+      check_rows_against_naive<float>(mixed_step(), Hq, Hkv, hd, false, 2e-5);
+      check_rows_against_naive<float>(mixed_step(), Hq, Hkv, hd, true, 2e-5);
+    }
+  check_rows_against_naive<double>(mixed_step(), 8, 2, 20, false, 1e-12);
+}
 
 // Decode rows against per-sequence histories of different lengths (the KV-cache form):
 // each row's output is the naive double attention of its query over its own history's
