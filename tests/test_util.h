@@ -45,9 +45,10 @@ inline std::string scratch_dir(const std::string& prefix) {
 // weights are deliberately large, that moves the logits by 1-1.7% (2^-9 relative per
 // activation, as bf16 weights move them by ~1%); the tolerance allows about 2.5x that.
 inline constexpr double kBf16ActivationTolerance = 4e-2;
-// q4 products of up to 8 rows quantize the activations to int8 (kernels/q4_dot.h,
-// packed_products_use_int8): half a step of amax/127 a value, which moves the test models'
-// logits by ~3%; the tolerance allows about 2.4x that.
+// q4 products of up to 8 rows, and q8_0 ones on a CPU with AVX-512 VNNI, quantize the
+// activations to int8 (kernels/int8_dot.h, packed_products_use_int8): half a step of
+// amax/127 a value, which moves the test models' logits by ~3%; the tolerance allows about
+// 2.4x that.
 inline constexpr double kInt8ActivationTolerance = 7e-2;
 
 // The tolerance for a model's logits on `type` weights, n tokens at once, against the f32

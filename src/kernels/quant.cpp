@@ -12,7 +12,7 @@
 #include "core/parallel.h"
 #include "io/quant_layout.h"
 #include "kernels/gemm.h"
-#include "kernels/q4_dot.h"
+#include "kernels/int8_dot.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/row_blocks.h"
 #include "kernels/vec_math.h"
@@ -284,20 +284,21 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     panel_linear(x, M, ldx, W.f32, y, ldy, accumulate);
     return;
   }
-  static_assert(kMaxDecodeRows == 8, "dot_rows and q4_linear_rows are instantiated for 1 to 8 rows");
+  static_assert(kMaxDecodeRows == 8, "dot_rows and int8_linear_rows are instantiated for 1 to 8 rows");
   if (M <= kMaxDecodeRows) {
-    // q4: x quantized to int8 once per call, into a buffer each calling thread keeps.
+    // q4 (and q8_0 with VNNI): x quantized to int8 once per call, into a buffer each
+    // calling thread keeps.
     // (Named through a pointer: inside the workers the name would be their own buffers.)
     const Int8Rows* xq = nullptr;
     if (packed_products_use_int8(W.type, M)) {
       thread_local Int8Rows buffer;
-      quantize_rows_int8(x, M, ldx, K, buffer);
+      quantize_rows_int8(x, M, ldx, K, buffer, W.type);
       xq = &buffer;
     }
     constexpr int64_t chunk = 16;  // weight rows per task
     parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
       const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
-      if (xq) return q4_linear_rows(*xq, W, j0, j1, y, ldy, accumulate);
+      if (xq) return int8_linear_rows(*xq, W, j0, j1, y, ldy, accumulate);
       with_row_count(M, [&]<int R>() {
         if constexpr (R == 1) {
           if (W.type == WeightType::bf16) return dot_row_range<1, 1>(x, ldx, W, j0, j1, y, ldy, accumulate);
@@ -342,7 +343,14 @@ bool packed_products_use_bf16(WeightType type, int64_t M) {
   return type != WeightType::f32 && M > kMaxDecodeRows && gemm_bf16_available();
 }
 
-bool packed_products_use_int8(WeightType type, int64_t M) { return type == WeightType::q4 && M <= kMaxDecodeRows; }
+bool packed_products_use_int8(WeightType type, int64_t M) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+  constexpr bool q8_0_in_int8 = true;  // vpdpbusd: the int8 dot product beats widening q8_0 to f32
+#else
+  constexpr bool q8_0_in_int8 = false;  // no exact fast int8 x int8 product here (kernels/int8_dot.h)
+#endif
+  return M <= kMaxDecodeRows && (type == WeightType::q4 || (type == WeightType::q8_0 && q8_0_in_int8));
+}
 
 bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M) { return packed_products_use_bf16(W.type, M); }
 

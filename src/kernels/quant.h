@@ -7,7 +7,7 @@
 // scales one [rows, cols / 32] array, so a row's blocks are contiguous and a file can be
 // used in place. cols must be a multiple of 32.
 //
-// q4 (docs/quantization.md, kernels/q4_dot.h): blocks of 32 columns with one f32 scale
+// q4 (docs/quantization.md, kernels/int8_dot.h): blocks of 32 columns with one f32 scale
 // d = -(the weight of largest magnitude) / 8 and 4-bit values q in [-8, 7], w ~ d * q;
 // 5 bits a weight. Also cols a multiple of 32.
 //
@@ -18,7 +18,7 @@
 // BF16 through oneDNN) on the bf16 weights as stored or on q8_0 widened to bf16 a band at
 // a time; where the CPU lacks bf16 they widen row panels of W to f32 and use the f32 GEMM.
 // q4 products of a few rows quantize x to int8 and use integer dot products
-// (kernels/q4_dot.h); many rows take the bf16 GEMM as q8_0 does.
+// (kernels/int8_dot.h); many rows take the bf16 GEMM as q8_0 does.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -52,7 +52,7 @@ struct PackedMatrix {
   UninitVector<uint16_t> bf16;    // bf16: [rows, cols] raw bits
   UninitVector<int8_t> q;         // q8_0: [rows, cols]
   std::vector<float> scales;      // q8_0, q4: [rows, cols / 32]
-  UninitVector<uint8_t> nibbles;  // q4: [rows, cols / 2], two values a byte (kernels/q4_dot.h)
+  UninitVector<uint8_t> nibbles;  // q4: [rows, cols / 2], two values a byte (kernels/int8_dot.h)
 
   // Packs a row-major f32 matrix; throws if q8_0 or q4 is asked for with cols % 32 != 0.
   static PackedMatrix pack(const float* w, int64_t rows, int64_t cols, WeightType type);
@@ -74,7 +74,8 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
 // AMX under oneDNN. That product is then exact for bf16(x) and bf16(W) up to the f32 sums.
 bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M);
 bool packed_products_use_bf16(WeightType type, int64_t M);  // the same, by weight type
-// Whether it quantizes x to int8 (kernels/q4_dot.h): q4 weights, up to 8 rows.
+// Whether it quantizes x to int8 (kernels/int8_dot.h): up to 8 rows, q4 weights, and q8_0
+// weights where the CPU has AVX-512 VNNI.
 bool packed_products_use_int8(WeightType type, int64_t M);
 
 // out[i] = x[i] rounded to bf16 (nearest even; raw bits), for i < n.

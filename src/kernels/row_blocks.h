@@ -1,4 +1,4 @@
-// What the few-row products (kernels/quant.cpp: f32 activations; kernels/q4_dot.cpp: int8
+// What the few-row products (kernels/quant.cpp: f32 activations; kernels/int8_dot.cpp: int8
 // activations) share: the walk over weight rows that stores M x J blocks of outputs, the
 // dispatch of a runtime row count to a compile-time one, and how far ahead they fetch
 // weights.

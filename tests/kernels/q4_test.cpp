@@ -1,9 +1,10 @@
-// q4 weights and int8 activations (kernels/q4_dot.h): packing against the definition (in
-// double), quantized activations against theirs, and packed_linear on q4 against a naive
-// double implementation of the same quantized arithmetic (integer block sums exact, the
-// scales applied in double), for every row count of the few-row kernel, odd block counts,
-// strides and accumulation; many rows against the bf16 (or f32) GEMM's arithmetic.
-#include "kernels/q4_dot.h"
+// q4 weights and int8 activations (kernels/int8_dot.h): packing against the definition (in
+// double), quantized activations against theirs, and the int8 products on q4 and q8_0
+// weights against a naive double implementation of the same quantized arithmetic (integer
+// block sums exact, the scales applied in double), for every row count of the few-row
+// kernel, odd block counts, strides and accumulation; many rows against the bf16 (or f32)
+// GEMM's arithmetic.
+#include "kernels/int8_dot.h"
 
 #include <cmath>
 
@@ -22,6 +23,18 @@ double q4_code(const PackedMatrix& p, int64_t i) {
   const int64_t block = i / 32, pos = i % 32;
   const uint8_t byte = p.nibbles[size_t(block * 16 + pos % 16)];
   return double(pos < 16 ? (byte & 0x0F) : (byte >> 4)) - 8;
+}
+
+// The stored integer of weight i of a q4 or q8_0 matrix.
+double stored_code(const PackedMatrix& p, int64_t i) { return p.type == WeightType::q4 ? q4_code(p, i) : p.q[size_t(i)]; }
+
+// The few-row int8 product on `type` weights: packed_linear where it takes that path
+// (q4 everywhere, q8_0 with VNNI), else the kernel itself.
+void int8_product(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p, float* y, int64_t ldy, bool acc) {
+  if (packed_products_use_int8(p.type, M)) return packed_linear(x, M, ldx, p, y, ldy, acc);
+  Int8Rows q;
+  quantize_rows_int8(x, M, ldx, p.cols, q, p.type);
+  int8_linear_rows(q, p, 0, p.rows, y, ldy, acc);
 }
 
 }  // namespace
@@ -73,8 +86,10 @@ TEST(Q4, ActivationsQuantizeToAmaxOver127WithinHalfAStep) {
   const int64_t M = 3, K = 96, ldx = 101;
   auto x = random_tensor<float>({M, ldx}, rng, 2.0);
   for (int64_t k = 64; k < 96; ++k) x[1 * ldx + k] = 0;  // a zero block
-  Int8Rows q;
+  Int8Rows q, q8;
   quantize_rows_int8(x.data(), M, ldx, K, q);
+  quantize_rows_int8(x.data(), M, ldx, K, q8, WeightType::q8_0);  // the same values, q8_0's offset
+  EXPECT_EQ(q8.q, q.q);
   ASSERT_EQ(q.rows, M);
   ASSERT_EQ(q.cols, K);
   for (int64_t m = 0; m < M; ++m)
@@ -92,29 +107,32 @@ TEST(Q4, ActivationsQuantizeToAmaxOver127WithinHalfAStep) {
         const size_t lane = size_t(m * K / 4 + b * 8 + l), e = size_t(m * K + b * 32 + 4 * l);
         EXPECT_EQ(q.lane_scales[lane], float(d));
         EXPECT_EQ(q.lane_bias[lane], -8 * (q.q[e] + q.q[e + 1] + q.q[e + 2] + q.q[e + 3]));
+        EXPECT_EQ(q8.lane_bias[lane], -128 * (q.q[e] + q.q[e + 1] + q.q[e + 2] + q.q[e + 3]));
       }
     }
   EXPECT_EQ(q.scales[size_t(1 * K / 32 + 2)], 0.0f);
 }
 
 // Few rows: exactly the int8 arithmetic, whatever the row count (batch invariance: a row's
-// result does not depend on the rows beside it).
+// result does not depend on the rows beside it), on q4 and on q8_0 weights (whose values
+// span the whole int8 range: the unsigned-offset trick must not overflow).
 TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
   Rng rng(13);
+  for (WeightType type : {WeightType::q4, WeightType::q8_0})
   for (int64_t K : {32, 64, 96, 160, 1024}) {
     const int64_t N = 37, ldx = K + 3, ldy = N + 5, Mmax = 8;
     auto w = random_tensor<float>({N, K}, rng);
     auto x = random_tensor<float>({Mmax, ldx}, rng);
-    const auto p = PackedMatrix::pack(w.data(), N, K, WeightType::q4);
+    const auto p = PackedMatrix::pack(w.data(), N, K, type);
     std::vector<float> alone(size_t(Mmax * ldy));  // each row multiplied on its own
-    for (int64_t m = 0; m < Mmax; ++m) packed_linear(x.data() + m * ldx, 1, ldx, p, alone.data() + m * ldy, ldy);
+    for (int64_t m = 0; m < Mmax; ++m) int8_product(x.data() + m * ldx, 1, ldx, p, alone.data() + m * ldy, ldy, false);
     for (int64_t M = 1; M <= Mmax; ++M)
       for (bool acc : {false, true}) {
         auto y = random_tensor<float>({M, ldy}, rng);
         std::vector<float> got(y.data(), y.data() + y.numel());
-        packed_linear(x.data(), M, ldx, p, got.data(), ldy, acc);
+        int8_product(x.data(), M, ldx, p, got.data(), ldy, acc);
         Int8Rows q;
-        quantize_rows_int8(x.data(), M, ldx, K, q);
+        quantize_rows_int8(x.data(), M, ldx, K, q, type);
         double worst = 0;
         for (int64_t m = 0; m < M; ++m)
           for (int64_t j = 0; j < ldy; ++j) {
@@ -126,7 +144,8 @@ TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
             for (int64_t b = 0; b < K / 32; ++b) {
               int64_t isum = 0, iabs = 0;  // exact
               for (int64_t i = 0; i < 32; ++i) {
-                const int64_t product = int64_t(q.q[size_t(m * K + b * 32 + i)]) * int64_t(q4_code(p, j * K + b * 32 + i));
+                const int64_t product =
+                    int64_t(q.q[size_t(m * K + b * 32 + i)]) * int64_t(stored_code(p, j * K + b * 32 + i));
                 isum += product;
                 iabs += std::abs(product);
               }
@@ -140,7 +159,7 @@ TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
               EXPECT_EQ(got[m * ldy + j], alone[size_t(m * ldy + j)]) << "row " << m << " of " << M;
             }
           }
-        EXPECT_LT(worst, 1e-5) << "K " << K << " M " << M << " acc " << acc;
+        EXPECT_LT(worst, 1e-5) << weight_type_name(type) << " K " << K << " M " << M << " acc " << acc;
       }
   }
 }

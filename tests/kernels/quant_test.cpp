@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "kernels/gemm.h"
+#include "kernels/int8_dot.h"
 #include "test_util.h"
 
 using namespace moepp;
@@ -66,6 +67,13 @@ TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
         const bool bf16_gemm = packed_linear_uses_bf16(p, M);
         EXPECT_EQ(bf16_gemm, t != WeightType::f32 && M > 8 && gemm_bf16_available());
         std::vector<float> xr(x.data(), x.data() + x.numel());
+        if (packed_products_use_int8(t, M)) {  // q8_0 with VNNI: x as its int8 blocks (kernels/int8_dot.h)
+          Int8Rows q;
+          quantize_rows_int8(x.data(), M, ldx, K, q, t);
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t k = 0; k < K; ++k)
+              xr[size_t(m * ldx + k)] = q.scales[size_t(m * K / 32 + k / 32)] * float(q.q[size_t(m * K + k)]);
+        }
         if (bf16_gemm) {
           for (auto& v : xr) v = bf16_to_f32(f32_to_bf16(v));
           for (int64_t i = 0; i < stored.numel(); ++i) stored[i] = bf16_to_f32(f32_to_bf16(stored[i]));

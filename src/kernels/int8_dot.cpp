@@ -1,0 +1,214 @@
+#include "kernels/int8_dot.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "core/error.h"
+#include "kernels/quant_blocks.h"
+#include "kernels/row_blocks.h"
+#include "kernels/vec_math.h"
+
+namespace moepp {
+
+namespace {
+
+constexpr int32_t unsigned_offset(WeightType t) { return t == WeightType::q4 ? 8 : 128; }
+
+}  // namespace
+
+void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out, WeightType weights) {
+  MOEPP_CHECK(K % kQ4Block == 0, "quantize_rows_int8: ", K, " columns, not a multiple of ", kQ4Block);
+  MOEPP_CHECK(weights == WeightType::q4 || weights == WeightType::q8_0, "quantize_rows_int8: for ",
+              weight_type_name(weights), " weights");
+  const int64_t blocks = K / kQ4Block;
+  const int32_t offset = unsigned_offset(weights);
+  out.rows = M;
+  out.cols = K;
+  out.weights = weights;
+  out.q.resize(size_t(M * K));
+  out.scales.resize(size_t(M * blocks));
+  out.lane_scales.resize(size_t(M * K / 4));
+  out.lane_bias.resize(size_t(M * K / 4));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = 0; b < blocks; ++b) {
+      // A row's block is quantized exactly as a q8_0 weight block is.
+      int8_t* q = out.q.data() + m * K + b * kQ4Block;
+      const float d = encode_q8_0_block(x + m * ldx + b * kQ4Block, q);
+      out.scales[size_t(m * blocks + b)] = d;
+      for (int64_t l = 0; l < kQ4Block / 4; ++l) {
+        const size_t lane = size_t(m * K / 4 + b * kQ4Block / 4 + l);
+        out.lane_scales[lane] = d;
+        out.lane_bias[lane] = -offset * (int32_t(q[4 * l]) + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
+      }
+    }
+}
+
+namespace {
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+
+constexpr __mmask16 kAll = 0xFFFF;
+
+// acc + per 32-bit lane the sum of the four products of unsigned bytes of w and signed
+// bytes of x (no saturation: here |products| <= 15 * 128).
+inline __m512i dot_u8s8(__m512i acc, __m512i w, __m512i x) {
+#if defined(__AVX512VNNI__)
+  return _mm512_dpbusd_epi32(acc, w, x);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)));
+#endif
+}
+
+// 32 q4 bytes (two blocks) as 64 unsigned values in block order: [block 0 values 0-15,
+// block 0 values 16-31, block 1 values 0-15, block 1 values 16-31].
+inline __m512i unpack_two_blocks(const uint8_t* p) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), low4 = _mm256_set1_epi8(0x0F);
+  const __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+  // lo is [b0 lo, b1 lo] and hi [b0 hi, b1 hi] in 128-bit halves; one shuffle interleaves
+  // them (the generic builtin: GCC 12's _mm512_inserti64x4 and _mm512_shuffle_i64x2 warn).
+  return __m512i(__builtin_shufflevector(__v4di(lo), __v4di(hi), 0, 1, 4, 5, 2, 3, 6, 7));
+}
+
+// One q4 block as 32 unsigned values in the low half, zeros above.
+inline __m512i unpack_one_block(const uint8_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), low4 = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_and_si128(raw, low4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);
+  // (Generic builtins again: GCC 12's _mm512_zextsi256_si512 warns as the inserts do.)
+  const __v4di both = __builtin_shufflevector(__v2di(lo), __v2di(hi), 0, 1, 2, 3), zero = {0, 0, 0, 0};
+  return __m512i(__builtin_shufflevector(both, zero, 0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+#endif
+
+// Whether the vector kernel runs for these weights (see the header on q8_0 without VNNI).
+template <WeightType WT>
+constexpr bool vector_kernel() {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if defined(__AVX512VNNI__)
+  return true;
+#else
+  return WT == WeightType::q4;
+#endif
+#else
+  return false;
+#endif
+}
+
+// Weight j's value i (signed) and where its row starts in the stored bytes.
+template <WeightType WT>
+int32_t weight_value(const PackedMatrix& W, int64_t j, int64_t i) {
+  if constexpr (WT == WeightType::q4) {
+    const uint8_t byte = W.nibbles[size_t(j * W.cols / 2 + i / kQ4Block * 16 + i % 16)];
+    return int32_t(i % kQ4Block < 16 ? byte & 0x0F : byte >> 4) - 8;
+  } else {
+    return W.q[size_t(j * W.cols + i)];
+  }
+}
+
+// out[m * J + i] = row m of x . weight row j + i, for m < M, i < J. Each (m, i) has its own
+// accumulators, so its sum is the same whatever M and J are.
+template <WeightType WT, int M, int J>
+void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* out) {
+  const int64_t K = W.cols, blocks = K / kQ4Block;
+  if constexpr (vector_kernel<WT>()) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    __m512 acc[M][J];
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+      for (int i = 0; i < J; ++i) acc[m][i] = _mm512_setzero_ps();
+    // Lanes 0-7 take block b's scale, lanes 8-15 block b + 1's.
+    const __m512i pair_index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i sign_flip = _mm512_set1_epi8(char(0x80));
+    __m512i wv[J];
+    __m512 ws[J];
+    const auto multiply = [&](int64_t b, __mmask64 x_mask, __mmask16 lane_mask) {
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        const __m512i xv = _mm512_maskz_loadu_epi8(x_mask, x.q.data() + m * K + b * kQ4Block);
+        const int64_t lane = m * K / 4 + b * kQ4Block / 4;
+        const __m512i bias = _mm512_maskz_loadu_epi32(lane_mask, x.lane_bias.data() + lane);
+        const __m512 xs = _mm512_maskz_loadu_ps(lane_mask, x.lane_scales.data() + lane);
+#pragma GCC unroll 4
+        for (int i = 0; i < J; ++i) {
+          const __m512 sums = _mm512_maskz_cvtepi32_ps(kAll, dot_u8s8(bias, wv[i], xv));
+          acc[m][i] = _mm512_fmadd_ps(sums, _mm512_mul_ps(ws[i], xs), acc[m][i]);
+        }
+      }
+    };
+    // The weights of blocks b (and b + 1) of row j + i as unsigned bytes in x's order.
+    const auto load_weights = [&](int i, int64_t b, bool two) {
+      if constexpr (WT == WeightType::q4) {
+        const uint8_t* w = W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2;
+        if (two) _mm_prefetch(reinterpret_cast<const char*>(w) + kWeightPrefetchBytes, _MM_HINT_T0);
+        return two ? unpack_two_blocks(w) : unpack_one_block(w);
+      } else {
+        const int8_t* w = W.q.data() + (j + i) * K + b * kQ4Block;
+        if (two) _mm_prefetch(reinterpret_cast<const char*>(w) + kWeightPrefetchBytes, _MM_HINT_T0);
+        const __m512i raw = two ? _mm512_loadu_si512(w) : _mm512_maskz_loadu_epi8(__mmask64(0xFFFFFFFF), w);
+        return _mm512_maskz_xor_epi32(two ? kAll : __mmask16(0x00FF), raw, sign_flip);
+      }
+    };
+    int64_t b = 0;
+    for (; b + 2 <= blocks; b += 2) {
+#pragma GCC unroll 4
+      for (int i = 0; i < J; ++i) {
+        wv[i] = load_weights(i, b, true);
+        ws[i] = _mm512_maskz_permutexvar_ps(kAll, pair_index,
+                                            _mm512_maskz_loadu_ps(0x3, W.scales.data() + (j + i) * blocks + b));
+      }
+      multiply(b, ~__mmask64(0), kAll);
+    }
+    if (b < blocks) {  // an odd last block: the high lanes stay 0
+#pragma GCC unroll 4
+      for (int i = 0; i < J; ++i) {
+        wv[i] = load_weights(i, b, false);
+        ws[i] = _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(W.scales[size_t((j + i) * blocks + b)]));
+      }
+      multiply(b, __mmask64(0xFFFFFFFF), 0x00FF);
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+      for (int i = 0; i < J; ++i) out[m * J + i] = reduce_add(acc[m][i]);
+#endif
+  } else {
+    for (int m = 0; m < M; ++m)
+      for (int i = 0; i < J; ++i) {
+        float sum = 0;
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int8_t* xq = x.q.data() + m * K + b * kQ4Block;
+          int32_t isum = 0;
+          for (int64_t t = 0; t < kQ4Block; ++t) isum += xq[t] * weight_value<WT>(W, j + i, b * kQ4Block + t);
+          sum += W.scales[size_t((j + i) * blocks + b)] * x.scales[size_t(m * blocks + b)] * float(isum);
+        }
+        out[m * J + i] = sum;
+      }
+  }
+}
+
+template <WeightType WT, int M, int J = (M <= 4 ? 4 : 2)>
+void int8_row_range(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                    bool accumulate) {
+  for_row_blocks<M, J>(j0, j1, y, ldy, accumulate,
+                       [&]<int JB>(int64_t j, float* out) { int8_dot_rows<WT, M, JB>(x, W, j, out); });
+}
+
+}  // namespace
+
+void int8_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                      bool accumulate) {
+  MOEPP_CHECK((W.type == WeightType::q4 || W.type == WeightType::q8_0) && W.type == x.weights && x.cols == W.cols &&
+                  x.rows >= 1 && x.rows <= 8,
+              "int8_linear_rows: ", x.rows, " rows of ", x.cols, " quantized for ", weight_type_name(x.weights),
+              " against a ", weight_type_name(W.type), " [", W.rows, ", ", W.cols, "]");
+  with_row_count(x.rows, [&]<int R>() {
+    if (W.type == WeightType::q4)
+      int8_row_range<WeightType::q4, R>(x, W, j0, j1, y, ldy, accumulate);
+    else
+      int8_row_range<WeightType::q8_0, R>(x, W, j0, j1, y, ldy, accumulate);
+  });
+}
+
+}  // namespace moepp

@@ -1,0 +1,52 @@
+// Products with q4 or q8_0 weights for a few rows of x (decode) in integer arithmetic:
+// each row of x is first quantized to int8 in blocks of 32 columns (scale dx = amax / 127,
+// values rounded to nearest even), and each output sums, block by block, dx * dw *
+// (integer dot product of the int8 values and the weights' integer values). The integer
+// part runs on AVX-512 VNNI (vpdpbusd: 64 multiply-adds an instruction, where widening the
+// weights to f32 takes several instructions per 16 of them), in portable C++ elsewhere,
+// and for q4 also on AVX-512 BW without VNNI.
+//
+// vpdpbusd multiplies unsigned bytes by signed ones. q4 codes are stored unsigned (q + 8);
+// a q8_0 value w is made unsigned as w XOR 0x80 = w + 128. Each 4-value lane then starts
+// its sum at -8 (q4) or -128 (q8_0) times the sum of its 4 x values, which takes the
+// offset back out exactly. (Without VNNI, vpmaddubsw's 16-bit pair sums would saturate on
+// q8_0's 255 x 127 products, so q8_0 takes this path only with VNNI:
+// packed_products_use_int8.)
+//
+// q4 block (docs/quantization.md): 32 weights, one f32 scale dw and 16 bytes; byte i
+// holds weight i in its low nibble and weight i + 16 in its high nibble, each as q + 8
+// with q in [-8, 7]; the weight is dw * q. A row's blocks are contiguous (llama.cpp's
+// Q4_0 nibble order, with an f32 scale). q8_0 block: 32 int8 values and one f32 scale.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/quant.h"
+
+namespace moepp {
+
+// Rows of x quantized for the int8 products; the caller owns it and reuses it across calls.
+struct Int8Rows {
+  int64_t rows = 0, cols = 0;
+  std::vector<int8_t> q;            // [rows, cols]
+  std::vector<float> scales;        // [rows, cols / 32]
+  // For the vector kernel, per 4 values (one 32-bit lane of vpdpbusd): the block's scale,
+  // and -offset * the sum of the 4 values, which turns the sum over the weights' unsigned
+  // form (q + offset) into the sum over q.
+  std::vector<float> lane_scales;   // [rows, cols / 4]
+  std::vector<int32_t> lane_bias;   // [rows, cols / 4]
+  WeightType weights = WeightType::q4;  // the offset's kind: q4 8, q8_0 128
+};
+
+// Quantizes x [M, K] (row stride ldx; K a multiple of 32) into out for products with
+// `weights` (q4 or q8_0), each block of 32 as a q8_0 weight block (kernels/quant_blocks.h).
+void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out,
+                        WeightType weights = WeightType::q4);
+
+// y[m, j] (+)= sum over blocks b of dx[m, b] * dw[j, b] * sum_i xq[m, 32b + i] * wq[j, 32b + i]
+// for m < x.rows and j in [j0, j1); W is q4 or q8_0 (x quantized for it) with W.cols ==
+// x.cols; 1 <= x.rows <= 8.
+void int8_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                      bool accumulate);
+
+}  // namespace moepp
