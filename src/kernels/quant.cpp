@@ -84,17 +84,19 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
     case WeightType::f32:
       p.f32 = PanelMatrix::pack(w, rows, cols);
       break;
-    case WeightType::bf16:
+    case WeightType::bf16: {
       p.bf16.resize(n);
-      parallel_for(int64_t(n), [&](int64_t i) { p.bf16[size_t(i)] = f32_to_bf16(w[i]).bits; }, 1 << 16);
+      uint16_t* bits = p.bf16.mutable_data();
+      parallel_for(int64_t(n), [&](int64_t i) { bits[i] = f32_to_bf16(w[i]).bits; }, 1 << 16);
       break;
+    }
     case WeightType::q8_0: {
       MOEPP_CHECK(cols % kQ8Block == 0, "pack: q8_0 needs a multiple of ", kQ8Block, " columns, got ", cols);
       const int64_t blocks = n / kQ8Block;
       p.q.resize(n);
       p.scales.resize(size_t(blocks));
       parallel_for(blocks, [&](int64_t b) {
-        p.scales[size_t(b)] = encode_q8_0_block(w + b * kQ8Block, p.q.data() + b * kQ8Block);
+        p.scales[size_t(b)] = encode_q8_0_block(w + b * kQ8Block, p.q.mutable_data() + b * kQ8Block);
       }, 256);
       break;
     }
@@ -106,7 +108,7 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
       // The weight of largest magnitude becomes -8 exactly; its opposite would be +8 and is
       // stored as 7 (the one value more than half a step off).
       parallel_for(blocks, [&](int64_t b) {
-        p.scales[size_t(b)] = encode_q4_block(w + b * kQ4Block, p.nibbles.data() + b * kQ4Block / 2);
+        p.scales[size_t(b)] = encode_q4_block(w + b * kQ4Block, p.nibbles.mutable_data() + b * kQ4Block / 2);
       }, 256);
       break;
     }

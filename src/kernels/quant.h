@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "core/uninit_vector.h"
+#include "core/weight_buffer.h"
 #include "kernels/gemm_panels.h"
 
 namespace moepp {
@@ -49,10 +49,11 @@ struct PackedMatrix {
   WeightType type = WeightType::f32;
   int64_t rows = 0, cols = 0;
   PanelMatrix f32;                // f32: column panels
-  UninitVector<uint16_t> bf16;    // bf16: [rows, cols] raw bits
-  UninitVector<int8_t> q;         // q8_0: [rows, cols]
+  WeightBuffer<uint16_t> bf16;    // bf16: [rows, cols] raw bits
+  WeightBuffer<int8_t> q;         // q8_0: [rows, cols]
   std::vector<float> scales;      // q8_0, q4: [rows, cols / 32]
-  UninitVector<uint8_t> nibbles;  // q4: [rows, cols / 2], two values a byte (kernels/int8_dot.h)
+  WeightBuffer<uint8_t> nibbles;  // q4: [rows, cols / 2], two values a byte (kernels/int8_dot.h)
+  // (bf16, q and nibbles may view a mapped file loaded in place: io/weight_source.h.)
 
   // Packs a row-major f32 matrix; throws if q8_0 or q4 is asked for with cols % 32 != 0.
   static PackedMatrix pack(const float* w, int64_t rows, int64_t cols, WeightType type);

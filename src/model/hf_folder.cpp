@@ -125,8 +125,17 @@ namespace {
 
 // bf16 matrices stored as bf16 (a bf16 safetensors folder, Mixtral's included) are copied
 // as they are: widening to f32 and rounding back is the identity.
-PackedModel::PackedFill bf16_reader(bool mixtral, int64_t I, int64_t D, WeightSource& src) {
-  return [&src, mixtral, I, D](const std::string& name, const Shape& want, PackedMatrix& out) {
+// Touches one byte of every page of a borrowed matrix on all threads, so that its pages
+// are mapped while loading (as a copy would have) and not one by one in the first tokens.
+void prefault(const void* data, size_t bytes) {
+  const auto* p = static_cast<const volatile uint8_t*>(data);
+  constexpr size_t kPage = 4096;
+  parallel_for(int64_t((bytes + kPage - 1) / kPage), [&](int64_t i) { (void)p[size_t(i) * kPage]; }, 256);
+}
+
+PackedModel::PackedFill bf16_reader(bool mixtral, int64_t I, int64_t D, WeightSource& src,
+                                    std::shared_ptr<const void> keeper) {
+  return [&src, mixtral, I, D, keeper](const std::string& name, const Shape& want, PackedMatrix& out) {
     const auto parts = source_parts(mixtral, name, want, I, D, src.describe());
     if (parts.empty() || want.rank() != 2) return false;
     std::vector<WeightSource::Raw> raws;
@@ -144,12 +153,17 @@ PackedModel::PackedFill bf16_reader(bool mixtral, int64_t I, int64_t D, WeightSo
     out.type = WeightType::bf16;
     out.rows = rows;
     out.cols = cols;
-    out.bf16.resize(size_t(rows * cols));
-    size_t at = 0;
-    for (size_t i = 0; i < raws.size(); ++i) {
-      parallel_copy(out.bf16.data() + at, raws[i].data, raws[i].bytes);
-      at += raws[i].bytes / 2;
-      src.release(parts[i].name);
+    if (keeper && raws.size() == 1 && reinterpret_cast<uintptr_t>(raws[0].data) % alignof(uint16_t) == 0) {
+      out.bf16.borrow(reinterpret_cast<const uint16_t*>(raws[0].data), size_t(rows * cols), keeper);
+    } else {  // joined parts (a Mixtral expert's w1 and w3), or a source that must not be kept
+      out.bf16.resize(size_t(rows * cols));
+      uint16_t* to = out.bf16.mutable_data();
+      size_t at = 0;
+      for (size_t i = 0; i < raws.size(); ++i) {
+        parallel_copy(to + at, raws[i].data, raws[i].bytes);
+        at += raws[i].bytes / 2;
+        src.release(parts[i].name);
+      }
     }
     // What pack() refuses from f32, refused here: an exponent of all ones is inf or NaN.
     // On all threads by row (a 7B model holds billions), the first such weight named.
@@ -171,13 +185,14 @@ PackedModel::PackedFill bf16_reader(bool mixtral, int64_t I, int64_t D, WeightSo
 }  // namespace
 
 PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConfig& cfg, WeightSource& src,
-                                         WeightType type) {
-  if (type == WeightType::bf16) return bf16_reader(is_mixtral_dir(dir), cfg.intermediate_size, cfg.hidden_size, src);
+                                         WeightType type, std::shared_ptr<const void> keeper) {
+  if (type == WeightType::bf16)
+    return bf16_reader(is_mixtral_dir(dir), cfg.intermediate_size, cfg.hidden_size, src, keeper);
   if (type != WeightType::q8_0 && type != WeightType::q4) return {};
   if (is_mixtral_dir(dir)) return {};  // (convert writes moepp's names: its folders are never Mixtral's)
   const bool q8 = type == WeightType::q8_0;
   const std::string suffix = q8 ? kQ8ScalesSuffix : kQ4ScalesSuffix;
-  return [&src, type, q8, suffix](const std::string& name, const Shape& want, PackedMatrix& out) {
+  return [&src, type, q8, suffix, keeper](const std::string& name, const Shape& want, PackedMatrix& out) {
     if (want.rank() != 2 || !weight_type_fits(type, want[1]) || !src.has(name + suffix)) return false;
     const auto raw = src.raw(name);
     if (!raw || raw->dtype != (q8 ? DType::i8 : DType::u8)) return false;
@@ -195,12 +210,20 @@ PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConf
     out.rows = rows;
     out.cols = cols;
     out.scales.assign(scales.data(), scales.data() + scales.numel());
+    if (keeper) {  // used in place: the file's bytes are the kernels' layout
+      if (q8)
+        out.q.borrow(reinterpret_cast<const int8_t*>(raw->data), raw->bytes, keeper);
+      else
+        out.nibbles.borrow(raw->data, raw->bytes, keeper);
+      prefault(raw->data, raw->bytes);
+      return true;
+    }
     if (q8) {
       out.q.resize(raw->bytes);
-      parallel_copy(out.q.data(), raw->data, raw->bytes);
+      parallel_copy(out.q.mutable_data(), raw->data, raw->bytes);
     } else {
       out.nibbles.resize(raw->bytes);
-      parallel_copy(out.nibbles.data(), raw->data, raw->bytes);
+      parallel_copy(out.nibbles.mutable_data(), raw->data, raw->bytes);
     }
     src.release(name);
     return true;

@@ -28,13 +28,15 @@ std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const s
                                                                            WeightSource& src);
 
 // For PackedModel::build: a matrix stored as `type` blocks (q8_0 or q4, as `moepp
-// convert` writes them) in a mapped file is taken as stored - the int8 values or 4-bit
-// codes copied, the scales checked for shape and finiteness - instead of being widened to
-// f32 and quantized again (which gives the same blocks, slower). src must outlive it.
-// A bf16 matrix stored as bf16 is copied as it is (checked for inf and NaN), the parts of
-// a Mixtral expert's up_proj joined.
+// convert` writes them) in a mapped file is taken as stored - the scales checked for shape
+// and finiteness - instead of being widened to f32 and quantized again (which gives the
+// same blocks, slower). A bf16 matrix stored as bf16 is taken as it is (checked for inf and
+// NaN). Given a keeper (what keeps src's mappings alive, src itself), such a matrix is used
+// in place: it views the mapped file, and the keeper lives as long as the matrix does;
+// without one, or where parts must be joined (a Mixtral expert's w1 and w3), it is copied.
+// src must outlive the returned function.
 PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConfig& cfg, WeightSource& src,
-                                         WeightType type);
+                                         WeightType type, std::shared_ptr<const void> keeper = nullptr);
 
 // Every parameter cfg implies, from the folder's weights, checked for presence and shape.
 void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params);

@@ -54,8 +54,10 @@ LoadedModel load_model_folder(const std::string& dir) {
 
 std::unique_ptr<PackedModel> load_packed_model_folder(const std::string& dir, WeightType type) {
   const ModelConfig cfg = read_hf_config(dir);
-  const auto src = WeightSource::open(dir);
-  return PackedModel::build(cfg, type, hf_tensor_reader(dir, cfg, *src), hf_packed_reader(dir, cfg, *src, type));
+  // Shared: matrices stored in the kernels' layout view the mapped files, which then live
+  // as long as the model (hf_packed_reader).
+  const std::shared_ptr<WeightSource> src = WeightSource::open(dir);
+  return PackedModel::build(cfg, type, hf_tensor_reader(dir, cfg, *src), hf_packed_reader(dir, cfg, *src, type, src));
 }
 
 }  // namespace moepp
