@@ -108,10 +108,10 @@ int32_t weight_value(const PackedMatrix& W, int64_t j, int64_t i) {
 
 // out[m * J + i] = row m of x . weight row j + i, for m < M, i < J. Each (m, i) has its own
 // accumulators, so its sum is the same whatever M and J are.
-template <WeightType WT, int M, int J>
+template <WeightType WT, bool Vector, int M, int J>
 void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* out) {
   const int64_t K = W.cols, blocks = K / kQ4Block;
-  if constexpr (vector_kernel<WT>()) {
+  if constexpr (Vector && vector_kernel<WT>()) {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
     __m512 acc[M][J];
 #pragma GCC unroll 8
@@ -188,27 +188,38 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
   }
 }
 
-template <WeightType WT, int M, int J = (M <= 4 ? 4 : 2)>
+template <WeightType WT, bool Vector, int M, int J = (M <= 4 ? 4 : 2)>
 void int8_row_range(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
                     bool accumulate) {
   for_row_blocks<M, J>(j0, j1, y, ldy, accumulate,
-                       [&]<int JB>(int64_t j, float* out) { int8_dot_rows<WT, M, JB>(x, W, j, out); });
+                       [&]<int JB>(int64_t j, float* out) { int8_dot_rows<WT, Vector, M, JB>(x, W, j, out); });
 }
 
-}  // namespace
-
-void int8_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
-                      bool accumulate) {
+template <bool Vector>
+void int8_linear_rows_impl(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                           bool accumulate) {
   MOEPP_CHECK((W.type == WeightType::q4 || W.type == WeightType::q8_0) && W.type == x.weights && x.cols == W.cols &&
                   x.rows >= 1 && x.rows <= 8,
               "int8_linear_rows: ", x.rows, " rows of ", x.cols, " quantized for ", weight_type_name(x.weights),
               " against a ", weight_type_name(W.type), " [", W.rows, ", ", W.cols, "]");
   with_row_count(x.rows, [&]<int R>() {
     if (W.type == WeightType::q4)
-      int8_row_range<WeightType::q4, R>(x, W, j0, j1, y, ldy, accumulate);
+      int8_row_range<WeightType::q4, Vector, R>(x, W, j0, j1, y, ldy, accumulate);
     else
-      int8_row_range<WeightType::q8_0, R>(x, W, j0, j1, y, ldy, accumulate);
+      int8_row_range<WeightType::q8_0, Vector, R>(x, W, j0, j1, y, ldy, accumulate);
   });
+}
+
+}  // namespace
+
+void int8_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                      bool accumulate) {
+  int8_linear_rows_impl<true>(x, W, j0, j1, y, ldy, accumulate);
+}
+
+void int8_linear_rows_portable(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y,
+                               int64_t ldy, bool accumulate) {
+  int8_linear_rows_impl<false>(x, W, j0, j1, y, ldy, accumulate);
 }
 
 }  // namespace moepp

@@ -48,5 +48,9 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8R
 // x.cols; 1 <= x.rows <= 8.
 void int8_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
                       bool accumulate);
+// The same in plain C++ whatever the CPU (what int8_linear_rows runs without AVX-512): the
+// tests hold both to the same arithmetic.
+void int8_linear_rows_portable(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y,
+                               int64_t ldy, bool accumulate);
 
 }  // namespace moepp

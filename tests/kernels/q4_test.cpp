@@ -29,12 +29,13 @@ double q4_code(const PackedMatrix& p, int64_t i) {
 double stored_code(const PackedMatrix& p, int64_t i) { return p.type == WeightType::q4 ? q4_code(p, i) : p.q[size_t(i)]; }
 
 // The few-row int8 product on `type` weights: packed_linear where it takes that path
-// (q4 everywhere, q8_0 with VNNI), else the kernel itself.
-void int8_product(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p, float* y, int64_t ldy, bool acc) {
-  if (packed_products_use_int8(p.type, M)) return packed_linear(x, M, ldx, p, y, ldy, acc);
+// (q4 everywhere, q8_0 with VNNI), else the kernel itself; or the portable kernel.
+void int8_product(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p, float* y, int64_t ldy, bool acc,
+                  bool portable) {
+  if (!portable && packed_products_use_int8(p.type, M)) return packed_linear(x, M, ldx, p, y, ldy, acc);
   Int8Rows q;
   quantize_rows_int8(x, M, ldx, p.cols, q, p.type);
-  int8_linear_rows(q, p, 0, p.rows, y, ldy, acc);
+  (portable ? int8_linear_rows_portable : int8_linear_rows)(q, p, 0, p.rows, y, ldy, acc);
 }
 
 }  // namespace
@@ -115,9 +116,11 @@ TEST(Q4, ActivationsQuantizeToAmaxOver127WithinHalfAStep) {
 
 // Few rows: exactly the int8 arithmetic, whatever the row count (batch invariance: a row's
 // result does not depend on the rows beside it), on q4 and on q8_0 weights (whose values
-// span the whole int8 range: the unsigned-offset trick must not overflow).
+// span the whole int8 range: the unsigned-offset trick must not overflow), by the kernel
+// this CPU runs and by the portable one.
 TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
   Rng rng(13);
+  for (bool portable : {false, true})
   for (WeightType type : {WeightType::q4, WeightType::q8_0})
   for (int64_t K : {32, 64, 96, 160, 1024}) {
     const int64_t N = 37, ldx = K + 3, ldy = N + 5, Mmax = 8;
@@ -125,12 +128,13 @@ TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
     auto x = random_tensor<float>({Mmax, ldx}, rng);
     const auto p = PackedMatrix::pack(w.data(), N, K, type);
     std::vector<float> alone(size_t(Mmax * ldy));  // each row multiplied on its own
-    for (int64_t m = 0; m < Mmax; ++m) int8_product(x.data() + m * ldx, 1, ldx, p, alone.data() + m * ldy, ldy, false);
+    for (int64_t m = 0; m < Mmax; ++m)
+      int8_product(x.data() + m * ldx, 1, ldx, p, alone.data() + m * ldy, ldy, false, portable);
     for (int64_t M = 1; M <= Mmax; ++M)
       for (bool acc : {false, true}) {
         auto y = random_tensor<float>({M, ldy}, rng);
         std::vector<float> got(y.data(), y.data() + y.numel());
-        int8_product(x.data(), M, ldx, p, got.data(), ldy, acc);
+        int8_product(x.data(), M, ldx, p, got.data(), ldy, acc, portable);
         Int8Rows q;
         quantize_rows_int8(x.data(), M, ldx, K, q, type);
         double worst = 0;
@@ -159,7 +163,8 @@ TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
               EXPECT_EQ(got[m * ldy + j], alone[size_t(m * ldy + j)]) << "row " << m << " of " << M;
             }
           }
-        EXPECT_LT(worst, 1e-5) << weight_type_name(type) << " K " << K << " M " << M << " acc " << acc;
+        EXPECT_LT(worst, 1e-5) << (portable ? "portable " : "") << weight_type_name(type) << " K " << K << " M " << M
+                               << " acc " << acc;
       }
   }
 }
