@@ -114,7 +114,11 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   struct Task {
     int64_t row, rows, kv_head, cost;
   };
-  std::vector<Task> tasks;
+  // Reused across calls (no allocation per decode step). Named through a reference: inside
+  // the workers the thread_local's own name would be their (empty) lists.
+  thread_local std::vector<Task> task_list;
+  std::vector<Task>& tasks = task_list;
+  tasks.clear();
   const int64_t block_rows = std::max<int64_t>(1, kRunBlockQueries / G);
   auto same_history = [&](int64_t r) {
     return a.context[r] == a.context[r - 1] + 1 &&
