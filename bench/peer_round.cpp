@@ -16,7 +16,6 @@
 #include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,6 +23,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/gemm.h"
+#include "infer/sampler.h"
 #include "infer/session.h"
 #include "model/model_folder.h"
 #include "model/packed_model.h"
@@ -50,18 +50,11 @@ double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-int32_t greedy(const Tensor<float>& logits) {
-  const float* row = logits.data() + (logits.numel() - logits.shape().dims.back());
-  return int32_t(std::max_element(row, row + logits.shape().dims.back()) - row);  // ties: the lower id
-}
 
 // Median GFLOP/s of C[M,N] = A[M,K] W[N,K]^T in f32 and bf16 (0 where bf16 is unavailable).
-void print_gemm_rate(const std::string& shape) {
-  std::vector<int64_t> mnk;
-  std::stringstream in(shape);
-  for (std::string item; std::getline(in, item, ',');) mnk.push_back(std::stoll(item));
-  if (mnk.size() != 3) throw Error("--gemm-rate takes M,N,K, got '" + shape + "'");
-  const int64_t M = mnk[0], N = mnk[1], K = mnk[2];
+void print_gemm_rate(const std::vector<double>& mnk) {
+  if (mnk.size() != 3) throw Error("--gemm-rate takes M,N,K");
+  const int64_t M = int64_t(mnk[0]), N = int64_t(mnk[1]), K = int64_t(mnk[2]);
   std::vector<float> a(size_t(M * K)), w(size_t(N * K)), c(size_t(M * N));
   Rng rng(3);
   for (auto& v : a) v = float(rng.normal());
@@ -87,7 +80,7 @@ int main(int argc, char** argv) try {
   const Flags f(argc, argv);
   if (f.has("gemm-rate")) {
     setup_threads(f, int(f.get_int("threads", 2)));
-    print_gemm_rate(f.get("gemm-rate", ""));
+    print_gemm_rate(f.get_list("gemm-rate", {}));
     return 0;
   }
   const std::string dir = f.get("model", ""), dtype = f.get("dtype", "f32");
@@ -119,11 +112,13 @@ int main(int argc, char** argv) try {
     s.append(prompt.data(), int64_t(prompt.size()), logits, LogitRows::last);
     t = since(t0);
   }
-  int32_t next = greedy(logits);
+  Sampler greedy(SamplerOptions{.temperature = 0});  // argmax, ties to the lower id
+  const int64_t V = cfg.vocab_size;
+  int32_t next = greedy.sample(logits.data(), V);
   t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < decode; ++i) {
     s.append(&next, 1, logits, LogitRows::last);
-    next = greedy(logits);
+    next = greedy.sample(logits.data(), V);
   }
   const double decode_s = since(t0);
   std::printf(

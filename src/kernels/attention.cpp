@@ -137,21 +137,22 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   }
   // The costliest first, so that the dynamic schedule ends with small tasks on both threads.
   std::stable_sort(tasks.begin(), tasks.end(), [](const Task& x, const Task& y) { return x.cost > y.cost; });
+  // fn(keys, values) over kv head kvh of row r's history, as stored (T, or bf16 bits).
+  const auto with_history = [&](int64_t r, int64_t kvh, const auto& fn) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (a.keys_bf16) return fn(a.keys_bf16[r] + kvh * hd, a.values_bf16[r] + kvh * hd);
+    }
+    fn(a.keys[r] + kvh * hd, a.values[r] + kvh * hd);
+  };
   parallel_for_dynamic(int64_t(tasks.size()), [&](int64_t t) {
     const Task task = tasks[size_t(t)];
     const int64_t r = task.row, kvh = task.kv_head, L = a.context[r];
     const T* qr = q + (r * Hq + kvh * G) * hd;
     T* o = out + (r * Hq + kvh * G) * hd;
     if (task.rows > 1) {
-      if constexpr (std::is_same_v<T, float>) {
-        if (a.keys_bf16) {
-          attend_run(qr, Hq * hd, task.rows, G, hd, a.keys_bf16[r] + kvh * hd, a.values_bf16[r] + kvh * hd,
-                     a.kv_stride, L, scale, o);
-          return;
-        }
-      }
-      attend_run(qr, Hq * hd, task.rows, G, hd, a.keys[r] + kvh * hd, a.values[r] + kvh * hd, a.kv_stride, L, scale,
-                 o);
+      with_history(r, kvh, [&](const auto* k, const auto* v) {
+        attend_run(qr, Hq * hd, task.rows, G, hd, k, v, a.kv_stride, L, scale, o);
+      });
       return;
     }
     T* score[kMaxGroup];
@@ -162,13 +163,9 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
       if (scratch.size() < size_t(G * L)) scratch.resize(size_t(G * L));
       for (int64_t g = 0; g < G; ++g) score[g] = scratch.data() + g * L;
     }
-    if constexpr (std::is_same_v<T, float>) {
-      if (a.keys_bf16) {
-        attend_group(qr, G, hd, a.keys_bf16[r] + kvh * hd, a.values_bf16[r] + kvh * hd, a.kv_stride, L, scale, score, o);
-        return;
-      }
-    }
-    attend_group(qr, G, hd, a.keys[r] + kvh * hd, a.values[r] + kvh * hd, a.kv_stride, L, scale, score, o);
+    with_history(r, kvh, [&](const auto* k, const auto* v) {
+      attend_group(qr, G, hd, k, v, a.kv_stride, L, scale, score, o);
+    });
     if (a.probs)
       for (int64_t g = 0; g < G; ++g) std::fill(score[g] + L, score[g] + std::max(L, a.probs_length), T(0));
   });

@@ -126,7 +126,7 @@ void attend_run(const T* q, int64_t row_stride, int64_t rows, int64_t G, int64_t
   // Value and output rows padded to 16 lanes so the tiles need no ragged tail.
   const int64_t width = (hd + 15) / 16 * 16;
   thread_local std::vector<T> scratch;
-  scratch.assign(size_t(M * hd + hd * kKeyBlock + kKeyBlock * width + M * kKeyBlock + M * width + 2 * M), T(0));
+  scratch.resize(size_t(M * hd + hd * kKeyBlock + kKeyBlock * width + M * kKeyBlock + M * width + 2 * M));
   T* Q = scratch.data();
   T* Kt = Q + M * hd;
   T* V = Kt + hd * kKeyBlock;
@@ -134,6 +134,12 @@ void attend_run(const T* q, int64_t row_stride, int64_t rows, int64_t G, int64_t
   T* O = S + M * kKeyBlock;
   T* running_max = O + M * width;
   T* running_sum = running_max + M;
+  // Zeroed: what is read before it is written (Q, Kt, S and V's first hd columns are
+  // written first in every block).
+  std::fill(O, O + M * width, T(0));
+  std::fill(running_sum, running_sum + M, T(0));
+  if (width > hd)
+    for (int64_t j = 0; j < kKeyBlock; ++j) std::fill(V + j * width + hd, V + (j + 1) * width, T(0));
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t g = 0; g < G; ++g)
       for (int64_t d = 0; d < hd; ++d) Q[(i * G + g) * hd + d] = q[i * row_stride + g * hd + d] * scale;

@@ -217,6 +217,10 @@ void int8_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int6
   int8_linear_rows_impl<true>(x, W, j0, j1, y, ldy, accumulate);
 }
 
+bool int8_products_vectorised(WeightType weights) {
+  return weights == WeightType::q4 ? vector_kernel<WeightType::q4>() : vector_kernel<WeightType::q8_0>();
+}
+
 void int8_linear_rows_portable(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y,
                                int64_t ldy, bool accumulate) {
   int8_linear_rows_impl<false>(x, W, j0, j1, y, ldy, accumulate);

@@ -48,6 +48,11 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8R
 // x.cols; 1 <= x.rows <= 8.
 void int8_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
                       bool accumulate);
+// Whether int8_linear_rows runs its vector kernel for these weights on this CPU (q4 with
+// AVX-512 BW, q8_0 only with VNNI); elsewhere it runs the portable one, which for q8_0 is
+// slower than widening the weights (packed_products_use_int8 decides from this).
+bool int8_products_vectorised(WeightType weights);
+
 // The same in plain C++ whatever the CPU (what int8_linear_rows runs without AVX-512): the
 // tests hold both to the same arithmetic.
 void int8_linear_rows_portable(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y,

@@ -346,12 +346,9 @@ bool packed_products_use_bf16(WeightType type, int64_t M) {
 }
 
 bool packed_products_use_int8(WeightType type, int64_t M) {
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-  constexpr bool q8_0_in_int8 = true;  // vpdpbusd: the int8 dot product beats widening q8_0 to f32
-#else
-  constexpr bool q8_0_in_int8 = false;  // no exact fast int8 x int8 product here (kernels/int8_dot.h)
-#endif
-  return M <= kMaxDecodeRows && (type == WeightType::q4 || (type == WeightType::q8_0 && q8_0_in_int8));
+  // q4 always (its codes have no f32 kernel); q8_0 where vpdpbusd beats widening to f32.
+  return M <= kMaxDecodeRows &&
+         (type == WeightType::q4 || (type == WeightType::q8_0 && int8_products_vectorised(WeightType::q8_0)));
 }
 
 bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M) { return packed_products_use_bf16(W.type, M); }
