@@ -4,16 +4,56 @@
 // the matrix (48-180 MB, so the weights come from memory as in decode). Prints ms per
 // product, weight GB/s, GFLOP/s, which path ran (the few-row kernel with f32 or int8
 // activations, the bf16 GEMM, or the f32 panels), and each format's time over f32's in the same run.
+// For q8_0 and q4 it also times each integer kernel directly (the few-row vpdpbusd kernel up
+// to 8 rows, the AMX tiles at any row count where the CPU has them), whichever one
+// packed_linear picks.
 // Usage: packed_linear_bench [--rows 1,4,8,9,16,64,256] [--n 2816] [--k 1024]
 //                            [--rounds 15] [--threads 2] [--pin 1]
 #include <cstdio>
+#include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_util.h"
 #include "core/rng.h"
+#include "core/parallel.h"
+#include "kernels/amx_int8.h"
+#include "kernels/gemm.h"
+#include "kernels/int8_dot.h"
 #include "kernels/quant.h"
 
 using namespace moepp;
+
+namespace {
+
+using Product = std::function<void(const float* x, const PackedMatrix& W, float* y)>;
+
+// The integer kernels packed_linear chooses among for q8_0 and q4, each run directly so
+// that the bench compares them whichever one packed_linear picks: the few-row int8 kernel
+// (up to 8 rows) and the AMX tiles (any rows, where the CPU has AMX-INT8).
+std::vector<std::pair<std::string, Product>> integer_paths(int64_t M, int64_t K) {
+  std::vector<std::pair<std::string, Product>> out;
+  if (M <= 8)
+    out.emplace_back("vnni int8 x", [M, K](const float* x, const PackedMatrix& W, float* y) {
+      static Int8Rows q;
+      quantize_rows_int8(x, M, K, K, q, W.type);
+      parallel_for((W.rows + 15) / 16, [&](int64_t c) {
+        int8_linear_rows(q, W, c * 16, std::min(W.rows, c * 16 + 16), y, W.rows, false);
+      });
+    });
+  if (amx_int8_available())
+    out.emplace_back("amx int8 x", [M, K](const float* x, const PackedMatrix& W, float* y) {
+      static TileRows q;
+      quantize_rows_for_tiles(x, M, K, K, q);
+      parallel_for((W.rows + 15) / 16, [&](int64_t c) {
+        amx_int8_linear(q, W, c * 16, std::min(W.rows, c * 16 + 16), y, W.rows, false);
+      });
+    });
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) try {
   const bench::Flags f(argc, argv);
@@ -48,11 +88,22 @@ int main(int argc, char** argv) try {
       const PackedMatrix& p = mats[0];
       const char* path = p.type == WeightType::f32 ? "f32 panels"
                          : packed_linear_uses_bf16(p, M) ? "bf16 GEMM"
+                         : packed_products_use_amx(p.type, M)  ? "amx int8 x"
                          : packed_products_use_int8(p.type, M) ? "few-row int8 x"
                          : M <= 8                        ? "few-row f32 x"
                                                          : "f32 GEMM";
-      std::printf("%-5s %5lld | %9.3f %8.1f %9.1f | %-14s | %.2f\n", weight_type_name(p.type), (long long)M, s * 1e3,
-                  double(p.bytes()) / s / 1e9, 2.0 * double(M * N * K) / s / 1e9, path, s / f32_s);
+      const auto report = [&](const char* how, double secs) {
+        std::printf("%-5s %5lld | %9.3f %8.1f %9.1f | %-14s | %.2f\n", weight_type_name(p.type), (long long)M,
+                    secs * 1e3, double(p.bytes()) / secs / 1e9, 2.0 * double(M * N * K) / secs / 1e9, how, secs / f32_s);
+      };
+      report(path, s);
+      if (p.type == WeightType::q8_0 || p.type == WeightType::q4)
+        for (const auto& [how, product] : integer_paths(M, K)) {
+          const double alt = bench::median_seconds(rounds, [&] {
+                               for (const auto& q : mats) product(x.data(), q, y.data());
+                             }) / kCopies;
+          report(how.c_str(), alt);
+        }
     }
   }
   return 0;

@@ -41,15 +41,20 @@ inline std::string scratch_dir(const std::string& prefix) {
 }
 
 // Packed bf16 and q8_0 products of more than 8 rows round the activations to bf16 where the
-// CPU multiplies bf16 (kernels/quant.h, packed_products_use_bf16). On the test models, whose
+// CPU multiplies bf16 and, for q8_0 and q4, lacks AMX-INT8 (kernels/quant.h,
+// packed_products_use_bf16). On the test models, whose
 // weights are deliberately large, that moves the logits by 1-1.7% (2^-9 relative per
 // activation, as bf16 weights move them by ~1%); the tolerance allows about 2.5x that.
 inline constexpr double kBf16ActivationTolerance = 4e-2;
-// q4 products of up to 8 rows, and q8_0 ones on a CPU with AVX-512 VNNI, quantize the
-// activations to int8 (kernels/int8_dot.h, packed_products_use_int8): half a step of
+// q4 products of up to 8 rows, and q8_0 ones on a CPU with AVX-512 VNNI (any rows of either
+// on AMX-INT8), quantize the activations to int8 (kernels/int8_dot.h, packed_products_use_int8): half a step of
 // amax/127 a value, which moves the test models' logits by ~3%; the tolerance allows about
 // 2.4x that.
 inline constexpr double kInt8ActivationTolerance = 7e-2;
+// The same rows of x quantized to int8 the same way, multiplied by different kernels (the
+// few-row one, AMX tiles: kernels/amx_int8.h), which sum the same block products in
+// another f32 order (measured 2.6e-7 of the logits' scale on the batched-decode test model).
+inline constexpr double kInt8SameRowsTolerance = 1e-5;
 
 // The tolerance for a model's logits on `type` weights, n tokens at once, against the f32
 // path on the same stored weights: `exact` where every product keeps x in f32. (An expert

@@ -5,6 +5,7 @@
 #endif
 
 #include "core/error.h"
+#include "kernels/q4_nibbles.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/row_blocks.h"
 #include "kernels/vec_math.h"
@@ -58,25 +59,6 @@ inline __m512i dot_u8s8(__m512i acc, __m512i w, __m512i x) {
 #else
   return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1)));
 #endif
-}
-
-// 32 q4 bytes (two blocks) as 64 unsigned values in block order: [block 0 values 0-15,
-// block 0 values 16-31, block 1 values 0-15, block 1 values 16-31].
-inline __m512i unpack_two_blocks(const uint8_t* p) {
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), low4 = _mm256_set1_epi8(0x0F);
-  const __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-  // lo is [b0 lo, b1 lo] and hi [b0 hi, b1 hi] in 128-bit halves; one shuffle interleaves
-  // them (the generic builtin: GCC 12's _mm512_inserti64x4 and _mm512_shuffle_i64x2 warn).
-  return __m512i(__builtin_shufflevector(__v4di(lo), __v4di(hi), 0, 1, 4, 5, 2, 3, 6, 7));
-}
-
-// One q4 block as 32 unsigned values in the low half, zeros above.
-inline __m512i unpack_one_block(const uint8_t* p) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), low4 = _mm_set1_epi8(0x0F);
-  const __m128i lo = _mm_and_si128(raw, low4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);
-  // (Generic builtins again: GCC 12's _mm512_zextsi256_si512 warns as the inserts do.)
-  const __v4di both = __builtin_shufflevector(__v2di(lo), __v2di(hi), 0, 1, 2, 3), zero = {0, 0, 0, 0};
-  return __m512i(__builtin_shufflevector(both, zero, 0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 #endif
@@ -142,7 +124,7 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
       if constexpr (WT == WeightType::q4) {
         const uint8_t* w = W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2;
         if (two) _mm_prefetch(reinterpret_cast<const char*>(w) + kWeightPrefetchBytes, _MM_HINT_T0);
-        return two ? unpack_two_blocks(w) : unpack_one_block(w);
+        return two ? unpack_two_q4_blocks(w) : unpack_one_q4_block(w);
       } else {
         const int8_t* w = W.q.data() + (j + i) * K + b * kQ4Block;
         if (two) _mm_prefetch(reinterpret_cast<const char*>(w) + kWeightPrefetchBytes, _MM_HINT_T0);

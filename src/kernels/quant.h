@@ -18,7 +18,9 @@
 // BF16 through oneDNN) on the bf16 weights as stored or on q8_0 widened to bf16 a band at
 // a time; where the CPU lacks bf16 they widen row panels of W to f32 and use the f32 GEMM.
 // q4 products of a few rows quantize x to int8 and use integer dot products
-// (kernels/int8_dot.h); many rows take the bf16 GEMM as q8_0 does.
+// (kernels/int8_dot.h); many rows take the bf16 GEMM as q8_0 does. On a CPU with AMX-INT8,
+// q8_0 and q4 products of more than a few rows keep x in int8 too and run on AMX tiles
+// (kernels/amx_int8.h): every row count then has the same arithmetic.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -72,12 +74,16 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
 
 // Whether packed_linear with M rows of x rounds x and W to bf16 and runs the bf16 GEMM
 // (f32 accumulation): bf16, q8_0 and q4 weights, more than 8 rows, a CPU with AVX-512 BF16 or
-// AMX under oneDNN. That product is then exact for bf16(x) and bf16(W) up to the f32 sums.
+// AMX under oneDNN, and for q8_0 and q4 no AMX-INT8. That product is then exact for bf16(x)
+// and bf16(W) up to the f32 sums.
 bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M);
 bool packed_products_use_bf16(WeightType type, int64_t M);  // the same, by weight type
 // Whether it quantizes x to int8 (kernels/int8_dot.h): up to 8 rows, q4 weights, and q8_0
-// weights where the CPU has AVX-512 VNNI.
+// weights where the CPU has AVX-512 VNNI; any number of rows of either on AMX-INT8.
 bool packed_products_use_int8(WeightType type, int64_t M);
+// Whether those int8 products run on AMX tiles (kernels/amx_int8.h): q8_0 from 5 rows and q4
+// from 7 (below, the few-row kernel is as fast), a CPU with AMX-INT8.
+bool packed_products_use_amx(WeightType type, int64_t M);
 
 // out[i] = x[i] rounded to bf16 (nearest even; raw bits), for i < n.
 void round_to_bf16(const float* x, int64_t n, uint16_t* out);

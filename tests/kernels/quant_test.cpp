@@ -65,9 +65,9 @@ TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
         p.unpack_rows(0, N, stored.data());
         // Many rows on a bf16 CPU: the product of x and W rounded to bf16, summed in f32.
         const bool bf16_gemm = packed_linear_uses_bf16(p, M);
-        EXPECT_EQ(bf16_gemm, t != WeightType::f32 && M > 8 && gemm_bf16_available());
+        EXPECT_EQ(bf16_gemm, t != WeightType::f32 && M > 8 && gemm_bf16_available() && !packed_products_use_int8(t, M));
         std::vector<float> xr(x.data(), x.data() + x.numel());
-        if (packed_products_use_int8(t, M)) {  // q8_0 with VNNI: x as its int8 blocks (kernels/int8_dot.h)
+        if (packed_products_use_int8(t, M)) {  // q8_0 with VNNI or AMX: x as its int8 blocks (kernels/int8_dot.h)
           Int8Rows q;
           quantize_rows_int8(x.data(), M, ldx, K, q, t);
           for (int64_t m = 0; m < M; ++m)

@@ -1,0 +1,221 @@
+#include "kernels/amx_int8.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "kernels/q4_nibbles.h"
+#include "kernels/quant_blocks.h"
+#include "kernels/row_blocks.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__) && defined(__AVX512BW__)
+#define MOEPP_AMX_INT8 1
+#include <immintrin.h>
+#else
+#define MOEPP_AMX_INT8 0
+#endif
+
+namespace moepp {
+
+void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, TileRows& out) {
+  MOEPP_CHECK(K % kQ8Block == 0, "quantize_rows_for_tiles: ", K, " columns, not a multiple of ", kQ8Block);
+  constexpr int64_t G = TileRows::kGroup;
+  const int64_t blocks = K / kQ8Block, groups = (M + G - 1) / G;
+  out.rows = M;
+  out.cols = K;
+  out.tiles.assign(size_t(groups * blocks * TileRows::kTileBytes), 0);
+  out.scales.assign(size_t(groups * blocks * G), 0.0f);
+  // A prompt's rows are worth both threads; a decode step's few are not worth waking them.
+  const int64_t min_parallel = M * K >= (int64_t(1) << 16) ? 2 : M + 1;
+  parallel_for(
+      M,
+      [&](int64_t m) {
+        const int64_t g = m / G, lane = m % G;
+        int8_t q[kQ8Block];
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int64_t tile = g * blocks + b;
+          // Quantized exactly as quantize_rows_int8 quantizes a row: a row's products do
+          // not depend on which kernel, or which batch, it went through.
+          out.scales[size_t(tile * G + lane)] = encode_q8_0_block(x + m * ldx + b * kQ8Block, q);
+          int8_t* t = out.tiles.data() + tile * TileRows::kTileBytes + 4 * lane;
+          for (int r = 0; r < 8; ++r) std::memcpy(t + 64 * r, q + 4 * r, 4);
+        }
+      },
+      min_parallel);
+}
+
+bool amx_int8_available() {
+#if MOEPP_AMX_INT8
+  // Linux hands out the tile registers' state (8 KB a thread) only to a process that asks.
+  static const bool granted = [] {
+    constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+    constexpr long kTileData = 18;               // XFEATURE_XTILEDATA
+    return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+  }();
+  return granted;
+#else
+  return false;
+#endif
+}
+
+#if MOEPP_AMX_INT8
+namespace {
+
+constexpr int64_t kBand = 16;  // weight rows per tile
+
+// The 64-byte tile configuration (palette 1): rows and bytes per row of each tile.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0 and 1: 16 weight rows x one block; 2 and 3: one block of 16 rows of x; 4 to 7:
+// 16 x 16 int32 sums (two pairs, used in turn). Set on every call: other code on this thread (oneDNN) sets its own.
+void configure_tiles() {
+  TileConfig c;
+  for (int t : {0, 1}) c.rows[t] = kBand, c.bytes_per_row[t] = kQ8Block;
+  for (int t : {2, 3}) c.rows[t] = 8, c.bytes_per_row[t] = 64;
+  for (int t : {4, 5, 6, 7}) c.rows[t] = kBand, c.bytes_per_row[t] = 64;
+  _tile_loadconfig(&c);
+}
+
+// y[m, j + i] (+)= the products of every row m of x with weight rows i < n of a band of 16
+// (int8 values wq, row stride ldw bytes; scales ws [16, blocks]; rows past n are zeros).
+void band_product(const TileRows& x, const int8_t* wq, int64_t ldw, const float* ws, int64_t n, int64_t j, float* y,
+                  int64_t ldy, bool accumulate, bool prefetch) {
+  constexpr int64_t G = TileRows::kGroup;
+  const int64_t blocks = x.cols / kQ8Block, groups = (x.rows + G - 1) / G;
+  alignas(64) int32_t sums[4][kBand][G];
+  alignas(64) float result[kBand][G];
+  for (int64_t g = 0; g < groups; ++g) {
+    const int8_t* xt = x.tiles.data() + g * blocks * TileRows::kTileBytes;
+    const float* dx = x.scales.data() + g * blocks * G;
+    __m512 acc[kBand];
+#pragma GCC unroll 16
+    for (int i = 0; i < kBand; ++i) acc[i] = _mm512_setzero_ps();
+    // acc[i] (lanes: rows of x) += the sums of block b times dx * dw.
+    const auto scale_in = [&](const int32_t (*s)[G], int64_t b) {
+      const __m512 dxb = _mm512_loadu_ps(dx + b * G);
+#pragma GCC unroll 16
+      for (int i = 0; i < kBand; ++i) {
+        const __m512 d = _mm512_mul_ps(dxb, _mm512_set1_ps(ws[i * blocks + b]));
+        acc[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), _mm512_load_si512(s[i])), d, acc[i]);
+      }
+    };
+    const bool fetch = prefetch && g == 0;  // later groups find the band in cache
+    // Blocks b and b + 1 into sums[2 * slot] and sums[2 * slot + 1], on tiles 4, 5 (slot 0)
+    // or 6, 7 (slot 1): the tile multiplies of one pair run while the previous pair is
+    // scaled (tiles have no renaming; alternating them lets the two overlap).
+    const auto multiply_pair = [&](int64_t b, int slot) {
+      if (fetch)
+#pragma GCC unroll 16
+        for (int i = 0; i < kBand; ++i)
+          _mm_prefetch(reinterpret_cast<const char*>(wq + i * ldw + b * kQ8Block) + kWeightPrefetchBytes, _MM_HINT_T0);
+      _tile_loadd(0, wq + b * kQ8Block, ldw);
+      _tile_loadd(1, wq + (b + 1) * kQ8Block, ldw);
+      _tile_loadd(2, xt + b * TileRows::kTileBytes, 64);
+      _tile_loadd(3, xt + (b + 1) * TileRows::kTileBytes, 64);
+      if (slot == 0) {
+        _tile_zero(4);
+        _tile_zero(5);
+        _tile_dpbssd(4, 0, 2);
+        _tile_dpbssd(5, 1, 3);
+        _tile_stored(4, sums[0], 64);
+        _tile_stored(5, sums[1], 64);
+      } else {
+        _tile_zero(6);
+        _tile_zero(7);
+        _tile_dpbssd(6, 0, 2);
+        _tile_dpbssd(7, 1, 3);
+        _tile_stored(6, sums[2], 64);
+        _tile_stored(7, sums[3], 64);
+      }
+    };
+    const int64_t pairs = blocks / 2;
+    for (int64_t p = 0; p < pairs; ++p) {
+      multiply_pair(2 * p, int(p & 1));
+      if (p > 0) {
+        const int prev = int((p - 1) & 1);
+        scale_in(sums[2 * prev], 2 * (p - 1));
+        scale_in(sums[2 * prev + 1], 2 * (p - 1) + 1);
+      }
+    }
+    if (pairs > 0) {
+      const int last = int((pairs - 1) & 1);
+      scale_in(sums[2 * last], 2 * (pairs - 1));
+      scale_in(sums[2 * last + 1], 2 * (pairs - 1) + 1);
+    }
+    const int64_t b = 2 * pairs;
+    if (b < blocks) {  // an odd last block
+      _tile_zero(4);
+      _tile_loadd(0, wq + b * kQ8Block, ldw);
+      _tile_loadd(2, xt + b * TileRows::kTileBytes, 64);
+      _tile_dpbssd(4, 0, 2);
+      _tile_stored(4, sums[0], 64);
+      scale_in(sums[0], b);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < kBand; ++i) _mm512_store_ps(result[i], acc[i]);
+    const int64_t m0 = g * G, rows = std::min(G, x.rows - m0);
+    for (int64_t m = 0; m < rows; ++m) {
+      float* dst = y + (m0 + m) * ldy + j;
+      for (int64_t i = 0; i < n; ++i) dst[i] = accumulate ? dst[i] + result[i][m] : result[i][m];
+    }
+  }
+}
+
+// Weight row r of a q4 or q8_0 matrix as int8 values (q, without q4's offset) into out [cols].
+void widen_row(const PackedMatrix& W, int64_t r, int8_t* out) {
+  const int64_t K = W.cols;
+  if (W.type == WeightType::q8_0) {
+    std::memcpy(out, W.q.data() + r * K, size_t(K));
+    return;
+  }
+  const uint8_t* p = W.nibbles.data() + r * K / 2;
+  const __m512i eight = _mm512_set1_epi8(8);
+  int64_t k = 0;
+  for (; k + 2 * kQ4Block <= K; k += 2 * kQ4Block)
+    _mm512_storeu_si512(out + k, _mm512_sub_epi8(unpack_two_q4_blocks(p + k / 2), eight));
+  if (k < K) _mm512_mask_storeu_epi8(out + k, __mmask64(0xFFFFFFFF), _mm512_sub_epi8(unpack_one_q4_block(p + k / 2), eight));
+}
+
+}  // namespace
+#endif
+
+void amx_int8_linear(const TileRows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                     bool accumulate) {
+  MOEPP_CHECK((W.type == WeightType::q8_0 || W.type == WeightType::q4) && x.cols == W.cols && amx_int8_available(),
+              "amx_int8_linear: ", x.rows, " rows of ", x.cols, " against a ", weight_type_name(W.type), " [", W.rows,
+              ", ", W.cols, "]", amx_int8_available() ? "" : " without AMX");
+#if MOEPP_AMX_INT8
+  const int64_t K = W.cols, blocks = K / kQ8Block;
+  thread_local std::vector<int8_t> band;  // q4 rows widened, or a last partial band padded
+  thread_local std::vector<float> band_scales;
+  configure_tiles();
+  for (int64_t j = j0; j < j1; j += kBand) {
+    const int64_t n = std::min(kBand, j1 - j);
+    const float* ws = W.scales.data() + j * blocks;
+    if (W.type == WeightType::q8_0 && n == kBand) {  // used in place
+      band_product(x, W.q.data() + j * K, K, ws, n, j, y, ldy, accumulate, true);
+      continue;
+    }
+    band.resize(size_t(kBand * K));
+    band_scales.assign(size_t(kBand * blocks), 0.0f);
+    for (int64_t i = 0; i < n; ++i) widen_row(W, j + i, band.data() + i * K);
+    std::fill(band.begin() + n * K, band.end(), int8_t(0));
+    std::copy(ws, ws + n * blocks, band_scales.begin());
+    band_product(x, band.data(), K, band_scales.data(), n, j, y, ldy, accumulate, false);
+  }
+  _tile_release();
+#else
+  (void)j0, (void)j1, (void)y, (void)ldy, (void)accumulate;
+#endif
+}
+
+}  // namespace moepp

@@ -1,0 +1,138 @@
+// AMX int8 products (kernels/amx_int8.h): the tile layout of quantized x against the
+// library's int8 quantization (exact), and the products on q8_0 and q4 weights against a
+// naive double implementation of the same quantized arithmetic (integer block sums exact,
+// the scales applied in double), for row counts below, at and past a tile of 16, weight
+// rows past a band of 16, odd block counts, strides and accumulation; each row's result
+// bit for bit the same whatever rows share its call (batch invariance). Skipped where the
+// CPU or the kernel offers no AMX-INT8.
+#include "kernels/amx_int8.h"
+
+#include <cmath>
+
+#include "kernels/int8_dot.h"
+#include "test_util.h"
+
+using namespace moepp;
+using namespace moepp::test;
+
+namespace {
+
+// The stored integer of weight i of a q4 or q8_0 matrix, by the layout's definition
+// (docs/quantization.md).
+int64_t stored_code(const PackedMatrix& p, int64_t i) {
+  if (p.type == WeightType::q8_0) return p.q[size_t(i)];
+  const uint8_t byte = p.nibbles[size_t(i / 32 * 16 + i % 16)];
+  return int64_t(i % 32 < 16 ? (byte & 0x0F) : (byte >> 4)) - 8;
+}
+
+void amx_product(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p, float* y, int64_t ldy, bool acc) {
+  TileRows t;
+  quantize_rows_for_tiles(x, M, ldx, p.cols, t);
+  // In two calls with a split that is not a band boundary: a call's range may start anywhere.
+  const int64_t split = std::min<int64_t>(p.rows, 21);
+  amx_int8_linear(t, p, 0, split, y, ldy, acc);
+  amx_int8_linear(t, p, split, p.rows, y, ldy, acc);
+}
+
+}  // namespace
+
+TEST(AmxInt8, TilesHoldTheInt8QuantizationOfEachRow) {
+  Rng rng(31);
+  const int64_t M = 19, K = 96, ldx = 101;
+  auto x = random_tensor<float>({M, ldx}, rng, 2.0);
+  for (int64_t k = 32; k < 64; ++k) x[3 * ldx + k] = 0;  // a zero block
+  TileRows t;
+  quantize_rows_for_tiles(x.data(), M, ldx, K, t);
+  Int8Rows q;
+  quantize_rows_int8(x.data(), M, ldx, K, q, WeightType::q8_0);
+  const int64_t blocks = K / 32, groups = 2;
+  ASSERT_EQ(t.rows, M);
+  ASSERT_EQ(t.tiles.size(), size_t(groups * blocks * 512));
+  ASSERT_EQ(t.scales.size(), size_t(groups * blocks * 16));
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t lane = 0; lane < 16; ++lane) {
+        const int64_t m = g * 16 + lane;
+        const float d = t.scales[size_t((g * blocks + b) * 16 + lane)];
+        EXPECT_EQ(d, m < M ? q.scales[size_t(m * blocks + b)] : 0.0f) << m << " " << b;
+        for (int64_t r = 0; r < 8; ++r)
+          for (int64_t i = 0; i < 4; ++i) {
+            const int8_t v = t.tiles[size_t((g * blocks + b) * 512 + r * 64 + 4 * lane + i)];
+            EXPECT_EQ(v, m < M ? q.q[size_t(m * K + b * 32 + 4 * r + i)] : 0) << m << " " << b << " " << r << " " << i;
+          }
+      }
+  EXPECT_EQ(t.scales[size_t((0 * blocks + 1) * 16 + 3)], 0.0f);
+}
+
+TEST(AmxInt8, ProductIsTheInt8ArithmeticAndBatchInvariant) {
+  if (!amx_int8_available()) GTEST_SKIP() << "no AMX-INT8 on this CPU or kernel";
+  Rng rng(32);
+  for (WeightType type : {WeightType::q4, WeightType::q8_0})
+    for (int64_t K : {32, 96, 160, 1024})
+      for (int64_t N : {16, 37}) {
+        const int64_t Mmax = 40, ldx = K + 3, ldy = N + 5;
+        auto w = random_tensor<float>({N, K}, rng);
+        auto x = random_tensor<float>({Mmax, ldx}, rng);
+        const auto p = PackedMatrix::pack(w.data(), N, K, type);
+        std::vector<float> alone(size_t(Mmax * ldy));  // each row multiplied on its own
+        for (int64_t m = 0; m < Mmax; ++m) amx_product(x.data() + m * ldx, 1, ldx, p, alone.data() + m * ldy, ldy, false);
+        for (int64_t M : {1, 5, 16, 17, 40})
+          for (bool acc : {false, true}) {
+            auto y = random_tensor<float>({M, ldy}, rng);
+            std::vector<float> got(y.data(), y.data() + y.numel());
+            amx_product(x.data(), M, ldx, p, got.data(), ldy, acc);
+            Int8Rows q;
+            quantize_rows_int8(x.data(), M, ldx, K, q, type);
+            double worst = 0;
+            for (int64_t m = 0; m < M; ++m)
+              for (int64_t j = 0; j < ldy; ++j) {
+                if (j >= N) {
+                  EXPECT_EQ(got[m * ldy + j], y[m * ldy + j]) << "padding of y is left alone";
+                  continue;
+                }
+                double want = 0, magnitude = 0;
+                for (int64_t b = 0; b < K / 32; ++b) {
+                  int64_t isum = 0, iabs = 0;  // exact
+                  for (int64_t i = 0; i < 32; ++i) {
+                    const int64_t product = int64_t(q.q[size_t(m * K + b * 32 + i)]) * stored_code(p, j * K + b * 32 + i);
+                    isum += product;
+                    iabs += std::abs(product);
+                  }
+                  const double scale = double(q.scales[size_t(m * K / 32 + b)]) * p.scales[size_t(j * K / 32 + b)];
+                  want += scale * double(isum);
+                  magnitude += std::fabs(scale) * double(iabs);  // bounds the rounding of any summation order
+                }
+                const double base = acc ? double(y[m * ldy + j]) : 0.0;
+                worst = std::max(worst, std::fabs(got[m * ldy + j] - base - want) / (1e-30 + magnitude + std::fabs(base)));
+                if (!acc) {
+                  EXPECT_EQ(got[m * ldy + j], alone[size_t(m * ldy + j)]) << "row " << m << " of " << M;
+                }
+              }
+            EXPECT_LT(worst, 1e-5) << weight_type_name(type) << " K " << K << " N " << N << " M " << M << " acc " << acc;
+          }
+      }
+}
+
+// packed_linear hands q8_0 products of 5 rows and more, and q4 ones of 7 and more, to the
+// tiles where it can: the same results as the kernel called directly.
+TEST(AmxInt8, PackedLinearUsesTheTilesFromAFewRows) {
+  if (!amx_int8_available()) GTEST_SKIP() << "no AMX-INT8 on this CPU or kernel";
+  Rng rng(33);
+  const int64_t N = 40, K = 128;
+  auto w = random_tensor<float>({N, K}, rng);
+  for (WeightType type : {WeightType::q4, WeightType::q8_0}) {
+    const auto p = PackedMatrix::pack(w.data(), N, K, type);
+    for (int64_t M : {4, 5, 6, 7, 9, 64}) {
+      auto x = random_tensor<float>({M, K}, rng);
+      const bool tiles = packed_products_use_amx(type, M);
+      EXPECT_EQ(tiles, M >= (type == WeightType::q4 ? 7 : 5)) << weight_type_name(type) << " M " << M;
+      EXPECT_TRUE(packed_products_use_int8(type, M));
+      EXPECT_FALSE(packed_linear_uses_bf16(p, M));
+      if (!tiles) continue;
+      std::vector<float> got(size_t(M * N)), want(size_t(M * N));
+      packed_linear(x.data(), M, K, p, got.data(), N);
+      amx_product(x.data(), M, K, p, want.data(), N, false);
+      EXPECT_EQ(got, want) << weight_type_name(type) << " M " << M;
+    }
+  }
+}
