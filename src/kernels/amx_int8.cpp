@@ -1,13 +1,11 @@
 #include "kernels/amx_int8.h"
 
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/amx_tiles.h"
 #include "kernels/q4_nibbles.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/row_blocks.h"
@@ -48,35 +46,15 @@ void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, 
       min_parallel);
 }
 
-bool amx_int8_available() {
-#if MOEPP_AMX_INT8
-  // Linux hands out the tile registers' state (8 KB a thread) only to a process that asks.
-  static const bool granted = [] {
-    constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
-    constexpr long kTileData = 18;               // XFEATURE_XTILEDATA
-    return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
-  }();
-  return granted;
-#else
-  return false;
-#endif
-}
+bool amx_int8_available() { return MOEPP_AMX_INT8 && amx_tiles_granted(); }
 
 #if MOEPP_AMX_INT8
 namespace {
 
 constexpr int64_t kBand = 16;  // weight rows per tile
 
-// The 64-byte tile configuration (palette 1): rows and bytes per row of each tile.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
-
 // Tiles 0 and 1: 16 weight rows x one block; 2 and 3: one block of 16 rows of x; 4 to 7:
-// 16 x 16 int32 sums (two pairs, used in turn). Set on every call: other code on this thread (oneDNN) sets its own.
+// 16 x 16 int32 sums (two pairs, used in turn).
 void configure_tiles() {
   TileConfig c;
   for (int t : {0, 1}) c.rows[t] = kBand, c.bytes_per_row[t] = kQ8Block;
