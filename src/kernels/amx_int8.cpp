@@ -63,6 +63,19 @@ void configure_tiles() {
   _tile_loadconfig(&c);
 }
 
+// Sum tiles c0 and c1 = weight tiles 0 and 1 times x tiles 2 and 3, stored to first and
+// second. (The tile intrinsics paste their tile numbers into the assembly, so the numbers
+// must be literals: a macro, where a template parameter would not do.)
+#define MOEPP_MULTIPLY_ON_TILES(c0, c1, first, second) \
+  do {                                                 \
+    _tile_zero(c0);                                    \
+    _tile_zero(c1);                                    \
+    _tile_dpbssd(c0, 0, 2);                            \
+    _tile_dpbssd(c1, 1, 3);                            \
+    _tile_stored(c0, first, 64);                       \
+    _tile_stored(c1, second, 64);                      \
+  } while (0)
+
 // y[m, j + i] (+)= the products of every row m of x with weight rows i < n of a band of 16
 // (int8 values wq, row stride ldw bytes; scales ws [16, blocks]; rows past n are zeros).
 void band_product(const TileRows& x, const int8_t* wq, int64_t ldw, const float* ws, int64_t n, int64_t j, float* y,
@@ -99,21 +112,8 @@ void band_product(const TileRows& x, const int8_t* wq, int64_t ldw, const float*
       _tile_loadd(1, wq + (b + 1) * kQ8Block, ldw);
       _tile_loadd(2, xt + b * TileRows::kTileBytes, 64);
       _tile_loadd(3, xt + (b + 1) * TileRows::kTileBytes, 64);
-      if (slot == 0) {
-        _tile_zero(4);
-        _tile_zero(5);
-        _tile_dpbssd(4, 0, 2);
-        _tile_dpbssd(5, 1, 3);
-        _tile_stored(4, sums[0], 64);
-        _tile_stored(5, sums[1], 64);
-      } else {
-        _tile_zero(6);
-        _tile_zero(7);
-        _tile_dpbssd(6, 0, 2);
-        _tile_dpbssd(7, 1, 3);
-        _tile_stored(6, sums[2], 64);
-        _tile_stored(7, sums[3], 64);
-      }
+      if (slot == 0) MOEPP_MULTIPLY_ON_TILES(4, 5, sums[0], sums[1]);
+      else MOEPP_MULTIPLY_ON_TILES(6, 7, sums[2], sums[3]);
     };
     const int64_t pairs = blocks / 2;
     for (int64_t p = 0; p < pairs; ++p) {

@@ -10,23 +10,13 @@
 
 #include "core/dtype.h"
 #include "kernels/gemm.h"
+#include "int8_reference.h"
 #include "test_util.h"
 
 using namespace moepp;
 using namespace moepp::test;
 
 namespace {
-
-// The stored value of weight i of a q4 matrix, decoded from the bytes by the layout's
-// definition (docs/quantization.md), not by the library.
-double q4_code(const PackedMatrix& p, int64_t i) {
-  const int64_t block = i / 32, pos = i % 32;
-  const uint8_t byte = p.nibbles[size_t(block * 16 + pos % 16)];
-  return double(pos < 16 ? (byte & 0x0F) : (byte >> 4)) - 8;
-}
-
-// The stored integer of weight i of a q4 or q8_0 matrix.
-double stored_code(const PackedMatrix& p, int64_t i) { return p.type == WeightType::q4 ? q4_code(p, i) : p.q[size_t(i)]; }
 
 // The few-row int8 product on `type` weights: the kernel this CPU runs (packed_linear's
 // for up to 4 rows; from 5 on AMX takes over where the CPU has it: amx_int8_test), or the
@@ -137,32 +127,7 @@ TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
         int8_product(x.data(), M, ldx, p, got.data(), ldy, acc, portable);
         Int8Rows q;
         quantize_rows_int8(x.data(), M, ldx, K, q, type);
-        double worst = 0;
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t j = 0; j < ldy; ++j) {
-            if (j >= N) {
-              EXPECT_EQ(got[m * ldy + j], y[m * ldy + j]) << "padding of y is left alone";
-              continue;
-            }
-            double want = 0, magnitude = 0;
-            for (int64_t b = 0; b < K / 32; ++b) {
-              int64_t isum = 0, iabs = 0;  // exact
-              for (int64_t i = 0; i < 32; ++i) {
-                const int64_t product =
-                    int64_t(q.q[size_t(m * K + b * 32 + i)]) * int64_t(stored_code(p, j * K + b * 32 + i));
-                isum += product;
-                iabs += std::abs(product);
-              }
-              const double scale = double(q.scales[size_t(m * K / 32 + b)]) * p.scales[size_t(j * K / 32 + b)];
-              want += scale * double(isum);
-              magnitude += std::fabs(scale) * double(iabs);  // bounds the rounding of any summation order
-            }
-            const double base = acc ? double(y[m * ldy + j]) : 0.0;
-            worst = std::max(worst, std::fabs(got[m * ldy + j] - base - want) / (1e-30 + magnitude + std::fabs(base)));
-            if (!acc) {
-              EXPECT_EQ(got[m * ldy + j], alone[size_t(m * ldy + j)]) << "row " << m << " of " << M;
-            }
-          }
+        const double worst = int8_product_error(q, p, got.data(), y.data(), alone.data(), M, ldy, acc);
         EXPECT_LT(worst, 1e-5) << (portable ? "portable " : "") << weight_type_name(type) << " K " << K << " M " << M
                                << " acc " << acc;
       }
