@@ -50,7 +50,6 @@ double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-
 // Median GFLOP/s of C[M,N] = A[M,K] W[N,K]^T in f32 and bf16 (0 where bf16 is unavailable).
 void print_gemm_rate(const std::vector<double>& mnk) {
   if (mnk.size() != 3) throw Error("--gemm-rate takes M,N,K");

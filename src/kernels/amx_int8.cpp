@@ -25,8 +25,12 @@ void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, 
   const int64_t blocks = K / kQ8Block, groups = (M + G - 1) / G;
   out.rows = M;
   out.cols = K;
-  out.tiles.assign(size_t(groups * blocks * TileRows::kTileBytes), 0);
-  out.scales.assign(size_t(groups * blocks * G), 0.0f);
+  out.tiles.resize(size_t(groups * blocks * TileRows::kTileBytes));
+  out.scales.resize(size_t(groups * blocks * G));
+  if (M % G) {  // rows past M in the last group are zeros; every other byte is written below
+    std::fill(out.tiles.begin() + (groups - 1) * blocks * TileRows::kTileBytes, out.tiles.end(), int8_t(0));
+    std::fill(out.scales.begin() + (groups - 1) * blocks * G, out.scales.end(), 0.0f);
+  }
   // A prompt's rows are worth both threads; a decode step's few are not worth waking them.
   const int64_t min_parallel = M * K >= (int64_t(1) << 16) ? 2 : M + 1;
   parallel_for(
@@ -184,11 +188,14 @@ void amx_int8_linear(const TileRows& x, const PackedMatrix& W, int64_t j0, int64
       continue;
     }
     band.resize(size_t(kBand * K));
-    band_scales.assign(size_t(kBand * blocks), 0.0f);
     for (int64_t i = 0; i < n; ++i) widen_row(W, j + i, band.data() + i * K);
-    std::fill(band.begin() + n * K, band.end(), int8_t(0));
-    std::copy(ws, ws + n * blocks, band_scales.begin());
-    band_product(x, band.data(), K, band_scales.data(), n, j, y, ldy, accumulate, false);
+    if (n < kBand) {  // a partial last band: zero rows, and zero scales where W has none
+      std::fill(band.begin() + n * K, band.end(), int8_t(0));
+      band_scales.assign(size_t(kBand * blocks), 0.0f);
+      std::copy(ws, ws + n * blocks, band_scales.begin());
+      ws = band_scales.data();
+    }
+    band_product(x, band.data(), K, ws, n, j, y, ldy, accumulate, false);
   }
   _tile_release();
 #else

@@ -198,7 +198,6 @@ constexpr int64_t kMaxDecodeRows = 8;  // up to this many rows of x use the regi
 // time first) 6 rows 0.146 against 0.145, 7 rows 0.147 against 0.163.
 constexpr int64_t min_amx_rows(WeightType type) { return type == WeightType::q4 ? 7 : 5; }
 
-
 // out[m * J + i] = x[m, :] . W[j + i, :] for m < M, i < J; bf16 and q8_0 only. J weight
 // rows at once, so that each x vector loaded feeds J FMAs: with one weight row, re-reading
 // x (kilobytes a row, from L1/L2) bounded the kernel at a few FMAs a cycle. M and J are

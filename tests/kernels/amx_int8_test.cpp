@@ -7,8 +7,6 @@
 // CPU or the kernel offers no AMX-INT8.
 #include "kernels/amx_int8.h"
 
-#include <cmath>
-
 #include "int8_reference.h"
 #include "test_util.h"
 
