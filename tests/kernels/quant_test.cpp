@@ -55,7 +55,7 @@ TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
   for (WeightType t : {WeightType::f32, WeightType::bf16, WeightType::q8_0}) {
     for (int64_t K : {64, 70, 160}) {
       if (t == WeightType::q8_0 && K % 32) continue;
-      for (int64_t M : {1, 3, 8, 9, 40}) {
+      for (int64_t M : {1, 3, 8, 9, 16, 17, 40}) {  // 17 and 40: the bf16 GEMM's rows padded to 16s
         const int64_t N = 37, ldx = K + 3, ldy = N + 5;
         auto w = random_tensor<float>({N, K}, rng);
         auto x = random_tensor<float>({M, ldx}, rng);
