@@ -53,65 +53,177 @@ void values_tile(const T* S, int64_t M, int64_t kb, const T* V, int64_t width, T
 }
 
 #if defined(__AVX512F__)
-// Four queries by 16 keys in registers: per step of d, one load of Kt and four broadcasts
-// feed four FMAs (the generic loop above loads and stores S for every FMA).
-template <>
-void scores_tile<float>(const float* Q, int64_t hd, int64_t M, const float* Kt, float* S) {
-  int64_t m = 0;
-  for (; m + 4 <= M; m += 4)
-    for (int64_t j = 0; j < kKeyBlock; j += 16) {
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      const float* q = Q + m * hd;
-      for (int64_t d = 0; d < hd; ++d) {
-        const __m512 kt = _mm512_loadu_ps(Kt + d * kKeyBlock + j);
-        a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), kt, a0);
-        a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[hd + d]), kt, a1);
-        a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[2 * hd + d]), kt, a2);
-        a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[3 * hd + d]), kt, a3);
+// f32 runs on AVX-512 hold the scores transposed, St[j][m] for key j of the block and query
+// m, 16 queries to a vector (Mp = 16 * MV columns, the queries past M zero). The keys are
+// then read as the cache stores them: each element of a key row is broadcast against 16
+// queries, where the layout above needs the block's keys transposed (a strided scalar
+// copy, a third of the run's time). The online softmax runs down the columns, 16 queries'
+// maxima and sums at a time, and the causal mask is a compare per key and vector.
+
+// St[j][:] = K[j] . Qt for j < kb: KJ keys by MV query vectors in registers.
+template <int MV>
+void transposed_scores(const float* Qt, int64_t hd, const float* K, int64_t ldk, int64_t kb, float* St) {
+  constexpr int KJ = MV >= 3 ? 4 : 8;
+  constexpr int64_t Mp = 16 * MV;
+  int64_t j = 0;
+  for (; j + KJ <= kb; j += KJ) {
+    __m512 acc[KJ][MV];
+    for (int u = 0; u < KJ; ++u)
+      for (int c = 0; c < MV; ++c) acc[u][c] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < hd; ++d) {
+      __m512 qv[MV];
+      for (int c = 0; c < MV; ++c) qv[c] = _mm512_loadu_ps(Qt + d * Mp + 16 * c);
+      for (int u = 0; u < KJ; ++u) {
+        const __m512 kd = _mm512_set1_ps(K[(j + u) * ldk + d]);
+        for (int c = 0; c < MV; ++c) acc[u][c] = _mm512_fmadd_ps(kd, qv[c], acc[u][c]);
       }
-      _mm512_storeu_ps(S + m * kKeyBlock + j, a0);
-      _mm512_storeu_ps(S + (m + 1) * kKeyBlock + j, a1);
-      _mm512_storeu_ps(S + (m + 2) * kKeyBlock + j, a2);
-      _mm512_storeu_ps(S + (m + 3) * kKeyBlock + j, a3);
     }
-  for (; m < M; ++m)
-    for (int64_t j = 0; j < kKeyBlock; j += 16) {
-      __m512 a = _mm512_setzero_ps();
-      for (int64_t d = 0; d < hd; ++d)
-        a = _mm512_fmadd_ps(_mm512_set1_ps(Q[m * hd + d]), _mm512_loadu_ps(Kt + d * kKeyBlock + j), a);
-      _mm512_storeu_ps(S + m * kKeyBlock + j, a);
+    for (int u = 0; u < KJ; ++u)
+      for (int c = 0; c < MV; ++c) _mm512_storeu_ps(St + (j + u) * Mp + 16 * c, acc[u][c]);
+  }
+  for (; j < kb; ++j) {
+    __m512 acc[MV];
+    for (int c = 0; c < MV; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < hd; ++d) {
+      const __m512 kd = _mm512_set1_ps(K[j * ldk + d]);
+      for (int c = 0; c < MV; ++c) acc[c] = _mm512_fmadd_ps(kd, _mm512_loadu_ps(Qt + d * Mp + 16 * c), acc[c]);
     }
+    for (int c = 0; c < MV; ++c) _mm512_storeu_ps(St + j * Mp + 16 * c, acc[c]);
+  }
 }
 
-// Two queries by up to 64 columns of O in registers (width a multiple of 16, padded).
-template <>
-void values_tile<float>(const float* S, int64_t M, int64_t kb, const float* V, int64_t width, float* O) {
-  for (int64_t c = 0; c < width; c += 64) {
-    const int64_t lanes = std::min<int64_t>(4, (width - c) / 16);
-    int64_t m = 0;
-    for (; m < M; m += 2) {
-      const bool two = m + 1 < M;
-      __m512 o0[4], o1[4];
-      for (int64_t l = 0; l < lanes; ++l) {
-        o0[l] = _mm512_loadu_ps(O + m * width + c + 16 * l);
-        o1[l] = two ? _mm512_loadu_ps(O + (m + 1) * width + c + 16 * l) : _mm512_setzero_ps();
+// O[m][c0 : c0 + 16 L] += sum_{j < kb} St[j][m] V[j][c0 : ...] for all Mp rows of O: four
+// queries by L vectors of columns in registers.
+template <int L>
+void transposed_values(const float* St, int64_t Mp, int64_t kb, const float* V, int64_t ldv, int64_t c0, float* O,
+                       int64_t width) {
+  for (int64_t m = 0; m < Mp; m += 4) {
+    __m512 acc[4][L];
+    for (int u = 0; u < 4; ++u)
+      for (int l = 0; l < L; ++l) acc[u][l] = _mm512_loadu_ps(O + (m + u) * width + c0 + 16 * l);
+    for (int64_t j = 0; j < kb; ++j) {
+      __m512 vv[L];
+      for (int l = 0; l < L; ++l) vv[l] = _mm512_loadu_ps(V + j * ldv + c0 + 16 * l);
+      for (int u = 0; u < 4; ++u) {
+        const __m512 p = _mm512_set1_ps(St[j * Mp + m + u]);
+        for (int l = 0; l < L; ++l) acc[u][l] = _mm512_fmadd_ps(p, vv[l], acc[u][l]);
       }
+    }
+    for (int u = 0; u < 4; ++u)
+      for (int l = 0; l < L; ++l) _mm512_storeu_ps(O + (m + u) * width + c0 + 16 * l, acc[u][l]);
+  }
+}
+
+// rows of n elements, `ld` apart, as f32 rows `width` long (zero past n).
+template <typename KV>
+void widen_rows(const KV* x, int64_t ld, int64_t rows, int64_t n, int64_t width, float* out) {
+  for (int64_t j = 0; j < rows; ++j) {
+    float* o = out + j * width;
+    for (int64_t d = 0; d < n; ++d) o[d] = widen(x[j * ld + d]);
+    std::fill(o + n, o + width, 0.0f);
+  }
+}
+
+template <int MV, typename KV>
+void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int64_t G, int64_t hd, const KV* k,
+                           const KV* v, int64_t kv_stride, int64_t first_context, float scale, float* out) {
+  constexpr int64_t Mp = 16 * MV;
+  const int64_t M = rows * G, width = (hd + 15) / 16 * 16;
+  // f32 histories are read in place; bf16 ones (and values whose rows are not whole
+  // vectors) are widened a block at a time.
+  constexpr bool f32_history = std::is_same_v<KV, float>;
+  const bool values_in_place = f32_history && width == hd;
+  thread_local std::vector<float> scratch;
+  scratch.resize(size_t(hd * Mp + kKeyBlock * Mp + Mp * width + (f32_history ? 0 : kKeyBlock * hd) +
+                        (values_in_place ? 0 : kKeyBlock * width) + 2 * Mp));
+  float* Qt = scratch.data();
+  float* St = Qt + hd * Mp;
+  float* O = St + kKeyBlock * Mp;
+  float* Kw = O + Mp * width;
+  float* Vw = Kw + (f32_history ? 0 : kKeyBlock * hd);
+  float* rescale = Vw + (values_in_place ? 0 : kKeyBlock * width);
+  float* inverse = rescale + Mp;
+  std::fill(O, O + Mp * width, 0.0f);
+  std::fill(Qt, Qt + hd * Mp, 0.0f);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t d = 0; d < hd; ++d) Qt[d * Mp + i * G + g] = q[i * row_stride + g * hd + d] * scale;
+  // Query m sees keys [0, seen[m]); the padding queries see the first row's keys (finite
+  // scores; their results are dropped).
+  alignas(64) int32_t seen[Mp];
+  for (int64_t m = 0; m < Mp; ++m) seen[m] = int32_t(first_context + (m < M ? m / G : 0));
+  __m512 running_max[MV], running_sum[MV];
+  for (int c = 0; c < MV; ++c) {
+    running_max[c] = _mm512_set1_ps(-INFINITY);
+    running_sum[c] = _mm512_setzero_ps();
+  }
+  constexpr __mmask16 all = 0xFFFF;
+  const int64_t keys = first_context + rows - 1;  // what the last row sees
+  for (int64_t j0 = 0; j0 < keys; j0 += kKeyBlock) {
+    const int64_t kb = std::min(kKeyBlock, keys - j0);
+    const float* K = nullptr;
+    int64_t ldk = kv_stride;
+    if constexpr (f32_history) {
+      K = k + j0 * kv_stride;
+    } else {
+      widen_rows(k + j0 * kv_stride, kv_stride, kb, hd, hd, Kw);
+      K = Kw;
+      ldk = hd;
+    }
+    transposed_scores<MV>(Qt, hd, K, ldk, kb, St);
+    const bool masked = j0 + kb > first_context;  // the block reaches past the first row's keys
+    for (int c = 0; c < MV; ++c) {
+      const __m512i limit = _mm512_loadu_si512(seen + 16 * c);
+      auto visible = [&](int64_t j) {
+        return masked ? _mm512_cmpgt_epi32_mask(limit, _mm512_set1_epi32(int32_t(j0 + j))) : all;
+      };
+      __m512 block_max = _mm512_set1_ps(-INFINITY);
+      for (int64_t j = 0; j < kb; ++j)
+        block_max = _mm512_mask_max_ps(block_max, visible(j), block_max, _mm512_loadu_ps(St + j * Mp + 16 * c));
+      const __m512 new_max = _mm512_maskz_max_ps(all, running_max[c], block_max);
+      // exp16 clamps its argument: -inf (a first block) gives ~1e-38 times a zero sum.
+      const __m512 r = exp16(_mm512_sub_ps(running_max[c], new_max));
+      __m512 sum = _mm512_setzero_ps();
       for (int64_t j = 0; j < kb; ++j) {
-        const __m512 p0 = _mm512_set1_ps(S[m * kKeyBlock + j]);
-        const __m512 p1 = _mm512_set1_ps(two ? S[(m + 1) * kKeyBlock + j] : 0.0f);
-        const float* vj = V + j * width + c;
-        for (int64_t l = 0; l < lanes; ++l) {
-          const __m512 vv = _mm512_loadu_ps(vj + 16 * l);
-          o0[l] = _mm512_fmadd_ps(p0, vv, o0[l]);
-          o1[l] = _mm512_fmadd_ps(p1, vv, o1[l]);
-        }
+        const __m512 p = _mm512_maskz_mov_ps(visible(j), exp16(_mm512_sub_ps(_mm512_loadu_ps(St + j * Mp + 16 * c), new_max)));
+        _mm512_storeu_ps(St + j * Mp + 16 * c, p);
+        sum = _mm512_add_ps(sum, p);
       }
-      for (int64_t l = 0; l < lanes; ++l) {
-        _mm512_storeu_ps(O + m * width + c + 16 * l, o0[l]);
-        if (two) _mm512_storeu_ps(O + (m + 1) * width + c + 16 * l, o1[l]);
+      running_sum[c] = _mm512_fmadd_ps(running_sum[c], r, sum);
+      running_max[c] = new_max;
+      _mm512_storeu_ps(rescale + 16 * c, r);
+    }
+    if (j0 > 0)  // O is zero before the first block
+      for (int64_t m = 0; m < Mp; ++m)
+        if (rescale[m] != 1.0f) {
+          const __m512 r = _mm512_set1_ps(rescale[m]);
+          for (int64_t d = 0; d < width; d += 16)
+            _mm512_storeu_ps(O + m * width + d, _mm512_mul_ps(r, _mm512_loadu_ps(O + m * width + d)));
+        }
+    const float* V = Vw;
+    int64_t ldv = width;
+    if constexpr (f32_history) {
+      if (values_in_place) {
+        V = v + j0 * kv_stride;
+        ldv = kv_stride;
+      }
+    }
+    if (V == Vw) widen_rows(v + j0 * kv_stride, kv_stride, kb, hd, width, Vw);
+    for (int64_t c0 = 0; c0 < width; c0 += 64) {
+      switch (std::min<int64_t>(4, (width - c0) / 16)) {
+        case 1: transposed_values<1>(St, Mp, kb, V, ldv, c0, O, width); break;
+        case 2: transposed_values<2>(St, Mp, kb, V, ldv, c0, O, width); break;
+        case 3: transposed_values<3>(St, Mp, kb, V, ldv, c0, O, width); break;
+        default: transposed_values<4>(St, Mp, kb, V, ldv, c0, O, width); break;
       }
     }
   }
+  for (int c = 0; c < MV; ++c) _mm512_storeu_ps(inverse + 16 * c, _mm512_div_ps(_mm512_set1_ps(1.0f), running_sum[c]));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t m = i * G + g;
+      for (int64_t d = 0; d < hd; ++d) out[i * row_stride + g * hd + d] = O[m * width + d] * inverse[m];
+    }
 }
 #endif
 
@@ -123,6 +235,17 @@ void attend_run(const T* q, int64_t row_stride, int64_t rows, int64_t G, int64_t
   const int64_t M = rows * G;
   MOEPP_CHECK(M <= kRunBlockQueries && first_context >= 1, "attend_run: ", rows, " rows x ", G,
               " heads from context ", first_context);
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    static_assert(kRunBlockQueries == 64, "attend_run_transposed is instantiated for 1 to 4 vectors of queries");
+    switch ((M + 15) / 16) {
+      case 1: return attend_run_transposed<1>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out);
+      case 2: return attend_run_transposed<2>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out);
+      case 3: return attend_run_transposed<3>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out);
+      default: return attend_run_transposed<4>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out);
+    }
+  }
+#endif
   // Value and output rows padded to 16 lanes so the tiles need no ragged tail.
   const int64_t width = (hd + 15) / 16 * 16;
   thread_local std::vector<T> scratch;
