@@ -199,13 +199,6 @@ constexpr int64_t kMaxDecodeRows = 8;  // up to this many rows of x use the regi
 // time first) 6 rows 0.146 against 0.145, 7 rows 0.147 against 0.163.
 constexpr int64_t min_amx_rows(WeightType type) { return type == WeightType::q4 ? 7 : 5; }
 
-// Rows the bf16 GEMM is given for M rows of x: M padded to whole AMX tiles of 16 rows.
-// oneDNN 2.6's AMX kernel runs most other row counts slower, some several times slower
-// (the fused up projection, 5632 x 1024: 106 rows 4.7 ms, 112 rows 1.1 ms), and an
-// expert's row count is whatever the router gives it. The padding also bounds the kernels
-// a first prompt JIT-compiles. Few rows (<= 16) are bound by reading W and run as they are.
-int64_t bf16_gemm_rows(int64_t M) { return M <= 16 ? M : (M + 15) / 16 * 16; }
-
 // out[m * J + i] = x[m, :] . W[j + i, :] for m < M, i < J; bf16 and q8_0 only. J weight
 // rows at once, so that each x vector loaded feeds J FMAs: with one weight row, re-reading
 // x (kilobytes a row, from L1/L2) bounded the kernel at a few FMAs a cycle. M and J are
@@ -338,11 +331,8 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
   }
   const float beta = accumulate ? 1.0f : 0.0f;
   if (packed_linear_uses_bf16(W, M)) {
-    // Many rows on a CPU that multiplies bf16 (AMX, AVX-512 BF16): x rounded to bf16 once,
-    // the bf16 GEMM on the bf16 weights as stored or on q8_0 / q4 rounded to bf16 a band at
-    // a time (a band stays in L2 for the GEMM). The rows are padded with zeros to whole
-    // tiles (bf16_gemm_rows): oneDNN runs other row counts up to 4x slower, and an expert's
-    // row count is arbitrary.
+    // Many rows on a CPU that multiplies bf16 (AMX, AVX-512 BF16): x rounded to bf16 once
+    // (its rows padded to tiles), then the bf16 GEMM.
     const int64_t Mp = bf16_gemm_rows(M);
     thread_local UninitVector<uint16_t> x_buffer;
     thread_local UninitVector<float> y_buffer;
@@ -350,37 +340,20 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     uint16_t* xb = x_buffer.data();
     parallel_for(M, [&](int64_t m) { round_to_bf16(x + m * ldx, K, xb + m * K); });
     std::fill(xb + M * K, xb + Mp * K, uint16_t(0));
+    if (Mp == M) return packed_linear_bf16_rows(xb, M, W, beta, y, ldy);
     // Padded rows of the product land in a scratch, and the real ones are copied out.
-    float* out = y;
-    int64_t ldo = ldy;
-    float out_beta = beta;
-    if (Mp != M) {
-      y_buffer.resize(size_t(Mp * N));
-      out = y_buffer.data();
-      ldo = N;
-      out_beta = 0.0f;
-    }
-    if (W.type == WeightType::bf16) {
-      gemm_bf16_nt(Mp, N, K, xb, K, W.bf16.data(), K, out_beta, out, ldo);
-    } else {
-      const int64_t band = std::max<int64_t>(16, std::min<int64_t>(N, (int64_t(1) << 19) / K));
-      std::vector<uint16_t> wb(size_t(band * K));
-      for (int64_t r0 = 0; r0 < N; r0 += band) {
-        const int64_t n = std::min(band, N - r0);
-        W.unpack_rows_bf16(r0, n, wb.data());
-        gemm_bf16_nt(Mp, n, K, xb, K, wb.data(), K, out_beta, out + r0, ldo);
+    y_buffer.resize(size_t(Mp * N));
+    const float* padded = y_buffer.data();
+    packed_linear_bf16_rows(xb, Mp, W, 0.0f, y_buffer.data(), N);
+    parallel_for(M, [&](int64_t m) {
+      const float* from = padded + m * N;
+      float* to = y + m * ldy;
+      if (accumulate) {
+        for (int64_t j = 0; j < N; ++j) to[j] += from[j];
+      } else {
+        std::copy(from, from + N, to);
       }
-    }
-    if (out != y)
-      parallel_for(M, [&](int64_t m) {
-        const float* from = out + m * N;
-        float* to = y + m * ldy;
-        if (accumulate) {
-          for (int64_t j = 0; j < N; ++j) to[j] += from[j];
-        } else {
-          std::copy(from, from + N, to);
-        }
-      });
+    });
     return;
   }
   // Many rows elsewhere: widen a panel of W to f32 (a few MB, stays in cache) and use the
@@ -391,6 +364,30 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     const int64_t n = std::min(panel, N - r0);
     W.unpack_rows(r0, n, buf.data());
     gemm<float>(Trans::N, Trans::T, M, n, K, 1.0f, x, ldx, buf.data(), K, beta, y + r0, ldy);
+  }
+}
+
+// Rows the bf16 GEMM is given for M rows of x: M padded to whole AMX tiles of 16 rows.
+// oneDNN 2.6's AMX kernel runs most other row counts slower, some several times slower
+// (the fused up projection, 5632 x 1024: 106 rows 4.7 ms, 112 rows 1.1 ms), and an
+// expert's row count is whatever the router gives it. The padding also bounds the kernels
+// a first prompt JIT-compiles. Few rows (<= 16) are bound by reading W and run as they are.
+int64_t bf16_gemm_rows(int64_t M) { return M <= 16 ? M : (M + 15) / 16 * 16; }
+
+void packed_linear_bf16_rows(const uint16_t* xb, int64_t rows, const PackedMatrix& W, float beta, float* y,
+                             int64_t ldy) {
+  const int64_t N = W.rows, K = W.cols;
+  if (W.type == WeightType::bf16) return gemm_bf16_nt(rows, N, K, xb, K, W.bf16.data(), K, beta, y, ldy);
+  MOEPP_CHECK(W.type != WeightType::f32, "packed_linear_bf16_rows: f32 weights have no bf16 product");
+  // q8_0 / q4 rounded to bf16 a band at a time (a band stays in L2 for the GEMM).
+  const int64_t band = std::max<int64_t>(16, std::min<int64_t>(N, (int64_t(1) << 19) / K));
+  thread_local UninitVector<uint16_t> w_buffer;
+  w_buffer.resize(size_t(band * K));
+  uint16_t* wb = w_buffer.data();
+  for (int64_t r0 = 0; r0 < N; r0 += band) {
+    const int64_t n = std::min(band, N - r0);
+    W.unpack_rows_bf16(r0, n, wb);
+    gemm_bf16_nt(rows, n, K, xb, K, wb, K, beta, y + r0, ldy);
   }
 }
 

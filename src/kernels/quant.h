@@ -88,4 +88,13 @@ bool packed_products_use_amx(WeightType type, int64_t M);
 // out[i] = x[i] rounded to bf16 (nearest even; raw bits), for i < n.
 void round_to_bf16(const float* x, int64_t n, uint16_t* out);
 
+// The bf16 GEMM's side of packed_linear, for callers that keep x in bf16 themselves (an FFN
+// expert's hidden rows, rounded as SwiGLU writes them). It takes x's M rows as
+// bf16_gemm_rows(M): from 17 rows, M padded to whole AMX tiles of 16 rows.
+int64_t bf16_gemm_rows(int64_t M);
+// y[m, :] = xb[m, :] W^T (+ beta y) for m < rows, xb rounded to bf16 with row stride W.cols;
+// rows as bf16_gemm_rows gives them (y has that many rows). W bf16 as stored, q8_0/q4
+// rounded to bf16 a band at a time. Needs gemm_bf16_available().
+void packed_linear_bf16_rows(const uint16_t* xb, int64_t rows, const PackedMatrix& W, float beta, float* y, int64_t ldy);
+
 }  // namespace moepp

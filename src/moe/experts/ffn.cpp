@@ -1,13 +1,54 @@
 #include "moe/experts/ffn.h"
 
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
+#include "core/parallel.h"
+#include "core/uninit_vector.h"
 #include "kernels/gemm.h"
 #include "kernels/linear.h"
+#include "kernels/quant.h"
 #include "kernels/swiglu.h"
 
 namespace moepp {
+
+namespace {
+
+// A packed expert whose products run on the bf16 GEMM: x rounded to bf16 with its rows
+// padded to tiles (bf16_gemm_rows), the up projection into this thread's scratch, SwiGLU
+// written straight as bf16 rows (what packed_linear would round them to), and only the M
+// real rows of the down projection copied out. The same arithmetic as linear, swiglu_forward
+// and linear, without copying the up projection's padded output out and the hidden rows in.
+void expert_forward_bf16(const PackedMatrix& up, const PackedMatrix& down, const float* x, int64_t M, float* o) {
+  const int64_t D = up.cols, I = down.cols, Mp = bf16_gemm_rows(M);
+  thread_local UninitVector<uint16_t> x_buffer, h_buffer;
+  thread_local UninitVector<float> u_buffer, o_buffer;
+  x_buffer.resize(size_t(Mp * D));
+  u_buffer.resize(size_t(Mp * 2 * I));
+  h_buffer.resize(size_t(Mp * I));
+  // Named through pointers: inside the workers the thread_locals' names are their own.
+  uint16_t* xb = x_buffer.data();
+  uint16_t* hb = h_buffer.data();
+  const float* u = u_buffer.data();
+  parallel_for(M, [&](int64_t m) { round_to_bf16(x + m * D, D, xb + m * D); });
+  std::fill(xb + M * D, xb + Mp * D, uint16_t(0));
+  packed_linear_bf16_rows(xb, Mp, up, 0.0f, u_buffer.data(), 2 * I);
+  parallel_for(M, [&](int64_t m) {
+    thread_local UninitVector<float> row;
+    row.resize(size_t(I));
+    swiglu_forward(u + m * 2 * I, row.data(), 1, I);
+    round_to_bf16(row.data(), I, hb + m * I);
+  });
+  std::fill(hb + M * I, hb + Mp * I, uint16_t(0));
+  if (Mp == M) return packed_linear_bf16_rows(hb, M, down, 0.0f, o, D);
+  o_buffer.resize(size_t(Mp * D));
+  packed_linear_bf16_rows(hb, Mp, down, 0.0f, o_buffer.data(), D);
+  std::copy(o_buffer.data(), o_buffer.data() + M * D, o);
+}
+
+}  // namespace
 
 template <typename T>
 void ffn_experts_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const DispatchPlan& plan,
@@ -21,6 +62,13 @@ void ffn_experts_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const Dis
     for (int e = 0; e < cfg.num_ffn; ++e) {
       const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
       if (M == 0) continue;
+      if constexpr (std::is_same_v<T, float>) {
+        const PackedMatrix& up = *w.up[size_t(e)].packed;
+        if (packed_products_use_bf16(up.type, M)) {
+          expert_forward_bf16(up, *w.down[size_t(e)].packed, c.x.data() + r0 * D, M, c.o.data() + r0 * D);
+          continue;
+        }
+      }
       linear(w.up[size_t(e)], c.x.data() + r0 * D, M, D, c.u.data() + r0 * 2 * I, 2 * I);
       swiglu_forward(c.u.data() + r0 * 2 * I, c.h.data() + r0 * I, M, I);
       linear(w.down[size_t(e)], c.h.data() + r0 * I, M, I, c.o.data() + r0 * D, D);

@@ -23,7 +23,9 @@ struct FfnCache {
 };
 
 // Expects cache.x filled (gather_ffn_rows); fills u, h, o. Dense experts run as grouped
-// GEMMs; packed ones as one packed product per expert (each weight read once).
+// GEMMs; packed ones as one packed product per expert (each weight read once). A packed
+// expert with rows enough for the bf16 GEMM fills its rows of o only: its intermediates
+// stay in scratch (packed weights are never trained, so nothing reads u and h back).
 template <typename T>
 void ffn_experts_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const DispatchPlan& plan,
                          FfnCache<T>& cache);
