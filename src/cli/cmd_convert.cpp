@@ -75,7 +75,7 @@ void convert_quantized(const std::string& in, const std::string& out, WeightType
   nlohmann::json j = cfg.to_json();
   j["quantization_config"] = {{"quant_method", "moepp_" + type_name}, {"bits", type == WeightType::q4 ? 4 : 8},
                               {"group_size", 32},
-                              {"scale_dtype", "float32"}, {"layout", "docs/quantization.md"},
+                              {"scale_dtype", "float16"}, {"layout", "docs/quantization.md"},
                               {"not_quantized", "norms, routers, gate maps, constant experts, rows not a multiple of 32"}};
   write_file_atomic(out + "/config.json", j.dump(2) + "\n");
   std::fprintf(stderr, "convert: %s -> %s (%zu tensors, %s: %.1f MB of packed weights)\n", in.c_str(), out.c_str(),

@@ -5,17 +5,17 @@
 namespace moepp {
 
 void add_q8_0_items(std::vector<SafetensorsWriteItem>& items, const std::string& name, int64_t rows, int64_t cols,
-                    const int8_t* q, const float* scales) {
+                    const int8_t* q, const uint16_t* scales) {
   MOEPP_CHECK(cols % kQ8FileBlock == 0, "q8_0: ", name, " has ", cols, " columns, not a multiple of ", kQ8FileBlock);
   items.push_back({name, DType::i8, {rows, cols}, q});
-  items.push_back({name + kQ8ScalesSuffix, DType::f32, {rows, cols / kQ8FileBlock}, scales});
+  items.push_back({name + kQ8ScalesSuffix, DType::f16, {rows, cols / kQ8FileBlock}, scales});
 }
 
 void add_q4_items(std::vector<SafetensorsWriteItem>& items, const std::string& name, int64_t rows, int64_t cols,
-                  const uint8_t* nibbles, const float* scales) {
+                  const uint8_t* nibbles, const uint16_t* scales) {
   MOEPP_CHECK(cols % kQ8FileBlock == 0, "q4: ", name, " has ", cols, " columns, not a multiple of ", kQ8FileBlock);
   items.push_back({name, DType::u8, {rows, cols / 2}, nibbles});
-  items.push_back({name + kQ4ScalesSuffix, DType::f32, {rows, cols / kQ8FileBlock}, scales});
+  items.push_back({name + kQ4ScalesSuffix, DType::f16, {rows, cols / kQ8FileBlock}, scales});
 }
 
 void apply_q8_0_scales(const std::string& file, const std::string& name, const Tensor<float>& scales,

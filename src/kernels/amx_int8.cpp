@@ -182,19 +182,23 @@ void amx_int8_linear(const TileRows& x, const PackedMatrix& W, int64_t j0, int64
   configure_tiles();
   for (int64_t j = j0; j < j1; j += kBand) {
     const int64_t n = std::min(kBand, j1 - j);
-    const float* ws = W.scales.data() + j * blocks;
+    // The band's f16 scales as f32 (zero past a partial last band's rows).
+    band_scales.resize(size_t(kBand * blocks));
+    const uint16_t* hs = W.scales.data() + j * blocks;
+    int64_t i = 0;
+    for (; i + 16 <= n * blocks; i += 16)
+      _mm512_storeu_ps(band_scales.data() + i,
+                       _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hs + i))));
+    for (; i < n * blocks; ++i) band_scales[size_t(i)] = f16_to_f32_fast(hs[i]);
+    std::fill(band_scales.begin() + n * blocks, band_scales.end(), 0.0f);
+    const float* ws = band_scales.data();
     if (W.type == WeightType::q8_0 && n == kBand) {  // used in place
       band_product(x, W.q.data() + j * K, K, ws, n, j, y, ldy, accumulate, true);
       continue;
     }
     band.resize(size_t(kBand * K));
-    for (int64_t i = 0; i < n; ++i) widen_row(W, j + i, band.data() + i * K);
-    if (n < kBand) {  // a partial last band: zero rows, and zero scales where W has none
-      std::fill(band.begin() + n * K, band.end(), int8_t(0));
-      band_scales.assign(size_t(kBand * blocks), 0.0f);
-      std::copy(ws, ws + n * blocks, band_scales.begin());
-      ws = band_scales.data();
-    }
+    for (int64_t r = 0; r < n; ++r) widen_row(W, j + r, band.data() + r * K);
+    if (n < kBand) std::fill(band.begin() + n * K, band.end(), int8_t(0));  // a partial last band: zero rows
     band_product(x, band.data(), K, ws, n, j, y, ldy, accumulate, false);
   }
   _tile_release();

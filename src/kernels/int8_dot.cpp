@@ -137,8 +137,9 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) {
         wv[i] = load_weights(i, b, true);
-        ws[i] = _mm512_maskz_permutexvar_ps(kAll, pair_index,
-                                            _mm512_maskz_loadu_ps(0x3, W.scales.data() + (j + i) * blocks + b));
+        // The two blocks' f16 scales, widened, then spread over their lanes.
+        const __m256i two_scales = _mm256_maskz_loadu_epi16(0x3, W.scales.data() + (j + i) * blocks + b);
+        ws[i] = _mm512_maskz_permutexvar_ps(kAll, pair_index, _mm512_maskz_cvtph_ps(0x3, two_scales));
       }
       multiply(b, ~__mmask64(0), kAll);
     }
@@ -146,7 +147,7 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) {
         wv[i] = load_weights(i, b, false);
-        ws[i] = _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(W.scales[size_t((j + i) * blocks + b)]));
+        ws[i] = _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(W.scale((j + i) * blocks + b)));
       }
       multiply(b, __mmask64(0xFFFFFFFF), 0x00FF);
     }
@@ -163,7 +164,7 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
           const int8_t* xq = x.q.data() + m * K + b * kQ4Block;
           int32_t isum = 0;
           for (int64_t t = 0; t < kQ4Block; ++t) isum += xq[t] * weight_value<WT>(W, j + i, b * kQ4Block + t);
-          sum += W.scales[size_t((j + i) * blocks + b)] * x.scales[size_t(m * blocks + b)] * float(isum);
+          sum += W.scale((j + i) * blocks + b) * x.scales[size_t(m * blocks + b)] * float(isum);
         }
         out[m * J + i] = sum;
       }

@@ -54,6 +54,25 @@ bool weight_type_fits(WeightType type, int64_t cols) {
   }
 }
 
+namespace {
+
+// q8_0 and q4 keep their scales as f16, whose largest value is 65504: a block whose largest
+// weight exceeds 65504 * codes (127 or 8) cannot be stored. Names the first such block.
+void check_scales_fit_f16(const PackedMatrix& p, const float* w, float codes) {
+  const size_t blocks = p.scales.size();
+  for (size_t b = 0; b < blocks; ++b)
+    if ((p.scales[b] & 0x7fff) == 0x7c00) {  // inf
+      float amax = 0;
+      for (int64_t i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::fabs(w[int64_t(b) * kQ8Block + i]));
+      const int64_t per_row = p.cols / kQ8Block;
+      fail("pack: ", weight_type_name(p.type), " stores a block's scale as f16, which holds weights up to ",
+           65504.0f * codes, " in magnitude; row ", int64_t(b) / per_row, ", columns ", int64_t(b) % per_row * kQ8Block,
+           "-", int64_t(b) % per_row * kQ8Block + kQ8Block - 1, " reach ", amax, " (keep such a model f32 or bf16)");
+    }
+}
+
+}  // namespace
+
 PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, WeightType type) {
   MOEPP_CHECK(rows >= 0 && cols > 0, "pack: bad matrix shape [", rows, ", ", cols, "]");
   PackedMatrix p;
@@ -98,8 +117,9 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
       p.q.resize(n);
       p.scales.resize(size_t(blocks));
       parallel_for(blocks, [&](int64_t b) {
-        p.scales[size_t(b)] = encode_q8_0_block(w + b * kQ8Block, p.q.mutable_data() + b * kQ8Block);
+        p.scales[size_t(b)] = f32_to_f16(encode_q8_0_block(w + b * kQ8Block, p.q.mutable_data() + b * kQ8Block, true));
       }, 256);
+      check_scales_fit_f16(p, w, 127);
       break;
     }
     case WeightType::q4: {
@@ -110,8 +130,9 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
       // The weight of largest magnitude becomes -8 exactly; its opposite would be +8 and is
       // stored as 7 (the one value more than half a step off).
       parallel_for(blocks, [&](int64_t b) {
-        p.scales[size_t(b)] = encode_q4_block(w + b * kQ4Block, p.nibbles.mutable_data() + b * kQ4Block / 2);
+        p.scales[size_t(b)] = f32_to_f16(encode_q4_block(w + b * kQ4Block, p.nibbles.mutable_data() + b * kQ4Block / 2));
       }, 256);
+      check_scales_fit_f16(p, w, 8);
       break;
     }
   }
@@ -145,14 +166,14 @@ void PackedMatrix::unpack_rows(int64_t r0, int64_t n, float* out) const {
       // Block by block (cols is a multiple of the block, so rows hold whole blocks).
       const int64_t blocks = n * K / kQ8Block, b0 = off / kQ8Block;
       parallel_for(blocks, [&](int64_t b) {
-        decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, scales[size_t(b0 + b)], out + b * kQ8Block);
+        decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, scale(b0 + b), out + b * kQ8Block);
       }, 2048);
       break;
     }
     case WeightType::q4: {
       const int64_t blocks = n * K / kQ4Block, b0 = off / kQ4Block;
       parallel_for(blocks, [&](int64_t b) {
-        decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, scales[size_t(b0 + b)], out + b * kQ4Block);
+        decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, scale(b0 + b), out + b * kQ4Block);
       }, 2048);
       break;
     }
@@ -178,7 +199,7 @@ void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const 
   const int64_t blocks = n * K / kQ8Block, b0 = r0 * K / kQ8Block;
   parallel_for(blocks, [&](int64_t b) {
     float block[kQ8Block];  // (a q4 block is as long)
-    const float d = scales[size_t(b0 + b)];
+    const float d = scale(b0 + b);
     if (type == WeightType::q4) decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, d, block);
     else decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, d, block);
     round_to_bf16(block, kQ8Block, out + b * kQ8Block);
@@ -186,7 +207,7 @@ void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const 
 }
 
 size_t PackedMatrix::bytes() const {
-  return f32.bytes() + bf16.size() * 2 + q.size() + scales.size() * 4 + nibbles.size();
+  return f32.bytes() + bf16.size() * 2 + q.size() + scales.size() * 2 + nibbles.size();
 }
 
 namespace {
@@ -230,7 +251,7 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
       for (int i = 0; i < J; ++i) {
         const int8_t* q = W.q.data() + (j + i) * K + k;
         _mm_prefetch(reinterpret_cast<const char*>(q + kWeightPrefetchBytes), _MM_HINT_T0);
-        const __m512 scale = _mm512_set1_ps(W.scales[size_t((j + i) * blocks + k / kQ8Block)]);
+        const __m512 scale = _mm512_set1_ps(W.scale((j + i) * blocks + k / kQ8Block));
         w0[i] = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
         w1[i] = _mm512_mul_ps(scale, widen_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))));
       }
@@ -264,7 +285,7 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
     for (int64_t k = 0; k < K; ++k) {
       const size_t e = size_t((j + i) * K + k);
       const float w =
-          W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[e]}) : W.scales[e / kQ8Block] * float(W.q[e]);
+          W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[e]}) : W.scale(int64_t(e) / kQ8Block) * float(W.q[e]);
       for (int m = 0; m < M; ++m) out[m * J + i] += x[m * ldx + k] * w;
     }
   }

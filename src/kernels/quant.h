@@ -2,14 +2,15 @@
 // q4, and the one product inference needs from it, y = x W^T with x in f32.
 //
 // q8_0 (docs/quantization.md): each row is cut into blocks of 32 columns; a block stores
-// 32 int8 values q and one scale d = max|w| / 127, and stands for w ~ d * q. In memory (and
-// in moepp's safetensors) the int8 values of all rows are one [rows, cols] array and the
-// scales one [rows, cols / 32] array, so a row's blocks are contiguous and a file can be
-// used in place. cols must be a multiple of 32.
+// 32 int8 values q and one f16 scale d (max|w| / 127, rounded up to an f16 value), and
+// stands for w ~ d * q; 8.5 bits a weight. In memory (and in moepp's safetensors) the int8
+// values of all rows are one [rows, cols] array and the scales one [rows, cols / 32] array,
+// so a row's blocks are contiguous and a file can be used in place. cols must be a
+// multiple of 32.
 //
-// q4 (docs/quantization.md, kernels/int8_dot.h): blocks of 32 columns with one f32 scale
+// q4 (docs/quantization.md, kernels/int8_dot.h): blocks of 32 columns with one f16 scale
 // d = -(the weight of largest magnitude) / 8 and 4-bit values q in [-8, 7], w ~ d * q;
-// 5 bits a weight. Also cols a multiple of 32.
+// 4.5 bits a weight. Also cols a multiple of 32.
 //
 // packed_linear reads each weight once per call. f32 weights are kept as column panels
 // (kernels/gemm_panels.h) and multiplied by the panel kernel at every row count. For bf16
@@ -26,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/weight_buffer.h"
 #include "kernels/gemm_panels.h"
 
@@ -53,7 +55,7 @@ struct PackedMatrix {
   PanelMatrix f32;                // f32: column panels
   WeightBuffer<uint16_t> bf16;    // bf16: [rows, cols] raw bits
   WeightBuffer<int8_t> q;         // q8_0: [rows, cols]
-  std::vector<float> scales;      // q8_0, q4: [rows, cols / 32]
+  std::vector<uint16_t> scales;   // q8_0, q4: [rows, cols / 32], f16 bits (scale(i) as f32)
   WeightBuffer<uint8_t> nibbles;  // q4: [rows, cols / 2], two values a byte (kernels/int8_dot.h)
   // (bf16, q and nibbles may view a mapped file loaded in place: io/weight_source.h.)
 
@@ -65,6 +67,8 @@ struct PackedMatrix {
   void unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const;
   // Bytes of weight data (what a product reads).
   size_t bytes() const;
+  // Scale i of a q8_0 or q4 matrix (row r's block b is i = r * cols / 32 + b).
+  float scale(int64_t i) const { return f16_to_f32_fast(scales[size_t(i)]); }
 };
 
 // y[m, j] (+)= sum_k x[m, k] * W[j, k] for m < M, j < W.rows; x: [M, W.cols] with row

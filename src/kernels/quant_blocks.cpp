@@ -7,6 +7,7 @@
 #include <immintrin.h>
 #endif
 
+#include "core/dtype.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
@@ -18,20 +19,31 @@ constexpr __mmask16 kAll = 0xFFFF;
 // Nearest integer (ties to even, the default rounding mode) of v * s, as int32 lanes.
 inline __m512i rounded(__m512 v, __m512 s) { return _mm512_maskz_cvtps_epi32(kAll, _mm512_mul_ps(v, s)); }
 #endif
+
+// A block's scale as stored: f32, or the f16 value next to d away from zero, so that no
+// weight's w / d exceeds the code range (rounded to nearest, a small d in f16's subnormal
+// range could come out several percent low and clip the block's largest weights). Beyond
+// f16's range the result is inf, and the packer rejects the matrix.
+float as_scale(float d, bool f16) {
+  if (!f16) return d;
+  uint16_t h = f32_to_f16(d);
+  if (std::fabs(f16_to_f32_fast(h)) < std::fabs(d)) ++h;  // the next magnitude up (sign-magnitude bits)
+  return f16_to_f32_fast(h);
+}
 }  // namespace
 
-float encode_q8_0_block(const float* w, int8_t* q) {
+float encode_q8_0_block(const float* w, int8_t* q, bool f16_scale) {
 #if defined(__AVX512F__)
   const __m512 v0 = _mm512_loadu_ps(w), v1 = _mm512_loadu_ps(w + kHalf);
   const float amax = reduce_max(_mm512_maskz_max_ps(kAll, _mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-  const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+  const float d = as_scale(amax / 127.0f, f16_scale), inv = d > 0 ? 1.0f / d : 0.0f;
   const __m512 s = _mm512_set1_ps(inv);  // |w * inv| <= 127 (+ rounding): saturation never bites
   _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_maskz_cvtsepi32_epi8(kAll, rounded(v0, s)));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(q + kHalf), _mm512_maskz_cvtsepi32_epi8(kAll, rounded(v1, s)));
 #else
   float amax = 0;
   for (int i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(w[i]));
-  const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+  const float d = as_scale(amax / 127.0f, f16_scale), inv = d > 0 ? 1.0f / d : 0.0f;
   for (int i = 0; i < kBlock; ++i) q[i] = int8_t(std::clamp(std::nearbyint(w[i] * inv), -127.0f, 127.0f));
 #endif
   return d;
@@ -46,7 +58,7 @@ float encode_q4_block(const float* w, uint8_t* bytes) {
   const uint32_t at = uint32_t(_mm512_cmp_ps_mask(_mm512_abs_ps(v0), m, _CMP_EQ_OQ)) |
                       uint32_t(_mm512_cmp_ps_mask(_mm512_abs_ps(v1), m, _CMP_EQ_OQ)) << 16;
   const float peak = at ? w[__builtin_ctz(at)] : 0.0f;
-  const float d = peak / -8.0f, inv = d != 0 ? 1.0f / d : 0.0f;
+  const float d = as_scale(peak / -8.0f, true), inv = d != 0 ? 1.0f / d : 0.0f;
   const __m512 s = _mm512_set1_ps(inv);
   const __m512i lo = _mm512_set1_epi32(-8), hi = _mm512_set1_epi32(7), eight = _mm512_set1_epi32(8);
   const auto code = [&](__m512 v) {
@@ -58,7 +70,7 @@ float encode_q4_block(const float* w, uint8_t* bytes) {
   float peak = 0;
   for (int i = 0; i < kBlock; ++i)
     if (std::fabs(w[i]) > std::fabs(peak)) peak = w[i];
-  const float d = peak / -8.0f, inv = d != 0 ? 1.0f / d : 0.0f;
+  const float d = as_scale(peak / -8.0f, true), inv = d != 0 ? 1.0f / d : 0.0f;
   const auto code = [&](int i) { return int(std::clamp(std::nearbyint(w[i] * inv), -8.0f, 7.0f)) + 8; };
   for (int i = 0; i < kHalf; ++i) bytes[i] = uint8_t(code(i) | code(i + kHalf) << 4);
 #endif

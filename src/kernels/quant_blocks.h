@@ -7,11 +7,14 @@
 
 namespace moepp {
 
-// q8_0: d = max|w| / 127, q = round(w / d); writes 32 int8 values, returns d.
-float encode_q8_0_block(const float* w, int8_t* q);
-// q4: d = -(the weight of largest magnitude, the first if two tie) / 8,
+// q8_0: d = max|w| / 127, q = clamp(round(w / d), -127, 127); writes 32 int8 values,
+// returns d. With f16_scale (weights, whose scales are stored as f16) d is first rounded up
+// in magnitude to an f16 value and q computed with it, so d * q is what the stored block means.
+float encode_q8_0_block(const float* w, int8_t* q, bool f16_scale = false);
+// q4: d = -(the weight of largest magnitude, the first if two tie) / 8, rounded up in
+// magnitude to an f16 value,
 // q = clamp(round(w / d), -8, 7); writes 16 bytes (value i + 8 in the low nibble of byte
-// i, value i + 16 + 8 in its high nibble), returns d.
+// i, value i + 16 + 8 in its high nibble), returns d (a value f16 holds exactly).
 float encode_q4_block(const float* w, uint8_t* bytes);
 
 // out[i] = d * q[i] for the block's 32 values.

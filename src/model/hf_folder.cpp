@@ -203,13 +203,18 @@ PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConf
     const Tensor<float> scales = src.read_f32(name + suffix);
     MOEPP_CHECK((scales.shape() == Shape{rows, cols / kQ8FileBlock}), raw->file, ": ", name, suffix, " has shape ",
                 scales.shape().str(), ", expected [", rows, ", ", cols / kQ8FileBlock, "] for ", name);
-    for (int64_t i = 0; i < scales.numel(); ++i)
-      MOEPP_CHECK(std::isfinite(scales[i]), raw->file, ": ", name, suffix, " holds a non-finite scale ", scales[i],
-                  " at row ", i / (cols / kQ8FileBlock), ", block ", i % (cols / kQ8FileBlock));
+    // As f16, as the kernels keep them: exact for F16 files, rounded to nearest for the F32
+    // scales of folders converted before 2026-12-05.
+    out.scales.resize(size_t(scales.numel()));
+    for (int64_t i = 0; i < scales.numel(); ++i) {
+      out.scales[size_t(i)] = f32_to_f16(scales[i]);
+      MOEPP_CHECK(std::isfinite(scales[i]) && (out.scales[size_t(i)] & 0x7fff) != 0x7c00, raw->file, ": ", name, suffix,
+                  " holds a scale ", scales[i], " at row ", i / (cols / kQ8FileBlock), ", block ",
+                  i % (cols / kQ8FileBlock), ", not finite or beyond f16's range");
+    }
     out.type = type;
     out.rows = rows;
     out.cols = cols;
-    out.scales.assign(scales.data(), scales.data() + scales.numel());
     if (keeper) {  // used in place: the file's bytes are the kernels' layout
       if (q8)
         out.q.borrow(reinterpret_cast<const int8_t*>(raw->data), raw->bytes, keeper);

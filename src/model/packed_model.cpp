@@ -16,12 +16,18 @@ bool is_packed_tensor(const std::string& name) {
 
 namespace {
 
-// Packs t as `type` (f32 when q8_0 or q4 cannot hold its rows) and frees it.
-PackedMatrix take(Tensor<float>& t, WeightType type) {
+// Packs t (the tensor `name`) as `type` (f32 when q8_0 or q4 cannot hold its rows) and
+// frees it. A matrix the format refuses is named in the error.
+PackedMatrix take(const std::string& name, Tensor<float>& t, WeightType type) {
   const Shape s = t.shape();
   const int64_t rows = s.rank() == 2 ? s[0] : 1, cols = s.rank() == 2 ? s[1] : s[0];
   if (!weight_type_fits(type, cols)) type = WeightType::f32;
-  PackedMatrix p = PackedMatrix::pack(t.data(), rows, cols, type);
+  PackedMatrix p;
+  try {
+    p = PackedMatrix::pack(t.data(), rows, cols, type);
+  } catch (const Error& e) {
+    fail(name, ": ", e.what());
+  }
   t = Tensor<float>();
   return p;
 }
@@ -79,7 +85,7 @@ std::unique_ptr<PackedModel> PackedModel::build(const ModelConfig& cfg, WeightTy
     fill(name, t);
     MOEPP_CHECK(t.shape() == want && t.allocated(), "packed model: ", name, " was filled with shape ", t.shape().str(),
                 ", expected ", want.str());
-    if (is_packed_tensor(name)) packed.emplace(name, take(t, type));
+    if (is_packed_tensor(name)) packed.emplace(name, take(name, t, type));
   });
   auto get = [&](const std::string& name) {
     auto it = packed.find(name);

@@ -42,7 +42,7 @@ inline Int8Expected int8_expected(const Int8Rows& q, const PackedMatrix& p, int6
       isum += product;
       iabs += std::abs(product);
     }
-    const double scale = double(q.scales[size_t(m * K / 32 + b)]) * p.scales[size_t(j * K / 32 + b)];
+    const double scale = double(q.scales[size_t(m * K / 32 + b)]) * p.scale(j * K / 32 + b);
     e.value += scale * double(isum);
     e.magnitude += std::fabs(scale) * double(iabs);
   }

@@ -39,15 +39,18 @@ TEST(Q4, StoresPeakOverMinus8AndRoundsWithinHalfAStep) {
   const auto p = PackedMatrix::pack(w.data(), R, K, WeightType::q4);
   ASSERT_EQ(p.scales.size(), size_t(R * K / 32));
   ASSERT_EQ(p.nibbles.size(), size_t(R * K / 2));
-  EXPECT_EQ(p.bytes(), size_t(R * K / 2 + R * K / 32 * 4));
+  EXPECT_EQ(p.bytes(), size_t(R * K / 2 + R * K / 32 * 2));
   Tensor<float> back({R, K});
   p.unpack_rows(0, R, back.data());
   for (int64_t b = 0; b < R * K / 32; ++b) {
     double peak = 0;
     for (int64_t i = 0; i < 32; ++i)
       if (std::fabs(double(w[b * 32 + i])) > std::fabs(peak)) peak = w[b * 32 + i];
-    const double d = peak / -8;
-    EXPECT_NEAR(p.scales[size_t(b)], d, 1e-7 * std::fabs(d) + 1e-30) << b;
+    // The stored f16 scale: peak / -8 rounded up in magnitude (within 2^-10 of it).
+    const double exact = peak / -8, d = p.scale(b);
+    EXPECT_EQ(f16_to_f32(f32_to_f16(float(d))), float(d)) << b;
+    EXPECT_GE(std::fabs(d), std::fabs(exact)) << b;
+    EXPECT_LE(std::fabs(d), std::fabs(exact) * (1 + 1.0 / 1024)) << b;
     for (int64_t i = 0; i < 32; ++i) {
       const double x = w[b * 32 + i], code = q4_code(p, b * 32 + i);
       // Nearest of -8..7 steps of d; only a value past 7.5 steps (the peak's opposite side) clamps to 7.
@@ -57,11 +60,11 @@ TEST(Q4, StoresPeakOverMinus8AndRoundsWithinHalfAStep) {
       }
       EXPECT_LE(std::fabs(x - d * code), std::fabs(d) * (step > 7.5 ? 1.0 : 0.5) * (1 + 1e-5)) << b << " " << i;
       // Unpacking is exactly scale * value, from the bytes as the layout defines them.
-      EXPECT_EQ(back[b * 32 + i], p.scales[size_t(b)] * float(code)) << b << " " << i;
+      EXPECT_EQ(back[b * 32 + i], p.scale(b) * float(code)) << b << " " << i;
     }
   }
   EXPECT_EQ(back[2 * K + 40], 0.0f);
-  EXPECT_LT(p.scales[size_t(3 * K / 32)], 0.0f);
+  EXPECT_LT(p.scale(3 * K / 32), 0.0f);
   EXPECT_EQ(back[3 * K + 5], 9.0f);  // the peak is stored exactly (-8 steps of -9/8)
   Tensor<float> part({2, K});
   p.unpack_rows(3, 2, part.data());

@@ -13,11 +13,30 @@
 using namespace moepp;
 using namespace moepp::test;
 
-TEST(Quant, Q8_0StoresScaleMaxOver127AndRoundsWithinHalfAStep) {
+namespace {
+
+// The stored scale of a block whose exact scale is d (max|w| / 127, or the q4 peak / -8): an
+// f16 value (8.5 / 4.5 bits a weight), the nearest one at or above |d| in magnitude, so no
+// weight is clipped. Within one f16 step of d: 2^-10 relative where f16 is normal, its
+// smallest subnormal step (2^-24) below that.
+void expect_f16_scale_at_or_above(float stored, double d, int64_t block) {
+  EXPECT_EQ(f16_to_f32(f32_to_f16(stored)), stored) << "block " << block << ": an f16 value";
+  EXPECT_GE(std::fabs(double(stored)), std::fabs(d)) << "block " << block;
+  EXPECT_LE(std::fabs(double(stored)), std::fabs(d) * (1 + 1.0 / 1024) + std::ldexp(1.0, -24)) << "block " << block;
+  EXPECT_TRUE(d == 0 || std::signbit(stored) == std::signbit(d)) << "block " << block;
+}
+
+}  // namespace
+
+TEST(Quant, Q8_0StoresAnF16ScaleOfMaxOver127AndRoundsWithinHalfAStep) {
   Rng rng(1);
   const int64_t R = 5, K = 96;
   auto w = random_tensor<float>({R, K}, rng, 0.7);
   for (int64_t k = 32; k < 64; ++k) w[2 * K + k] = 0;  // an all-zero block: scale 0, exact zeros
+  // Blocks of tiny weights: scales in f16's subnormal range (1e-6 / 127) and below its
+  // smallest value; rounded up, they still hold every weight within half a step, unclipped.
+  for (int64_t k = 0; k < 32; ++k) w[4 * K + k] *= 1e-6f;
+  for (int64_t k = 32; k < 64; ++k) w[4 * K + k] *= 1e-9f;
   const auto p = PackedMatrix::pack(w.data(), R, K, WeightType::q8_0);
   ASSERT_EQ(p.scales.size(), size_t(R * K / 32));
   Tensor<float> back({R, K});
@@ -25,14 +44,17 @@ TEST(Quant, Q8_0StoresScaleMaxOver127AndRoundsWithinHalfAStep) {
   for (int64_t b = 0; b < R * K / 32; ++b) {
     double amax = 0;
     for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(double(w[b * 32 + i])));
-    EXPECT_NEAR(p.scales[size_t(b)], amax / 127, 1e-7 * amax + 1e-30);
-    for (int64_t i = 0; i < 32; ++i)
-      EXPECT_LE(std::fabs(double(back[b * 32 + i]) - w[b * 32 + i]), amax / 127 / 2 * (1 + 1e-5)) << b << " " << i;
+    const float d = p.scale(b);
+    expect_f16_scale_at_or_above(d, amax / 127, b);
+    for (int64_t i = 0; i < 32; ++i) {
+      EXPECT_LE(std::abs(int(p.q[size_t(b * 32 + i)])), 127);
+      EXPECT_LE(std::fabs(double(back[b * 32 + i]) - w[b * 32 + i]), double(d) / 2 * (1 + 1e-5)) << b << " " << i;
+    }
   }
   EXPECT_EQ(back[2 * K + 40], 0.0f);
-  EXPECT_EQ(p.bytes(), size_t(R * K + R * K / 32 * 4));
+  EXPECT_EQ(p.bytes(), size_t(R * K + R * K / 32 * 2));
   // Unpacking is exactly scale * value, from any first row.
-  for (int64_t i = 0; i < R * K; ++i) EXPECT_EQ(back[i], p.scales[size_t(i / 32)] * float(p.q[size_t(i)])) << i;
+  for (int64_t i = 0; i < R * K; ++i) EXPECT_EQ(back[i], p.scale(i / 32) * float(p.q[size_t(i)])) << i;
   Tensor<float> part({2, K});
   p.unpack_rows(3, 2, part.data());
   for (int64_t i = 0; i < 2 * K; ++i) EXPECT_EQ(part[i], back[3 * K + i]) << i;
@@ -102,6 +124,15 @@ TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
 TEST(Quant, RejectsWhatItCannotStore) {
   std::vector<float> w(40, 1.0f);
   EXPECT_THROW(PackedMatrix::pack(w.data(), 1, 40, WeightType::q8_0), Error);  // 40 % 32 != 0
+  // A block whose scale f16 cannot hold: 65504 * 127 (q8_0) or 65504 * 8 (q4) and beyond.
+  std::vector<float> big(64, 1.0f);
+  big[40] = 1e7f;
+  expect_error_mentioning([&] { PackedMatrix::pack(big.data(), 2, 32, WeightType::q8_0); },
+                          "row 1, columns 0-31 reach 1e+07");
+  PackedMatrix::pack(big.data(), 2, 32, WeightType::bf16);  // bf16 holds it
+  big[40] = 6e5f;
+  PackedMatrix::pack(big.data(), 2, 32, WeightType::q8_0);
+  expect_error_mentioning([&] { PackedMatrix::pack(big.data(), 2, 32, WeightType::q4); }, "holds weights up to 524032");
   w[7] = NAN;
   EXPECT_THROW(PackedMatrix::pack(w.data(), 2, 20, WeightType::bf16), Error);
   EXPECT_THROW(parse_weight_type("q4_0"), Error);

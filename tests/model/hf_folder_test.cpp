@@ -217,6 +217,7 @@ TEST(ConvertCommand, Q8_0FolderRoundTripsThroughThePackedLoader) {
   const SafetensorsFile q(dir + "/q8/model.safetensors");
   EXPECT_EQ(q.entry("model.layers.0.self_attn.q_proj.weight").dtype, DType::i8);
   EXPECT_EQ(q.entry("model.layers.0.self_attn.q_proj.weight.q8_0_scales").shape, (std::vector<int64_t>{32, 1}));
+  EXPECT_EQ(q.entry("model.layers.0.self_attn.q_proj.weight.q8_0_scales").dtype, DType::f16);
   EXPECT_EQ(q.entry("model.layers.0.mlp.moe.gate.wg.weight").dtype, DType::f32);  // routers stay f32
   // Read as a plain f32 model (eval, train): the dequantized weights, close to the originals.
   const LoadedModel back = load_model_folder(dir + "/q8");
@@ -247,6 +248,7 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
   EXPECT_EQ(q.entry(wq).dtype, DType::u8);
   EXPECT_EQ(q.entry(wq).shape, (std::vector<int64_t>{32, 16}));
   EXPECT_EQ(q.entry(wq + ".q4_scales").shape, (std::vector<int64_t>{32, 1}));
+  EXPECT_EQ(q.entry(wq + ".q4_scales").dtype, DType::f16);
   EXPECT_EQ(q.entry("model.layers.0.mlp.moe.gate.wg.weight").dtype, DType::f32);
   EXPECT_NE(read_regular_file(dir + "/q4/config.json", 1 << 20).find("\"quant_method\": \"moepp_q4\""), std::string::npos);
   const LoadedModel back = load_model_folder(dir + "/q4");
@@ -286,7 +288,8 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
   rewrite({32, 1});
   const auto stored = load_packed_model_folder(dir + "/bad", WeightType::q4);
   EXPECT_EQ(stored->layers[0].wq.nibbles.values(), std::vector<uint8_t>(32 * 16, 0x99));
-  EXPECT_EQ(stored->layers[0].wq.scales, std::vector<float>(32, 1.0f));
+  // (Written as F32, as folders converted before 2026-12-05 hold them: read as f16.)
+  EXPECT_EQ(stored->layers[0].wq.scales, std::vector<uint16_t>(32, f32_to_f16(1.0f)));
   rewrite({32, 2});
   expect_error_mentioning([&] { load_packed_model_folder(dir + "/bad", WeightType::q4); },
                           "q_proj.weight.q4_scales has shape [32, 2], expected [32, 1]");
