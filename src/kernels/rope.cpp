@@ -1,5 +1,6 @@
 #include "kernels/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -10,6 +11,46 @@ namespace moepp {
 
 namespace {
 
+// cos and sin of every position's angles, per thread and element type: they depend on the
+// position alone, and training rotated the same positions four times a layer (q, k and
+// their gradients) for every sequence of the batch, computing each pair again in double
+// (1.8% of a training step). Rows cover positions [0, rows); positions at or past
+// kMaxTablePositions are computed as before, unstored.
+constexpr int64_t kMaxTablePositions = int64_t(1) << 16;
+
+template <typename T>
+struct RopeTable {
+  double theta = 0, linear_factor = 0;
+  int64_t half = 0, rows = 0;
+  std::vector<T> cos, sin;  // [rows, half]
+};
+
+template <typename T>
+T angle_cos(double pos, double inv_freq) { return T(std::cos(pos * inv_freq)); }
+template <typename T>
+T angle_sin(double pos, double inv_freq) { return T(std::sin(pos * inv_freq)); }
+
+// The table for cfg and head size 2 * half, extended to cover `rows` positions.
+template <typename T>
+const RopeTable<T>& rope_table(const RopeConfig& cfg, int64_t half, const std::vector<double>& inv_freq, int64_t rows) {
+  thread_local RopeTable<T> table;
+  if (table.theta != cfg.theta || table.linear_factor != cfg.linear_factor || table.half != half) {
+    table = RopeTable<T>{cfg.theta, cfg.linear_factor, half, 0, {}, {}};
+  }
+  if (rows > table.rows) {
+    table.cos.resize(size_t(rows * half));
+    table.sin.resize(size_t(rows * half));
+    for (int64_t p = table.rows; p < rows; ++p)
+      for (int64_t j = 0; j < half; ++j) {
+        const double pos = double(p) / cfg.linear_factor;
+        table.cos[size_t(p * half + j)] = angle_cos<T>(pos, inv_freq[size_t(j)]);
+        table.sin[size_t(p * half + j)] = angle_sin<T>(pos, inv_freq[size_t(j)]);
+      }
+    table.rows = rows;
+  }
+  return table;
+}
+
 // sign = +1 rotates forward, -1 rotates back.
 template <typename T>
 void rotate(T* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t hd,
@@ -19,11 +60,18 @@ void rotate(T* x, const int32_t* positions, int64_t tokens, int64_t heads, int64
   std::vector<double> inv_freq(static_cast<size_t>(half));
   for (int64_t j = 0; j < half; ++j)
     inv_freq[size_t(j)] = std::pow(cfg.theta, -2.0 * double(j) / double(hd));
+  int64_t last = 0;
+  for (int64_t t = 0; t < tokens; ++t) last = std::max<int64_t>(last, positions[t]);
+  const int64_t rows = std::min(last + 1, kMaxTablePositions);
+  // (Named through a reference: inside the workers the thread_local is their own.)
+  const RopeTable<T>& table = rope_table<T>(cfg, half, inv_freq, rows);
   parallel_for(tokens, [&](int64_t t) {
-    const double pos = double(positions[t]) / cfg.linear_factor;
+    const int64_t p = positions[t];
+    const bool stored = p >= 0 && p < table.rows;
+    const double pos = double(p) / cfg.linear_factor;
     for (int64_t j = 0; j < half; ++j) {
-      const double angle = pos * inv_freq[size_t(j)];
-      const T c = T(std::cos(angle)), s = sign * T(std::sin(angle));
+      const T c = stored ? table.cos[size_t(p * half + j)] : angle_cos<T>(pos, inv_freq[size_t(j)]);
+      const T s = sign * (stored ? table.sin[size_t(p * half + j)] : angle_sin<T>(pos, inv_freq[size_t(j)]));
       for (int64_t h = 0; h < heads; ++h) {
         T* row = x + (t * heads + h) * hd;
         const T a = row[j], b = row[j + half];

@@ -28,13 +28,16 @@ void naive_rope(const double* x, const int32_t* pos, double theta, double factor
 TEST(Rope, ForwardMatchesRotateHalfFormulation) {
   Rng rng(1);
   auto x = random_tensor<double>({Tn, H, HD}, rng);
-  std::vector<int32_t> pos = {0, 1, 7, 100, 4095};
-  for (double factor : {1.0, 4.0}) {
-    Tensor<double> y = x.clone(), want({Tn, H, HD});
-    rope_forward(y.data(), pos.data(), Tn, H, HD, RopeConfig{10000.0, factor});
-    naive_rope(x.data(), pos.data(), 10000.0, factor, want.data());
-    EXPECT_LT(rel_error(y, want), 1e-13);
-  }
+  // The angles come from a table of positions kept between calls (grown as positions
+  // grow, rebuilt for another factor; positions past 65535 computed directly): calls with
+  // small, then larger positions, reaching past the table, for two factors.
+  for (const std::vector<int32_t>& pos : {std::vector<int32_t>{0, 1, 7, 100, 4095}, {2, 65535, 65536, 200000, 5000}})
+    for (double factor : {1.0, 4.0}) {
+      Tensor<double> y = x.clone(), want({Tn, H, HD});
+      rope_forward(y.data(), pos.data(), Tn, H, HD, RopeConfig{10000.0, factor});
+      naive_rope(x.data(), pos.data(), 10000.0, factor, want.data());
+      EXPECT_LT(rel_error(y, want), 1e-13) << "factor " << factor << " last position " << pos.back();
+    }
   // position 0 is the identity
   Tensor<double> y = x.clone();
   std::vector<int32_t> zeros(Tn, 0);
