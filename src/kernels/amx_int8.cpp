@@ -186,9 +186,10 @@ void amx_int8_linear(const TileRows& x, const PackedMatrix& W, int64_t j0, int64
     band_scales.resize(size_t(kBand * blocks));
     const uint16_t* hs = W.scales.data() + j * blocks;
     int64_t i = 0;
-    for (; i + 16 <= n * blocks; i += 16)
-      _mm512_storeu_ps(band_scales.data() + i,
-                       _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hs + i))));
+    for (; i + 16 <= n * blocks; i += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hs + i));
+      _mm512_storeu_ps(band_scales.data() + i, _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), h));
+    }
     for (; i < n * blocks; ++i) band_scales[size_t(i)] = f16_to_f32_fast(hs[i]);
     std::fill(band_scales.begin() + n * blocks, band_scales.end(), 0.0f);
     const float* ws = band_scales.data();

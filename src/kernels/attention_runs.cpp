@@ -185,7 +185,8 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
       const __m512 r = exp16(_mm512_sub_ps(running_max[c], new_max));
       __m512 sum = _mm512_setzero_ps();
       for (int64_t j = 0; j < kb; ++j) {
-        const __m512 p = _mm512_maskz_mov_ps(visible(j), exp16(_mm512_sub_ps(_mm512_loadu_ps(St + j * Mp + 16 * c), new_max)));
+        const __m512 s = _mm512_loadu_ps(St + j * Mp + 16 * c);
+        const __m512 p = _mm512_maskz_mov_ps(visible(j), exp16(_mm512_sub_ps(s, new_max)));
         _mm512_storeu_ps(St + j * Mp + 16 * c, p);
         sum = _mm512_add_ps(sum, p);
       }

@@ -1,5 +1,7 @@
 #include "kernels/int8_dot.h"
 
+#include <cstring>
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -137,8 +139,10 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) {
         wv[i] = load_weights(i, b, true);
-        // The two blocks' f16 scales, widened, then spread over their lanes.
-        const __m256i two_scales = _mm256_maskz_loadu_epi16(0x3, W.scales.data() + (j + i) * blocks + b);
+        // The two blocks' f16 scales (one 32-bit load), widened, then spread over their lanes.
+        uint32_t two;
+        std::memcpy(&two, W.scales.data() + (j + i) * blocks + b, sizeof(two));
+        const __m256i two_scales = _mm256_zextsi128_si256(_mm_cvtsi32_si128(int(two)));
         ws[i] = _mm512_maskz_permutexvar_ps(kAll, pair_index, _mm512_maskz_cvtph_ps(0x3, two_scales));
       }
       multiply(b, ~__mmask64(0), kAll);

@@ -127,10 +127,11 @@ PackedMatrix PackedMatrix::pack(const float* w, int64_t rows, int64_t cols, Weig
       const int64_t blocks = n / kQ4Block;
       p.nibbles.resize(n / 2);
       p.scales.resize(size_t(blocks));
-      // The weight of largest magnitude becomes -8 exactly; its opposite would be +8 and is
-      // stored as 7 (the one value more than half a step off).
+      // The weight of largest magnitude becomes -8 (its scale rounded up to an f16 value);
+      // its opposite would be +8 and is stored as 7 (the one value more than half a step off).
       parallel_for(blocks, [&](int64_t b) {
-        p.scales[size_t(b)] = f32_to_f16(encode_q4_block(w + b * kQ4Block, p.nibbles.mutable_data() + b * kQ4Block / 2));
+        const float d = encode_q4_block(w + b * kQ4Block, p.nibbles.mutable_data() + b * kQ4Block / 2);
+        p.scales[size_t(b)] = f32_to_f16(d);
       }, 256);
       check_scales_fit_f16(p, w, 8);
       break;
@@ -220,6 +221,9 @@ constexpr int64_t kMaxDecodeRows = 8;  // up to this many rows of x use the regi
 // time first) 6 rows 0.146 against 0.145, 7 rows 0.147 against 0.163.
 constexpr int64_t min_amx_rows(WeightType type) { return type == WeightType::q4 ? 7 : 5; }
 
+// The largest scratch (floats) a thread keeps between products: 64 MB.
+constexpr size_t kKeptScratchFloats = size_t(16) << 20;
+
 // out[m * J + i] = x[m, :] . W[j + i, :] for m < M, i < J; bf16 and q8_0 only. J weight
 // rows at once, so that each x vector loaded feeds J FMAs: with one weight row, re-reading
 // x (kilobytes a row, from L1/L2) bounded the kernel at a few FMAs a cycle. M and J are
@@ -284,8 +288,8 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
     for (int m = 0; m < M; ++m) out[m * J + i] = 0;
     for (int64_t k = 0; k < K; ++k) {
       const size_t e = size_t((j + i) * K + k);
-      const float w =
-          W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[e]}) : W.scale(int64_t(e) / kQ8Block) * float(W.q[e]);
+      const float w = W.type == WeightType::bf16 ? bf16_to_f32(moepp::bf16{W.bf16[e]})
+                                                 : W.scale(int64_t(e) / kQ8Block) * float(W.q[e]);
       for (int m = 0; m < M; ++m) out[m * J + i] += x[m * ldx + k] * w;
     }
   }
@@ -375,6 +379,9 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
         std::copy(from, from + N, to);
       }
     });
+    // A scratch for many rows of a wide product (all logits of a long prompt: hundreds of
+    // MB) is not kept for the thread's life; an expert's few MB are.
+    if (y_buffer.size() > kKeptScratchFloats) UninitVector<float>().swap(y_buffer);
     return;
   }
   // Many rows elsewhere: widen a panel of W to f32 (a few MB, stays in cache) and use the
