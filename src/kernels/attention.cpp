@@ -109,8 +109,9 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   MOEPP_CHECK(G <= kMaxGroup, "attention: ", G, " query heads per kv head (at most ", kMaxGroup, ")");
   MOEPP_CHECK(!a.keys_bf16 || (std::is_same_v<T, float> && a.values_bf16 && !a.probs),
               "attention: bf16 histories need f32 rows, bf16 values too, and no kept probabilities");
-  // Consecutive rows of one sequence (a prompt chunk: same history, positions one apart)
-  // go through attend_run in blocks when no probabilities are kept; the rest row by row.
+  // Consecutive rows of one sequence (a prompt chunk, a training sequence: same history,
+  // positions one apart) go through attend_run in blocks (keeping probabilities where it
+  // can: attend_run_keeps_probs); the rest row by row.
   struct Task {
     int64_t row, rows, kv_head, cost;
   };
@@ -127,7 +128,7 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   };
   for (int64_t r = 0; r < a.rows;) {
     int64_t end = r + 1;
-    while (!a.probs && end < a.rows && same_history(end)) ++end;
+    while ((!a.probs || attend_run_keeps_probs<T>()) && end < a.rows && same_history(end)) ++end;
     const bool blocked = end - r >= kMinRunRows;
     for (int64_t r0 = r; r0 < end; r0 += blocked ? block_rows : 1) {
       const int64_t n = blocked ? std::min(block_rows, end - r0) : 1;
@@ -150,8 +151,15 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
     const T* qr = q + (r * Hq + kvh * G) * hd;
     T* o = out + (r * Hq + kvh * G) * hd;
     if (task.rows > 1) {
+      // Kept probabilities: each run row's, from this kv head's first query head on.
+      T* group_rows[kRunBlockQueries];
+      RunProbs<T> probs;
+      if (a.probs) {
+        for (int64_t i = 0; i < task.rows; ++i) group_rows[i] = a.probs[r + i] + kvh * G * a.probs_head_stride;
+        probs = {group_rows, a.probs_head_stride, a.probs_length};
+      }
       with_history(r, kvh, [&](const auto* k, const auto* v) {
-        attend_run(qr, Hq * hd, task.rows, G, hd, k, v, a.kv_stride, L, scale, o);
+        attend_run(qr, Hq * hd, task.rows, G, hd, k, v, a.kv_stride, L, scale, o, probs);
       });
       return;
     }

@@ -16,12 +16,24 @@ namespace moepp {
 // Query rows at most this many per call (times G query heads: the rows of one tile).
 constexpr int64_t kRunBlockQueries = 64;
 
+// Where a run also writes its probabilities (training keeps them for the backward): query
+// head g of run row i gets row[i] + g * head_stride, zero-filled up to length.
+template <typename T>
+struct RunProbs {
+  T* const* row = nullptr;
+  int64_t head_stride = 0, length = 0;
+};
+
+// Whether attend_run can write probabilities for T (the AVX-512 f32 runs can).
+template <typename T>
+bool attend_run_keeps_probs();
+
 // Rows i < rows (row i at q + i * row_stride, its G heads hd apart) attend positions
 // 0 .. first_context + i - 1 of one kv head's history (key j at k + j * kv_stride, value j
 // at v + j * kv_stride); out has q's layout. rows * G <= kRunBlockQueries. KV is T, or
-// uint16_t bf16 bits for T = float.
+// uint16_t bf16 bits for T = float. probs: see RunProbs (only where attend_run_keeps_probs).
 template <typename T, typename KV>
 void attend_run(const T* q, int64_t row_stride, int64_t rows, int64_t G, int64_t hd, const KV* k, const KV* v,
-                int64_t kv_stride, int64_t first_context, T scale, T* out);
+                int64_t kv_stride, int64_t first_context, T scale, T* out, const RunProbs<T>& probs = {});
 
 }  // namespace moepp

@@ -82,6 +82,29 @@ TEST(Attention, BackwardMatchesFiniteDifferencesAndF32MatchesF64) {
   EXPECT_LT(rel_error(dvf, dv), 1e-4);
 }
 
+// Training batches long enough that a sequence's keys span two blocks of 128 and its rows
+// several runs: the f32 forward (runs in tiles, probabilities kept, on AVX-512) against the
+// f64 forward (row by row), outputs and the kept probabilities, zeros past each row's
+// position included.
+TEST(Attention, LongSequencesKeepTheirProbabilitiesInRuns) {
+  for (const AttentionShape& s : {AttentionShape{1, 150, 4, 2, 16}, AttentionShape{2, 140, 2, 2, 20}}) {
+    Rng rng(4);
+    const Shape qs{s.batch, s.seq, s.q_heads, s.head_dim}, kvs{s.batch, s.seq, s.kv_heads, s.head_dim};
+    auto q = random_tensor<double>(qs, rng), k = random_tensor<double>(kvs, rng), v = random_tensor<double>(kvs, rng);
+    Tensor<double> out(qs), probs({s.batch, s.q_heads, s.seq, s.seq});
+    attention_forward(q.data(), k.data(), v.data(), out.data(), probs.data(), s);
+    auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v);
+    Tensor<float> of(qs), pf(probs.shape());
+    for (int64_t i = 0; i < pf.numel(); ++i) pf[i] = 7.0f;  // every entry must be written
+    attention_forward(qf.data(), kf.data(), vf.data(), of.data(), pf.data(), s);
+    EXPECT_LT(rel_error(of, out), 1e-5) << "seq " << s.seq;
+    EXPECT_LT(rel_error(pf, probs), 1e-5) << "seq " << s.seq;
+    for (int64_t bh = 0; bh < s.batch * s.q_heads; ++bh)
+      for (int64_t i = 0; i < s.seq; ++i)
+        for (int64_t j = i + 1; j < s.seq; ++j) ASSERT_EQ(pf[(bh * s.seq + i) * s.seq + j], 0.0f) << i << " " << j;
+  }
+}
+
 TEST(Attention, HeadsThatDoNotGroupAreAnError) {
   Tensor<float> x({1, 1, 3, 2}), p({1, 3, 1, 1});
   EXPECT_THROW(attention_forward(x.data(), x.data(), x.data(), x.data(), p.data(), AttentionShape{1, 1, 3, 2, 2}), Error);
