@@ -8,6 +8,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/attention_backward_tiles.h"
 #include "kernels/attention_runs.h"
 #include "kernels/dot.h"
 #include "kernels/softmax.h"
@@ -208,6 +209,14 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
   const int64_t group = Hq / Hkv;
   const T scale = T(1) / std::sqrt(T(hd));
   // One task per (batch, kv head): every q head of the group writes the same dk/dv rows.
+  if constexpr (std::is_same_v<T, float>) {
+    if (attention_backward_in_tiles()) {
+      parallel_for(s.batch * Hkv, [&](int64_t bk) {
+        attention_backward_tiles(q, k, v, probs, dout, dq, dk, dv, Tn, Hq, Hkv, hd, bk / Hkv, bk % Hkv);
+      });
+      return;
+    }
+  }
   parallel_for(s.batch * Hkv, [&](int64_t bk) {
     const int64_t b = bk / Hkv, kvh = bk % Hkv;
     std::vector<T> dS(static_cast<size_t>(Tn));

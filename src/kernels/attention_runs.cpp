@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "kernels/attention_tiles.h"
 #include "kernels/softmax.h"
 #include "kernels/vec_math.h"
 
@@ -59,60 +60,6 @@ void values_tile(const T* S, int64_t M, int64_t kb, const T* V, int64_t width, T
 // queries, where the layout above needs the block's keys transposed (a strided scalar
 // copy, a third of the run's time). The online softmax runs down the columns, 16 queries'
 // maxima and sums at a time, and the causal mask is a compare per key and vector.
-
-// St[j][:] = K[j] . Qt for j < kb: KJ keys by MV query vectors in registers.
-template <int MV>
-void transposed_scores(const float* Qt, int64_t hd, const float* K, int64_t ldk, int64_t kb, float* St) {
-  constexpr int KJ = MV >= 3 ? 4 : 8;
-  constexpr int64_t Mp = 16 * MV;
-  int64_t j = 0;
-  for (; j + KJ <= kb; j += KJ) {
-    __m512 acc[KJ][MV];
-    for (int u = 0; u < KJ; ++u)
-      for (int c = 0; c < MV; ++c) acc[u][c] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < hd; ++d) {
-      __m512 qv[MV];
-      for (int c = 0; c < MV; ++c) qv[c] = _mm512_loadu_ps(Qt + d * Mp + 16 * c);
-      for (int u = 0; u < KJ; ++u) {
-        const __m512 kd = _mm512_set1_ps(K[(j + u) * ldk + d]);
-        for (int c = 0; c < MV; ++c) acc[u][c] = _mm512_fmadd_ps(kd, qv[c], acc[u][c]);
-      }
-    }
-    for (int u = 0; u < KJ; ++u)
-      for (int c = 0; c < MV; ++c) _mm512_storeu_ps(St + (j + u) * Mp + 16 * c, acc[u][c]);
-  }
-  for (; j < kb; ++j) {
-    __m512 acc[MV];
-    for (int c = 0; c < MV; ++c) acc[c] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < hd; ++d) {
-      const __m512 kd = _mm512_set1_ps(K[j * ldk + d]);
-      for (int c = 0; c < MV; ++c) acc[c] = _mm512_fmadd_ps(kd, _mm512_loadu_ps(Qt + d * Mp + 16 * c), acc[c]);
-    }
-    for (int c = 0; c < MV; ++c) _mm512_storeu_ps(St + j * Mp + 16 * c, acc[c]);
-  }
-}
-
-// O[m][c0 : c0 + 16 L] += sum_{j < kb} St[j][m] V[j][c0 : ...] for all Mp rows of O: four
-// queries by L vectors of columns in registers.
-template <int L>
-void transposed_values(const float* St, int64_t Mp, int64_t kb, const float* V, int64_t ldv, int64_t c0, float* O,
-                       int64_t width) {
-  for (int64_t m = 0; m < Mp; m += 4) {
-    __m512 acc[4][L];
-    for (int u = 0; u < 4; ++u)
-      for (int l = 0; l < L; ++l) acc[u][l] = _mm512_loadu_ps(O + (m + u) * width + c0 + 16 * l);
-    for (int64_t j = 0; j < kb; ++j) {
-      __m512 vv[L];
-      for (int l = 0; l < L; ++l) vv[l] = _mm512_loadu_ps(V + j * ldv + c0 + 16 * l);
-      for (int u = 0; u < 4; ++u) {
-        const __m512 p = _mm512_set1_ps(St[j * Mp + m + u]);
-        for (int l = 0; l < L; ++l) acc[u][l] = _mm512_fmadd_ps(p, vv[l], acc[u][l]);
-      }
-    }
-    for (int u = 0; u < 4; ++u)
-      for (int l = 0; l < L; ++l) _mm512_storeu_ps(O + (m + u) * width + c0 + 16 * l, acc[u][l]);
-  }
-}
 
 // rows of n elements, `ld` apart, as f32 rows `width` long (zero past n).
 template <typename KV>
@@ -174,7 +121,7 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
       K = Kw;
       ldk = hd;
     }
-    transposed_scores<MV>(Qt, hd, K, ldk, kb, St);
+    tiles::transposed_scores<MV>(Qt, hd, K, ldk, kb, St);
     const bool masked = j0 + kb > first_context;  // the block reaches past the first row's keys
     for (int c = 0; c < MV; ++c) {
       const __m512i limit = _mm512_loadu_si512(seen + 16 * c);
@@ -222,14 +169,7 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
       }
     }
     if (V == Vw) widen_rows(v + j0 * kv_stride, kv_stride, kb, hd, width, Vw);
-    for (int64_t c0 = 0; c0 < width; c0 += 64) {
-      switch (std::min<int64_t>(4, (width - c0) / 16)) {
-        case 1: transposed_values<1>(St, Mp, kb, V, ldv, c0, O, width); break;
-        case 2: transposed_values<2>(St, Mp, kb, V, ldv, c0, O, width); break;
-        case 3: transposed_values<3>(St, Mp, kb, V, ldv, c0, O, width); break;
-        default: transposed_values<4>(St, Mp, kb, V, ldv, c0, O, width); break;
-      }
-    }
+    tiles::transposed_values_all(St, Mp, kb, V, ldv, O, width);
   }
   for (int c = 0; c < MV; ++c) _mm512_storeu_ps(inverse + 16 * c, _mm512_div_ps(_mm512_set1_ps(1.0f), running_sum[c]));
   if (probs.row) {

@@ -85,8 +85,9 @@ TEST(Attention, BackwardMatchesFiniteDifferencesAndF32MatchesF64) {
 // Training batches long enough that a sequence's keys span two blocks of 128 and its rows
 // several runs: the f32 forward (runs in tiles, probabilities kept, on AVX-512) against the
 // f64 forward (row by row), outputs and the kept probabilities, zeros past each row's
-// position included.
-TEST(Attention, LongSequencesKeepTheirProbabilitiesInRuns) {
+// position included; and the f32 backward (tiles of 16 queries, a partial last one, on
+// AVX-512) against the f64 backward (row by row).
+TEST(Attention, LongSequencesInTilesMatchTheF64RowPath) {
   for (const AttentionShape& s : {AttentionShape{1, 150, 4, 2, 16}, AttentionShape{2, 140, 2, 2, 20}}) {
     Rng rng(4);
     const Shape qs{s.batch, s.seq, s.q_heads, s.head_dim}, kvs{s.batch, s.seq, s.kv_heads, s.head_dim};
@@ -102,6 +103,15 @@ TEST(Attention, LongSequencesKeepTheirProbabilitiesInRuns) {
     for (int64_t bh = 0; bh < s.batch * s.q_heads; ++bh)
       for (int64_t i = 0; i < s.seq; ++i)
         for (int64_t j = i + 1; j < s.seq; ++j) ASSERT_EQ(pf[(bh * s.seq + i) * s.seq + j], 0.0f) << i << " " << j;
+    auto dout = random_tensor<double>(qs, rng);
+    Tensor<double> dq(qs), dk(kvs), dv(kvs);
+    attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
+    auto df = cast<float>(dout);
+    Tensor<float> dqf(qs), dkf(kvs), dvf(kvs);
+    attention_backward(qf.data(), kf.data(), vf.data(), pf.data(), df.data(), dqf.data(), dkf.data(), dvf.data(), s);
+    EXPECT_LT(rel_error(dqf, dq), 1e-5) << "seq " << s.seq;
+    EXPECT_LT(rel_error(dkf, dk), 1e-5) << "seq " << s.seq;
+    EXPECT_LT(rel_error(dvf, dv), 1e-5) << "seq " << s.seq;
   }
 }
 

@@ -1,0 +1,148 @@
+#include "kernels/attention_backward_tiles.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/attention_tiles.h"
+
+namespace moepp {
+
+bool attention_backward_in_tiles() {
+#if defined(__AVX512F__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+#if defined(__AVX512F__)
+namespace {
+
+constexpr int64_t kQueries = 16;  // query rows per tile: one vector of the transposed layout
+
+// Out[j][c0 : c0 + 16 L] += sum_{i < 16} St[j][i] B[i][c0 : ...] for j < kb (B [16, width],
+// Out rows ldo apart): two keys by L vectors of columns in registers, so that each row of
+// B loaded feeds both.
+template <int L>
+void transposed_outer(const float* St, int64_t kb, const float* B, int64_t width, int64_t c0, float* Out,
+                      int64_t ldo) {
+  int64_t j = 0;
+  for (; j + 2 <= kb; j += 2) {
+    __m512 acc[2][L];
+    for (int u = 0; u < 2; ++u)
+      for (int l = 0; l < L; ++l) acc[u][l] = _mm512_loadu_ps(Out + (j + u) * ldo + c0 + 16 * l);
+    for (int64_t i = 0; i < kQueries; ++i) {
+      const __m512 p0 = _mm512_set1_ps(St[j * kQueries + i]), p1 = _mm512_set1_ps(St[(j + 1) * kQueries + i]);
+      for (int l = 0; l < L; ++l) {
+        const __m512 bv = _mm512_loadu_ps(B + i * width + c0 + 16 * l);
+        acc[0][l] = _mm512_fmadd_ps(p0, bv, acc[0][l]);
+        acc[1][l] = _mm512_fmadd_ps(p1, bv, acc[1][l]);
+      }
+    }
+    for (int u = 0; u < 2; ++u)
+      for (int l = 0; l < L; ++l) _mm512_storeu_ps(Out + (j + u) * ldo + c0 + 16 * l, acc[u][l]);
+  }
+  for (; j < kb; ++j)
+    for (int l = 0; l < L; ++l) {
+      __m512 acc = _mm512_loadu_ps(Out + j * ldo + c0 + 16 * l);
+      for (int64_t i = 0; i < kQueries; ++i)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(St[j * kQueries + i]), _mm512_loadu_ps(B + i * width + c0 + 16 * l), acc);
+      _mm512_storeu_ps(Out + j * ldo + c0 + 16 * l, acc);
+    }
+}
+
+void transposed_outer_all(const float* St, int64_t kb, const float* B, int64_t width, float* Out) {
+  for (int64_t c0 = 0; c0 < width; c0 += 64) {
+    switch (width - c0 >= 64 ? 4 : (width - c0) / 16) {
+      case 1: transposed_outer<1>(St, kb, B, width, c0, Out, width); break;
+      case 2: transposed_outer<2>(St, kb, B, width, c0, Out, width); break;
+      case 3: transposed_outer<3>(St, kb, B, width, c0, Out, width); break;
+      default: transposed_outer<4>(St, kb, B, width, c0, Out, width); break;
+    }
+  }
+}
+
+}  // namespace
+#endif
+
+void attention_backward_tiles(const float* q, const float* k, const float* v, const float* probs, const float* dout,
+                              float* dq, float* dk, float* dv, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd,
+                              int64_t b, int64_t kvh) {
+  MOEPP_CHECK(attention_backward_in_tiles(), "attention_backward_tiles: this build has no AVX-512");
+#if defined(__AVX512F__)
+  const int64_t G = Hq / Hkv, width = (hd + 15) / 16 * 16, ks = Hkv * hd;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  // Scratch: the kv head's keys, and its key and value gradients, as rows `width` long
+  // (zero past hd); per tile of 16 queries their dO transposed [hd, 16], dO, Q and dQ as
+  // rows [16, width], and P and dP (then dS) transposed [T, 16].
+  thread_local std::vector<float> scratch;
+  scratch.resize(size_t(3 * T * width + hd * kQueries + 3 * kQueries * width + 2 * T * kQueries));
+  float* Kw = scratch.data();
+  float* dKw = Kw + T * width;
+  float* dVw = dKw + T * width;
+  float* dOt = dVw + T * width;
+  float* dOb = dOt + hd * kQueries;
+  float* Qb = dOb + kQueries * width;
+  float* dQb = Qb + kQueries * width;
+  float* Pt = dQb + kQueries * width;
+  float* dSt = Pt + T * kQueries;
+  std::fill(Kw, Kw + 3 * T * width, 0.0f);
+  const float* K = k + (b * T * Hkv + kvh) * hd;  // row j at K + j * ks
+  const float* V = v + (b * T * Hkv + kvh) * hd;
+  for (int64_t j = 0; j < T; ++j) std::copy(K + j * ks, K + j * ks + hd, Kw + j * width);
+  for (int64_t h = kvh * G; h < (kvh + 1) * G; ++h) {
+    const float* P = probs + (b * Hq + h) * T * T;
+    for (int64_t i0 = 0; i0 < T; i0 += kQueries) {
+      const int64_t n = std::min(kQueries, T - i0), keys = std::min(T, i0 + kQueries);
+      // This tile's rows (zero past the sequence's end: they add nothing).
+      std::fill(dOt, dOt + hd * kQueries, 0.0f);
+      std::fill(dOb, dOb + 2 * kQueries * width, 0.0f);  // dOb and Qb
+      for (int64_t i = 0; i < n; ++i) {
+        const float* doi = dout + ((b * T + i0 + i) * Hq + h) * hd;
+        const float* qi = q + ((b * T + i0 + i) * Hq + h) * hd;
+        for (int64_t d = 0; d < hd; ++d) dOt[d * kQueries + i] = doi[d];
+        std::copy(doi, doi + hd, dOb + i * width);
+        std::copy(qi, qi + hd, Qb + i * width);
+      }
+      // dP[i][j] = dO_i . V_j, held transposed.
+      tiles::transposed_scores<1>(dOt, hd, V, ks, keys, dSt);
+      for (int64_t j = 0; j < keys; ++j)
+        for (int64_t i = 0; i < kQueries; ++i) Pt[j * kQueries + i] = i < n ? P[(i0 + i) * T + j] : 0.0f;
+      // dS = P * (dP - sum_j P dP) * scale, 16 queries a vector.
+      __m512 rowdot = _mm512_setzero_ps();
+      for (int64_t j = 0; j < keys; ++j)
+        rowdot = _mm512_fmadd_ps(_mm512_loadu_ps(Pt + j * kQueries), _mm512_loadu_ps(dSt + j * kQueries), rowdot);
+      const __m512 s = _mm512_set1_ps(scale);
+      for (int64_t j = 0; j < keys; ++j) {
+        const __m512 ds = _mm512_mul_ps(_mm512_loadu_ps(Pt + j * kQueries),
+                                        _mm512_sub_ps(_mm512_loadu_ps(dSt + j * kQueries), rowdot));
+        _mm512_storeu_ps(dSt + j * kQueries, _mm512_mul_ps(ds, s));
+      }
+      // dQ = dS K;  dK += dS^T Q;  dV += P^T dO.
+      std::fill(dQb, dQb + kQueries * width, 0.0f);
+      tiles::transposed_values_all(dSt, kQueries, keys, Kw, width, dQb, width);
+      for (int64_t i = 0; i < n; ++i) {
+        float* dqi = dq + ((b * T + i0 + i) * Hq + h) * hd;
+        for (int64_t d = 0; d < hd; ++d) dqi[d] += dQb[i * width + d];
+      }
+      transposed_outer_all(dSt, keys, Qb, width, dKw);
+      transposed_outer_all(Pt, keys, dOb, width, dVw);
+    }
+  }
+  for (int64_t j = 0; j < T; ++j) {
+    float* dkj = dk + ((b * T + j) * Hkv + kvh) * hd;
+    float* dvj = dv + ((b * T + j) * Hkv + kvh) * hd;
+    for (int64_t d = 0; d < hd; ++d) {
+      dkj[d] += dKw[j * width + d];
+      dvj[d] += dVw[j * width + d];
+    }
+  }
+#else
+  (void)q, (void)k, (void)v, (void)probs, (void)dout, (void)dq, (void)dk, (void)dv, (void)T, (void)Hq, (void)Hkv,
+      (void)hd, (void)b, (void)kvh;
+#endif
+}
+
+}  // namespace moepp
