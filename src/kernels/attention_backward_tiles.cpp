@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -79,16 +80,12 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
   // rows [16, width], and P and dP (then dS) transposed [T, 16].
   thread_local std::vector<float> scratch;
   scratch.resize(size_t(3 * T * width + hd * kQueries + 3 * kQueries * width + 2 * T * kQueries));
-  float* Kw = scratch.data();
-  float* dKw = Kw + T * width;
-  float* dVw = dKw + T * width;
-  float* dOt = dVw + T * width;
-  float* dOb = dOt + hd * kQueries;
-  float* Qb = dOb + kQueries * width;
-  float* dQb = Qb + kQueries * width;
-  float* Pt = dQb + kQueries * width;
-  float* dSt = Pt + T * kQueries;
-  std::fill(Kw, Kw + 3 * T * width, 0.0f);
+  float* next = scratch.data();
+  const auto take = [&](int64_t n) { return std::exchange(next, next + n); };
+  float *Kw = take(T * width), *dKw = take(T * width), *dVw = take(T * width);
+  float *dOt = take(hd * kQueries), *dOb = take(kQueries * width), *Qb = take(kQueries * width);
+  float *dQb = take(kQueries * width), *Pt = take(T * kQueries), *dSt = take(T * kQueries);
+  std::fill(Kw, Kw + 3 * T * width, 0.0f);  // Kw, dKw and dVw
   const float* K = k + (b * T * Hkv + kvh) * hd;  // row j at K + j * ks
   const float* V = v + (b * T * Hkv + kvh) * hd;
   for (int64_t j = 0; j < T; ++j) std::copy(K + j * ks, K + j * ks + hd, Kw + j * width);
