@@ -64,7 +64,7 @@ void configure_tiles() {
   for (int t : {0, 1}) c.rows[t] = kBand, c.bytes_per_row[t] = kQ8Block;
   for (int t : {2, 3}) c.rows[t] = 8, c.bytes_per_row[t] = 64;
   for (int t : {4, 5, 6, 7}) c.rows[t] = kBand, c.bytes_per_row[t] = 64;
-  _tile_loadconfig(&c);
+  load_tile_config(c);
 }
 
 // Sum tiles c0 and c1 = weight tiles 0 and 1 times x tiles 2 and 3, stored to first and

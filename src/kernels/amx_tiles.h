@@ -19,4 +19,12 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
+#if defined(__AMX_TILE__)
+// Loads c as the tile configuration. (Not _tile_loadconfig: GCC 12's names only the first
+// 8 bytes of the configuration as read, so the compiler may drop the stores of the rows and
+// bytes per row as dead, and the next tile load faults or uses other shapes. A scratch
+// benchmark built on it died with SIGILL in its first tile load.)
+inline void load_tile_config(const TileConfig& c) { asm volatile("ldtilecfg %0" : : "m"(c)); }
+#endif
+
 }  // namespace moepp

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -79,12 +78,10 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
   // (zero past hd); per tile of 16 queries their dO transposed [hd, 16], dO, Q and dQ as
   // rows [16, width], and P and dP (then dS) transposed [T, 16].
   thread_local std::vector<float> scratch;
-  scratch.resize(size_t(3 * T * width + hd * kQueries + 3 * kQueries * width + 2 * T * kQueries));
-  float* next = scratch.data();
-  const auto take = [&](int64_t n) { return std::exchange(next, next + n); };
-  float *Kw = take(T * width), *dKw = take(T * width), *dVw = take(T * width);
-  float *dOt = take(hd * kQueries), *dOb = take(kQueries * width), *Qb = take(kQueries * width);
-  float *dQb = take(kQueries * width), *Pt = take(T * kQueries), *dSt = take(T * kQueries);
+  float *Kw, *dKw, *dVw, *dOt, *dOb, *Qb, *dQb, *Pt, *dSt;
+  tiles::carve_scratch(scratch, {{&Kw, T * width}, {&dKw, T * width}, {&dVw, T * width},
+                                 {&dOt, hd * kQueries}, {&dOb, kQueries * width}, {&Qb, kQueries * width},
+                                 {&dQb, kQueries * width}, {&Pt, T * kQueries}, {&dSt, T * kQueries}});
   std::fill(Kw, Kw + 3 * T * width, 0.0f);  // Kw, dKw and dVw
   const float* K = k + (b * T * Hkv + kvh) * hd;  // row j at K + j * ks
   const float* V = v + (b * T * Hkv + kvh) * hd;

@@ -82,15 +82,14 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
   constexpr bool f32_history = std::is_same_v<KV, float>;
   const bool values_in_place = f32_history && width == hd;
   thread_local std::vector<float> scratch;
-  scratch.resize(size_t(hd * Mp + kKeyBlock * Mp + Mp * width + (f32_history ? 0 : kKeyBlock * hd) +
-                        (values_in_place ? 0 : kKeyBlock * width) + 2 * Mp));
-  float* Qt = scratch.data();
-  float* St = Qt + hd * Mp;
-  float* O = St + kKeyBlock * Mp;
-  float* Kw = O + Mp * width;
-  float* Vw = Kw + (f32_history ? 0 : kKeyBlock * hd);
-  float* rescale = Vw + (values_in_place ? 0 : kKeyBlock * width);
-  float* inverse = rescale + Mp;
+  float *Qt, *St, *O, *Kw, *Vw, *rescale, *inverse;
+  tiles::carve_scratch(scratch, {{&Qt, hd * Mp},
+                                 {&St, kKeyBlock * Mp},
+                                 {&O, Mp * width},
+                                 {&Kw, f32_history ? 0 : kKeyBlock * hd},
+                                 {&Vw, values_in_place ? 0 : kKeyBlock * width},
+                                 {&rescale, Mp},
+                                 {&inverse, Mp}});
   std::fill(O, O + Mp * width, 0.0f);
   std::fill(Qt, Qt + hd * Mp, 0.0f);
   for (int64_t i = 0; i < rows; ++i)

@@ -8,8 +8,21 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
+#include <vector>
 
 namespace moepp::tiles {
+
+// Sizes `scratch` to the pieces' total and points each piece at its part, in order: one
+// place sums and hands out, so the two cannot disagree.
+inline void carve_scratch(std::vector<float>& scratch, std::initializer_list<std::pair<float**, int64_t>> pieces) {
+  int64_t total = 0;
+  for (const auto& piece : pieces) total += piece.second;
+  scratch.resize(size_t(total));
+  float* next = scratch.data();
+  for (const auto& [where, n] : pieces) *where = std::exchange(next, next + n);
+}
 
 // St[j][:] = K[j] . Qt for j < kb: KJ keys by MV query vectors in registers.
 template <int MV>

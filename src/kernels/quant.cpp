@@ -358,30 +358,9 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
   if (packed_linear_uses_bf16(W, M)) {
     // Many rows on a CPU that multiplies bf16 (AMX, AVX-512 BF16): x rounded to bf16 once
     // (its rows padded to tiles), then the bf16 GEMM.
-    const int64_t Mp = bf16_gemm_rows(M);
     thread_local UninitVector<uint16_t> x_buffer;
-    thread_local UninitVector<float> y_buffer;
-    x_buffer.resize(size_t(Mp * K));
-    uint16_t* xb = x_buffer.data();
-    parallel_for(M, [&](int64_t m) { round_to_bf16(x + m * ldx, K, xb + m * K); });
-    std::fill(xb + M * K, xb + Mp * K, uint16_t(0));
-    if (Mp == M) return packed_linear_bf16_rows(xb, M, W, beta, y, ldy);
-    // Padded rows of the product land in a scratch, and the real ones are copied out.
-    y_buffer.resize(size_t(Mp * N));
-    const float* padded = y_buffer.data();
-    packed_linear_bf16_rows(xb, Mp, W, 0.0f, y_buffer.data(), N);
-    parallel_for(M, [&](int64_t m) {
-      const float* from = padded + m * N;
-      float* to = y + m * ldy;
-      if (accumulate) {
-        for (int64_t j = 0; j < N; ++j) to[j] += from[j];
-      } else {
-        std::copy(from, from + N, to);
-      }
-    });
-    // A scratch for many rows of a wide product (all logits of a long prompt: hundreds of
-    // MB) is not kept for the thread's life; an expert's few MB are.
-    if (y_buffer.size() > kKeptScratchFloats) UninitVector<float>().swap(y_buffer);
+    const uint16_t* xb = round_rows_to_bf16_padded(x, M, ldx, K, x_buffer);
+    packed_linear_bf16_padded(xb, M, W, y, ldy, accumulate);
     return;
   }
   // Many rows elsewhere: widen a panel of W to f32 (a few MB, stays in cache) and use the
@@ -401,6 +380,38 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
 // expert's row count is whatever the router gives it. The padding also bounds the kernels
 // a first prompt JIT-compiles. Few rows (<= 16) are bound by reading W and run as they are.
 int64_t bf16_gemm_rows(int64_t M) { return M <= 16 ? M : (M + 15) / 16 * 16; }
+
+uint16_t* round_rows_to_bf16_padded(const float* x, int64_t M, int64_t ldx, int64_t K,
+                                    UninitVector<uint16_t>& buffer) {
+  const int64_t Mp = bf16_gemm_rows(M);
+  buffer.resize(size_t(Mp * K));
+  uint16_t* xb = buffer.data();
+  parallel_for(M, [&](int64_t m) { round_to_bf16(x + m * ldx, K, xb + m * K); });
+  std::fill(xb + M * K, xb + Mp * K, uint16_t(0));
+  return xb;
+}
+
+void packed_linear_bf16_padded(const uint16_t* xb, int64_t M, const PackedMatrix& W, float* y, int64_t ldy,
+                               bool accumulate) {
+  const int64_t N = W.rows, Mp = bf16_gemm_rows(M);
+  if (Mp == M) return packed_linear_bf16_rows(xb, M, W, accumulate ? 1.0f : 0.0f, y, ldy);
+  thread_local UninitVector<float> y_buffer;
+  y_buffer.resize(size_t(Mp * N));
+  const float* padded = y_buffer.data();
+  packed_linear_bf16_rows(xb, Mp, W, 0.0f, y_buffer.data(), N);
+  parallel_for(M, [&](int64_t m) {
+    const float* from = padded + m * N;
+    float* to = y + m * ldy;
+    if (accumulate) {
+      for (int64_t j = 0; j < N; ++j) to[j] += from[j];
+    } else {
+      std::copy(from, from + N, to);
+    }
+  });
+  // A scratch for many rows of a wide product (all logits of a long prompt: hundreds of
+  // MB) is not kept for the thread's life; an expert's few MB are.
+  if (y_buffer.size() > kKeptScratchFloats) UninitVector<float>().swap(y_buffer);
+}
 
 void packed_linear_bf16_rows(const uint16_t* xb, int64_t rows, const PackedMatrix& W, float beta, float* y,
                              int64_t ldy) {

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/uninit_vector.h"
 #include "core/weight_buffer.h"
 #include "kernels/gemm_panels.h"
 
@@ -101,5 +102,14 @@ int64_t bf16_gemm_rows(int64_t M);
 // rounded to bf16 a band at a time. Needs gemm_bf16_available().
 void packed_linear_bf16_rows(const uint16_t* xb, int64_t rows, const PackedMatrix& W, float beta, float* y,
                              int64_t ldy);
+// x's M rows (stride ldx, K columns) rounded to bf16 into `buffer`, followed by zero rows up
+// to bf16_gemm_rows(M); returns the buffer's data.
+uint16_t* round_rows_to_bf16_padded(const float* x, int64_t M, int64_t ldx, int64_t K,
+                                    UninitVector<uint16_t>& buffer);
+// y[m, :] = (or +=) xb[m, :] W^T for m < M, xb holding bf16_gemm_rows(M) rows as
+// round_rows_to_bf16_padded leaves them: the padded rows of the product land in this
+// thread's scratch and only the M real ones are written to y.
+void packed_linear_bf16_padded(const uint16_t* xb, int64_t M, const PackedMatrix& W, float* y, int64_t ldy,
+                               bool accumulate);
 
 }  // namespace moepp

@@ -24,16 +24,13 @@ namespace {
 void expert_forward_bf16(const PackedMatrix& up, const PackedMatrix& down, const float* x, int64_t M, float* o) {
   const int64_t D = up.cols, I = down.cols, Mp = bf16_gemm_rows(M);
   thread_local UninitVector<uint16_t> x_buffer, h_buffer;
-  thread_local UninitVector<float> u_buffer, o_buffer;
-  x_buffer.resize(size_t(Mp * D));
+  thread_local UninitVector<float> u_buffer;
   u_buffer.resize(size_t(Mp * 2 * I));
   h_buffer.resize(size_t(Mp * I));
   // Named through pointers: inside the workers the thread_locals' names are their own.
-  uint16_t* xb = x_buffer.data();
+  const uint16_t* xb = round_rows_to_bf16_padded(x, M, D, D, x_buffer);
   uint16_t* hb = h_buffer.data();
   const float* u = u_buffer.data();
-  parallel_for(M, [&](int64_t m) { round_to_bf16(x + m * D, D, xb + m * D); });
-  std::fill(xb + M * D, xb + Mp * D, uint16_t(0));
   packed_linear_bf16_rows(xb, Mp, up, 0.0f, u_buffer.data(), 2 * I);
   parallel_for(M, [&](int64_t m) {
     thread_local UninitVector<float> row;
@@ -42,10 +39,7 @@ void expert_forward_bf16(const PackedMatrix& up, const PackedMatrix& down, const
     round_to_bf16(row.data(), I, hb + m * I);
   });
   std::fill(hb + M * I, hb + Mp * I, uint16_t(0));
-  if (Mp == M) return packed_linear_bf16_rows(hb, M, down, 0.0f, o, D);
-  o_buffer.resize(size_t(Mp * D));
-  packed_linear_bf16_rows(hb, Mp, down, 0.0f, o_buffer.data(), D);
-  std::copy(o_buffer.data(), o_buffer.data() + M * D, o);
+  packed_linear_bf16_padded(hb, M, down, o, D, false);
 }
 
 }  // namespace
