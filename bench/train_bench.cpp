@@ -79,8 +79,10 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
       model_forward(cfg, params, ids.data(), B, S, cache);
       model_backward(cfg, params, cache, targets.data(), grads, GradMode::overwrite);  // as the trainer's first micro-batch
     }
-    clip_grad_norm(cfg, grads, 1.0);
-    opt.update(cfg, params, grads, 1e-3, {}, precision == GemmPrecision::bf16 ? &shadow : nullptr);  // rounds as it updates
+    // As the trainer: clipping scales the gradients as AdamW reads them; AdamW rounds the
+    // bf16 weights as it updates.
+    const float clip = clip_scale(grad_norm(cfg, grads), 1.0);
+    opt.update(cfg, params, grads, 1e-3, {}, precision == GemmPrecision::bf16 ? &shadow : nullptr, clip);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step >= kWarmup) times.push_back(dt);
     RoutingStats all;

@@ -27,8 +27,11 @@ class AdamW {
   // With `rounded`, each updated tensor that is one of its spans also gets its new values
   // rounded to bf16 into the span's copy, in the same pass (train --precision bf16: the
   // next step's weight operands, without a second pass over the weights).
+  // Gradients are read as grad_scale * g (clipping: clip_scale), so that clipping costs no
+  // pass over the gradients of its own.
   void update(const ModelConfig& cfg, ModelParams<float>& params, ModelParams<float>& grads, double lr,
-              const std::unordered_set<const Tensor<float>*>& skip = {}, Bf16Shadow* rounded = nullptr);
+              const std::unordered_set<const Tensor<float>*>& skip = {}, Bf16Shadow* rounded = nullptr,
+              float grad_scale = 1.0f);
   int64_t step() const { return step_; }
   void set_step(int64_t s) { step_ = s; }
   ModelParams<float>& m() { return m_; }
@@ -43,8 +46,11 @@ class AdamW {
 // sum of t[i]^2, in double.
 double squared_norm(const Tensor<float>& t);
 
-// Scales grads so their global L2 norm is at most max_norm (when max_norm > 0); returns
-// the norm before clipping.
-double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm);
+// The global L2 norm of the gradients (sums in double).
+double grad_norm(const ModelConfig& cfg, const ModelParams<float>& grads);
+// The factor that brings gradients of norm `norm` to at most max_norm: max_norm / norm
+// when max_norm > 0 and the norm is above it, else 1. (Clipping: AdamW::update's grad_scale.)
+float clip_scale(double norm, double max_norm);
+
 
 }  // namespace moepp

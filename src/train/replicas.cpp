@@ -61,21 +61,12 @@ void split_by_sharing(const ModelConfig& cfg, ModelParams<float>& grads, const C
   shared_and_owned(cfg, grads, comm.ep_size(), comm.ep_rank(), shared, owned);
 }
 
-double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm, Collectives& comm) {
+double grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, Collectives& comm) {
   std::vector<Tensor<float>*> shared, owned;
   shared_and_owned(cfg, grads, comm.ep_size(), comm.ep_rank(), shared, owned);
   double owned_sq = squared_norm(owned);
   if (comm.ep_size() > 1) comm.sum_group(&owned_sq, 1);
-  const double norm = std::sqrt(squared_norm(shared) + owned_sq);
-  if (max_norm > 0 && norm > max_norm) {
-    const float s = float(max_norm / norm);
-    for (auto* list : {&shared, &owned})
-      for (auto* t : *list) {
-        float* g = t->data();
-        parallel_for(t->numel(), [&](int64_t j) { g[j] *= s; }, 1 << 16);
-      }
-  }
-  return norm;
+  return std::sqrt(squared_norm(shared) + owned_sq);
 }
 
 void release_foreign_experts(const ModelConfig& cfg, ModelParams<float>& p, const Collectives& comm) {

@@ -29,8 +29,8 @@ void split_by_sharing(const ModelConfig& cfg, ModelParams<float>& grads, const C
                       std::vector<Tensor<float>*>& shared, std::vector<Tensor<float>*>& owned);
 
 // The L2 norm of the whole model's gradient after GradientSync::finish: the replicated part once,
-// each expert once from its owner. Scales grads to max_norm as clip_grad_norm does.
-double clip_grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, double max_norm, Collectives& comm);
+// each expert once from its owner.
+double grad_norm(const ModelConfig& cfg, ModelParams<float>& grads, Collectives& comm);
 
 // Expert-parallel memory: each rank holds only the FFN experts it owns (weights, gradients,
 // AdamW moments); the others keep their shapes without storage (release_foreign_experts in

@@ -281,9 +281,11 @@ TrainResult train(const TrainOptions& options) {
           float* g = t.data();
           parallel_for(t.numel(), [&](int64_t j) { g[j] /= float(o.accum); }, 1 << 16);
         });
-      const double gnorm = comm ? clip_grad_norm(cfg, grads, o.clip, *comm) : clip_grad_norm(cfg, grads, o.clip);
+      // Clipping scales the gradients as AdamW reads them (one pass over them fewer).
+      const double gnorm = comm ? grad_norm(cfg, grads, *comm) : grad_norm(cfg, grads);
       const double lr = sched.at(step);
-      opt.update(cfg, params, grads, lr, foreign, o.precision == GemmPrecision::bf16 ? &shadow : nullptr);
+      opt.update(cfg, params, grads, lr, foreign, o.precision == GemmPrecision::bf16 ? &shadow : nullptr,
+                 clip_scale(gnorm, o.clip));
       if (comm && o.check_replicas) check_replicas_agree(cfg, params, *comm, step + 1);
       const double dt = std::chrono::duration<double>(clock::now() - ts).count();
       const double inst = double(o.batch * o.seq * o.accum) / dt;

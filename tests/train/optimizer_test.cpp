@@ -1,6 +1,7 @@
 // AdamW and the gradient norm against the formulas in double: three updates of every
 // parameter of a tiny model (sizes that leave ragged 16-lane tails), decayed and undecayed
-// tensors, a skipped tensor; the squared norm of a tensor large enough to split over threads.
+// tensors, a skipped tensor; the squared norm of a tensor large enough to split over threads;
+// clipping applied inside the update.
 #include "train/optimizer.h"
 
 #include <gtest/gtest.h>
@@ -113,4 +114,65 @@ TEST(AdamW, SquaredNormEqualsTheSumInDouble) {
     }
     EXPECT_NEAR(squared_norm(t), want, 1e-12 * want) << n;
   }
+}
+
+// Clipping inside the update: reading g as grad_scale * g gives exactly the update on
+// gradients scaled beforehand (the same float product), and grad_norm / clip_scale give the
+// norm and factor of the formula in double.
+TEST(AdamW, ClippingInTheUpdateEqualsClippingTheGradientsFirst) {
+  const ModelConfig cfg = ModelConfig::preset("tiny", 37);
+  Rng rng(11);
+  const auto w0 = random_params(cfg, rng, 0.1);
+  auto g = random_params(cfg, rng, 1.0);
+  double sq = 0;
+  g.for_each(cfg, [&](const std::string&, const Tensor<float>& t) {
+    for (int64_t i = 0; i < t.numel(); ++i) sq += double(t[i]) * double(t[i]);
+  });
+  const double norm = grad_norm(cfg, g);
+  EXPECT_NEAR(norm, std::sqrt(sq), 1e-12 * std::sqrt(sq));
+  const double max_norm = norm / 3;
+  const float s = clip_scale(norm, max_norm);
+  EXPECT_EQ(s, float(max_norm / norm));
+  EXPECT_EQ(clip_scale(norm, 2 * norm), 1.0f);
+  EXPECT_EQ(clip_scale(norm, 0.0), 1.0f);  // no clipping asked
+
+  auto scaled = ModelParams<float>::zeros(cfg);
+  std::vector<const Tensor<float>*> gs;
+  g.for_each(cfg, [&](const std::string&, const Tensor<float>& t) { gs.push_back(&t); });
+  size_t i = 0;
+  scaled.for_each(cfg, [&](const std::string&, Tensor<float>& t) {
+    for (int64_t j = 0; j < t.numel(); ++j) t[j] = (*gs[i])[j] * s;
+    ++i;
+  });
+  auto w_fused = ModelParams<float>::zeros(cfg), w_first = ModelParams<float>::zeros(cfg);
+  for (auto* w : {&w_fused, &w_first}) {
+    std::vector<const Tensor<float>*> from;
+    w0.for_each(cfg, [&](const std::string&, const Tensor<float>& t) { from.push_back(&t); });
+    size_t k = 0;
+    w->for_each(cfg, [&](const std::string&, Tensor<float>& t) {
+      std::copy(from[k]->data(), from[k]->data() + t.numel(), t.data());
+      ++k;
+    });
+  }
+  AdamW fused(cfg, AdamWConfig{}), first(cfg, AdamWConfig{});
+  for (int step = 0; step < 2; ++step) {
+    fused.update(cfg, w_fused, g, 1e-2, {}, nullptr, s);
+    first.update(cfg, w_first, scaled, 1e-2);
+  }
+  std::vector<const Tensor<float>*> a, b;
+  w_fused.for_each(cfg, [&](const std::string&, const Tensor<float>& t) { a.push_back(&t); });
+  w_first.for_each(cfg, [&](const std::string&, const Tensor<float>& t) { b.push_back(&t); });
+  int64_t compared = 0;
+  for (size_t t = 0; t < a.size(); ++t)
+    for (int64_t j = 0; j < a[t]->numel(); ++j, ++compared) ASSERT_EQ((*a[t])[j], (*b[t])[j]) << t << " " << j;
+  EXPECT_EQ(compared, w0.numel(cfg));
+  // The first moment after one update is (1 - beta1) * (g * s), the factor applied.
+  AdamW once(cfg, AdamWConfig{});
+  auto w_once = ModelParams<float>::zeros(cfg);
+  once.update(cfg, w_once, g, 1e-2, {}, nullptr, s);
+  std::vector<const Tensor<float>*> m1;
+  once.m().for_each(cfg, [&](const std::string&, const Tensor<float>& t) { m1.push_back(&t); });
+  const float c1 = 1.0f - float(AdamWConfig{}.beta1);
+  for (size_t t = 0; t < m1.size(); ++t)
+    for (int64_t j = 0; j < m1[t]->numel(); ++j) ASSERT_EQ((*m1[t])[j], c1 * ((*gs[t])[j] * s)) << t << " " << j;
 }
