@@ -62,3 +62,21 @@ TEST(SwiGlu, F32MatchesF64ElementwiseAcrossTheRange) {
   for (int64_t i = 0; i < R * I; ++i) EXPECT_NEAR(hf[i], h[i], 1e-6 * std::fabs(h[i]) + 1e-30) << i;
   for (int64_t i = 0; i < R * 2 * I; ++i) EXPECT_NEAR(duf[i], du[i], 2e-6 * std::fabs(du[i]) + 1e-30) << i;
 }
+
+// accumulate = false writes the gradient without reading du: on a du full of garbage it
+// gives exactly what accumulating into zeros gives (vector body and masked tail).
+TEST(SwiGlu, BackwardOverwritesWhenNotAccumulating) {
+  Rng rng(5);
+  const int64_t R = 3, I = 37;
+  auto u = random_tensor<float>({R, 2 * I}, rng, 2.0), dh = random_tensor<float>({R, I}, rng);
+  Tensor<float> zeroed({R, 2 * I});
+  auto garbage = random_tensor<float>({R, 2 * I}, rng, 1e3);
+  swiglu_backward(u.data(), dh.data(), zeroed.data(), R, I);
+  swiglu_backward(u.data(), dh.data(), garbage.data(), R, I, /*accumulate=*/false);
+  for (int64_t i = 0; i < R * 2 * I; ++i) ASSERT_EQ(garbage[i], zeroed[i]) << i;
+  Tensor<double> zd({R, 2 * I});
+  auto gd = random_tensor<double>({R, 2 * I}, rng, 1e3);
+  swiglu_backward(cast<double>(u).data(), cast<double>(dh).data(), zd.data(), R, I);
+  swiglu_backward(cast<double>(u).data(), cast<double>(dh).data(), gd.data(), R, I, false);
+  for (int64_t i = 0; i < R * 2 * I; ++i) ASSERT_EQ(gd[i], zd[i]) << i;
+}

@@ -1,7 +1,6 @@
 #include "moe/experts/ffn.h"
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -107,8 +106,7 @@ void ffn_experts_backward(const MoeConfig& cfg, const MoeParams<T>& w, const Dis
   }
   gemm_grouped<T>(Trans::N, Trans::N, dh_p);
   gemm_grouped<T>(Trans::T, Trans::N, ddown_p);
-  std::memset(du, 0, size_t(R * 2 * I) * sizeof(T));
-  swiglu_backward(c.u.data(), dh, du, R, I);
+  swiglu_backward(c.u.data(), dh, du, R, I, /*accumulate=*/false);
   // dUp += dU^T X;  dX = dU up
   std::vector<GemmProblem<T>> dup_p, dx_p;
   for (int e = 0; e < cfg.num_ffn; ++e) {
