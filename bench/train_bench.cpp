@@ -62,7 +62,7 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
   ModelCache<float> cache;
   Bf16Shadow shadow;
   std::vector<int32_t> ids(size_t(B * S)), targets(size_t(B * S));
-  std::vector<double> times;
+  std::vector<double> times, forward_s, backward_s, norm_s, adamw_s;
   double ffn_per_token = 0;
   // Warm-up steps: bf16 products build a oneDNN kernel for each new padded shape in their
   // first steps (~0.5 ms each), a cost a run of thousands of steps does not see.
@@ -72,19 +72,33 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
       ids[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
       targets[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
     }
-    const auto t0 = std::chrono::steady_clock::now();
+    using clock = std::chrono::steady_clock;
+    const auto seconds = [](clock::time_point a, clock::time_point b) {
+      return std::chrono::duration<double>(b - a).count();
+    };
+    const auto t0 = clock::now();
+    clock::time_point t1, t2;
     {  // as the trainer's step: bf16 reads the weights AdamW rounded (a first pass at step 0)
       if (precision == GemmPrecision::bf16 && step == 0) shadow.refresh(weight_matrix_spans(cfg, params));
       const GemmPrecisionScope products(precision, &shadow);
       model_forward(cfg, params, ids.data(), B, S, cache);
+      t1 = clock::now();
       model_backward(cfg, params, cache, targets.data(), grads, GradMode::overwrite);  // as the trainer's first micro-batch
+      t2 = clock::now();
     }
     // As the trainer: clipping scales the gradients as AdamW reads them; AdamW rounds the
     // bf16 weights as it updates.
     const float clip = clip_scale(grad_norm(cfg, grads), 1.0);
+    const auto t3 = clock::now();
     opt.update(cfg, params, grads, 1e-3, {}, precision == GemmPrecision::bf16 ? &shadow : nullptr, clip);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (step >= kWarmup) times.push_back(dt);
+    const auto t4 = clock::now();
+    if (step >= kWarmup) {
+      times.push_back(seconds(t0, t4));
+      forward_s.push_back(seconds(t0, t1));
+      backward_s.push_back(seconds(t1, t2));
+      norm_s.push_back(seconds(t2, t3));
+      adamw_s.push_back(seconds(t3, t4));
+    }
     RoutingStats all;
     for (const auto& s : routing_stats_of(cfg, cache)) all.add(s);
     ffn_per_token = all.ffn_experts_per_token();
@@ -92,6 +106,8 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
   const double med = median(times);
   const double n = double(params.numel(cfg));
   return {{"params", int64_t(n)}, {"tokens_per_s", double(B * S) / med}, {"step_s_median", med},
+          {"phase_ms_median", {{"forward", median(forward_s) * 1e3}, {"backward", median(backward_s) * 1e3},
+                               {"grad_norm", median(norm_s) * 1e3}, {"adamw", median(adamw_s) * 1e3}}},
           {"ffn_experts_per_token", ffn_per_token},
           {"planned_mb", {{"params", n * 4 / 1e6}, {"grads", n * 4 / 1e6}, {"adam_moments", n * 8 / 1e6},
                           {"activations", cache_mb(cache)}}}};
@@ -174,6 +190,16 @@ int main(int argc, char** argv) try {
       std::printf("\n");
     }
   }
+  // Where a step's time goes: the products and the rest of forward and backward, the
+  // gradient norm, AdamW (which also rounds the bf16 weights).
+  std::printf("\nstep phases, median ms: forward / backward / grad norm / AdamW\n");
+  for (const char* k : {"moepp", "vanilla"})
+    for (const bool b : {false, true}) {
+      if (b && !bf16) continue;
+      const auto& ph = (b ? out["bf16"][k] : out[k])["phase_ms_median"];
+      std::printf("%-10s %-5s %7.1f %9.1f %7.1f %7.1f\n", k, b ? "bf16" : "f32", ph["forward"].get<double>(),
+                  ph["backward"].get<double>(), ph["grad_norm"].get<double>(), ph["adamw"].get<double>());
+    }
   const auto& pm = pp["planned_mb"];
   const double planned = pm["params"].get<double>() + pm["grads"].get<double>() + pm["adam_moments"].get<double>() +
                          pm["activations"].get<double>();
