@@ -274,12 +274,22 @@ void gemm<double>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double al
 
 template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_precision() == GemmPrecision::bf16) {
+      // One product a thread, each on that thread alone (inside a parallel region oneDNN and
+      // the rounding run serially): an expert's product of ~100 rows split over two threads
+      // spends much of its time at their barriers.
+      const Bf16Shadow* shadow = gemm_shadow();
+      parallel_for_dynamic(int64_t(problems.size()), [&](int64_t i) {
+        const GemmPrecisionScope same(GemmPrecision::bf16, shadow);
+        const auto& p = problems[size_t(i)];
+        gemm<float>(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
+      });
+      return;
+    }
+  }
   for (const auto& p : problems) {
     if constexpr (std::is_same_v<T, float>) {
-      if (gemm_precision() == GemmPrecision::bf16) {
-        gemm<float>(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
-        continue;
-      }
       run_on_route(gemm_grouped_route(ta, tb, p.M, p.N, p.K, p.ldb, p.beta), ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda,
                    p.B, p.ldb, p.beta, p.C, p.ldc);
     } else {

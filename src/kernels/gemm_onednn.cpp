@@ -2,7 +2,7 @@
 // weights (bf16 in, f32 out and accumulation: AMX tiles or AVX-512 BF16 where the CPU has
 // them). Primitive creation costs tens of microseconds, so
 // primitives are cached per (shape, strides, alpha, beta); the cache is bounded because
-// per-expert row counts change every batch. Scratchpads are user-managed: one buffer,
+// per-expert row counts change every batch. Scratchpads are user-managed: one buffer a thread,
 // grown to the largest any primitive asks for, instead of one per cached primitive.
 #ifdef MOEPP_GEMM_ONEDNN
 #include <cstdint>
@@ -29,15 +29,25 @@ struct Cached {
 
 struct OneDnnState {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{engine};
   std::map<Key, Cached> cache;
-  std::mutex mutex;
-  std::vector<char> scratch;
+  std::mutex mutex;  // guards the cache
 };
 
 OneDnnState& state() {
   static OneDnnState s;
   return s;
+}
+
+// Each thread executes on its own stream and scratchpad, so that threads can run products
+// at the same time (a grouped product's experts, one a thread: kernels/gemm.h).
+struct ThreadState {
+  dnnl::stream stream{state().engine};
+  std::vector<char> scratch;
+};
+
+ThreadState& thread_state() {
+  thread_local ThreadState t;
+  return t;
 }
 
 constexpr size_t kMaxCachedPrimitives = 1024;
@@ -49,38 +59,43 @@ void run_matmul(dnnl::memory::data_type in, Trans ta, Trans tb, int64_t M, int64
   using dnnl::memory;
   auto& s = state();
   const Key key{M, N, K, int(ta), int(tb), lda, ldb, ldc, alpha, beta, in == memory::data_type::bf16};
-  std::lock_guard<std::mutex> lock(s.mutex);
-  auto it = s.cache.find(key);
-  if (it == s.cache.end()) {
-    if (s.cache.size() >= kMaxCachedPrimitives) s.cache.clear();
-    const memory::desc a_md({M, K}, in, ta == Trans::N ? memory::dims{lda, 1} : memory::dims{1, lda});
-    const memory::desc b_md({K, N}, in, tb == Trans::N ? memory::dims{ldb, 1} : memory::dims{1, ldb});
-    const memory::desc c_md({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-    if (beta != 0.0f) {
-      dnnl::post_ops ops;
-      ops.append_sum(beta);
-      attr.set_post_ops(ops);
+  Cached run;  // handles (reference counted): the cache may be cleared while this one runs
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    auto it = s.cache.find(key);
+    if (it == s.cache.end()) {
+      if (s.cache.size() >= kMaxCachedPrimitives) s.cache.clear();
+      const memory::desc a_md({M, K}, in, ta == Trans::N ? memory::dims{lda, 1} : memory::dims{1, lda});
+      const memory::desc b_md({K, N}, in, tb == Trans::N ? memory::dims{ldb, 1} : memory::dims{1, ldb});
+      const memory::desc c_md({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+      if (beta != 0.0f) {
+        dnnl::post_ops ops;
+        ops.append_sum(beta);
+        attr.set_post_ops(ops);
+      }
+      try {
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, s.engine);
+        it = s.cache.emplace(key, Cached{pd, dnnl::matmul(pd)}).first;
+      } catch (const dnnl::error& e) {
+        fail("oneDNN matmul creation failed for M=", M, " N=", N, " K=", K, ": ", e.what());
+      }
     }
-    try {
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, s.engine);
-      it = s.cache.emplace(key, Cached{pd, dnnl::matmul(pd)}).first;
-    } catch (const dnnl::error& e) {
-      fail("oneDNN matmul creation failed for M=", M, " N=", N, " K=", K, ": ", e.what());
-    }
+    run = it->second;
   }
-  const auto& pd = it->second.pd;
+  auto& t = thread_state();
+  const auto& pd = run.pd;
   const memory::desc scratch_md = pd.scratchpad_desc();
-  if (scratch_md.get_size() > s.scratch.size()) s.scratch.resize(scratch_md.get_size());
+  if (scratch_md.get_size() > t.scratch.size()) t.scratch.resize(scratch_md.get_size());
   memory a_mem(pd.src_desc(), s.engine, const_cast<void*>(A));
   memory b_mem(pd.weights_desc(), s.engine, const_cast<void*>(B));
   memory c_mem(pd.dst_desc(), s.engine, C);
-  memory scratch_mem(scratch_md, s.engine, s.scratch.data());
-  it->second.prim.execute(s.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem},
-                                     {DNNL_ARG_SCRATCHPAD, scratch_mem}});
-  s.stream.wait();
+  memory scratch_mem(scratch_md, s.engine, t.scratch.data());
+  run.prim.execute(t.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem},
+                              {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+  t.stream.wait();
 }
 
 }  // namespace

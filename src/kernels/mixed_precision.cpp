@@ -141,6 +141,8 @@ GemmPrecisionScope::~GemmPrecisionScope() {
 
 GemmPrecision gemm_precision() { return t_precision; }
 
+const Bf16Shadow* gemm_shadow() { return t_shadow; }
+
 void gemm_f32_as_bf16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                       const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   thread_local UninitVector<uint16_t> scratch_a, scratch_b;

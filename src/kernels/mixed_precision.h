@@ -68,6 +68,9 @@ class GemmPrecisionScope {
 
 // This thread's precision for f32 products (f32 outside any scope).
 GemmPrecision gemm_precision();
+// The shadow this thread's scope reads weights from (null outside one): what a worker needs
+// to open the same scope for products it runs on the caller's behalf.
+const Bf16Shadow* gemm_shadow();
 
 // What gemm<float> runs in a bf16 scope (M, N, K > 0; arguments already checked).
 void gemm_f32_as_bf16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
