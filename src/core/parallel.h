@@ -1,5 +1,7 @@
 // OpenMP helpers. Kernels parallelise over rows (tokens) with parallel_for; GEMM providers
-// thread internally, so callers never open an OpenMP region around a GEMM (no nesting).
+// thread internally, so callers do not open an OpenMP region around a GEMM (no nesting).
+// The one exception is gemm_grouped under bf16 products, which runs one product a thread
+// on purpose: inside the region the provider and the rounding run serially.
 #pragma once
 #include <omp.h>
 

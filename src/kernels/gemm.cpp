@@ -1,6 +1,7 @@
 #include "kernels/gemm.h"
 
 #include <cctype>
+#include <exception>
 #include <string>
 #include <type_traits>
 
@@ -279,12 +280,20 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
       // One product a thread, each on that thread alone (inside a parallel region oneDNN and
       // the rounding run serially): an expert's product of ~100 rows split over two threads
       // spends much of its time at their barriers.
+      // An error in a worker (an exception may not leave an OpenMP region) is rethrown here.
       const Bf16Shadow* shadow = gemm_shadow();
+      std::exception_ptr first_error;
       parallel_for_dynamic(int64_t(problems.size()), [&](int64_t i) {
-        const GemmPrecisionScope same(GemmPrecision::bf16, shadow);
-        const auto& p = problems[size_t(i)];
-        gemm<float>(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
+        try {
+          const GemmPrecisionScope same(GemmPrecision::bf16, shadow);
+          const auto& p = problems[size_t(i)];
+          gemm<float>(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
+        } catch (...) {
+#pragma omp critical(moepp_gemm_grouped_error)
+          if (!first_error) first_error = std::current_exception();
+        }
       });
+      if (first_error) std::rethrow_exception(first_error);
       return;
     }
   }

@@ -183,6 +183,26 @@ TEST(MixedPrecision, GroupedProductsEqualEachAlone) {
   EXPECT_EQ(C[1][0], 1.0f);  // no rows: C untouched
 }
 
+// The experts of a bf16 grouped product run on the OpenMP threads; an error in one of
+// them (here a row stride shorter than a row) reaches the caller as the usual exception.
+TEST(MixedPrecision, GroupedProductsReportAWorkersError) {
+  SKIP_WITHOUT_BF16();
+  const int64_t M = 20, N = 32, K = 40;
+  std::vector<float> x(size_t(M * K), 1.0f), w(size_t(N * K), 1.0f);
+  std::vector<std::vector<float>> C(4, std::vector<float>(size_t(M * N), 0.0f));
+  std::vector<GemmProblem<float>> problems;
+  for (int e = 0; e < 4; ++e)
+    problems.push_back({M, N, K, x.data(), e == 2 ? K - 1 : K, w.data(), K, C[size_t(e)].data(), N, 0.0f});
+  const GemmPrecisionScope bf16(GemmPrecision::bf16);
+  try {
+    gemm_grouped<float>(Trans::N, Trans::T, problems);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lda=39 too small"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(C[0][0], float(K));  // the valid products ran: 40 ones times ones
+}
+
 TEST(MixedPrecision, ScopeRefusesBf16WhereTheCpuHasNone) {
   if (gemm_bf16_available()) GTEST_SKIP() << "this CPU has native bf16 products";
   EXPECT_THROW({ const GemmPrecisionScope s(GemmPrecision::bf16); }, Error);
