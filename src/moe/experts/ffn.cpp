@@ -56,9 +56,11 @@ void ffn_experts_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const Dis
       const int64_t r0 = plan.offsets[size_t(e)], M = plan.rows(e);
       if (M == 0) continue;
       if constexpr (std::is_same_v<T, float>) {
-        const PackedMatrix& up = *w.up[size_t(e)].packed;
-        if (packed_products_use_bf16(up.type, M)) {
-          expert_forward_bf16(up, *w.down[size_t(e)].packed, c.x.data() + r0 * D, M, c.o.data() + r0 * D);
+        // Both products on the bf16 GEMM, or each as packed_linear picks: a q8_0 or q4
+        // expert whose I is no multiple of 32 keeps its down projection f32.
+        const PackedMatrix &up = *w.up[size_t(e)].packed, &down = *w.down[size_t(e)].packed;
+        if (packed_products_use_bf16(up.type, M) && packed_products_use_bf16(down.type, M)) {
+          expert_forward_bf16(up, down, c.x.data() + r0 * D, M, c.o.data() + r0 * D);
           continue;
         }
       }
