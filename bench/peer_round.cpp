@@ -4,7 +4,8 @@
 // first prefill, then again warm), then decode --decode tokens one at a time, each the
 // greedy choice after the last. Prints one JSON object on stdout.
 // Usage: peer_round --model DIR --ids FILE [--dtype f32|bf16|q8_0|q4] [--decode 128]
-//                   [--threads 2] [--pin 1]
+//                   [--threads 2] [--pin 1] [--mmap 0|1]
+//   --mmap 1: f32 weights used where they lie in the file (moepp generate --mmap).
 //   FILE holds the prompt's token ids, comma-separated.
 //        peer_round --gemm-rate M,N,K [--threads 2]
 //   instead: GFLOP/s of the machine's GEMM (C = A W^T, oneDNN) at that shape in f32 and,
@@ -94,7 +95,7 @@ int main(int argc, char** argv) try {
   std::optional<LoadedModel> plain;
   std::unique_ptr<PackedModel> packed;
   if (dtype == "f32")
-    plain.emplace(load_model_folder(dir));
+    plain.emplace(load_model_folder(dir, {.in_place = f.get_int("mmap", 0) != 0}));
   else
     packed = load_packed_model_folder(dir, parse_weight_type(dtype));
   const ModelConfig& cfg = plain ? plain->config : packed->config;

@@ -21,6 +21,7 @@ void add_generate(CLI::App& app) {
     double repeat_penalty = 1.0;
     int repeat_last_n = 64;
     bool quiet = false;
+    bool mmap = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("-m,--model", a->model, "Model folder (with tokenizer.model)")->required();
@@ -52,6 +53,11 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16, q8_0 or q4 (packed on load; docs/quantization.md)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
+  cmd->add_flag("--mmap", a->mmap,
+                "--dtype f32: use the f32 weights where they lie in the folder's file (mapped copy-on-write) "
+                "instead of copying them: a folder moepp wrote loads in a blink from the page cache, though "
+                "decode may read such pages slower (docs/quantization.md). Converted bf16/q8_0/q4 folders are "
+                "always used in place");
   add_kv_dtype_option(cmd, &a->kv_dtype);
   add_threads_option(cmd, &a->threads);
   cmd->callback([a] {
@@ -75,7 +81,7 @@ void add_generate(CLI::App& app) {
     opt.routing = &routing;
     int64_t max_positions = 0;
     if (a->dtype == "f32") {
-      const LoadedModel m = load_model_folder(a->model);
+      const LoadedModel m = load_model_folder(a->model, {.in_place = a->mmap});
       max_positions = m.config.max_position_embeddings;
       generate_text(m.config, m.params, tok, prompt_text, opt, show);
     } else {

@@ -1,7 +1,9 @@
 // Shapes and owning buffers.
 //
-// Tensor<T> owns a 64-byte aligned, zero-initialised block and its shape. Kernels take
-// raw pointers; callers own the memory. Row-major throughout.
+// Tensor<T> owns a 64-byte aligned, zero-initialised block and its shape, or borrows a
+// 64-byte aligned block that a keeper holds alive (a model file mapped copy-on-write,
+// whose f32 tensors are used in place). Kernels take raw pointers; callers own the memory.
+// Row-major throughout.
 #pragma once
 #include <cstdint>
 #include <cstdlib>
@@ -35,9 +37,13 @@ struct Shape {
   std::string str() const;
 };
 
-// Deleter for aligned blocks from aligned_alloc.
-struct AlignedFree {
-  void operator()(void* p) const { std::free(p); }
+// A tensor's storage: an aligned block from aligned_alloc, freed with the tensor, or (with a
+// keeper) memory the keeper owns, which the tensor keeps alive and never frees itself.
+struct TensorStorage {
+  std::shared_ptr<const void> keeper;
+  void operator()(void* p) const {
+    if (!keeper) std::free(p);
+  }
 };
 
 void* aligned_zeroed(size_t bytes);  // throws moepp::Error when out of memory
@@ -54,14 +60,26 @@ class Tensor {
     const int64_t n = checked_numel(shape.dims, "tensor size");
     const uint64_t bytes = checked_mul(uint64_t(n), uint64_t(sizeof(T)), "tensor size in bytes");
     shape_ = std::move(shape);
-    data_.reset(n ? static_cast<T*>(aligned_zeroed(size_t(bytes))) : nullptr);
+    // A fresh deleter: a borrowed block's keeper must not claim the new allocation.
+    data_ = Storage(n ? static_cast<T*>(aligned_zeroed(size_t(bytes))) : nullptr, TensorStorage{});
     capacity_ = n;
   }
+  // Uses shape-product elements at p in place, valid while keeper lives (the tensor holds
+  // it): writes go to that memory. p must be 64-byte aligned like an owned block.
+  void borrow(Shape shape, T* p, std::shared_ptr<const void> keeper) {
+    MOEPP_CHECK(keeper && p && reinterpret_cast<uintptr_t>(p) % 64 == 0,
+                "Tensor::borrow needs a keeper and a 64-byte aligned block");
+    const int64_t n = checked_numel(shape.dims, "tensor size");
+    shape_ = std::move(shape);
+    data_ = Storage(p, TensorStorage{std::move(keeper)});
+    capacity_ = n;
+  }
+  bool borrowed() const { return data_ && data_.get_deleter().keeper != nullptr; }
   // A shape without storage (numel() reports the shape; data() is null) for code that
   // walks a model's tensors before filling them one at a time: resize before use.
   void declare(Shape shape) {
     shape_ = std::move(shape);
-    data_.reset();
+    data_ = Storage(nullptr, TensorStorage{});
     capacity_ = 0;
   }
   bool allocated() const { return data_ != nullptr || shape_.numel() == 0; }
@@ -98,7 +116,8 @@ class Tensor {
  private:
   Shape shape_;
   int64_t capacity_ = 0;
-  std::unique_ptr<T, AlignedFree> data_;
+  using Storage = std::unique_ptr<T, TensorStorage>;
+  Storage data_;
 };
 
 }  // namespace moepp

@@ -12,7 +12,7 @@
 
 namespace moepp {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+MappedFile::MappedFile(const std::string& path, MapMode mode) : path_(path), mode_(mode) {
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   MOEPP_CHECK(fd >= 0, path, ": cannot open: ", std::strerror(errno));
@@ -27,7 +27,10 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   size_ = size_t(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    // MAP_PRIVATE either way: writes (copy_on_write) never reach the file, so a read-only
+    // descriptor serves both.
+    const int prot = mode == MapMode::copy_on_write ? PROT_READ | PROT_WRITE : PROT_READ;
+    void* p = ::mmap(nullptr, size_, prot, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);
       fail(path, ": cannot map: ", std::strerror(errno));
@@ -35,6 +38,11 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     data_ = static_cast<const uint8_t*>(p);
   }
   ::close(fd);
+}
+
+uint8_t* MappedFile::writable_data() const {
+  MOEPP_CHECK(mode_ == MapMode::copy_on_write, path_, ": mapped read-only, not copy-on-write");
+  return const_cast<uint8_t*>(data_);
 }
 
 void MappedFile::release(const uint8_t* p, size_t n) const {
@@ -49,7 +57,8 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-MappedFile::MappedFile(MappedFile&& o) noexcept : path_(std::move(o.path_)), data_(o.data_), size_(o.size_) {
+MappedFile::MappedFile(MappedFile&& o) noexcept
+    : path_(std::move(o.path_)), data_(o.data_), size_(o.size_), mode_(o.mode_) {
   o.data_ = nullptr;
   o.size_ = 0;
 }

@@ -4,7 +4,8 @@
 // against the file, dtypes, shape products against byte ranges, ranges inside the data and
 // not overlapping. Tensor bytes stay in the mapping until read.
 // The writer streams tensors into a temporary file and renames it, so a crash leaves no half
-// file and a large model is never held twice.
+// file and a large model is never held twice; it starts every tensor whose size is a
+// multiple of 64 bytes on a 64-byte boundary of the file (in_place_f32).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -35,7 +36,9 @@ struct SafetensorsEntry {
 class SafetensorsFile {
  public:
   // Reads and validates `path`; throws moepp::Error naming the file and the field.
-  explicit SafetensorsFile(const std::string& path);
+  // copy_on_write maps it so that tensors can be used in place as writable memory
+  // (in_place_f32).
+  explicit SafetensorsFile(const std::string& path, MapMode mode = MapMode::read_only);
 
   const std::string& path() const { return path_; }
   bool has(const std::string& name) const { return entries_.count(name) != 0; }
@@ -49,6 +52,10 @@ class SafetensorsFile {
   Tensor<T> read(const std::string& name) const;
   // The tensor's bytes as stored (entry(name).end - begin of them), inside the mapping.
   const uint8_t* raw(const std::string& name) const { return data_ + entry(name).begin; }
+  // An F32 tensor's elements as writable memory inside a copy-on-write mapping (writes stay
+  // in this process), where they start on a 64-byte boundary as a Tensor's storage does;
+  // null for other dtypes, other alignments and read-only mappings.
+  float* in_place_f32(const std::string& name) const;
   // Drops the tensor's pages from the resident set (MappedFile::release) once it is read.
   void release(const std::string& name) const;
 

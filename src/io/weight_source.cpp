@@ -16,16 +16,17 @@ namespace {
 
 class SafetensorsSource : public WeightSource {
  public:
-  SafetensorsSource(const std::string& dir, const std::string& single, const std::string& index) : dir_(dir) {
+  SafetensorsSource(const std::string& dir, const std::string& single, const std::string& index, MapMode mode)
+      : dir_(dir) {
     if (!single.empty()) {
-      auto f = std::make_shared<SafetensorsFile>(dir + "/" + single);
+      auto f = std::make_shared<SafetensorsFile>(dir + "/" + single, mode);
       for (const auto& [name, e] : f->entries()) where_[name] = f;
       what_ = dir + "/" + single;
     } else {
       std::map<std::string, std::shared_ptr<SafetensorsFile>> files;
       for (const auto& [name, shard] : read_weight_index(dir, index)) {
         auto& f = files[shard];
-        if (!f) f = std::make_shared<SafetensorsFile>(dir + "/" + shard);
+        if (!f) f = std::make_shared<SafetensorsFile>(dir + "/" + shard, mode);
         MOEPP_CHECK(f->has(name), dir, "/", shard, ": the index places ", name, " here, but it is not there");
         where_[name] = f;
       }
@@ -56,6 +57,7 @@ class SafetensorsSource : public WeightSource {
   }
   void release(const std::string& n) override { file(n).release(n); }
   std::string describe() const override { return what_; }
+  float* in_place_f32(const std::string& n) override { return file(n).in_place_f32(n); }
   std::optional<Raw> raw(const std::string& n) override {
     const SafetensorsFile& f = file(n);
     const SafetensorsEntry& e = f.entry(n);
@@ -105,10 +107,11 @@ class TorchBinSource : public WeightSource {
 
 }  // namespace
 
-std::unique_ptr<WeightSource> WeightSource::open(const std::string& dir) {
-  if (file_exists(dir + "/model.safetensors")) return std::make_unique<SafetensorsSource>(dir, "model.safetensors", "");
+std::unique_ptr<WeightSource> WeightSource::open(const std::string& dir, MapMode mode) {
+  if (file_exists(dir + "/model.safetensors"))
+    return std::make_unique<SafetensorsSource>(dir, "model.safetensors", "", mode);
   if (file_exists(dir + "/model.safetensors.index.json"))
-    return std::make_unique<SafetensorsSource>(dir, "", "model.safetensors.index.json");
+    return std::make_unique<SafetensorsSource>(dir, "", "model.safetensors.index.json", mode);
   if (file_exists(dir + "/pytorch_model.bin")) return std::make_unique<TorchBinSource>(dir, false);
   if (file_exists(dir + "/pytorch_model.bin.index.json")) return std::make_unique<TorchBinSource>(dir, true);
   fail(dir, ": no weights (model.safetensors, model.safetensors.index.json, pytorch_model.bin or "

@@ -12,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "io/mapped_file.h"
 
 namespace moepp {
 
@@ -38,9 +39,14 @@ class WeightSource {
   // Once a tensor's raw bytes have been copied: its pages may leave the resident set
   // (read_f32 does this itself). Reading it again stays correct.
   virtual void release(const std::string& name) { (void)name; }
+  // An f32 tensor usable in place as a Tensor's storage (stored as F32 on a 64-byte
+  // boundary in a file opened copy_on_write; SafetensorsFile::in_place_f32), valid while
+  // the source lives; null otherwise (read it with read_f32).
+  virtual float* in_place_f32(const std::string& name) { (void)name; return nullptr; }
 
-  // Picks the layout present in dir; throws when there is none.
-  static std::unique_ptr<WeightSource> open(const std::string& dir);
+  // Picks the layout present in dir; throws when there is none. copy_on_write maps
+  // safetensors files writable-private, so their f32 tensors can be used in place.
+  static std::unique_ptr<WeightSource> open(const std::string& dir, MapMode mode = MapMode::read_only);
 };
 
 }  // namespace moepp

@@ -96,17 +96,30 @@ void check_weights(const std::string& dir, bool mixtral, const ModelConfig& cfg,
                 cfg.num_experts(), " experts); refusing to drop it silently");
 }
 
+// Touches one byte of every page of a borrowed tensor on all threads, so that its pages
+// are mapped while loading (as a copy would have) and not one by one in the first tokens.
+void prefault(const void* data, size_t bytes) {
+  const auto* p = static_cast<const volatile uint8_t*>(data);
+  constexpr size_t kPage = 4096;
+  parallel_for(int64_t((bytes + kPage - 1) / kPage), [&](int64_t i) { (void)p[size_t(i) * kPage]; }, 256);
+}
+
 }  // namespace
 
 std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
-                                                                           WeightSource& src) {
+                                                                           WeightSource& src,
+                                                                           std::shared_ptr<const void> keeper) {
   const bool mixtral = is_mixtral_dir(dir);
   check_weights(dir, mixtral, cfg, src);
   const int64_t I = cfg.intermediate_size, D = cfg.hidden_size;
-  return [&src, mixtral, I, D](const std::string& name, Tensor<float>& t) {
+  return [&src, mixtral, I, D, keeper](const std::string& name, Tensor<float>& t) {
     const auto parts = source_parts(mixtral, name, t.shape(), I, D, src.describe());
+    float* in_place = keeper && parts.size() == 1 ? src.in_place_f32(parts[0].name) : nullptr;
     if (parts.empty()) {
       t.resize(t.shape());  // zeros
+    } else if (in_place) {  // (check_weights has compared the stored shape with t's)
+      t.borrow(t.shape(), in_place, keeper);
+      prefault(in_place, size_t(t.numel()) * sizeof(float));
     } else if (parts.size() == 1) {
       t = src.read_f32(parts[0].name);
     } else {
@@ -125,14 +138,6 @@ namespace {
 
 // bf16 matrices stored as bf16 (a bf16 safetensors folder, Mixtral's included) are copied
 // as they are: widening to f32 and rounding back is the identity.
-// Touches one byte of every page of a borrowed matrix on all threads, so that its pages
-// are mapped while loading (as a copy would have) and not one by one in the first tokens.
-void prefault(const void* data, size_t bytes) {
-  const auto* p = static_cast<const volatile uint8_t*>(data);
-  constexpr size_t kPage = 4096;
-  parallel_for(int64_t((bytes + kPage - 1) / kPage), [&](int64_t i) { (void)p[size_t(i) * kPage]; }, 256);
-}
-
 PackedModel::PackedFill bf16_reader(bool mixtral, int64_t I, int64_t D, WeightSource& src,
                                     std::shared_ptr<const void> keeper) {
   return [&src, mixtral, I, D, keeper](const std::string& name, const Shape& want, PackedMatrix& out) {
@@ -235,8 +240,9 @@ PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConf
   };
 }
 
-void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params) {
-  params.for_each(cfg, hf_tensor_reader(dir, cfg, src));
+void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params,
+                    std::shared_ptr<const void> keeper) {
+  params.for_each(cfg, hf_tensor_reader(dir, cfg, src, std::move(keeper)));
 }
 
 }  // namespace moepp

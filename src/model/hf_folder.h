@@ -23,9 +23,13 @@ ModelConfig read_hf_config(const std::string& dir);
 // Reads one parameter by its SPEC name into t (whose shape cfg implies); maps Mixtral
 // names. Before it returns, every tensor cfg implies is checked for presence and shape and
 // the files for tensors cfg leaves unused, so nothing is allocated for a folder that
-// contradicts its config. src must outlive the reader.
+// contradicts its config. Given a keeper (what keeps src's mappings alive, src itself), a
+// tensor src can lend in place (WeightSource::in_place_f32: an aligned F32 tensor of a
+// copy-on-write mapping) is used there, not copied, and holds the keeper. src must outlive
+// the reader.
 std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const std::string& dir, const ModelConfig& cfg,
-                                                                           WeightSource& src);
+                                                                           WeightSource& src,
+                                                                           std::shared_ptr<const void> keeper = nullptr);
 
 // For PackedModel::build: a matrix stored as `type` blocks (q8_0 or q4, as `moepp
 // convert` writes them) in a mapped file is taken as stored - the scales checked for shape
@@ -38,7 +42,9 @@ std::function<void(const std::string&, Tensor<float>&)> hf_tensor_reader(const s
 PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConfig& cfg, WeightSource& src,
                                          WeightType type, std::shared_ptr<const void> keeper = nullptr);
 
-// Every parameter cfg implies, from the folder's weights, checked for presence and shape.
-void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params);
+// Every parameter cfg implies, from the folder's weights, checked for presence and shape
+// (in place where hf_tensor_reader can, given a keeper).
+void read_hf_params(const std::string& dir, const ModelConfig& cfg, WeightSource& src, ModelParams<float>& params,
+                    std::shared_ptr<const void> keeper = nullptr);
 
 }  // namespace moepp

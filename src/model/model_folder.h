@@ -24,7 +24,17 @@ struct LoadedModel {
 void save_model_folder(const std::string& dir, const ModelConfig& cfg, const ModelParams<float>& params,
                        const std::string& tokenizer_model = "");
 
-LoadedModel load_model_folder(const std::string& dir);
+struct LoadOptions {
+  // Use the f32 tensors of the folder's safetensors files where they lie, in a copy-on-write
+  // mapping (those moepp wrote: each starts on a 64-byte boundary), instead of copying them
+  // into memory of their own; others are copied as usual. Loading then costs next to
+  // nothing when the files are in the page cache, but on this project's VMs a decode reads
+  // such pages 10-35% slower than freshly allocated ones (docs/decisions.md), so the
+  // default copies.
+  bool in_place = false;
+};
+
+LoadedModel load_model_folder(const std::string& dir, const LoadOptions& options = {});
 
 // The folder's weights packed as `type` for inference, read one tensor at a time (the f32
 // model is never held whole: a bf16 MoE++7B folder loads in ~15 GB as bf16, ~8.7 GB as q8_0).

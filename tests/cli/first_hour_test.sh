@@ -99,6 +99,9 @@ prompt="the lazy dog"
 greedy=$(cat "$tmp/greedy")
 cont=${greedy#"$prompt"}
 check "greedy continues the prompt" test "$greedy" != "$prompt"
+# --mmap: the same weights used where they lie in the file give the same greedy text.
+"$moepp" generate -m "$tmp/run" -p "$prompt" -n 24 --temp 0 -q --mmap >"$tmp/greedy_mmap" 2>/dev/null
+check "--mmap generates the same greedy text" test "$(cat "$tmp/greedy_mmap")" = "$greedy"
 stop=${cont:4:3}
 if [ ${#stop} -eq 3 ]; then
   want="$prompt${cont%%"$stop"*}"

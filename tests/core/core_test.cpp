@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -74,6 +75,31 @@ TEST(Tensor, ZeroInitialisedAlignedAndFitReusesStorage) {
   EXPECT_EQ(t.shape(), (Shape{2, 7}));
   t.fit({4, 5});
   EXPECT_EQ(t.numel(), 20);
+}
+
+TEST(Tensor, BorrowedStorageIsUsedInPlaceAndItsKeeperLivesAsLongAsTheTensor) {
+  alignas(64) static float block[32];
+  for (int i = 0; i < 32; ++i) block[i] = float(i);
+  auto keeper = std::make_shared<int>(7);
+  std::weak_ptr<int> watch = keeper;
+  Tensor<float> t;
+  t.borrow({4, 8}, block, keeper);
+  keeper.reset();
+  EXPECT_TRUE(t.borrowed());
+  EXPECT_EQ(t.data(), block);
+  EXPECT_EQ(t[9], 9.0f);
+  t[9] = -1.0f;  // writes reach the borrowed memory
+  EXPECT_EQ(block[9], -1.0f);
+  EXPECT_FALSE(watch.expired());
+  Tensor<float> moved = std::move(t);  // the keeper travels with the storage
+  EXPECT_FALSE(watch.expired());
+  moved.resize({2, 2});  // own storage again, zeroed; the keeper is let go
+  EXPECT_FALSE(moved.borrowed());
+  EXPECT_NE(moved.data(), block);
+  EXPECT_EQ(moved[3], 0.0f);
+  EXPECT_TRUE(watch.expired());
+  EXPECT_EQ(block[10], 10.0f);  // and the block was not freed or cleared
+  EXPECT_THROW(moved.borrow({1}, block + 1, std::make_shared<int>(0)), Error);  // not 64-byte aligned
 }
 
 TEST(Error, CarriesItsContext) {
