@@ -99,7 +99,7 @@ void round_to_bf16(const float* x, int64_t n, uint16_t* out);
 int64_t bf16_gemm_rows(int64_t M);
 // y[m, :] = xb[m, :] W^T (+ beta y) for m < rows, xb rounded to bf16 with row stride W.cols;
 // rows as bf16_gemm_rows gives them (y has that many rows). W bf16 as stored, q8_0/q4
-// rounded to bf16 a band at a time. Needs gemm_bf16_available().
+// rounded to bf16 first (whole up to 8 M weights, in bands beyond). Needs gemm_bf16_available().
 void packed_linear_bf16_rows(const uint16_t* xb, int64_t rows, const PackedMatrix& W, float beta, float* y,
                              int64_t ldy);
 // x's M rows (stride ldx, K columns) rounded to bf16 into `buffer`, followed by zero rows up
