@@ -47,16 +47,12 @@ LoadedModel load_model_folder(const std::string& dir, const LoadOptions& options
   // Shapes only: each tensor is allocated as it is read, after every shape was checked
   // against the files (a hostile config must not allocate gigabytes first).
   m.params = ModelParams<float>::zeros(m.config, /*allocate=*/false);
-  if (!options.in_place) {
-    const auto src = WeightSource::open(dir);
-    read_hf_params(dir, m.config, *src, m.params);
-    return m;
-  }
-  // Mapped copy-on-write and kept by the tensors it lends: f32 tensors stored aligned (as
-  // moepp writes them) are used from the page cache instead of copied into fresh memory;
-  // what a caller writes into them stays in this process.
-  const std::shared_ptr<WeightSource> src = WeightSource::open(dir, MapMode::copy_on_write);
-  read_hf_params(dir, m.config, *src, m.params, src);
+  // In place: mapped copy-on-write and kept by the tensors it lends (f32 tensors stored
+  // aligned, as moepp writes them, are used from the page cache instead of copied into fresh
+  // memory; what a caller writes into them stays in this process).
+  const std::shared_ptr<WeightSource> src =
+      WeightSource::open(dir, options.in_place ? MapMode::copy_on_write : MapMode::read_only);
+  read_hf_params(dir, m.config, *src, m.params, options.in_place ? src : nullptr);
   return m;
 }
 

@@ -28,9 +28,9 @@ struct LoadOptions {
   // Use the f32 tensors of the folder's safetensors files where they lie, in a copy-on-write
   // mapping (those moepp wrote: each starts on a 64-byte boundary), instead of copying them
   // into memory of their own; others are copied as usual. Loading then costs next to
-  // nothing when the files are in the page cache, but on this project's VMs a decode reads
-  // such pages 10-35% slower than freshly allocated ones (docs/decisions.md), so the
-  // default copies.
+  // nothing when the files are in the page cache, but on this project's VM a decode read
+  // such pages 10% slower (median of 12 rounds) than freshly allocated ones
+  // (docs/decisions.md), so the default copies.
   bool in_place = false;
 };
 

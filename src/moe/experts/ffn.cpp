@@ -59,7 +59,7 @@ void ffn_experts_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const Dis
         // Both products on the bf16 GEMM, or each as packed_linear picks: a q8_0 or q4
         // expert whose I is no multiple of 32 keeps its down projection f32.
         const PackedMatrix &up = *w.up[size_t(e)].packed, &down = *w.down[size_t(e)].packed;
-        if (packed_products_use_bf16(up.type, M) && packed_products_use_bf16(down.type, M)) {
+        if (packed_linear_uses_bf16(up, M) && packed_linear_uses_bf16(down, M)) {
           expert_forward_bf16(up, down, c.x.data() + r0 * D, M, c.o.data() + r0 * D);
           continue;
         }
