@@ -297,9 +297,12 @@ void dot_rows(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j, flo
 }
 
 // y[m, j] (+)= x[m, :] . W[j, :] for m < M and j in [j0, j1): J weight rows at a time (M x J
-// accumulators in registers), the rest one by one. By default J = 4 up to 4 rows of x, else
-// 2; one row of x against bf16 weights measured fastest with J = 1 (2816 x 1024: 0.22-0.26
-// ms against 0.28-0.33 with J = 4), q8_0 with J = 4 (0.110-0.113 against 0.122-0.133).
+// accumulators in registers), the rest one by one. bf16 weights go one row at a time (one
+// sequential stream from memory; see weight_rows_per_pass in int8_dot.cpp): on an AMD EPYC,
+// 2 threads, 8192 x 1024 from memory, J = 1 took 0.40 ms at 1, 2 and 4 rows of x and 0.55
+// at 8, where J = 4 (2 at 8 rows) took 0.92-1.10 and 2.0; one row measured fastest with
+// J = 1 on the Intel VM too. q8_0 without VNNI keeps J = 4 up to 4 rows of x, else 2
+// (one row of x, Intel: 0.110-0.113 ms against 0.122-0.133 with J = 1).
 template <int M, int J = (M <= 4 ? 4 : 2)>
 void dot_row_range(const float* x, int64_t ldx, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
                    bool accumulate) {
@@ -346,9 +349,7 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
       const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
       if (xq) return int8_linear_rows(*xq, W, j0, j1, y, ldy, accumulate);
       with_row_count(M, [&]<int R>() {
-        if constexpr (R == 1) {
-          if (W.type == WeightType::bf16) return dot_row_range<1, 1>(x, ldx, W, j0, j1, y, ldy, accumulate);
-        }
+        if (W.type == WeightType::bf16) return dot_row_range<R, 1>(x, ldx, W, j0, j1, y, ldy, accumulate);
         dot_row_range<R>(x, ldx, W, j0, j1, y, ldy, accumulate);
       });
     });
