@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/attention_backward_tiles.h"
+#include "kernels/attention_group.h"
 #include "kernels/attention_runs.h"
 #include "kernels/dot.h"
 #include "kernels/softmax.h"
@@ -173,6 +174,9 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
       for (int64_t g = 0; g < G; ++g) score[g] = scratch.data() + g * L;
     }
     with_history(r, kvh, [&](const auto* k, const auto* v) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (group_attention_vectorised(hd)) return attend_group_vectorised(qr, G, hd, k, v, a.kv_stride, L, scale, score, o);
+      }
       attend_group(qr, G, hd, k, v, a.kv_stride, L, scale, score, o);
     });
     if (a.probs)

@@ -244,3 +244,14 @@ TEST(Attention, RowsAgainstBf16HistoriesMatchNaiveOverTheRoundedValues) {
   check_rows_against_naive(true, 16);
   check_rows_against_naive(true, 20);
 }
+
+// Decode rows at the head sizes the vectorised group kernel takes (kernels/attention_group:
+// 64, 96, 128, 256 on AVX-512), 1 to 5 query heads per kv head (its passes of 4, 2 or 1
+// heads and the heads left over), contexts below, at and past a block of 16 keys, f32 and
+// bf16 histories: against naive double attention.
+TEST(Attention, DecodeRowsAtModelHeadSizesMatchNaive) {
+  const std::vector<QueryRow> rows = {{0, 1}, {1, 15}, {2, 16}, {3, 17}, {4, 40}, {5, 100}};
+  for (int64_t hd : {64, 96, 128, 256})
+    for (auto [Hq, Hkv] : {std::pair<int64_t, int64_t>{4, 4}, {8, 4}, {6, 2}, {8, 2}, {10, 2}})
+      for (bool use_bf16 : {false, true}) check_rows_against_naive<float>(rows, Hq, Hkv, hd, use_bf16, 2e-5);
+}
