@@ -121,6 +121,29 @@ TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
   }
 }
 
+// Where a batch's rows take the int8 kernel (up to 24 rows in blocks of 8 with the vector
+// kernel, any number on AMX), each row's result is bit for bit the row's product alone: a
+// row is quantized on its own and keeps its own accumulators, whichever block it is in.
+TEST(Quant, Int8ProductsOfABatchEqualEachRowAlone) {
+  Rng rng(21);
+  const int64_t K = 96, N = 50, ldx = K + 4, ldy = N + 3;
+  for (WeightType t : {WeightType::q8_0, WeightType::q4}) {
+    auto w = random_tensor<float>({N, K}, rng);
+    const auto p = PackedMatrix::pack(w.data(), N, K, t);
+    for (int64_t M : {3, 12, 17, 24}) {
+      if (!packed_products_use_int8(t, M)) continue;  // (q8_0 without VNNI, and no vector kernel)
+      auto x = random_tensor<float>({M, ldx}, rng);
+      std::vector<float> batch(static_cast<size_t>(M * ldy)), alone(static_cast<size_t>(N));
+      packed_linear(x.data(), M, ldx, p, batch.data(), ldy);
+      for (int64_t m = 0; m < M; ++m) {
+        packed_linear(x.data() + m * ldx, 1, ldx, p, alone.data(), N);
+        for (int64_t j = 0; j < N; ++j)
+          ASSERT_EQ(batch[size_t(m * ldy + j)], alone[size_t(j)]) << weight_type_name(t) << " M " << M << " row " << m;
+      }
+    }
+  }
+}
+
 // A q8_0 matrix of more than the 8 M weights packed_linear_bf16_rows rounds to bf16 at once
 // goes through in bands: rows past the first band are right too.
 TEST(Quant, Bf16RowsOfAMatrixBeyondOneBand) {
