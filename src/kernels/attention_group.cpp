@@ -135,11 +135,17 @@ void attend(const float* q, int64_t G, const KV* k, const KV* v, int64_t stride,
             float* const* score, float* out) {
   group_scores<NC>(q, G, k, stride, L, scale, score);
   for (int64_t g = 0; g < G; ++g) softmax_in_place(score[g], L);
-  // As many heads a pass as 16 registers of outputs hold; a pass after the first reads the
-  // values from cache.
+  // As many heads a pass as 16 registers of outputs hold (4, 2 or 1), fewer where fewer are
+  // left; a pass after the first reads the values from cache.
   constexpr int HP = std::max(1, 16 / NC);
   int64_t g = 0;
   for (; g + HP <= G; g += HP) group_values<NC, HP>(score + g, v, stride, L, out + g * NC * 16, g == 0);
+  if constexpr (HP >= 4) {
+    if (g + 2 <= G) {
+      group_values<NC, 2>(score + g, v, stride, L, out + g * NC * 16, g == 0);
+      g += 2;
+    }
+  }
   for (; g < G; ++g) group_values<NC, 1>(score + g, v, stride, L, out + g * NC * 16, g == 0);
 }
 
