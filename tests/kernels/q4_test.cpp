@@ -115,7 +115,7 @@ TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
   Rng rng(13);
   for (bool portable : {false, true})
   for (WeightType type : {WeightType::q4, WeightType::q8_0})
-  for (int64_t K : {32, 64, 96, 160, 1024}) {
+  for (int64_t K : {32, 64, 96, 160, 1024, 1184}) {  // 1024, 1184: 16 blocks at a time, then pairs and a block
     const int64_t N = 37, ldx = K + 3, ldy = N + 5, Mmax = 8;
     auto w = random_tensor<float>({N, K}, rng);
     auto x = random_tensor<float>({Mmax, ldx}, rng);
