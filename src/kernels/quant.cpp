@@ -196,15 +196,42 @@ void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const 
   // (bf16 weights need no copy: packed_linear hands them to the GEMM as stored.)
   MOEPP_CHECK(type == WeightType::q8_0 || type == WeightType::q4,
               "unpack_rows_bf16: only q8_0 and q4 weights are rounded to bf16 here");
-  // Block by block: scale * value in f32 (what unpack_rows gives), then rounded.
+  // Block by block: scale * value in f32 (what unpack_rows gives; exact, a f16 scale times
+  // a small integer), then rounded to nearest even. 64 blocks a task.
   const int64_t blocks = n * K / kQ8Block, b0 = r0 * K / kQ8Block;
-  parallel_for(blocks, [&](int64_t b) {
-    float block[kQ8Block];  // (a q4 block is as long)
-    const float d = scale(b0 + b);
-    if (type == WeightType::q4) decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, d, block);
-    else decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, d, block);
-    round_to_bf16(block, kQ8Block, out + b * kQ8Block);
-  }, 2048);
+  constexpr int64_t kBlocksPerTask = 64;
+  parallel_for((blocks + kBlocksPerTask - 1) / kBlocksPerTask, [&](int64_t task) {
+    const int64_t first = task * kBlocksPerTask, last = std::min(blocks, first + kBlocksPerTask);
+#if defined(__AVX512BF16__)
+    // In registers: the values widened to f32, scaled, and both halves rounded by one
+    // instruction (the portable form below went through a stack block and two calls a
+    // block: ~10% of a q4 prompt's time on an AMD EPYC).
+    const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    for (int64_t b = first; b < last; ++b) {
+      const __m512 d = _mm512_set1_ps(scale(b0 + b));
+      __m128i lo, hi;  // values 0-15 and 16-31 as int8
+      if (type == WeightType::q4) {
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(nibbles.data() + (b0 + b) * kQ4Block / 2));
+        lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight);
+        hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
+      } else {
+        const int8_t* block = q.data() + (b0 + b) * kQ8Block;
+        lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));
+        hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16));
+      }
+      const __m512bh rounded = _mm512_cvtne2ps_pbh(_mm512_mul_ps(d, widen_i8(hi)), _mm512_mul_ps(d, widen_i8(lo)));
+      _mm512_storeu_si512(out + b * kQ8Block, __m512i(rounded));
+    }
+#else
+    for (int64_t b = first; b < last; ++b) {
+      float block[kQ8Block];  // (a q4 block is as long)
+      const float d = scale(b0 + b);
+      if (type == WeightType::q4) decode_q4_block(nibbles.data() + (b0 + b) * kQ4Block / 2, d, block);
+      else decode_q8_0_block(q.data() + (b0 + b) * kQ8Block, d, block);
+      round_to_bf16(block, kQ8Block, out + b * kQ8Block);
+    }
+#endif
+  }, 32);
 }
 
 size_t PackedMatrix::bytes() const {

@@ -121,6 +121,25 @@ TEST(Quant, PackedLinearMatchesNaiveDoubleForEveryTypeAndShape) {
   }
 }
 
+// Rounding q8_0 and q4 rows to bf16 (the bf16 GEMM's weights) is exactly bf16 of the f32
+// values unpack_rows gives, over more blocks than one task takes, from a row offset, with
+// a ragged last task.
+TEST(Quant, Bf16UnpackingIsTheRoundedStoredValues) {
+  Rng rng(22);
+  const int64_t N = 101, K = 1056;  // 33 blocks a row
+  auto w = random_tensor<float>({N, K}, rng);
+  for (WeightType t : {WeightType::q8_0, WeightType::q4}) {
+    const auto p = PackedMatrix::pack(w.data(), N, K, t);
+    const int64_t r0 = 3, n = N - 5;
+    Tensor<float> values({n, K});
+    p.unpack_rows(r0, n, values.data());
+    std::vector<uint16_t> halves(static_cast<size_t>(n * K));
+    p.unpack_rows_bf16(r0, n, halves.data());
+    for (int64_t i = 0; i < n * K; ++i)
+      ASSERT_EQ(halves[size_t(i)], f32_to_bf16(values[i]).bits) << weight_type_name(t) << " element " << i;
+  }
+}
+
 // Where a batch's rows take the int8 kernel (up to 24 rows in blocks of 8 with the vector
 // kernel, any number on AMX), each row's result is bit for bit the row's product alone: a
 // row is quantized on its own and keeps its own accumulators, whichever block it is in.
