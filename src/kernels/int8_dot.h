@@ -13,10 +13,11 @@
 // q8_0's 255 x 127 products, so q8_0 takes this path only with VNNI:
 // packed_products_use_int8.)
 //
-// q4 block (docs/quantization.md): 32 weights, one f32 scale dw and 16 bytes; byte i
+// q4 block (docs/quantization.md): 32 weights, one f16 scale dw and 16 bytes; byte i
 // holds weight i in its low nibble and weight i + 16 in its high nibble, each as q + 8
 // with q in [-8, 7]; the weight is dw * q. A row's blocks are contiguous (llama.cpp's
-// Q4_0 nibble order, with an f32 scale). q8_0 block: 32 int8 values and one f32 scale.
+// Q4_0 nibble order). q8_0 block: 32 int8 values and one f16 scale. (The scales of a
+// matrix are stored apart from its values: PackedMatrix::scales.)
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -79,12 +79,13 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
 
 // Whether packed_linear with M rows of x rounds x and W to bf16 and runs the bf16 GEMM
 // (f32 accumulation): bf16, q8_0 and q4 weights, more than 8 rows, a CPU with AVX-512 BF16 or
-// AMX under oneDNN, and for q8_0 and q4 no AMX-INT8. That product is then exact for bf16(x)
-// and bf16(W) up to the f32 sums.
+// AMX under oneDNN, and for q8_0 and q4 no int8 product (below). That product is then exact
+// for bf16(x) and bf16(W) up to the f32 sums.
 bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M);
 bool packed_products_use_bf16(WeightType type, int64_t M);  // the same, by weight type
 // Whether it quantizes x to int8 (kernels/int8_dot.h): up to 8 rows, q4 weights, and q8_0
-// weights where the CPU has AVX-512 VNNI; any number of rows of either on AMX-INT8.
+// weights where the CPU has AVX-512 VNNI; up to 24 rows (in blocks of 8) of either where the
+// vector int8 kernel runs; any number of rows of either on AMX-INT8.
 bool packed_products_use_int8(WeightType type, int64_t M);
 // Whether those int8 products run on AMX tiles (kernels/amx_int8.h): q8_0 from 5 rows and q4
 // from 7 (below, the few-row kernel is as fast), a CPU with AMX-INT8.
