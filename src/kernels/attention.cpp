@@ -29,16 +29,8 @@ void check_shape(const AttentionShape& s) {
 // The G query heads of one kv head, for one row, against L positions of history:
 //   s[g][j] = q_g . k_j * scale;  p[g] = softmax(s[g]);  out_g = sum_j p[g][j] v_j
 // Keys and values are read once for the whole group. score[g]: G rows of at least L.
-// Keys and values of one kv head sit kv_heads * head_dim apart (a page apart at Mixtral's
-// shape), a stride the hardware prefetcher does not follow across pages: each row is
-// asked for kPrefetchRows rows ahead.
+// Each row is asked for kPrefetchRows rows ahead (prefetch_row, kernels/attention_group.h).
 constexpr int64_t kPrefetchRows = 6;
-
-template <typename T>
-void prefetch_row(const T* row, int64_t hd) {
-  const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t b = 0; b < hd * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b);
-}
 
 // q . k and o += p v for a key or value row stored as T or as bf16 bits (widened as read).
 template <typename T>
@@ -80,21 +72,14 @@ void attend_group(const T* q, int64_t G, int64_t hd, const KV* k, const KV* v, i
                   T* const* score, T* out) {
   for (int64_t j = 0; j < L; ++j) {
     const KV* kj = k + j * stride;
-    if (j + kPrefetchRows < L) prefetch_row(kj + kPrefetchRows * stride, hd);
+    if (j + kPrefetchRows < L) prefetch_row(kj + kPrefetchRows * stride, hd * int64_t(sizeof(KV)));
     for (int64_t g = 0; g < G; ++g) score[g][j] = dot_key(q + g * hd, kj, hd) * scale;
   }
-  for (int64_t g = 0; g < G; ++g) {
-    T* s = score[g];
-    T mx = -INFINITY;
-    for (int64_t j = 0; j < L; ++j) mx = std::max(mx, s[j]);
-    const T inv = T(1) / exp_shifted(s, L, mx);
-#pragma omp simd
-    for (int64_t j = 0; j < L; ++j) s[j] *= inv;
-  }
+  for (int64_t g = 0; g < G; ++g) softmax_in_place(score[g], L);
   std::fill(out, out + G * hd, T(0));
   for (int64_t j = 0; j < L; ++j) {
     const KV* vj = v + j * stride;
-    if (j + kPrefetchRows < L) prefetch_row(vj + kPrefetchRows * stride, hd);
+    if (j + kPrefetchRows < L) prefetch_row(vj + kPrefetchRows * stride, hd * int64_t(sizeof(KV)));
     for (int64_t g = 0; g < G; ++g) add_scaled_value(score[g][j], vj, out + g * hd, hd);
   }
 }

@@ -13,19 +13,12 @@ namespace moepp {
 
 namespace {
 
-// Key and value rows are fetched this many rows ahead: they lie kv_heads * head_dim apart
-// (a page at Mixtral's shape), a stride the hardware prefetcher does not follow.
+// Value rows are fetched this many rows ahead (prefetch_row), key rows a block of 16.
 constexpr int64_t kAheadRows = 8;
 
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 inline __m512 load16(const uint16_t* p) {
   return widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-
-template <int NC, typename KV>
-inline void prefetch_row(const KV* row) {
-  const char* bytes = reinterpret_cast<const char*>(row);
-  for (int b = 0; b < NC * 16 * int(sizeof(KV)); b += 64) _mm_prefetch(bytes + b, _MM_HINT_T0);
 }
 
 // Lane i of the result is the sum of the 16 lanes of p[i]: four rounds of pairwise
@@ -64,7 +57,7 @@ void group_scores(const float* q, int64_t G, const KV* k, int64_t stride, int64_
   const __m512 scale_v = _mm512_set1_ps(scale);
   for (int64_t j0 = 0; j0 < L; j0 += 16) {
     const int n = int(std::min<int64_t>(16, L - j0));
-    for (int64_t i = j0 + 16; i < std::min(L, j0 + 32); ++i) prefetch_row<NC>(k + i * stride);  // the next block
+    for (int64_t i = j0 + 16; i < std::min(L, j0 + 32); ++i) prefetch_row(k + i * stride, NC * 16 * sizeof(KV));  // the next block
     for (int64_t g = 0; g < G; ++g) {
       __m512 qv[NC];
 #pragma GCC unroll 16
@@ -101,7 +94,7 @@ void group_values(float* const* p, const KV* v, int64_t stride, int64_t L, float
     for (int c = 0; c < NC; ++c) o[h][c] = _mm512_setzero_ps();
   for (int64_t j = 0; j < L; ++j) {
     const KV* vj = v + j * stride;
-    if (prefetch && j + kAheadRows < L) prefetch_row<NC>(vj + kAheadRows * stride);
+    if (prefetch && j + kAheadRows < L) prefetch_row(vj + kAheadRows * stride, NC * 16 * sizeof(KV));
     __m512 pv[HP];
 #pragma GCC unroll 16
     for (int h = 0; h < HP; ++h) pv[h] = _mm512_set1_ps(p[h][j]);
@@ -116,18 +109,6 @@ void group_values(float* const* p, const KV* v, int64_t stride, int64_t L, float
   for (int h = 0; h < HP; ++h)
 #pragma GCC unroll 16
     for (int c = 0; c < NC; ++c) _mm512_storeu_ps(out + h * NC * 16 + 16 * c, o[h][c]);
-}
-
-void softmax_in_place(float* s, int64_t L) {
-  __m512 mx = _mm512_set1_ps(-INFINITY);
-  int64_t j = 0;
-  for (; j + 16 <= L; j += 16) mx = _mm512_maskz_max_ps(__mmask16(0xFFFF), mx, _mm512_loadu_ps(s + j));  // (GCC 12: the unmasked form warns)
-  float m = reduce_max(mx);
-  for (; j < L; ++j) m = std::max(m, s[j]);
-  const float inv = 1.0f / exp_shifted(s, L, m);
-  const __m512 inv_v = _mm512_set1_ps(inv);
-  for (j = 0; j + 16 <= L; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), inv_v));
-  for (; j < L; ++j) s[j] *= inv;
 }
 
 template <int NC, typename KV>

@@ -13,6 +13,13 @@
 
 namespace moepp {
 
+// Asks for the cache lines of one key or value row (`bytes` long) ahead of its use: a kv
+// head's rows lie kv_heads * head_dim apart (a page at Mixtral's shape), a stride the
+// hardware prefetcher does not follow. (Shared with kernels/attention.cpp's portable loop.)
+inline void prefetch_row(const void* row, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(row) + b);
+}
+
 // Whether attend_group_vectorised takes this head dimension (64, 96, 128 or 256 on a build
 // with AVX-512).
 bool group_attention_vectorised(int64_t head_dim);

@@ -206,14 +206,11 @@ void PackedMatrix::unpack_rows_bf16(int64_t r0, int64_t n, uint16_t* out) const 
     // In registers: the values widened to f32, scaled, and both halves rounded by one
     // instruction (the portable form below went through a stack block and two calls a
     // block: ~10% of a q4 prompt's time on an AMD EPYC).
-    const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
     for (int64_t b = first; b < last; ++b) {
       const __m512 d = _mm512_set1_ps(scale(b0 + b));
       __m128i lo, hi;  // values 0-15 and 16-31 as int8
       if (type == WeightType::q4) {
-        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(nibbles.data() + (b0 + b) * kQ4Block / 2));
-        lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight);
-        hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
+        q4_block_values(nibbles.data() + (b0 + b) * kQ4Block / 2, lo, hi);
       } else {
         const int8_t* block = q.data() + (b0 + b) * kQ8Block;
         lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));

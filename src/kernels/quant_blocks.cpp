@@ -91,10 +91,8 @@ void decode_q8_0_block(const int8_t* q, float d, float* out) {
 void decode_q4_block(const uint8_t* bytes, float d, float* out) {
 #if defined(__AVX512F__)
   // Codes minus 8 as int8, then widened as q8_0's values are (the same d * q in f32).
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
-  const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-  const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight);
-  const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
+  __m128i lo, hi;
+  q4_block_values(bytes, lo, hi);
   const __m512 scale = _mm512_set1_ps(d);
   _mm512_storeu_ps(out, _mm512_mul_ps(scale, widen_i8(lo)));
   _mm512_storeu_ps(out + kHalf, _mm512_mul_ps(scale, widen_i8(hi)));

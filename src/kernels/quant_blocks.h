@@ -22,3 +22,19 @@ void decode_q8_0_block(const int8_t* q, float d, float* out);
 void decode_q4_block(const uint8_t* bytes, float d, float* out);
 
 }  // namespace moepp
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+namespace moepp {
+
+// A q4 block's 32 values q (codes minus 8) as int8: values 0-15 in lo, 16-31 in hi.
+inline void q4_block_values(const uint8_t* bytes, __m128i& lo, __m128i& hi) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+  const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+  lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight);
+  hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
+}
+
+}  // namespace moepp
+#endif

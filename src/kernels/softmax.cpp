@@ -31,6 +31,32 @@ double exp_shifted(double* x, int64_t n, double mx) {
   return sum;
 }
 
+void softmax_in_place(float* x, int64_t n) {
+  int64_t i = 0;
+  float mx = -INFINITY;
+#if defined(__AVX512F__)
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
+  // (The masked form: GCC 12's unmasked _mm512_max_ps warns.)
+  for (; i + 16 <= n; i += 16) vmax = _mm512_maskz_max_ps(__mmask16(0xFFFF), vmax, _mm512_loadu_ps(x + i));
+  mx = reduce_max(vmax);
+#endif
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  const float inv = 1.0f / exp_shifted(x, n, mx);
+  i = 0;
+#if defined(__AVX512F__)
+  const __m512 vinv = _mm512_set1_ps(inv);
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vinv));
+#endif
+  for (; i < n; ++i) x[i] *= inv;
+}
+
+void softmax_in_place(double* x, int64_t n) {
+  double mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  const double inv = 1.0 / exp_shifted(x, n, mx);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
 template <typename T>
 void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols) {
   parallel_for(rows, [&](int64_t r) {

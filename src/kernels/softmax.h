@@ -16,4 +16,9 @@ void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols
 float exp_shifted(float* x, int64_t n, float mx);
 double exp_shifted(double* x, int64_t n, double mx);
 
+// One row's softmax in place (n >= 1): x[i] = exp(x[i] - max) * (1 / sum), as attention
+// turns a row's scores into probabilities.
+void softmax_in_place(float* x, int64_t n);
+void softmax_in_place(double* x, int64_t n);
+
 }  // namespace moepp
