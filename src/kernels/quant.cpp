@@ -453,22 +453,30 @@ void packed_linear_bf16_rows(const uint16_t* xb, int64_t rows, const PackedMatri
   const int64_t N = W.rows, K = W.cols;
   if (W.type == WeightType::bf16) return gemm_bf16_nt(rows, N, K, xb, K, W.bf16.data(), K, beta, y, ldy);
   MOEPP_CHECK(W.type != WeightType::f32, "packed_linear_bf16_rows: f32 weights have no bf16 product");
-  // q8_0 / q4 rounded to bf16 (on all threads), then one GEMM: the whole matrix up to 8 M
-  // weights (16 MB: a Mixtral-sized expert, or its LM head), bands of that size beyond.
-  // (This runs on CPUs with bf16 products and no AMX-INT8.) Bands of 512 KB, to stay in L2,
-  // measured slower on an AMD EPYC (AVX-512 BF16), 2816 x 1024, 2 threads: 16 rows 1.6 ms
-  // against 0.5 (the GEMM's fixed cost six times), 128 rows 2.3 against 1.9, 512 rows 8.0
-  // against 7.3 (x read again for every band).
-  constexpr int64_t kUnpackedWeights = int64_t(1) << 23;
-  const int64_t band = std::max<int64_t>(16, std::min<int64_t>(N, kUnpackedWeights / K));
-  thread_local UninitVector<uint16_t> w_buffer;
-  w_buffer.resize(size_t(band * K));
-  uint16_t* wb = w_buffer.data();
-  for (int64_t r0 = 0; r0 < N; r0 += band) {
-    const int64_t n = std::min(band, N - r0);
-    W.unpack_rows_bf16(r0, n, wb);
-    gemm_bf16_nt(rows, n, K, xb, K, wb, K, beta, y + r0, ldy);
-  }
+  // q8_0 / q4: each thread takes its share of W's rows and, band by band, rounds them to
+  // bf16 into a scratch of 512 KB that stays in its L2 and multiplies that band at once (the
+  // GEMM runs serially inside the region, as in gemm_grouped). Rounding the whole matrix
+  // first (up to 16 MB: an expert's up projection is 11.5 MB) and then running one GEMM on
+  // all threads wrote the scratch out to memory and read it back, and on a shared VM whose
+  // neighbours filled the L3 that doubled the rounding's cost: an AMD EPYC's q4 prompt of
+  // 512 tokens ran at ~745 or ~990 tokens/s by process, in streaks; with bands it runs at
+  // 900-1000 in both states (bench/peer_round, alternating). (Bands with a GEMM on all
+  // threads each measured slower: the GEMM's fixed cost per call, paid on every band.)
+  constexpr int64_t kBandBytes = int64_t(1) << 19;
+  const int64_t band = std::max<int64_t>(16, kBandBytes / (int64_t(sizeof(uint16_t)) * K) / 16 * 16);
+  const int64_t threads = std::min<int64_t>(max_threads(), (N + 15) / 16);
+  const int64_t share = (N + threads * 16 - 1) / (threads * 16) * 16;
+  parallel_for(threads, [&](int64_t t) {
+    thread_local UninitVector<uint16_t> w_buffer;
+    w_buffer.resize(size_t(band * K));
+    uint16_t* wb = w_buffer.data();
+    const int64_t end = std::min(N, (t + 1) * share);
+    for (int64_t r0 = t * share; r0 < end; r0 += band) {
+      const int64_t n = std::min(band, end - r0);
+      W.unpack_rows_bf16(r0, n, wb);
+      gemm_bf16_nt(rows, n, K, xb, K, wb, K, beta, y + r0, ldy);
+    }
+  });
 }
 
 bool packed_products_use_bf16(WeightType type, int64_t M) {

@@ -163,34 +163,34 @@ TEST(Quant, Int8ProductsOfABatchEqualEachRowAlone) {
   }
 }
 
-// A q8_0 matrix of more than the 8 M weights packed_linear_bf16_rows rounds to bf16 at once
-// goes through in bands: rows past the first band are right too.
-TEST(Quant, Bf16RowsOfAMatrixBeyondOneBand) {
+// packed_linear_bf16_rows rounds q8_0 and q4 weights to bf16 band by band (512 KB: 2048
+// rows at K = 128) over each thread's share of the rows: with 9000 rows each share holds
+// full bands and a partial one, and the last share ends mid-band. Every row is checked.
+TEST(Quant, Bf16RowsOfEveryBandAndShare) {
   if (!gemm_bf16_available()) GTEST_SKIP() << "no bf16 products on this CPU";
-  const int64_t K = 128, N = (int64_t(1) << 23) / K + 24, M = 16;
+  const int64_t K = 128, N = 9000, M = 16;
   Rng rng(9);
   auto w = random_tensor<float>({N, K}, rng);
   auto x = random_tensor<float>({M, K}, rng);
-  const auto p = PackedMatrix::pack(w.data(), N, K, WeightType::q8_0);
   std::vector<uint16_t> xb(size_t(M * K));
   for (int64_t i = 0; i < M * K; ++i) xb[size_t(i)] = f32_to_bf16(x[i]).bits;
-  std::vector<float> y(size_t(M * N));
-  packed_linear_bf16_rows(xb.data(), M, p, 0.0f, y.data(), N);
-  std::vector<float> row(static_cast<size_t>(K));
-  double worst = 0;
-  std::vector<int64_t> checked;  // a sample of the first band's rows, the last 64 all
-  for (int64_t j = 0; j < N - 64; j += 97) checked.push_back(j);
-  for (int64_t j = N - 64; j < N; ++j) checked.push_back(j);
-  for (const int64_t j : checked) {
-    p.unpack_rows(j, 1, row.data());
-    for (int64_t m = 0; m < M; ++m) {
-      double want = 0;
-      for (int64_t k = 0; k < K; ++k)
-        want += double(bf16_to_f32(bf16{xb[size_t(m * K + k)]})) * bf16_to_f32(f32_to_bf16(row[size_t(k)]));
-      worst = std::max(worst, std::fabs(y[size_t(m * N + j)] - want) / (1 + std::fabs(want)));
+  for (WeightType t : {WeightType::q8_0, WeightType::q4}) {
+    const auto p = PackedMatrix::pack(w.data(), N, K, t);
+    std::vector<float> y(size_t(M * N));
+    packed_linear_bf16_rows(xb.data(), M, p, 0.0f, y.data(), N);
+    std::vector<float> row(static_cast<size_t>(K));
+    double worst = 0;
+    for (int64_t j = 0; j < N; ++j) {
+      p.unpack_rows(j, 1, row.data());
+      for (int64_t m = 0; m < M; ++m) {
+        double want = 0;
+        for (int64_t k = 0; k < K; ++k)
+          want += double(bf16_to_f32(bf16{xb[size_t(m * K + k)]})) * bf16_to_f32(f32_to_bf16(row[size_t(k)]));
+        worst = std::max(worst, std::fabs(y[size_t(m * N + j)] - want) / (1 + std::fabs(want)));
+      }
     }
+    EXPECT_LT(worst, 2e-5) << weight_type_name(t);
   }
-  EXPECT_LT(worst, 2e-5);
 }
 
 TEST(Quant, RejectsWhatItCannotStore) {
