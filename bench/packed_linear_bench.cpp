@@ -5,8 +5,8 @@
 // product, weight GB/s, GFLOP/s, which path ran (the few-row kernel with f32 or int8
 // activations, the bf16 GEMM, or the f32 panels), and each format's time over f32's in the same run.
 // For q8_0 and q4 it also times each integer kernel directly (the few-row vpdpbusd kernel up
-// to 8 rows, the AMX tiles at any row count where the CPU has them), whichever one
-// packed_linear picks.
+// to 8 rows, the int8 GEMM at any row count where the CPU has VNNI, the AMX tiles where it
+// has them), whichever one packed_linear picks.
 // Usage: packed_linear_bench [--rows 1,4,8,9,16,64,256] [--n 2816] [--k 1024]
 //                            [--rounds 15] [--threads 2] [--pin 1]
 #include <cstdio>
@@ -21,6 +21,7 @@
 #include "kernels/amx_int8.h"
 #include "kernels/gemm.h"
 #include "kernels/int8_dot.h"
+#include "kernels/int8_gemm.h"
 #include "kernels/quant.h"
 
 using namespace moepp;
@@ -29,9 +30,10 @@ namespace {
 
 using Product = std::function<void(const float* x, const PackedMatrix& W, float* y)>;
 
-// The integer kernels packed_linear chooses among for q8_0 and q4, each run directly so
-// that the bench compares them whichever one packed_linear picks: the few-row int8 kernel
-// (up to 8 rows) and the AMX tiles (any rows, where the CPU has AMX-INT8).
+// The kernels packed_linear chooses among for q8_0 and q4, each run directly so that the
+// bench compares them whichever one packed_linear picks: the few-row int8 kernel (up to 8
+// rows), the int8 GEMM (VNNI), the AMX tiles (where the CPU has AMX-INT8) and, from 9 rows,
+// the weights rounded to bf16 for the bf16 GEMM (where the CPU multiplies bf16).
 std::vector<std::pair<std::string, Product>> integer_paths(int64_t M, int64_t K) {
   std::vector<std::pair<std::string, Product>> out;
   if (M <= 8)
@@ -41,6 +43,17 @@ std::vector<std::pair<std::string, Product>> integer_paths(int64_t M, int64_t K)
       parallel_for((W.rows + 15) / 16, [&](int64_t c) {
         int8_linear_rows(q, W, c * 16, std::min(W.rows, c * 16 + 16), y, W.rows, false);
       });
+    });
+  if (M > 8 && gemm_bf16_available())
+    out.emplace_back("bf16 GEMM", [M, K](const float* x, const PackedMatrix& W, float* y) {
+      static UninitVector<uint16_t> xb;
+      packed_linear_bf16_padded(round_rows_to_bf16_padded(x, M, K, K, xb), M, W, y, W.rows, false);
+    });
+  if (int8_gemm_available())
+    out.emplace_back("int8 GEMM", [M, K](const float* x, const PackedMatrix& W, float* y) {
+      static Int8Rows q;
+      quantize_rows_int8(x, M, K, K, q, W.type);
+      int8_gemm(q, W, y, W.rows, false);
     });
   if (amx_int8_available())
     out.emplace_back("amx int8 x", [M, K](const float* x, const PackedMatrix& W, float* y) {
@@ -89,7 +102,7 @@ int main(int argc, char** argv) try {
       const char* path = p.type == WeightType::f32 ? "f32 panels"
                          : packed_linear_uses_bf16(p, M) ? "bf16 GEMM"
                          : packed_products_use_amx(p.type, M)  ? "amx int8 x"
-                         : packed_products_use_int8(p.type, M) ? "few-row int8 x"
+                         : packed_products_use_int8(p.type, M) ? (M > 24 ? "int8 GEMM" : "few-row int8 x")
                          : M <= 8                        ? "few-row f32 x"
                                                          : "f32 GEMM";
       const auto report = [&](const char* how, double secs) {

@@ -36,11 +36,14 @@ struct Int8Rows {
   // form (q + offset) into the sum over q.
   std::vector<float> lane_scales;   // [rows, cols / 4]
   std::vector<int32_t> lane_bias;   // [rows, cols / 4]
+  // For int8_gemm: -offset * the sum of each block's 32 values.
+  std::vector<int32_t> block_bias;  // [rows, cols / 32]
   WeightType weights = WeightType::q4;  // the offset's kind: q4 8, q8_0 128
 };
 
 // Quantizes x [M, K] (row stride ldx; K a multiple of 32) into out for products with
 // `weights` (q4 or q8_0), each block of 32 as a q8_0 weight block (kernels/quant_blocks.h).
+// Many rows run on all threads.
 void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out,
                         WeightType weights = WeightType::q4);
 

@@ -85,7 +85,8 @@ bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M);
 bool packed_products_use_bf16(WeightType type, int64_t M);  // the same, by weight type
 // Whether it quantizes x to int8 (kernels/int8_dot.h): up to 8 rows, q4 weights, and q8_0
 // weights where the CPU has AVX-512 VNNI; up to 24 rows (in blocks of 8) of either where the
-// vector int8 kernel runs; any number of rows of either on AMX-INT8.
+// vector int8 kernel runs; any number of rows of either on AMX-INT8, and beyond 24 rows with
+// AVX-512 VNNI (the int8 GEMM, kernels/int8_gemm.h).
 bool packed_products_use_int8(WeightType type, int64_t M);
 // Whether those int8 products run on AMX tiles (kernels/amx_int8.h): q8_0 from 5 rows and q4
 // from 7 (below, the few-row kernel is as fast), a CPU with AMX-INT8.
