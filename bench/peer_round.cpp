@@ -20,6 +20,10 @@
 #include <string>
 #include <vector>
 
+#ifdef MOEPP_GEMM_ONEDNN
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
 #include "bench_util.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -52,6 +56,38 @@ double since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Median GFLOP/s of C[M,N] = A[M,K] W[N,K]^T in f32 and bf16 (0 where bf16 is unavailable).
+// oneDNN's int8 matmul (u8 x times s8 W^T, int32 sums, f32 out) on the same shape: the
+// machine's int8 GEMM rate, the baseline for q8_0 and q4 prompts, which moepp multiplies
+// in int8 (VNNI or AMX). 0 where the build has no oneDNN.
+double int8_gemm_seconds(int64_t M, int64_t N, int64_t K) {
+#ifdef MOEPP_GEMM_ONEDNN
+  using dnnl::memory;
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const memory::desc a_md({M, K}, memory::data_type::u8, memory::dims{K, 1});
+  const memory::desc b_md({K, N}, memory::data_type::s8, memory::dims{1, K});  // W [N, K] row-major, as W^T
+  const memory::desc c_md({M, N}, memory::data_type::f32, memory::dims{N, 1});
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), engine);
+  const dnnl::matmul product(pd);
+  std::vector<uint8_t> a(size_t(M * K));
+  std::vector<int8_t> w(size_t(N * K));
+  std::vector<float> c(size_t(M * N));
+  Rng rng(5);
+  for (auto& v : a) v = uint8_t(rng.next_u64() & 0xFF);
+  for (auto& v : w) v = int8_t(int(rng.next_u64() % 255) - 127);
+  memory a_mem(pd.src_desc(), engine, a.data()), b_mem(pd.weights_desc(), engine, w.data());
+  memory c_mem(pd.dst_desc(), engine, c.data());
+  const double seconds = median_seconds(7, [&] {
+    product.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    stream.wait();
+  });
+  return seconds;
+#else
+  (void)M, (void)N, (void)K;
+  return 1e30;
+#endif
+}
+
 void print_gemm_rate(const std::vector<double>& mnk) {
   if (mnk.size() != 3) throw Error("--gemm-rate takes M,N,K");
   const int64_t M = int64_t(mnk[0]), N = int64_t(mnk[1]), K = int64_t(mnk[2]);
@@ -70,8 +106,9 @@ void print_gemm_rate(const std::vector<double>& mnk) {
     for (size_t i = 0; i < w.size(); ++i) wb[i] = uint16_t(std::bit_cast<uint32_t>(w[i]) >> 16);
     bf16 = flops / median_seconds(7, [&] { gemm_bf16_nt(M, N, K, ab.data(), K, wb.data(), K, 0.0f, c.data(), N); });
   }
-  std::printf("{\"gemm\": [%lld, %lld, %lld], \"f32_gflops\": %.1f, \"bf16_gflops\": %.1f}\n", (long long)M,
-              (long long)N, (long long)K, f32 / 1e9, bf16 / 1e9);
+  const double int8 = flops / int8_gemm_seconds(M, N, K);
+  std::printf("{\"gemm\": [%lld, %lld, %lld], \"f32_gflops\": %.1f, \"bf16_gflops\": %.1f, \"int8_gops\": %.1f}\n",
+              (long long)M, (long long)N, (long long)K, f32 / 1e9, bf16 / 1e9, int8 / 1e9);
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
       every token of the vocabulary: the largest |difference of log-probabilities|.
   report.py summary RESULTS.jsonl CONFIG.json
       medians over the rounds, per engine and format, the ratios moepp / llama.cpp, and
-      prefill as a fraction of the same run's GEMM rate.
+      prefill as a fraction of the same run's GEMM rate (f32 for f32, bf16 for bf16, int8 for
+      q8_0 and q4 where the run measured it).
 """
 import json
 import math
@@ -80,12 +81,18 @@ def summary(results_path, config_path):
     med = lambda rs, key: statistics.median(r[key] for r in rs)
     f32_rate = statistics.median(g["f32_gflops"] for g in gemm) if gemm else 0
     bf16_rate = statistics.median(g["bf16_gflops"] for g in gemm) if gemm else 0
+    # oneDNN's plain int8 GEMM (no block scales): q8_0 and q4 prompts are measured against it
+    # when the run has it, since moepp multiplies them in int8 (VNNI or AMX); runs before it
+    # was measured compare them with bf16.
+    int8_rates = [g["int8_gops"] for g in gemm if g.get("int8_gops")]
+    int8_rate = statistics.median(int8_rates) if int8_rates else 0
     rounds = max(len(v) for v in runs.values())
     prompt = next(iter(runs.values()))[0]["prompt"]
     decode = next(iter(runs.values()))[0]["decode"]
     fpt = flops_per_prefill_token(cfg, prompt)
     print(f"{rounds} rounds, prompt {prompt}, decode {decode}; medians. GEMM rate this run "
-          f"(C = A W^T, {gemm[0]['gemm'] if gemm else '-'}): f32 {f32_rate:.0f}, bf16 {bf16_rate:.0f} GFLOP/s; "
+          f"(C = A W^T, {gemm[0]['gemm'] if gemm else '-'}): f32 {f32_rate:.0f}, bf16 {bf16_rate:.0f} GFLOP/s"
+          + (f", int8 {int8_rate:.0f} GOP/s (q8_0 and q4 against it)" if int8_rate else "") + "; "
           f"prefill does {fpt / 1e9:.3f} GFLOP per token\n")
     print("| format | engine | load s | RSS GB | prefill t/s (first) | prefill t/s | of GEMM rate | decode t/s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -95,7 +102,7 @@ def summary(results_path, config_path):
             dtypes.append(dtype)
     ratios = []
     for dtype in dtypes:
-        rate = f32_rate if dtype == "f32" else bf16_rate
+        rate = f32_rate if dtype == "f32" else int8_rate if dtype in ("q8_0", "q4") and int8_rate else bf16_rate
         row = {}
         for engine in ("moepp", "llama.cpp"):
             rs = runs.get((dtype, engine))

@@ -12,7 +12,7 @@
 #   2. --rounds rounds; each runs, per format, one process of each engine (alternating
 #      which goes first): load (timed), prefill the --prompt token prompt twice (the first
 #      in the process, then warm), decode --decode tokens one at a time (greedy); and
-#      measures the machine's GEMM rate (oneDNN, f32 and bf16) once;
+#      measures the machine's GEMM rate (oneDNN, f32, bf16 and int8) once;
 #   3. medians, ratios moepp / llama.cpp, and prefill against the GEMM rate (report.py).
 # Loads are timed with the model's files in the page cache.
 # llama.cpp runs with its defaults for timing (f16 KV cache, flash attention "auto"); moepp
