@@ -51,8 +51,8 @@ std::vector<std::pair<std::string, Product>> integer_paths(int64_t M, int64_t K)
     });
   if (int8_gemm_available())
     out.emplace_back("int8 GEMM", [M, K](const float* x, const PackedMatrix& W, float* y) {
-      static Int8Rows q;
-      quantize_rows_int8(x, M, K, K, q, W.type);
+      static TileRows q;
+      quantize_rows_for_tiles(x, M, K, K, q);
       int8_gemm(q, W, y, W.rows, false);
     });
   if (amx_int8_available())

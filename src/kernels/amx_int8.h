@@ -17,24 +17,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/int8_tiles.h"
 #include "kernels/quant.h"
 
 namespace moepp {
-
-// Rows of x quantized to int8 blocks (each as encode_q8_0_block does) and laid out as AMX B
-// tiles: for each group of 16 rows and each block of 32 columns, 8 tile rows of 64 bytes
-// where byte 4m + t of tile row r is the group's row m's value 4r + t of the block. Rows past
-// M are zero, as are their scales. The caller owns it and reuses it across calls.
-struct TileRows {
-  static constexpr int64_t kGroup = 16;      // rows of x per tile
-  static constexpr int64_t kTileBytes = 512;  // 8 x 64 bytes: one block of one group
-  int64_t rows = 0, cols = 0;
-  std::vector<int8_t> tiles;  // [groups, cols / 32, 8, 64]
-  std::vector<float> scales;  // [groups, cols / 32, 16]: dx of each row's block
-};
-
-// Quantizes x [M, K] (row stride ldx, K a multiple of 32) into out; many rows run on all threads.
-void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, TileRows& out);
 
 // Whether the AMX kernel can run: built for a CPU with AMX-INT8 and the kernel granted this
 // process the tile state (asked once, on the first call).

@@ -34,7 +34,6 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8R
   out.scales.resize(size_t(M * blocks));
   out.lane_scales.resize(size_t(M * K / 4));
   out.lane_bias.resize(size_t(M * K / 4));
-  out.block_bias.resize(size_t(M * blocks));
   // A prompt's rows are worth both threads; a decode step's few are not worth waking them.
   const int64_t min_parallel = M * K >= (int64_t(1) << 16) ? 2 : M + 1;
   parallel_for(
@@ -53,19 +52,13 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8R
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.lane_bias.data() + lane),
                               _mm256_mullo_epi32(sums, _mm256_set1_epi32(-offset)));
           _mm256_storeu_ps(out.lane_scales.data() + lane, _mm256_set1_ps(d));
-          const __m128i half = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-          const __m128i quarter = _mm_add_epi32(half, _mm_unpackhi_epi64(half, half));
-          const int32_t block_sum = _mm_cvtsi128_si32(_mm_add_epi32(quarter, _mm_srli_epi64(quarter, 32)));
 #else
-          int32_t block_sum = 0;
           for (int64_t l = 0; l < kQ4Block / 4; ++l) {
             const int32_t sum = int32_t(q[4 * l]) + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3];
             out.lane_scales[lane + size_t(l)] = d;
             out.lane_bias[lane + size_t(l)] = -offset * sum;
-            block_sum += sum;
           }
 #endif
-          out.block_bias[size_t(m * blocks + b)] = -offset * block_sum;
         }
       },
       min_parallel);

@@ -36,8 +36,6 @@ struct Int8Rows {
   // form (q + offset) into the sum over q.
   std::vector<float> lane_scales;   // [rows, cols / 4]
   std::vector<int32_t> lane_bias;   // [rows, cols / 4]
-  // For int8_gemm: -offset * the sum of each block's 32 values.
-  std::vector<int32_t> block_bias;  // [rows, cols / 32]
   WeightType weights = WeightType::q4;  // the offset's kind: q4 8, q8_0 128
 };
 

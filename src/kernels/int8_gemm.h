@@ -1,23 +1,24 @@
 // Products of q8_0 or q4 weights with many rows of x on AVX-512 VNNI, for CPUs without
-// AMX-INT8: the integer arithmetic of kernels/int8_dot.h (x quantized by
-// quantize_rows_int8; y[m, j] sums, block by block, dx * dw * the integer dot product) at
-// GEMM speed, where rounding the weights to bf16 for the bf16 GEMM did half as many
+// AMX-INT8: the integer arithmetic of kernels/int8_dot.h (x quantized in blocks of 32 as
+// quantize_rows_int8 does; y[m, j] sums, block by block, dx * dw * the integer dot product)
+// at GEMM speed, where rounding the weights to bf16 for the bf16 GEMM did half as many
 // multiply-adds an instruction (vdpbf16ps: 32, vpdpbusd: 64).
 //
 // vpdpbusd adds to each of 16 lanes the 4 products of 4 unsigned bytes and 4 signed ones.
-// Here a lane is one weight row's 4 values in their unsigned form (q4 codes q + 8, q8_0 w +
-// 128) and the 4 signed values of one row of x are broadcast to all lanes, so one
-// instruction adds 4 products to 16 outputs of one row of x. Each thread takes a share of
-// W's rows and lays out a band of them at a time for this - per 16 rows and block, 8
-// vectors of 16 rows x 4 values, and the 16 scales as f32 - in a scratch that stays in its
-// L2. A register tile of up to 6 rows of x by 32 weight rows keeps a block's int32 sums,
+// Here a lane is one row of x, as TileRows lays them out (16 rows x 4 values a vector), and
+// the 4 values of one weight row, in their unsigned form (q4 codes q + 8, q8_0 w + 128),
+// are broadcast to all lanes: one instruction adds 4 products to 16 outputs of one weight
+// row. Each thread takes a share of W's rows and widens a band of 64 of them at a time to
+// unsigned bytes, row after row, with their scales as f32, in a scratch that stays in its
+// L2. A register tile of 32 rows of x by up to 6 weight rows keeps a block's int32 sums,
 // started at -offset * the sum of the block's x values (which takes the unsigned form's
 // offset back out exactly), and the f32 sums over blocks, into which each block's sums go
-// times dx * dw.
+// times dx * dw; the tile's outputs are written out row by row at its end.
 #pragma once
 #include <cstdint>
 
-#include "kernels/int8_dot.h"
+#include "kernels/int8_tiles.h"
+#include "kernels/quant.h"
 
 namespace moepp {
 
@@ -25,8 +26,8 @@ namespace moepp {
 bool int8_gemm_available();
 
 // y[m, j] (+)= sum over blocks b of dx[m, b] * dw[j, b] * sum_i xq[m, 32b + i] * wq[j, 32b + i]
-// for every row m of x and every row j of W (q8_0 or q4, x quantized for it), on all
+// for every row m of x and every row j of W (q8_0 or q4 with W.cols == x.cols), on all
 // threads. Each output's blocks are summed in order, whatever the number of rows.
-void int8_gemm(const Int8Rows& x, const PackedMatrix& W, float* y, int64_t ldy, bool accumulate);
+void int8_gemm(const TileRows& x, const PackedMatrix& W, float* y, int64_t ldy, bool accumulate);
 
 }  // namespace moepp

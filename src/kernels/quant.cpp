@@ -362,9 +362,9 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
   }
   static_assert(kMaxDecodeRows == 8, "dot_rows and int8_linear_rows are instantiated for 1 to 8 rows");
   if (packed_products_use_int8(W.type, M) && M > kMaxInt8BlockRows) {
-    // Many rows with VNNI and no AMX: x quantized once, then the int8 GEMM.
-    thread_local Int8Rows buffer;
-    quantize_rows_int8(x, M, ldx, K, buffer, W.type);
+    // Many rows with VNNI and no AMX: x quantized once (in 16-row tiles), then the int8 GEMM.
+    thread_local TileRows buffer;
+    quantize_rows_for_tiles(x, M, ldx, K, buffer);
     int8_gemm(buffer, W, y, ldy, accumulate);
     return;
   }

@@ -1,9 +1,9 @@
 // The int8 GEMM (kernels/int8_gemm.h) on q8_0 and q4 weights against a naive double
 // implementation of the same quantized arithmetic (integer block sums exact, the scales
-// applied in double), for row counts around its tile of 6 rows, weight rows around its
-// groups of 16, pairs of 32 and bands of 64 (and threads' shares of bands), odd block
-// counts, strides and accumulation; each row's result bit for bit the same whatever rows
-// share its call. Skipped where the build has no AVX-512 VNNI.
+// applied in double), for row counts around its groups of 16 and tiles of 32 rows of x,
+// weight rows around its tiles of 6 and bands of 64 (and threads' shares of bands), odd
+// block counts, strides and accumulation; each row's result bit for bit the same whatever
+// rows share its call. Skipped where the build has no AVX-512 VNNI.
 #include "kernels/int8_gemm.h"
 
 #include "core/parallel.h"
@@ -16,35 +16,33 @@ using namespace moepp::test;
 namespace {
 
 void gemm_product(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p, float* y, int64_t ldy, bool acc) {
-  Int8Rows q;
-  quantize_rows_int8(x, M, ldx, p.cols, q, p.type);
-  int8_gemm(q, p, y, ldy, acc);
+  TileRows t;
+  quantize_rows_for_tiles(x, M, ldx, p.cols, t);
+  int8_gemm(t, p, y, ldy, acc);
 }
 
 }  // namespace
 
-TEST(Int8Gemm, BlockBiasIsMinusTheOffsetTimesTheBlockSum) {
+// The tiles' block sums (the GEMM's offset correction) are the sums of each row's quantized
+// block, as quantize_rows_int8 quantizes it; rows past M have none.
+TEST(Int8Gemm, TileSumsAreEachRowsBlockSums) {
   Rng rng(41);
-  const int64_t M = 3, K = 96;
-  auto x = random_tensor<float>({M, K}, rng, 2.0);
-  for (WeightType type : {WeightType::q4, WeightType::q8_0}) {
-    Int8Rows q;
-    quantize_rows_int8(x.data(), M, K, K, q, type);
-    const int32_t offset = type == WeightType::q4 ? 8 : 128;
-    ASSERT_EQ(q.block_bias.size(), size_t(M * K / 32));
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t b = 0; b < K / 32; ++b) {
-        int32_t sum = 0;
-        for (int64_t i = 0; i < 32; ++i) sum += q.q[size_t(m * K + b * 32 + i)];
-        EXPECT_EQ(q.block_bias[size_t(m * K / 32 + b)], -offset * sum) << m << " " << b;
-        for (int64_t l = 0; l < 8; ++l) {
-          const int64_t at = m * K + b * 32 + 4 * l;
-          EXPECT_EQ(q.lane_bias[size_t(at / 4)], -offset * (q.q[size_t(at)] + q.q[size_t(at + 1)] +
-                                                            q.q[size_t(at + 2)] + q.q[size_t(at + 3)]));
-          EXPECT_EQ(q.lane_scales[size_t(at / 4)], q.scales[size_t(m * K / 32 + b)]);
-        }
+  const int64_t M = 19, K = 96, ldx = 100;
+  auto x = random_tensor<float>({M, ldx}, rng, 2.0);
+  TileRows t;
+  quantize_rows_for_tiles(x.data(), M, ldx, K, t);
+  Int8Rows q;
+  quantize_rows_int8(x.data(), M, ldx, K, q, WeightType::q8_0);
+  const int64_t blocks = K / 32, groups = 2;
+  ASSERT_EQ(t.sums.size(), size_t(groups * blocks * 16));
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t lane = 0; lane < 16; ++lane) {
+        const int64_t m = g * 16 + lane;
+        int32_t want = 0;
+        for (int64_t i = 0; m < M && i < 32; ++i) want += q.q[size_t(m * K + b * 32 + i)];
+        EXPECT_EQ(t.sums[size_t((g * blocks + b) * 16 + lane)], want) << m << " " << b;
       }
-  }
 }
 
 TEST(Int8Gemm, ProductIsTheInt8ArithmeticAndBatchInvariant) {
@@ -59,7 +57,7 @@ TEST(Int8Gemm, ProductIsTheInt8ArithmeticAndBatchInvariant) {
         const auto p = PackedMatrix::pack(w.data(), N, K, type);
         std::vector<float> alone(size_t(Mmax * ldy));  // each row multiplied on its own
         for (int64_t m = 0; m < Mmax; ++m) gemm_product(x.data() + m * ldx, 1, ldx, p, alone.data() + m * ldy, ldy, false);
-        for (int64_t M : {1, 5, 6, 7, 13, 40})
+        for (int64_t M : {1, 5, 16, 17, 33, 40})
           for (bool acc : {false, true}) {
             auto y = random_tensor<float>({M, ldy}, rng);
             std::vector<float> got(y.data(), y.data() + y.numel());
