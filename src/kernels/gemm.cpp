@@ -1,5 +1,6 @@
 #include "kernels/gemm.h"
 
+#include <algorithm>
 #include <cctype>
 #include <exception>
 #include <string>
@@ -281,12 +282,18 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
       // the rounding run serially): an expert's product of ~100 rows split over two threads
       // spends much of its time at their barriers.
       // An error in a worker (an exception may not leave an OpenMP region) is rethrown here.
+      // Largest first: taken in the routing's order, a large expert left for last kept one
+      // thread busy while the other waited at the region's end.
       const Bf16Shadow* shadow = gemm_shadow();
+      std::vector<size_t> order(problems.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      const auto work = [&](size_t i) { return problems[i].M * problems[i].N * problems[i].K; };
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return work(a) > work(b); });
       std::exception_ptr first_error;
       parallel_for_dynamic(int64_t(problems.size()), [&](int64_t i) {
         try {
           const GemmPrecisionScope same(GemmPrecision::bf16, shadow);
-          const auto& p = problems[size_t(i)];
+          const auto& p = problems[order[size_t(i)]];
           gemm<float>(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
         } catch (...) {
 #pragma omp critical(moepp_gemm_grouped_error)
