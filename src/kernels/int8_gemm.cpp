@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/q4_nibbles.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define MOEPP_INT8_GEMM 1
@@ -51,13 +52,10 @@ void widen_band(const PackedMatrix& W, int64_t j0, int64_t n, Band& band) {
       if (k < K) _mm512_mask_storeu_epi8(out + k, tail, _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, q + k), flip));
     } else {
       const uint8_t* p = W.nibbles.data() + (j0 + r) * K / 2;
-      const __m128i low4 = _mm_set1_epi8(0x0F);
-      for (int64_t b = 0; b < blocks; ++b) {  // byte i: value i low, value i + 16 high
-        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + b * kQ4Block / 2));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * kQ4Block), _mm_and_si128(raw, low4));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * kQ4Block + 16),
-                         _mm_and_si128(_mm_srli_epi16(raw, 4), low4));
-      }
+      int64_t b = 0;
+      for (; b + 2 <= blocks; b += 2) _mm512_storeu_si512(out + b * kQ4Block, unpack_two_q4_blocks(p + b * kQ4Block / 2));
+      if (b < blocks)
+        _mm512_mask_storeu_epi8(out + b * kQ4Block, __mmask64(0xFFFFFFFF), unpack_one_q4_block(p + b * kQ4Block / 2));
     }
     const uint16_t* h = W.scales.data() + (j0 + r) * blocks;
     float* s = band.scales.data() + r * blocks;
