@@ -506,9 +506,11 @@ bool packed_products_use_int8(WeightType type, int64_t M) {
   // rows 0.85 -> 0.58, 0.68. Blocks of 8 give each row its result alone, bit for bit, which
   // a serving batch wants (kernels/int8_gemm.h sums in another order).
   if (vectorised && M <= kMaxInt8BlockRows) return true;
-  // More rows with VNNI: the int8 GEMM, 1.4-1.5x the bf16 GEMM's rate on the same weights
-  // (AMD EPYC, 2 threads, q4 and q8_0 2816 x 1024, 128 rows 1.37-1.43 ms against 2.03-2.12,
-  // 512 rows 4.8-4.9 against 7.2-7.4, x's quantization included).
+  // More rows with VNNI: the int8 GEMM, 1.5-1.7x the bf16 GEMM's rate on the same weights
+  // rounded (AMD EPYC, 2 threads, q4 and q8_0 2816 x 1024, same run, x's quantization
+  // included: 32 rows 0.40-0.46 ms against 0.86-0.89, 128 rows 1.33-1.45 against 2.26-2.28,
+  // 512 rows 5.0-5.2 against 7.9-8.2). (Where a build lacks VNNI but oneDNN finds bf16
+  // products, the bf16 GEMM below keeps them.)
   return vectorised && int8_gemm_available();
 }
 
