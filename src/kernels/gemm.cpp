@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <exception>
+#include <numeric>
 #include <string>
 #include <type_traits>
 
@@ -286,7 +287,7 @@ void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problem
       // thread busy while the other waited at the region's end.
       const Bf16Shadow* shadow = gemm_shadow();
       std::vector<size_t> order(problems.size());
-      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::iota(order.begin(), order.end(), size_t(0));
       const auto work = [&](size_t i) { return problems[i].M * problems[i].N * problems[i].K; };
       std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return work(a) > work(b); });
       std::exception_ptr first_error;

@@ -7,7 +7,6 @@
 #endif
 
 #include "core/error.h"
-#include "core/parallel.h"
 #include "kernels/q4_nibbles.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/row_blocks.h"
@@ -34,34 +33,28 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8R
   out.scales.resize(size_t(M * blocks));
   out.lane_scales.resize(size_t(M * K / 4));
   out.lane_bias.resize(size_t(M * K / 4));
-  // A prompt's rows are worth both threads; a decode step's few are not worth waking them.
-  const int64_t min_parallel = M * K >= (int64_t(1) << 16) ? 2 : M + 1;
-  parallel_for(
-      M,
-      [&](int64_t m) {
-        for (int64_t b = 0; b < blocks; ++b) {
-          // A row's block is quantized exactly as a q8_0 weight block is.
-          int8_t* q = out.q.data() + m * K + b * kQ4Block;
-          const float d = encode_q8_0_block(x + m * ldx + b * kQ4Block, q);
-          out.scales[size_t(m * blocks + b)] = d;
-          const size_t lane = size_t(m * K / 4 + b * kQ4Block / 4);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = 0; b < blocks; ++b) {
+      // A row's block is quantized exactly as a q8_0 weight block is.
+      int8_t* q = out.q.data() + m * K + b * kQ4Block;
+      const float d = encode_q8_0_block(x + m * ldx + b * kQ4Block, q);
+      out.scales[size_t(m * blocks + b)] = d;
+      const size_t lane = size_t(m * K / 4 + b * kQ4Block / 4);
 #if defined(__AVX2__)
-          // The 8 lanes' sums of 4: byte pairs (1 * q) summed to 16 bits, then pairs of those.
-          const __m256i q32 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-          const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q32), _mm256_set1_epi16(1));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.lane_bias.data() + lane),
-                              _mm256_mullo_epi32(sums, _mm256_set1_epi32(-offset)));
-          _mm256_storeu_ps(out.lane_scales.data() + lane, _mm256_set1_ps(d));
+      // The 8 lanes' sums of 4: byte pairs (1 * q) summed to 16 bits, then pairs of those.
+      const __m256i q32 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+      const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q32), _mm256_set1_epi16(1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.lane_bias.data() + lane),
+                          _mm256_mullo_epi32(sums, _mm256_set1_epi32(-offset)));
+      _mm256_storeu_ps(out.lane_scales.data() + lane, _mm256_set1_ps(d));
 #else
-          for (int64_t l = 0; l < kQ4Block / 4; ++l) {
-            const int32_t sum = int32_t(q[4 * l]) + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3];
-            out.lane_scales[lane + size_t(l)] = d;
-            out.lane_bias[lane + size_t(l)] = -offset * sum;
-          }
+      for (int64_t l = 0; l < kQ4Block / 4; ++l) {
+        const int32_t sum = int32_t(q[4 * l]) + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3];
+        out.lane_scales[lane + size_t(l)] = d;
+        out.lane_bias[lane + size_t(l)] = -offset * sum;
+      }
 #endif
-        }
-      },
-      min_parallel);
+    }
 }
 
 namespace {

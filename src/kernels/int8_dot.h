@@ -41,7 +41,6 @@ struct Int8Rows {
 
 // Quantizes x [M, K] (row stride ldx; K a multiple of 32) into out for products with
 // `weights` (q4 or q8_0), each block of 32 as a q8_0 weight block (kernels/quant_blocks.h).
-// Many rows run on all threads.
 void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out,
                         WeightType weights = WeightType::q4);
 

@@ -361,14 +361,14 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     return;
   }
   static_assert(kMaxDecodeRows == 8, "dot_rows and int8_linear_rows are instantiated for 1 to 8 rows");
-  if (packed_products_use_int8(W.type, M) && M > kMaxInt8BlockRows) {
-    // Many rows with VNNI and no AMX: x quantized once (in 16-row tiles), then the int8 GEMM.
-    thread_local TileRows buffer;
-    quantize_rows_for_tiles(x, M, ldx, K, buffer);
-    int8_gemm(buffer, W, y, ldy, accumulate);
-    return;
-  }
   if (packed_products_use_int8(W.type, M)) {
+    if (M > kMaxInt8BlockRows) {
+      // Many rows with VNNI and no AMX: x quantized once (in 16-row tiles), then the int8 GEMM.
+      thread_local TileRows tiles;
+      quantize_rows_for_tiles(x, M, ldx, K, tiles);
+      int8_gemm(tiles, W, y, ldy, accumulate);
+      return;
+    }
     // q4 (and q8_0 with VNNI): x quantized to int8 once per call, in blocks of up to 8
     // rows, into buffers each calling thread keeps (named through a reference: inside the
     // workers the thread_local's own name would be their own buffers). Each task takes 16

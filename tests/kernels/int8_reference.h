@@ -9,8 +9,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
+#include <initializer_list>
+#include <vector>
 
 #include "kernels/int8_dot.h"
+#include "test_util.h"
 
 namespace moepp::test {
 
@@ -72,6 +76,34 @@ inline double int8_product_error(const Int8Rows& q, const PackedMatrix& p, const
       }
     }
   return worst;
+}
+
+// A kernel under test: rows [0, M) of x (row stride ldx) times p into y [M, ldy], added
+// to y when acc.
+using Int8Product = std::function<void(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p, float* y,
+                                       int64_t ldy, bool acc)>;
+
+// `product` on a random [N, K] matrix of `type` (x of Mmax rows, row strides K + 3 and
+// N + 5), for each row count in Ms, with and without accumulation: within 1e-5 of the
+// int8 arithmetic (int8_product_error, which also holds each row to its result alone).
+inline void expect_int8_products(const Int8Product& product, WeightType type, int64_t K, int64_t N, int64_t Mmax,
+                                 std::initializer_list<int64_t> Ms, Rng& rng) {
+  const int64_t ldx = K + 3, ldy = N + 5;
+  auto w = random_tensor<float>({N, K}, rng);
+  auto x = random_tensor<float>({Mmax, ldx}, rng);
+  const auto p = PackedMatrix::pack(w.data(), N, K, type);
+  std::vector<float> alone(size_t(Mmax * ldy));  // each row multiplied on its own
+  for (int64_t m = 0; m < Mmax; ++m) product(x.data() + m * ldx, 1, ldx, p, alone.data() + m * ldy, ldy, false);
+  for (int64_t M : Ms)
+    for (bool acc : {false, true}) {
+      auto y = random_tensor<float>({M, ldy}, rng);
+      std::vector<float> got(y.data(), y.data() + y.numel());
+      product(x.data(), M, ldx, p, got.data(), ldy, acc);
+      Int8Rows q;
+      quantize_rows_int8(x.data(), M, ldx, K, q, type);
+      const double worst = int8_product_error(q, p, got.data(), y.data(), alone.data(), M, ldy, acc);
+      EXPECT_LT(worst, 1e-5) << weight_type_name(type) << " K " << K << " N " << N << " M " << M << " acc " << acc;
+    }
 }
 
 }  // namespace moepp::test
