@@ -1,5 +1,7 @@
 #include "kernels/int8_dot.h"
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 
 #if defined(__AVX2__)
@@ -18,43 +20,56 @@ namespace {
 
 constexpr int32_t unsigned_offset(WeightType t) { return t == WeightType::q4 ? 8 : 128; }
 
+// A group of blocks (Int8Rows): 8 blocks, 16 lanes of the 4 vectors, 256 values.
+constexpr int64_t kGroupBlocks = 8;
+constexpr int kLanes = 16;
+constexpr int64_t kGroupValues = kGroupBlocks * kQ4Block;
+// A group's weights are fetched 12 groups of q4 (6 of q8_0) ahead: twice and four times
+// the few-row kernels' distance measured alike (AMD EPYC, packed_linear_bench 2816 x 1024).
+constexpr int64_t kGroupPrefetchBytes = 4 * kWeightPrefetchBytes;
+
 }  // namespace
 
 void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out, WeightType weights) {
   MOEPP_CHECK(K % kQ4Block == 0, "quantize_rows_int8: ", K, " columns, not a multiple of ", kQ4Block);
   MOEPP_CHECK(weights == WeightType::q4 || weights == WeightType::q8_0, "quantize_rows_int8: for ",
               weight_type_name(weights), " weights");
-  const int64_t blocks = K / kQ4Block;
+  const int64_t blocks = K / kQ4Block, groups = (blocks + kGroupBlocks - 1) / kGroupBlocks;
   const int32_t offset = unsigned_offset(weights);
   out.rows = M;
   out.cols = K;
+  out.groups = groups;
   out.weights = weights;
   out.q.resize(size_t(M * K));
   out.scales.resize(size_t(M * blocks));
-  out.lane_scales.resize(size_t(M * K / 4));
-  out.lane_bias.resize(size_t(M * K / 4));
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t b = 0; b < blocks; ++b) {
-      // A row's block is quantized exactly as a q8_0 weight block is.
-      int8_t* q = out.q.data() + m * K + b * kQ4Block;
-      const float d = encode_q8_0_block(x + m * ldx + b * kQ4Block, q);
-      out.scales[size_t(m * blocks + b)] = d;
-      const size_t lane = size_t(m * K / 4 + b * kQ4Block / 4);
-#if defined(__AVX2__)
-      // The 8 lanes' sums of 4: byte pairs (1 * q) summed to 16 bits, then pairs of those.
-      const __m256i q32 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-      const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q32), _mm256_set1_epi16(1));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.lane_bias.data() + lane),
-                          _mm256_mullo_epi32(sums, _mm256_set1_epi32(-offset)));
-      _mm256_storeu_ps(out.lane_scales.data() + lane, _mm256_set1_ps(d));
-#else
-      for (int64_t l = 0; l < kQ4Block / 4; ++l) {
-        const int32_t sum = int32_t(q[4 * l]) + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3];
-        out.lane_scales[lane + size_t(l)] = d;
-        out.lane_bias[lane + size_t(l)] = -offset * sum;
+  out.lane_q.resize(size_t(M * groups * kGroupValues));
+  out.lane_scales.resize(size_t(M * groups * kLanes));
+  out.lane_bias.resize(size_t(M * groups * kLanes));
+  for (int64_t m = 0; m < M; ++m) {
+    // A row's block is quantized exactly as a q8_0 weight block is.
+    for (int64_t b = 0; b < blocks; ++b)
+      out.scales[size_t(m * blocks + b)] =
+          encode_q8_0_block(x + m * ldx + b * kQ4Block, out.q.data() + m * K + b * kQ4Block);
+    for (int64_t g = 0; g < groups; ++g) {
+      int8_t* lanes = out.lane_q.data() + (g * M + m) * kGroupValues;
+      const int64_t at = (g * M + m) * kLanes;
+      for (int L = 0; L < kLanes; ++L) {
+        const int64_t block = g * kGroupBlocks + int8_lane_source(weights, 0, L).block;
+        int32_t sum = 0;
+        for (int u = 0; u < 4; ++u) {
+          int8_t* to = lanes + (u * kLanes + L) * 4;
+          if (block < blocks) {
+            std::memcpy(to, out.q.data() + m * K + block * kQ4Block + int8_lane_source(weights, u, L).value, 4);
+          } else {
+            std::memset(to, 0, 4);  // a padding block: no values, no scale
+          }
+          sum += int32_t(to[0]) + to[1] + to[2] + to[3];
+        }
+        out.lane_bias[size_t(at + L)] = -offset * sum;
+        out.lane_scales[size_t(at + L)] = block < blocks ? out.scales[size_t(m * blocks + block)] : 0.0f;
       }
-#endif
     }
+  }
 }
 
 namespace {
@@ -100,8 +115,81 @@ int32_t weight_value(const PackedMatrix& W, int64_t j, int64_t i) {
   }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+
+// Group g of weight row j (nb of its 8 blocks exist) as stored: q8_0 4 vectors of two
+// blocks, q4 2 vectors of four, and the 8 f16 scales (zeros past the row's last block).
+struct RawGroup {
+  __m512i v[4];
+  __m128i scales;
+};
+
+template <WeightType WT>
+inline RawGroup load_raw_group(const PackedMatrix& W, int64_t j, int64_t g, int64_t nb) {
+  const int64_t K = W.cols, blocks = K / kQ4Block;
+  constexpr int vectors = WT == WeightType::q4 ? 2 : 4;
+  const int8_t* row = WT == WeightType::q4
+                          ? reinterpret_cast<const int8_t*>(W.nibbles.data() + j * K / 2 + g * kGroupValues / 2)
+                          : W.q.data() + j * K + g * kGroupValues;
+  const int64_t bytes = nb * kQ4Block * vectors / 4;
+  RawGroup r;
+  for (int p = 0; p < vectors; ++p) {
+    if (nb == kGroupBlocks) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + 64 * p) + kGroupPrefetchBytes, _MM_HINT_T0);
+      r.v[p] = _mm512_loadu_si512(row + 64 * p);
+    } else {
+      const int64_t n = bytes - 64 * p;
+      const __mmask64 mask = n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1;
+      r.v[p] = _mm512_maskz_loadu_epi8(mask, row + 64 * p);
+    }
+  }
+  const uint16_t* s = W.scales.data() + j * blocks + g * kGroupBlocks;
+  r.scales = nb == kGroupBlocks ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(s))
+                                : _mm_maskz_loadu_epi16(__mmask8((1u << nb) - 1), s);
+  return r;
+}
+
+// A group as unsigned bytes in the lane order of Int8Rows (int8_lane_source), and each
+// lane's block scale.
+template <WeightType WT>
+inline void arrange_group(const RawGroup& r, __m512i w[4], __m512& scale) {
+  if constexpr (WT == WeightType::q4) {
+    // Four blocks a vector: quarter c of v[0] is block c, of v[1] block 4 + c. Their low 8
+    // bytes side by side, then their high 8 bytes, each split into low and high nibbles.
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i first = _mm512_maskz_unpacklo_epi64(0xFF, r.v[0], r.v[1]);
+    const __m512i second = _mm512_maskz_unpackhi_epi64(0xFF, r.v[0], r.v[1]);
+    w[0] = _mm512_and_si512(first, low4);
+    w[1] = _mm512_and_si512(_mm512_maskz_srli_epi16(~__mmask32(0), first, 4), low4);
+    w[2] = _mm512_and_si512(second, low4);
+    w[3] = _mm512_and_si512(_mm512_maskz_srli_epi16(~__mmask32(0), second, 4), low4);
+  } else {
+    // Two blocks a vector, made unsigned (XOR 0x80), then each 128-bit quarter's 4 x 4
+    // words transposed across the 4 vectors.
+    const __m512i sign_flip = _mm512_set1_epi8(char(0x80));
+    __m512i v[4];
+    for (int p = 0; p < 4; ++p) v[p] = _mm512_maskz_xor_epi32(kAll, r.v[p], sign_flip);
+    const __m512i t0 = _mm512_maskz_unpacklo_epi32(kAll, v[0], v[1]), t1 = _mm512_maskz_unpackhi_epi32(kAll, v[0], v[1]);
+    const __m512i t2 = _mm512_maskz_unpacklo_epi32(kAll, v[2], v[3]), t3 = _mm512_maskz_unpackhi_epi32(kAll, v[2], v[3]);
+    w[0] = _mm512_maskz_unpacklo_epi64(0xFF, t0, t2);
+    w[1] = _mm512_maskz_unpackhi_epi64(0xFF, t0, t2);
+    w[2] = _mm512_maskz_unpacklo_epi64(0xFF, t1, t3);
+    w[3] = _mm512_maskz_unpackhi_epi64(0xFF, t1, t3);
+  }
+  alignas(64) static constexpr auto block_of_lane = [] {
+    std::array<int32_t, kLanes> index{};
+    for (int L = 0; L < kLanes; ++L) index[size_t(L)] = int8_lane_source(WT, 0, L).block;
+    return index;
+  }();
+  scale = _mm512_maskz_permutexvar_ps(kAll, _mm512_load_si512(block_of_lane.data()),
+                                      _mm512_maskz_cvtph_ps(kAll, _mm256_zextsi128_si256(r.scales)));
+}
+
+#endif
+
 // out[m * J + i] = row m of x . weight row j + i, for m < M, i < J. Each (m, i) has its own
-// accumulators, so its sum is the same whatever M and J are.
+// accumulators and goes through the same operations whatever M and J are, so its sum is
+// the same.
 template <WeightType WT, bool Vector, int M, int J>
 void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* out) {
   const int64_t K = W.cols, blocks = K / kQ4Block;
@@ -112,92 +200,44 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
     for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) acc[m][i] = _mm512_setzero_ps();
-    // Lanes 0-7 take block b's scale, lanes 8-15 block b + 1's.
-    const __m512i pair_index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m512i sign_flip = _mm512_set1_epi8(char(0x80));
-    __m512i wv[J];
-    __m512 ws[J];
-    const auto multiply = [&](int64_t b, __mmask64 x_mask, __mmask16 lane_mask) {
+    // Group g against weight row j + i (raw as loaded) and every row of x: 4 weight
+    // vectors and a scale live beside the M x J accumulators.
+    const auto multiply = [&](int64_t g, int i, const RawGroup& raw) {
+      const int8_t* xq = x.lane_q.data() + g * M * kGroupValues;
+      const int32_t* bias = x.lane_bias.data() + g * M * kLanes;
+      const float* x_scales = x.lane_scales.data() + g * M * kLanes;
+      __m512i w[4];
+      __m512 w_scale;
+      arrange_group<WT>(raw, w, w_scale);
 #pragma GCC unroll 8
       for (int m = 0; m < M; ++m) {
-        const __m512i xv = _mm512_maskz_loadu_epi8(x_mask, x.q.data() + m * K + b * kQ4Block);
-        const int64_t lane = m * K / 4 + b * kQ4Block / 4;
-        const __m512i bias = _mm512_maskz_loadu_epi32(lane_mask, x.lane_bias.data() + lane);
-        const __m512 xs = _mm512_maskz_loadu_ps(lane_mask, x.lane_scales.data() + lane);
+        __m512i sums = _mm512_loadu_si512(bias + m * kLanes);
 #pragma GCC unroll 4
-        for (int i = 0; i < J; ++i) {
-          const __m512 sums = _mm512_maskz_cvtepi32_ps(kAll, dot_u8s8(bias, wv[i], xv));
-          acc[m][i] = _mm512_fmadd_ps(sums, _mm512_mul_ps(ws[i], xs), acc[m][i]);
-        }
+        for (int u = 0; u < 4; ++u) sums = dot_u8s8(sums, w[u], _mm512_loadu_si512(xq + m * kGroupValues + 64 * u));
+        const __m512 scale = _mm512_mul_ps(w_scale, _mm512_loadu_ps(x_scales + m * kLanes));
+        acc[m][i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(kAll, sums), scale, acc[m][i]);
       }
     };
-    // The weights of blocks b (and b + 1) of row j + i as unsigned bytes in x's order.
-    const auto load_weights = [&](int i, int64_t b, bool two) {
-      if constexpr (WT == WeightType::q4) {
-        const uint8_t* w = W.nibbles.data() + (j + i) * K / 2 + b * kQ4Block / 2;
-        if (two) _mm_prefetch(reinterpret_cast<const char*>(w) + kWeightPrefetchBytes, _MM_HINT_T0);
-        return two ? unpack_two_q4_blocks(w) : unpack_one_q4_block(w);
-      } else {
-        const int8_t* w = W.q.data() + (j + i) * K + b * kQ4Block;
-        if (two) _mm_prefetch(reinterpret_cast<const char*>(w) + kWeightPrefetchBytes, _MM_HINT_T0);
-        const __m512i raw = two ? _mm512_loadu_si512(w) : _mm512_maskz_loadu_epi8(__mmask64(0xFFFFFFFF), w);
-        return _mm512_maskz_xor_epi32(two ? kAll : __mmask16(0x00FF), raw, sign_flip);
-      }
-    };
-    int64_t b = 0;
-    // One row of x (decode): 16 blocks at a time, their 16 scales of each weight row
-    // widened in one conversion, then spread over a pair's lanes by one permutation; the
-    // pair-by-pair form below loads, moves and converts each pair's two scales first, a
-    // third of a q4 pair's instructions. AMD EPYC, 2816 x 1024 (packed_linear_bench, two
-    // rounds alternating): q4 0.054 -> 0.047 ms, q8_0 0.098-0.100 -> 0.088-0.096. With 2
-    // rows of x and more it measured slower (2 rows: q4 0.067-0.070 -> 0.078; 8 rows 0.19
-    // -> 0.32 when it took all row counts): the accumulators need the registers.
-    // The weight scales are multiplied by x's block scales there too, 16 at once (the same
-    // products the pairs' lanes take one by one below, so the sums are the same).
-    const __m512i two = _mm512_set1_epi32(2);
-    for (; M == 1 && b + 16 <= blocks; b += 16) {
-      const __m512 x_scales16 = _mm512_loadu_ps(x.scales.data() + b);
-      __m512 scales16[J];
-#pragma GCC unroll 4
-      for (int i = 0; i < J; ++i)
-        scales16[i] = _mm512_mul_ps(
-            _mm512_maskz_cvtph_ps(kAll, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-                                            W.scales.data() + (j + i) * blocks + b))),
-            x_scales16);
-      __m512i index = pair_index;
-#pragma GCC unroll 8
-      for (int pair = 0; pair < 8; ++pair) {
-        const int64_t at = b + 2 * pair;
-        const __m512i xv = _mm512_loadu_si512(x.q.data() + at * kQ4Block);
-        const __m512i bias = _mm512_loadu_si512(x.lane_bias.data() + at * kQ4Block / 4);
-#pragma GCC unroll 4
-        for (int i = 0; i < J; ++i) {
-          const __m512 sums = _mm512_maskz_cvtepi32_ps(kAll, dot_u8s8(bias, load_weights(i, at, true), xv));
-          acc[0][i] = _mm512_fmadd_ps(sums, _mm512_maskz_permutexvar_ps(kAll, index, scales16[i]), acc[0][i]);
+    const int64_t full = blocks / kGroupBlocks;
+    if constexpr (J == 1) {
+      // One weight row: its next group is loaded before this one is multiplied, so that a
+      // group waiting on memory (it needs all of its lines) has the next one's loads issued.
+      if (full > 0) {
+        RawGroup next = load_raw_group<WT>(W, j, 0, kGroupBlocks);
+        for (int64_t g = 0; g < full; ++g) {
+          const RawGroup now = next;
+          if (g + 1 < full) next = load_raw_group<WT>(W, j, g + 1, kGroupBlocks);
+          multiply(g, 0, now);
         }
-        index = _mm512_add_epi32(index, two);
       }
-    }
-    for (; b + 2 <= blocks; b += 2) {
+    } else {
+      for (int64_t g = 0; g < full; ++g)
 #pragma GCC unroll 4
-      for (int i = 0; i < J; ++i) {
-        wv[i] = load_weights(i, b, true);
-        // The two blocks' f16 scales (one 32-bit load), widened, then spread over their lanes.
-        uint32_t two;
-        std::memcpy(&two, W.scales.data() + (j + i) * blocks + b, sizeof(two));
-        const __m256i two_scales = _mm256_zextsi128_si256(_mm_cvtsi32_si128(int(two)));
-        ws[i] = _mm512_maskz_permutexvar_ps(kAll, pair_index, _mm512_maskz_cvtph_ps(0x3, two_scales));
-      }
-      multiply(b, ~__mmask64(0), kAll);
+        for (int i = 0; i < J; ++i) multiply(g, i, load_raw_group<WT>(W, j + i, g, kGroupBlocks));
     }
-    if (b < blocks) {  // an odd last block: the high lanes stay 0
+    if (full < x.groups)
 #pragma GCC unroll 4
-      for (int i = 0; i < J; ++i) {
-        wv[i] = load_weights(i, b, false);
-        ws[i] = _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(W.scale((j + i) * blocks + b)));
-      }
-      multiply(b, __mmask64(0xFFFFFFFF), 0x00FF);
-    }
+      for (int i = 0; i < J; ++i) multiply(full, i, load_raw_group<WT>(W, j + i, full, blocks - full * kGroupBlocks));
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4

@@ -27,17 +27,41 @@
 namespace moepp {
 
 // Rows of x quantized for the int8 products; the caller owns it and reuses it across calls.
+//
+// The vector kernel takes the blocks of a row 8 at a time (a group: 256 values, the last
+// group padded with zero blocks) and lays each group out as 4 vectors of 16 lanes of 4
+// bytes, in the order it lays the weights out with a few shuffles (int8_lane_source): each
+// lane holds values of one block in all 4 vectors, so a lane's integer sum over the 4
+// vpdpbusd is exact and one conversion and one multiply-add per lane scale a whole group,
+// where taking the blocks in their stored order needs both per pair of blocks.
 struct Int8Rows {
-  int64_t rows = 0, cols = 0;
-  std::vector<int8_t> q;            // [rows, cols]
+  int64_t rows = 0, cols = 0, groups = 0;  // groups = ceil(cols / 256)
+  std::vector<int8_t> q;            // [rows, cols], in order
   std::vector<float> scales;        // [rows, cols / 32]
-  // For the vector kernel, per 4 values (one 32-bit lane of vpdpbusd): the block's scale,
-  // and -offset * the sum of the 4 values, which turns the sum over the weights' unsigned
-  // form (q + offset) into the sum over q.
-  std::vector<float> lane_scales;   // [rows, cols / 4]
-  std::vector<int32_t> lane_bias;   // [rows, cols / 4]
-  WeightType weights = WeightType::q4;  // the offset's kind: q4 8, q8_0 128
+  // Group-major, so that at a group the rows lie side by side at fixed offsets.
+  std::vector<int8_t> lane_q;       // [groups, rows, 4 vectors, 16 lanes, 4 values]
+  // Per lane of a group: the scale of its block, and -offset * the sum of its 16 values
+  // (over the 4 vectors), which turns the sum over the weights' unsigned form (q + offset)
+  // into the sum over q.
+  std::vector<float> lane_scales;   // [groups, rows, 16]
+  std::vector<int32_t> lane_bias;   // [groups, rows, 16]
+  WeightType weights = WeightType::q4;  // the lane order and the offset's kind: q4 8, q8_0 128
 };
+
+// Where lane L (0-15) of vector u (0-3) of a group takes its 4 values from: block `block`
+// (0-7) of the group, values value..value + 3 of it. The weights' layout decides it: q8_0
+// rows are read 64 bytes (two blocks) a vector and transposed as 4 x 4 words within each
+// 128-bit quarter; q4 rows are read 64 bytes (four blocks) a vector, interleaved by 8 bytes
+// and split into low and high nibbles.
+struct Int8LaneSource {
+  int block, value;
+};
+constexpr Int8LaneSource int8_lane_source(WeightType weights, int u, int L) {
+  const int quarter = L / 4, at = L % 4;
+  if (weights == WeightType::q8_0) return {2 * at + quarter / 2, 16 * (quarter % 2) + 4 * u};
+  constexpr int nibble_start[4] = {0, 16, 8, 24};
+  return {quarter + 4 * (at / 2), nibble_start[u] + 4 * (at % 2)};
+}
 
 // Quantizes x [M, K] (row stride ldx; K a multiple of 32) into out for products with
 // `weights` (q4 or q8_0), each block of 32 as a q8_0 weight block (kernels/quant_blocks.h).

@@ -97,12 +97,34 @@ TEST(Q4, ActivationsQuantizeToAmaxOver127WithinHalfAStep) {
         EXPECT_LE(std::fabs(code), 127);
         EXPECT_LE(std::fabs(v - d * code), d / 2 * (1 + 1e-5)) << m << " " << b << " " << i;
       }
-      for (int64_t l = 0; l < 8; ++l) {
-        const size_t lane = size_t(m * K / 4 + b * 8 + l), e = size_t(m * K + b * 32 + 4 * l);
-        EXPECT_EQ(q.lane_scales[lane], float(d));
-        EXPECT_EQ(q.lane_bias[lane], -8 * (q.q[e] + q.q[e + 1] + q.q[e + 2] + q.q[e + 3]));
-        EXPECT_EQ(q8.lane_bias[lane], -128 * (q.q[e] + q.q[e + 1] + q.q[e + 2] + q.q[e + 3]));
+    }
+  // The vector kernel's copy: group g, vector u, lane L of row m holds the 4 values that
+  // int8_lane_source names (zeros for the padding blocks past the row's 3), each lane its
+  // block's scale and -offset times the sum of its 16 values.
+  ASSERT_EQ(q.groups, 1);
+  for (int64_t m = 0; m < M; ++m)
+    for (int L = 0; L < 16; ++L) {
+      const int64_t block = int8_lane_source(WeightType::q4, 0, L).block;
+      const int64_t block8 = int8_lane_source(WeightType::q8_0, 0, L).block;
+      int64_t sum = 0, sum8 = 0;
+      for (int u = 0; u < 4; ++u) {
+        EXPECT_EQ(int8_lane_source(WeightType::q4, u, L).block, block);
+        for (int t = 0; t < 4; ++t) {
+          const size_t at = size_t(m * 256 + (u * 16 + L) * 4 + t);
+          const int64_t value = int8_lane_source(WeightType::q4, u, L).value + t;
+          const int64_t value8 = int8_lane_source(WeightType::q8_0, u, L).value + t;
+          const int64_t want = block < K / 32 ? q.q[size_t(m * K + block * 32 + value)] : 0;
+          const int64_t want8 = block8 < K / 32 ? q.q[size_t(m * K + block8 * 32 + value8)] : 0;
+          EXPECT_EQ(q.lane_q[at], want) << m << " " << u << " " << L << " " << t;
+          EXPECT_EQ(q8.lane_q[at], want8) << m << " " << u << " " << L << " " << t;
+          sum += want;
+          sum8 += want8;
+        }
       }
+      EXPECT_EQ(q.lane_bias[size_t(m * 16 + L)], -8 * sum);
+      EXPECT_EQ(q8.lane_bias[size_t(m * 16 + L)], -128 * sum8);
+      EXPECT_EQ(q.lane_scales[size_t(m * 16 + L)], block < K / 32 ? q.scales[size_t(m * K / 32 + block)] : 0.0f);
+      EXPECT_EQ(q8.lane_scales[size_t(m * 16 + L)], block8 < K / 32 ? q.scales[size_t(m * K / 32 + block8)] : 0.0f);
     }
   EXPECT_EQ(q.scales[size_t(1 * K / 32 + 2)], 0.0f);
 }
@@ -115,7 +137,7 @@ TEST(Q4, FewRowProductIsTheInt8ArithmeticAndBatchInvariant) {
   Rng rng(13);
   for (bool portable : {false, true})
   for (WeightType type : {WeightType::q4, WeightType::q8_0})
-  for (int64_t K : {32, 64, 96, 160, 1024, 1184}) {  // 1024, 1184: 16 blocks at a time, then pairs and a block
+  for (int64_t K : {32, 64, 96, 160, 288, 1024, 1184}) {  // groups of 8 blocks: one partial; whole; whole + 1, + 5
     const int64_t N = 37, ldx = K + 3, ldy = N + 5, Mmax = 8;
     auto w = random_tensor<float>({N, K}, rng);
     auto x = random_tensor<float>({Mmax, ldx}, rng);
