@@ -7,16 +7,18 @@
 # (build/bench/decode_bench) and the KJV corpus (make run, or scripts/get-corpus.sh) for an
 # 8192-piece tokenizer the random models decode with.
 # Usage: bash bench/serve_bench.sh [WORK_DIR] (default work/serve-bench)
+#        MOEPP=path/to/moepp bash bench/serve_bench.sh ... serves with another build (an older
+#        commit's, to compare two builds in one sitting; the folders are made by this one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-work/serve-bench}
-moepp=build/moepp
+moepp=${MOEPP:-build/moepp}
 mkdir -p "$work"
 [ -s work/corpus/kjv.txt ] || bash scripts/get-corpus.sh work/corpus
-[ -s "$work/tok/tokenizer.model" ] || $moepp prepare --input work/corpus/kjv.txt --out "$work/tok" --vocab-size 8192 >/dev/null
+[ -s "$work/tok/tokenizer.model" ] || build/moepp prepare --input work/corpus/kjv.txt --out "$work/tok" --vocab-size 8192 >/dev/null
 if [ ! -s "$work/q8/moepp/model.safetensors" ]; then
   build/bench/decode_bench --write-folders "$work/f32" --tokenizer "$work/tok/tokenizer.model"
-  for m in vanilla moepp; do $moepp convert --in "$work/f32/$m" --out "$work/q8/$m" --dtype q8_0; done
+  for m in vanilla moepp; do build/moepp convert --in "$work/f32/$m" --out "$work/q8/$m" --dtype q8_0; done
   rm -rf "$work/f32"
 fi
 printf '%-8s %8s | %12s %8s | %9s %9s | %9s %9s\n' model clients "gen tok/s" "x 1 cl." "TTFT p50" "TTFT p99" "ITL p50" "ITL p99"

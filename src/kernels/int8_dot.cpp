@@ -30,48 +30,6 @@ constexpr int64_t kGroupPrefetchBytes = 4 * kWeightPrefetchBytes;
 
 }  // namespace
 
-void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out, WeightType weights) {
-  MOEPP_CHECK(K % kQ4Block == 0, "quantize_rows_int8: ", K, " columns, not a multiple of ", kQ4Block);
-  MOEPP_CHECK(weights == WeightType::q4 || weights == WeightType::q8_0, "quantize_rows_int8: for ",
-              weight_type_name(weights), " weights");
-  const int64_t blocks = K / kQ4Block, groups = (blocks + kGroupBlocks - 1) / kGroupBlocks;
-  const int32_t offset = unsigned_offset(weights);
-  out.rows = M;
-  out.cols = K;
-  out.groups = groups;
-  out.weights = weights;
-  out.q.resize(size_t(M * K));
-  out.scales.resize(size_t(M * blocks));
-  out.lane_q.resize(size_t(M * groups * kGroupValues));
-  out.lane_scales.resize(size_t(M * groups * kLanes));
-  out.lane_bias.resize(size_t(M * groups * kLanes));
-  for (int64_t m = 0; m < M; ++m) {
-    // A row's block is quantized exactly as a q8_0 weight block is.
-    for (int64_t b = 0; b < blocks; ++b)
-      out.scales[size_t(m * blocks + b)] =
-          encode_q8_0_block(x + m * ldx + b * kQ4Block, out.q.data() + m * K + b * kQ4Block);
-    for (int64_t g = 0; g < groups; ++g) {
-      int8_t* lanes = out.lane_q.data() + (g * M + m) * kGroupValues;
-      const int64_t at = (g * M + m) * kLanes;
-      for (int L = 0; L < kLanes; ++L) {
-        const int64_t block = g * kGroupBlocks + int8_lane_source(weights, 0, L).block;
-        int32_t sum = 0;
-        for (int u = 0; u < 4; ++u) {
-          int8_t* to = lanes + (u * kLanes + L) * 4;
-          if (block < blocks) {
-            std::memcpy(to, out.q.data() + m * K + block * kQ4Block + int8_lane_source(weights, u, L).value, 4);
-          } else {
-            std::memset(to, 0, 4);  // a padding block: no values, no scale
-          }
-          sum += int32_t(to[0]) + to[1] + to[2] + to[3];
-        }
-        out.lane_bias[size_t(at + L)] = -offset * sum;
-        out.lane_scales[size_t(at + L)] = block < blocks ? out.scales[size_t(m * blocks + block)] : 0.0f;
-      }
-    }
-  }
-}
-
 namespace {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -265,6 +223,8 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
 // 2816 x 1024 weights from memory; bench/packed_linear_bench): q8_0 one row at a time is
 // 1.5x faster than four at 1 activation row, 1.7x at 2 and 1.8x at 4, but 0.7-0.9x at 8;
 // q4, whose rows are half as long, gains ~8% at 1 row and loses beyond.
+// The same choice measured best again after the kernel took 8 blocks a group (J = 1 or 2
+// for q4 at 2-4 rows, J = 1 for every type: 0-50% slower, by row count).
 template <WeightType WT, int M>
 constexpr int weight_rows_per_pass() {
   if (M == 1 || (WT == WeightType::q8_0 && M <= 4)) return 1;
@@ -293,7 +253,106 @@ void int8_linear_rows_impl(const Int8Rows& x, const PackedMatrix& W, int64_t j0,
   });
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+
+// Group g of a quantized row of x (q: its 256 values in order, of which nb blocks exist;
+// scales: the blocks' scales) in the lane order of the weights, with each lane's bias and
+// scale: the 64 words gathered from 4 vectors by a table made from int8_lane_source.
+template <WeightType WT>
+void arrange_x_group(const int8_t* q, const float* scales, int64_t nb, int8_t* lanes, int32_t* bias,
+                     float* lane_scales) {
+  struct Tables {
+    alignas(64) int32_t word[4][kLanes];  // within a pair of vectors (0-31)
+    alignas(64) int32_t block[kLanes];
+    __mmask16 from_second_pair[4];        // the word is in vectors 2-3
+  };
+  static constexpr Tables t = [] {
+    Tables t{};
+    for (int u = 0; u < 4; ++u) {
+      t.from_second_pair[u] = 0;
+      for (int L = 0; L < kLanes; ++L) {
+        const Int8LaneSource from = int8_lane_source(WT, u, L);
+        const int word = from.block * int(kQ4Block / 4) + from.value / 4;
+        t.word[u][L] = word % 32;
+        if (word >= 32) t.from_second_pair[u] = __mmask16(t.from_second_pair[u] | (1u << L));
+      }
+    }
+    for (int L = 0; L < kLanes; ++L) t.block[L] = int8_lane_source(WT, 0, L).block;
+    return t;
+  }();
+  __m512i v[4];
+  for (int p = 0; p < 4; ++p) {
+    const int64_t n = nb * kQ4Block - 64 * p;
+    const __mmask64 mask = n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1;
+    v[p] = _mm512_maskz_loadu_epi8(mask, q + 64 * p);
+  }
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i sums = _mm512_setzero_si512();
+  for (int u = 0; u < 4; ++u) {
+    const __m512i word = _mm512_load_si512(t.word[u]);
+    const __m512i arranged = _mm512_mask_blend_epi32(t.from_second_pair[u], _mm512_permutex2var_epi32(v[0], word, v[1]),
+                                                     _mm512_permutex2var_epi32(v[2], word, v[3]));
+    _mm512_storeu_si512(lanes + 64 * u, arranged);
+    sums = dot_u8s8(sums, ones, arranged);
+  }
+  _mm512_storeu_si512(bias, _mm512_mullo_epi32(sums, _mm512_set1_epi32(-unsigned_offset(WT))));
+  const __m512 block_scales = _mm512_maskz_loadu_ps(__mmask16((1u << nb) - 1), scales);
+  _mm512_storeu_ps(lane_scales, _mm512_maskz_permutexvar_ps(kAll, _mm512_load_si512(t.block), block_scales));
+}
+
+#endif
+
 }  // namespace
+
+void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8Rows& out, WeightType weights) {
+  MOEPP_CHECK(K % kQ4Block == 0, "quantize_rows_int8: ", K, " columns, not a multiple of ", kQ4Block);
+  MOEPP_CHECK(weights == WeightType::q4 || weights == WeightType::q8_0, "quantize_rows_int8: for ",
+              weight_type_name(weights), " weights");
+  const int64_t blocks = K / kQ4Block, groups = (blocks + kGroupBlocks - 1) / kGroupBlocks;
+  out.rows = M;
+  out.cols = K;
+  out.groups = groups;
+  out.weights = weights;
+  out.q.resize(size_t(M * K));
+  out.scales.resize(size_t(M * blocks));
+  out.lane_q.resize(size_t(M * groups * kGroupValues));
+  out.lane_scales.resize(size_t(M * groups * kLanes));
+  out.lane_bias.resize(size_t(M * groups * kLanes));
+  for (int64_t m = 0; m < M; ++m) {
+    // A row's block is quantized exactly as a q8_0 weight block is.
+    for (int64_t b = 0; b < blocks; ++b)
+      out.scales[size_t(m * blocks + b)] =
+          encode_q8_0_block(x + m * ldx + b * kQ4Block, out.q.data() + m * K + b * kQ4Block);
+    for (int64_t g = 0; g < groups; ++g) {
+      int8_t* lanes = out.lane_q.data() + (g * M + m) * kGroupValues;
+      const int64_t at = (g * M + m) * kLanes;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+      const int8_t* q = out.q.data() + m * K + g * kGroupValues;
+      const float* scales = out.scales.data() + m * blocks + g * kGroupBlocks;
+      const int64_t nb = std::min(kGroupBlocks, blocks - g * kGroupBlocks);
+      (weights == WeightType::q4 ? arrange_x_group<WeightType::q4> : arrange_x_group<WeightType::q8_0>)(
+          q, scales, nb, lanes, out.lane_bias.data() + at, out.lane_scales.data() + at);
+#else
+      const int32_t offset = unsigned_offset(weights);
+      for (int L = 0; L < kLanes; ++L) {
+        const int64_t block = g * kGroupBlocks + int8_lane_source(weights, 0, L).block;
+        int32_t sum = 0;
+        for (int u = 0; u < 4; ++u) {
+          int8_t* to = lanes + (u * kLanes + L) * 4;
+          if (block < blocks) {
+            std::memcpy(to, out.q.data() + m * K + block * kQ4Block + int8_lane_source(weights, u, L).value, 4);
+          } else {
+            std::memset(to, 0, 4);  // a padding block: no values, no scale
+          }
+          sum += int32_t(to[0]) + to[1] + to[2] + to[3];
+        }
+        out.lane_bias[size_t(at + L)] = -offset * sum;
+        out.lane_scales[size_t(at + L)] = block < blocks ? out.scales[size_t(m * blocks + block)] : 0.0f;
+      }
+#endif
+    }
+  }
+}
 
 void int8_linear_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
                       bool accumulate) {

@@ -28,6 +28,34 @@ void int8_product(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p,
   (portable ? int8_linear_rows_portable : int8_linear_rows)(q, p, 0, p.rows, y, ldy, acc);
 }
 
+// The vector kernel's copy of quantized rows: vector u, lane L of group g of row m holds
+// the 4 values int8_lane_source names (zeros for the padding blocks past the row's last),
+// each lane its block's scale and -offset times the sum of its 16 values.
+void expect_lane_order(const Int8Rows& q) {
+  const int64_t M = q.rows, K = q.cols, blocks = K / 32, groups = (blocks + 7) / 8;
+  const int64_t offset = q.weights == WeightType::q4 ? 8 : 128;
+  ASSERT_EQ(q.groups, groups);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t m = 0; m < M; ++m)
+      for (int L = 0; L < 16; ++L) {
+        const int64_t block = g * 8 + int8_lane_source(q.weights, 0, L).block;
+        int64_t sum = 0;
+        for (int u = 0; u < 4; ++u) {
+          EXPECT_EQ(int8_lane_source(q.weights, u, L).block + g * 8, block);
+          for (int t = 0; t < 4; ++t) {
+            const int64_t value = int8_lane_source(q.weights, u, L).value + t;
+            const int64_t want = block < blocks ? q.q[size_t(m * K + block * 32 + value)] : 0;
+            EXPECT_EQ(q.lane_q[size_t((g * M + m) * 256 + (u * 16 + L) * 4 + t)], want)
+                << weight_type_name(q.weights) << " " << g << " " << m << " " << u << " " << L << " " << t;
+            sum += want;
+          }
+        }
+        const size_t lane = size_t((g * M + m) * 16 + L);
+        EXPECT_EQ(q.lane_bias[lane], -offset * sum);
+        EXPECT_EQ(q.lane_scales[lane], block < blocks ? q.scales[size_t(m * blocks + block)] : 0.0f);
+      }
+}
+
 }  // namespace
 
 TEST(Q4, StoresPeakOverMinus8AndRoundsWithinHalfAStep) {
@@ -98,34 +126,15 @@ TEST(Q4, ActivationsQuantizeToAmaxOver127WithinHalfAStep) {
         EXPECT_LE(std::fabs(v - d * code), d / 2 * (1 + 1e-5)) << m << " " << b << " " << i;
       }
     }
-  // The vector kernel's copy: group g, vector u, lane L of row m holds the 4 values that
-  // int8_lane_source names (zeros for the padding blocks past the row's 3), each lane its
-  // block's scale and -offset times the sum of its 16 values.
-  ASSERT_EQ(q.groups, 1);
-  for (int64_t m = 0; m < M; ++m)
-    for (int L = 0; L < 16; ++L) {
-      const int64_t block = int8_lane_source(WeightType::q4, 0, L).block;
-      const int64_t block8 = int8_lane_source(WeightType::q8_0, 0, L).block;
-      int64_t sum = 0, sum8 = 0;
-      for (int u = 0; u < 4; ++u) {
-        EXPECT_EQ(int8_lane_source(WeightType::q4, u, L).block, block);
-        for (int t = 0; t < 4; ++t) {
-          const size_t at = size_t(m * 256 + (u * 16 + L) * 4 + t);
-          const int64_t value = int8_lane_source(WeightType::q4, u, L).value + t;
-          const int64_t value8 = int8_lane_source(WeightType::q8_0, u, L).value + t;
-          const int64_t want = block < K / 32 ? q.q[size_t(m * K + block * 32 + value)] : 0;
-          const int64_t want8 = block8 < K / 32 ? q.q[size_t(m * K + block8 * 32 + value8)] : 0;
-          EXPECT_EQ(q.lane_q[at], want) << m << " " << u << " " << L << " " << t;
-          EXPECT_EQ(q8.lane_q[at], want8) << m << " " << u << " " << L << " " << t;
-          sum += want;
-          sum8 += want8;
-        }
-      }
-      EXPECT_EQ(q.lane_bias[size_t(m * 16 + L)], -8 * sum);
-      EXPECT_EQ(q8.lane_bias[size_t(m * 16 + L)], -128 * sum8);
-      EXPECT_EQ(q.lane_scales[size_t(m * 16 + L)], block < K / 32 ? q.scales[size_t(m * K / 32 + block)] : 0.0f);
-      EXPECT_EQ(q8.lane_scales[size_t(m * 16 + L)], block8 < K / 32 ? q.scales[size_t(m * K / 32 + block8)] : 0.0f);
-    }
+  expect_lane_order(q);
+  expect_lane_order(q8);
+  // Two groups, the second with one block of 8.
+  Int8Rows wide, wide8;
+  const auto x2 = random_tensor<float>({M, 288}, rng, 2.0);
+  quantize_rows_int8(x2.data(), M, 288, 288, wide);
+  quantize_rows_int8(x2.data(), M, 288, 288, wide8, WeightType::q8_0);
+  expect_lane_order(wide);
+  expect_lane_order(wide8);
   EXPECT_EQ(q.scales[size_t(1 * K / 32 + 2)], 0.0f);
 }
 
