@@ -24,9 +24,11 @@ constexpr int32_t unsigned_offset(WeightType t) { return t == WeightType::q4 ? 8
 constexpr int64_t kGroupBlocks = 8;
 constexpr int kLanes = 16;
 constexpr int64_t kGroupValues = kGroupBlocks * kQ4Block;
-// A group's weights are fetched 12 groups of q4 (6 of q8_0) ahead: twice and four times
-// the few-row kernels' distance measured alike (AMD EPYC, packed_linear_bench 2816 x 1024).
-constexpr int64_t kGroupPrefetchBytes = 4 * kWeightPrefetchBytes;
+// A group's weights are fetched 12 groups of q4 (6 of q8_0) ahead: twice the few-row
+// kernels' distance. One-sequence q8_0 decode (AMD EPYC, decode_bench --batch 1, builds
+// alternating): 768, 1536 and 3072 bytes within the VM's noise of each other, 1536 ahead
+// in more rounds.
+constexpr int64_t kGroupPrefetchBytes = 2 * kWeightPrefetchBytes;
 
 }  // namespace
 
