@@ -147,6 +147,66 @@ inline void arrange_group(const RawGroup& r, __m512i w[4], __m512& scale) {
 
 #endif
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+
+// acc[m] += group g of weight row (raw as loaded) against group g of every row m of x:
+// the 4 weight vectors and their scale are arranged once for all M rows.
+template <WeightType WT, int M>
+inline void multiply_group(const Int8Rows& x, int64_t g, const RawGroup& raw, __m512 (&acc)[M]) {
+  const int8_t* xq = x.lane_q.data() + g * M * kGroupValues;
+  const int32_t* bias = x.lane_bias.data() + g * M * kLanes;
+  const float* x_scales = x.lane_scales.data() + g * M * kLanes;
+  __m512i w[4];
+  __m512 w_scale;
+  arrange_group<WT>(raw, w, w_scale);
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m) {
+    __m512i sums = _mm512_loadu_si512(bias + m * kLanes);
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) sums = dot_u8s8(sums, w[u], _mm512_loadu_si512(xq + m * kGroupValues + 64 * u));
+    const __m512 scale = _mm512_mul_ps(w_scale, _mm512_loadu_ps(x_scales + m * kLanes));
+    acc[m] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(kAll, sums), scale, acc[m]);
+  }
+}
+
+// y[m, j] (+)= the products for m < M and weight rows j in [j0, j1), one weight row at a
+// time, as one stream of groups: each group's loads are issued before the previous group
+// is multiplied, across the ends of rows too. A group needs all its lines before it can
+// be multiplied; with the next one's loads in flight, memory stays busy (measured in one
+// process against the 16-blocks-a-pass kernel this replaced: a q8_0 row of 1536 values
+// 1.08x its time when the pipeline stopped at each row's end, 1.11x with none).
+// The sums are those of int8_dot_rows, operation for operation.
+template <WeightType WT, int M>
+void int8_rows_streamed(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
+                        bool accumulate) {
+  const int64_t blocks = W.cols / kQ4Block, full = blocks / kGroupBlocks;
+  RawGroup next{};
+  if (full > 0 && j0 < j1) next = load_raw_group<WT>(W, j0, 0, kGroupBlocks);
+  for (int64_t j = j0; j < j1; ++j) {
+    __m512 acc[M];
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < full; ++g) {
+      const RawGroup now = next;
+      if (g + 1 < full) {
+        next = load_raw_group<WT>(W, j, g + 1, kGroupBlocks);
+      } else if (j + 1 < j1) {
+        next = load_raw_group<WT>(W, j + 1, 0, kGroupBlocks);
+      }
+      multiply_group<WT, M>(x, g, now, acc);
+    }
+    if (full < x.groups) multiply_group<WT, M>(x, full, load_raw_group<WT>(W, j, full, blocks - full * kGroupBlocks), acc);
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) {
+      float& dst = y[m * ldy + j];
+      const float sum = reduce_add(acc[m]);
+      dst = accumulate ? dst + sum : sum;
+    }
+  }
+}
+
+#endif
+
 // out[m * J + i] = row m of x . weight row j + i, for m < M, i < J. Each (m, i) has its own
 // accumulators and goes through the same operations whatever M and J are, so its sum is
 // the same.
@@ -155,53 +215,23 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
   const int64_t K = W.cols, blocks = K / kQ4Block;
   if constexpr (Vector && vector_kernel<WT>()) {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-    __m512 acc[M][J];
-#pragma GCC unroll 8
-    for (int m = 0; m < M; ++m)
+    __m512 acc[J][M];
 #pragma GCC unroll 4
-      for (int i = 0; i < J; ++i) acc[m][i] = _mm512_setzero_ps();
-    // Group g against weight row j + i (raw as loaded) and every row of x: 4 weight
-    // vectors and a scale live beside the M x J accumulators.
-    const auto multiply = [&](int64_t g, int i, const RawGroup& raw) {
-      const int8_t* xq = x.lane_q.data() + g * M * kGroupValues;
-      const int32_t* bias = x.lane_bias.data() + g * M * kLanes;
-      const float* x_scales = x.lane_scales.data() + g * M * kLanes;
-      __m512i w[4];
-      __m512 w_scale;
-      arrange_group<WT>(raw, w, w_scale);
+    for (int i = 0; i < J; ++i)
 #pragma GCC unroll 8
-      for (int m = 0; m < M; ++m) {
-        __m512i sums = _mm512_loadu_si512(bias + m * kLanes);
-#pragma GCC unroll 4
-        for (int u = 0; u < 4; ++u) sums = dot_u8s8(sums, w[u], _mm512_loadu_si512(xq + m * kGroupValues + 64 * u));
-        const __m512 scale = _mm512_mul_ps(w_scale, _mm512_loadu_ps(x_scales + m * kLanes));
-        acc[m][i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(kAll, sums), scale, acc[m][i]);
-      }
-    };
+      for (int m = 0; m < M; ++m) acc[i][m] = _mm512_setzero_ps();
     const int64_t full = blocks / kGroupBlocks;
-    if constexpr (J == 1) {
-      // One weight row: its next group is loaded before this one is multiplied, so that a
-      // group waiting on memory (it needs all of its lines) has the next one's loads issued.
-      if (full > 0) {
-        RawGroup next = load_raw_group<WT>(W, j, 0, kGroupBlocks);
-        for (int64_t g = 0; g < full; ++g) {
-          const RawGroup now = next;
-          if (g + 1 < full) next = load_raw_group<WT>(W, j, g + 1, kGroupBlocks);
-          multiply(g, 0, now);
-        }
-      }
-    } else {
-      for (int64_t g = 0; g < full; ++g)
+    for (int64_t g = 0; g < full; ++g)
 #pragma GCC unroll 4
-        for (int i = 0; i < J; ++i) multiply(g, i, load_raw_group<WT>(W, j + i, g, kGroupBlocks));
-    }
+      for (int i = 0; i < J; ++i) multiply_group<WT, M>(x, g, load_raw_group<WT>(W, j + i, g, kGroupBlocks), acc[i]);
     if (full < x.groups)
 #pragma GCC unroll 4
-      for (int i = 0; i < J; ++i) multiply(full, i, load_raw_group<WT>(W, j + i, full, blocks - full * kGroupBlocks));
+      for (int i = 0; i < J; ++i)
+        multiply_group<WT, M>(x, full, load_raw_group<WT>(W, j + i, full, blocks - full * kGroupBlocks), acc[i]);
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-      for (int i = 0; i < J; ++i) out[m * J + i] = reduce_add(acc[m][i]);
+      for (int i = 0; i < J; ++i) out[m * J + i] = reduce_add(acc[i][m]);
 #endif
   } else {
     for (int m = 0; m < M; ++m)
@@ -236,6 +266,9 @@ constexpr int weight_rows_per_pass() {
 template <WeightType WT, bool Vector, int M, int J = weight_rows_per_pass<WT, M>()>
 void int8_row_range(const Int8Rows& x, const PackedMatrix& W, int64_t j0, int64_t j1, float* y, int64_t ldy,
                     bool accumulate) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if constexpr (J == 1 && Vector && vector_kernel<WT>()) return int8_rows_streamed<WT, M>(x, W, j0, j1, y, ldy, accumulate);
+#endif
   for_row_blocks<M, J>(j0, j1, y, ldy, accumulate,
                        [&]<int JB>(int64_t j, float* out) { int8_dot_rows<WT, Vector, M, JB>(x, W, j, out); });
 }
