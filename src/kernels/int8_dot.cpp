@@ -34,6 +34,20 @@ constexpr int64_t kGroupPrefetchBytes = 2 * kWeightPrefetchBytes;
 
 constexpr __mmask16 kAll = 0xFFFF;
 
+// The first n bytes of a 64-byte vector (none for n <= 0, all from 64 on).
+inline __mmask64 first_bytes(int64_t n) {
+  return n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1;
+}
+
+// Each lane's block within a group (int8_lane_source), to spread a group's 8 block scales
+// over its 16 lanes.
+template <WeightType WT>
+alignas(64) inline constexpr std::array<int32_t, kLanes> kLaneBlock = [] {
+  std::array<int32_t, kLanes> block{};
+  for (int L = 0; L < kLanes; ++L) block[size_t(L)] = int8_lane_source(WT, 0, L).block;
+  return block;
+}();
+
 // acc + per 32-bit lane the sum of the four products of unsigned bytes of w and signed
 // bytes of x (no saturation: here |products| <= 15 * 128).
 inline __m512i dot_u8s8(__m512i acc, __m512i w, __m512i x) {
@@ -94,9 +108,7 @@ inline RawGroup load_raw_group(const PackedMatrix& W, int64_t j, int64_t g, int6
       _mm_prefetch(reinterpret_cast<const char*>(row + 64 * p) + kGroupPrefetchBytes, _MM_HINT_T0);
       r.v[p] = _mm512_loadu_si512(row + 64 * p);
     } else {
-      const int64_t n = bytes - 64 * p;
-      const __mmask64 mask = n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1;
-      r.v[p] = _mm512_maskz_loadu_epi8(mask, row + 64 * p);
+      r.v[p] = _mm512_maskz_loadu_epi8(first_bytes(bytes - 64 * p), row + 64 * p);
     }
   }
   const uint16_t* s = W.scales.data() + j * blocks + g * kGroupBlocks;
@@ -138,12 +150,7 @@ inline void arrange_group(const RawGroup& r, __m512i w[4], __m512& scale) {
     w[2] = _mm512_maskz_unpacklo_epi64(0xFF, t1, t3);
     w[3] = _mm512_maskz_unpackhi_epi64(0xFF, t1, t3);
   }
-  alignas(64) static constexpr auto block_of_lane = [] {
-    std::array<int32_t, kLanes> index{};
-    for (int L = 0; L < kLanes; ++L) index[size_t(L)] = int8_lane_source(WT, 0, L).block;
-    return index;
-  }();
-  scale = _mm512_maskz_permutexvar_ps(kAll, _mm512_load_si512(block_of_lane.data()),
+  scale = _mm512_maskz_permutexvar_ps(kAll, _mm512_load_si512(kLaneBlock<WT>.data()),
                                       _mm512_maskz_cvtph_ps(kAll, _mm256_zextsi128_si256(r.scales)));
 }
 
@@ -194,7 +201,7 @@ void int8_rows_streamed(const Int8Rows& x, const PackedMatrix& W, int64_t j0, in
       }
       multiply_group<WT, M>(x, g, now, acc);
     }
-    if (full < x.groups) multiply_group<WT, M>(x, full, load_raw_group<WT>(W, j, full, blocks - full * kGroupBlocks), acc);
+    if (full < x.groups()) multiply_group<WT, M>(x, full, load_raw_group<WT>(W, j, full, blocks - full * kGroupBlocks), acc);
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
       float& dst = y[m * ldy + j];
@@ -223,7 +230,7 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
     for (int64_t g = 0; g < full; ++g)
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i) multiply_group<WT, M>(x, g, load_raw_group<WT>(W, j + i, g, kGroupBlocks), acc[i]);
-    if (full < x.groups)
+    if (full < x.groups())
 #pragma GCC unroll 4
       for (int i = 0; i < J; ++i)
         multiply_group<WT, M>(x, full, load_raw_group<WT>(W, j + i, full, blocks - full * kGroupBlocks), acc[i]);
@@ -297,7 +304,6 @@ void arrange_x_group(const int8_t* q, const float* scales, int64_t nb, int8_t* l
                      float* lane_scales) {
   struct Tables {
     alignas(64) int32_t word[4][kLanes];  // within a pair of vectors (0-31)
-    alignas(64) int32_t block[kLanes];
     __mmask16 from_second_pair[4];        // the word is in vectors 2-3
   };
   static constexpr Tables t = [] {
@@ -311,15 +317,10 @@ void arrange_x_group(const int8_t* q, const float* scales, int64_t nb, int8_t* l
         if (word >= 32) t.from_second_pair[u] = __mmask16(t.from_second_pair[u] | (1u << L));
       }
     }
-    for (int L = 0; L < kLanes; ++L) t.block[L] = int8_lane_source(WT, 0, L).block;
     return t;
   }();
   __m512i v[4];
-  for (int p = 0; p < 4; ++p) {
-    const int64_t n = nb * kQ4Block - 64 * p;
-    const __mmask64 mask = n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1;
-    v[p] = _mm512_maskz_loadu_epi8(mask, q + 64 * p);
-  }
+  for (int p = 0; p < 4; ++p) v[p] = _mm512_maskz_loadu_epi8(first_bytes(nb * kQ4Block - 64 * p), q + 64 * p);
   const __m512i ones = _mm512_set1_epi8(1);
   __m512i sums = _mm512_setzero_si512();
   for (int u = 0; u < 4; ++u) {
@@ -331,7 +332,7 @@ void arrange_x_group(const int8_t* q, const float* scales, int64_t nb, int8_t* l
   }
   _mm512_storeu_si512(bias, _mm512_mullo_epi32(sums, _mm512_set1_epi32(-unsigned_offset(WT))));
   const __m512 block_scales = _mm512_maskz_loadu_ps(__mmask16((1u << nb) - 1), scales);
-  _mm512_storeu_ps(lane_scales, _mm512_maskz_permutexvar_ps(kAll, _mm512_load_si512(t.block), block_scales));
+  _mm512_storeu_ps(lane_scales, _mm512_maskz_permutexvar_ps(kAll, _mm512_load_si512(kLaneBlock<WT>.data()), block_scales));
 }
 
 #endif
@@ -342,10 +343,10 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t ldx, int64_t K, Int8R
   MOEPP_CHECK(K % kQ4Block == 0, "quantize_rows_int8: ", K, " columns, not a multiple of ", kQ4Block);
   MOEPP_CHECK(weights == WeightType::q4 || weights == WeightType::q8_0, "quantize_rows_int8: for ",
               weight_type_name(weights), " weights");
-  const int64_t blocks = K / kQ4Block, groups = (blocks + kGroupBlocks - 1) / kGroupBlocks;
+  const int64_t blocks = K / kQ4Block;
   out.rows = M;
   out.cols = K;
-  out.groups = groups;
+  const int64_t groups = out.groups();
   out.weights = weights;
   out.q.resize(size_t(M * K));
   out.scales.resize(size_t(M * blocks));

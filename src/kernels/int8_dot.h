@@ -35,7 +35,7 @@ namespace moepp {
 // vpdpbusd is exact and one conversion and one multiply-add per lane scale a whole group,
 // where taking the blocks in their stored order needs both per pair of blocks.
 struct Int8Rows {
-  int64_t rows = 0, cols = 0, groups = 0;  // groups = ceil(cols / 256)
+  int64_t rows = 0, cols = 0;
   std::vector<int8_t> q;            // [rows, cols], in order
   std::vector<float> scales;        // [rows, cols / 32]
   // Group-major, so that at a group the rows lie side by side at fixed offsets.
@@ -46,6 +46,8 @@ struct Int8Rows {
   std::vector<float> lane_scales;   // [groups, rows, 16]
   std::vector<int32_t> lane_bias;   // [groups, rows, 16]
   WeightType weights = WeightType::q4;  // the lane order and the offset's kind: q4 8, q8_0 128
+
+  int64_t groups() const { return (cols / 32 + 7) / 8; }  // ceil(cols / 256)
 };
 
 // Where lane L (0-15) of vector u (0-3) of a group takes its 4 values from: block `block`

@@ -34,7 +34,7 @@ void int8_product(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p,
 void expect_lane_order(const Int8Rows& q) {
   const int64_t M = q.rows, K = q.cols, blocks = K / 32, groups = (blocks + 7) / 8;
   const int64_t offset = q.weights == WeightType::q4 ? 8 : 128;
-  ASSERT_EQ(q.groups, groups);
+  ASSERT_EQ(q.groups(), groups);
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t m = 0; m < M; ++m)
       for (int L = 0; L < 16; ++L) {
