@@ -1,20 +1,66 @@
 #include "kernels/rmsnorm.h"
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/parallel.h"
+#include "kernels/vec_math.h"
 
 namespace moepp {
+
+namespace {
+
+// The row sums run in 16 lanes for f32 with AVX-512 (a fixed order, so a row's result
+// does not depend on the batch or the threads): written as plain scalar reductions the
+// compiler keeps them sequential, and the norms' forward and backward took ~4% of a
+// small-preset training step.
+template <typename T>
+T sum_of_squares(const T* x, int64_t D) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < D; j += 16) {
+      const __m512 v = _mm512_maskz_loadu_ps(tail_mask16(D - j), x + j);
+      acc = _mm512_fmadd_ps(v, v, acc);
+    }
+    return reduce_add(acc);
+  }
+#endif
+  T ss = 0;
+  for (int64_t j = 0; j < D; ++j) ss += x[j] * x[j];
+  return ss;
+}
+
+// sum_j w_j dy_j x_j
+template <typename T>
+T weighted_dot(const T* w, const T* dy, const T* x, int64_t D) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < D; j += 16) {
+      const __mmask16 m = tail_mask16(D - j);
+      acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + j), _mm512_maskz_loadu_ps(m, dy + j)),
+                            _mm512_maskz_loadu_ps(m, x + j), acc);
+    }
+    return reduce_add(acc);
+  }
+#endif
+  T dot = 0;
+  for (int64_t j = 0; j < D; ++j) dot += w[j] * dy[j] * x[j];
+  return dot;
+}
+
+}  // namespace
 
 template <typename T>
 void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t D, T eps) {
   parallel_for(rows, [&](int64_t r) {
     const T* xr = x + r * D;
-    T ss = 0;
-    for (int64_t j = 0; j < D; ++j) ss += xr[j] * xr[j];
-    const T inv = T(1) / std::sqrt(ss / T(D) + eps);
+    const T inv = T(1) / std::sqrt(sum_of_squares(xr, D) / T(D) + eps);
     rstd[r] = inv;
-    for (int64_t j = 0; j < D; ++j) y[r * D + j] = w[j] * (xr[j] * inv);
+    T* yr = y + r * D;
+    for (int64_t j = 0; j < D; ++j) yr[j] = w[j] * (xr[j] * inv);
   }, 16);
 }
 
@@ -26,17 +72,31 @@ void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx,
     const T* xr = x + r * D;
     const T* dyr = dy + r * D;
     const T inv = rstd[r];
-    T dot = 0;
-    for (int64_t j = 0; j < D; ++j) dot += w[j] * dyr[j] * xr[j];
-    const T c = dot * inv * inv * inv / T(D);
-    for (int64_t j = 0; j < D; ++j) dx[r * D + j] += inv * w[j] * dyr[j] - xr[j] * c;
+    const T c = weighted_dot(w, dyr, xr, D) * inv * inv * inv / T(D);
+    T* dxr = dx + r * D;
+    for (int64_t j = 0; j < D; ++j) dxr[j] += inv * w[j] * dyr[j] - xr[j] * c;
   }, 16);
-  // dw by columns so that no two threads write the same element.
-  parallel_for(D, [&](int64_t j) {
-    T acc = 0;
-    for (int64_t r = 0; r < rows; ++r) acc += dy[r * D + j] * x[r * D + j] * rstd[r];
-    dw[j] += acc;
-  }, 64);
+  // dw by blocks of 16 columns, so that no two threads write the same element and each
+  // column sums its rows in order; a block's 16 columns are one vector (a cache line a row).
+  constexpr int64_t kCols = 16;
+  parallel_for((D + kCols - 1) / kCols, [&](int64_t b) {
+    const int64_t j0 = b * kCols, n = std::min(kCols, D - j0);
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      const __mmask16 m = tail_mask16(n);
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t r = 0; r < rows; ++r)
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + r * D + j0), _mm512_maskz_loadu_ps(m, x + r * D + j0)),
+                              _mm512_set1_ps(rstd[r]), acc);
+      _mm512_mask_storeu_ps(dw + j0, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dw + j0), acc));
+      return;
+    }
+#endif
+    T acc[kCols] = {};
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t l = 0; l < n; ++l) acc[l] += dy[r * D + j0 + l] * x[r * D + j0 + l] * rstd[r];
+    for (int64_t l = 0; l < n; ++l) dw[j0 + l] += acc[l];
+  });
 }
 
 template void rmsnorm_forward<float>(const float*, const float*, float*, float*, int64_t, int64_t, float);

@@ -48,3 +48,38 @@ TEST(RmsNorm, BackwardMatchesFiniteDifferencesAndF32MatchesF64) {
   EXPECT_LT(rel_error(dxf, dx), 1e-4);
   EXPECT_LT(rel_error(dwf, dw), 1e-4);
 }
+
+// The f32 kernels sum in 16 lanes: widths of whole vectors, a ragged tail and one under a
+// vector, each against the formulas in double, with dx and dw accumulated onto what they held.
+TEST(RmsNorm, F32LanesMatchNaiveDoubleAtEveryWidth) {
+  for (const int64_t width : {int64_t(7), int64_t(16), int64_t(40), int64_t(256)}) {
+    SCOPED_TRACE(width);
+    const int64_t rows = 33;
+    Rng rng{uint64_t(width)};
+    auto x = random_tensor<float>({rows, width}, rng), w = random_tensor<float>({width}, rng);
+    auto dy = random_tensor<float>({rows, width}, rng), dx = random_tensor<float>({rows, width}, rng);
+    auto dw = random_tensor<float>({width}, rng);
+    Tensor<float> y({rows, width}), rstd({rows});
+    Tensor<double> want_y({rows, width}), want_dx({rows, width}), want_dw({width});
+    for (int64_t j = 0; j < width; ++j) want_dw[j] = dw[j];
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0, dot = 0;
+      for (int64_t j = 0; j < width; ++j) {
+        ss += double(x[r * width + j]) * x[r * width + j];
+        dot += double(w[j]) * dy[r * width + j] * x[r * width + j];
+      }
+      const double inv = 1 / std::sqrt(ss / double(width) + kEps);
+      for (int64_t j = 0; j < width; ++j) {
+        const int64_t i = r * width + j;
+        want_y[i] = double(w[j]) * x[i] * inv;
+        want_dx[i] = dx[i] + inv * w[j] * dy[i] - double(x[i]) * dot * inv * inv * inv / double(width);
+        want_dw[j] += double(dy[i]) * x[i] * inv;
+      }
+    }
+    rmsnorm_forward(x.data(), w.data(), y.data(), rstd.data(), rows, width, float(kEps));
+    rmsnorm_backward(x.data(), w.data(), rstd.data(), dy.data(), dx.data(), dw.data(), rows, width);
+    EXPECT_LT(rel_error(cast<double>(y), want_y), 1e-6);
+    EXPECT_LT(rel_error(cast<double>(dx), want_dx), 1e-6);
+    EXPECT_LT(rel_error(cast<double>(dw), want_dw), 1e-6);
+  }
+}
