@@ -13,7 +13,7 @@ namespace {
 
 // The row sums run in 16 lanes for f32 with AVX-512 (a fixed order, so a row's result
 // does not depend on the batch or the threads): written as plain scalar reductions the
-// compiler keeps them sequential, and the norms' forward and backward took ~4% of a
+// compiler keeps them sequential, and the norms' forward and backward took 3.4% of a
 // small-preset training step.
 template <typename T>
 T sum_of_squares(const T* x, int64_t D) {
