@@ -5,32 +5,17 @@
 #include <type_traits>
 
 #include "core/parallel.h"
+#include "kernels/dot.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
 
 namespace {
 
-// The row sums run in 16 lanes for f32 with AVX-512 (a fixed order, so a row's result
-// does not depend on the batch or the threads): written as plain scalar reductions the
-// compiler keeps them sequential, and the norms' forward and backward took 3.4% of a
-// small-preset training step.
-template <typename T>
-T sum_of_squares(const T* x, int64_t D) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t j = 0; j < D; j += 16) {
-      const __m512 v = _mm512_maskz_loadu_ps(tail_mask16(D - j), x + j);
-      acc = _mm512_fmadd_ps(v, v, acc);
-    }
-    return reduce_add(acc);
-  }
-#endif
-  T ss = 0;
-  for (int64_t j = 0; j < D; ++j) ss += x[j] * x[j];
-  return ss;
-}
+// The row sums run in 16 lanes (a fixed order, so a row's result does not depend on the
+// batch or the threads): written as plain scalar reductions the compiler keeps them
+// sequential, and the norms' forward and backward took 3.4% of a small-preset training
+// step. The sum of squares is kernels/dot's dot product of the row with itself.
 
 // sum_j w_j dy_j x_j
 template <typename T>
@@ -46,9 +31,9 @@ T weighted_dot(const T* w, const T* dy, const T* x, int64_t D) {
     return reduce_add(acc);
   }
 #endif
-  T dot = 0;
-  for (int64_t j = 0; j < D; ++j) dot += w[j] * dy[j] * x[j];
-  return dot;
+  T sum = 0;
+  for (int64_t j = 0; j < D; ++j) sum += w[j] * dy[j] * x[j];
+  return sum;
 }
 
 }  // namespace
@@ -57,7 +42,7 @@ template <typename T>
 void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t D, T eps) {
   parallel_for(rows, [&](int64_t r) {
     const T* xr = x + r * D;
-    const T inv = T(1) / std::sqrt(sum_of_squares(xr, D) / T(D) + eps);
+    const T inv = T(1) / std::sqrt(dot<T>(xr, xr, D) / T(D) + eps);
     rstd[r] = inv;
     T* yr = y + r * D;
     for (int64_t j = 0; j < D; ++j) yr[j] = w[j] * (xr[j] * inv);
