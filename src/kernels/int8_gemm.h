@@ -8,12 +8,14 @@
 // Here a lane is one row of x, as TileRows lays them out (16 rows x 4 values a vector), and
 // the 4 values of one weight row, in their unsigned form (q4 codes q + 8, q8_0 w + 128),
 // are broadcast to all lanes: one instruction adds 4 products to 16 outputs of one weight
-// row. Each thread takes a share of W's rows and widens a band of 64 of them at a time to
-// unsigned bytes, row after row, with their scales as f32, in a scratch that stays in its
-// L2. A register tile of 32 rows of x by up to 6 weight rows keeps a block's int32 sums,
-// started at -offset * the sum of the block's x values (which takes the unsigned form's
-// offset back out exactly), and the f32 sums over blocks, into which each block's sums go
-// times dx * dw; the tile's outputs are written out row by row at its end.
+// row. Each thread takes an equal share of W's rows (in whole tiles) and widens a band of
+// 60 of them at a time to unsigned bytes, row after row, with their scales as f32, in a
+// scratch that stays in its L2. A register tile of 32 rows of x by up to 6 weight rows
+// keeps a block's int32 sums, started at -offset * the sum of the block's x values (which
+// takes the unsigned form's offset back out exactly), and the f32 sums over blocks, into
+// which each block's sums go times dx * dw. The tiles of a band leave their outputs as
+// columns (lanes: rows of x) in a buffer, and the band's 16 x 16 blocks are transposed in
+// registers and written to y a row's run of 16 at a time.
 #pragma once
 #include <cstdint>
 
