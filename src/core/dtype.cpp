@@ -2,6 +2,10 @@
 
 #include <cmath>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace moepp {
 
 size_t dtype_size(DType t) {
@@ -68,6 +72,18 @@ uint16_t f32_to_f16(float f) {
   if (mant == 1024) { mant = 0; ++exp; }
   if (exp >= 31) return sign | 0x7c00;
   return sign | uint16_t(exp << 10) | uint16_t(mant);
+}
+
+void f32_to_f16(const float* x, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  // vcvtps2ph rounds to nearest even, gives subnormals and overflows to inf as above.
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
+                        _mm512_maskz_cvtps_ph(__mmask16(0xFFFF), _mm512_loadu_ps(x + i),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; i < n; ++i) out[i] = f32_to_f16(x[i]);
 }
 
 }  // namespace moepp

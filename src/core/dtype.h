@@ -37,6 +37,9 @@ inline bf16 f32_to_bf16(float f) {
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);  // nearest even; beyond f16's range, inf
+// f32_to_f16 of each of x[0, n) into out, 16 at a time where the CPU has AVX-512 (the same
+// bits for every finite input; a NaN stays a NaN).
+void f32_to_f16(const float* x, int64_t n, uint16_t* out);
 
 // f16_to_f32 in one instruction where the CPU has F16C: the q8_0 and q4 kernels read a
 // scale per block of 32 weights this way.

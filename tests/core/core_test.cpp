@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <memory>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -62,6 +63,21 @@ TEST(F16, KnownValuesAndRoundTrip) {
   EXPECT_EQ(f16_to_f32(0x0001), 0x1p-24f);  // smallest subnormal
   EXPECT_EQ(f16_to_f32(0x3555), 0.333251953125f);
   for (uint32_t h = 0; h < 0x7c00; ++h) EXPECT_EQ(f32_to_f16(f16_to_f32(uint16_t(h))), h);
+}
+
+// The array conversion (16 at a time in hardware where the CPU has AVX-512) gives the
+// scalar conversion's bits: ties to even, subnormals, the edge of overflow, signs.
+TEST(F16, ArrayConversionEqualsTheScalarOne) {
+  std::vector<float> x = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.99f, 65520.0f, -65520.0f, 1e6f, 0x1p-24f, 0x1p-25f,
+                          0x1.8p-25f, 0x1p-14f, 0x1.ffcp-15f, 1.0f + 0x1p-11f, 1.0f + 0x3p-11f, -(1.0f + 0x1p-11f),
+                          INFINITY, -INFINITY, 3e-8f, 6.1e-5f};
+  Rng r(2);
+  for (int i = 0; i < 4000; ++i) x.push_back(float(r.normal()) * std::ldexp(1.0f, int(r.below(48)) - 30));
+  std::vector<uint16_t> got(x.size());
+  for (size_t start : {size_t(0), size_t(3)}) {  // and a start off the 16-element grid
+    f32_to_f16(x.data() + start, int64_t(x.size() - start), got.data());
+    for (size_t i = start; i < x.size(); ++i) EXPECT_EQ(got[i - start], f32_to_f16(x[i])) << x[i];
+  }
 }
 
 TEST(Tensor, ZeroInitialisedAlignedAndFitReusesStorage) {

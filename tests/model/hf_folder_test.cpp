@@ -257,17 +257,24 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
   EXPECT_LE(worst, amax / 8 * 1.001);
   // The folder rewritten with q_proj of layer 0 as codes 9 (value +1) and scales 1: read as
   // q4, the blocks are taken as stored (quantizing their values again would give scales
-  // -1/8 and codes 0); then a scales tensor of the wrong shape, refused naming the file
-  // and the tensor.
+  // -1/8 and codes 0), from F32 scales (older folders) and F16 ones; then scales tensors of
+  // the wrong shape, or with the scale of row 5 beyond f16's range or infinite, refused
+  // naming the file, the tensor, the value and where it is.
   std::vector<SafetensorsWriteItem> items;
   std::vector<std::vector<uint8_t>> bytes;  // (moving the inner vectors keeps their data)
   std::vector<std::vector<float>> floats;
-  const auto rewrite = [&](const std::vector<int64_t>& scales_shape) {
+  std::vector<std::vector<uint16_t>> halves;
+  const auto rewrite = [&](const std::vector<int64_t>& scales_shape, DType scales_dtype, float row5 = 1.0f) {
     items.clear();
     for (const auto& [name, e] : q.entries()) {
       if (name == wq + ".q4_scales") {
         floats.emplace_back(size_t(scales_shape[0] * scales_shape[1]), 1.0f);
-        items.push_back({name, DType::f32, scales_shape, floats.back().data()});
+        floats.back()[5 * size_t(scales_shape[1])] = row5;
+        halves.emplace_back(floats.back().size());
+        for (size_t i = 0; i < halves.back().size(); ++i) halves.back()[i] = f32_to_f16(floats.back()[i]);
+        items.push_back({name, scales_dtype, scales_shape,
+                         scales_dtype == DType::f16 ? static_cast<const void*>(halves.back().data())
+                                                    : static_cast<const void*>(floats.back().data())});
       } else if (name == wq) {
         bytes.emplace_back(32 * 16, uint8_t(0x99));
         items.push_back({name, DType::u8, e.shape, bytes.back().data()});
@@ -285,12 +292,19 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
     write_safetensors(dir + "/bad/model.safetensors", items, {});
     copy_file_atomic(dir + "/q4/config.json", dir + "/bad/config.json");
   };
-  rewrite({32, 1});
-  const auto stored = load_packed_model_folder(dir + "/bad", WeightType::q4);
-  EXPECT_EQ(stored->layers[0].wq.nibbles.values(), std::vector<uint8_t>(32 * 16, 0x99));
-  // (Written as F32, as folders converted before 2026-12-05 hold them: read as f16.)
-  EXPECT_EQ(stored->layers[0].wq.scales, std::vector<uint16_t>(32, f32_to_f16(1.0f)));
-  rewrite({32, 2});
+  for (DType scales_dtype : {DType::f32, DType::f16}) {  // (F32 as folders converted before 2026-12-05 hold them)
+    rewrite({32, 1}, scales_dtype);
+    const auto stored = load_packed_model_folder(dir + "/bad", WeightType::q4);
+    EXPECT_EQ(stored->layers[0].wq.nibbles.values(), std::vector<uint8_t>(32 * 16, 0x99));
+    EXPECT_EQ(stored->layers[0].wq.scales, std::vector<uint16_t>(32, f32_to_f16(1.0f)));
+    rewrite({32, 2}, scales_dtype);
+    expect_error_mentioning([&] { load_packed_model_folder(dir + "/bad", WeightType::q4); },
+                            "q_proj.weight.q4_scales has shape [32, 2], expected [32, 1]");
+  }
+  rewrite({32, 1}, DType::f32, 1e6f);
   expect_error_mentioning([&] { load_packed_model_folder(dir + "/bad", WeightType::q4); },
-                          "q_proj.weight.q4_scales has shape [32, 2], expected [32, 1]");
+                          "q_proj.weight.q4_scales holds a scale 1e+06 at row 5, block 0, not finite or beyond f16's range");
+  rewrite({32, 1}, DType::f16, INFINITY);
+  expect_error_mentioning([&] { load_packed_model_folder(dir + "/bad", WeightType::q4); },
+                          "q_proj.weight.q4_scales holds a scale inf at row 5, block 0, not finite or beyond f16's range");
 }
