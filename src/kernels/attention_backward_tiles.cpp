@@ -36,7 +36,7 @@ void transposed_outer(const float* St, int64_t kb, const float* B, int64_t width
     for (int64_t i = 0; i < kQueries; ++i) {
       const __m512 p0 = _mm512_set1_ps(St[j * kQueries + i]), p1 = _mm512_set1_ps(St[(j + 1) * kQueries + i]);
       for (int l = 0; l < L; ++l) {
-        const __m512 bv = _mm512_loadu_ps(B + i * width + c0 + 16 * l);
+        const __m512 bv = in_register(_mm512_loadu_ps(B + i * width + c0 + 16 * l));
         acc[0][l] = _mm512_fmadd_ps(p0, bv, acc[0][l]);
         acc[1][l] = _mm512_fmadd_ps(p1, bv, acc[1][l]);
       }

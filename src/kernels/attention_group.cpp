@@ -100,7 +100,7 @@ void group_values(float* const* p, const KV* v, int64_t stride, int64_t L, float
     for (int h = 0; h < HP; ++h) pv[h] = _mm512_set1_ps(p[h][j]);
 #pragma GCC unroll 16
     for (int c = 0; c < NC; ++c) {
-      const __m512 vc = load16(vj + 16 * c);
+      const __m512 vc = in_register(load16(vj + 16 * c));  // one load for the HP heads
 #pragma GCC unroll 16
       for (int h = 0; h < HP; ++h) o[h][c] = _mm512_fmadd_ps(pv[h], vc, o[h][c]);
     }

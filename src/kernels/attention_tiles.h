@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/vec_math.h"
+
 namespace moepp::tiles {
 
 // Sizes `scratch` to the pieces' total and points each piece at its part, in order: one
@@ -36,7 +38,7 @@ inline void transposed_scores(const float* Qt, int64_t hd, const float* K, int64
       for (int c = 0; c < MV; ++c) acc[u][c] = _mm512_setzero_ps();
     for (int64_t d = 0; d < hd; ++d) {
       __m512 qv[MV];
-      for (int c = 0; c < MV; ++c) qv[c] = _mm512_loadu_ps(Qt + d * Mp + 16 * c);
+      for (int c = 0; c < MV; ++c) qv[c] = in_register(_mm512_loadu_ps(Qt + d * Mp + 16 * c));
       for (int u = 0; u < KJ; ++u) {
         const __m512 kd = _mm512_set1_ps(K[(j + u) * ldk + d]);
         for (int c = 0; c < MV; ++c) acc[u][c] = _mm512_fmadd_ps(kd, qv[c], acc[u][c]);
@@ -67,7 +69,7 @@ inline void transposed_values(const float* St, int64_t Mp, int64_t kb, const flo
       for (int l = 0; l < L; ++l) acc[u][l] = _mm512_loadu_ps(O + (m + u) * width + c0 + 16 * l);
     for (int64_t j = 0; j < kb; ++j) {
       __m512 vv[L];
-      for (int l = 0; l < L; ++l) vv[l] = _mm512_loadu_ps(V + j * ldv + c0 + 16 * l);
+      for (int l = 0; l < L; ++l) vv[l] = in_register(_mm512_loadu_ps(V + j * ldv + c0 + 16 * l));
       for (int u = 0; u < 4; ++u) {
         const __m512 p = _mm512_set1_ps(St[j * Mp + m + u]);
         for (int l = 0; l < L; ++l) acc[u][l] = _mm512_fmadd_ps(p, vv[l], acc[u][l]);
