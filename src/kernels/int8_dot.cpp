@@ -262,10 +262,13 @@ void int8_dot_rows(const Int8Rows& x, const PackedMatrix& W, int64_t j, float* o
 // 1.5x faster than four at 1 activation row, 1.7x at 2 and 1.8x at 4, but 0.7-0.9x at 8;
 // q4, whose rows are half as long, gains ~8% at 1 row and loses beyond.
 // The same choice measured best again after the kernel took 8 blocks a group (J = 1 or 2
-// for q4 at 2-4 rows, J = 1 for every type: 0-50% slower, by row count).
+// for q4 at 2-4 rows, J = 1 for every type: 0-50% slower, by row count). On the Zen 5
+// class VM of 2026-12-06, q8_0 at 5-8 rows ran faster one weight row a pass too (0.106-0.157
+// -> 0.098-0.125 ms, 1.08-1.4x; two weight rows of 8 left the compiler short of registers,
+// spilling sums), while q4 kept its choice (J = 1 at 5-6 rows 1.1-1.3x slower, level at 7-8).
 template <WeightType WT, int M>
 constexpr int weight_rows_per_pass() {
-  if (M == 1 || (WT == WeightType::q8_0 && M <= 4)) return 1;
+  if (M == 1 || WT == WeightType::q8_0) return 1;
   return M <= 4 ? 4 : 2;
 }
 
