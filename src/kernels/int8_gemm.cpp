@@ -204,8 +204,9 @@ void int8_gemm(const TileRows& x, const PackedMatrix& W, float* y, int64_t ldy, 
   const int64_t per_thread = (tiles + threads - 1) / threads * kTileWeightRows;
   parallel_for(threads, [&](int64_t t) {
     thread_local Band band;
-    // The band's products with two groups of x, a band row a line pair (rows past the
-    // band, read by the last 16 x 16 block, stay zero).
+    // The band's products with two groups of x, a band row a line pair. Rows past the
+    // band that the last 16 x 16 block reads (zero, or a longer band's) are left out of y
+    // by the store's mask.
     alignas(64) float columns[kColumnBandRows][kColumnRows] = {};
     const int64_t end = std::min(N, (t + 1) * per_thread);
     for (int64_t j0 = t * per_thread; j0 < end; j0 += kBandRows) {

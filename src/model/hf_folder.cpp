@@ -207,7 +207,7 @@ PackedModel::PackedFill hf_packed_reader(const std::string& dir, const ModelConf
                 raw->file, ": ", name, " holds ", raw->bytes, " bytes, expected [", rows, ", ", stored_cols, "]");
     // As f16, as the kernels keep them: the bits as stored in F16 files (convert's), rounded
     // to nearest from the F32 scales of folders converted before 2026-12-05. (Converting each
-    // scale to f32 and back, one at a time, was ~20% of a q8_0 folder's load.)
+    // scale to f32 and back, one at a time, took ~70% of a q8_0 folder's load.)
     const int64_t blocks = cols / kQ8FileBlock;
     const auto wrong_shape = [&](const std::vector<int64_t>& shape) {
       fail(raw->file, ": ", name, suffix, " has shape ", Shape(shape).str(), ", expected [", rows, ", ", blocks,
