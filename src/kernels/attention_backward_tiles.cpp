@@ -23,25 +23,27 @@ namespace {
 constexpr int64_t kQueries = 16;  // query rows per tile: one vector of the transposed layout
 
 // Out[j][c0 : c0 + 16 L] += sum_{i < 16} St[j][i] B[i][c0 : ...] for j < kb (B [16, width],
-// Out rows ldo apart): two keys by L vectors of columns in registers, so that each row of
-// B loaded feeds both.
+// Out rows ldo apart): KJ keys by L vectors of columns in registers (16 sums: with fewer,
+// as two keys by two vectors at head width 32, each sum's chain of multiply-adds set the
+// pace), so that each row of B loaded feeds KJ of them.
 template <int L>
 void transposed_outer(const float* St, int64_t kb, const float* B, int64_t width, int64_t c0, float* Out,
                       int64_t ldo) {
+  constexpr int KJ = 16 / L > 8 ? 8 : 16 / L;  // L = 1: 8 keys (8 sums); 2: 8; 3: 5; 4: 4
   int64_t j = 0;
-  for (; j + 2 <= kb; j += 2) {
-    __m512 acc[2][L];
-    for (int u = 0; u < 2; ++u)
+  for (; j + KJ <= kb; j += KJ) {
+    __m512 acc[KJ][L];
+    for (int u = 0; u < KJ; ++u)
       for (int l = 0; l < L; ++l) acc[u][l] = _mm512_loadu_ps(Out + (j + u) * ldo + c0 + 16 * l);
     for (int64_t i = 0; i < kQueries; ++i) {
-      const __m512 p0 = _mm512_set1_ps(St[j * kQueries + i]), p1 = _mm512_set1_ps(St[(j + 1) * kQueries + i]);
-      for (int l = 0; l < L; ++l) {
-        const __m512 bv = in_register(_mm512_loadu_ps(B + i * width + c0 + 16 * l));
-        acc[0][l] = _mm512_fmadd_ps(p0, bv, acc[0][l]);
-        acc[1][l] = _mm512_fmadd_ps(p1, bv, acc[1][l]);
+      __m512 bv[L];
+      for (int l = 0; l < L; ++l) bv[l] = in_register(_mm512_loadu_ps(B + i * width + c0 + 16 * l));
+      for (int u = 0; u < KJ; ++u) {
+        const __m512 p = _mm512_set1_ps(St[(j + u) * kQueries + i]);
+        for (int l = 0; l < L; ++l) acc[u][l] = _mm512_fmadd_ps(p, bv[l], acc[u][l]);
       }
     }
-    for (int u = 0; u < 2; ++u)
+    for (int u = 0; u < KJ; ++u)
       for (int l = 0; l < L; ++l) _mm512_storeu_ps(Out + (j + u) * ldo + c0 + 16 * l, acc[u][l]);
   }
   for (; j < kb; ++j)
