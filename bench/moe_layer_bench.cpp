@@ -354,13 +354,12 @@ int main(int argc, char** argv) try {
         const double a = layer_seconds(i, false, false), b = layer_seconds(i, true, false);
         const double c = layer_seconds(i, false, true);
         const double d = bf16 ? layer_seconds(i, false, true, true) : 0.0;
-        const double d_rounding = bf16 ? rounding_s : 0.0;
         if (r >= 0) {
           fwd[i].push_back(a);
           fwd_packed[i].push_back(b);
           fwdbwd[i].push_back(c);
           fwdbwd_bf16[i].push_back(d);
-          rounding_bf16[i].push_back(d_rounding);
+          rounding_bf16[i].push_back(rounding_s);  // (d's own: it ran last; 0 without bf16)
         }
       }
     out["forward_rounds"] = rounds;
