@@ -23,26 +23,39 @@ void gemm_product(const float* x, int64_t M, int64_t ldx, const PackedMatrix& p,
 
 }  // namespace
 
-// The tiles' block sums (the GEMM's offset correction) are the sums of each row's quantized
-// block, as quantize_rows_int8 quantizes it; rows past M have none.
-TEST(Int8Gemm, TileSumsAreEachRowsBlockSums) {
+// The tiles hold each row's blocks exactly as quantize_rows_int8 quantizes them (codes,
+// scales and the codes' sums, the GEMM's offset correction), 4 codes of each of 16 rows a
+// 64-byte tile row; rows past M are zero. A zero row and a row of large values included.
+TEST(Int8Gemm, TilesHoldEachRowsQuantizedBlocks) {
   Rng rng(41);
-  const int64_t M = 19, K = 96, ldx = 100;
-  auto x = random_tensor<float>({M, ldx}, rng, 2.0);
-  TileRows t;
-  quantize_rows_for_tiles(x.data(), M, ldx, K, t);
-  Int8Rows q;
-  quantize_rows_int8(x.data(), M, ldx, K, q, WeightType::q8_0);
-  const int64_t blocks = K / 32, groups = 2;
-  ASSERT_EQ(t.sums.size(), size_t(groups * blocks * 16));
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t b = 0; b < blocks; ++b)
-      for (int64_t lane = 0; lane < 16; ++lane) {
-        const int64_t m = g * 16 + lane;
-        int32_t want = 0;
-        for (int64_t i = 0; m < M && i < 32; ++i) want += q.q[size_t(m * K + b * 32 + i)];
-        EXPECT_EQ(t.sums[size_t((g * blocks + b) * 16 + lane)], want) << m << " " << b;
-      }
+  for (int64_t M : {1, 5, 16, 19, 40}) {
+    const int64_t K = 96, ldx = 100, blocks = K / 32, groups = (M + 15) / 16;
+    auto x = random_tensor<float>({M, ldx}, rng, 2.0);
+    for (int64_t k = 0; k < ldx; ++k) x[size_t(k)] = 0.0f;
+    if (M > 2)
+      for (int64_t k = 0; k < ldx; ++k) x[size_t(2 * ldx + k)] *= 1e4f;
+    TileRows t;
+    quantize_rows_for_tiles(x.data(), M, ldx, K, t);
+    Int8Rows q;
+    quantize_rows_int8(x.data(), M, ldx, K, q, WeightType::q8_0);
+    ASSERT_EQ(t.tiles.size(), size_t(groups * blocks * TileRows::kTileBytes));
+    ASSERT_EQ(t.sums.size(), size_t(groups * blocks * 16));
+    ASSERT_EQ(t.scales.size(), size_t(groups * blocks * 16));
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t b = 0; b < blocks; ++b)
+        for (int64_t lane = 0; lane < 16; ++lane) {
+          const int64_t m = g * 16 + lane, tile = g * blocks + b;
+          int32_t want = 0;
+          for (int64_t i = 0; i < 32; ++i) {
+            const int8_t code = m < M ? q.q[size_t(m * K + b * 32 + i)] : int8_t(0);
+            want += code;
+            ASSERT_EQ(t.tiles[size_t(tile * TileRows::kTileBytes + 64 * (i / 4) + 4 * lane + i % 4)], code)
+                << "M " << M << " row " << m << " block " << b << " value " << i;
+          }
+          EXPECT_EQ(t.sums[size_t(tile * 16 + lane)], want) << m << " " << b;
+          EXPECT_EQ(t.scales[size_t(tile * 16 + lane)], m < M ? q.scales[size_t(m * blocks + b)] : 0.0f) << m << " " << b;
+        }
+  }
 }
 
 TEST(Int8Gemm, ProductIsTheInt8ArithmeticAndBatchInvariant) {
