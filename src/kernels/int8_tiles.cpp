@@ -8,6 +8,7 @@
 #include "core/parallel.h"
 #include "kernels/quant.h"
 #include "kernels/quant_blocks.h"
+#include "kernels/swiglu.h"
 #include "kernels/vec_math.h"
 
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
@@ -19,9 +20,19 @@
 
 namespace moepp {
 
-#if MOEPP_TILES_VECTORIZED
 namespace {
 
+// out's buffers sized for M rows of K columns.
+void shape_tiles(int64_t M, int64_t K, TileRows& out) {
+  const int64_t blocks = K / kQ8Block, groups = (M + TileRows::kGroup - 1) / TileRows::kGroup;
+  out.rows = M;
+  out.cols = K;
+  out.tiles.resize(size_t(groups * blocks * TileRows::kTileBytes));
+  out.scales.resize(size_t(groups * blocks * TileRows::kGroup));
+  out.sums.resize(size_t(groups * blocks * TileRows::kGroup));
+}
+
+#if MOEPP_TILES_VECTORIZED
 constexpr __mmask16 kAll = 0xFFFF;
 
 // The lane indices of _mm512_permutex2var_epi32 that exchange lane bit Q with a vector bit:
@@ -96,19 +107,15 @@ void quantize_group_block(const float* x, int64_t ldx, int64_t rows, int8_t* til
   }
   _mm512_storeu_si512(sums, total);
 }
+#endif
 
 }  // namespace
-#endif
 
 void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, TileRows& out) {
   MOEPP_CHECK(K % kQ8Block == 0, "quantize_rows_for_tiles: ", K, " columns, not a multiple of ", kQ8Block);
   constexpr int64_t G = TileRows::kGroup;
   const int64_t blocks = K / kQ8Block, groups = (M + G - 1) / G;
-  out.rows = M;
-  out.cols = K;
-  out.tiles.resize(size_t(groups * blocks * TileRows::kTileBytes));
-  out.scales.resize(size_t(groups * blocks * G));
-  out.sums.resize(size_t(groups * blocks * G));
+  shape_tiles(M, K, out);
   // Rows past M in the last group are zeros (the vectorized path writes them itself).
   if (!MOEPP_TILES_VECTORIZED && M % G) {
     std::fill(out.tiles.begin() + (groups - 1) * blocks * TileRows::kTileBytes, out.tiles.end(), int8_t(0));
@@ -146,6 +153,36 @@ void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, 
         }
       },
       parallel ? 2 : M + 1);
+#endif
+}
+
+void quantize_swiglu_rows_for_tiles(const float* u, int64_t M, int64_t I, TileRows& out) {
+  MOEPP_CHECK(I % kQ8Block == 0, "quantize_swiglu_rows_for_tiles: ", I, " columns, not a multiple of ", kQ8Block);
+#if MOEPP_TILES_VECTORIZED
+  constexpr int64_t G = TileRows::kGroup;
+  const int64_t blocks = I / kQ8Block, groups = (M + G - 1) / G;
+  shape_tiles(M, I, out);
+  parallel_for(
+      groups * blocks,
+      [&](int64_t tile) {
+        const int64_t g = tile / blocks, b = tile % blocks, rows = std::min(G, M - g * G);
+        // The group's h block, 16 rows of 32 (one pass of SwiGLU, then quantized from L1).
+        alignas(64) float h[G * kQ8Block];
+        for (int64_t m = 0; m < rows; ++m) {
+          const float* a = u + (g * G + m) * 2 * I + b * kQ8Block;
+          for (int half = 0; half < 2; ++half)
+            _mm512_store_ps(h + m * kQ8Block + 16 * half,
+                            swiglu16(_mm512_loadu_ps(a + 16 * half), _mm512_loadu_ps(a + I + 16 * half)));
+        }
+        quantize_group_block(h, kQ8Block, rows, out.tiles.data() + tile * TileRows::kTileBytes,
+                             out.scales.data() + tile * G, out.sums.data() + tile * G);
+      },
+      M * I >= (int64_t(1) << 16) ? 2 : groups * blocks + 1);
+#else
+  thread_local std::vector<float> h;
+  h.resize(size_t(M * I));
+  swiglu_forward(u, h.data(), M, I);
+  quantize_rows_for_tiles(h.data(), M, I, I, out);
 #endif
 }
 

@@ -24,4 +24,9 @@ struct TileRows {
 // Quantizes x [M, K] (row stride ldx, K a multiple of 32) into out; many rows run on all threads.
 void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, TileRows& out);
 
+// The same for h = silu(a) * b of an FFN expert's up projection u = [a | b] ([M, 2 I], I a
+// multiple of 32), without writing h: out equals quantize_rows_for_tiles of
+// swiglu_forward(u) bit for bit.
+void quantize_swiglu_rows_for_tiles(const float* u, int64_t M, int64_t I, TileRows& out);
+
 }  // namespace moepp

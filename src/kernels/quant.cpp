@@ -349,26 +349,15 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     return;
   }
   constexpr int64_t chunk = 16;  // weight rows per task
-  if (packed_products_use_amx(W.type, M)) {
-    // x quantized once per call into a buffer each calling thread keeps (named through a
-    // pointer: inside the workers the name would be their own buffers).
-    thread_local TileRows buffer;
-    quantize_rows_for_tiles(x, M, ldx, K, buffer);
-    const TileRows* xt = &buffer;
-    parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
-      amx_int8_linear(*xt, W, c * chunk, std::min(N, c * chunk + chunk), y, ldy, accumulate);
-    });
+  if (packed_linear_uses_tiles(W, M)) {
+    // x quantized once per call (in 16-row tiles) into a buffer each calling thread keeps.
+    thread_local TileRows tiles;
+    quantize_rows_for_tiles(x, M, ldx, K, tiles);
+    packed_linear_tiles(tiles, W, y, ldy, accumulate);
     return;
   }
   static_assert(kMaxDecodeRows == 8, "dot_rows and int8_linear_rows are instantiated for 1 to 8 rows");
   if (packed_products_use_int8(W.type, M)) {
-    if (M > kMaxInt8BlockRows) {
-      // Many rows with VNNI and no AMX: x quantized once (in 16-row tiles), then the int8 GEMM.
-      thread_local TileRows tiles;
-      quantize_rows_for_tiles(x, M, ldx, K, tiles);
-      int8_gemm(tiles, W, y, ldy, accumulate);
-      return;
-    }
     // q4 (and q8_0 with VNNI): x quantized to int8 once per call, in blocks of up to 8
     // rows, into buffers each calling thread keeps (named through a reference: inside the
     // workers the thread_local's own name would be their own buffers). Each task takes 16
@@ -519,5 +508,23 @@ bool packed_products_use_amx(WeightType type, int64_t M) {
 }
 
 bool packed_linear_uses_bf16(const PackedMatrix& W, int64_t M) { return packed_products_use_bf16(W.type, M); }
+
+bool packed_linear_uses_tiles(const PackedMatrix& W, int64_t M) {
+  return packed_products_use_amx(W.type, M) || (packed_products_use_int8(W.type, M) && M > kMaxInt8BlockRows);
+}
+
+void packed_linear_tiles(const TileRows& x, const PackedMatrix& W, float* y, int64_t ldy, bool accumulate) {
+  const int64_t N = W.rows;
+  MOEPP_CHECK(packed_linear_uses_tiles(W, x.rows) && x.cols == W.cols && ldy >= N, "packed_linear_tiles: ", x.rows,
+              " rows of ", x.cols, " against a ", weight_type_name(W.type), " [", N, ", ", W.cols, "], ldy ", ldy);
+  if (!packed_products_use_amx(W.type, x.rows)) {
+    int8_gemm(x, W, y, ldy, accumulate);  // VNNI without AMX
+    return;
+  }
+  constexpr int64_t chunk = 16;  // weight rows per task
+  parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
+    amx_int8_linear(x, W, c * chunk, std::min(N, c * chunk + chunk), y, ldy, accumulate);
+  });
+}
 
 }  // namespace moepp

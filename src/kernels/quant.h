@@ -31,6 +31,7 @@
 #include "core/uninit_vector.h"
 #include "core/weight_buffer.h"
 #include "kernels/gemm_panels.h"
+#include "kernels/int8_tiles.h"
 
 namespace moepp {
 
@@ -91,6 +92,13 @@ bool packed_products_use_int8(WeightType type, int64_t M);
 // Whether those int8 products run on AMX tiles (kernels/amx_int8.h): q8_0 from 5 rows and q4
 // from 7 (below, the few-row kernel is as fast), a CPU with AMX-INT8.
 bool packed_products_use_amx(WeightType type, int64_t M);
+
+// Whether packed_linear quantizes M rows of x into tiles (kernels/int8_tiles.h) and runs
+// packed_linear_tiles: q8_0 and q4 on AMX-INT8, or beyond 24 rows on the int8 GEMM.
+bool packed_linear_uses_tiles(const PackedMatrix& W, int64_t M);
+// That side of packed_linear, for callers that quantize x into tiles themselves (an FFN
+// expert's hidden rows, quantized as SwiGLU makes them); needs packed_linear_uses_tiles(W, x.rows).
+void packed_linear_tiles(const TileRows& x, const PackedMatrix& W, float* y, int64_t ldy, bool accumulate = false);
 
 // out[i] = x[i] rounded to bf16 (nearest even; raw bits), for i < n.
 void round_to_bf16(const float* x, int64_t n, uint16_t* out);

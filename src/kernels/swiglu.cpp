@@ -19,7 +19,7 @@ void swiglu_row(const T* a, const T* b, T* h, int64_t I) {
     for (; j < I; j += 16) {
       const __mmask16 m = tail_mask16(I - j);
       const __m512 av = _mm512_maskz_loadu_ps(m, a + j), bv = _mm512_maskz_loadu_ps(m, b + j);
-      _mm512_mask_storeu_ps(h + j, m, _mm512_mul_ps(_mm512_mul_ps(av, sigmoid16(av)), bv));
+      _mm512_mask_storeu_ps(h + j, m, swiglu16(av, bv));
     }
   }
 #endif

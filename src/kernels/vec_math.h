@@ -100,5 +100,9 @@ inline __m512 sigmoid16(__m512 x) {
   return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
 }
 
+// SwiGLU's silu(a) * b, as swiglu_forward computes it (the int8 tiles of an expert's
+// hidden rows compute it again from the up projection: the same bits).
+inline __m512 swiglu16(__m512 a, __m512 b) { return _mm512_mul_ps(_mm512_mul_ps(a, sigmoid16(a)), b); }
+
 }  // namespace moepp
 #endif

@@ -7,6 +7,7 @@
 #include "kernels/int8_gemm.h"
 
 #include "core/parallel.h"
+#include "kernels/swiglu.h"
 #include "int8_reference.h"
 #include "test_util.h"
 
@@ -104,4 +105,35 @@ TEST(Int8Gemm, PackedLinearUsesItBeyond24Rows) {
       EXPECT_EQ(got, want) << weight_type_name(type) << " M " << M;
     }
   }
+}
+
+// An FFN expert's hidden rows quantized straight from its up projection u = [a | b] are the
+// tiles of swiglu_forward(u), bit for bit, and packed_linear_tiles on them is packed_linear
+// on the hidden rows (the path ffn_experts_forward takes for packed experts on int8 tiles).
+TEST(Int8Gemm, SwigluTilesAreTheTilesOfTheHiddenRows) {
+  Rng rng(45);
+  for (int64_t I : {32, 96})
+    for (int64_t M : {1, 17, 40}) {
+      auto u = random_tensor<float>({M, 2 * I}, rng, 3.0);
+      std::vector<float> h(size_t(M * I));
+      swiglu_forward(u.data(), h.data(), M, I);
+      TileRows fused, want;
+      quantize_swiglu_rows_for_tiles(u.data(), M, I, fused);
+      quantize_rows_for_tiles(h.data(), M, I, I, want);
+      EXPECT_EQ(fused.rows, M);
+      EXPECT_EQ(fused.cols, I);
+      EXPECT_EQ(fused.tiles, want.tiles) << "I " << I << " M " << M;
+      EXPECT_EQ(fused.scales, want.scales) << "I " << I << " M " << M;
+      EXPECT_EQ(fused.sums, want.sums) << "I " << I << " M " << M;
+      const int64_t N = 24;
+      auto w = random_tensor<float>({N, I}, rng);
+      for (WeightType type : {WeightType::q4, WeightType::q8_0}) {
+        const auto p = PackedMatrix::pack(w.data(), N, I, type);
+        if (!packed_linear_uses_tiles(p, M)) continue;
+        std::vector<float> got(size_t(M * N)), expect(size_t(M * N));
+        packed_linear_tiles(fused, p, got.data(), N);
+        packed_linear(h.data(), M, I, p, expect.data(), N);
+        EXPECT_EQ(got, expect) << weight_type_name(type) << " I " << I << " M " << M;
+      }
+    }
 }

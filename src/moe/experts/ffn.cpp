@@ -7,6 +7,7 @@
 #include "core/parallel.h"
 #include "core/uninit_vector.h"
 #include "kernels/gemm.h"
+#include "kernels/int8_tiles.h"
 #include "kernels/linear.h"
 #include "kernels/quant.h"
 #include "kernels/swiglu.h"
@@ -41,6 +42,21 @@ void expert_forward_bf16(const PackedMatrix& up, const PackedMatrix& down, const
   packed_linear_bf16_padded(hb, M, down, o, D, false);
 }
 
+// A packed expert whose products both run on int8 tiles (kernels/int8_tiles.h): x
+// quantized into tiles, the up projection into u, then SwiGLU's hidden rows computed and
+// quantized into tiles in one pass (h never written), and the down projection. The same
+// arithmetic as linear, swiglu_forward and linear: one pass over the hidden rows and one
+// parallel region fewer per expert.
+void expert_forward_tiles(const PackedMatrix& up, const PackedMatrix& down, const float* x, int64_t M, float* u,
+                          float* o) {
+  const int64_t D = up.cols, I = down.cols;
+  thread_local TileRows x_tiles, h_tiles;
+  quantize_rows_for_tiles(x, M, D, D, x_tiles);
+  packed_linear_tiles(x_tiles, up, u, 2 * I);
+  quantize_swiglu_rows_for_tiles(u, M, I, h_tiles);
+  packed_linear_tiles(h_tiles, down, o, D);
+}
+
 }  // namespace
 
 template <typename T>
@@ -61,6 +77,10 @@ void ffn_experts_forward(const MoeConfig& cfg, const MoeWeights<T>& w, const Dis
         const PackedMatrix &up = *w.up[size_t(e)].packed, &down = *w.down[size_t(e)].packed;
         if (packed_linear_uses_bf16(up, M) && packed_linear_uses_bf16(down, M)) {
           expert_forward_bf16(up, down, c.x.data() + r0 * D, M, c.o.data() + r0 * D);
+          continue;
+        }
+        if (packed_linear_uses_tiles(up, M) && packed_linear_uses_tiles(down, M)) {
+          expert_forward_tiles(up, down, c.x.data() + r0 * D, M, c.u.data() + r0 * 2 * I, c.o.data() + r0 * D);
           continue;
         }
       }
