@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/q4_nibbles.h"
+#include "kernels/vec_math.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define MOEPP_INT8_GEMM 1
@@ -123,37 +124,6 @@ void tile(const TileRows& x, int64_t g, const Band& band, int64_t i0, int shift,
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 2
     for (int h = 0; h < G; ++h) _mm512_store_ps(columns[i0 + i] + h * kGroup, sums[i][h]);
-}
-
-// Transposes 16 vectors in place: r[k] lane l becomes r[l] lane k.
-void transpose16(__m512 (&r)[16]) {
-  __m512 t[16];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {  // per 128-bit quarter q: rows 2i, 2i + 1 interleaved
-    t[2 * i] = _mm512_maskz_unpacklo_ps(kAll, r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_maskz_unpackhi_ps(kAll, r[2 * i], r[2 * i + 1]);
-  }
-#pragma GCC unroll 4
-  for (int q = 0; q < 4; ++q) {  // u[4q + c], quarter k: rows 4q .. 4q + 3 of column 4k + c
-    const auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
-    r[4 * q + 0] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, pd(t[4 * q]), pd(t[4 * q + 2])));
-    r[4 * q + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, pd(t[4 * q]), pd(t[4 * q + 2])));
-    r[4 * q + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, pd(t[4 * q + 1]), pd(t[4 * q + 3])));
-    r[4 * q + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, pd(t[4 * q + 1]), pd(t[4 * q + 3])));
-  }
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; ++c) {  // column 4k + c gathers quarter k of u[c], u[4 + c], u[8 + c], u[12 + c]
-    const __m512 lo01 = _mm512_maskz_shuffle_f32x4(kAll, r[c], r[4 + c], 0x44);
-    const __m512 hi01 = _mm512_maskz_shuffle_f32x4(kAll, r[c], r[4 + c], 0xEE);
-    const __m512 lo23 = _mm512_maskz_shuffle_f32x4(kAll, r[8 + c], r[12 + c], 0x44);
-    const __m512 hi23 = _mm512_maskz_shuffle_f32x4(kAll, r[8 + c], r[12 + c], 0xEE);
-    t[c] = _mm512_maskz_shuffle_f32x4(kAll, lo01, lo23, 0x88);
-    t[4 + c] = _mm512_maskz_shuffle_f32x4(kAll, lo01, lo23, 0xDD);
-    t[8 + c] = _mm512_maskz_shuffle_f32x4(kAll, hi01, hi23, 0x88);
-    t[12 + c] = _mm512_maskz_shuffle_f32x4(kAll, hi01, hi23, 0xDD);
-  }
-#pragma GCC unroll 16
-  for (int k = 0; k < 16; ++k) r[k] = t[k];
 }
 
 // y[m0 + m, j0 + i] (+)= columns[i][m] for i < n, m < rows: 16 x 16 blocks transposed in

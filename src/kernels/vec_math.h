@@ -45,6 +45,37 @@ inline __m512 in_register(__m512 v) {
   return v;
 }
 
+// Transposes 16 vectors in place: r[k] lane l becomes r[l] lane k.
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {  // per 128-bit quarter q: rows 2i, 2i + 1 interleaved
+    t[2 * i] = _mm512_maskz_unpacklo_ps(0xFFFF, r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_maskz_unpackhi_ps(0xFFFF, r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {  // u[4q + c], quarter k: rows 4q .. 4q + 3 of column 4k + c
+    const auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
+    r[4 * q + 0] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, pd(t[4 * q]), pd(t[4 * q + 2])));
+    r[4 * q + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, pd(t[4 * q]), pd(t[4 * q + 2])));
+    r[4 * q + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, pd(t[4 * q + 1]), pd(t[4 * q + 3])));
+    r[4 * q + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, pd(t[4 * q + 1]), pd(t[4 * q + 3])));
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {  // column 4k + c gathers quarter k of u[c], u[4 + c], u[8 + c], u[12 + c]
+    const __m512 lo01 = _mm512_maskz_shuffle_f32x4(0xFFFF, r[c], r[4 + c], 0x44);
+    const __m512 hi01 = _mm512_maskz_shuffle_f32x4(0xFFFF, r[c], r[4 + c], 0xEE);
+    const __m512 lo23 = _mm512_maskz_shuffle_f32x4(0xFFFF, r[8 + c], r[12 + c], 0x44);
+    const __m512 hi23 = _mm512_maskz_shuffle_f32x4(0xFFFF, r[8 + c], r[12 + c], 0xEE);
+    t[c] = _mm512_maskz_shuffle_f32x4(0xFFFF, lo01, lo23, 0x88);
+    t[4 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, lo01, lo23, 0xDD);
+    t[8 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, hi01, hi23, 0x88);
+    t[12 + c] = _mm512_maskz_shuffle_f32x4(0xFFFF, hi01, hi23, 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int k = 0; k < 16; ++k) r[k] = t[k];
+}
+
 // 16 bf16 values as floats: the bits in the high half of each 32-bit lane.
 inline __m512 widen_bf16(__m256i v) { return __m512(__builtin_convertvector(__v16hu(v), __v16su) << 16); }
 
