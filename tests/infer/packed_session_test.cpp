@@ -203,3 +203,36 @@ TEST(PackedSession, PrefillInChunksOfAnySizeMatchesOnePieceAndTheFullForward) {
     }
   }
 }
+
+// Experts given more than 24 rows of a prompt run both products on int8 tiles (the int8
+// GEMM with VNNI, AMX tiles on AMX-INT8), SwiGLU's hidden rows quantized straight from the
+// up projection; decoding token by token runs every product on the few-row kernel. Both
+// quantize each row alike, so the logits agree to the float sums' order; and both match the
+// plain session on the rounded weights within the int8 activations' tolerance.
+TEST(PackedSession, PromptExpertsOnInt8TilesMatchTokenByToken) {
+  ModelConfig cfg = ModelConfig::preset("tiny", 64);
+  cfg.hidden_size = 64;  // whole q8_0 blocks on both experts' products
+  cfg.intermediate_size = 64;
+  cfg.initializer_range = 0.1;
+  cfg.validate();
+  auto w = ModelParams<float>::zeros(cfg);
+  Rng rng(9);
+  w.init(cfg, rng);
+  std::vector<int32_t> ids(96);
+  for (auto& id : ids) id = int32_t(rng.next_u64() % uint64_t(cfg.vocab_size));
+  const int64_t V = cfg.vocab_size, n = int64_t(ids.size());
+  for (WeightType type : {WeightType::q8_0, WeightType::q4}) {
+    SCOPED_TRACE(weight_type_name(type));
+    const auto packed = PackedModel::pack(cfg, rounded(cfg, w, WeightType::f32), type);
+    Session<float> whole(*packed, n), stepwise(*packed, n);
+    const auto prompt = run(whole, ids, n, V);
+    const auto tokens = run(stepwise, ids, 1, V);
+    const auto ref_w = rounded(cfg, w, type);
+    Session<float> ref(cfg, ref_w, n);
+    const auto want = run(ref, ids, n, V);
+    EXPECT_LT(rel_error(prompt.data(), want.data(), n * V), kInt8ActivationTolerance);
+    if (packed_products_use_int8(type, n) && packed_products_use_int8(type, 1)) {
+      EXPECT_LT(rel_error(prompt.data(), tokens.data(), n * V), kInt8SameRowsTolerance);
+    }
+  }
+}
