@@ -4,8 +4,10 @@
 // first prefill, then again warm), then decode --decode tokens one at a time, each the
 // greedy choice after the last. Prints one JSON object on stdout.
 // Usage: peer_round --model DIR --ids FILE [--dtype f32|bf16|q8_0|q4] [--decode 128]
-//                   [--threads 2] [--pin 1] [--mmap 0|1]
+//                   [--threads 2] [--pin 1] [--mmap 0|1] [--prefills 2]
 //   --mmap 1: f32 weights used where they lie in the file (moepp generate --mmap).
+//   --prefills N: N prefills in all (at least 2); prefill_tps is the median of the warm
+//   ones, to compare two builds' prompts in one process each.
 //   FILE holds the prompt's token ids, comma-separated.
 //        peer_round --gemm-rate M,N,K [--threads 2]
 //   instead: GFLOP/s of the machine's GEMM (C = A W^T, oneDNN) at that shape in f32 and,
@@ -142,13 +144,18 @@ int main(int argc, char** argv) try {
   const double rss_loaded = resident_gb();
 
   Tensor<float> logits;
-  double prefill_s[2];
+  const int64_t prefills = std::max<int64_t>(2, f.get_int("prefills", 2));
+  std::vector<double> prefill_s(static_cast<size_t>(prefills));
   for (double& t : prefill_s) {
     s.reset();
     t0 = std::chrono::steady_clock::now();
     s.append(prompt.data(), int64_t(prompt.size()), logits, LogitRows::last);
     t = since(t0);
   }
+  const double cold_s = prefill_s[0];
+  std::vector<double> warm(prefill_s.begin() + 1, prefill_s.end());
+  std::sort(warm.begin(), warm.end());
+  const double warm_s = warm.size() % 2 ? warm[warm.size() / 2] : 0.5 * (warm[warm.size() / 2 - 1] + warm[warm.size() / 2]);
   Sampler greedy(SamplerOptions{.temperature = 0});  // argmax, ties to the lower id
   const int64_t V = cfg.vocab_size;
   int32_t next = greedy.sample(logits.data(), V);
@@ -162,8 +169,8 @@ int main(int argc, char** argv) try {
       "{\"engine\": \"moepp\", \"dtype\": \"%s\", \"vocab\": %lld, \"load_s\": %.4f, \"prompt\": %zu, "
       "\"prefill_cold_tps\": %.2f, \"prefill_tps\": %.2f, \"decode\": %lld, \"decode_tps\": %.3f, "
       "\"rss_loaded_gb\": %.4f, \"rss_gb\": %.4f, \"rss_peak_gb\": %.4f}\n",
-      dtype.c_str(), (long long)cfg.vocab_size, load_s, prompt.size(), double(prompt.size()) / prefill_s[0],
-      double(prompt.size()) / prefill_s[1], (long long)decode, double(decode) / decode_s, rss_loaded, resident_gb(),
+      dtype.c_str(), (long long)cfg.vocab_size, load_s, prompt.size(), double(prompt.size()) / cold_s,
+      double(prompt.size()) / warm_s, (long long)decode, double(decode) / decode_s, rss_loaded, resident_gb(),
       resident_gb("VmHWM:"));
   return 0;
 } catch (const std::exception& e) {
