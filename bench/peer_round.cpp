@@ -29,6 +29,7 @@
 #include "bench_util.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/stats.h"
 #include "kernels/gemm.h"
 #include "infer/sampler.h"
 #include "infer/session.h"
@@ -153,9 +154,7 @@ int main(int argc, char** argv) try {
     t = since(t0);
   }
   const double cold_s = prefill_s[0];
-  std::vector<double> warm(prefill_s.begin() + 1, prefill_s.end());
-  std::sort(warm.begin(), warm.end());
-  const double warm_s = warm.size() % 2 ? warm[warm.size() / 2] : 0.5 * (warm[warm.size() / 2 - 1] + warm[warm.size() / 2]);
+  const double warm_s = median(std::vector<double>(prefill_s.begin() + 1, prefill_s.end()));
   Sampler greedy(SamplerOptions{.temperature = 0});  // argmax, ties to the lower id
   const int64_t V = cfg.vocab_size;
   int32_t next = greedy.sample(logits.data(), V);

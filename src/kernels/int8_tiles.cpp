@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <utility>
 #include <cstring>
 
 #include "core/error.h"
@@ -31,6 +32,9 @@ void shape_tiles(int64_t M, int64_t K, TileRows& out) {
   out.scales.resize(size_t(groups * blocks * TileRows::kGroup));
   out.sums.resize(size_t(groups * blocks * TileRows::kGroup));
 }
+
+// A prompt's rows are worth both threads; a decode step's few are not worth waking them.
+bool worth_both_threads(int64_t M, int64_t K) { return M * K >= (int64_t(1) << 16); }
 
 #if MOEPP_TILES_VECTORIZED
 constexpr __mmask16 kAll = 0xFFFF;
@@ -107,6 +111,27 @@ void quantize_group_block(const float* x, int64_t ldx, int64_t rows, int8_t* til
   }
   _mm512_storeu_si512(sums, total);
 }
+
+// quantize_group_block on every (group, block) tile of out, shaped for M rows of K; a
+// prompt's rows on all threads. block_rows(g, b, scratch) gives the tile's source rows and
+// their stride: rows of x in place, or the rows it computes into scratch (room for one
+// group's block, 16 x 32).
+template <typename BlockRows>
+void quantize_tiles(int64_t M, int64_t K, TileRows& out, BlockRows&& block_rows) {
+  constexpr int64_t G = TileRows::kGroup;
+  shape_tiles(M, K, out);
+  const int64_t blocks = K / kQ8Block, tiles = (M + G - 1) / G * blocks;
+  parallel_for(
+      tiles,
+      [&](int64_t tile) {
+        const int64_t g = tile / blocks, b = tile % blocks;
+        alignas(64) float scratch[G * kQ8Block];
+        const auto [rows, ld] = block_rows(g, b, scratch);
+        quantize_group_block(rows, ld, std::min(G, M - g * G), out.tiles.data() + tile * TileRows::kTileBytes,
+                             out.scales.data() + tile * G, out.sums.data() + tile * G);
+      },
+      worth_both_threads(M, K) ? 2 : tiles + 1);
+}
 #endif
 
 }  // namespace
@@ -114,27 +139,16 @@ void quantize_group_block(const float* x, int64_t ldx, int64_t rows, int8_t* til
 void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, TileRows& out) {
   MOEPP_CHECK(K % kQ8Block == 0, "quantize_rows_for_tiles: ", K, " columns, not a multiple of ", kQ8Block);
   constexpr int64_t G = TileRows::kGroup;
+#if MOEPP_TILES_VECTORIZED
+  quantize_tiles(M, K, out, [&](int64_t g, int64_t b, float*) { return std::pair(x + g * G * ldx + b * kQ8Block, ldx); });
+#else
   const int64_t blocks = K / kQ8Block, groups = (M + G - 1) / G;
   shape_tiles(M, K, out);
-  // Rows past M in the last group are zeros (the vectorized path writes them itself).
-  if (!MOEPP_TILES_VECTORIZED && M % G) {
+  if (M % G) {  // rows past M in the last group are zeros; every other byte is written below
     std::fill(out.tiles.begin() + (groups - 1) * blocks * TileRows::kTileBytes, out.tiles.end(), int8_t(0));
     std::fill(out.scales.begin() + (groups - 1) * blocks * G, out.scales.end(), 0.0f);
     std::fill(out.sums.begin() + (groups - 1) * blocks * G, out.sums.end(), 0);
   }
-  // A prompt's rows are worth both threads; a decode step's few are not worth waking them.
-  const bool parallel = M * K >= (int64_t(1) << 16);
-#if MOEPP_TILES_VECTORIZED
-  parallel_for(
-      groups * blocks,
-      [&](int64_t tile) {
-        const int64_t g = tile / blocks, b = tile % blocks;
-        quantize_group_block(x + g * G * ldx + b * kQ8Block, ldx, std::min(G, M - g * G),
-                             out.tiles.data() + tile * TileRows::kTileBytes, out.scales.data() + tile * G,
-                             out.sums.data() + tile * G);
-      },
-      parallel ? 2 : groups * blocks + 1);
-#else
   parallel_for(
       M,
       [&](int64_t m) {
@@ -152,7 +166,7 @@ void quantize_rows_for_tiles(const float* x, int64_t M, int64_t ldx, int64_t K, 
           for (int r = 0; r < 8; ++r) std::memcpy(t + 64 * r, q + 4 * r, 4);
         }
       },
-      parallel ? 2 : M + 1);
+      worth_both_threads(M, K) ? 2 : M + 1);
 #endif
 }
 
@@ -160,24 +174,16 @@ void quantize_swiglu_rows_for_tiles(const float* u, int64_t M, int64_t I, TileRo
   MOEPP_CHECK(I % kQ8Block == 0, "quantize_swiglu_rows_for_tiles: ", I, " columns, not a multiple of ", kQ8Block);
 #if MOEPP_TILES_VECTORIZED
   constexpr int64_t G = TileRows::kGroup;
-  const int64_t blocks = I / kQ8Block, groups = (M + G - 1) / G;
-  shape_tiles(M, I, out);
-  parallel_for(
-      groups * blocks,
-      [&](int64_t tile) {
-        const int64_t g = tile / blocks, b = tile % blocks, rows = std::min(G, M - g * G);
-        // The group's h block, 16 rows of 32 (one pass of SwiGLU, then quantized from L1).
-        alignas(64) float h[G * kQ8Block];
-        for (int64_t m = 0; m < rows; ++m) {
-          const float* a = u + (g * G + m) * 2 * I + b * kQ8Block;
-          for (int half = 0; half < 2; ++half)
-            _mm512_store_ps(h + m * kQ8Block + 16 * half,
-                            swiglu16(_mm512_loadu_ps(a + 16 * half), _mm512_loadu_ps(a + I + 16 * half)));
-        }
-        quantize_group_block(h, kQ8Block, rows, out.tiles.data() + tile * TileRows::kTileBytes,
-                             out.scales.data() + tile * G, out.sums.data() + tile * G);
-      },
-      M * I >= (int64_t(1) << 16) ? 2 : groups * blocks + 1);
+  quantize_tiles(M, I, out, [&](int64_t g, int64_t b, float* h) {
+    // The group's h block, computed once and quantized from L1.
+    for (int64_t m = 0; m < std::min(G, M - g * G); ++m) {
+      const float* a = u + (g * G + m) * 2 * I + b * kQ8Block;
+      for (int half = 0; half < 2; ++half)
+        _mm512_store_ps(h + m * kQ8Block + 16 * half,
+                        swiglu16(_mm512_loadu_ps(a + 16 * half), _mm512_loadu_ps(a + I + 16 * half)));
+    }
+    return std::pair<const float*, int64_t>(h, kQ8Block);
+  });
 #else
   thread_local std::vector<float> h;
   h.resize(size_t(M * I));

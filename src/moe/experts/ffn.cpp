@@ -42,17 +42,16 @@ void expert_forward_bf16(const PackedMatrix& up, const PackedMatrix& down, const
   packed_linear_bf16_padded(hb, M, down, o, D, false);
 }
 
-// A packed expert whose products both run on int8 tiles (kernels/int8_tiles.h): x
-// quantized into tiles, the up projection into u, then SwiGLU's hidden rows computed and
+// A packed expert whose products both run on int8 tiles (kernels/int8_tiles.h): the up
+// projection into u as packed_linear runs it, then SwiGLU's hidden rows computed and
 // quantized into tiles in one pass (h never written), and the down projection. The same
 // arithmetic as linear, swiglu_forward and linear: one pass over the hidden rows and one
 // parallel region fewer per expert.
 void expert_forward_tiles(const PackedMatrix& up, const PackedMatrix& down, const float* x, int64_t M, float* u,
                           float* o) {
   const int64_t D = up.cols, I = down.cols;
-  thread_local TileRows x_tiles, h_tiles;
-  quantize_rows_for_tiles(x, M, D, D, x_tiles);
-  packed_linear_tiles(x_tiles, up, u, 2 * I);
+  packed_linear(x, M, D, up, u, 2 * I);
+  thread_local TileRows h_tiles;
   quantize_swiglu_rows_for_tiles(u, M, I, h_tiles);
   packed_linear_tiles(h_tiles, down, o, D);
 }
