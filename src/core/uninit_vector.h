@@ -1,17 +1,20 @@
 // UninitVector: a std::vector whose resize() leaves new elements default-initialised
 // (for bytes and floats: untouched). A large weight buffer is then first written - and its
 // pages first faulted in and zeroed by the kernel - by the code that fills it, on all
-// threads, instead of by one thread's memset before the copy.
+// threads, instead of by one thread's memset before the copy. Its storage starts on a cache
+// line, as an AlignedVector's does.
 #pragma once
 #include <memory>
 #include <new>
 #include <utility>
 #include <vector>
 
+#include "core/aligned_vector.h"
+
 namespace moepp {
 
 template <typename T>
-struct DefaultInitAllocator : std::allocator<T> {
+struct DefaultInitAllocator : CacheLineAllocator<T> {
   template <typename U>
   struct rebind {
     using other = DefaultInitAllocator<U>;

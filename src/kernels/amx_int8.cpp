@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/aligned_vector.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/amx_tiles.h"
@@ -146,8 +147,8 @@ void amx_int8_linear(const TileRows& x, const PackedMatrix& W, int64_t j0, int64
               ", ", W.cols, "]", amx_int8_available() ? "" : " without AMX");
 #if MOEPP_AMX_INT8
   const int64_t K = W.cols, blocks = K / kQ8Block;
-  thread_local std::vector<int8_t> band;  // q4 rows widened, or a last partial band padded
-  thread_local std::vector<float> band_scales;
+  thread_local AlignedVector<int8_t> band;  // q4 rows widened, or a last partial band padded
+  thread_local AlignedVector<float> band_scales;
   configure_tiles();
   for (int64_t j = j0; j < j1; j += kBand) {
     const int64_t n = std::min(kBand, j1 - j);

@@ -5,6 +5,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/parallel.h"
@@ -151,7 +152,7 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
       return;
     }
     T* score[kMaxGroup];
-    thread_local std::vector<T> scratch;
+    thread_local AlignedVector<T> scratch;
     if (a.probs) {
       for (int64_t g = 0; g < G; ++g) score[g] = a.probs[r] + (kvh * G + g) * a.probs_head_stride;
     } else {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/error.h"
 #include "kernels/attention_tiles.h"
 
@@ -79,7 +80,7 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
   // Scratch: the kv head's keys, and its key and value gradients, as rows `width` long
   // (zero past hd); per tile of 16 queries their dO transposed [hd, 16], dO, Q and dQ as
   // rows [16, width], and P and dP (then dS) transposed [T, 16].
-  thread_local std::vector<float> scratch;
+  thread_local AlignedVector<float> scratch;
   float *Kw, *dKw, *dVw, *dOt, *dOb, *Qb, *dQb, *Pt, *dSt;
   tiles::carve_scratch(scratch, {{&Kw, T * width}, {&dKw, T * width}, {&dVw, T * width},
                                  {&dOt, hd * kQueries}, {&dOb, kQueries * width}, {&Qb, kQueries * width},

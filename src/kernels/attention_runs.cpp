@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/attention_tiles.h"
@@ -81,7 +82,7 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
   // vectors) are widened a block at a time.
   constexpr bool f32_history = std::is_same_v<KV, float>;
   const bool values_in_place = f32_history && width == hd;
-  thread_local std::vector<float> scratch;
+  thread_local AlignedVector<float> scratch;
   float *Qt, *St, *O, *Kw, *Vw, *rescale, *inverse;
   tiles::carve_scratch(scratch, {{&Qt, hd * Mp},
                                  {&St, kKeyBlock * Mp},
@@ -121,8 +122,8 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
   }
   constexpr __mmask16 all = 0xFFFF;
   const int64_t keys = first_context + rows - 1;  // what the last row sees
-  thread_local std::vector<float> maxima_buffer;  // each block's maxima, where probs are kept
-  std::vector<float>& block_maxima = maxima_buffer;
+  thread_local AlignedVector<float> maxima_buffer;  // each block's maxima, where probs are kept
+  AlignedVector<float>& block_maxima = maxima_buffer;
   if (probs.row) block_maxima.resize(size_t((keys + kKeyBlock - 1) / kKeyBlock * Mp));
   for (int64_t j0 = 0; j0 < keys; j0 += kKeyBlock) {
     const int64_t kb = std::min(kKeyBlock, keys - j0);
@@ -241,7 +242,7 @@ void attend_run(const T* q, int64_t row_stride, int64_t rows, int64_t G, int64_t
 #endif
   // Value and output rows padded to 16 lanes so the tiles need no ragged tail.
   const int64_t width = (hd + 15) / 16 * 16;
-  thread_local std::vector<T> scratch;
+  thread_local AlignedVector<T> scratch;
   scratch.resize(size_t(M * hd + hd * kKeyBlock + kKeyBlock * width + M * kKeyBlock + M * width + 2 * M));
   T* Q = scratch.data();
   T* Kt = Q + M * hd;

@@ -12,18 +12,21 @@
 #include <utility>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "kernels/vec_math.h"
 
 namespace moepp::tiles {
 
 // Sizes `scratch` to the pieces' total and points each piece at its part, in order: one
-// place sums and hands out, so the two cannot disagree.
-inline void carve_scratch(std::vector<float>& scratch, std::initializer_list<std::pair<float**, int64_t>> pieces) {
+// place sums and hands out, so the two cannot disagree. Each piece starts on a cache line
+// (its size rounded up to 16 floats), so its rows' 64-byte loads do not straddle two.
+inline void carve_scratch(AlignedVector<float>& scratch, std::initializer_list<std::pair<float**, int64_t>> pieces) {
+  const auto rounded = [](int64_t n) { return (n + 15) / 16 * 16; };
   int64_t total = 0;
-  for (const auto& piece : pieces) total += piece.second;
+  for (const auto& piece : pieces) total += rounded(piece.second);
   scratch.resize(size_t(total));
   float* next = scratch.data();
-  for (const auto& [where, n] : pieces) *where = std::exchange(next, next + n);
+  for (const auto& [where, n] : pieces) *where = std::exchange(next, next + rounded(n));
 }
 
 // St[j][:] = K[j] . Qt for j < kb: KJ keys by MV query vectors in registers.

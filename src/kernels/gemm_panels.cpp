@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/cpu_caches.h"
 #include "core/error.h"
 #include "core/parallel.h"
@@ -272,7 +273,7 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
   // packed once, all of K, tile by tile in every block, shared by the threads. Kept across
   // calls: a fresh buffer this size would be mmapped and page-faulted on every product.
   const int64_t chunks = (M + kRowsPerChunk - 1) / kRowsPerChunk;
-  thread_local std::vector<float> packed_x;
+  thread_local AlignedVector<float> packed_x;
   packed_x.resize(std::max(packed_x.size(), size_t(std::min(M, kRowsPerChunk) * K)));
   float* const packed = packed_x.data();
   for (int64_t chunk = 0, m0 = 0; chunk < chunks; ++chunk) {
@@ -280,7 +281,7 @@ void panel_product(const float* x, int64_t M, int64_t ldx, bool x_transposed, co
     const RowTiles tiles(mc);
 #pragma omp parallel num_threads(threads)
     {
-      thread_local std::vector<float> slice_copy;
+      thread_local AlignedVector<float> slice_copy;
       if (src.copy) slice_copy.resize(size_t(depth * kPanelWidth));
       // Slice (p, k0) of kc rows as the tiles read it, and its row stride: in place, or
       // copied into slice_copy where the source's rows alias in the cache.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/cpu_caches.h"
 #include "core/error.h"
 #include "core/parallel.h"
@@ -158,7 +159,7 @@ void stream_pass(const float* x, int64_t M, int64_t ldx, const float* W, int64_t
   };
   std::vector<Block> blocks;
   // Kept across calls: a fresh buffer this size would be page-faulted on every product.
-  thread_local std::vector<float> copy;
+  thread_local AlignedVector<float> copy;
   copy.resize(std::max(copy.size(), size_t(vrows * K + 16)));
   float* base = copy.data() + (16 - (reinterpret_cast<uintptr_t>(copy.data()) / sizeof(float)) % 16) % 16;
   for (int64_t m0 = 0; m0 < vrows; m0 += kBlockRows) {

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "kernels/quant.h"
 
 namespace moepp {
@@ -36,15 +37,15 @@ namespace moepp {
 // where taking the blocks in their stored order needs both per pair of blocks.
 struct Int8Rows {
   int64_t rows = 0, cols = 0;
-  std::vector<int8_t> q;            // [rows, cols], in order
-  std::vector<float> scales;        // [rows, cols / 32]
+  AlignedVector<int8_t> q;            // [rows, cols], in order
+  AlignedVector<float> scales;        // [rows, cols / 32]
   // Group-major, so that at a group the rows lie side by side at fixed offsets.
-  std::vector<int8_t> lane_q;       // [groups, rows, 4 vectors, 16 lanes, 4 values]
+  AlignedVector<int8_t> lane_q;     // [groups, rows, 4 vectors, 16 lanes, 4 values]
   // Per lane of a group: the scale of its block, and -offset * the sum of its 16 values
   // (over the 4 vectors), which turns the sum over the weights' unsigned form (q + offset)
   // into the sum over q.
-  std::vector<float> lane_scales;   // [groups, rows, 16]
-  std::vector<int32_t> lane_bias;   // [groups, rows, 16]
+  AlignedVector<float> lane_scales;  // [groups, rows, 16]
+  AlignedVector<int32_t> lane_bias;  // [groups, rows, 16]
   WeightType weights = WeightType::q4;  // the lane order and the offset's kind: q4 8, q8_0 128
 
   int64_t groups() const { return (cols / 32 + 7) / 8; }  // ceil(cols / 256)

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/q4_nibbles.h"
@@ -36,8 +37,8 @@ constexpr int64_t kColumnBandRows = (kBandRows + 15) / 16 * 16;    // band rows 
 // Weight rows [j0, j0 + n) as unsigned bytes (q4 codes as stored, q + 8; q8_0 values + 128),
 // row after row, and their scales as f32 ([n, blocks]).
 struct Band {
-  std::vector<uint8_t> values;
-  std::vector<float> scales;
+  AlignedVector<uint8_t> values;
+  AlignedVector<float> scales;
 };
 
 void widen_band(const PackedMatrix& W, int64_t j0, int64_t n, Band& band) {

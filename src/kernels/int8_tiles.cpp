@@ -5,6 +5,7 @@
 #include <utility>
 #include <cstring>
 
+#include "core/aligned_vector.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/quant.h"
@@ -185,7 +186,7 @@ void quantize_swiglu_rows_for_tiles(const float* u, int64_t M, int64_t I, TileRo
     return std::pair<const float*, int64_t>(h, kQ8Block);
   });
 #else
-  thread_local std::vector<float> h;
+  thread_local AlignedVector<float> h;
   h.resize(size_t(M * I));
   swiglu_forward(u, h.data(), M, I);
   quantize_rows_for_tiles(h.data(), M, I, I, out);

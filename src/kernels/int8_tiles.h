@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/aligned_vector.h"
+
 namespace moepp {
 
 // For each group of 16 rows and each block of 32 columns, 8 tile rows of 64 bytes where
@@ -16,9 +18,9 @@ struct TileRows {
   static constexpr int64_t kGroup = 16;      // rows of x per tile
   static constexpr int64_t kTileBytes = 512;  // 8 x 64 bytes: one block of one group
   int64_t rows = 0, cols = 0;
-  std::vector<int8_t> tiles;  // [groups, cols / 32, 8, 64]
-  std::vector<float> scales;  // [groups, cols / 32, 16]: dx of each row's block
-  std::vector<int32_t> sums;  // [groups, cols / 32, 16]: the sum of each row's block's values
+  AlignedVector<int8_t> tiles;  // [groups, cols / 32, 8, 64]
+  AlignedVector<float> scales;  // [groups, cols / 32, 16]: dx of each row's block
+  AlignedVector<int32_t> sums;  // [groups, cols / 32, 16]: the sum of each row's block's values
 };
 
 // Quantizes x [M, K] (row stride ldx, K a multiple of 32) into out; many rows run on all threads.

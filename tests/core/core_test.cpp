@@ -4,10 +4,12 @@
 #include <memory>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "core/uninit_vector.h"
 
 using namespace moepp;
 
@@ -91,6 +93,22 @@ TEST(Tensor, ZeroInitialisedAlignedAndFitReusesStorage) {
   EXPECT_EQ(t.shape(), (Shape{2, 7}));
   t.fit({4, 5});
   EXPECT_EQ(t.numel(), 20);
+}
+
+TEST(AlignedVector, StorageStartsOnACacheLineAtEverySizeAndAfterGrowth) {
+  // Sizes on both sides of malloc's mmap threshold, whose blocks start 16 bytes past a page.
+  for (size_t n : {1, 3, 17, 1000, 40000, 300000}) {
+    AlignedVector<int8_t> bytes(n, 7);
+    UninitVector<float> floats(n);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(bytes.data()) % 64, 0u) << n;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(floats.data()) % 64, 0u) << n;
+    bytes.resize(3 * n + 5, 9);  // reallocates: the new block is aligned too, the values kept
+    floats.resize(2 * n + 1);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(bytes.data()) % 64, 0u) << n;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(floats.data()) % 64, 0u) << n;
+    EXPECT_EQ(bytes[n - 1], 7);
+    EXPECT_EQ(bytes[3 * n + 4], 9);
+  }
 }
 
 TEST(Tensor, BorrowedStorageIsUsedInPlaceAndItsKeeperLivesAsLongAsTheTensor) {
