@@ -23,9 +23,10 @@ if [ ! -s "$work/q8/moepp/model.safetensors" ]; then
 fi
 printf '%-8s %8s | %12s %8s | %9s %9s | %9s %9s\n' model clients "gen tok/s" "x 1 cl." "TTFT p50" "TTFT p99" "ITL p50" "ITL p99"
 for m in vanilla moepp; do
-  # Pinned, as the benchmarks pin themselves: unpinned, two spinning OpenMP threads can share
-  # one vCPU (README, "Benchmarks").
-  OMP_PROC_BIND=${OMP_PROC_BIND:-true} $moepp serve -m "$work/q8/$m" --dtype q8_0 --port 0 --max-seqs 16 --threads 2 \
+  # The server pins its decoder's OpenMP team itself, one thread a CPU (serve/scheduler.cpp).
+  # No OMP_PROC_BIND: with it the runtime binds the main thread to the first CPU, and every
+  # request thread started from it inherits that one CPU.
+  $moepp serve -m "$work/q8/$m" --dtype q8_0 --port 0 --max-seqs 16 --threads 2 \
     2>"$work/serve-$m.log" &
   server=$!
   port=""

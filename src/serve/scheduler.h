@@ -89,6 +89,7 @@ struct SchedulerMetrics {
   int64_t queued = 0, running = 0, kv_positions_in_use = 0, kv_bytes_in_use = 0;
   int64_t steps = 0, step_rows = 0, tokens_in = 0, tokens_out = 0;
   double last_batch_size = 0;
+  int decoder_threads = 0;  // the OpenMP threads decoder steps run on (0 until the worker starts)
   std::vector<double> ffn_per_token_by_layer;  // over the last window of steps
   double ffn_per_token = 0;
 };

@@ -314,6 +314,7 @@ std::string metrics_text(ServerState& st) {
   metric("moepp_running_sequences", "gauge", "Sequences in the running batch.", num(double(m.running)));
   metric("moepp_batch_size", "gauge", "Sequences in the last decoder step.", num(m.last_batch_size));
   metric("moepp_decoder_steps_total", "counter", "Decoder steps run.", num(double(m.steps)));
+  metric("moepp_decoder_threads", "gauge", "Threads a decoder step runs on.", num(double(m.decoder_threads)));
   metric("moepp_decoder_step_rows_total", "counter", "Token rows run through decoder steps.", num(double(m.step_rows)));
   metric("moepp_kv_cache_bytes", "gauge", "KV-cache memory held by running sequences.", num(double(m.kv_bytes_in_use)));
   metric("moepp_kv_cache_positions", "gauge", "KV-cache positions held by running sequences.",

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "infer/generation.h"
 #include "infer/generator.h"
@@ -55,6 +56,20 @@ std::string drain(Stream& s) {
 }
 
 }  // namespace
+
+TEST(Scheduler, DecoderStepsRunOnTheThreadCountItsCreatorSet) {
+  // The worker is a new thread, which OpenMP starts at its default team size (every CPU);
+  // serve --threads N sets the count on the creating thread only.
+  const TinyModel m;
+  const int before = max_threads();
+  for (int threads : {1, 2}) {
+    set_threads(threads);
+    Scheduler sched(m.cfg, DecoderWeights<float>::of(m.params), tokenizer(), SchedulerOptions{});
+    for (int wait = 0; wait < 500 && sched.metrics().decoder_threads == 0; ++wait) usleep(10000);
+    EXPECT_EQ(sched.metrics().decoder_threads, threads);
+  }
+  set_threads(before);
+}
 
 TEST(Scheduler, BatchedSequencesGiveWhatEachGivesAlone) {
   const TinyModel m;
