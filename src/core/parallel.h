@@ -15,6 +15,13 @@ namespace moepp {
 inline int max_threads() { return omp_get_max_threads(); }
 inline void set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
 
+// Ends the calling thread's idle OpenMP workers (its next parallel region starts new ones).
+// For a thread whose parallel work is done while another thread's team goes on: libgomp
+// counts every thread it manages, idle ones too, and once they outnumber the CPUs its
+// waiting threads spin only ~1000 times before sleeping, so that every parallel region
+// of the working team waits for a sleeping thread to be woken.
+inline void release_idle_threads() { omp_pause_resource_all(omp_pause_hard); }
+
 // Runs fn(i) for i in [0, n), split statically over the OpenMP threads. Small loops run
 // inline: a parallel region costs microseconds.
 template <typename Fn>

@@ -1,6 +1,7 @@
 // Thread pinning: one CPU per OpenMP thread, all different, when the team uses every CPU
 // the process may run on; a child-process guard that hands the calling thread every CPU
-// back and restores its own set afterwards.
+// back and restores its own set afterwards; idle workers released.
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <omp.h>
 #include <pthread.h>
@@ -8,6 +9,7 @@
 
 #include <cstdlib>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "core/affinity.h"
@@ -65,4 +67,35 @@ TEST(Affinity, PinsOneThreadPerCpuWhenTheTeamUsesThemAll) {
   }
   EXPECT_EQ(cpu_count(), 1);  // and the thread's own CPU is back
   set_threads(saved);
+}
+
+namespace {
+int process_threads() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (const dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    closedir(d);
+  }
+  return n;
+}
+}  // namespace
+
+TEST(Threads, ReleasingIdleWorkersEndsThemAndTheNextRegionStartsNewOnes) {
+  // A thread that ran a parallel region keeps its team's workers, idle; the server releases
+  // the loading thread's so that only the decoder's team remains (core/parallel.h).
+  std::thread([] {
+    set_threads(2);
+    std::vector<int> seen(2, 0);
+#pragma omp parallel num_threads(2)
+    seen[size_t(omp_get_thread_num())] = 1;
+    if (seen[1] == 0) GTEST_SKIP() << "the runtime gave one thread";
+    const int with_workers = process_threads();
+    release_idle_threads();
+    EXPECT_EQ(process_threads(), with_workers - 1);
+#pragma omp parallel num_threads(2)
+    seen[size_t(omp_get_thread_num())] = 2;
+    EXPECT_EQ(seen[1], 2);
+    EXPECT_EQ(process_threads(), with_workers);
+  }).join();
 }
