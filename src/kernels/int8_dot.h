@@ -37,10 +37,10 @@ namespace moepp {
 // where taking the blocks in their stored order needs both per pair of blocks.
 struct Int8Rows {
   int64_t rows = 0, cols = 0;
-  AlignedVector<int8_t> q;            // [rows, cols], in order
-  AlignedVector<float> scales;        // [rows, cols / 32]
+  AlignedVector<int8_t> q;       // [rows, cols], in order
+  AlignedVector<float> scales;   // [rows, cols / 32]
   // Group-major, so that at a group the rows lie side by side at fixed offsets.
-  AlignedVector<int8_t> lane_q;     // [groups, rows, 4 vectors, 16 lanes, 4 values]
+  AlignedVector<int8_t> lane_q;  // [groups, rows, 4 vectors, 16 lanes, 4 values]
   // Per lane of a group: the scale of its block, and -offset * the sum of its 16 values
   // (over the 4 vectors), which turns the sum over the weights' unsigned form (q + offset)
   // into the sum over q.
