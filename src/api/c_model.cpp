@@ -83,7 +83,7 @@ const char* moepp_last_error(void) { return api::last_error(); }
 const char* moepp_version(void) { return MOEPP_VERSION; }  // the project's version (CMakeLists.txt)
 
 moepp_status moepp_model_load(const char* dir, const char* dtype, moepp_model** out) {
-  return guarded("moepp_model_load", [&] {
+  return guarded_compute("moepp_model_load", [&] {
     require(dir, "moepp_model_load", "dir");
     require(out, "moepp_model_load", "out");
     *out = nullptr;
@@ -153,7 +153,7 @@ moepp_status moepp_detokenize(moepp_model* model, const int32_t* ids, size_t n_i
 }
 
 moepp_status moepp_logits(moepp_model* model, const int32_t* ids, size_t n_ids, float* logits, size_t capacity) {
-  return guarded("moepp_logits", [&] {
+  return guarded_compute("moepp_logits", [&] {
     auto& m = model_of(model, "moepp_logits");
     if (n_ids == 0) throw InvalidArgument{"moepp_logits: no token ids"};
     require(ids, "moepp_logits", "ids");
@@ -196,7 +196,7 @@ moepp_status moepp_sampling_init(moepp_sampling* sampling) {
 
 moepp_status moepp_generate(moepp_model* model, const char* prompt, const moepp_sampling* sampling,
                             moepp_text_callback on_text, void* user_data) {
-  return guarded("moepp_generate", [&] {
+  return guarded_compute("moepp_generate", [&] {
     auto& m = model_of(model, "moepp_generate");
     require(prompt, "moepp_generate", "prompt");
     require(sampling, "moepp_generate", "sampling");

@@ -48,7 +48,7 @@ moepp_status moepp_train_options_init(moepp_train_options* options) {
 
 moepp_status moepp_train(const moepp_train_options* options, moepp_train_result* result) {
   const ClearStopOnReturn clear;
-  return guarded("moepp_train", [&] {
+  return guarded_compute("moepp_train", [&] {
     require(options, "moepp_train", "options");
     require(result, "moepp_train", "result");
     const moepp_train_options& c = *options;

@@ -4,6 +4,7 @@
 #pragma once
 #include <string>
 
+#include "core/parallel.h"
 #include "moepp/moepp.h"
 
 namespace moepp::api {
@@ -33,6 +34,18 @@ moepp_status guarded(const char* function, F&& body) noexcept {
   } catch (...) {
     return status_of_current_exception(function);
   }
+}
+
+// guarded() for the functions that compute (load, logits, generate, train): the calling
+// thread's idle OpenMP workers are ended when it returns (core/parallel.h). A program that
+// loads or scores on one thread and generates on another (the Python package generates in
+// a worker thread) otherwise leaves the runtime more threads than CPUs, and then every
+// parallel region of the working thread waits for a sleeping worker to be woken.
+template <typename F>
+moepp_status guarded_compute(const char* function, F&& body) noexcept {
+  const moepp_status status = guarded(function, static_cast<F&&>(body));
+  release_idle_threads();
+  return status;
 }
 
 // Throws InvalidArgument naming the function and the argument when p is null.

@@ -3,10 +3,12 @@
  * same folder: logits for f32, bf16 and q8_0 (each against `moepp logits --dtype X`, to
  * 1e-6), greedy text (`moepp generate --temperature 0`), tokenize/detokenize, routing
  * statistics, a callback's stop, and the errors: missing and corrupt folders, bad
- * arguments, small buffers, ids outside the vocabulary. The logits again on the released
+ * arguments, small buffers, ids outside the vocabulary; and that loading and scoring leave
+ * no idle OpenMP workers behind (a program generating on another thread would be slowed). The logits again on the released
  * model's layout (HF_FOLDER, tests/fixtures/hf/released_bin_f32: pytorch_model.bin, no
  * tokenizer), 60 positions with logits of several units.
  * Usage: c_api_test MOEPP_CLI FIXTURE_DIR SCRATCH_DIR HF_FOLDER */
+#include <dirent.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -82,14 +84,29 @@ static float* read_cli_logits(const char* path, long* rows, long* cols) {
   return out;
 }
 
+static int process_threads(void) {
+  int n = 0;
+  DIR* d = opendir("/proc/self/task");
+  if (!d) return -1;
+  for (struct dirent* e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.') ++n;
+  closedir(d);
+  return n;
+}
+
 static void check_logits(const char* dir, const char* dtype, const int32_t* ids, size_t n, int32_t vocab) {
   moepp_model* m = NULL;
+  const int threads_before = process_threads();
   moepp_status s = moepp_model_load(dir, dtype, &m);
   CHECK(s == MOEPP_OK, "load %s: %s", dtype, moepp_last_error());
   if (s != MOEPP_OK) return;
+  CHECK(process_threads() == threads_before, "load %s left %d threads running, %d before", dtype, process_threads(),
+        threads_before);
   float* mine = malloc(n * (size_t)vocab * sizeof(float));
   s = moepp_logits(m, ids, n, mine, n * (size_t)vocab);
   CHECK(s == MOEPP_OK, "logits %s: %s", dtype, moepp_last_error());
+  CHECK(process_threads() == threads_before, "logits %s left %d threads running, %d before", dtype, process_threads(),
+        threads_before);
 
   char out[1024], cmd[4096], list[2048] = "";
   for (size_t i = 0; i < n; ++i) snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? "," : "", ids[i]);
