@@ -159,9 +159,10 @@ void stream_pass(const float* x, int64_t M, int64_t ldx, const float* W, int64_t
   };
   std::vector<Block> blocks;
   // Kept across calls: a fresh buffer this size would be page-faulted on every product.
+  // Its storage starts on a cache line, and so does every block (16 rows of K each).
   thread_local AlignedVector<float> copy;
-  copy.resize(std::max(copy.size(), size_t(vrows * K + 16)));
-  float* base = copy.data() + (16 - (reinterpret_cast<uintptr_t>(copy.data()) / sizeof(float)) % 16) % 16;
+  copy.resize(std::max(copy.size(), size_t(vrows * K)));
+  float* base = copy.data();
   for (int64_t m0 = 0; m0 < vrows; m0 += kBlockRows) {
     const int64_t vectors = (std::min(kBlockRows, vrows - m0) + 15) / 16;
     blocks.push_back({m0, std::min(M - m0, 16 * vectors), vectors, base,

@@ -20,7 +20,6 @@
 // matrix are stored apart from its values: PackedMatrix::scales.)
 #pragma once
 #include <cstdint>
-#include <vector>
 
 #include "core/aligned_vector.h"
 #include "kernels/quant.h"

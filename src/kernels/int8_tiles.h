@@ -5,7 +5,6 @@
 // products to each of 16 rows.
 #pragma once
 #include <cstdint>
-#include <vector>
 
 #include "core/aligned_vector.h"
 

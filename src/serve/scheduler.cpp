@@ -81,7 +81,11 @@ Scheduler::Scheduler(const ModelConfig& cfg, DecoderWeights<float> weights, cons
   // threads, which may run anywhere, never leave two of its spinning threads on one CPU.
   // (With OMP_PROC_BIND=true instead, the runtime binds the main thread to the first CPU,
   // every request thread inherits that, and a 16-client load ran its steps ~1.6x slower.)
+  // The creating thread's idle workers (from loading the model) are ended first: with them
+  // beside the worker's team, libgomp manages more threads than CPUs and throttles its
+  // spinning (core/parallel.h), which cost a 16-client load a third of its throughput.
   const int threads = max_threads();
+  release_idle_threads();
   worker_ = std::thread([this, threads] {
     set_threads(threads);
     pin_threads_to_cpus();

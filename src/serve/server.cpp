@@ -14,7 +14,6 @@
 #include <thread>
 
 #include "core/error.h"
-#include "core/parallel.h"
 #include "data/tokenizer.h"
 #include "io/atomic_file.h"
 #include "io/mapped_file.h"
@@ -374,8 +373,6 @@ int run_server(const ServeOptions& opt) {
   if (!p.has_filename()) p = p.parent_path();
   st.model_name = p.filename().string();
   DecoderWeights<float> weights = st.f32 ? DecoderWeights<float>::of(st.f32->params) : DecoderWeights<float>::of(*st.packed);
-  // Loading ran parallel regions here; from now on only the scheduler's team computes.
-  release_idle_threads();
   st.sched = std::make_unique<Scheduler>(st.cfg, std::move(weights), *st.tok,
                                          SchedulerOptions{opt.max_seqs, opt.ctx, opt.max_queue, 256,
                                                                           parse_kv_dtype(opt.kv_dtype)});
