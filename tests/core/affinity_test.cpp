@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <set>
 #include <thread>
@@ -92,6 +93,11 @@ TEST(Threads, ReleasingIdleWorkersEndsThemAndTheNextRegionStartsNewOnes) {
     if (seen[1] == 0) GTEST_SKIP() << "the runtime gave one thread";
     const int with_workers = process_threads();
     release_idle_threads();
+    // The worker is told to end and ends on its own time: the kernel may list it a moment
+    // after the call returns.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (process_threads() != with_workers - 1 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     EXPECT_EQ(process_threads(), with_workers - 1);
 #pragma omp parallel num_threads(2)
     seen[size_t(omp_get_thread_num())] = 2;
