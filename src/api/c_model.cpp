@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -145,7 +146,7 @@ moepp_status moepp_detokenize(moepp_model* model, const int32_t* ids, size_t n_i
     for (size_t i = 0; i < n_ids; ++i)
       MOEPP_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " at position ", i,
                   " is outside the tokenizer's vocabulary of ", vocab);
-    const std::string s = tok.decode(std::vector<int32_t>(ids, ids + n_ids));
+    const std::string s = tok.decode(std::span<const int32_t>(ids, n_ids));
     *length = s.size();
     check_capacity(s.size() + 1, capacity, "moepp_detokenize", "bytes");
     std::memcpy(text, s.c_str(), s.size() + 1);

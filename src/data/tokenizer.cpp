@@ -40,7 +40,7 @@ std::vector<int32_t> Tokenizer::encode_prompt(const std::string& text) const {
   return ids;
 }
 
-std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   std::string text;
   const std::vector<int> in(ids.begin(), ids.end());
   const auto status = sp_->Decode(in, &text);

@@ -1,7 +1,9 @@
 // Tokenizer: a SentencePiece model (tokenizer.model), trained by `moepp prepare` or taken
 // from a Hugging Face folder. Owns the processor; encode/decode are thread-compatible.
 #pragma once
+#include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,7 +24,7 @@ class Tokenizer {
   // BOS (when the tokenizer has one), then encode(text): a sequence as the model is fed it
   // (generation, `moepp tokenize`, `logits --text`, the C API).
   std::vector<int32_t> encode_prompt(const std::string& text) const;
-  std::string decode(const std::vector<int32_t>& ids) const;
+  std::string decode(std::span<const int32_t> ids) const;
   std::string piece(int32_t id) const;
   int32_t vocab_size() const;
   int32_t bos_id() const;

@@ -30,7 +30,13 @@ TokenLogprob token_logprob(const float* logits, int64_t vocab, int32_t id, int k
 
 Generation::Generation(const ModelConfig& cfg, const Tokenizer& tok, std::vector<int32_t> prompt,
                        const GenerateOptions& opt, int top_logprobs)
-    : cfg_(cfg), tok_(tok), opt_(opt), prompt_(std::move(prompt)), top_logprobs_(top_logprobs), sampler_(opt.sampler) {
+    : cfg_(cfg),
+      tok_(tok),
+      opt_(opt),
+      prompt_(std::move(prompt)),
+      text_(tok, {}),
+      top_logprobs_(top_logprobs),
+      sampler_(opt.sampler) {
   MOEPP_CHECK(opt.max_tokens >= 0, "generate: the number of tokens to generate must be 0 or more, got ",
               opt.max_tokens);
   MOEPP_CHECK(!prompt_.empty(), "generate: an empty prompt (not even BOS)");
@@ -47,8 +53,9 @@ Generation::Generation(const ModelConfig& cfg, const Tokenizer& tok, std::vector
               opt.repeat_penalty, " must be a positive number");
   for (const auto& s : opt.stop) MOEPP_CHECK(!s.empty(), "generate: an empty stop string");
   ids_ = prompt_;
-  text_ids_.assign(prompt_.begin() + (tok.bos_id() >= 0 && prompt_[0] == tok.bos_id() ? 1 : 0), prompt_.end());
-  prompt_text_ = tok.decode(text_ids_);
+  text_ = Detokenizer(tok, std::vector<int32_t>(
+                               prompt_.begin() + (tok.bos_id() >= 0 && prompt_[0] == tok.bos_id() ? 1 : 0), prompt_.end()));
+  prompt_text_ = text_.text();
   stats_.prompt_tokens = n;
   stats_.context = context_;
   row_.resize(static_cast<size_t>(cfg.vocab_size));
@@ -79,19 +86,32 @@ std::optional<int32_t> Generation::step(const float* logits) {
   }
   if (top_logprobs_ >= 0) logprobs_.push_back(token_logprob(logits, V, next, top_logprobs_));
   ids_.push_back(next);
-  text_ids_.push_back(next);
   generated_.push_back(next);
   ++stats_.generated_tokens;
-  const std::string text = tok_.decode(text_ids_);
+  const size_t unchanged = text_.push(next);
+  const std::string& text = text_.text();
+  const size_t p = prompt_text_.size();
   // The continuation is what follows the prompt's text (decoded together, so that a
-  // leading space survives).
-  if (text.size() >= prompt_text_.size() && text.compare(0, prompt_text_.size(), prompt_text_) == 0)
-    continuation_ = text.substr(prompt_text_.size());
+  // leading space survives). Only its part past `kept` can have changed.
+  // (When a token changes the prompt's own text, the continuation waits as it was until
+  // the prompt's text is back.)
+  size_t kept = 0;
+  if (unchanged < p)
+    prompt_intact_ = text.size() >= p && text.compare(0, p, prompt_text_) == 0;
+  else
+    kept = std::min(unchanged - p, continuation_.size());
+  if (prompt_intact_) {
+    continuation_.resize(kept);
+    continuation_.append(text, p + kept);
+  } else {
+    kept = continuation_.size();
+  }
   // The text can get shorter: a character whose bytes came as byte-fallback tokens decodes
   // as U+FFFD until its last byte arrives, then as itself.
   safe_ = std::min(safe_, continuation_.size());
+  // A stop string that ends inside the unchanged part would have stopped an earlier step.
   size_t cut = std::string::npos;
-  for (const auto& s : opt_.stop) cut = std::min(cut, continuation_.find(s));
+  for (const auto& s : opt_.stop) cut = std::min(cut, continuation_.find(s, kept >= s.size() ? kept - s.size() + 1 : 0));
   if (cut != std::string::npos) {
     continuation_.resize(cut);
     stats_.stopped = GenerateStats::Stop::stop_string;

@@ -1,7 +1,8 @@
 // Generation: what happens to one sequence between two decoder steps, whoever runs the
 // decoder (the one-sequence generator, or the server's batch of many). Given the logits of
 // the sequence's last position it applies the repeat penalty, samples, and keeps the text:
-// pieces decoded together with the prompt so leading spaces survive, text that could start
+// pieces decoded together with the prompt so leading spaces survive (incrementally: a
+// token's cost does not grow with the text, infer/detokenizer.h), text that could start
 // a stop string held back until the next tokens decide, and why generation ended (a token
 // limit, EOS, a stop string, the context). It runs no model and owns no cache.
 #pragma once
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "data/tokenizer.h"
+#include "infer/detokenizer.h"
 #include "infer/generator.h"
 #include "model/config.h"
 
@@ -61,12 +63,14 @@ class Generation {
   const ModelConfig& cfg_;
   const Tokenizer& tok_;
   GenerateOptions opt_;
-  std::vector<int32_t> prompt_, ids_, text_ids_, generated_;
+  std::vector<int32_t> prompt_, ids_, generated_;
+  Detokenizer text_;  // the prompt's text ids (BOS left out) and the generated ones
   std::string prompt_text_, continuation_;
   size_t shown_ = 0, safe_ = 0;
   int64_t context_ = 0;
   int top_logprobs_ = -1;
   bool finished_ = false;
+  bool prompt_intact_ = true;  // the text still starts with prompt_text_
   Sampler sampler_;
   std::vector<float> row_;
   std::vector<TokenLogprob> logprobs_;

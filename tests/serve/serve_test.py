@@ -48,8 +48,10 @@ def run(*args, **kw):
 
 
 def make_model():
-    """A tiny MoE++ model trained for a few steps, its context widened to 1024 positions
-    (the weights do not depend on it) so that long generations are possible."""
+    """A tiny MoE++ model trained for a few steps, its context widened to 8192 positions
+    (the weights do not depend on it) so that long generations are possible: a request that
+    must still be running when the test acts (a disconnect, a burst, a drain) asks for
+    thousands of tokens, since this model makes ~15,000 a second."""
     if SCRATCH.exists():
         shutil.rmtree(SCRATCH)
     SCRATCH.mkdir(parents=True)
@@ -60,7 +62,7 @@ def make_model():
         "--batch", "4", "--seq", "32", "--eval-batches", "1")
     config = (SCRATCH / "tiny" / "config.json").resolve()
     c = json.loads(config.read_text())
-    c["max_position_embeddings"] = 1024
+    c["max_position_embeddings"] = 8192
     config.write_text(json.dumps(c, indent=2))
     return SCRATCH / "tiny"
 
@@ -269,13 +271,13 @@ def main():
         error_case("no prompt", {"max_tokens": 3}, 400)
         error_case("no messages", {"max_tokens": 3}, 400, path="/v1/chat/completions")
         error_case("max_tokens negative", {"prompt": "x", "max_tokens": -1}, 400)
-        error_case("max_tokens beyond the context", {"prompt": "x", "max_tokens": 5000}, 400)
+        error_case("max_tokens beyond the context", {"prompt": "x", "max_tokens": 9000}, 400)
         error_case("temperature negative", {"prompt": "x", "temperature": -0.5}, 400)
         error_case("temperature NaN (not JSON)", None, 400, raw='{"prompt": "x", "temperature": NaN}')
         error_case("top_p zero", {"prompt": "x", "top_p": 0}, 400)
         error_case("top_p above 1", {"prompt": "x", "top_p": 1.5}, 400)
         error_case("n too large", {"prompt": "x", "n": 1000}, 400)
-        error_case("a prompt longer than the context", {"prompt": [5] * 1100, "max_tokens": 1}, 400)
+        error_case("a prompt longer than the context", {"prompt": [5] * 8300, "max_tokens": 1}, 400)
         error_case("a token id outside the vocabulary", {"prompt": [1, 99999]}, 400)
         error_case("no key", {"prompt": "x"}, 401, key=None)
         error_case("a wrong key", {"prompt": "x"}, 401, key="nope")
@@ -287,7 +289,7 @@ def main():
         # A client that disconnects mid-stream: its sequence leaves the batch.
         before = server.metric("moepp_generated_tokens_total")
         sock = socket.create_connection(("127.0.0.1", server.port))
-        body = json.dumps({"prompt": prompt, "max_tokens": 900, "temperature": 1.0, "seed": 3, "stream": True})
+        body = json.dumps({"prompt": prompt, "max_tokens": 8000, "temperature": 1.0, "seed": 3, "stream": True})
         sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
         first = b""
@@ -304,13 +306,13 @@ def main():
             time.sleep(0.05)
         after = server.metric("moepp_generated_tokens_total")
         check(server.metric("moepp_running_sequences") == 0, "the disconnected sequence left the batch")
-        check(after - before < 900, f"it stopped early: {after - before:.0f} of 900 tokens generated")
+        check(after - before < 8000, f"it stopped early: {after - before:.0f} of 8000 tokens generated")
         check(server.metric("moepp_ffn_experts_per_token_mean") is not None, "/metrics has FFN experts per token")
 
         # A non-streaming client that disconnects while its text is generated: the same.
         before = server.metric("moepp_generated_tokens_total")
         sock = socket.create_connection(("127.0.0.1", server.port))
-        body = json.dumps({"prompt": prompt, "max_tokens": 900, "temperature": 1.0, "seed": 4, "ignore_eos": True})
+        body = json.dumps({"prompt": prompt, "max_tokens": 8000, "temperature": 1.0, "seed": 4, "ignore_eos": True})
         sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
         deadline = time.time() + 20
@@ -324,7 +326,7 @@ def main():
         after = server.metric("moepp_generated_tokens_total")
         check(started >= 5 and server.metric("moepp_running_sequences") == 0,
               "the disconnected non-streaming sequence left the batch")
-        check(after - before < 900, f"it stopped early: {after - before:.0f} of 900 tokens generated")
+        check(after - before < 8000, f"it stopped early: {after - before:.0f} of 8000 tokens generated")
     finally:
         server.stop()
     check(server.proc.returncode == 0, f"SIGTERM on an idle server exits 0 (got {server.proc.returncode})")
@@ -339,7 +341,7 @@ def main():
         statuses, retry = [], []
 
         def burst():
-            status, headers, _ = small.request("POST", "/v1/completions", {"prompt": prompt, "max_tokens": 300},
+            status, headers, _ = small.request("POST", "/v1/completions", {"prompt": prompt, "max_tokens": 2000},
                                                key=None)
             statuses.append(status)
             if status == 429:
@@ -356,7 +358,7 @@ def main():
         result = {}
 
         def long_stream():
-            result["r"] = small.stream("/v1/completions", {"prompt": prompt, "max_tokens": 200, "seed": 1})
+            result["r"] = small.stream("/v1/completions", {"prompt": prompt, "max_tokens": 2000, "seed": 1})
         t = threading.Thread(target=long_stream)
         t.start()
         deadline = time.time() + 20

@@ -1,0 +1,133 @@
+// The incremental detokenizer against the tokenizer's own decode of every id at every
+// length: random id sequences over the whole vocabulary (byte pieces that make invalid and
+// split UTF-8, lone spaces, control ids that decode to nothing), and the cases its window
+// is built around, spelled out.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "data/tokenizer.h"
+#include "infer/detokenizer.h"
+#include "test_util.h"
+
+using namespace moepp;
+
+namespace {
+
+const Tokenizer& tokenizer() {
+  static const Tokenizer tok = [] {
+    const std::string dir = test::scratch_dir("moepp-detokenizer");
+    {
+      std::ofstream out(dir + "/corpus.txt");
+      for (int i = 1; i <= 300; ++i)
+        out << "Line " << i << ":  the quick brown fox jumps over the lazy dog, caf\xC3\xA9 na\xC3\xAFve " << i % 13
+            << ".\n";
+    }
+    Tokenizer::train({dir + "/corpus.txt"}, dir + "/tokenizer.model", 500);
+    return Tokenizer(dir + "/tokenizer.model");
+  }();
+  return tok;
+}
+
+// Pushes ids one at a time; after each, text() must be the decode of all ids so far, and
+// the prefix push() reports unchanged must be one.
+void expect_matches_full_decode(const std::vector<int32_t>& start, const std::vector<int32_t>& pushed) {
+  const Tokenizer& tok = tokenizer();
+  Detokenizer d(tok, start);
+  std::vector<int32_t> ids = start;
+  ASSERT_EQ(d.text(), tok.decode(ids));
+  for (size_t i = 0; i < pushed.size(); ++i) {
+    const std::string before = d.text();
+    const size_t unchanged = d.push(pushed[i]);
+    ids.push_back(pushed[i]);
+    const std::string want = tok.decode(ids);
+    ASSERT_EQ(d.text(), want) << "after " << ids.size() << " ids (the last " << pushed[i] << ")";
+    ASSERT_LE(unchanged, std::min(before.size(), want.size()));
+    ASSERT_EQ(before.compare(0, unchanged, want, 0, unchanged), 0) << "reported " << unchanged << " bytes unchanged";
+    ASSERT_EQ(d.ids(), ids);
+  }
+}
+
+std::vector<int32_t> byte_pieces(const std::string& bytes) {
+  const Tokenizer& tok = tokenizer();
+  std::vector<int32_t> ids;
+  for (unsigned char c : bytes) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", c);
+    int32_t id = -1;
+    for (int32_t v = 0; v < tok.vocab_size() && id < 0; ++v)
+      if (tok.piece(v) == name) id = v;
+    EXPECT_GE(id, 0) << "no byte piece " << name;
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST(Detokenizer, RandomIdsOverTheWholeVocabularyDecodeAsAllTogether) {
+  const int32_t V = tokenizer().vocab_size();
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    Rng rng(seed);
+    std::vector<int32_t> start(size_t(rng.below(6))), pushed(300);
+    for (auto& id : start) id = int32_t(rng.below(uint64_t(V)));
+    for (auto& id : pushed) id = int32_t(rng.below(uint64_t(V)));
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    expect_matches_full_decode(start, pushed);
+  }
+}
+
+TEST(Detokenizer, TextLikeIdsWithSplitCharactersDecodeAsAllTogether) {
+  // Mostly ordinary pieces, with multi-byte characters spelled as byte pieces now and then
+  // (whole, or cut short by an ordinary piece): the text a model generates.
+  const Tokenizer& tok = tokenizer();
+  const std::vector<int32_t> words = tok.encode("the quick brown fox, caf\xC3\xA9  na\xC3\xAFve dog 12.");
+  const std::vector<std::string> chars = {"\xE4\xB8\xAD", "\xF0\x9F\x98\x80", "\xC3\xA9", "\xE4\xB8", "\x80"};
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    Rng rng(seed);
+    std::vector<int32_t> pushed;
+    while (pushed.size() < 400) {
+      if (rng.below(5) == 0) {
+        const auto bytes = byte_pieces(chars[size_t(rng.below(chars.size()))]);
+        pushed.insert(pushed.end(), bytes.begin(), bytes.end());
+      } else {
+        pushed.push_back(words[size_t(rng.below(words.size()))]);
+      }
+    }
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    expect_matches_full_decode(tok.encode("Line 1"), pushed);
+  }
+}
+
+TEST(Detokenizer, PiecesThatDecodeToNothingAlone) {
+  const Tokenizer& tok = tokenizer();
+  std::vector<int32_t> pushed;
+  const int32_t space = tok.encode(" x").front();  // "▁" when the tokenizer has it alone, else "▁x"
+  for (int i = 0; i < 12; ++i) pushed.push_back(tok.eos_id());  // more control ids than a window looks back
+  pushed.push_back(space);
+  pushed.push_back(space);
+  const auto dog = tok.encode("dog");
+  pushed.insert(pushed.end(), dog.begin(), dog.end());
+  for (int i = 0; i < 3; ++i) pushed.push_back(tok.bos_id());
+  pushed.insert(pushed.end(), dog.begin(), dog.end());
+  expect_matches_full_decode({}, pushed);
+  expect_matches_full_decode({tok.eos_id()}, pushed);
+  expect_matches_full_decode(tok.encode("Line"), pushed);
+}
+
+TEST(Detokenizer, ACharacterCompletedByItsLastBytePieceReplacesItsPlaceholder) {
+  const Tokenizer& tok = tokenizer();
+  auto pushed = byte_pieces("\xE4\xB8\xAD");
+  Detokenizer d(tok, tok.encode("Line"));
+  const std::string line = d.text();
+  d.push(pushed[0]);
+  EXPECT_EQ(d.text(), line + "\xEF\xBF\xBD");  // U+FFFD while the character is incomplete
+  d.push(pushed[1]);
+  const size_t unchanged = d.push(pushed[2]);
+  EXPECT_EQ(d.text(), line + "\xE4\xB8\xAD");
+  EXPECT_LE(unchanged, line.size());
+}
