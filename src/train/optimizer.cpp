@@ -19,6 +19,16 @@ struct AdamWStep {
   float b1, b2, step, inv_bc2, eps, decay, grad_scale;
 };
 
+#if defined(__AVX512F__)
+constexpr uintptr_t kAheadBytes = 2048;
+
+// The address `bytes` past p, formed as an integer: it may lie past the array's end.
+template <_mm_hint kHint>
+inline void prefetch_ahead(const void* p, uintptr_t bytes) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + bytes), kHint);
+}
+#endif
+
 // One AdamW update of n elements, written out so it runs 16 lanes at a time: the compiler
 // keeps std::sqrt scalar (it may set errno), which made the update compute-bound. Every
 // element, the ragged tail's too, goes through the same arithmetic, so a result does not
@@ -30,6 +40,14 @@ void adamw_elements(float* w, const float* g, float* m, float* v, int64_t n, con
                eps = _mm512_set1_ps(s.eps), decay = _mm512_set1_ps(s.decay), grad_scale = _mm512_set1_ps(s.grad_scale);
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 k = tail_mask16(n - j);
+    // Five streams a thread are more than the hardware prefetcher keeps ahead of: asking for
+    // each one's line 2 KB on (the bf16 copy's for writing) took the update from ~56 to
+    // ~70 GB/s here. A prefetch past the end of an array is harmless (it never faults).
+    prefetch_ahead<_MM_HINT_T0>(g + j, kAheadBytes);
+    prefetch_ahead<_MM_HINT_T0>(m + j, kAheadBytes);
+    prefetch_ahead<_MM_HINT_T0>(v + j, kAheadBytes);
+    prefetch_ahead<_MM_HINT_T0>(w + j, kAheadBytes);
+    if (w16 && (j & 31) == 0) prefetch_ahead<_MM_HINT_ET0>(w16 + j, kAheadBytes / 2);
     const __m512 gj = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, g + j), grad_scale);
     const __m512 mj = _mm512_fmadd_ps(b1, _mm512_maskz_loadu_ps(k, m + j), _mm512_mul_ps(c1, gj));
     const __m512 vj = _mm512_fmadd_ps(b2, _mm512_maskz_loadu_ps(k, v + j), _mm512_mul_ps(_mm512_mul_ps(c2, gj), gj));
