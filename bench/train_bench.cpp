@@ -18,6 +18,7 @@
 #include "core/rng.h"
 #include "core/stats.h"
 #include "kernels/mixed_precision.h"
+#include "kernels/product_clock.h"
 #include "model/params.h"
 #include "model/transformer.h"
 #include "train/bf16_weights.h"
@@ -62,7 +63,8 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
   ModelCache<float> cache;
   Bf16Shadow shadow;
   std::vector<int32_t> ids(size_t(B * S)), targets(size_t(B * S));
-  std::vector<double> times, forward_s, backward_s, norm_s, adamw_s;
+  std::vector<double> times, forward_s, backward_s, norm_s, adamw_s, products_s;
+  const ProductClock products;  // the forward and backward products' share of the step
   double ffn_per_token = 0;
   // Warm-up steps: bf16 products build a oneDNN kernel for each new padded shape in their
   // first steps (~0.5 ms each), a cost a run of thousands of steps does not see.
@@ -77,6 +79,7 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
       return std::chrono::duration<double>(b - a).count();
     };
     const auto t0 = clock::now();
+    const double p0 = products.seconds();
     clock::time_point t1, t2;
     {  // as the trainer's step: bf16 reads the weights AdamW rounded (a first pass at step 0)
       if (precision == GemmPrecision::bf16 && step == 0) shadow.refresh(weight_matrix_spans(cfg, params));
@@ -96,6 +99,7 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
       times.push_back(seconds(t0, t4));
       forward_s.push_back(seconds(t0, t1));
       backward_s.push_back(seconds(t1, t2));
+      products_s.push_back(products.seconds() - p0);
       norm_s.push_back(seconds(t2, t3));
       adamw_s.push_back(seconds(t3, t4));
     }
@@ -107,7 +111,8 @@ json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecis
   const double n = double(params.numel(cfg));
   return {{"params", int64_t(n)}, {"tokens_per_s", double(B * S) / med}, {"step_s_median", med},
           {"phase_ms_median", {{"forward", median(forward_s) * 1e3}, {"backward", median(backward_s) * 1e3},
-                               {"grad_norm", median(norm_s) * 1e3}, {"adamw", median(adamw_s) * 1e3}}},
+                               {"grad_norm", median(norm_s) * 1e3}, {"adamw", median(adamw_s) * 1e3},
+                               {"products", median(products_s) * 1e3}}},
           {"ffn_experts_per_token", ffn_per_token},
           {"planned_mb", {{"params", n * 4 / 1e6}, {"grads", n * 4 / 1e6}, {"adam_moments", n * 8 / 1e6},
                           {"activations", cache_mb(cache)}}}};
@@ -190,16 +195,40 @@ int main(int argc, char** argv) try {
       std::printf("\n");
     }
   }
-  // Where a step's time goes: the products and the rest of forward and backward, the
-  // gradient norm, AdamW (which also rounds the bf16 weights).
-  std::printf("\nstep phases, median ms: forward / backward / grad norm / AdamW\n");
+  // Where a step's time goes: forward and backward, and within them the products (what
+  // bf16 speeds up); the gradient norm and AdamW (which also rounds the bf16 weights).
+  std::printf("\nstep phases, median ms: forward / backward (products in them) / grad norm / AdamW\n");
   for (const char* k : {"moepp", "vanilla"})
     for (const bool b : {false, true}) {
       if (b && !bf16) continue;
       const auto& ph = (b ? out["bf16"][k] : out[k])["phase_ms_median"];
-      std::printf("%-10s %-5s %7.1f %9.1f %7.1f %7.1f\n", k, b ? "bf16" : "f32", ph["forward"].get<double>(),
-                  ph["backward"].get<double>(), ph["grad_norm"].get<double>(), ph["adamw"].get<double>());
+      std::printf("%-10s %-5s %7.1f %9.1f (%5.1f) %7.1f %7.1f\n", k, b ? "bf16" : "f32", ph["forward"].get<double>(),
+                  ph["backward"].get<double>(), ph["products"].get<double>(), ph["grad_norm"].get<double>(),
+                  ph["adamw"].get<double>());
     }
+  if (bf16) {
+    // bf16/f32 of the whole step is bounded by the part bf16 leaves alone: the step outside
+    // the products (attention, norms, routing, elementwise work, the optimizer) runs the
+    // same arithmetic in both. "if bf16 = f32 / 2": the step ratio were bf16 products
+    // exactly twice as fast as f32's (the bf16 GEMM rate over f32's on AVX-512 BF16) and
+    // the rest as measured in the bf16 run.
+    std::printf("\nbf16 against f32, medians of the phases above (ms): products | rest of the step | step ratio\n");
+    std::printf("%-10s %9s %9s %8s | %9s %9s | %9s %16s\n", "model", "f32", "bf16", "speedup", "f32", "bf16", "measured",
+                "if bf16 = f32 / 2");
+    for (const char* k : {"moepp", "vanilla"}) {
+      const auto total = [](const json& ph) {
+        return ph["forward"].get<double>() + ph["backward"].get<double>() + ph["grad_norm"].get<double>() +
+               ph["adamw"].get<double>();
+      };
+      const auto& a = out[k]["phase_ms_median"];
+      const auto& b = out["bf16"][k]["phase_ms_median"];
+      const double pa = a["products"].get<double>(), pb = b["products"].get<double>();
+      const double ra = total(a) - pa, rb = total(b) - pb;
+      std::printf("%-10s %9.1f %9.1f %7.2fx | %9.1f %9.1f | %8.2fx %15.2fx\n", k, pa, pb, pa / pb, ra, rb,
+                  out["bf16"][k]["tokens_per_s"].get<double>() / out[k]["tokens_per_s"].get<double>(),
+                  (pa + ra) / (pa / 2 + rb));
+    }
+  }
   const auto& pm = pp["planned_mb"];
   const double planned = pm["params"].get<double>() + pm["grads"].get<double>() + pm["adam_moments"].get<double>() +
                          pm["activations"].get<double>();

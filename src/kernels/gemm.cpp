@@ -13,6 +13,7 @@
 #include "kernels/gemm_small.h"
 #include "kernels/gemm_stream.h"
 #include "kernels/mixed_precision.h"
+#include "kernels/product_clock.h"
 
 #ifdef MOEPP_HAVE_CBLAS
 #include <cblas.h>
@@ -241,6 +242,7 @@ template <>
 void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                  float* C, int64_t ldc) {
+  const ProductTiming timing;
   if (gemm_precision() == GemmPrecision::bf16 && M > 0 && N > 0 && K > 0) {
     check_args(ta, tb, M, N, K, lda, ldb, ldc);
     return gemm_f32_as_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -277,6 +279,7 @@ void gemm<double>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double al
 
 template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
+  const ProductTiming timing;
   if constexpr (std::is_same_v<T, float>) {
     if (gemm_precision() == GemmPrecision::bf16) {
       // One product a thread, each on that thread alone (inside a parallel region oneDNN and
