@@ -1,7 +1,8 @@
 // The incremental detokenizer against the tokenizer's own decode of every id at every
 // length: random id sequences over the whole vocabulary (byte pieces that make invalid and
 // split UTF-8, lone spaces, control ids that decode to nothing), and the cases its window
-// is built around, spelled out.
+// is built around, spelled out. And Generation's stop strings, which it searches only
+// where the text changed, against a search of the whole text after every token.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +13,8 @@
 #include "core/rng.h"
 #include "data/tokenizer.h"
 #include "infer/detokenizer.h"
+#include "infer/generation.h"
+#include "model/config.h"
 #include "test_util.h"
 
 using namespace moepp;
@@ -130,4 +133,79 @@ TEST(Detokenizer, ACharacterCompletedByItsLastBytePieceReplacesItsPlaceholder) {
   const size_t unchanged = d.push(pushed[2]);
   EXPECT_EQ(d.text(), line + "\xE4\xB8\xAD");
   EXPECT_LE(unchanged, line.size());
+}
+
+// Forced tokens (one-hot logits) with stop strings taken from the text they make: the
+// generation must end at the token where the whole text, decoded and searched from its
+// start after every token, first holds a stop string, with the continuation cut there.
+TEST(GenerationText, StopStringsEndWhereASearchOfTheWholeTextFindsThem) {
+  const Tokenizer& tok = tokenizer();
+  const ModelConfig cfg = ModelConfig::preset("tiny", tok.vocab_size());
+  const std::vector<int32_t> words = tok.encode("the quick brown fox, caf\xC3\xA9  na\xC3\xAFve dog 12.");
+  const std::vector<int32_t> prompt = tok.encode_prompt("Line 1");
+  const std::vector<int32_t> prompt_text_ids(prompt.begin() + 1, prompt.end());
+  const std::string prompt_text = tok.decode(prompt_text_ids);
+  int stopped_early = 0;
+  for (uint64_t seed = 1; seed <= 40; ++seed) {
+    Rng rng(seed);
+    std::vector<int32_t> forced;
+    while (forced.size() < 60) {
+      if (rng.below(6) == 0) {
+        const auto bytes = byte_pieces(rng.below(2) ? "\xE4\xB8\xAD" : "\xE4\xB8");
+        forced.insert(forced.end(), bytes.begin(), bytes.end());
+      } else {
+        forced.push_back(words[size_t(rng.below(words.size()))]);
+      }
+    }
+    // Stop strings: pieces of the final text (2-6 bytes from anywhere), and one never there.
+    std::vector<int32_t> all = prompt_text_ids;
+    all.insert(all.end(), forced.begin(), forced.end());
+    const std::string final_text = tok.decode(all).substr(prompt_text.size());
+    GenerateOptions o;
+    o.max_tokens = int(forced.size());
+    o.sampler = SamplerOptions{0.0, 0, 1.0, 1};
+    o.stop = {"never there"};
+    for (int i = 0; i < 2; ++i) {
+      const size_t at = size_t(rng.below(final_text.size() - 6)), len = 2 + size_t(rng.below(5));
+      o.stop.push_back(final_text.substr(at, len));
+    }
+    // The expectation: after token k, the text of the prompt and tokens 0..k, searched whole.
+    size_t want_tokens = forced.size();
+    std::string want_text = final_text;
+    std::vector<int32_t> ids = prompt_text_ids;
+    std::string continuation;
+    for (size_t k = 0; k < forced.size(); ++k) {
+      ids.push_back(forced[k]);
+      const std::string text = tok.decode(ids);
+      if (text.compare(0, prompt_text.size(), prompt_text) == 0) continuation = text.substr(prompt_text.size());
+      size_t cut = std::string::npos;
+      for (const auto& s : o.stop) cut = std::min(cut, continuation.find(s));
+      if (cut != std::string::npos) {
+        want_tokens = k;  // the token that completed the stop string is not counted as generated text
+        want_text = continuation.substr(0, cut);
+        break;
+      }
+    }
+    Generation gen(cfg, tok, prompt, o);
+    std::vector<float> logits(size_t(cfg.vocab_size));
+    size_t steps = 0;
+    for (int32_t id : forced) {
+      std::fill(logits.begin(), logits.end(), 0.0f);
+      logits[size_t(id)] = 100.0f;
+      const auto next = gen.step(logits.data());
+      ++steps;
+      if (!next) break;
+      ASSERT_EQ(*next, id);
+      if (gen.finished()) break;
+    }
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    ASSERT_TRUE(gen.finished());
+    EXPECT_EQ(gen.continuation(), want_text);
+    if (want_tokens < forced.size()) {
+      EXPECT_EQ(steps, want_tokens + 1);
+      EXPECT_EQ(gen.stats().stopped, GenerateStats::Stop::stop_string);
+      ++stopped_early;
+    }
+  }
+  EXPECT_GT(stopped_early, 20);  // most runs meet one of their stop strings before the end
 }
