@@ -4,6 +4,7 @@
 // is built around, spelled out. And Generation's stop strings, which it searches only
 // where the text changed, against a search of the whole text after every token.
 #include <gtest/gtest.h>
+#include <sentencepiece_trainer.h>
 
 #include <algorithm>
 #include <fstream>
@@ -81,6 +82,45 @@ TEST(Detokenizer, RandomIdsOverTheWholeVocabularyDecodeAsAllTogether) {
     for (auto& id : pushed) id = int32_t(rng.below(uint64_t(V)));
     SCOPED_TRACE("seed " + std::to_string(seed));
     expect_matches_full_decode(start, pushed);
+  }
+}
+
+// The tokenizers MoE++ and Mixtral ship are LLaMA's kind: no normalization, runs of spaces
+// kept as pieces, digits split, byte fallback (moepp's own trainer normalizes and folds
+// spaces). The same property on such a model, and on one that puts spaces after words.
+TEST(Detokenizer, LlamaStyleTokenizersDecodeAsAllTogether) {
+  const std::string dir = test::scratch_dir("moepp-detokenizer-llama");
+  {
+    std::ofstream out(dir + "/corpus.txt");
+    for (int i = 1; i <= 600; ++i)
+      out << "Line " << i << ":   the  quick brown fox\tjumps over the lazy dog, caf\xC3\xA9  " << i * 37 % 1000
+          << "  end.\n";
+  }
+  for (const char* suffix : {"false", "true"}) {
+    const std::string model = dir + "/llama_" + suffix;
+    const auto status = sentencepiece::SentencePieceTrainer::Train(
+        "--input=" + dir + "/corpus.txt --model_prefix=" + model +
+        " --vocab_size=400 --hard_vocab_limit=false --model_type=bpe --normalization_rule_name=identity --add_dummy_prefix=true"
+        " --remove_extra_whitespaces=false --split_digits=true --byte_fallback=true --unk_id=0 --bos_id=1"
+        " --eos_id=2 --pad_id=-1 --minloglevel=2 --treat_whitespace_as_suffix=" + suffix);
+    ASSERT_TRUE(status.ok()) << status.ToString();
+    const Tokenizer tok(model + ".model");
+    for (uint64_t seed = 1; seed <= 6; ++seed) {
+      Rng rng(seed);
+      const std::vector<int32_t> words = tok.encode(" the  quick\t\xE4\xB8\xAD 12  end.");
+      std::vector<int32_t> start(size_t(rng.below(4))), pushed(300);
+      for (auto& id : start) id = int32_t(rng.below(uint64_t(tok.vocab_size())));
+      for (auto& id : pushed)
+        id = seed % 2 ? int32_t(rng.below(uint64_t(tok.vocab_size()))) : words[size_t(rng.below(words.size()))];
+      Detokenizer d(tok, start);
+      std::vector<int32_t> ids = start;
+      for (int32_t id : pushed) {
+        d.push(id);
+        ids.push_back(id);
+        ASSERT_EQ(d.text(), tok.decode(ids)) << "suffix spaces " << suffix << ", seed " << seed << ", " << ids.size()
+                                             << " ids";
+      }
+    }
   }
 }
 
