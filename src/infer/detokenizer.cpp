@@ -23,20 +23,20 @@ size_t Detokenizer::decode_all() {
   const size_t unchanged = size_t(std::mismatch(text.begin(), text.begin() + std::min(text.size(), text_.size()),
                                                 text_.begin()).first - text.begin());
   text_ = std::move(text);
-  if (!ends_in_replacement(text_)) settle(text_.size());
+  if (!ends_in_replacement(text_)) settle();
   return unchanged;
 }
 
 // Everything decoded so far is final: the next window starts at the last id whose text,
 // counted from it, is not empty (most often the last id itself).
-void Detokenizer::settle(size_t text_end) {
-  settled_ = text_end;
-  read_ = ids_.size();
+void Detokenizer::settle() {
+  settled_ = text_.size();
+  const size_t read = ids_.size();
   window_text_.clear();
-  window_ = read_;
-  while (window_ > 0 && window_text_.empty() && read_ - window_ < 8) {
+  window_ = read;
+  while (window_ > 0 && window_text_.empty() && read - window_ < 8) {
     --window_;
-    window_text_ = tok_->decode(std::span<const int32_t>(ids_).subspan(window_, read_ - window_));
+    window_text_ = tok_->decode(std::span<const int32_t>(ids_).subspan(window_, read - window_));
   }
 }
 
@@ -49,7 +49,7 @@ size_t Detokenizer::push(int32_t id) {
   const size_t unchanged = settled_;
   text_.resize(settled_);
   text_.append(window, window_text_.size());
-  if (!ends_in_replacement(text_)) settle(text_.size());
+  if (!ends_in_replacement(text_)) settle();
   return unchanged;
 }
 

@@ -37,14 +37,14 @@ class Detokenizer {
 
  private:
   size_t decode_all();  // the fallback: text_ from every id; returns the unchanged prefix
-  void settle(size_t text_end);
+  void settle();        // all of text_ is final; the next window starts at the last ids
 
   const Tokenizer* tok_;
   std::vector<int32_t> ids_;
   std::string text_;
-  // text_[0, settled_) is the text of ids_[0, read_) and no later id changes it; the
-  // window starts at ids_[window_], whose ids up to read_ decode to window_text_.
-  size_t settled_ = 0, window_ = 0, read_ = 0;
+  // text_[0, settled_) is final: no later id changes it. The window starts at
+  // ids_[window_]; its settled ids (those up to the last settle) decode to window_text_.
+  size_t settled_ = 0, window_ = 0;
   std::string window_text_;
 };
 

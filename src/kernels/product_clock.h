@@ -2,8 +2,8 @@
 // one is alive, for benchmarks that split a step into the products, which bf16 speeds up,
 // and the rest, which it does not (bench/train). Only calls made outside a parallel region
 // count, and only the outermost on a thread, so a product inside gemm_grouped is not
-// counted twice. Off by default;
-// a product then pays one relaxed atomic load. One clock at a time, on any thread.
+// counted twice. Off by default: a product then pays one relaxed atomic load. One clock at
+// a time, on any thread.
 #pragma once
 #include <chrono>
 #include <cstdint>

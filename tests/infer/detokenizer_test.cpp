@@ -39,8 +39,8 @@ const Tokenizer& tokenizer() {
 
 // Pushes ids one at a time; after each, text() must be the decode of all ids so far, and
 // the prefix push() reports unchanged must be one.
-void expect_matches_full_decode(const std::vector<int32_t>& start, const std::vector<int32_t>& pushed) {
-  const Tokenizer& tok = tokenizer();
+void expect_matches_full_decode(const Tokenizer& tok, const std::vector<int32_t>& start,
+                                const std::vector<int32_t>& pushed) {
   Detokenizer d(tok, start);
   std::vector<int32_t> ids = start;
   ASSERT_EQ(d.text(), tok.decode(ids));
@@ -54,6 +54,10 @@ void expect_matches_full_decode(const std::vector<int32_t>& start, const std::ve
     ASSERT_EQ(before.compare(0, unchanged, want, 0, unchanged), 0) << "reported " << unchanged << " bytes unchanged";
     ASSERT_EQ(d.ids(), ids);
   }
+}
+
+void expect_matches_full_decode(const std::vector<int32_t>& start, const std::vector<int32_t>& pushed) {
+  expect_matches_full_decode(tokenizer(), start, pushed);
 }
 
 std::vector<int32_t> byte_pieces(const std::string& bytes) {
@@ -112,14 +116,8 @@ TEST(Detokenizer, LlamaStyleTokenizersDecodeAsAllTogether) {
       for (auto& id : start) id = int32_t(rng.below(uint64_t(tok.vocab_size())));
       for (auto& id : pushed)
         id = seed % 2 ? int32_t(rng.below(uint64_t(tok.vocab_size()))) : words[size_t(rng.below(words.size()))];
-      Detokenizer d(tok, start);
-      std::vector<int32_t> ids = start;
-      for (int32_t id : pushed) {
-        d.push(id);
-        ids.push_back(id);
-        ASSERT_EQ(d.text(), tok.decode(ids)) << "suffix spaces " << suffix << ", seed " << seed << ", " << ids.size()
-                                             << " ids";
-      }
+      SCOPED_TRACE(std::string("suffix spaces ") + suffix + ", seed " + std::to_string(seed));
+      expect_matches_full_decode(tok, start, pushed);
     }
   }
 }
