@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace moepp {
 
@@ -53,6 +55,19 @@ inline void parallel_copy(void* dst, const void* src, size_t bytes) {
   parallel_for(int64_t((bytes + kPiece - 1) / kPiece), [&](int64_t i) {
     const size_t at = size_t(i) * kPiece;
     std::memcpy(static_cast<char*>(dst) + at, static_cast<const char*>(src) + at, std::min(kPiece, bytes - at));
+  });
+}
+
+// memset to zero of several blocks on all threads, in 256 KB pieces, in one parallel
+// region for them all (a model's gradients: many tensors, a few large).
+inline void parallel_zero(const std::vector<std::pair<void*, size_t>>& blocks) {
+  constexpr size_t kPiece = size_t(1) << 18;
+  std::vector<std::pair<char*, size_t>> pieces;
+  for (const auto& [p, bytes] : blocks)
+    for (size_t at = 0; at < bytes; at += kPiece)
+      pieces.emplace_back(static_cast<char*>(p) + at, std::min(kPiece, bytes - at));
+  parallel_for(int64_t(pieces.size()), [&](int64_t i) {
+    std::memset(pieces[size_t(i)].first, 0, pieces[size_t(i)].second);
   });
 }
 

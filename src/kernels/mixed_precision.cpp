@@ -52,8 +52,27 @@ struct Bf16Operand {
   int64_t ld;
 };
 
-const uint16_t* shadow_copy(const float* x, int64_t rows, int64_t cols, int64_t ld) {
-  return t_shadow ? t_shadow->find(x, (rows - 1) * ld + cols) : nullptr;
+// The operands rounded once by this thread's Bf16OperandScopes, innermost last. Entries
+// past t_operand_depth keep their storage for the next scope.
+struct RoundedOperand {
+  const float* src = nullptr;
+  int64_t n = 0;
+  UninitVector<uint16_t> bits;
+};
+thread_local std::vector<RoundedOperand> t_operands;
+thread_local size_t t_operand_depth = 0;
+
+// An operand's bf16 copy where one exists already, with the operand's stride: in the
+// shadow's weights or in an operand rounded once by a Bf16OperandScope; else null.
+const uint16_t* existing_copy(const float* x, int64_t rows, int64_t cols, int64_t ld) {
+  const int64_t extent = (rows - 1) * ld + cols;
+  if (t_shadow)
+    if (const uint16_t* w = t_shadow->find(x, extent)) return w;
+  for (size_t i = t_operand_depth; i-- > 0;) {
+    const RoundedOperand& o = t_operands[i];
+    if (x >= o.src && x - o.src + extent <= o.n) return o.bits.data() + (x - o.src);
+  }
+  return nullptr;
 }
 
 Bf16Operand rounded(const float* x, int64_t rows, int64_t cols, int64_t ld, int64_t rows_pad, int64_t cols_pad,
@@ -125,6 +144,22 @@ int64_t Bf16Shadow::elements() const {
   return n;
 }
 
+Bf16OperandScope::Bf16OperandScope(const float* x, int64_t n) {
+  if (t_precision != GemmPrecision::bf16 || !x || n <= 0) return;
+  if (t_operands.size() <= t_operand_depth) t_operands.resize(t_operand_depth + 1);
+  RoundedOperand& o = t_operands[t_operand_depth];
+  o.src = x;
+  o.n = n;
+  o.bits.resize(size_t(n));
+  round_padded(x, 1, n, n, 1, n, o.bits.data());
+  ++t_operand_depth;
+  active_ = true;
+}
+
+Bf16OperandScope::~Bf16OperandScope() {
+  if (active_) --t_operand_depth;
+}
+
 GemmPrecisionScope::GemmPrecisionScope(GemmPrecision p, const Bf16Shadow* shadow)
     : prev_(t_precision), prev_shadow_(t_shadow) {
   MOEPP_CHECK(p != GemmPrecision::bf16 || gemm_bf16_available(),
@@ -149,8 +184,8 @@ void gemm_f32_as_bf16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float
   thread_local UninitVector<float> scratch_c;
   // Stored shapes: op(A) is [M, K], so A is stored [M, K] or, transposed, [K, M]; likewise B.
   const bool a_t = ta == Trans::T, b_t = tb == Trans::T;
-  const uint16_t* a_shadow = a_t ? shadow_copy(A, K, M, lda) : shadow_copy(A, M, K, lda);
-  const uint16_t* b_shadow = b_t ? shadow_copy(B, N, K, ldb) : shadow_copy(B, K, N, ldb);
+  const uint16_t* a_shadow = a_t ? existing_copy(A, K, M, lda) : existing_copy(A, M, K, lda);
+  const uint16_t* b_shadow = b_t ? existing_copy(B, N, K, ldb) : existing_copy(B, K, N, ldb);
   const int64_t Mp = a_shadow ? M : bucket(M);
   const int64_t Kp = a_shadow || b_shadow ? K : bucket(K);
   const Bf16Operand a = a_shadow ? Bf16Operand{a_shadow, lda}

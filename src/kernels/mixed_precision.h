@@ -66,6 +66,32 @@ class GemmPrecisionScope {
   const Bf16Shadow* prev_shadow_;
 };
 
+// An activation that several products on this thread read in turn (a layer's normed input
+// read by the q, k and v projections, an output gradient read by its dX and dW products),
+// rounded once: while the scope lives, this thread's bf16 products whose operand lies
+// inside [x, x + n) read its copy instead of rounding their own. Outside a bf16 scope it
+// does nothing. x must not change while the scope lives; scopes nest.
+class Bf16OperandScope {
+ public:
+  Bf16OperandScope(const float* x, int64_t n);
+  ~Bf16OperandScope();
+  Bf16OperandScope(const Bf16OperandScope&) = delete;
+  Bf16OperandScope& operator=(const Bf16OperandScope&) = delete;
+
+ private:
+  bool active_ = false;
+};
+
+// Bf16OperandScope for code templated on the element type: double products have none.
+template <typename T>
+struct RoundOnce {
+  RoundOnce(const T*, int64_t) {}
+};
+template <>
+struct RoundOnce<float> : Bf16OperandScope {
+  using Bf16OperandScope::Bf16OperandScope;
+};
+
 // This thread's precision for f32 products (f32 outside any scope).
 GemmPrecision gemm_precision();
 // The shadow this thread's scope reads weights from (null outside one): what a worker needs

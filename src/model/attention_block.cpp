@@ -7,6 +7,7 @@
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/linear.h"
+#include "kernels/mixed_precision.h"
 #include "kernels/quant.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -38,9 +39,12 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
   c.v.fit({n, kvD});
   c.ctx.fit({n, D});
   rmsnorm_forward(x, w.input_norm, c.a.data(), c.rstd.data(), n, D, T(cfg.rms_norm_eps));
-  linear(w.wq, c.a.data(), n, D, c.q.data(), D);
-  linear(w.wk, c.a.data(), n, D, c.k.data(), kvD);
-  linear(w.wv, c.a.data(), n, D, c.v.data(), kvD);
+  {
+    const RoundOnce<T> a(c.a.data(), n * D);
+    linear(w.wq, c.a.data(), n, D, c.q.data(), D);
+    linear(w.wk, c.a.data(), n, D, c.k.data(), kvD);
+    linear(w.wv, c.a.data(), n, D, c.v.data(), kvD);
+  }
   rope_forward(c.q.data(), rows.positions, n, H, hd, rope_of(cfg));
   rope_forward(c.k.data(), rows.positions, n, Hkv, hd, rope_of(cfg));
   if (rows.training()) {
@@ -90,30 +94,50 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
 template <typename T>
 void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
                               int64_t B, int64_t S, const AttentionCache<T>& c, const T* dh,
-                              T* dx, LayerParams<T>& g) {
+                              T* dx, LayerParams<T>& g, AttentionBackwardScratch<T>& scratch) {
   const int64_t n = B * S, D = cfg.hidden_size, H = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads;
   const int64_t hd = cfg.head_dim(), kvD = Hkv * hd;
-  parallel_for(n * D, [&](int64_t i) { dx[i] += dh[i]; }, 1 << 16);
-  Tensor<T> dctx({n, D}), dq({n, D}), dk({n, kvD}), dv({n, kvD}), da({n, D});
-  gemm<T>(Trans::N, Trans::N, n, D, D, T(1), dh, D, w.wo.data(), D, T(0), dctx.data(), D);
-  gemm<T>(Trans::T, Trans::N, D, D, n, T(1), dh, D, c.ctx.data(), D, T(1), g.wo.data(), D);
+  // In place (dx == dh), dx holds the residual path's share already; dh is read by the two
+  // products below before rmsnorm_backward adds to dx.
+  if (dx != dh) parallel_for(n * D, [&](int64_t i) { dx[i] += dh[i]; }, 1 << 16);
+  auto& [dctx, dq, dk, dv, da] = scratch;
+  dctx.fit({n, D});
+  dq.fit({n, D});
+  dk.fit({n, kvD});
+  dv.fit({n, kvD});
+  da.fit({n, D});
+  // attention_backward adds to dq, dk, dv; the products below overwrite dctx and da.
+  parallel_for(n, [&](int64_t r) {
+    std::fill_n(dq.data() + r * D, D, T(0));
+    std::fill_n(dk.data() + r * kvD, kvD, T(0));
+    std::fill_n(dv.data() + r * kvD, kvD, T(0));
+  }, 64);
+  {
+    const RoundOnce<T> dh_once(dh, n * D);  // ends before dx, which may be dh, changes
+    gemm<T>(Trans::N, Trans::N, n, D, D, T(1), dh, D, w.wo.data(), D, T(0), dctx.data(), D);
+    gemm<T>(Trans::T, Trans::N, D, D, n, T(1), dh, D, c.ctx.data(), D, T(1), g.wo.data(), D);
+  }
   attention_backward(c.q.data(), c.k.data(), c.v.data(), c.probs.data(), dctx.data(), dq.data(),
                      dk.data(), dv.data(), shape_of(cfg, B, S));
   const auto pos = sequence_positions(B, S);
   rope_backward(dq.data(), pos.data(), n, H, hd, rope_of(cfg));
   rope_backward(dk.data(), pos.data(), n, Hkv, hd, rope_of(cfg));
-  gemm<T>(Trans::T, Trans::N, D, D, n, T(1), dq.data(), D, c.a.data(), D, T(1), g.wq.data(), D);
-  gemm<T>(Trans::T, Trans::N, kvD, D, n, T(1), dk.data(), kvD, c.a.data(), D, T(1), g.wk.data(), D);
-  gemm<T>(Trans::T, Trans::N, kvD, D, n, T(1), dv.data(), kvD, c.a.data(), D, T(1), g.wv.data(), D);
-  gemm<T>(Trans::N, Trans::N, n, D, D, T(1), dq.data(), D, w.wq.data(), D, T(0), da.data(), D);
-  gemm<T>(Trans::N, Trans::N, n, D, kvD, T(1), dk.data(), kvD, w.wk.data(), D, T(1), da.data(), D);
-  gemm<T>(Trans::N, Trans::N, n, D, kvD, T(1), dv.data(), kvD, w.wv.data(), D, T(1), da.data(), D);
+  {
+    const RoundOnce<T> a(c.a.data(), n * D), dq_once(dq.data(), n * D), dk_once(dk.data(), n * kvD),
+        dv_once(dv.data(), n * kvD);
+    gemm<T>(Trans::T, Trans::N, D, D, n, T(1), dq.data(), D, c.a.data(), D, T(1), g.wq.data(), D);
+    gemm<T>(Trans::T, Trans::N, kvD, D, n, T(1), dk.data(), kvD, c.a.data(), D, T(1), g.wk.data(), D);
+    gemm<T>(Trans::T, Trans::N, kvD, D, n, T(1), dv.data(), kvD, c.a.data(), D, T(1), g.wv.data(), D);
+    gemm<T>(Trans::N, Trans::N, n, D, D, T(1), dq.data(), D, w.wq.data(), D, T(0), da.data(), D);
+    gemm<T>(Trans::N, Trans::N, n, D, kvD, T(1), dk.data(), kvD, w.wk.data(), D, T(1), da.data(), D);
+    gemm<T>(Trans::N, Trans::N, n, D, kvD, T(1), dv.data(), kvD, w.wv.data(), D, T(1), da.data(), D);
+  }
   rmsnorm_backward(x, w.input_norm.data(), c.rstd.data(), da.data(), dx, g.input_norm.data(), n, D);
 }
 
 template void attention_block_forward<float>(const ModelConfig&, const LayerWeights<float>&, int, const RowBatch<float>&, const float*, AttentionCache<float>&, float*);
 template void attention_block_forward<double>(const ModelConfig&, const LayerWeights<double>&, int, const RowBatch<double>&, const double*, AttentionCache<double>&, double*);
-template void attention_block_backward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, int64_t, const AttentionCache<float>&, const float*, float*, LayerParams<float>&);
-template void attention_block_backward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, int64_t, const AttentionCache<double>&, const double*, double*, LayerParams<double>&);
+template void attention_block_backward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, int64_t, const AttentionCache<float>&, const float*, float*, LayerParams<float>&, AttentionBackwardScratch<float>&);
+template void attention_block_backward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, int64_t, const AttentionCache<double>&, const double*, double*, LayerParams<double>&, AttentionBackwardScratch<double>&);
 
 }  // namespace moepp

@@ -26,16 +26,25 @@ struct AttentionCache {
   std::vector<int64_t> context;
 };
 
+// The backward's gradients of the block's intermediates (dL/dctx, dq, dk, dv, dL/da):
+// scratch that one training step's layers take in turn, kept between steps so that no
+// step allocates or zeroes them anew.
+template <typename T>
+struct AttentionBackwardScratch {
+  Tensor<T> dctx, dq, dk, dv, da;
+};
+
 // x: [rows, D]. Writes h [rows, D].
 template <typename T>
 void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, int layer, const RowBatch<T>& rows,
                              const T* x, AttentionCache<T>& c, T* h);
 
 // dh: gradient w.r.t. h. dx += dL/dx (the residual path included); grad += weights' grads.
+// dx may be dh: then it turns from dL/dh into dL/dx in place.
 template <typename T>
 void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
                               int64_t B, int64_t S, const AttentionCache<T>& c, const T* dh,
-                              T* dx, LayerParams<T>& grad);
+                              T* dx, LayerParams<T>& grad, AttentionBackwardScratch<T>& scratch);
 
 // Positions 0..S-1 repeated for B sequences.
 std::vector<int32_t> sequence_positions(int64_t B, int64_t S);

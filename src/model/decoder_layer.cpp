@@ -30,26 +30,27 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights<T>& w, int
 
 template <typename T>
 void decoder_layer_backward(const ModelConfig& cfg, const LayerParams<T>& w, const RowBatch<T>& rows, const T* z_prev,
-                            LayerCache<T>& c, const T* dz, double dbalance, Tensor<T>& dx, T* dz_prev,
-                            LayerParams<T>& g, GradMode mode) {
+                            LayerCache<T>& c, const T* dz, double dbalance, T* dx, T* dz_prev,
+                            LayerParams<T>& g, GradMode mode, LayerBackwardScratch<T>& scratch) {
   const int64_t n = rows.rows, D = cfg.hidden_size;
-  Tensor<T> dh = dx.clone();  // residual: x' = h + mlp(b)
-  Tensor<T> db({n, D});
+  // db is added to by both branches.
+  Tensor<T>& db = scratch.db;
+  db.fit({n, D});
+  parallel_for(n * D, [&](int64_t i) { db[i] = T(0); }, 1 << 16);
   if (w.is_moe) {
-    moe_backward(cfg.layer_moe(), w.moe, c.b.data(), z_prev, c.moe, dx.data(), dz, dbalance, db.data(), dz_prev, g.moe,
-                 mode);
+    moe_backward(cfg.layer_moe(), w.moe, c.b.data(), z_prev, c.moe, dx, dz, dbalance, db.data(), dz_prev, g.moe, mode);
   } else {
-    dense_mlp_backward(cfg, w, c.b.data(), n, c.mlp, dx.data(), db.data(), g);
+    dense_mlp_backward(cfg, w, c.b.data(), n, c.mlp, dx, db.data(), g);
   }
-  rmsnorm_backward(c.h.data(), w.post_norm.data(), c.rstd2.data(), db.data(), dh.data(), g.post_norm.data(), n, D);
-  Tensor<T> dxl({n, D});
-  attention_block_backward(cfg, w, c.x.data(), rows.batch, rows.seq, c.attn, dh.data(), dxl.data(), g);
-  dx = std::move(dxl);
+  // x_out = h + mlp(rms2(h)): dx becomes dL/dh (the residual's share is dx itself), then,
+  // through the attention block, dL/dx.
+  rmsnorm_backward(c.h.data(), w.post_norm.data(), c.rstd2.data(), db.data(), dx, g.post_norm.data(), n, D);
+  attention_block_backward(cfg, w, c.x.data(), rows.batch, rows.seq, c.attn, dx, dx, g, scratch.attn);
 }
 
 template void decoder_layer_forward<float>(const ModelConfig&, const LayerWeights<float>&, int, const RowBatch<float>&, const float*, const float*, LayerCache<float>&, float*);
 template void decoder_layer_forward<double>(const ModelConfig&, const LayerWeights<double>&, int, const RowBatch<double>&, const double*, const double*, LayerCache<double>&, double*);
-template void decoder_layer_backward<float>(const ModelConfig&, const LayerParams<float>&, const RowBatch<float>&, const float*, LayerCache<float>&, const float*, double, Tensor<float>&, float*, LayerParams<float>&, GradMode);
-template void decoder_layer_backward<double>(const ModelConfig&, const LayerParams<double>&, const RowBatch<double>&, const double*, LayerCache<double>&, const double*, double, Tensor<double>&, double*, LayerParams<double>&, GradMode);
+template void decoder_layer_backward<float>(const ModelConfig&, const LayerParams<float>&, const RowBatch<float>&, const float*, LayerCache<float>&, const float*, double, float*, float*, LayerParams<float>&, GradMode, LayerBackwardScratch<float>&);
+template void decoder_layer_backward<double>(const ModelConfig&, const LayerParams<double>&, const RowBatch<double>&, const double*, LayerCache<double>&, const double*, double, double*, double*, LayerParams<double>&, GradMode, LayerBackwardScratch<double>&);
 
 }  // namespace moepp

@@ -31,6 +31,14 @@ struct LayerCache {
   double moe_seconds = 0;  // wall time of the last MoE layer forward (router to combine)
 };
 
+// Scratch of the training backward that every layer takes in turn (model/transformer keeps
+// one in its ModelCache): db = dL/d rms2(h), and the attention block's.
+template <typename T>
+struct LayerBackwardScratch {
+  Tensor<T> db;
+  AttentionBackwardScratch<T> attn;
+};
+
 // x: [rows, D]; z_prev: [rows, E] router logits of the previous MoE layer, or null (no
 // gating residual). Writes x_out [rows, D] (it may be x). A MoE layer's own logits for the
 // next one are c.moe.router.z.
@@ -39,12 +47,12 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights<T>& w, int
                            const T* x, const T* z_prev, LayerCache<T>& c, T* x_out);
 
 // Training backward of the layer whose forward filled c (with x = c.x). dx: [n, D], the
-// gradient w.r.t. x_out on entry and w.r.t. x on return. dz: gradient w.r.t. this layer's
+// gradient w.r.t. x_out on entry and w.r.t. x on return (in place). dz: gradient w.r.t. this layer's
 // router logits from the next MoE layer, or null; dz_prev: where the gradient w.r.t.
 // z_prev goes (accumulated), or null. dbalance: dL/dL_b of this layer.
 template <typename T>
 void decoder_layer_backward(const ModelConfig& cfg, const LayerParams<T>& w, const RowBatch<T>& rows, const T* z_prev,
-                            LayerCache<T>& c, const T* dz, double dbalance, Tensor<T>& dx, T* dz_prev,
-                            LayerParams<T>& grad, GradMode mode);
+                            LayerCache<T>& c, const T* dz, double dbalance, T* dx, T* dz_prev,
+                            LayerParams<T>& grad, GradMode mode, LayerBackwardScratch<T>& scratch);
 
 }  // namespace moepp

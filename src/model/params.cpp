@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/parallel.h"
+
 namespace moepp {
 
 template <typename T>
@@ -89,11 +91,18 @@ void ModelParams<T>::zero() {
 
 template <typename T>
 void ModelParams<T>::zero_outside_moe_layers() {
-  embed.zero();
-  final_norm.zero();
-  lm_head.zero();
+  // Every training step zeroes these (the embedding's and LM head's gradients are the
+  // largest), so the threads share it.
+  std::vector<std::pair<void*, size_t>> blocks;
+  const auto add = [&](Tensor<T>& t) {
+    if (t.data()) blocks.emplace_back(t.data(), size_t(t.numel()) * sizeof(T));
+  };
+  add(embed);
+  add(final_norm);
+  add(lm_head);
   for (auto& L : layers)
-    for (auto* t : {&L.input_norm, &L.post_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) t->zero();
+    for (auto* t : {&L.input_norm, &L.post_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) add(*t);
+  parallel_zero(blocks);
 }
 
 template <typename T>

@@ -8,6 +8,7 @@
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
 #include "kernels/linear.h"
+#include "kernels/mixed_precision.h"
 #include "kernels/rmsnorm.h"
 
 namespace moepp {
@@ -44,12 +45,14 @@ void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_
   c.positions = sequence_positions(B, S);
   c.layers.resize(w.layers.size());
   const RowBatch<T> rows = training_rows(c);
-  Tensor<T> x({n, D});
-  gather_rows(dw.embed, ids, n, x.data());
+  // Each layer's input is kept in its cache for the backward, and the layer writes the
+  // next one's (or x_final) in place of the last step's.
+  const auto input_of = [&](size_t l) -> Tensor<T>& { return l < c.layers.size() ? c.layers[l].x : c.x_final; };
+  input_of(0).fit({n, D});
+  gather_rows(dw.embed, ids, n, input_of(0).data());
   int last_moe = -1;
   for (size_t l = 0; l < w.layers.size(); ++l) {
     auto& lc = c.layers[l];
-    lc.x = std::move(x);
     const T* z_prev = nullptr;
     if (w.layers[l].is_moe) {
       lc.z_from = cfg.gating_residual ? last_moe : -1;
@@ -57,10 +60,10 @@ void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_
       last_moe = int(l);
     }
     lc.moe.comm = c.comm;
-    x = Tensor<T>({n, D});
-    decoder_layer_forward(cfg, dw.layers[l], int(l), rows, lc.x.data(), z_prev, lc, x.data());
+    Tensor<T>& x_out = input_of(l + 1);
+    x_out.fit({n, D});
+    decoder_layer_forward(cfg, dw.layers[l], int(l), rows, lc.x.data(), z_prev, lc, x_out.data());
   }
-  c.x_final = std::move(x);
   c.normed.fit({n, D});
   c.rstd_final.fit({n});
   rmsnorm_forward(c.x_final.data(), w.final_norm.data(), c.normed.data(), c.rstd_final.data(), n, D, T(cfg.rms_norm_eps));
@@ -119,10 +122,17 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
   const double dbalance = cfg.balance_coef / cfg.num_moe_layers();
 
   // LM head and final norm.
-  Tensor<T> dnormed({n, D}), dx({n, D});
-  gemm<T>(Trans::N, Trans::N, n, D, V, T(1), dlogits.data(), V, w.output_weights().data(), D, T(0), dnormed.data(), D);
+  Tensor<T>& dnormed = c.dnormed;
+  Tensor<T>& dx = c.dx;
+  dnormed.fit({n, D});
+  dx.fit({n, D});
+  parallel_for(n * D, [&](int64_t i) { dx[i] = T(0); }, 1 << 16);  // rmsnorm_backward adds to it
   Tensor<T>& dout_w = g.lm_head.numel() ? g.lm_head : g.embed;
-  gemm<T>(Trans::T, Trans::N, V, D, n, T(1), dlogits.data(), V, c.normed.data(), D, T(1), dout_w.data(), D);
+  {
+    const RoundOnce<T> dlogits_once(dlogits.data(), n * V);
+    gemm<T>(Trans::N, Trans::N, n, D, V, T(1), dlogits.data(), V, w.output_weights().data(), D, T(0), dnormed.data(), D);
+    gemm<T>(Trans::T, Trans::N, V, D, n, T(1), dlogits.data(), V, c.normed.data(), D, T(1), dout_w.data(), D);
+  }
   rmsnorm_backward(c.x_final.data(), w.final_norm.data(), c.rstd_final.data(), dnormed.data(), dx.data(),
                    g.final_norm.data(), n, D);
   const int L = int(w.layers.size());
@@ -142,8 +152,8 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
       if (!target.numel()) target.resize({n, int64_t(mc.num_experts())});
       dz_prev = target.data();
     }
-    decoder_layer_backward(cfg, w.layers[l], rows, z_prev, lc, dz[l].numel() ? dz[l].data() : nullptr, dbalance, dx,
-                           dz_prev, g.layers[l], mode);
+    decoder_layer_backward(cfg, w.layers[l], rows, z_prev, lc, dz[l].numel() ? dz[l].data() : nullptr, dbalance,
+                           dx.data(), dz_prev, g.layers[l], mode, c.layer_scratch);
     if (c.grads_ready) c.grads_ready(int(l));
   }
   embedding_backward(c.ids.data(), n, dx.data(), g.embed.data(), V, D);

@@ -28,6 +28,8 @@ struct ModelCache {
   Tensor<T> x_final, normed, rstd_final;  // [BT, D], [BT, D], [BT]
   Tensor<T> logits;                       // [BT, V]
   Tensor<T> dlogits;                      // [BT, V] backward scratch, kept between steps
+  Tensor<T> dnormed, dx;                  // [BT, D] backward scratch: dL/d normed, dL/dx of a layer
+  LayerBackwardScratch<T> layer_scratch;  // the layers' backward scratch, one for all
   // A multi-process run's ranks (null: one process). Set, this rank's B sequences are its
   // share of one batch spread over all ranks: the losses model_backward returns and the
   // gradients it writes are those of the whole batch's mean loss (the gradients as this

@@ -1,7 +1,7 @@
 // bf16 mixed-precision products (kernels/mixed_precision.h) against a double triple loop
 // over the same operands rounded to bf16: every transpose, alpha and beta, strided
-// operands, operands read from a Bf16Shadow at an offset, the experts' grouped products,
-// and f32 scopes that pin a region to f32 inside a bf16 one.
+// operands, operands read from a Bf16Shadow at an offset or rounded once for several
+// products (Bf16OperandScope), the experts' grouped products, and f32 scopes that pin a region to f32 inside a bf16 one.
 #include "kernels/mixed_precision.h"
 
 #include <gtest/gtest.h>
@@ -151,6 +151,55 @@ TEST(MixedPrecision, ShadowedOperandsAreReadFromTheShadowAtTheirOffset) {
     gemm<float>(Trans::N, Trans::T, M, N, K, 1.0f, X.v.data(), K, Wv.data() + N * K, K, 0.0f, C_stale.data(), N);
   }
   for (float c : C_stale) EXPECT_EQ(c, 0.0f);
+}
+
+TEST(MixedPrecision, OperandsRoundedOnceAreReadFromTheirCopy) {
+  SKIP_WITHOUT_BF16();
+  Rng rng(9);
+  const int64_t M = 37, N = 24, K = 50;
+  for (bool ta : {false, true}) {
+    Strided X = ta ? Strided(K, M, 3, rng) : Strided(M, K, 3, rng);
+    const Strided W(N, K, 0, rng);
+    const Strided X0 = X;
+    const Trans t = ta ? Trans::T : Trans::N;
+    auto product = [&] {
+      std::vector<float> C(size_t(M * N));
+      gemm<float>(t, Trans::T, M, N, K, 1.0f, X.v.data(), X.ld, W.v.data(), K, 0.0f, C.data(), N);
+      return C;
+    };
+    const GemmPrecisionScope bf16(GemmPrecision::bf16);
+    const auto before = product();
+    EXPECT_LT(rel_err(before, expected(ta, true, M, N, K, 1.0, X, W, 0.0, before)), 1e-6) << "ta=" << ta;
+    {
+      const Bf16OperandScope once(X.v.data(), int64_t(X.v.size()));
+      // Changing X breaks the scope's contract on purpose: the products still see the
+      // values rounded when it began, which shows they read its copy.
+      for (int64_t j = 0; j < X.cols; ++j) X.v[size_t(j)] += 1.0f;
+      const auto in_scope = product();
+      EXPECT_LT(rel_err(in_scope, expected(ta, true, M, N, K, 1.0, X0, W, 0.0, in_scope)), 1e-6) << "ta=" << ta;
+      {
+        // An operand reaching past a scope's span is rounded by its product, as is any
+        // operand outside every scope.
+        const Bf16OperandScope part(W.v.data(), N * K - 1);
+        std::vector<float> C(size_t(M * N));
+        gemm<float>(t, Trans::T, M, N, K, 1.0f, X.v.data(), X.ld, W.v.data(), K, 0.0f, C.data(), N);
+        EXPECT_LT(rel_err(C, expected(ta, true, M, N, K, 1.0, X0, W, 0.0, C)), 1e-6);
+      }
+      EXPECT_EQ(product(), in_scope);  // the inner scope's end leaves the outer one's copy
+    }
+    const auto after = product();
+    EXPECT_LT(rel_err(after, expected(ta, true, M, N, K, 1.0, X, W, 0.0, after)), 1e-6) << "ta=" << ta;
+    EXPECT_GT(rel_err(after, expected(ta, true, M, N, K, 1.0, X0, W, 0.0, after)), 1e-3);
+  }
+  // Under f32 products a scope rounds nothing: the product stays exact f32.
+  const Strided A(8, 16, 0, rng), B(16, 8, 0, rng);
+  std::vector<float> plain(64), scoped(64);
+  gemm<float>(Trans::N, Trans::N, 8, 8, 16, 1.0f, A.v.data(), 16, B.v.data(), 8, 0.0f, plain.data(), 8);
+  {
+    const Bf16OperandScope once(A.v.data(), int64_t(A.v.size()));
+    gemm<float>(Trans::N, Trans::N, 8, 8, 16, 1.0f, A.v.data(), 16, B.v.data(), 8, 0.0f, scoped.data(), 8);
+  }
+  EXPECT_EQ(scoped, plain);
 }
 
 TEST(MixedPrecision, GroupedProductsEqualEachAlone) {
