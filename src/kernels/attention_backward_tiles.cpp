@@ -56,6 +56,32 @@ void transposed_outer(const float* St, int64_t kb, const float* B, int64_t width
     }
 }
 
+// dst[0 : width] = src[0 : n], zero past n (width a multiple of 16): a row staged in a tile.
+inline void copy_row_padded(float* dst, const float* src, int64_t n, int64_t width) {
+  for (int64_t c0 = 0; c0 < width; c0 += 16)
+    _mm512_storeu_ps(dst + c0, _mm512_maskz_loadu_ps(tail_mask16(n - c0), src + c0));
+}
+
+// dst[0 : n] += src[0 : n].
+inline void add_row(float* dst, const float* src, int64_t n) {
+  for (int64_t c0 = 0; c0 < n; c0 += 16) {
+    const __mmask16 m = tail_mask16(n - c0);
+    _mm512_mask_storeu_ps(dst + c0, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + c0), _mm512_maskz_loadu_ps(m, src + c0)));
+  }
+}
+
+// Out[c][0 : 16] = In[i][c] for c < cols, i < 16 (In's rows ld apart, rows past `rows`
+// read as zero): 16 rows transposed 16 columns at a time in registers.
+inline void transpose_rows(const float* In, int64_t ld, int64_t rows, int64_t cols, float* Out) {
+  for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+    const __mmask16 m = tail_mask16(cols - c0);
+    __m512 r[16];
+    for (int64_t i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(m, In + i * ld + c0) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int64_t c = 0; c < 16 && c0 + c < cols; ++c) _mm512_storeu_ps(Out + (c0 + c) * kQueries, r[c]);
+  }
+}
+
 void transposed_outer_all(const float* St, int64_t kb, const float* B, int64_t width, float* Out) {
   for (int64_t c0 = 0; c0 < width; c0 += 64) {
     switch (width - c0 >= 64 ? 4 : (width - c0) / 16) {
@@ -85,28 +111,32 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
   tiles::carve_scratch(scratch, {{&Kw, T * width}, {&dKw, T * width}, {&dVw, T * width},
                                  {&dOt, hd * kQueries}, {&dOb, kQueries * width}, {&Qb, kQueries * width},
                                  {&dQb, kQueries * width}, {&Pt, T * kQueries}, {&dSt, T * kQueries}});
-  std::fill(Kw, Kw + 3 * T * width, 0.0f);  // Kw, dKw and dVw
+  std::fill(dKw, dKw + T * width, 0.0f);  // dKw and dVw: sums
+  std::fill(dVw, dVw + T * width, 0.0f);
   const float* K = k + (b * T * Hkv + kvh) * hd;  // row j at K + j * ks
   const float* V = v + (b * T * Hkv + kvh) * hd;
-  for (int64_t j = 0; j < T; ++j) std::copy(K + j * ks, K + j * ks + hd, Kw + j * width);
+  for (int64_t j = 0; j < T; ++j) copy_row_padded(Kw + j * width, K + j * ks, hd, width);
+  const int64_t qs = Hq * hd;  // a head's rows of q and dout lie qs apart
   for (int64_t h = kvh * G; h < (kvh + 1) * G; ++h) {
     const float* P = probs + (b * Hq + h) * T * T;
     for (int64_t i0 = 0; i0 < T; i0 += kQueries) {
       const int64_t n = std::min(kQueries, T - i0), keys = std::min(T, i0 + kQueries);
       // This tile's rows (zero past the sequence's end: they add nothing).
-      std::fill(dOt, dOt + hd * kQueries, 0.0f);
-      std::fill(dOb, dOb + 2 * kQueries * width, 0.0f);  // dOb and Qb
-      for (int64_t i = 0; i < n; ++i) {
-        const float* doi = dout + ((b * T + i0 + i) * Hq + h) * hd;
-        const float* qi = q + ((b * T + i0 + i) * Hq + h) * hd;
-        for (int64_t d = 0; d < hd; ++d) dOt[d * kQueries + i] = doi[d];
-        std::copy(doi, doi + hd, dOb + i * width);
-        std::copy(qi, qi + hd, Qb + i * width);
+      const float* dO = dout + ((b * T + i0) * Hq + h) * hd;
+      const float* Q = q + ((b * T + i0) * Hq + h) * hd;
+      for (int64_t i = 0; i < kQueries; ++i) {
+        if (i < n) {
+          copy_row_padded(dOb + i * width, dO + i * qs, hd, width);
+          copy_row_padded(Qb + i * width, Q + i * qs, hd, width);
+        } else {
+          std::fill(dOb + i * width, dOb + (i + 1) * width, 0.0f);
+          std::fill(Qb + i * width, Qb + (i + 1) * width, 0.0f);
+        }
       }
+      transpose_rows(dOb, width, kQueries, hd, dOt);
       // dP[i][j] = dO_i . V_j, held transposed.
       tiles::transposed_scores<1>(dOt, hd, V, ks, keys, dSt);
-      for (int64_t j = 0; j < keys; ++j)
-        for (int64_t i = 0; i < kQueries; ++i) Pt[j * kQueries + i] = i < n ? P[(i0 + i) * T + j] : 0.0f;
+      transpose_rows(P + i0 * T, T, n, keys, Pt);
       // dS = P * (dP - sum_j P dP) * scale, 16 queries a vector.
       __m512 rowdot = _mm512_setzero_ps();
       for (int64_t j = 0; j < keys; ++j)
@@ -120,21 +150,15 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
       // dQ = dS K;  dK += dS^T Q;  dV += P^T dO.
       std::fill(dQb, dQb + kQueries * width, 0.0f);
       tiles::transposed_values_all(dSt, kQueries, keys, Kw, width, dQb, width);
-      for (int64_t i = 0; i < n; ++i) {
-        float* dqi = dq + ((b * T + i0 + i) * Hq + h) * hd;
-        for (int64_t d = 0; d < hd; ++d) dqi[d] += dQb[i * width + d];
-      }
+      float* dQ = dq + ((b * T + i0) * Hq + h) * hd;
+      for (int64_t i = 0; i < n; ++i) add_row(dQ + i * qs, dQb + i * width, hd);
       transposed_outer_all(dSt, keys, Qb, width, dKw);
       transposed_outer_all(Pt, keys, dOb, width, dVw);
     }
   }
   for (int64_t j = 0; j < T; ++j) {
-    float* dkj = dk + ((b * T + j) * Hkv + kvh) * hd;
-    float* dvj = dv + ((b * T + j) * Hkv + kvh) * hd;
-    for (int64_t d = 0; d < hd; ++d) {
-      dkj[d] += dKw[j * width + d];
-      dvj[d] += dVw[j * width + d];
-    }
+    add_row(dk + ((b * T + j) * Hkv + kvh) * hd, dKw + j * width, hd);
+    add_row(dv + ((b * T + j) * Hkv + kvh) * hd, dVw + j * width, hd);
   }
 #else
   (void)q, (void)k, (void)v, (void)probs, (void)dout, (void)dq, (void)dk, (void)dv, (void)T, (void)Hq, (void)Hkv,
