@@ -6,7 +6,8 @@
 //
 // The weights change once per optimizer step, so the trainer rounds them once per step into
 // a Bf16Shadow and names it in the scope: an operand lying inside one of the shadow's
-// tensors is read from the bf16 copy; any other operand (activations, output gradients) is
+// tensors is read from the bf16 copy. An activation that several products read in turn is
+// rounded once for them all where its code says so (Bf16OperandScope); any other operand is
 // rounded per call into a per-thread scratch, padded with zeros so that the row counts of
 // expert products, which change every batch, map to few oneDNN kernels (each costs ~0.5 ms
 // to build). A scope set to f32 pins a region (the routers,
