@@ -184,14 +184,14 @@ void gemm_f32_as_bf16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float
   thread_local UninitVector<float> scratch_c;
   // Stored shapes: op(A) is [M, K], so A is stored [M, K] or, transposed, [K, M]; likewise B.
   const bool a_t = ta == Trans::T, b_t = tb == Trans::T;
-  const uint16_t* a_shadow = a_t ? existing_copy(A, K, M, lda) : existing_copy(A, M, K, lda);
-  const uint16_t* b_shadow = b_t ? existing_copy(B, N, K, ldb) : existing_copy(B, K, N, ldb);
-  const int64_t Mp = a_shadow ? M : bucket(M);
-  const int64_t Kp = a_shadow || b_shadow ? K : bucket(K);
-  const Bf16Operand a = a_shadow ? Bf16Operand{a_shadow, lda}
+  const uint16_t* a_copy = a_t ? existing_copy(A, K, M, lda) : existing_copy(A, M, K, lda);
+  const uint16_t* b_copy = b_t ? existing_copy(B, N, K, ldb) : existing_copy(B, K, N, ldb);
+  const int64_t Mp = a_copy ? M : bucket(M);
+  const int64_t Kp = a_copy || b_copy ? K : bucket(K);
+  const Bf16Operand a = a_copy ? Bf16Operand{a_copy, lda}
                         : a_t    ? rounded(A, K, M, lda, Kp, Mp, scratch_a)
                                  : rounded(A, M, K, lda, Mp, Kp, scratch_a);
-  const Bf16Operand b = b_shadow ? Bf16Operand{b_shadow, ldb}
+  const Bf16Operand b = b_copy ? Bf16Operand{b_copy, ldb}
                         : b_t    ? rounded(B, N, K, ldb, N, Kp, scratch_b)
                                  : rounded(B, K, N, ldb, Kp, N, scratch_b);
   if (Mp == M) return gemm_bf16(ta, tb, M, N, Kp, alpha, a.data, a.ld, b.data, b.ld, beta, C, ldc);

@@ -93,13 +93,13 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
 
 template <typename T>
 void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
-                              int64_t B, int64_t S, const AttentionCache<T>& c, const T* dh,
-                              T* dx, LayerParams<T>& g, AttentionBackwardScratch<T>& scratch) {
+                              int64_t B, int64_t S, const AttentionCache<T>& c, T* d, LayerParams<T>& g,
+                              AttentionBackwardScratch<T>& scratch) {
   const int64_t n = B * S, D = cfg.hidden_size, H = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads;
   const int64_t hd = cfg.head_dim(), kvD = Hkv * hd;
-  // In place (dx == dh), dx holds the residual path's share already; dh is read by the two
-  // products below before rmsnorm_backward adds to dx.
-  if (dx != dh) parallel_for(n * D, [&](int64_t i) { dx[i] += dh[i]; }, 1 << 16);
+  // h = x + attention(rms1(x)): d, dL/dh, is already the residual path's share of dL/dx;
+  // the two products below read it as dL/dh before rmsnorm_backward adds the rest.
+  const T* dh = d;
   auto& [dctx, dq, dk, dv, da] = scratch;
   dctx.fit({n, D});
   dq.fit({n, D});
@@ -107,13 +107,10 @@ void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, c
   dv.fit({n, kvD});
   da.fit({n, D});
   // attention_backward adds to dq, dk, dv; the products below overwrite dctx and da.
-  parallel_for(n, [&](int64_t r) {
-    std::fill_n(dq.data() + r * D, D, T(0));
-    std::fill_n(dk.data() + r * kvD, kvD, T(0));
-    std::fill_n(dv.data() + r * kvD, kvD, T(0));
-  }, 64);
+  parallel_zero({{dq.data(), size_t(n * D) * sizeof(T)}, {dk.data(), size_t(n * kvD) * sizeof(T)},
+                 {dv.data(), size_t(n * kvD) * sizeof(T)}});
   {
-    const RoundOnce<T> dh_once(dh, n * D);  // ends before dx, which may be dh, changes
+    const RoundOnce<T> dh_once(dh, n * D);  // ends before rmsnorm_backward changes d
     gemm<T>(Trans::N, Trans::N, n, D, D, T(1), dh, D, w.wo.data(), D, T(0), dctx.data(), D);
     gemm<T>(Trans::T, Trans::N, D, D, n, T(1), dh, D, c.ctx.data(), D, T(1), g.wo.data(), D);
   }
@@ -132,12 +129,12 @@ void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, c
     gemm<T>(Trans::N, Trans::N, n, D, kvD, T(1), dk.data(), kvD, w.wk.data(), D, T(1), da.data(), D);
     gemm<T>(Trans::N, Trans::N, n, D, kvD, T(1), dv.data(), kvD, w.wv.data(), D, T(1), da.data(), D);
   }
-  rmsnorm_backward(x, w.input_norm.data(), c.rstd.data(), da.data(), dx, g.input_norm.data(), n, D);
+  rmsnorm_backward(x, w.input_norm.data(), c.rstd.data(), da.data(), d, g.input_norm.data(), n, D);
 }
 
 template void attention_block_forward<float>(const ModelConfig&, const LayerWeights<float>&, int, const RowBatch<float>&, const float*, AttentionCache<float>&, float*);
 template void attention_block_forward<double>(const ModelConfig&, const LayerWeights<double>&, int, const RowBatch<double>&, const double*, AttentionCache<double>&, double*);
-template void attention_block_backward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, int64_t, const AttentionCache<float>&, const float*, float*, LayerParams<float>&, AttentionBackwardScratch<float>&);
-template void attention_block_backward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, int64_t, const AttentionCache<double>&, const double*, double*, LayerParams<double>&, AttentionBackwardScratch<double>&);
+template void attention_block_backward<float>(const ModelConfig&, const LayerParams<float>&, const float*, int64_t, int64_t, const AttentionCache<float>&, float*, LayerParams<float>&, AttentionBackwardScratch<float>&);
+template void attention_block_backward<double>(const ModelConfig&, const LayerParams<double>&, const double*, int64_t, int64_t, const AttentionCache<double>&, double*, LayerParams<double>&, AttentionBackwardScratch<double>&);
 
 }  // namespace moepp

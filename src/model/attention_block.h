@@ -39,12 +39,12 @@ template <typename T>
 void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, int layer, const RowBatch<T>& rows,
                              const T* x, AttentionCache<T>& c, T* h);
 
-// dh: gradient w.r.t. h. dx += dL/dx (the residual path included); grad += weights' grads.
-// dx may be dh: then it turns from dL/dh into dL/dx in place.
+// d: [B * S, D], the gradient w.r.t. h on entry and w.r.t. x on return (the residual path
+// included), in place; grad += weights' grads.
 template <typename T>
 void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, const T* x,
-                              int64_t B, int64_t S, const AttentionCache<T>& c, const T* dh,
-                              T* dx, LayerParams<T>& grad, AttentionBackwardScratch<T>& scratch);
+                              int64_t B, int64_t S, const AttentionCache<T>& c, T* d, LayerParams<T>& grad,
+                              AttentionBackwardScratch<T>& scratch);
 
 // Positions 0..S-1 repeated for B sequences.
 std::vector<int32_t> sequence_positions(int64_t B, int64_t S);

@@ -36,7 +36,7 @@ void decoder_layer_backward(const ModelConfig& cfg, const LayerParams<T>& w, con
   // db is added to by both branches.
   Tensor<T>& db = scratch.db;
   db.fit({n, D});
-  parallel_for(n * D, [&](int64_t i) { db[i] = T(0); }, 1 << 16);
+  parallel_zero({{db.data(), size_t(n * D) * sizeof(T)}});
   if (w.is_moe) {
     moe_backward(cfg.layer_moe(), w.moe, c.b.data(), z_prev, c.moe, dx, dz, dbalance, db.data(), dz_prev, g.moe, mode);
   } else {
@@ -45,7 +45,7 @@ void decoder_layer_backward(const ModelConfig& cfg, const LayerParams<T>& w, con
   // x_out = h + mlp(rms2(h)): dx becomes dL/dh (the residual's share is dx itself), then,
   // through the attention block, dL/dx.
   rmsnorm_backward(c.h.data(), w.post_norm.data(), c.rstd2.data(), db.data(), dx, g.post_norm.data(), n, D);
-  attention_block_backward(cfg, w, c.x.data(), rows.batch, rows.seq, c.attn, dx, dx, g, scratch.attn);
+  attention_block_backward(cfg, w, c.x.data(), rows.batch, rows.seq, c.attn, dx, g, scratch.attn);
 }
 
 template void decoder_layer_forward<float>(const ModelConfig&, const LayerWeights<float>&, int, const RowBatch<float>&, const float*, const float*, LayerCache<float>&, float*);

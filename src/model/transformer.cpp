@@ -126,7 +126,7 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
   Tensor<T>& dx = c.dx;
   dnormed.fit({n, D});
   dx.fit({n, D});
-  parallel_for(n * D, [&](int64_t i) { dx[i] = T(0); }, 1 << 16);  // rmsnorm_backward adds to it
+  parallel_zero({{dx.data(), size_t(n * D) * sizeof(T)}});  // rmsnorm_backward adds to it
   Tensor<T>& dout_w = g.lm_head.numel() ? g.lm_head : g.embed;
   {
     const RoundOnce<T> dlogits_once(dlogits.data(), n * V);
