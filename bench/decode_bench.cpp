@@ -173,14 +173,15 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 // Aggregate decode tokens/s of `n` sequences decoded together (median step time).
-double batched_decode_tps(const ModelConfig& cfg, const Weights& w, int64_t n, int64_t prompt, int64_t decode) {
+double batched_decode_tps(const ModelConfig& cfg, const Weights& w, int64_t n, int64_t prompt, int64_t decode,
+                          KvDtype kv_dtype) {
   const DecoderWeights<float> dw = w.packed ? DecoderWeights<float>::of(*w.packed) : DecoderWeights<float>::of(w.plain);
   Rng rng(7);
   std::vector<std::unique_ptr<KvCache<float>>> caches;
   DecoderScratch<float> scratch;
   Tensor<float> logits;
   for (int64_t s = 0; s < n; ++s) {
-    caches.push_back(std::make_unique<KvCache<float>>(cfg, prompt + decode));
+    caches.push_back(std::make_unique<KvCache<float>>(cfg, prompt + decode, kv_dtype));
     std::vector<int32_t> ids(static_cast<size_t>(prompt));
     for (auto& t : ids) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
     const SequenceStep<float> step{caches.back().get(), ids.data(), prompt};
@@ -199,24 +200,27 @@ double batched_decode_tps(const ModelConfig& cfg, const Weights& w, int64_t n, i
   return double(n) / median(step_s);
 }
 
-void run_batched(const Flags& f, const std::vector<std::string>& dtypes, int layers) {
+void run_batched(const Flags& f, const std::vector<std::string>& dtypes, const std::vector<std::string>& kv_dtypes,
+                 int layers) {
   const int64_t prompt = f.get_int("prompt", 64), decode = f.get_int("decode", 32);
   std::vector<int64_t> batches;
   for (double b : f.get_list("batch", {1, 4, 16})) batches.push_back(int64_t(b));
   std::printf("batched decode: mixtral shape, %d layers, %d threads; prompt %lld per sequence, %lld decode steps\n",
               layers, max_threads(), (long long)prompt, (long long)decode);
-  std::printf("%-6s %-8s %9s | %10s %14s | %9s\n", "dtype", "model", "sequences", "step ms", "aggregate t/s",
-              "vs 1 seq");
+  std::printf("%-6s %-4s %-8s %9s | %10s %14s | %9s\n", "dtype", "kv", "model", "sequences", "step ms",
+              "aggregate t/s", "vs 1 seq");
   for (const auto& dtype : dtypes)
     for (bool moepp : {false, true}) {
       const ModelConfig cfg = mixtral_shape(layers, moepp);
       const Weights w = make_weights(cfg, dtype, false, "");
-      double one = 0;
-      for (int64_t n : batches) {
-        const double tps = batched_decode_tps(cfg, w, n, prompt, decode);
-        if (n == batches.front()) one = tps / double(n);
-        std::printf("%-6s %-8s %9lld | %10.1f %14.1f | %8.2fx\n", dtype.c_str(), moepp ? "MoE++" : "vanilla",
-                    (long long)n, 1e3 * double(n) / tps, tps, tps / one);
+      for (const auto& kv_name : kv_dtypes) {
+        double one = 0;
+        for (int64_t n : batches) {
+          const double tps = batched_decode_tps(cfg, w, n, prompt, decode, parse_kv_dtype(kv_name));
+          if (n == batches.front()) one = tps / double(n);
+          std::printf("%-6s %-4s %-8s %9lld | %10.1f %14.1f | %8.2fx\n", dtype.c_str(), kv_name.c_str(),
+                      moepp ? "MoE++" : "vanilla", (long long)n, 1e3 * double(n) / tps, tps, tps / one);
+        }
       }
     }
 }
@@ -255,7 +259,7 @@ int main(int argc, char** argv) try {
   setup_threads(f, int(f.get_int("threads", 2)));
   if (f.has("batch")) {
     if (big) throw std::runtime_error("--batch runs the mixtral shape");
-    run_batched(f, dtypes, layers);
+    run_batched(f, dtypes, kv_dtypes, layers);
     return 0;
   }
   const double bw = read_bandwidth();
