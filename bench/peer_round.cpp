@@ -140,7 +140,9 @@ int main(int argc, char** argv) try {
     packed = load_packed_model_folder(dir, parse_weight_type(dtype));
   const ModelConfig& cfg = plain ? plain->config : packed->config;
   const int64_t len = int64_t(prompt.size()) + decode;
-  Session<float> s = plain ? Session<float>(plain->config, plain->params, len) : Session<float>(*packed, len);
+  // moepp's defaults (--kv-dtype auto): an f32 cache beside f32 weights, else bf16.
+  const KvDtype kv = default_kv_dtype(plain ? WeightType::f32 : packed->type);
+  Session<float> s = plain ? Session<float>(plain->config, plain->params, len, kv) : Session<float>(*packed, len, kv);
   const double load_s = since(t0);
   const double rss_loaded = resident_gb();
 
@@ -165,10 +167,10 @@ int main(int argc, char** argv) try {
   }
   const double decode_s = since(t0);
   std::printf(
-      "{\"engine\": \"moepp\", \"dtype\": \"%s\", \"vocab\": %lld, \"load_s\": %.4f, \"prompt\": %zu, "
+      "{\"engine\": \"moepp\", \"dtype\": \"%s\", \"kv_dtype\": \"%s\", \"vocab\": %lld, \"load_s\": %.4f, \"prompt\": %zu, "
       "\"prefill_cold_tps\": %.2f, \"prefill_tps\": %.2f, \"decode\": %lld, \"decode_tps\": %.3f, "
       "\"rss_loaded_gb\": %.4f, \"rss_gb\": %.4f, \"rss_peak_gb\": %.4f}\n",
-      dtype.c_str(), (long long)cfg.vocab_size, load_s, prompt.size(), double(prompt.size()) / cold_s,
+      dtype.c_str(), kv_dtype_name(kv), (long long)cfg.vocab_size, load_s, prompt.size(), double(prompt.size()) / cold_s,
       double(prompt.size()) / warm_s, (long long)decode, double(decode) / decode_s, rss_loaded, resident_gb(),
       resident_gb("VmHWM:"));
   return 0;

@@ -9,6 +9,7 @@
 # Usage: bash bench/serve_bench.sh [WORK_DIR] (default work/serve-bench)
 #        MOEPP=path/to/moepp bash bench/serve_bench.sh ... serves with another build (an older
 #        commit's, to compare two builds in one sitting; the folders are made by this one).
+#        SERVE_ARGS="--kv-dtype f32" bash bench/serve_bench.sh ... passes more flags to the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-work/serve-bench}
@@ -26,7 +27,8 @@ for m in vanilla moepp; do
   # The server pins its decoder's OpenMP team itself, one thread a CPU (serve/scheduler.cpp).
   # No OMP_PROC_BIND: with it the runtime binds the main thread to the first CPU, and every
   # request thread started from it inherits that one CPU.
-  $moepp serve -m "$work/q8/$m" --dtype q8_0 --port 0 --max-seqs 16 --threads 2 \
+  # shellcheck disable=SC2086  # SERVE_ARGS is a list of flags
+  $moepp serve -m "$work/q8/$m" --dtype q8_0 --port 0 --max-seqs 16 --threads 2 ${SERVE_ARGS:-} \
     2>"$work/serve-$m.log" &
   server=$!
   port=""

@@ -80,7 +80,9 @@ moepp_status moepp_detokenize(moepp_model* model, const int32_t* ids, size_t n_i
 
 /* The logits of every position of one sequence of n_ids token ids: logits[i * vocab + v]
  * for i < n_ids (row-major [n_ids, vocab]; capacity counts floats and must be at least
- * n_ids * vocab). The same numbers as `moepp logits --model DIR --ids ... --dtype X`.
+ * n_ids * vocab). The same numbers as `moepp logits --model DIR --ids ... --dtype X` (whose
+ * default KV cache, like this call's and moepp_generate's, is f32 beside f32 weights and bf16
+ * beside bf16, q8_0 and q4 ones: docs/quantization.md).
  * Also sets the routing statistics (moepp_routing). */
 moepp_status moepp_logits(moepp_model* model, const int32_t* ids, size_t n_ids, float* logits, size_t capacity);
 

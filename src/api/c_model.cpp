@@ -175,7 +175,7 @@ moepp_status moepp_logits(moepp_model* model, const int32_t* ids, size_t n_ids, 
       m.routing = routing_stats_of(m.f32->config, cache);
       return;
     }
-    Session<float> session(*m.packed, int64_t(n_ids));
+    Session<float> session(*m.packed, int64_t(n_ids), default_kv_dtype(m.packed->type));  // as `moepp logits`
     Tensor<float> out;
     session.append(ids, int64_t(n_ids), out);
     std::memcpy(logits, out.data(), n_ids * size_t(vocab) * sizeof(float));

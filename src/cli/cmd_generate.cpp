@@ -12,7 +12,7 @@ namespace moepp::cli {
 void add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming text to stdout");
   struct Args {
-    std::string model, prompt, prompt_file, dtype = "f32", kv_dtype = "f32";
+    std::string model, prompt, prompt_file, dtype = "f32", kv_dtype = "auto";
     int n = 128;
     SamplerOptions s;
     int threads = 0;
@@ -72,7 +72,7 @@ void add_generate(CLI::App& app) {
     GenerateStats stats;
     GenerateOptions opt{a->n, a->s};
     opt.context = a->context;
-    opt.kv_dtype = parse_kv_dtype(a->kv_dtype);
+    opt.kv_dtype = parse_kv_dtype(a->kv_dtype, parse_weight_type(a->dtype));
     opt.stop = a->stop;
     opt.repeat_penalty = a->repeat_penalty;
     opt.repeat_last_n = a->repeat_last_n;

@@ -6,6 +6,8 @@
 #include "infer/session.h"
 #include "model/model_folder.h"
 #include "io/safetensors.h"
+#include "kernels/quant.h"
+#include "model/kv_cache.h"
 #include "model/transformer.h"
 
 namespace moepp::cli {
@@ -30,21 +32,30 @@ void add_logits(CLI::App& app) {
   cmd->add_option("--dtype", *dtype, "Weights in memory: f32 (the training forward), bf16, q8_0 or q4 (packed on load)")
       ->default_val("f32")
       ->check(CLI::IsMember(weight_type_names()));
-  cmd->callback([a, dtype] {
+  auto kv_dtype = std::make_shared<std::string>("auto");
+  add_kv_dtype_option(cmd, kv_dtype.get());
+  cmd->callback([a, dtype, kv_dtype] {
     apply_threads(a->threads);
     const auto ids = sequence_ids(*a);
-    if (*dtype != "f32") {
-      const auto packed = load_packed_model_folder(a->model, parse_weight_type(*dtype));
-      check_ids_in_vocab(ids, packed->config.vocab_size);
-      Session<float> session(*packed, int64_t(ids.size()));
+    const WeightType type = parse_weight_type(*dtype);
+    const KvDtype kv = parse_kv_dtype(*kv_dtype, type);
+    // The prompt's logits as `generate` and `serve` compute them (their echo + logprobs):
+    // a Session's prefill into a KV cache of the same type.
+    auto write = [&](Session<float> session) {
       Tensor<float> logits;
       session.append(ids.data(), int64_t(ids.size()), logits);
       check_finite_logits(logits, a->model);
       write_safetensors(a->out, {{"logits", DType::f32, logits.shape().dims, logits.data()}});
-      return;
+    };
+    if (type != WeightType::f32) {
+      const auto packed = load_packed_model_folder(a->model, type);
+      check_ids_in_vocab(ids, packed->config.vocab_size);
+      return write(Session<float>(*packed, int64_t(ids.size()), kv));
     }
     const LoadedModel m = load_model_folder(a->model);
     check_ids_in_vocab(ids, m.config.vocab_size);
+    if (kv != KvDtype::f32) return write(Session<float>(m.config, m.params, int64_t(ids.size()), kv));
+    // f32 weights and cache: the training forward, which the reference fixtures check.
     ModelCache<float> cache;
     model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
     check_finite_logits(cache.logits, a->model);

@@ -127,9 +127,9 @@ void add_threads_option(CLI::App* cmd, int* threads) {
 void add_kv_dtype_option(CLI::App* cmd, std::string* kv_dtype) {
   cmd->add_option("--kv-dtype", *kv_dtype,
                   "KV cache: f32, or bf16 (half the memory and the bytes a long context's attention reads; keys and "
-                  "values rounded to bf16, attention in f32)")
-      ->default_val("f32")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+                  "values rounded to bf16, attention in f32); auto: f32 with --dtype f32, else bf16")
+      ->default_val("auto")
+      ->check(CLI::IsMember({"auto", "f32", "bf16"}));
 }
 
 void apply_threads(int threads) {

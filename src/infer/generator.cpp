@@ -85,12 +85,14 @@ std::string generate_with(const ModelConfig& cfg, const std::function<Session<fl
 std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& params, const Tokenizer& tok,
                           const std::string& prompt, const GenerateOptions& opt,
                           const std::function<void(const std::string&)>& on_text) {
-  return generate_with(cfg, [&](int64_t ctx) { return Session<float>(cfg, params, ctx, opt.kv_dtype); }, tok, prompt, opt, on_text);
+  const KvDtype kv = opt.kv_dtype.value_or(KvDtype::f32);
+  return generate_with(cfg, [&](int64_t ctx) { return Session<float>(cfg, params, ctx, kv); }, tok, prompt, opt, on_text);
 }
 
 std::string generate_text(const PackedModel& model, const Tokenizer& tok, const std::string& prompt,
                           const GenerateOptions& opt, const std::function<void(const std::string&)>& on_text) {
-  return generate_with(model.config, [&](int64_t ctx) { return Session<float>(model, ctx, opt.kv_dtype); }, tok, prompt, opt,
+  const KvDtype kv = opt.kv_dtype.value_or(default_kv_dtype(model.type));
+  return generate_with(model.config, [&](int64_t ctx) { return Session<float>(model, ctx, kv); }, tok, prompt, opt,
                        on_text);
 }
 

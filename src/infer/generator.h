@@ -4,6 +4,7 @@
 // stop generation with a moepp::Error naming the step.
 #pragma once
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,8 @@ struct GenerateOptions {
   // Positions the session holds (prompt + continuation), at most max_position_embeddings;
   // 0: the model's max_position_embeddings.
   int64_t context = 0;
-  KvDtype kv_dtype = KvDtype::f32;  // the KV cache's element type (model/kv_cache.h)
+  // The KV cache's element type; unset: default_kv_dtype of the weights (model/kv_cache.h).
+  std::optional<KvDtype> kv_dtype = std::nullopt;
   // Generation ends before the first of these strings the continuation contains; the
   // string itself is not shown (text that could start one is held back until it is known).
   std::vector<std::string> stop = {};

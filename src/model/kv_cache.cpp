@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "kernels/quant.h"
 
 namespace moepp {
 
@@ -12,6 +13,14 @@ KvDtype parse_kv_dtype(const std::string& name) {
   if (name == "f32") return KvDtype::f32;
   if (name == "bf16") return KvDtype::bf16;
   fail("KV cache dtype \"", name, "\" is not f32 or bf16");
+}
+
+KvDtype default_kv_dtype(WeightType weights) { return weights == WeightType::f32 ? KvDtype::f32 : KvDtype::bf16; }
+
+KvDtype parse_kv_dtype(const std::string& name, WeightType weights) {
+  if (name == "auto") return default_kv_dtype(weights);
+  if (name == "f32" || name == "bf16") return parse_kv_dtype(name);
+  fail("KV cache dtype \"", name, "\" is not auto, f32 or bf16");
 }
 
 template <typename T>

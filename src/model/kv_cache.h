@@ -22,6 +22,15 @@ enum class KvDtype { f32, bf16 };  // f32: the cache's element type T (f64 for t
 const char* kv_dtype_name(KvDtype d);
 KvDtype parse_kv_dtype(const std::string& name);  // "f32" or "bf16"; anything else is an error naming it
 
+enum class WeightType;  // kernels/quant.h
+// The cache's type where none is named (--kv-dtype auto, and the library's generate and
+// logits): f32 beside f32 weights, bf16 beside bf16, q8_0 and q4 ones, whose own rounding
+// already exceeds a bf16 cache's, as llama.cpp (f16) and vLLM (the activations' type) keep
+// 16-bit caches by default. docs/quantization.md, "The KV cache".
+KvDtype default_kv_dtype(WeightType weights);
+// "auto" (default_kv_dtype(weights)), "f32" or "bf16"; anything else is an error naming it.
+KvDtype parse_kv_dtype(const std::string& name, WeightType weights);
+
 template <typename T>
 class KvCache {
  public:

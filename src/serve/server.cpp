@@ -375,7 +375,7 @@ int run_server(const ServeOptions& opt) {
   DecoderWeights<float> weights = st.f32 ? DecoderWeights<float>::of(st.f32->params) : DecoderWeights<float>::of(*st.packed);
   st.sched = std::make_unique<Scheduler>(st.cfg, std::move(weights), *st.tok,
                                          SchedulerOptions{opt.max_seqs, opt.ctx, opt.max_queue, 256,
-                                                                          parse_kv_dtype(opt.kv_dtype)});
+                                                                          parse_kv_dtype(opt.kv_dtype, type)});
 
   httplib::Server svr;
   const int pool = std::min(512, opt.max_seqs + opt.max_queue + 8);

@@ -21,7 +21,7 @@ struct ServeOptions {
   double drain_s = 30;        // after SIGTERM: how long running requests may finish
   int threads = 0;
   bool quiet = false;
-  std::string kv_dtype = "f32";  // f32 or bf16: the KV caches' element type
+  std::string kv_dtype = "auto";  // auto, f32 or bf16: the KV caches' element type (model/kv_cache.h)
 };
 
 // Runs until SIGTERM or SIGINT; returns the process exit status.

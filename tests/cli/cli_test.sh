@@ -20,7 +20,15 @@ check "generate bf16" "$moepp" generate --model "$tmp/run" --prompt "Line 3" -n 
 check "logits q8_0" "$moepp" logits --model "$tmp/run" --ids 1,5,9 --out "$tmp/logits_q8.safetensors" --dtype q8_0
 check "generate q4" "$moepp" generate --model "$tmp/run" --prompt "Line 3" -n 5 --dtype q4
 check "generate, bf16 KV cache" "$moepp" generate --model "$tmp/run" --prompt "Line 3" -n 5 --kv-dtype bf16 --dtype q8_0
-check_error "unknown KV dtype" "--kv-dtype: f16 not in {f32,bf16}" "$moepp" generate --model "$tmp/run" --prompt "x" --kv-dtype f16
+check_error "unknown KV dtype" "--kv-dtype: f16 not in {auto,f32,bf16}" "$moepp" generate --model "$tmp/run" --prompt "x" --kv-dtype f16
+# --kv-dtype auto (the default): a bf16 cache beside q8_0 weights, the logits those of a named
+# bf16 cache bit for bit, and not those of an f32 one (the prompt's keys and values are read
+# back from the cache they are stored in).
+for kv in bf16 f32; do
+  check "logits q8_0, $kv KV cache" "$moepp" logits --model "$tmp/run" --ids 1,5,9 --out "$tmp/logits_q8_$kv.safetensors" --dtype q8_0 --kv-dtype $kv
+done
+check "the default KV cache beside q8_0 weights is bf16" cmp "$tmp/logits_q8.safetensors" "$tmp/logits_q8_bf16.safetensors"
+check "a bf16 KV cache changes q8_0 logits" bash -c '! cmp -s "$0" "$1"' "$tmp/logits_q8.safetensors" "$tmp/logits_q8_f32.safetensors"
 check "analyze" "$moepp" analyze --model "$tmp/run" --text "$tmp/corpus.txt" --out "$tmp/an" --seq 16 --no-plots
 grep -q '"ffn_experts_per_token"' "$tmp/an/analysis.json" || { echo "FAIL: analyze wrote no analysis.json"; fail=$((fail + 1)); }
 check_error "analyze without text" "--model and --text are required" "$moepp" analyze --model "$tmp/run"

@@ -332,8 +332,9 @@ def main():
     check(server.proc.returncode == 0, f"SIGTERM on an idle server exits 0 (got {server.proc.returncode})")
 
     # 429 under an overfull queue: one running sequence, one waiting, many arriving. This
-    # server keeps its KV caches in bf16 (--kv-dtype bf16): half the bytes per position.
-    small = Server(model, "--max-seqs", "1", "--max-queue", "1", "--kv-dtype", "bf16")
+    # server runs q8_0 weights, so it keeps its KV caches in bf16 (--kv-dtype auto, the
+    # default): half the bytes per position.
+    small = Server(model, "--max-seqs", "1", "--max-queue", "1", "--dtype", "q8_0")
     c = json.loads((model / "config.json").read_text())
     kv_heads = c.get("num_key_value_heads", c["num_attention_heads"])
     bf16_bytes_per_position = c["num_hidden_layers"] * 2 * kv_heads * (c["hidden_size"] // c["num_attention_heads"]) * 2
@@ -369,7 +370,8 @@ def main():
             positions = float(found.get("moepp_kv_cache_positions", 0))
             kv_bytes = float(found.get("moepp_kv_cache_bytes", 0))
         check(positions and kv_bytes == positions * bf16_bytes_per_position,
-              f"bf16 KV caches: {kv_bytes} bytes for {positions} positions ({bf16_bytes_per_position} each)")
+              f"bf16 KV caches beside q8_0 weights: {kv_bytes} bytes for {positions} positions "
+              f"({bf16_bytes_per_position} each)")
         small.proc.send_signal(signal.SIGTERM)
         t.join(timeout=120)
         small.proc.wait(timeout=60)
