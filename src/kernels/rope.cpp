@@ -67,13 +67,29 @@ void rotate(T* x, const int32_t* positions, int64_t tokens, int64_t heads, int64
   const RopeTable<T>& table = rope_table<T>(cfg, half, inv_freq, rows);
   parallel_for(tokens, [&](int64_t t) {
     const int64_t p = positions[t];
-    const bool stored = p >= 0 && p < table.rows;
-    const double pos = double(p) / cfg.linear_factor;
-    for (int64_t j = 0; j < half; ++j) {
-      const T c = stored ? table.cos[size_t(p * half + j)] : angle_cos<T>(pos, inv_freq[size_t(j)]);
-      const T s = sign * (stored ? table.sin[size_t(p * half + j)] : angle_sin<T>(pos, inv_freq[size_t(j)]));
-      for (int64_t h = 0; h < heads; ++h) {
-        T* row = x + (t * heads + h) * hd;
+    const T* cos_row = nullptr;
+    const T* sin_row = nullptr;
+    thread_local std::vector<T> unstored;  // a position past the table: its angles, computed here
+    if (p >= 0 && p < table.rows) {
+      cos_row = table.cos.data() + p * half;
+      sin_row = table.sin.data() + p * half;
+    } else {
+      const double pos = double(p) / cfg.linear_factor;
+      unstored.resize(size_t(2 * half));
+      for (int64_t j = 0; j < half; ++j) {
+        unstored[size_t(j)] = angle_cos<T>(pos, inv_freq[size_t(j)]);
+        unstored[size_t(half + j)] = angle_sin<T>(pos, inv_freq[size_t(j)]);
+      }
+      cos_row = unstored.data();
+      sin_row = unstored.data() + half;
+    }
+    // Head by head along the pairs, so the pairs of a row go a vector at a time (one pair
+    // at a time, heads apart, had been 1.2% of a training step).
+    for (int64_t h = 0; h < heads; ++h) {
+      T* row = x + (t * heads + h) * hd;
+#pragma omp simd
+      for (int64_t j = 0; j < half; ++j) {
+        const T c = cos_row[j], s = sign * sin_row[j];
         const T a = row[j], b = row[j + half];
         row[j] = a * c - b * s;
         row[j + half] = b * c + a * s;
