@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "kernels/quant.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
@@ -106,6 +107,34 @@ double cross_entropy_fused(const T* logits, const int32_t* targets, int64_t rows
     row_loss[size_t(r)] = double(lse - x[targets[r]]);
     scaled_exp(x, V, lse, scale, d);
     d[targets[r]] -= scale;
+  }, 4);
+  double total = 0;
+  for (double l : row_loss) total += l;
+  return n ? total / double(n) : 0.0;
+}
+
+double cross_entropy_fused_bf16(const float* logits, const int32_t* targets, int64_t rows, int64_t V, float dloss,
+                                uint16_t* dlogits) {
+  const int64_t n = count_targets(targets, rows, V);
+  std::vector<double> row_loss(size_t(rows), 0.0);
+  const float scale = n ? dloss / float(n) : 0.0f;
+  parallel_for(rows, [&](int64_t r) {
+    uint16_t* d = dlogits + r * V;
+    if (targets[r] < 0) {
+      std::fill(d, d + V, uint16_t(0));
+      return;
+    }
+    // The row in f32 as cross_entropy_fused writes it, in a buffer that stays in cache,
+    // then rounded: the same bits as rounding that function's output.
+    thread_local std::vector<float> row;
+    row.resize(size_t(V));
+    const float* x = logits + r * V;
+    float mx;
+    const float lse = log_sum_exp(x, V, &mx);
+    row_loss[size_t(r)] = double(lse - x[targets[r]]);
+    scaled_exp(x, V, lse, scale, row.data());
+    row[size_t(targets[r])] -= scale;
+    round_to_bf16(row.data(), V, d);
   }, 4);
   double total = 0;
   for (double l : row_loss) total += l;

@@ -58,6 +58,8 @@ struct RoundedOperand {
   const float* src = nullptr;
   int64_t n = 0;
   UninitVector<uint16_t> bits;
+  const uint16_t* adopted = nullptr;  // the producer's copy, where it rounded the operand itself
+  const uint16_t* copy() const { return adopted ? adopted : bits.data(); }
 };
 thread_local std::vector<RoundedOperand> t_operands;
 thread_local size_t t_operand_depth = 0;
@@ -70,7 +72,7 @@ const uint16_t* existing_copy(const float* x, int64_t rows, int64_t cols, int64_
     if (const uint16_t* w = t_shadow->find(x, extent)) return w;
   for (size_t i = t_operand_depth; i-- > 0;) {
     const RoundedOperand& o = t_operands[i];
-    if (x >= o.src && x - o.src + extent <= o.n) return o.bits.data() + (x - o.src);
+    if (x >= o.src && x - o.src + extent <= o.n) return o.copy() + (x - o.src);
   }
   return nullptr;
 }
@@ -150,8 +152,21 @@ Bf16OperandScope::Bf16OperandScope(const float* x, int64_t n) {
   RoundedOperand& o = t_operands[t_operand_depth];
   o.src = x;
   o.n = n;
+  o.adopted = nullptr;
   o.bits.resize(size_t(n));
   round_padded(x, 1, n, n, 1, n, o.bits.data());
+  ++t_operand_depth;
+  active_ = true;
+}
+
+Bf16OperandScope::Bf16OperandScope(const float* x, int64_t n, const uint16_t* bits) {
+  if (t_precision != GemmPrecision::bf16 || !x || n <= 0) return;
+  MOEPP_CHECK(bits, "Bf16OperandScope: no rounded copy given for the operand at ", static_cast<const void*>(x));
+  if (t_operands.size() <= t_operand_depth) t_operands.resize(t_operand_depth + 1);
+  RoundedOperand& o = t_operands[t_operand_depth];
+  o.src = x;
+  o.n = n;
+  o.adopted = bits;
   ++t_operand_depth;
   active_ = true;
 }

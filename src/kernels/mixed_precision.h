@@ -75,6 +75,9 @@ class GemmPrecisionScope {
 class Bf16OperandScope {
  public:
   Bf16OperandScope(const float* x, int64_t n);
+  // x's copy rounded already by its producer (bits: n elements, living as long as the
+  // scope): the products read bits, and x itself need not hold the values.
+  Bf16OperandScope(const float* x, int64_t n, const uint16_t* bits);
   ~Bf16OperandScope();
   Bf16OperandScope(const Bf16OperandScope&) = delete;
   Bf16OperandScope& operator=(const Bf16OperandScope&) = delete;
@@ -87,6 +90,7 @@ class Bf16OperandScope {
 template <typename T>
 struct RoundOnce {
   RoundOnce(const T*, int64_t) {}
+  RoundOnce(const T*, int64_t, const uint16_t*) {}
 };
 template <>
 struct RoundOnce<float> : Bf16OperandScope {

@@ -13,6 +13,7 @@
 #include "core/collectives.h"
 #include "core/grad_mode.h"
 #include "core/tensor.h"
+#include "core/uninit_vector.h"
 #include "model/config.h"
 #include "model/decoder_layer.h"
 #include "model/params.h"
@@ -28,6 +29,7 @@ struct ModelCache {
   Tensor<T> x_final, normed, rstd_final;  // [BT, D], [BT, D], [BT]
   Tensor<T> logits;                       // [BT, V]
   Tensor<T> dlogits;                      // [BT, V] backward scratch, kept between steps
+  UninitVector<uint16_t> dlogits_bf16;    // [BT, V] the same rounded, under bf16 products (then dlogits is not written)
   Tensor<T> dnormed, dx;                  // [BT, D] backward scratch: dL/d normed, dL/dx of a layer
   LayerBackwardScratch<T> layer_scratch;  // the layers' backward scratch, one for all
   // A multi-process run's ranks (null: one process). Set, this rank's B sequences are its

@@ -1,6 +1,8 @@
 #include "kernels/cross_entropy.h"
 
+#include "core/dtype.h"
 #include "core/error.h"
+#include "kernels/quant.h"
 #include "test_util.h"
 
 using namespace moepp;
@@ -49,4 +51,31 @@ TEST(CrossEntropy, TargetBeyondVocabularyIsAnError) {
   std::vector<int32_t> t = {4};
   EXPECT_THROW(cross_entropy_forward(logits.data(), t.data(), 1, 4), Error);
   EXPECT_THROW(cross_entropy_fused(logits.data(), t.data(), 1, 4, 1.0f, d.data()), Error);
+}
+
+// bf16 training's form: the gradient written rounded to bf16, the bits round_to_bf16 gives of
+// the f32 gradient, within a bf16 rounding of the f64 one, and zero on an ignored row.
+TEST(CrossEntropy, Bf16GradientIsTheF32GradientRounded) {
+  Rng rng(3);
+  const int64_t R = 6, V = 37;  // rows of two whole vectors and a ragged tail
+  auto logits = random_tensor<double>({R, V}, rng, 3.0);
+  std::vector<int32_t> targets = {36, 0, -1, 17, 5, 20};
+  const double dloss = 0.8;
+  Tensor<double> d({R, V});
+  cross_entropy_fused(logits.data(), targets.data(), R, V, dloss, d.data());
+  auto lf = cast<float>(logits);
+  Tensor<float> df({R, V});
+  const double l32 = cross_entropy_fused(lf.data(), targets.data(), R, V, float(dloss), df.data());
+  std::vector<uint16_t> bits(size_t(R * V), 0xFFFF), want(size_t(R * V));
+  const double l16 = cross_entropy_fused_bf16(lf.data(), targets.data(), R, V, float(dloss), bits.data());
+  EXPECT_EQ(l16, l32);
+  round_to_bf16(df.data(), R * V, want.data());
+  for (int64_t i = 0; i < R * V; ++i) {
+    ASSERT_EQ(bits[size_t(i)], want[size_t(i)]) << "element " << i;
+    const double got = bf16_to_f32(bf16{bits[size_t(i)]});
+    EXPECT_NEAR(got, d[i], std::abs(d[i]) / 256 + 1e-7) << "element " << i;
+    if (i / V == 2) {
+      EXPECT_EQ(bits[size_t(i)], 0) << "ignored row, element " << i;
+    }
+  }
 }
