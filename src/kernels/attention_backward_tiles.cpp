@@ -74,10 +74,8 @@ inline void add_row(float* dst, const float* src, int64_t n) {
 // read as zero): 16 rows transposed 16 columns at a time in registers.
 inline void transpose_rows(const float* In, int64_t ld, int64_t rows, int64_t cols, float* Out) {
   for (int64_t c0 = 0; c0 < cols; c0 += 16) {
-    const __mmask16 m = tail_mask16(cols - c0);
     __m512 r[16];
-    for (int64_t i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(m, In + i * ld + c0) : _mm512_setzero_ps();
-    transpose16(r);
+    load_transposed16(In + c0, ld, rows, tail_mask16(cols - c0), r);
     for (int64_t c = 0; c < 16 && c0 + c < cols; ++c) _mm512_storeu_ps(Out + (c0 + c) * kQueries, r[c]);
   }
 }

@@ -80,10 +80,7 @@ inline void copy_probs_transposed(const float* St, int64_t Mp, int64_t M, int64_
   for (int64_t m0 = 0; m0 < M; m0 += 16)
     for (int64_t jb = 0; jb < kb; jb += 16) {
       __m512 r[16];
-#pragma GCC unroll 16
-      for (int u = 0; u < 16; ++u)
-        r[u] = jb + u < kb ? _mm512_loadu_ps(St + (jb + u) * Mp + m0) : _mm512_setzero_ps();
-      transpose16(r);
+      load_transposed16(St + jb * Mp + m0, Mp, kb - jb, __mmask16(0xFFFF), r);
       const __mmask16 keys = tail_mask16(kb - jb);
       for (int64_t l = 0; l < std::min<int64_t>(16, M - m0); ++l) {
         const int64_t m = m0 + l;

@@ -89,56 +89,67 @@ double cross_entropy_forward(const T* logits, const int32_t* targets, int64_t ro
   return total / double(n);
 }
 
-template <typename T>
-double cross_entropy_fused(const T* logits, const int32_t* targets, int64_t rows, int64_t V,
-                           T dloss, T* dlogits) {
+namespace {
+
+// The loop both fused forms share: the mean loss over the counted rows, each counted row's
+// gradient formed in f32 in out.row(r) and handed to out.finish(r, row); an ignored row's
+// gradient is zero (out.zero(r)).
+template <typename T, typename Out>
+double fused_rows(const T* logits, const int32_t* targets, int64_t rows, int64_t V, T dloss, const Out& out) {
   const int64_t n = count_targets(targets, rows, V);
   std::vector<double> row_loss(size_t(rows), 0.0);
   const T scale = n ? dloss / T(n) : T(0);
   parallel_for(rows, [&](int64_t r) {
+    if (targets[r] < 0) return out.zero(r);
     const T* x = logits + r * V;
-    T* d = dlogits + r * V;
-    if (targets[r] < 0) {
-      std::fill(d, d + V, T(0));
-      return;
-    }
+    T* d = out.row(r);
     T mx;
     const T lse = log_sum_exp(x, V, &mx);
     row_loss[size_t(r)] = double(lse - x[targets[r]]);
     scaled_exp(x, V, lse, scale, d);
     d[targets[r]] -= scale;
+    out.finish(r, d);
   }, 4);
   double total = 0;
   for (double l : row_loss) total += l;
   return n ? total / double(n) : 0.0;
 }
 
+// The gradient written where it is kept.
+template <typename T>
+struct RowsInPlace {
+  T* d;
+  int64_t V;
+  T* row(int64_t r) const { return d + r * V; }
+  void finish(int64_t, const T*) const {}
+  void zero(int64_t r) const { std::fill(row(r), row(r) + V, T(0)); }
+};
+
+// Each row formed in a buffer that stays in cache, then rounded: the bits rounding the f32
+// gradient gives.
+struct RowsRoundedToBf16 {
+  uint16_t* d;
+  int64_t V;
+  float* row(int64_t) const {
+    thread_local std::vector<float> buffer;
+    buffer.resize(size_t(V));
+    return buffer.data();
+  }
+  void finish(int64_t r, const float* f) const { round_to_bf16(f, V, d + r * V); }
+  void zero(int64_t r) const { std::fill(d + r * V, d + (r + 1) * V, uint16_t(0)); }
+};
+
+}  // namespace
+
+template <typename T>
+double cross_entropy_fused(const T* logits, const int32_t* targets, int64_t rows, int64_t V,
+                           T dloss, T* dlogits) {
+  return fused_rows(logits, targets, rows, V, dloss, RowsInPlace<T>{dlogits, V});
+}
+
 double cross_entropy_fused_bf16(const float* logits, const int32_t* targets, int64_t rows, int64_t V, float dloss,
                                 uint16_t* dlogits) {
-  const int64_t n = count_targets(targets, rows, V);
-  std::vector<double> row_loss(size_t(rows), 0.0);
-  const float scale = n ? dloss / float(n) : 0.0f;
-  parallel_for(rows, [&](int64_t r) {
-    uint16_t* d = dlogits + r * V;
-    if (targets[r] < 0) {
-      std::fill(d, d + V, uint16_t(0));
-      return;
-    }
-    // The row in f32 as cross_entropy_fused writes it, in a buffer that stays in cache,
-    // then rounded: the same bits as rounding that function's output.
-    thread_local std::vector<float> row;
-    row.resize(size_t(V));
-    const float* x = logits + r * V;
-    float mx;
-    const float lse = log_sum_exp(x, V, &mx);
-    row_loss[size_t(r)] = double(lse - x[targets[r]]);
-    scaled_exp(x, V, lse, scale, row.data());
-    row[size_t(targets[r])] -= scale;
-    round_to_bf16(row.data(), V, d);
-  }, 4);
-  double total = 0;
-  for (double l : row_loss) total += l;
-  return n ? total / double(n) : 0.0;
+  return fused_rows(logits, targets, rows, V, dloss, RowsRoundedToBf16{dlogits, V});
 }
 
 template double cross_entropy_forward<float>(const float*, const int32_t*, int64_t, int64_t);

@@ -146,27 +146,17 @@ int64_t Bf16Shadow::elements() const {
   return n;
 }
 
-Bf16OperandScope::Bf16OperandScope(const float* x, int64_t n) {
-  if (t_precision != GemmPrecision::bf16 || !x || n <= 0) return;
-  if (t_operands.size() <= t_operand_depth) t_operands.resize(t_operand_depth + 1);
-  RoundedOperand& o = t_operands[t_operand_depth];
-  o.src = x;
-  o.n = n;
-  o.adopted = nullptr;
-  o.bits.resize(size_t(n));
-  round_padded(x, 1, n, n, 1, n, o.bits.data());
-  ++t_operand_depth;
-  active_ = true;
-}
-
 Bf16OperandScope::Bf16OperandScope(const float* x, int64_t n, const uint16_t* bits) {
   if (t_precision != GemmPrecision::bf16 || !x || n <= 0) return;
-  MOEPP_CHECK(bits, "Bf16OperandScope: no rounded copy given for the operand at ", static_cast<const void*>(x));
   if (t_operands.size() <= t_operand_depth) t_operands.resize(t_operand_depth + 1);
   RoundedOperand& o = t_operands[t_operand_depth];
   o.src = x;
   o.n = n;
   o.adopted = bits;
+  if (!bits) {
+    o.bits.resize(size_t(n));
+    round_padded(x, 1, n, n, 1, n, o.bits.data());
+  }
   ++t_operand_depth;
   active_ = true;
 }

@@ -74,10 +74,10 @@ class GemmPrecisionScope {
 // does nothing. x must not change while the scope lives; scopes nest.
 class Bf16OperandScope {
  public:
-  Bf16OperandScope(const float* x, int64_t n);
-  // x's copy rounded already by its producer (bits: n elements, living as long as the
-  // scope): the products read bits, and x itself need not hold the values.
-  Bf16OperandScope(const float* x, int64_t n, const uint16_t* bits);
+  // bits: x's copy rounded already by its producer (n elements, living as long as the
+  // scope), which the products read, x itself then need not hold the values; null: x is
+  // rounded here.
+  Bf16OperandScope(const float* x, int64_t n, const uint16_t* bits = nullptr);
   ~Bf16OperandScope();
   Bf16OperandScope(const Bf16OperandScope&) = delete;
   Bf16OperandScope& operator=(const Bf16OperandScope&) = delete;
@@ -89,8 +89,7 @@ class Bf16OperandScope {
 // Bf16OperandScope for code templated on the element type: double products have none.
 template <typename T>
 struct RoundOnce {
-  RoundOnce(const T*, int64_t) {}
-  RoundOnce(const T*, int64_t, const uint16_t*) {}
+  RoundOnce(const T*, int64_t, const uint16_t* = nullptr) {}
 };
 template <>
 struct RoundOnce<float> : Bf16OperandScope {

@@ -106,6 +106,14 @@ inline __mmask16 tail_mask16(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
+// 16 rows of `in` (ld apart; those from `rows` on read as zero), the lanes `cols` keeps,
+// transposed: r[c] holds lane c of each row.
+inline void load_transposed16(const float* in, int64_t ld, int64_t rows, __mmask16 cols, __m512 (&r)[16]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(cols, in + i * ld) : _mm512_setzero_ps();
+  transpose16(r);
+}
+
 // The zero-masking forms with every lane kept compute the same as the plain intrinsics;
 // GCC 12's plain min/max/roundscale/scalef fill an "undefined" register and warn.
 inline __m512 exp16(__m512 x) {

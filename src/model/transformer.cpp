@@ -142,8 +142,7 @@ LossParts model_backward(const ModelConfig& cfg, const ModelParams<T>& w, ModelC
   parallel_zero({{dx.data(), size_t(n * D) * sizeof(T)}});  // rmsnorm_backward adds to it
   Tensor<T>& dout_w = g.lm_head.numel() ? g.lm_head : g.embed;
   {
-    [[maybe_unused]] const RoundOnce<T> dlogits_once =
-        bf16_dlogits ? RoundOnce<T>(dlogits.data(), n * V, c.dlogits_bf16.data()) : RoundOnce<T>(dlogits.data(), n * V);
+    const RoundOnce<T> dlogits_once(dlogits.data(), n * V, bf16_dlogits ? c.dlogits_bf16.data() : nullptr);
     gemm<T>(Trans::N, Trans::N, n, D, V, T(1), dlogits.data(), V, w.output_weights().data(), D, T(0), dnormed.data(), D);
     gemm<T>(Trans::T, Trans::N, V, D, n, T(1), dlogits.data(), V, c.normed.data(), D, T(1), dout_w.data(), D);
   }
