@@ -10,9 +10,11 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/attention_backward_tiles.h"
+#include "kernels/attention_bf16.h"
 #include "kernels/attention_group.h"
 #include "kernels/attention_runs.h"
 #include "kernels/dot.h"
+#include "kernels/mixed_precision.h"
 #include "kernels/softmax.h"
 #include "kernels/vec_math.h"
 
@@ -174,6 +176,10 @@ template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
                        const AttentionShape& s) {
   check_shape(s);
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_precision() == GemmPrecision::bf16 && attention_bf16_available(s.head_dim))
+      return attention_forward_bf16(q, k, v, out, probs, s);
+  }
   const int64_t B = s.batch, Tn = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim, n = B * Tn;
   std::vector<const T*> keys(static_cast<size_t>(n)), values(static_cast<size_t>(n));
   std::vector<T*> prob_rows(static_cast<size_t>(n));
@@ -200,6 +206,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
   const T scale = T(1) / std::sqrt(T(hd));
   // One task per (batch, kv head): every q head of the group writes the same dk/dv rows.
   if constexpr (std::is_same_v<T, float>) {
+    if (gemm_precision() == GemmPrecision::bf16 && attention_bf16_available(hd))
+      return attention_backward_bf16(q, k, v, probs, dout, dq, dk, dv, s);
     if (attention_backward_in_tiles()) {
       parallel_for(s.batch * Hkv, [&](int64_t bk) {
         attention_backward_tiles(q, k, v, probs, dout, dq, dk, dv, Tn, Hq, Hkv, hd, bk / Hkv, bk % Hkv);

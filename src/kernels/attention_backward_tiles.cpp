@@ -62,24 +62,6 @@ inline void copy_row_padded(float* dst, const float* src, int64_t n, int64_t wid
     _mm512_storeu_ps(dst + c0, _mm512_maskz_loadu_ps(tail_mask16(n - c0), src + c0));
 }
 
-// dst[0 : n] += src[0 : n].
-inline void add_row(float* dst, const float* src, int64_t n) {
-  for (int64_t c0 = 0; c0 < n; c0 += 16) {
-    const __mmask16 m = tail_mask16(n - c0);
-    _mm512_mask_storeu_ps(dst + c0, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + c0), _mm512_maskz_loadu_ps(m, src + c0)));
-  }
-}
-
-// Out[c][0 : 16] = In[i][c] for c < cols, i < 16 (In's rows ld apart, rows past `rows`
-// read as zero): 16 rows transposed 16 columns at a time in registers.
-inline void transpose_rows(const float* In, int64_t ld, int64_t rows, int64_t cols, float* Out) {
-  for (int64_t c0 = 0; c0 < cols; c0 += 16) {
-    __m512 r[16];
-    load_transposed16(In + c0, ld, rows, tail_mask16(cols - c0), r);
-    for (int64_t c = 0; c < 16 && c0 + c < cols; ++c) _mm512_storeu_ps(Out + (c0 + c) * kQueries, r[c]);
-  }
-}
-
 void transposed_outer_all(const float* St, int64_t kb, const float* B, int64_t width, float* Out) {
   for (int64_t c0 = 0; c0 < width; c0 += 64) {
     switch (width - c0 >= 64 ? 4 : (width - c0) / 16) {
@@ -131,10 +113,10 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
           std::fill(Qb + i * width, Qb + (i + 1) * width, 0.0f);
         }
       }
-      transpose_rows(dOb, width, kQueries, hd, dOt);
+      tiles::transpose_rows(dOb, width, kQueries, hd, dOt);
       // dP[i][j] = dO_i . V_j, held transposed.
       tiles::transposed_scores<1>(dOt, hd, V, ks, keys, dSt);
-      transpose_rows(P + i0 * T, T, n, keys, Pt);
+      tiles::transpose_rows(P + i0 * T, T, n, keys, Pt);
       // dS = P * (dP - sum_j P dP) * scale, 16 queries a vector.
       __m512 rowdot = _mm512_setzero_ps();
       for (int64_t j = 0; j < keys; ++j)
@@ -149,14 +131,14 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
       std::fill(dQb, dQb + kQueries * width, 0.0f);
       tiles::transposed_values_all(dSt, kQueries, keys, Kw, width, dQb, width);
       float* dQ = dq + ((b * T + i0) * Hq + h) * hd;
-      for (int64_t i = 0; i < n; ++i) add_row(dQ + i * qs, dQb + i * width, hd);
+      for (int64_t i = 0; i < n; ++i) tiles::add_row(dQ + i * qs, dQb + i * width, hd);
       transposed_outer_all(dSt, keys, Qb, width, dKw);
       transposed_outer_all(Pt, keys, dOb, width, dVw);
     }
   }
   for (int64_t j = 0; j < T; ++j) {
-    add_row(dk + ((b * T + j) * Hkv + kvh) * hd, dKw + j * width, hd);
-    add_row(dv + ((b * T + j) * Hkv + kvh) * hd, dVw + j * width, hd);
+    tiles::add_row(dk + ((b * T + j) * Hkv + kvh) * hd, dKw + j * width, hd);
+    tiles::add_row(dv + ((b * T + j) * Hkv + kvh) * hd, dVw + j * width, hd);
   }
 #else
   (void)q, (void)k, (void)v, (void)probs, (void)dout, (void)dq, (void)dk, (void)dv, (void)T, (void)Hq, (void)Hkv,

@@ -72,23 +72,6 @@ void widen_rows(const KV* x, int64_t ld, int64_t rows, int64_t n, int64_t width,
   }
 }
 
-// The block's probabilities St[j][m] (keys j < kb, queries m < M) into query m's row at
-// key j0 + j, 16 keys by 16 queries a register transpose: one strided float at a time had
-// taken a fifth of the run's time in training, which keeps the probabilities.
-inline void copy_probs_transposed(const float* St, int64_t Mp, int64_t M, int64_t kb, int64_t G,
-                                  const RunProbs<float>& probs, int64_t j0) {
-  for (int64_t m0 = 0; m0 < M; m0 += 16)
-    for (int64_t jb = 0; jb < kb; jb += 16) {
-      __m512 r[16];
-      load_transposed16(St + jb * Mp + m0, Mp, kb - jb, __mmask16(0xFFFF), r);
-      const __mmask16 keys = tail_mask16(kb - jb);
-      for (int64_t l = 0; l < std::min<int64_t>(16, M - m0); ++l) {
-        const int64_t m = m0 + l;
-        _mm512_mask_storeu_ps(probs.row[m / G] + (m % G) * probs.head_stride + j0 + jb, keys, r[l]);
-      }
-    }
-}
-
 template <int MV, typename KV>
 void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int64_t G, int64_t hd, const KV* k,
                            const KV* v, int64_t kv_stride, int64_t first_context, float scale, float* out,
@@ -180,7 +163,7 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
     }
     // Probabilities as exp(s - this block's maximum) for now; scaled to the final maximum
     // and sum once the run has seen every key.
-    if (probs.row) copy_probs_transposed(St, Mp, M, kb, G, probs, j0);
+    if (probs.row) tiles::copy_probs_transposed(St, Mp, M, kb, G, probs, j0);
     if (j0 > 0)  // O is zero before the first block
       for (int64_t m = 0; m < Mp; ++m)
         if (rescale[m] != 1.0f) {

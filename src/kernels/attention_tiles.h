@@ -7,26 +7,67 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <utility>
 #include <vector>
 
 #include "core/aligned_vector.h"
+#include "kernels/attention_runs.h"
 #include "kernels/vec_math.h"
 
 namespace moepp::tiles {
 
 // Sizes `scratch` to the pieces' total and points each piece at its part, in order: one
 // place sums and hands out, so the two cannot disagree. Each piece starts on a cache line
-// (its size rounded up to 16 floats), so its rows' 64-byte loads do not straddle two.
-inline void carve_scratch(AlignedVector<float>& scratch, std::initializer_list<std::pair<float**, int64_t>> pieces) {
+// (its size rounded up to 16 elements of 4 bytes), so its rows' 64-byte loads do not
+// straddle two.
+template <typename E>
+inline void carve_scratch(AlignedVector<E>& scratch, std::initializer_list<std::pair<E**, int64_t>> pieces) {
+  static_assert(sizeof(E) == 4);
   const auto rounded = [](int64_t n) { return (n + 15) / 16 * 16; };
   int64_t total = 0;
   for (const auto& piece : pieces) total += rounded(piece.second);
   scratch.resize(size_t(total));
-  float* next = scratch.data();
+  E* next = scratch.data();
   for (const auto& [where, n] : pieces) *where = std::exchange(next, next + rounded(n));
+}
+
+// dst[0 : n] += src[0 : n].
+inline void add_row(float* dst, const float* src, int64_t n) {
+  for (int64_t c0 = 0; c0 < n; c0 += 16) {
+    const __mmask16 m = tail_mask16(n - c0);
+    _mm512_mask_storeu_ps(dst + c0, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + c0), _mm512_maskz_loadu_ps(m, src + c0)));
+  }
+}
+
+// Out[c][0 : 16] = In[i][c] for c < cols, i < 16 (In's rows ld apart, rows past `rows`
+// read as zero): 16 rows transposed 16 columns at a time in registers.
+inline void transpose_rows(const float* In, int64_t ld, int64_t rows, int64_t cols, float* Out) {
+  for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+    __m512 r[16];
+    load_transposed16(In + c0, ld, rows, tail_mask16(cols - c0), r);
+    for (int64_t c = 0; c < 16 && c0 + c < cols; ++c) _mm512_storeu_ps(Out + (c0 + c) * 16, r[c]);
+  }
+}
+
+// Probabilities held transposed, St[j][m] (keys j < kb, queries m < M, Mp columns), into
+// query m's row at key j0 + j (query m = i G + g: run row i, head g; see RunProbs), 16 keys
+// by 16 queries a register transpose: one strided float at a time had taken a fifth of a
+// training run's time.
+inline void copy_probs_transposed(const float* St, int64_t Mp, int64_t M, int64_t kb, int64_t G,
+                                  const RunProbs<float>& probs, int64_t j0) {
+  for (int64_t m0 = 0; m0 < M; m0 += 16)
+    for (int64_t jb = 0; jb < kb; jb += 16) {
+      __m512 r[16];
+      load_transposed16(St + jb * Mp + m0, Mp, kb - jb, __mmask16(0xFFFF), r);
+      const __mmask16 keys = tail_mask16(kb - jb);
+      for (int64_t l = 0; l < std::min<int64_t>(16, M - m0); ++l) {
+        const int64_t m = m0 + l;
+        _mm512_mask_storeu_ps(probs.row[m / G] + (m % G) * probs.head_stride + j0 + jb, keys, r[l]);
+      }
+    }
 }
 
 // St[j][:] = K[j] . Qt for j < kb: KJ keys by MV query vectors in registers.

@@ -44,6 +44,10 @@ inline __m512 in_register(__m512 v) {
   asm("" : "+v"(v));
   return v;
 }
+inline __m512i in_register(__m512i v) {
+  asm("" : "+v"(v));
+  return v;
+}
 
 // Transposes 16 vectors in place: r[k] lane l becomes r[l] lane k.
 inline void transpose16(__m512 (&r)[16]) {

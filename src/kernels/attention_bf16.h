@@ -1,0 +1,29 @@
+// Training attention with bf16 products (train --precision bf16). Inside a bf16
+// GemmPrecisionScope (kernels/mixed_precision.h) attention_forward<float> and
+// attention_backward<float> come here where attention_bf16_available(head_dim): their five
+// kinds of product, Q K^T and P V forward, dO V^T, dS K, dS^T Q and P^T dO backward, take
+// bf16 operands and sum in f32 (AVX-512 BF16's vdpbf16ps: two products a lane per
+// instruction, twice the multiply-adds of f32 FMA), as autocast runs attention's matmuls in
+// bf16. What is rounded (to nearest even) is what enters a product: q * scale, k, v, the
+// probabilities, dO, and dS for dQ and dK. The softmax and its kept probabilities, dP, dS
+// and every sum stay f32. Shapes and layouts are attention.h's; the results differ from the
+// f32 kernels' by the operands' rounding (~2^-9 of each product).
+#pragma once
+#include <cstdint>
+
+#include "kernels/attention.h"
+
+namespace moepp {
+
+// This build has AVX-512 BF16, and head_dim is even (a pair of a row's bf16 elements is
+// one 32-bit lane of the products).
+bool attention_bf16_available(int64_t head_dim);
+
+void attention_forward_bf16(const float* q, const float* k, const float* v, float* out, float* probs,
+                            const AttentionShape& s);
+
+// dq, dk, dv += their gradients.
+void attention_backward_bf16(const float* q, const float* k, const float* v, const float* probs, const float* dout,
+                             float* dq, float* dk, float* dv, const AttentionShape& s);
+
+}  // namespace moepp
