@@ -168,7 +168,7 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
       attend_group(qr, G, hd, k, v, a.kv_stride, L, scale, score, o);
     });
     if (a.probs)
-      for (int64_t g = 0; g < G; ++g) std::fill(score[g] + L, score[g] + std::max(L, a.probs_length), T(0));
+      for (int64_t g = 0; g < G; ++g) std::fill(score[g] + L, score[g] + probs_written_end(L, a.probs_length), T(0));
   });
 }
 

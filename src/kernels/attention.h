@@ -30,7 +30,8 @@ struct AttentionRows {
   const int64_t* context = nullptr;  // [rows], each >= 1
   int64_t kv_stride = 0;
   // Optional (training): row r's probabilities for q head h go to probs[r] + h * probs_head_stride,
-  // zero-filled up to probs_length.
+  // a row probs_length long, zero past its context at least to the end of its block of 16
+  // positions (probs_written_end, kernels/attention_runs.h).
   T* const* probs = nullptr;
   int64_t probs_head_stride = 0, probs_length = 0;
 };
@@ -39,7 +40,9 @@ struct AttentionRows {
 template <typename T>
 void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out);
 
-// A training batch: q: [B, T, Hq, hd]; k, v: [B, T, Hkv, hd]; out: [B, T, Hq, hd]; probs: [B, Hq, T, T].
+// A training batch: q: [B, T, Hq, hd]; k, v: [B, T, Hkv, hd]; out: [B, T, Hq, hd]; probs: [B, Hq, T, T],
+// row i written at least up to probs_written_end(i + 1, T) (kernels/attention_runs.h):
+// what attention_backward reads.
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
                        const AttentionShape& s);

@@ -198,7 +198,7 @@ void attention_forward_bf16(const float* q, const float* k, const float* v, floa
     tiles::copy_probs_transposed(St, Mp, M, keys, G, RunProbs<float>{rows_of_probs, T * T, T}, 0);
     for (int64_t m = 0; m < M; ++m) {
       float* p = rows_of_probs[m / G] + (m % G) * T * T;
-      std::fill(p + keys, p + T, 0.0f);
+      std::fill(p + keys, p + probs_written_end(keys, T), 0.0f);
     }
     // O = P V over pairs of keys (the last pair's second key, past the history, weighs 0).
     for (int64_t jp = 0; jp < keys2; ++jp)

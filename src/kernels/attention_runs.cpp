@@ -192,7 +192,7 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
         const float f = std::exp(block_maxima[size_t((j0 / kKeyBlock) * Mp + m)] - final_max[m]) * inverse[m];
         for (int64_t j = j0; j < std::min(keys, j0 + kKeyBlock); ++j) p[j] *= f;
       }
-      std::fill(p + keys, p + std::max(keys, probs.length), 0.0f);
+      std::fill(p + keys, p + probs_written_end(keys, probs.length), 0.0f);
     }
   }
   for (int64_t i = 0; i < rows; ++i)

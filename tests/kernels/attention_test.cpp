@@ -1,5 +1,9 @@
 #include "kernels/attention.h"
 
+#include <cmath>
+
+#include "kernels/attention_runs.h"
+
 #include "core/dtype.h"
 #include "core/error.h"
 #include "test_util.h"
@@ -85,24 +89,37 @@ TEST(Attention, BackwardMatchesFiniteDifferencesAndF32MatchesF64) {
 // Training batches long enough that a sequence's keys span two blocks of 128 and its rows
 // several runs: the f32 forward (runs in tiles, probabilities kept, on AVX-512) against the
 // f64 forward (row by row), outputs and the kept probabilities, zeros past each row's
-// position included; and the f32 backward (tiles of 16 queries, a partial last one, on
-// AVX-512) against the f64 backward (row by row).
+// position to the end of its block of 16 included, and beyond it nothing but a zero of the
+// row's run (NaN there stays NaN); and the f32 backward (tiles of 16 queries, a partial
+// last one, on AVX-512), which must read none of those NaN, against the f64 backward.
 TEST(Attention, LongSequencesInTilesMatchTheF64RowPath) {
   for (const AttentionShape& s : {AttentionShape{1, 150, 4, 2, 16}, AttentionShape{2, 140, 2, 2, 20}}) {
     Rng rng(4);
     const Shape qs{s.batch, s.seq, s.q_heads, s.head_dim}, kvs{s.batch, s.seq, s.kv_heads, s.head_dim};
     auto q = random_tensor<double>(qs, rng), k = random_tensor<double>(kvs, rng), v = random_tensor<double>(kvs, rng);
     Tensor<double> out(qs), probs({s.batch, s.q_heads, s.seq, s.seq});
+    for (int64_t i = 0; i < probs.numel(); ++i) probs[i] = NAN;
     attention_forward(q.data(), k.data(), v.data(), out.data(), probs.data(), s);
     auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v);
     Tensor<float> of(qs), pf(probs.shape());
-    for (int64_t i = 0; i < pf.numel(); ++i) pf[i] = 7.0f;  // every entry must be written
+    for (int64_t i = 0; i < pf.numel(); ++i) pf[i] = NAN;
     attention_forward(qf.data(), kf.data(), vf.data(), of.data(), pf.data(), s);
     EXPECT_LT(rel_error(of, out), 1e-5) << "seq " << s.seq;
-    EXPECT_LT(rel_error(pf, probs), 1e-5) << "seq " << s.seq;
+    double worst = 0;
     for (int64_t bh = 0; bh < s.batch * s.q_heads; ++bh)
-      for (int64_t i = 0; i < s.seq; ++i)
-        for (int64_t j = i + 1; j < s.seq; ++j) ASSERT_EQ(pf[(bh * s.seq + i) * s.seq + j], 0.0f) << i << " " << j;
+      for (int64_t i = 0; i < s.seq; ++i) {
+        const int64_t row = (bh * s.seq + i) * s.seq, written = probs_written_end(i + 1, s.seq);
+        for (int64_t j = 0; j <= i; ++j) worst = std::max(worst, std::abs(double(pf[row + j]) - probs[row + j]));
+        for (int64_t j = i + 1; j < written; ++j) {
+          ASSERT_EQ(pf[row + j], 0.0f) << i << " " << j;
+          ASSERT_EQ(probs[row + j], 0.0) << i << " " << j;
+        }
+        for (int64_t j = written; j < s.seq; ++j) {  // untouched, or a zero of the row's run
+          ASSERT_TRUE(std::isnan(pf[row + j]) || pf[row + j] == 0.0f) << i << " " << j;
+          ASSERT_TRUE(std::isnan(probs[row + j])) << "the f64 rows write their block only: " << i << " " << j;
+        }
+      }
+    EXPECT_LT(worst, 1e-6) << "seq " << s.seq;
     auto dout = random_tensor<double>(qs, rng);
     Tensor<double> dq(qs), dk(kvs), dv(kvs);
     attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
