@@ -266,21 +266,32 @@ void attention_backward_bf16(const float* q, const float* k, const float* v, con
         // dP[i][j] = dO_i . V_j, held transposed.
         pair_product<false>(Vr, hp, 1, keys, dOt, kQueries, hp, kQueries, dSt, kQueries);
         tiles::transpose_rows(P + i0 * T, T, n, keys, Pt);
-        // dS = P * (dP - sum_j P dP) * scale, 16 queries a vector.
+        // dS = P * (dP - sum_j P dP) * scale, 16 queries a vector, two keys at a time: P and
+        // dS rounded as they lie (for dV and dK) and dS as pairs of keys (for dQ).
         __m512 rowdot = _mm512_setzero_ps();
         for (int64_t j = 0; j < keys; ++j)
           rowdot = _mm512_fmadd_ps(_mm512_loadu_ps(Pt + j * kQueries), _mm512_loadu_ps(dSt + j * kQueries), rowdot);
         const __m512 sc = _mm512_set1_ps(scale);
-        for (int64_t j = 0; j < keys; ++j) {
-          const __m512 ds = _mm512_mul_ps(_mm512_loadu_ps(Pt + j * kQueries),
-                                          _mm512_sub_ps(_mm512_loadu_ps(dSt + j * kQueries), rowdot));
-          _mm512_storeu_ps(dSt + j * kQueries, _mm512_mul_ps(ds, sc));
+        const auto round_into = [](__m512 x, Pair* dst) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), __m256i(_mm512_cvtneps_pbh(x)));
+        };
+        for (int64_t jp = 0; jp < keys2; ++jp) {
+          const int64_t j = 2 * jp;
+          const bool second = j + 1 < keys;  // else the pair's second key weighs nothing
+          const __m512 p0 = _mm512_loadu_ps(Pt + j * kQueries);
+          const __m512 p1 = second ? _mm512_loadu_ps(Pt + (j + 1) * kQueries) : _mm512_setzero_ps();
+          const __m512 ds0 = _mm512_mul_ps(_mm512_mul_ps(p0, _mm512_sub_ps(_mm512_loadu_ps(dSt + j * kQueries), rowdot)), sc);
+          const __m512 ds1 =
+              second ? _mm512_mul_ps(_mm512_mul_ps(p1, _mm512_sub_ps(_mm512_loadu_ps(dSt + (j + 1) * kQueries), rowdot)), sc)
+                     : _mm512_setzero_ps();
+          round_into(p0, Pr + j * kQueries / 2);
+          round_into(ds0, dSr + j * kQueries / 2);
+          if (second) {
+            round_into(p1, Pr + (j + 1) * kQueries / 2);
+            round_into(ds1, dSr + (j + 1) * kQueries / 2);
+          }
+          _mm512_storeu_si512(dSp + jp * kQueries, interleave_pairs(ds0, ds1));
         }
-        round_row_pairs(Pt, keys * kQueries, Pr);
-        round_row_pairs(dSt, keys * kQueries, dSr);
-        for (int64_t jp = 0; jp < keys2; ++jp)
-          pair_rows(dSt + 2 * jp * kQueries, 2 * jp + 1 < keys ? dSt + (2 * jp + 1) * kQueries : nullptr, kQueries,
-                    kQueries, dSp + jp * kQueries);
         // dQ = dS K;  dK += dS^T Q;  dV += P^T dO.
         pair_product<false>(dSp, 1, kQueries, kQueries, Kp, width, keys2, width, dQb, width);
         float* dQ = dq + ((b * T + i0) * Hq + h) * hd;
