@@ -59,21 +59,13 @@ inline void round_row_pairs(const float* x, int64_t n, Pair* dst) {
 }
 
 // dst[p][m] = (row(m)[2p], row(m)[2p + 1]) * scale for p < hd / 2, m < Mp (rows from M on
-// zero): rows transposed so that 16 of them are a vector, 16 by 16 in registers.
+// zero): rows transposed so that 16 of them are a vector.
 template <typename RowOf>
 void pairs_transposed(const RowOf& row, int64_t M, int64_t Mp, int64_t hd, float scale, Pair* dst) {
-  const __m512 s = _mm512_set1_ps(scale);
-  for (int64_t m0 = 0; m0 < Mp; m0 += 16)
-    for (int64_t d0 = 0; d0 < hd; d0 += 16) {
-      const __mmask16 dims = tail_mask16(hd - d0);
-      __m512 r[16];
-#pragma GCC unroll 16
-      for (int u = 0; u < 16; ++u)
-        r[u] = m0 + u < M ? _mm512_mul_ps(_mm512_maskz_loadu_ps(dims, row(m0 + u) + d0), s) : _mm512_setzero_ps();
-      transpose16(r);
-      for (int64_t l = 0; l < 16 && d0 + l < hd; l += 2)
-        _mm512_storeu_si512(dst + (d0 + l) / 2 * Mp + m0, interleave_pairs(r[l], r[l + 1]));
-    }
+  tiles::for_each_transposed_block(row, M, Mp, hd, scale, [&](int64_t m0, int64_t d0, const __m512 (&r)[16]) {
+    for (int64_t l = 0; l < 16 && d0 + l < hd; l += 2)
+      _mm512_storeu_si512(dst + (d0 + l) / 2 * Mp + m0, interleave_pairs(r[l], r[l + 1]));
+  });
 }
 
 // O[r][16 l : 16 l + 16] (+)= sum_{p < pairs} A[r * ar + p * ap] . B[p * bp + 16 l : ...] for
@@ -150,16 +142,12 @@ void attention_forward_bf16(const float* q, const float* k, const float* v, floa
   MOEPP_CHECK(attention_bf16_available(s.head_dim), "attention_forward_bf16: head_dim ", s.head_dim,
               " (needs AVX-512 BF16 and an even head_dim)");
   const int64_t B = s.batch, T = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim, G = Hq / Hkv;
-  const int64_t hp = hd / 2, width = (hd + 15) / 16 * 16, T2 = (T + 1) / 2;
+  const int64_t width = (hd + 15) / 16 * 16, T2 = (T + 1) / 2;
   const float scale = 1.0f / std::sqrt(float(hd));
-  // Keys rounded where they lie (row j of kv head g: pairs at ((b T + j) Hkv + g) hp), and
-  // values as pairs of consecutive positions, [B, Hkv, T2, width]: what P V sums over.
-  static thread_local AlignedVector<Pair> keys_buffer, values_buffer;
-  AlignedVector<Pair>& key_pairs = keys_buffer;
+  // Values as pairs of consecutive positions, [B, Hkv, T2, width]: what P V sums over.
+  static thread_local AlignedVector<Pair> values_buffer;
   AlignedVector<Pair>& value_pairs = values_buffer;
-  key_pairs.resize(size_t(B * T * Hkv * hp));
   value_pairs.resize(size_t(B * Hkv * T2 * width));
-  parallel_for(B * T, [&](int64_t r) { round_row_pairs(k + r * Hkv * hd, Hkv * hd, key_pairs.data() + r * Hkv * hp); });
   parallel_for(B * Hkv * T2, [&](int64_t t) {
     const int64_t b = t / (Hkv * T2), g = t / T2 % Hkv, jp = t % T2;
     const float* v0 = v + ((b * T + 2 * jp) * Hkv + g) * hd;
@@ -183,13 +171,13 @@ void attention_forward_bf16(const float* q, const float* k, const float* v, floa
     const auto query_row = [&](int64_t m) { return (b * T + r0 + m / G) * Hq + kvh * G + m % G; };
     thread_local AlignedVector<Pair> pair_scratch;
     thread_local AlignedVector<float> float_scratch;
-    Pair *Qt, *Pp;
-    float *St, *O;
-    tiles::carve_scratch(pair_scratch, {{&Qt, hp * Mp}, {&Pp, keys2 * Mp}});
-    tiles::carve_scratch(float_scratch, {{&St, keys * Mp}, {&O, Mp * width}});
-    pairs_transposed([&](int64_t m) { return q + query_row(m) * hd; }, M, Mp, hd, scale, Qt);
-    // St[j][m] = q_m . k_j * scale, then the probabilities.
-    pair_product<false>(key_pairs.data() + (b * T * Hkv + kvh) * hp, Hkv * hp, 1, keys, Qt, Mp, hp, Mp, St, Mp);
+    Pair* Pp;
+    float *Qt, *St, *O;
+    tiles::carve_scratch(pair_scratch, {{&Pp, keys2 * Mp}});
+    tiles::carve_scratch(float_scratch, {{&Qt, hd * Mp}, {&St, keys * Mp}, {&O, Mp * width}});
+    // St[j][m] = q_m . k_j * scale in f32 (see the header), then the probabilities.
+    tiles::transposed_queries([&](int64_t m) { return q + query_row(m) * hd; }, M, Mp, hd, scale, Qt);
+    tiles::transposed_scores_of(Mp, Qt, hd, k + (b * T * Hkv + kvh) * hd, Hkv * hd, keys, St);
     alignas(64) int32_t seen[kRunBlockQueries];
     for (int64_t m = 0; m < Mp; ++m) seen[m] = int32_t(r0 + 1 + (m < M ? m / G : 0));  // padding: the first row's
     softmax_columns(St, keys, Mp, seen);

@@ -92,25 +92,8 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
                                  {&rescale, Mp},
                                  {&inverse, Mp}});
   std::fill(O, O + Mp * width, 0.0f);
-  // Qt [hd, Mp] = Q^T * scale (query m = i G + g), queries past M zero: 16 queries by 16
-  // dimensions a register transpose, where one strided float a value had been (prompt
-  // attention 1.03-1.04x at 512 positions).
-  const __m512 scale16 = _mm512_set1_ps(scale);
-  for (int64_t m0 = 0; m0 < Mp; m0 += 16)
-    for (int64_t d0 = 0; d0 < hd; d0 += 16) {
-      const __mmask16 dims = tail_mask16(hd - d0);
-      __m512 r[16];
-#pragma GCC unroll 16
-      for (int u = 0; u < 16; ++u) {
-        const int64_t m = m0 + u;
-        r[u] = m < M ? _mm512_mul_ps(_mm512_maskz_loadu_ps(dims, q + (m / G) * row_stride + (m % G) * hd + d0), scale16)
-                     : _mm512_setzero_ps();
-      }
-      transpose16(r);
-#pragma GCC unroll 16
-      for (int l = 0; l < 16; ++l)
-        if (d0 + l < hd) _mm512_storeu_ps(Qt + (d0 + l) * Mp + m0, r[l]);
-    }
+  // Qt [hd, Mp] = Q^T * scale (query m = i G + g), queries past M zero.
+  tiles::transposed_queries([&](int64_t m) { return q + (m / G) * row_stride + (m % G) * hd; }, M, Mp, hd, scale, Qt);
   // Query m sees keys [0, seen[m]); the padding queries see the first row's keys (finite
   // scores; their results are dropped).
   alignas(64) int32_t seen[Mp];

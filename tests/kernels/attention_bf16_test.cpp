@@ -1,5 +1,6 @@
 // Training attention in a bf16 scope (kernels/attention_bf16.h) against a double
-// implementation over the operands the kernels round: q * scale, k, v and dO to bf16. The
+// implementation over the operands the kernels round: v and dO to bf16 (q and k too, where
+// they enter the backward's products; the forward's scores are f32). The
 // kernels also round what the double one keeps exact, the probabilities (for P V and
 // P^T dO) and dS (for dS K and dS^T Q); rounding moves each by at most 2^-9 of itself, so
 // an element of a result may move by 2^-9 of the sum of the magnitudes it adds. The bounds
@@ -61,12 +62,12 @@ void check_case(const Case& c, uint64_t seed) {
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t h = 0; h < s.q_heads; ++h)
       for (int64_t i = 0; i < T; ++i) {
-        // Forward: softmax over bf16(q * scale) . bf16(k_j), then sum_j P_j bf16(v_j).
+        // Forward: softmax over (q * scale) . k_j, then sum_j P_j bf16(v_j).
         std::vector<double> p(size_t(i + 1));
         double mx = -INFINITY, sum = 0;
         for (int64_t j = 0; j <= i; ++j) {
           double d = 0;
-          for (int64_t e = 0; e < hd; ++e) d += r16(q[c.qi(b, i, h) + e] * scale) * r16(k[c.ki(b, j, h) + e]);
+          for (int64_t e = 0; e < hd; ++e) d += double(q[c.qi(b, i, h) + e] * scale) * double(k[c.ki(b, j, h) + e]);
           p[size_t(j)] = d;
           mx = std::max(mx, d);
         }
