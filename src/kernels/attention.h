@@ -42,7 +42,9 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out);
 
 // A training batch: q: [B, T, Hq, hd]; k, v: [B, T, Hkv, hd]; out: [B, T, Hq, hd]; probs: [B, Hq, T, T],
 // row i written at least up to probs_written_end(i + 1, T) (kernels/attention_runs.h):
-// what attention_backward reads.
+// what attention_backward reads. In a bf16 GemmPrecisionScope, f32 attention_forward and
+// attention_backward run their products but the scores on bf16 operands where
+// attention_bf16_available (kernels/attention_bf16.h).
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
                        const AttentionShape& s);
