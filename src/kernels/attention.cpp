@@ -12,7 +12,9 @@
 #include "kernels/attention_backward_tiles.h"
 #include "kernels/attention_bf16.h"
 #include "kernels/attention_group.h"
+#include "kernels/attention_kept.h"
 #include "kernels/attention_runs.h"
+#include "kernels/attention_tiles.h"
 #include "kernels/dot.h"
 #include "kernels/mixed_precision.h"
 #include "kernels/softmax.h"
@@ -99,9 +101,8 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   MOEPP_CHECK(G <= kMaxGroup, "attention: ", G, " query heads per kv head (at most ", kMaxGroup, ")");
   MOEPP_CHECK(!a.keys_bf16 || (std::is_same_v<T, float> && a.values_bf16 && !a.probs),
               "attention: bf16 histories need f32 rows, bf16 values too, and no kept probabilities");
-  // Consecutive rows of one sequence (a prompt chunk, a training sequence: same history,
-  // positions one apart) go through attend_run in blocks (keeping probabilities where it
-  // can: attend_run_keeps_probs); the rest row by row.
+  // Consecutive rows of one sequence (a prompt chunk: same history, positions one apart)
+  // go through attend_run in blocks where no probabilities are kept; the rest row by row.
   struct Task {
     int64_t row, rows, kv_head, cost;
   };
@@ -118,7 +119,7 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   };
   for (int64_t r = 0; r < a.rows;) {
     int64_t end = r + 1;
-    while ((!a.probs || attend_run_keeps_probs<T>()) && end < a.rows && same_history(end)) ++end;
+    while (!a.probs && end < a.rows && same_history(end)) ++end;
     const bool blocked = end - r >= kMinRunRows;
     for (int64_t r0 = r; r0 < end; r0 += blocked ? block_rows : 1) {
       const int64_t n = blocked ? std::min(block_rows, end - r0) : 1;
@@ -141,15 +142,8 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
     const T* qr = q + (r * Hq + kvh * G) * hd;
     T* o = out + (r * Hq + kvh * G) * hd;
     if (task.rows > 1) {
-      // Kept probabilities: each run row's, from this kv head's first query head on.
-      T* group_rows[kRunBlockQueries];
-      RunProbs<T> probs;
-      if (a.probs) {
-        for (int64_t i = 0; i < task.rows; ++i) group_rows[i] = a.probs[r + i] + kvh * G * a.probs_head_stride;
-        probs = {group_rows, a.probs_head_stride, a.probs_length};
-      }
       with_history(r, kvh, [&](const auto* k, const auto* v) {
-        attend_run(qr, Hq * hd, task.rows, G, hd, k, v, a.kv_stride, L, scale, o, probs);
+        attend_run(qr, Hq * hd, task.rows, G, hd, k, v, a.kv_stride, L, scale, o);
       });
       return;
     }
@@ -177,8 +171,9 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
                        const AttentionShape& s) {
   check_shape(s);
   if constexpr (std::is_same_v<T, float>) {
-    if (gemm_precision() == GemmPrecision::bf16 && attention_bf16_available(s.head_dim))
-      return attention_forward_bf16(q, k, v, out, probs, s);
+    if (attention_in_tiles())
+      return attention_forward_kept(q, k, v, out, probs, s,
+                                    gemm_precision() == GemmPrecision::bf16 && attention_bf16_available(s.head_dim));
   }
   const int64_t B = s.batch, Tn = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim, n = B * Tn;
   std::vector<const T*> keys(static_cast<size_t>(n)), values(static_cast<size_t>(n));
@@ -208,7 +203,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
   if constexpr (std::is_same_v<T, float>) {
     if (gemm_precision() == GemmPrecision::bf16 && attention_bf16_available(hd))
       return attention_backward_bf16(q, k, v, probs, dout, dq, dk, dv, s);
-    if (attention_backward_in_tiles()) {
+    if (attention_in_tiles()) {
       parallel_for(s.batch * Hkv, [&](int64_t bk) {
         attention_backward_tiles(q, k, v, probs, dout, dq, dk, dv, Tn, Hq, Hkv, hd, bk / Hkv, bk % Hkv);
       });

@@ -10,14 +10,6 @@
 
 namespace moepp {
 
-bool attention_backward_in_tiles() {
-#if defined(__AVX512F__)
-  return true;
-#else
-  return false;
-#endif
-}
-
 #if defined(__AVX512F__)
 namespace {
 
@@ -79,7 +71,7 @@ void transposed_outer_all(const float* St, int64_t kb, const float* B, int64_t w
 void attention_backward_tiles(const float* q, const float* k, const float* v, const float* probs, const float* dout,
                               float* dq, float* dk, float* dv, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd,
                               int64_t b, int64_t kvh) {
-  MOEPP_CHECK(attention_backward_in_tiles(), "attention_backward_tiles: this build has no AVX-512");
+  MOEPP_CHECK(attention_in_tiles(), "attention_backward_tiles: this build has no AVX-512");
 #if defined(__AVX512F__)
   const int64_t G = Hq / Hkv, width = (hd + 15) / 16 * 16, ks = Hkv * hd;
   const float scale = 1.0f / std::sqrt(float(hd));

@@ -4,14 +4,12 @@
 //   dV += P^T dO,
 // 16 queries at a time, with the scores' transposed layout of kernels/attention_tiles.h.
 // attention_backward (kernels/attention.h) sends each (sequence, kv head) task here where
-// attention_backward_in_tiles() says so, and runs the row loop elsewhere; the two agree
+// attention_in_tiles() (kernels/attention_tiles.h), and runs the row loop elsewhere; the two agree
 // up to f32 summation order.
 #pragma once
 #include <cstdint>
 
 namespace moepp {
-
-bool attention_backward_in_tiles();
 
 // Sequence b's rows of a training batch laid out as attention_backward's (q, dout, dq:
 // [B, T, Hq, hd]; k, v, dk, dv: [B, T, Hkv, hd]; probs: [B, Hq, T, T]); adds into dq, dk

@@ -74,8 +74,7 @@ void widen_rows(const KV* x, int64_t ld, int64_t rows, int64_t n, int64_t width,
 
 template <int MV, typename KV>
 void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int64_t G, int64_t hd, const KV* k,
-                           const KV* v, int64_t kv_stride, int64_t first_context, float scale, float* out,
-                           const RunProbs<float>& probs) {
+                           const KV* v, int64_t kv_stride, int64_t first_context, float scale, float* out) {
   constexpr int64_t Mp = 16 * MV;
   const int64_t M = rows * G, width = (hd + 15) / 16 * 16;
   // f32 histories are read in place; bf16 ones (and values whose rows are not whole
@@ -105,9 +104,6 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
   }
   constexpr __mmask16 all = 0xFFFF;
   const int64_t keys = first_context + rows - 1;  // what the last row sees
-  thread_local AlignedVector<float> maxima_buffer;  // each block's maxima, where probs are kept
-  AlignedVector<float>& block_maxima = maxima_buffer;
-  if (probs.row) block_maxima.resize(size_t((keys + kKeyBlock - 1) / kKeyBlock * Mp));
   for (int64_t j0 = 0; j0 < keys; j0 += kKeyBlock) {
     const int64_t kb = std::min(kKeyBlock, keys - j0);
     const float* K = nullptr;
@@ -142,11 +138,7 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
       running_sum[c] = _mm512_fmadd_ps(running_sum[c], r, sum);
       running_max[c] = new_max;
       _mm512_storeu_ps(rescale + 16 * c, r);
-      if (probs.row) _mm512_storeu_ps(block_maxima.data() + (j0 / kKeyBlock) * Mp + 16 * c, new_max);
     }
-    // Probabilities as exp(s - this block's maximum) for now; scaled to the final maximum
-    // and sum once the run has seen every key.
-    if (probs.row) tiles::copy_probs_transposed(St, Mp, M, kb, G, probs, j0);
     if (j0 > 0)  // O is zero before the first block
       for (int64_t m = 0; m < Mp; ++m)
         if (rescale[m] != 1.0f) {
@@ -166,18 +158,6 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
     tiles::transposed_values_all(St, Mp, kb, V, ldv, O, width);
   }
   for (int c = 0; c < MV; ++c) _mm512_storeu_ps(inverse + 16 * c, _mm512_div_ps(_mm512_set1_ps(1.0f), running_sum[c]));
-  if (probs.row) {
-    alignas(64) float final_max[Mp];
-    for (int c = 0; c < MV; ++c) _mm512_storeu_ps(final_max + 16 * c, running_max[c]);
-    for (int64_t m = 0; m < M; ++m) {
-      float* p = probs.row[m / G] + (m % G) * probs.head_stride;
-      for (int64_t j0 = 0; j0 < keys; j0 += kKeyBlock) {
-        const float f = std::exp(block_maxima[size_t((j0 / kKeyBlock) * Mp + m)] - final_max[m]) * inverse[m];
-        for (int64_t j = j0; j < std::min(keys, j0 + kKeyBlock); ++j) p[j] *= f;
-      }
-      std::fill(p + keys, p + probs_written_end(keys, probs.length), 0.0f);
-    }
-  }
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t g = 0; g < G; ++g) {
       const int64_t m = i * G + g;
@@ -188,34 +168,20 @@ void attend_run_transposed(const float* q, int64_t row_stride, int64_t rows, int
 
 }  // namespace
 
-template <typename T>
-bool attend_run_keeps_probs() {
-#if defined(__AVX512F__)
-  return std::is_same_v<T, float>;
-#else
-  return false;
-#endif
-}
-
 template <typename T, typename KV>
 void attend_run(const T* q, int64_t row_stride, int64_t rows, int64_t G, int64_t hd, const KV* k, const KV* v,
-                int64_t kv_stride, int64_t first_context, T scale, T* out, const RunProbs<T>& probs) {
+                int64_t kv_stride, int64_t first_context, T scale, T* out) {
   const int64_t M = rows * G;
   MOEPP_CHECK(M <= kRunBlockQueries && first_context >= 1, "attend_run: ", rows, " rows x ", G,
               " heads from context ", first_context);
-  MOEPP_CHECK(!probs.row || attend_run_keeps_probs<T>(), "attend_run: this build keeps no probabilities of runs");
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     static_assert(kRunBlockQueries == 64, "attend_run_transposed is instantiated for 1 to 4 vectors of queries");
     switch ((M + 15) / 16) {
-      case 1: return attend_run_transposed<1>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out,
-                                             probs);
-      case 2: return attend_run_transposed<2>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out,
-                                             probs);
-      case 3: return attend_run_transposed<3>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out,
-                                             probs);
-      default: return attend_run_transposed<4>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out,
-                                             probs);
+      case 1: return attend_run_transposed<1>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out);
+      case 2: return attend_run_transposed<2>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out);
+      case 3: return attend_run_transposed<3>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out);
+      default: return attend_run_transposed<4>(q, row_stride, rows, G, hd, k, v, kv_stride, first_context, scale, out);
     }
   }
 #endif
@@ -282,12 +248,10 @@ void attend_run(const T* q, int64_t row_stride, int64_t rows, int64_t G, int64_t
 }
 
 template void attend_run<float, float>(const float*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                                       int64_t, int64_t, float, float*, const RunProbs<float>&);
+                                       int64_t, int64_t, float, float*);
 template void attend_run<float, uint16_t>(const float*, int64_t, int64_t, int64_t, int64_t, const uint16_t*,
-                                          const uint16_t*, int64_t, int64_t, float, float*, const RunProbs<float>&);
+                                          const uint16_t*, int64_t, int64_t, float, float*);
 template void attend_run<double, double>(const double*, int64_t, int64_t, int64_t, int64_t, const double*,
-                                         const double*, int64_t, int64_t, double, double*, const RunProbs<double>&);
-template bool attend_run_keeps_probs<float>();
-template bool attend_run_keeps_probs<double>();
+                                         const double*, int64_t, int64_t, double, double*);
 
 }  // namespace moepp

@@ -1,9 +1,23 @@
 // The two register-blocked kernels of attention in tiles (AVX-512 f32), shared by the
-// prefill and training forward (kernels/attention_runs.cpp) and the training backward
-// (kernels/attention_backward_tiles.cpp). Scores are held transposed, St[key][query], 16
-// queries to a vector (Mp = 16 * MV columns): an element of a key row is broadcast against
-// 16 queries, so keys are read as stored.
+// prefill runs (kernels/attention_runs.cpp), the training forward (kernels/attention_kept)
+// and the training backward (kernels/attention_backward_tiles, kernels/attention_bf16).
+// Scores are held transposed, St[key][query], 16 queries to a vector (Mp = 16 * MV
+// columns): an element of a key row is broadcast against 16 queries, so keys are read as
+// stored.
 #pragma once
+
+namespace moepp {
+// Whether this build has the tiles (AVX-512): training attention's forward and backward
+// run in them; elsewhere row by row (kernels/attention.cpp).
+inline bool attention_in_tiles() {
+#if defined(__AVX512F__)
+  return true;
+#else
+  return false;
+#endif
+}
+}  // namespace moepp
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -14,7 +28,6 @@
 #include <vector>
 
 #include "core/aligned_vector.h"
-#include "kernels/attention_runs.h"
 #include "kernels/vec_math.h"
 
 namespace moepp::tiles {
@@ -52,12 +65,19 @@ inline void transpose_rows(const float* In, int64_t ld, int64_t rows, int64_t co
   }
 }
 
-// Probabilities held transposed, St[j][m] (keys j < kb, queries m < M, Mp columns), into
-// query m's row at key j0 + j (query m = i G + g: run row i, head g; see RunProbs), 16 keys
-// by 16 queries a register transpose: one strided float at a time had taken a fifth of a
-// training run's time.
+// Where a run of queries keeps its probabilities: query head g of run row i gets the row
+// at row[i] + g * head_stride.
+struct KeptProbs {
+  float* const* row = nullptr;
+  int64_t head_stride = 0;
+};
+
+// Probabilities held transposed, St[j][m] (keys j < kb, queries m < M, Mp columns), times
+// scale[m], into query m's row at key j0 + j (query m = i G + g: run row i, head g), 16
+// keys by 16 queries a register transpose: one strided float at a time had taken a fifth
+// of a training run's time.
 inline void copy_probs_transposed(const float* St, int64_t Mp, int64_t M, int64_t kb, int64_t G,
-                                  const RunProbs<float>& probs, int64_t j0) {
+                                  const KeptProbs& probs, int64_t j0, const float* scale) {
   for (int64_t m0 = 0; m0 < M; m0 += 16)
     for (int64_t jb = 0; jb < kb; jb += 16) {
       __m512 r[16];
@@ -65,7 +85,8 @@ inline void copy_probs_transposed(const float* St, int64_t Mp, int64_t M, int64_
       const __mmask16 keys = tail_mask16(kb - jb);
       for (int64_t l = 0; l < std::min<int64_t>(16, M - m0); ++l) {
         const int64_t m = m0 + l;
-        _mm512_mask_storeu_ps(probs.row[m / G] + (m % G) * probs.head_stride + j0 + jb, keys, r[l]);
+        _mm512_mask_storeu_ps(probs.row[m / G] + (m % G) * probs.head_stride + j0 + jb, keys,
+                              _mm512_mul_ps(r[l], _mm512_set1_ps(scale[m])));
       }
     }
 }

@@ -13,7 +13,6 @@
 
 #include "core/dtype.h"
 #include "kernels/attention.h"
-#include "kernels/attention_runs.h"
 #include "kernels/mixed_precision.h"
 #include "test_util.h"
 

@@ -2,8 +2,6 @@
 
 #include <cmath>
 
-#include "kernels/attention_runs.h"
-
 #include "core/dtype.h"
 #include "core/error.h"
 #include "test_util.h"
