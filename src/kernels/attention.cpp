@@ -16,7 +16,6 @@
 #include "kernels/attention_runs.h"
 #include "kernels/attention_tiles.h"
 #include "kernels/dot.h"
-#include "kernels/mixed_precision.h"
 #include "kernels/softmax.h"
 #include "kernels/vec_math.h"
 
@@ -172,8 +171,7 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
   check_shape(s);
   if constexpr (std::is_same_v<T, float>) {
     if (attention_in_tiles())
-      return attention_forward_kept(q, k, v, out, probs, s,
-                                    gemm_precision() == GemmPrecision::bf16 && attention_bf16_available(s.head_dim));
+      return attention_forward_kept(q, k, v, out, probs, s, attention_products_bf16(s.head_dim));
   }
   const int64_t B = s.batch, Tn = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim, n = B * Tn;
   std::vector<const T*> keys(static_cast<size_t>(n)), values(static_cast<size_t>(n));
@@ -201,8 +199,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
   const T scale = T(1) / std::sqrt(T(hd));
   // One task per (batch, kv head): every q head of the group writes the same dk/dv rows.
   if constexpr (std::is_same_v<T, float>) {
-    if (gemm_precision() == GemmPrecision::bf16 && attention_bf16_available(hd))
-      return attention_backward_bf16(q, k, v, probs, dout, dq, dk, dv, s);
+    if (attention_products_bf16(hd)) return attention_backward_bf16(q, k, v, probs, dout, dq, dk, dv, s);
     if (attention_in_tiles()) {
       parallel_for(s.batch * Hkv, [&](int64_t bk) {
         attention_backward_tiles(q, k, v, probs, dout, dq, dk, dv, Tn, Hq, Hkv, hd, bk / Hkv, bk % Hkv);

@@ -32,7 +32,7 @@ struct AttentionRows {
   int64_t kv_stride = 0;
   // Optional (training): row r's probabilities for q head h go to probs[r] + h * probs_head_stride,
   // a row probs_length long, zero past its context at least to the end of its block of 16
-  // positions (probs_written_end, kernels/attention_runs.h).
+  // positions (probs_written_end, below).
   T* const* probs = nullptr;
   int64_t probs_head_stride = 0, probs_length = 0;
 };
@@ -51,10 +51,9 @@ template <typename T>
 void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out);
 
 // A training batch: q: [B, T, Hq, hd]; k, v: [B, T, Hkv, hd]; out: [B, T, Hq, hd]; probs: [B, Hq, T, T],
-// row i written at least up to probs_written_end(i + 1, T) (kernels/attention_runs.h):
-// what attention_backward reads. In a bf16 GemmPrecisionScope, f32 attention_forward and
+// row i written at least up to probs_written_end(i + 1, T): what attention_backward reads. In a bf16 GemmPrecisionScope, f32 attention_forward and
 // attention_backward run their products but the scores on bf16 operands where
-// attention_bf16_available (kernels/attention_bf16.h).
+// attention_products_bf16 (kernels/attention_bf16.h).
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
                        const AttentionShape& s);

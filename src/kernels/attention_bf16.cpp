@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "core/aligned_vector.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/attention_pairs.h"
 #include "kernels/attention_tiles.h"
+#include "kernels/mixed_precision.h"
 #include "kernels/vec_math.h"
 
 namespace moepp {
@@ -20,6 +20,10 @@ bool attention_bf16_available(int64_t head_dim) {
   (void)head_dim;
   return false;
 #endif
+}
+
+bool attention_products_bf16(int64_t head_dim) {
+  return gemm_precision() == GemmPrecision::bf16 && attention_bf16_available(head_dim);
 }
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
@@ -69,7 +73,7 @@ void attention_backward_bf16(const float* q, const float* k, const float* v, con
         const float* dO = dout + ((b * T + i0) * Hq + h) * hd;  // query i's row at + i qs
         const float* Q = q + ((b * T + i0) * Hq + h) * hd;
         const auto row = [&](const float* x, int64_t i) { return i < n ? x + i * qs : nullptr; };
-        pairs_transposed([&](int64_t i) { return dO + i * qs; }, n, kQueries, hd, 1.0f, dOt);
+        pairs_transposed([&](int64_t i) { return dO + i * qs; }, n, kQueries, hd, dOt);
         for (int64_t ip = 0; ip < kQueries / 2; ++ip) {
           if (2 * ip < n) {
             pair_rows(Q + 2 * ip * qs, row(Q, 2 * ip + 1), hd, width, Qp + ip * width);

@@ -21,6 +21,11 @@ namespace moepp {
 // one 32-bit lane of the products).
 bool attention_bf16_available(int64_t head_dim);
 
+// Whether this thread's training attention takes bf16 products now: inside a bf16
+// GemmPrecisionScope, where attention_bf16_available(head_dim). The forward and the
+// backward both ask this, so that they agree.
+bool attention_products_bf16(int64_t head_dim);
+
 // dq, dk, dv += their gradients.
 void attention_backward_bf16(const float* q, const float* k, const float* v, const float* probs, const float* dout,
                              float* dq, float* dk, float* dv, const AttentionShape& s);

@@ -147,7 +147,7 @@ void attention_forward_kept(const float* q, const float* k, const float* v, floa
     softmax_columns(St, keys, Mp, seen, inverse);
     float* rows_of_probs[kRunBlockQueries];
     for (int64_t i = 0; i < rows; ++i) rows_of_probs[i] = probs + ((b * Hq + kvh * G) * T + r0 + i) * T;
-    tiles::copy_probs_transposed(St, Mp, M, keys, G, tiles::KeptProbs{rows_of_probs, T * T}, 0, inverse);
+    tiles::copy_probs_transposed(St, Mp, M, keys, G, tiles::KeptProbs{rows_of_probs, T * T}, inverse);
     for (int64_t m = 0; m < M; ++m) {
       float* p = rows_of_probs[m / G] + (m % G) * T * T;
       std::fill(p + keys, p + probs_written_end(keys, T), 0.0f);

@@ -48,11 +48,11 @@ inline void round_row_pairs(const float* x, int64_t n, Pair* dst) {
   }
 }
 
-// dst[p][m] = (row(m)[2p], row(m)[2p + 1]) * scale for p < hd / 2, m < Mp (rows from M on
-// zero): rows transposed so that 16 of them are a vector.
+// dst[p][m] = (row(m)[2p], row(m)[2p + 1]) for p < hd / 2, m < Mp (rows from M on zero):
+// rows transposed so that 16 of them are a vector.
 template <typename RowOf>
-inline void pairs_transposed(const RowOf& row, int64_t M, int64_t Mp, int64_t hd, float scale, Pair* dst) {
-  tiles::for_each_transposed_block(row, M, Mp, hd, scale, [&](int64_t m0, int64_t d0, const __m512 (&r)[16]) {
+inline void pairs_transposed(const RowOf& row, int64_t M, int64_t Mp, int64_t hd, Pair* dst) {
+  tiles::for_each_transposed_block(row, M, Mp, hd, 1.0f, [&](int64_t m0, int64_t d0, const __m512 (&r)[16]) {
     for (int64_t l = 0; l < 16 && d0 + l < hd; l += 2)
       _mm512_storeu_si512(dst + (d0 + l) / 2 * Mp + m0, interleave_pairs(r[l], r[l + 1]));
   });
@@ -80,7 +80,7 @@ inline void pair_tile(const Pair* A, int64_t ar, int64_t ap, const Pair* B, int6
 
 template <int L, bool Accumulate>
 inline void pair_rows_of(const Pair* A, int64_t ar, int64_t ap, int64_t rows, const Pair* B, int64_t bp, int64_t pairs,
-                  float* O, int64_t ldo) {
+                         float* O, int64_t ldo) {
   // 12 to 16 sums: a vdpbf16ps waits for its sum's last one, so fewer chains set the pace.
   constexpr int R = L == 1 ? 12 : L == 2 ? 8 : L == 3 ? 5 : 4;
   int64_t r = 0;
@@ -92,7 +92,7 @@ inline void pair_rows_of(const Pair* A, int64_t ar, int64_t ap, int64_t rows, co
 // 16): A(r, p) = A[r * ar + p * ap], B's pair rows bp words apart, O's rows ldo floats apart.
 template <bool Accumulate>
 inline void pair_product(const Pair* A, int64_t ar, int64_t ap, int64_t rows, const Pair* B, int64_t bp, int64_t pairs,
-                  int64_t width, float* O, int64_t ldo) {
+                         int64_t width, float* O, int64_t ldo) {
   for (int64_t c0 = 0; c0 < width;) {
     const int64_t L = std::min<int64_t>(4, (width - c0) / 16);
     switch (L) {

@@ -73,11 +73,11 @@ struct KeptProbs {
 };
 
 // Probabilities held transposed, St[j][m] (keys j < kb, queries m < M, Mp columns), times
-// scale[m], into query m's row at key j0 + j (query m = i G + g: run row i, head g), 16
-// keys by 16 queries a register transpose: one strided float at a time had taken a fifth
-// of a training run's time.
+// scale[m], into query m's row at key j (query m = i G + g: run row i, head g), 16 keys by
+// 16 queries a register transpose: one strided float at a time had taken a fifth of a
+// training run's time.
 inline void copy_probs_transposed(const float* St, int64_t Mp, int64_t M, int64_t kb, int64_t G,
-                                  const KeptProbs& probs, int64_t j0, const float* scale) {
+                                  const KeptProbs& probs, const float* scale) {
   for (int64_t m0 = 0; m0 < M; m0 += 16)
     for (int64_t jb = 0; jb < kb; jb += 16) {
       __m512 r[16];
@@ -85,7 +85,7 @@ inline void copy_probs_transposed(const float* St, int64_t Mp, int64_t M, int64_
       const __mmask16 keys = tail_mask16(kb - jb);
       for (int64_t l = 0; l < std::min<int64_t>(16, M - m0); ++l) {
         const int64_t m = m0 + l;
-        _mm512_mask_storeu_ps(probs.row[m / G] + (m % G) * probs.head_stride + j0 + jb, keys,
+        _mm512_mask_storeu_ps(probs.row[m / G] + (m % G) * probs.head_stride + jb, keys,
                               _mm512_mul_ps(r[l], _mm512_set1_ps(scale[m])));
       }
     }
