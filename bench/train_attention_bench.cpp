@@ -1,7 +1,7 @@
-// bench/train_attention: training attention, a forward that keeps its probabilities and the
-// backward from them (kernels/attention.h), with f32 products against bf16 ones (inside a
-// bf16 GemmPrecisionScope, what `train --precision bf16` runs: kernels/attention_bf16.h),
-// alternating in one process. Shapes: the paper-0.6b preset at its context (12 heads of 64,
+// bench/train_attention: training attention, a forward that keeps its softmax stats and the
+// backward that recomputes the probabilities from them (kernels/attention.h), with f32
+// products against bf16 ones (inside a bf16 GemmPrecisionScope, what `train --precision
+// bf16` runs: kernels/attention_bf16.h), alternating in one process. Shapes: the paper-0.6b preset at its context (12 heads of 64,
 // 2048 positions, one sequence) and the small preset as train_bench runs it (8 heads over 4
 // of 32, 8 sequences of 128). Reports the median milliseconds of each pass and the bf16
 // output's largest difference from the f32 one.
@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     AttentionShape s;
   };
   const Case cases[] = {{"paper-0.6b, 1 x 2048", {1, 2048, 12, 12, 64}}, {"small, 8 x 128", {8, 128, 8, 4, 32}}};
-  std::printf("train_attention bench: forward (probabilities kept) and backward, f32 against bf16 products, %d threads\n",
+  std::printf("train_attention bench: forward (softmax stats kept) and backward, f32 against bf16 products, %d threads\n",
               max_threads());
   std::printf("%-22s | %9s %9s %7s | %9s %9s %7s | %10s\n", "shape", "fwd f32", "fwd bf16", "speedup", "bwd f32",
               "bwd bf16", "speedup", "max |diff|");
@@ -46,16 +46,16 @@ int main(int argc, char** argv) {
     std::vector<float> q(nq), k(nkv), v(nkv), dout(nq);
     for (auto* x : {&q, &k, &v, &dout})
       for (auto& e : *x) e = float(rng.normal());
-    std::vector<float> probs(size_t(s.batch * s.q_heads * s.seq * s.seq)), dq(nq), dk(nkv), dv(nkv);
+    std::vector<float> stats(size_t(softmax_stats_size(s))), dq(nq), dk(nkv), dv(nkv);
     std::vector<float> out32(nq), out16(nq);
     std::vector<double> fwd[2], bwd[2];
     for (int64_t rep = -1; rep < repeats; ++rep)  // rep -1 warms both up
       for (int bf16 = 0; bf16 < 2; ++bf16) {
         const GemmPrecisionScope scope(bf16 ? GemmPrecision::bf16 : GemmPrecision::f32);
         float* out = bf16 ? out16.data() : out32.data();
-        const double tf = seconds_of([&] { attention_forward(q.data(), k.data(), v.data(), out, probs.data(), s); });
+        const double tf = seconds_of([&] { attention_forward(q.data(), k.data(), v.data(), out, stats.data(), s); });
         const double tb = seconds_of([&] {
-          attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
+          attention_backward(q.data(), k.data(), v.data(), stats.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
         });
         if (rep >= 0) {
           fwd[bf16].push_back(tf);

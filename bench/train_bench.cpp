@@ -43,7 +43,7 @@ double cache_mb(const ModelCache<float>& c) {
   auto add = [&](const auto& t) { b += double(t.numel()) * 4; };
   for (const auto& l : c.layers) {
     add(l.x); add(l.h); add(l.b); add(l.rstd2);
-    add(l.attn.a); add(l.attn.rstd); add(l.attn.q); add(l.attn.k); add(l.attn.v); add(l.attn.probs); add(l.attn.ctx);
+    add(l.attn.a); add(l.attn.rstd); add(l.attn.q); add(l.attn.k); add(l.attn.v); add(l.attn.softmax_stats); add(l.attn.ctx);
     add(l.mlp.gu); add(l.mlp.act);
     const auto& m = l.moe;
     add(m.x_in); add(m.router.z); add(m.router.s); add(m.router.p); add(m.router.g); add(m.router.hidden);

@@ -12,7 +12,7 @@
 #include "kernels/attention_backward_tiles.h"
 #include "kernels/attention_bf16.h"
 #include "kernels/attention_group.h"
-#include "kernels/attention_kept.h"
+#include "kernels/attention_forward_tiles.h"
 #include "kernels/attention_runs.h"
 #include "kernels/attention_tiles.h"
 #include "kernels/dot.h"
@@ -98,10 +98,10 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   for (int64_t r = 0; r < a.rows; ++r)
     MOEPP_CHECK(a.context[r] >= 1, "attention: row ", r, " attends ", a.context[r], " positions");
   MOEPP_CHECK(G <= kMaxGroup, "attention: ", G, " query heads per kv head (at most ", kMaxGroup, ")");
-  MOEPP_CHECK(!a.keys_bf16 || (std::is_same_v<T, float> && a.values_bf16 && !a.probs),
-              "attention: bf16 histories need f32 rows, bf16 values too, and no kept probabilities");
+  MOEPP_CHECK(!a.keys_bf16 || (std::is_same_v<T, float> && a.values_bf16),
+              "attention: bf16 histories need f32 rows and bf16 values too");
   // Consecutive rows of one sequence (a prompt chunk: same history, positions one apart)
-  // go through attend_run in blocks where no probabilities are kept; the rest row by row.
+  // go through attend_run in blocks; the rest row by row.
   struct Task {
     int64_t row, rows, kv_head, cost;
   };
@@ -118,7 +118,7 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   };
   for (int64_t r = 0; r < a.rows;) {
     int64_t end = r + 1;
-    while (!a.probs && end < a.rows && same_history(end)) ++end;
+    while (end < a.rows && same_history(end)) ++end;
     const bool blocked = end - r >= kMinRunRows;
     for (int64_t r0 = r; r0 < end; r0 += blocked ? block_rows : 1) {
       const int64_t n = blocked ? std::min(block_rows, end - r0) : 1;
@@ -148,91 +148,113 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
     }
     T* score[kMaxGroup];
     thread_local AlignedVector<T> scratch;
-    if (a.probs) {
-      for (int64_t g = 0; g < G; ++g) score[g] = a.probs[r] + (kvh * G + g) * a.probs_head_stride;
-    } else {
-      if (scratch.size() < size_t(G * L)) scratch.resize(size_t(G * L));
-      for (int64_t g = 0; g < G; ++g) score[g] = scratch.data() + g * L;
-    }
+    if (scratch.size() < size_t(G * L)) scratch.resize(size_t(G * L));
+    for (int64_t g = 0; g < G; ++g) score[g] = scratch.data() + g * L;
     with_history(r, kvh, [&](const auto* k, const auto* v) {
       if constexpr (std::is_same_v<T, float>) {
         if (group_attention_vectorised(hd)) return attend_group_vectorised(qr, G, hd, k, v, a.kv_stride, L, scale, score, o);
       }
       attend_group(qr, G, hd, k, v, a.kv_stride, L, scale, score, o);
     });
-    if (a.probs)
-      for (int64_t g = 0; g < G; ++g) std::fill(score[g] + L, score[g] + probs_written_end(L, a.probs_length), T(0));
+  });
+}
+
+namespace {
+
+// The scores of query row qi over keys 0 .. n-1 (rows ldk apart), s_j = (qi . k_j) scale:
+// the forward and the backward's recomputation take them alike.
+template <typename T>
+void row_scores(const T* qi, const T* K, int64_t ldk, int64_t n, int64_t hd, T scale, T* s) {
+  for (int64_t j = 0; j < n; ++j) s[j] = dot<T, T>(qi, K + j * ldk, hd) * scale;
+}
+
+// s_j -> exp(s_j - max) * inverse in place: the probabilities from their scores.
+template <typename T>
+void probabilities_of_scores(T* s, int64_t n, T max, T inverse) {
+  for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - max) * inverse;
+}
+
+}  // namespace
+
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, T* out, T* stats, const AttentionShape& s) {
+  check_shape(s);
+  if constexpr (std::is_same_v<T, float>) {
+    if (attention_in_tiles())
+      return attention_forward_tiles(q, k, v, out, stats, s, attention_products_bf16(s.head_dim));
+  }
+  // Row by row (f64, and f32 without AVX-512): one task per (sequence, q head).
+  const int64_t Tn = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim, G = Hq / Hkv;
+  const T scale = T(1) / std::sqrt(T(hd));
+  parallel_for(s.batch * Hq, [&](int64_t bh) {
+    const int64_t b = bh / Hq, h = bh % Hq;
+    const T* K = k + (b * Tn * Hkv + h / G) * hd;
+    const T* V = v + (b * Tn * Hkv + h / G) * hd;
+    T* row_max = softmax_max(stats, b, h, s);
+    T* row_inverse = softmax_inverse(stats, b, h, s);
+    std::vector<T> p(static_cast<size_t>(Tn));
+    for (int64_t i = 0; i < Tn; ++i) {
+      const T* qi = q + ((b * Tn + i) * Hq + h) * hd;
+      row_scores(qi, K, Hkv * hd, i + 1, hd, scale, p.data());
+      const T mx = *std::max_element(p.begin(), p.begin() + i + 1);
+      T sum = 0;
+      for (int64_t j = 0; j <= i; ++j) sum += std::exp(p[size_t(j)] - mx);
+      row_max[i] = mx;
+      row_inverse[i] = T(1) / sum;
+      probabilities_of_scores(p.data(), i + 1, mx, row_inverse[i]);
+      T* o = out + ((b * Tn + i) * Hq + h) * hd;
+      std::fill(o, o + hd, T(0));
+      for (int64_t j = 0; j <= i; ++j) add_scaled_value(p[size_t(j)], V + j * Hkv * hd, o, hd);
+    }
   });
 }
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
-                       const AttentionShape& s) {
-  check_shape(s);
-  if constexpr (std::is_same_v<T, float>) {
-    if (attention_in_tiles())
-      return attention_forward_kept(q, k, v, out, probs, s, attention_products_bf16(s.head_dim));
-  }
-  const int64_t B = s.batch, Tn = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim, n = B * Tn;
-  std::vector<const T*> keys(static_cast<size_t>(n)), values(static_cast<size_t>(n));
-  std::vector<T*> prob_rows(static_cast<size_t>(n));
-  std::vector<int64_t> context(static_cast<size_t>(n));
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t b = r / Tn, i = r % Tn;
-    keys[size_t(r)] = k + b * Tn * Hkv * hd;
-    values[size_t(r)] = v + b * Tn * Hkv * hd;
-    context[size_t(r)] = i + 1;
-    prob_rows[size_t(r)] = probs + (b * Hq * Tn + i) * Tn;
-  }
-  const AttentionRows<T> a{.rows = n, .q_heads = Hq, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
-                           .values = values.data(), .context = context.data(), .kv_stride = Hkv * hd,
-                           .probs = prob_rows.data(), .probs_head_stride = Tn * Tn, .probs_length = Tn};
-  attention_rows_forward(q, a, out);
-}
-
-template <typename T>
-void attention_backward(const T* q, const T* k, const T* v, const T* probs, const T* dout,
-                        T* dq, T* dk, T* dv, const AttentionShape& s) {
+void attention_backward(const T* q, const T* k, const T* v, const T* stats, const T* dout, T* dq, T* dk, T* dv,
+                        const AttentionShape& s) {
   check_shape(s);
   const int64_t Tn = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim;
   const int64_t group = Hq / Hkv;
   const T scale = T(1) / std::sqrt(T(hd));
   // One task per (batch, kv head): every q head of the group writes the same dk/dv rows.
   if constexpr (std::is_same_v<T, float>) {
-    if (attention_products_bf16(hd)) return attention_backward_bf16(q, k, v, probs, dout, dq, dk, dv, s);
+    if (attention_products_bf16(hd)) return attention_backward_bf16(q, k, v, stats, dout, dq, dk, dv, s);
     if (attention_in_tiles()) {
       parallel_for(s.batch * Hkv, [&](int64_t bk) {
-        attention_backward_tiles(q, k, v, probs, dout, dq, dk, dv, Tn, Hq, Hkv, hd, bk / Hkv, bk % Hkv);
+        attention_backward_tiles(q, k, v, stats, dout, dq, dk, dv, s, bk / Hkv, bk % Hkv);
       });
       return;
     }
   }
   parallel_for(s.batch * Hkv, [&](int64_t bk) {
     const int64_t b = bk / Hkv, kvh = bk % Hkv;
-    std::vector<T> dS(static_cast<size_t>(Tn));
+    const T* K = k + (b * Tn * Hkv + kvh) * hd;
+    std::vector<T> P(static_cast<size_t>(Tn)), dS(static_cast<size_t>(Tn));
     for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-      const T* P = probs + (b * Hq + h) * Tn * Tn;
+      const T* row_max = softmax_max(stats, b, h, s);
+      const T* row_inverse = softmax_inverse(stats, b, h, s);
       for (int64_t i = 0; i < Tn; ++i) {
-        const T* Pi = P + i * Tn;
         const T* doi = dout + ((b * Tn + i) * Hq + h) * hd;
         const T* qi = q + ((b * Tn + i) * Hq + h) * hd;
         T* dqi = dq + ((b * Tn + i) * Hq + h) * hd;
+        row_scores(qi, K, Hkv * hd, i + 1, hd, scale, P.data());
+        probabilities_of_scores(P.data(), i + 1, row_max[i], row_inverse[i]);
         T dot = 0;
         for (int64_t j = 0; j <= i; ++j) {
           const T* vj = v + ((b * Tn + j) * Hkv + kvh) * hd;
           T* dvj = dv + ((b * Tn + j) * Hkv + kvh) * hd;
           T dp = 0;
-          const T pij = Pi[j];
+          const T pij = P[size_t(j)];
 #pragma omp simd reduction(+ : dp)
           for (int64_t d = 0; d < hd; ++d) {
             dp += doi[d] * vj[d];
             dvj[d] += pij * doi[d];
           }
           dS[size_t(j)] = dp;
-          dot += Pi[j] * dp;
+          dot += pij * dp;
         }
         for (int64_t j = 0; j <= i; ++j) {
-          const T ds = Pi[j] * (dS[size_t(j)] - dot) * scale;
+          const T ds = P[size_t(j)] * (dS[size_t(j)] - dot) * scale;
           const T* kj = k + ((b * Tn + j) * Hkv + kvh) * hd;
           T* dkj = dk + ((b * Tn + j) * Hkv + kvh) * hd;
 #pragma omp simd

@@ -8,7 +8,6 @@
 // row once. attention_forward is the training batch in that form, keeping the
 // probabilities [B, Hq, T, T] for attention_backward.
 #pragma once
-#include <algorithm>
 #include <cstdint>
 
 namespace moepp {
@@ -30,37 +29,36 @@ struct AttentionRows {
   const uint16_t* const* values_bf16 = nullptr;
   const int64_t* context = nullptr;  // [rows], each >= 1
   int64_t kv_stride = 0;
-  // Optional (training): row r's probabilities for q head h go to probs[r] + h * probs_head_stride,
-  // a row probs_length long, zero past its context at least to the end of its block of 16
-  // positions (probs_written_end, below).
-  T* const* probs = nullptr;
-  int64_t probs_head_stride = 0, probs_length = 0;
 };
 
-// A row of kept probabilities that sees `seen` positions is written at least up to here:
-// zero past `seen` to the end of its block of 16 (a tile of the backward reads its 16
-// queries' rows as far as its last one sees). Beyond, no backward reads, and the forward
-// writes no more than the zeros of the row's run (its rows as far as the last one sees):
-// writing the whole upper triangle's zeros took ~12% of a 2048-position training forward.
-inline int64_t probs_written_end(int64_t seen, int64_t length) {
-  return std::max(seen, std::min(length, (seen + 15) / 16 * 16));
+// What a training forward keeps of its softmax, [B, Hq, 2, T]: for query row i of head h in
+// sequence b, the largest of its scores s_j = (q_i * scale) . k_j (j <= i) at
+// softmax_max(stats, ...)[i] and 1 / sum_j exp(s_j - max) at softmax_inverse(stats, ...)[i].
+// Its probabilities are p_j = exp(s_j - max) * inverse, which the backward recomputes.
+template <typename T>
+T* softmax_max(T* stats, int64_t b, int64_t h, const AttentionShape& s) {
+  return stats + (b * s.q_heads + h) * 2 * s.seq;
 }
+template <typename T>
+T* softmax_inverse(T* stats, int64_t b, int64_t h, const AttentionShape& s) {
+  return softmax_max(stats, b, h, s) + s.seq;
+}
+inline int64_t softmax_stats_size(const AttentionShape& s) { return s.batch * s.q_heads * 2 * s.seq; }
 
 // q: [rows, Hq, hd] (row stride Hq*hd); out: [rows, Hq, hd].
 template <typename T>
 void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out);
 
-// A training batch: q: [B, T, Hq, hd]; k, v: [B, T, Hkv, hd]; out: [B, T, Hq, hd]; probs: [B, Hq, T, T],
-// row i written at least up to probs_written_end(i + 1, T): what attention_backward reads. In a bf16 GemmPrecisionScope, f32 attention_forward and
-// attention_backward run their products but the scores on bf16 operands where
-// attention_products_bf16 (kernels/attention_bf16.h).
+// A training batch: q: [B, T, Hq, hd]; k, v: [B, T, Hkv, hd]; out: [B, T, Hq, hd];
+// stats: [B, Hq, 2, T] (softmax_max, softmax_inverse), what attention_backward reads. In a
+// bf16 GemmPrecisionScope, f32 attention_forward and attention_backward run their products
+// but the scores on bf16 operands where attention_products_bf16 (kernels/attention_bf16.h).
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, T* out, T* probs,
-                       const AttentionShape& s);
+void attention_forward(const T* q, const T* k, const T* v, T* out, T* stats, const AttentionShape& s);
 
-// dq, dk, dv += their gradients.
+// dq, dk, dv += their gradients; stats as the forward of the same q, k, v left them.
 template <typename T>
-void attention_backward(const T* q, const T* k, const T* v, const T* probs, const T* dout,
-                        T* dq, T* dk, T* dv, const AttentionShape& s);
+void attention_backward(const T* q, const T* k, const T* v, const T* stats, const T* dout, T* dq, T* dk, T* dv,
+                        const AttentionShape& s);
 
 }  // namespace moepp

@@ -68,19 +68,19 @@ void transposed_outer_all(const float* St, int64_t kb, const float* B, int64_t w
 }  // namespace
 #endif
 
-void attention_backward_tiles(const float* q, const float* k, const float* v, const float* probs, const float* dout,
-                              float* dq, float* dk, float* dv, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd,
-                              int64_t b, int64_t kvh) {
+void attention_backward_tiles(const float* q, const float* k, const float* v, const float* stats, const float* dout,
+                              float* dq, float* dk, float* dv, const AttentionShape& s, int64_t b, int64_t kvh) {
   MOEPP_CHECK(attention_in_tiles(), "attention_backward_tiles: this build has no AVX-512");
 #if defined(__AVX512F__)
+  const int64_t T = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim;
   const int64_t G = Hq / Hkv, width = (hd + 15) / 16 * 16, ks = Hkv * hd;
   const float scale = 1.0f / std::sqrt(float(hd));
   // Scratch: the kv head's keys, and its key and value gradients, as rows `width` long
-  // (zero past hd); per tile of 16 queries their dO transposed [hd, 16], dO, Q and dQ as
-  // rows [16, width], and P and dP (then dS) transposed [T, 16].
+  // (zero past hd); per tile of 16 queries their Q (times scale) and dO transposed
+  // [hd, 16], dO, Q and dQ as rows [16, width], and P and dP (then dS) transposed [T, 16].
   thread_local AlignedVector<float> scratch;
-  float *Kw, *dKw, *dVw, *dOt, *dOb, *Qb, *dQb, *Pt, *dSt;
-  tiles::carve_scratch(scratch, {{&Kw, T * width}, {&dKw, T * width}, {&dVw, T * width},
+  float *Kw, *dKw, *dVw, *Qt, *dOt, *dOb, *Qb, *dQb, *Pt, *dSt;
+  tiles::carve_scratch(scratch, {{&Kw, T * width}, {&dKw, T * width}, {&dVw, T * width}, {&Qt, hd * kQueries},
                                  {&dOt, hd * kQueries}, {&dOb, kQueries * width}, {&Qb, kQueries * width},
                                  {&dQb, kQueries * width}, {&Pt, T * kQueries}, {&dSt, T * kQueries}});
   std::fill(dKw, dKw + T * width, 0.0f);  // dKw and dVw: sums
@@ -90,7 +90,8 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
   for (int64_t j = 0; j < T; ++j) copy_row_padded(Kw + j * width, K + j * ks, hd, width);
   const int64_t qs = Hq * hd;  // a head's rows of q and dout lie qs apart
   for (int64_t h = kvh * G; h < (kvh + 1) * G; ++h) {
-    const float* P = probs + (b * Hq + h) * T * T;
+    const float* row_max = softmax_max(stats, b, h, s);
+    const float* row_inverse = softmax_inverse(stats, b, h, s);
     for (int64_t i0 = 0; i0 < T; i0 += kQueries) {
       const int64_t n = std::min(kQueries, T - i0), keys = std::min(T, i0 + kQueries);
       // This tile's rows (zero past the sequence's end: they add nothing).
@@ -108,7 +109,8 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
       tiles::transpose_rows(dOb, width, kQueries, hd, dOt);
       // dP[i][j] = dO_i . V_j, held transposed.
       tiles::transposed_scores<1>(dOt, hd, V, ks, keys, dSt);
-      tiles::transpose_rows(P + i0 * T, T, n, keys, Pt);
+      tiles::transposed_queries([&](int64_t i) { return Q + i * qs; }, n, kQueries, hd, scale, Qt);
+      tiles::softmax_probs_transposed(Qt, hd, K, ks, keys, i0, n, row_max + i0, row_inverse + i0, Pt);
       // dS = P * (dP - sum_j P dP) * scale, 16 queries a vector.
       __m512 rowdot = _mm512_setzero_ps();
       for (int64_t j = 0; j < keys; ++j)
@@ -133,8 +135,7 @@ void attention_backward_tiles(const float* q, const float* k, const float* v, co
     tiles::add_row(dv + ((b * T + j) * Hkv + kvh) * hd, dVw + j * width, hd);
   }
 #else
-  (void)q, (void)k, (void)v, (void)probs, (void)dout, (void)dq, (void)dk, (void)dv, (void)T, (void)Hq, (void)Hkv,
-      (void)hd, (void)b, (void)kvh;
+  (void)q, (void)k, (void)v, (void)stats, (void)dout, (void)dq, (void)dk, (void)dv, (void)s, (void)b, (void)kvh;
 #endif
 }
 

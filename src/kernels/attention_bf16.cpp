@@ -29,7 +29,7 @@ bool attention_products_bf16(int64_t head_dim) {
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
 using namespace bf16_pairs;
 
-void attention_backward_bf16(const float* q, const float* k, const float* v, const float* probs, const float* dout,
+void attention_backward_bf16(const float* q, const float* k, const float* v, const float* stats, const float* dout,
                              float* dq, float* dk, float* dv, const AttentionShape& s) {
   MOEPP_CHECK(attention_bf16_available(s.head_dim), "attention_backward_bf16: head_dim ", s.head_dim,
               " (needs AVX-512 BF16 and an even head_dim)");
@@ -44,11 +44,13 @@ void attention_backward_bf16(const float* q, const float* k, const float* v, con
     // (for dP = dO V^T); key and value gradients as rows `width` long. Per tile: dO
     // transposed as pairs of dimensions, Q and dO as pairs of consecutive queries (for
     // dK += dS^T Q, dV += P^T dO); P and dP (then dS) transposed [keys, 16] in f32, then
-    // rounded as they lie (P, dS for dK and dV) and as pairs of keys (dS for dQ).
+    // rounded as they lie (P, dS for dK and dV) and as pairs of keys (dS for dQ). P is
+    // recomputed in f32 from Q (times scale, transposed [hd, 16]) and K, as the forward
+    // took it (tiles::softmax_probs_transposed).
     thread_local AlignedVector<Pair> pair_scratch;
     thread_local AlignedVector<float> float_scratch;
     Pair *Kp, *Vr, *dOt, *Qp, *dOp, *Pr, *dSr, *dSp;
-    float *dKw, *dVw, *dQb, *Pt, *dSt;
+    float *dKw, *dVw, *dQb, *Qt, *Pt, *dSt;
     tiles::carve_scratch(pair_scratch, {{&Kp, T2 * width},
                                         {&Vr, T * hp},
                                         {&dOt, hp * kQueries},
@@ -58,7 +60,8 @@ void attention_backward_bf16(const float* q, const float* k, const float* v, con
                                         {&dSr, T * kQueries / 2},
                                         {&dSp, T2 * kQueries}});
     tiles::carve_scratch(float_scratch,
-                         {{&dKw, T * width}, {&dVw, T * width}, {&dQb, kQueries * width}, {&Pt, T * kQueries}, {&dSt, T * kQueries}});
+                         {{&dKw, T * width}, {&dVw, T * width}, {&dQb, kQueries * width}, {&Qt, hd * kQueries},
+                          {&Pt, T * kQueries}, {&dSt, T * kQueries}});
     std::fill(dKw, dKw + T * width, 0.0f);  // dKw and dVw: sums
     std::fill(dVw, dVw + T * width, 0.0f);
     const float* K = k + (b * T * Hkv + kvh) * hd;  // row j at K + j * ks
@@ -67,7 +70,8 @@ void attention_backward_bf16(const float* q, const float* k, const float* v, con
       pair_rows(K + 2 * jp * ks, 2 * jp + 1 < T ? K + (2 * jp + 1) * ks : nullptr, hd, width, Kp + jp * width);
     for (int64_t j = 0; j < T; ++j) round_row_pairs(V + j * ks, hd, Vr + j * hp);
     for (int64_t h = kvh * G; h < (kvh + 1) * G; ++h) {
-      const float* P = probs + (b * Hq + h) * T * T;
+      const float* row_max = softmax_max(stats, b, h, s);
+      const float* row_inverse = softmax_inverse(stats, b, h, s);
       for (int64_t i0 = 0; i0 < T; i0 += kQueries) {
         const int64_t n = std::min(kQueries, T - i0), keys = std::min(T, i0 + kQueries), keys2 = (keys + 1) / 2;
         const float* dO = dout + ((b * T + i0) * Hq + h) * hd;  // query i's row at + i qs
@@ -85,7 +89,8 @@ void attention_backward_bf16(const float* q, const float* k, const float* v, con
         }
         // dP[i][j] = dO_i . V_j, held transposed.
         pair_product<false>(Vr, hp, 1, keys, dOt, kQueries, hp, kQueries, dSt, kQueries);
-        tiles::transpose_rows(P + i0 * T, T, n, keys, Pt);
+        tiles::transposed_queries([&](int64_t i) { return Q + i * qs; }, n, kQueries, hd, scale, Qt);
+        tiles::softmax_probs_transposed(Qt, hd, K, ks, keys, i0, n, row_max + i0, row_inverse + i0, Pt);
         // dS = P * (dP - sum_j P dP) * scale, 16 queries a vector, two keys at a time: P and
         // dS rounded as they lie (for dV and dK) and dS as pairs of keys (for dQ).
         __m512 rowdot = _mm512_setzero_ps();

@@ -4,8 +4,8 @@
 //   O[r][c] (+)= sum_p A(r, p) . B[p][c]
 // over such pairs p: A's word broadcast, 16 words of B a vector. The helpers lay operands
 // out as pairs along the sum (two keys, two dimensions, two queries) and round them to
-// nearest even as they do. Used by the training attention kernels (kernels/attention_kept,
-// kernels/attention_bf16).
+// nearest even as they do. Used by the training attention kernels
+// (kernels/attention_forward_tiles, kernels/attention_bf16).
 #pragma once
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
 #include <immintrin.h>

@@ -1,5 +1,5 @@
 // The two register-blocked kernels of attention in tiles (AVX-512 f32), shared by the
-// prefill runs (kernels/attention_runs.cpp), the training forward (kernels/attention_kept)
+// prefill runs (kernels/attention_runs.cpp), the training forward (kernels/attention_forward_tiles)
 // and the training backward (kernels/attention_backward_tiles, kernels/attention_bf16).
 // Scores are held transposed, St[key][query], 16 queries to a vector (Mp = 16 * MV
 // columns): an element of a key row is broadcast against 16 queries, so keys are read as
@@ -63,32 +63,6 @@ inline void transpose_rows(const float* In, int64_t ld, int64_t rows, int64_t co
     load_transposed16(In + c0, ld, rows, tail_mask16(cols - c0), r);
     for (int64_t c = 0; c < 16 && c0 + c < cols; ++c) _mm512_storeu_ps(Out + (c0 + c) * 16, r[c]);
   }
-}
-
-// Where a run of queries keeps its probabilities: query head g of run row i gets the row
-// at row[i] + g * head_stride.
-struct KeptProbs {
-  float* const* row = nullptr;
-  int64_t head_stride = 0;
-};
-
-// Probabilities held transposed, St[j][m] (keys j < kb, queries m < M, Mp columns), times
-// scale[m], into query m's row at key j (query m = i G + g: run row i, head g), 16 keys by
-// 16 queries a register transpose: one strided float at a time had taken a fifth of a
-// training run's time.
-inline void copy_probs_transposed(const float* St, int64_t Mp, int64_t M, int64_t kb, int64_t G,
-                                  const KeptProbs& probs, const float* scale) {
-  for (int64_t m0 = 0; m0 < M; m0 += 16)
-    for (int64_t jb = 0; jb < kb; jb += 16) {
-      __m512 r[16];
-      load_transposed16(St + jb * Mp + m0, Mp, kb - jb, __mmask16(0xFFFF), r);
-      const __mmask16 keys = tail_mask16(kb - jb);
-      for (int64_t l = 0; l < std::min<int64_t>(16, M - m0); ++l) {
-        const int64_t m = m0 + l;
-        _mm512_mask_storeu_ps(probs.row[m / G] + (m % G) * probs.head_stride + jb, keys,
-                              _mm512_mul_ps(r[l], _mm512_set1_ps(scale[m])));
-      }
-    }
 }
 
 // fn(m0, d0, r) for each block of 16 rows (m0 = 0, 16, .. < Mp) by 16 dimensions (d0 = 0,
@@ -160,6 +134,27 @@ inline void transposed_scores_of(int64_t Mp, const float* Qt, int64_t hd, const 
     case 2: return transposed_scores<2>(Qt, hd, K, ldk, kb, St);
     case 3: return transposed_scores<3>(Qt, hd, K, ldk, kb, St);
     default: return transposed_scores<4>(Qt, hd, K, ldk, kb, St);
+  }
+}
+
+// Pt[j][l] (keys j < keys, l < 16) = the probability of query i0 + l of a backward tile
+// (its first n lanes real) on key j, recomputed as the training forward
+// (kernels/attention_forward_tiles) took it, bit for bit: the same scores (Qt: the tile's
+// queries times scale, transposed [hd, 16], against K's rows ldk apart, each a chain of
+// multiply-adds over d in order), exp(s - max) where key j <= i0 + l, times the inverse
+// sum; zero past the diagonal and in lanes from n on. row_max and row_inverse: the lanes'
+// softmax stats (kernels/attention.h).
+inline void softmax_probs_transposed(const float* Qt, int64_t hd, const float* K, int64_t ldk, int64_t keys, int64_t i0,
+                                     int64_t n, const float* row_max, const float* row_inverse, float* Pt) {
+  transposed_scores<1>(Qt, hd, K, ldk, keys, Pt);
+  const __mmask16 real = tail_mask16(n);
+  const __m512 mx = _mm512_maskz_loadu_ps(real, row_max), inverse = _mm512_maskz_loadu_ps(real, row_inverse);
+  const __m512i last_key = _mm512_add_epi32(_mm512_set1_epi32(int32_t(i0)),
+                                            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
+  for (int64_t j = 0; j < keys; ++j) {
+    const __mmask16 visible = real & _mm512_cmpge_epi32_mask(last_key, _mm512_set1_epi32(int32_t(j)));
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(Pt + j * 16), mx));
+    _mm512_storeu_ps(Pt + j * 16, _mm512_maskz_mul_ps(visible, e, inverse));
   }
 }
 

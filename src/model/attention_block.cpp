@@ -48,9 +48,9 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
   rope_forward(c.q.data(), rows.positions, n, H, hd, rope_of(cfg));
   rope_forward(c.k.data(), rows.positions, n, Hkv, hd, rope_of(cfg));
   if (rows.training()) {
-    c.probs.fit({rows.batch, H, rows.seq, rows.seq});
-    attention_forward(c.q.data(), c.k.data(), c.v.data(), c.ctx.data(), c.probs.data(),
-                      shape_of(cfg, rows.batch, rows.seq));
+    const AttentionShape shape = shape_of(cfg, rows.batch, rows.seq);
+    c.softmax_stats.fit({softmax_stats_size(shape)});
+    attention_forward(c.q.data(), c.k.data(), c.v.data(), c.ctx.data(), c.softmax_stats.data(), shape);
   } else {
     // Every new row's key and value go to its sequence's cache first, so that a row sees
     // the rows of its own sequence before it in this step too.
@@ -114,7 +114,7 @@ void attention_block_backward(const ModelConfig& cfg, const LayerParams<T>& w, c
     gemm<T>(Trans::N, Trans::N, n, D, D, T(1), dh, D, w.wo.data(), D, T(0), dctx.data(), D);
     gemm<T>(Trans::T, Trans::N, D, D, n, T(1), dh, D, c.ctx.data(), D, T(1), g.wo.data(), D);
   }
-  attention_backward(c.q.data(), c.k.data(), c.v.data(), c.probs.data(), dctx.data(), dq.data(),
+  attention_backward(c.q.data(), c.k.data(), c.v.data(), c.softmax_stats.data(), dctx.data(), dq.data(),
                      dk.data(), dv.data(), shape_of(cfg, B, S));
   const auto pos = sequence_positions(B, S);
   rope_backward(dq.data(), pos.data(), n, H, hd, rope_of(cfg));

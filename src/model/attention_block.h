@@ -18,7 +18,7 @@ template <typename T>
 struct AttentionCache {
   Tensor<T> a, rstd;   // rms1(x) [BT, D], 1/rms [BT]
   Tensor<T> q, k, v;   // [BT, D], [BT, kvD], [BT, kvD] (q, k after RoPE)
-  Tensor<T> probs;     // [B, H, S, S] (training only)
+  Tensor<T> softmax_stats;  // [B, H, 2, S] (training only; kernels/attention.h)
   Tensor<T> ctx;       // attention output before o_proj [BT, D]
   // Inference: each row's key/value history and its length, reused from layer to layer.
   std::vector<const T*> keys, values;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "core/dtype.h"
 #include "kernels/attention.h"
@@ -42,17 +43,15 @@ void check_case(const Case& c, uint64_t seed) {
   Rng rng(seed);
   auto q = random_tensor<float>(c.q(), rng), k = random_tensor<float>(c.kv(), rng);
   auto v = random_tensor<float>(c.kv(), rng), dout = random_tensor<float>(c.q(), rng);
-  Tensor<float> out(c.q()), probs({s.batch, s.q_heads, T, T});
-  // What the forward need not write (past each row's block of 16: at most its run's zeros)
-  // stays NaN, and the backward must not read it.
-  std::fill(probs.data(), probs.data() + probs.numel(), NAN);
+  Tensor<float> out(c.q()), stats({softmax_stats_size(s)});
+  std::fill(stats.data(), stats.data() + stats.numel(), NAN);  // the forward writes every one
   Tensor<float> dq(c.q()), dk(c.kv()), dv(c.kv());
   constexpr float kBase = 0.5f;  // the backward adds into its outputs
   for (auto* t : {&dq, &dk, &dv}) std::fill(t->data(), t->data() + t->numel(), kBase);
   {
     const GemmPrecisionScope bf16(GemmPrecision::bf16);
-    attention_forward(q.data(), k.data(), v.data(), out.data(), probs.data(), s);
-    attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
+    attention_forward(q.data(), k.data(), v.data(), out.data(), stats.data(), s);
+    attention_backward(q.data(), k.data(), v.data(), stats.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
   }
   const float scale = 1.0f / std::sqrt(float(hd));
   std::vector<double> want_dk(size_t(k.numel()), 0.0), want_dv(size_t(v.numel()), 0.0);
@@ -72,13 +71,11 @@ void check_case(const Case& c, uint64_t seed) {
         }
         for (auto& x : p) sum += (x = std::exp(x - mx));
         for (auto& x : p) x /= sum;
-        const float* prow = probs.data() + ((b * s.q_heads + h) * T + i) * T;
-        const int64_t written = probs_written_end(i + 1, T);
-        for (int64_t j = 0; j < T; ++j) {
-          if (j <= i) EXPECT_NEAR(prow[j], p[size_t(j)], 1e-5) << "probability " << b << "," << h << "," << i << "," << j;
-          else if (j < written) EXPECT_EQ(prow[j], 0.0f) << "probability past the diagonal";
-          else EXPECT_TRUE(std::isnan(prow[j]) || prow[j] == 0.0f) << "past the row's block: NaN, or a zero of its run";
-        }
+        // The softmax stats, f32 sums of f32 products of the same q * scale and k.
+        const std::string at = std::to_string(b) + "," + std::to_string(h) + "," + std::to_string(i);
+        EXPECT_NEAR(softmax_max(stats.data(), b, h, s)[i], mx, 1e-5 * (1 + std::abs(mx))) << "max " << at;
+        EXPECT_NEAR(softmax_inverse(stats.data(), b, h, s)[i], 1 / sum, 1e-5 / sum) << "inverse " << at;
+        const std::vector<double>& prow = p;
         for (int64_t e = 0; e < hd; ++e) {
           double want = 0, mag = 0;
           for (int64_t j = 0; j <= i; ++j) {
@@ -87,7 +84,7 @@ void check_case(const Case& c, uint64_t seed) {
           }
           EXPECT_NEAR(out[c.qi(b, i, h) + e], want, kRounding * mag + 1e-5 * mag + 1e-6) << "out";
         }
-        // Backward from the kept probabilities P: dP_j = bf16(dO) . bf16(v_j),
+        // Backward from the probabilities P (the kernels recompute them): dP_j = bf16(dO) . bf16(v_j),
         // dS_j = P_j (dP_j - sum P dP) scale; dq += sum_j dS_j bf16(k_j), dk_j += dS_j bf16(q),
         // dv_j += P_j bf16(dO).
         std::vector<double> dP(size_t(i + 1)), dS(size_t(i + 1)), dSmag(size_t(i + 1));
@@ -100,14 +97,15 @@ void check_case(const Case& c, uint64_t seed) {
             m += std::abs(x);
           }
           dP[size_t(j)] = d;
-          rowdot += double(prow[j]) * d;
-          rowmag += double(prow[j]) * m;
+          rowdot += prow[size_t(j)] * d;
+          rowmag += prow[size_t(j)] * m;
           dSmag[size_t(j)] = m;
         }
         for (int64_t j = 0; j <= i; ++j) {
-          dS[size_t(j)] = double(prow[j]) * (dP[size_t(j)] - rowdot) * scale;
-          // What f32 sums may move dS by: ~1e-6 of the magnitudes dP and the row's dot add.
-          dSmag[size_t(j)] = double(prow[j]) * (dSmag[size_t(j)] + rowmag) * scale;
+          dS[size_t(j)] = prow[size_t(j)] * (dP[size_t(j)] - rowdot) * scale;
+          // What f32 sums may move dS by: ~1e-6 of the magnitudes dP and the row's dot add
+          // (and the recomputed P's own ~1e-6).
+          dSmag[size_t(j)] = prow[size_t(j)] * (dSmag[size_t(j)] + rowmag) * scale;
         }
         for (int64_t e = 0; e < hd; ++e) {
           double want = 0, mag = 0, slack = 0;
@@ -123,8 +121,8 @@ void check_case(const Case& c, uint64_t seed) {
             const size_t at = size_t(c.ki(b, j, h) + e);
             want_dk[at] += dS[size_t(j)] * qe;
             bound_dk[at] += kRounding * std::abs(dS[size_t(j)] * qe) + 1e-4 * dSmag[size_t(j)] * std::abs(qe);
-            want_dv[at] += double(prow[j]) * oe;
-            bound_dv[at] += (kRounding + 1e-5) * double(prow[j]) * std::abs(oe);
+            want_dv[at] += prow[size_t(j)] * oe;
+            bound_dv[at] += (kRounding + 1e-5) * prow[size_t(j)] * std::abs(oe);
           }
         }
         ++checked;
@@ -136,8 +134,8 @@ void check_case(const Case& c, uint64_t seed) {
   EXPECT_EQ(checked, s.batch * s.q_heads * T);
 
   // The products were rounded: the f32 kernels (no scope) give another output.
-  Tensor<float> out32(c.q()), probs32(probs.shape());
-  attention_forward(q.data(), k.data(), v.data(), out32.data(), probs32.data(), s);
+  Tensor<float> out32(c.q()), stats32(stats.shape());
+  attention_forward(q.data(), k.data(), v.data(), out32.data(), stats32.data(), s);
   EXPECT_GT(rel_error(out, out32), 1e-5) << "the bf16 scope left attention in f32";
   EXPECT_LT(rel_error(out, out32), 3e-2);
 }

@@ -16,7 +16,8 @@ Shape qshape() { return {kShape.batch, kShape.seq, kShape.q_heads, kShape.head_d
 Shape kvshape() { return {kShape.batch, kShape.seq, kShape.kv_heads, kShape.head_dim}; }
 
 // softmax(q k^T / sqrt(d) + causal mask) v per (batch, head), HF repeat_kv head mapping.
-void naive_attention(const double* q, const double* k, const double* v, double* out) {
+// Also the softmax stats (kernels/attention.h): each row's largest score and 1 / its sum.
+void naive_attention(const double* q, const double* k, const double* v, double* out, double* stats) {
   const auto& s = kShape;
   const int64_t rep = s.q_heads / s.kv_heads;
   for (int64_t b = 0; b < s.batch; ++b)
@@ -34,6 +35,8 @@ void naive_attention(const double* q, const double* k, const double* v, double* 
         }
         double sum = 0;
         for (int64_t j = 0; j <= i; ++j) sum += std::exp(sc[size_t(j)] - mx);
+        softmax_max(stats, b, h, s)[i] = mx;
+        softmax_inverse(stats, b, h, s)[i] = 1 / sum;
         for (int64_t e = 0; e < s.head_dim; ++e) {
           double acc = 0;
           for (int64_t j = 0; j <= i; ++j)
@@ -49,34 +52,35 @@ TEST(Attention, CausalGroupedQueryForwardMatchesNaive) {
   auto q = random_tensor<double>(qshape(), rng), k = random_tensor<double>(kvshape(), rng);
   auto v = random_tensor<double>(kvshape(), rng);
   Tensor<double> out(qshape()), want(qshape());
-  Tensor<double> probs({kShape.batch, kShape.q_heads, kShape.seq, kShape.seq});
-  attention_forward(q.data(), k.data(), v.data(), out.data(), probs.data(), kShape);
-  naive_attention(q.data(), k.data(), v.data(), want.data());
+  Tensor<double> stats({softmax_stats_size(kShape)}), want_stats(stats.shape());
+  attention_forward(q.data(), k.data(), v.data(), out.data(), stats.data(), kShape);
+  naive_attention(q.data(), k.data(), v.data(), want.data(), want_stats.data());
   EXPECT_LT(rel_error(out, want), 1e-13);
+  EXPECT_LT(rel_error(stats, want_stats), 1e-13);
 }
 
 TEST(Attention, BackwardMatchesFiniteDifferencesAndF32MatchesF64) {
   Rng rng(2);
   auto q = random_tensor<double>(qshape(), rng), k = random_tensor<double>(kvshape(), rng);
   auto v = random_tensor<double>(kvshape(), rng), dout = random_tensor<double>(qshape(), rng);
-  Tensor<double> out(qshape()), probs({kShape.batch, kShape.q_heads, kShape.seq, kShape.seq});
+  Tensor<double> out(qshape()), stats({softmax_stats_size(kShape)});
   auto loss = [&] {
-    attention_forward(q.data(), k.data(), v.data(), out.data(), probs.data(), kShape);
+    attention_forward(q.data(), k.data(), v.data(), out.data(), stats.data(), kShape);
     double l = 0;
     for (int64_t i = 0; i < out.numel(); ++i) l += dout[i] * out[i];
     return l;
   };
   loss();
   Tensor<double> dq(qshape()), dk(kvshape()), dv(kvshape());
-  attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(), dk.data(), dv.data(), kShape);
+  attention_backward(q.data(), k.data(), v.data(), stats.data(), dout.data(), dq.data(), dk.data(), dv.data(), kShape);
   expect_fd_gradient("attention dq", q.data(), dq.data(), q.numel(), loss);
   expect_fd_gradient("attention dk", k.data(), dk.data(), k.numel(), loss);
   expect_fd_gradient("attention dv", v.data(), dv.data(), v.numel(), loss);
 
   auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v), df = cast<float>(dout);
-  Tensor<float> of(qshape()), pf(probs.shape()), dqf(qshape()), dkf(kvshape()), dvf(kvshape());
-  attention_forward(qf.data(), kf.data(), vf.data(), of.data(), pf.data(), kShape);
-  attention_backward(qf.data(), kf.data(), vf.data(), pf.data(), df.data(), dqf.data(), dkf.data(), dvf.data(), kShape);
+  Tensor<float> of(qshape()), sf(stats.shape()), dqf(qshape()), dkf(kvshape()), dvf(kvshape());
+  attention_forward(qf.data(), kf.data(), vf.data(), of.data(), sf.data(), kShape);
+  attention_backward(qf.data(), kf.data(), vf.data(), sf.data(), df.data(), dqf.data(), dkf.data(), dvf.data(), kShape);
   loss();
   EXPECT_LT(rel_error(of, out), 1e-5);
   EXPECT_LT(rel_error(dqf, dq), 1e-4);
@@ -85,53 +89,94 @@ TEST(Attention, BackwardMatchesFiniteDifferencesAndF32MatchesF64) {
 }
 
 // Training batches long enough that a sequence's keys span two blocks of 128 and its rows
-// several runs: the f32 forward (runs in tiles, probabilities kept, on AVX-512) against the
-// f64 forward (row by row), outputs and the kept probabilities, zeros past each row's
-// position to the end of its block of 16 included, and beyond it nothing but a zero of the
-// row's run (NaN there stays NaN); and the f32 backward (tiles of 16 queries, a partial
-// last one, on AVX-512), which must read none of those NaN, against the f64 backward.
+// several runs: the f32 forward (runs in tiles on AVX-512) against the f64 forward (row by
+// row), outputs and softmax stats, every one of which is written (the buffers start NaN);
+// and the f32 backward (tiles of 16 queries, a partial last one, on AVX-512), which
+// recomputes the probabilities from the stats, against the f64 backward.
 TEST(Attention, LongSequencesInTilesMatchTheF64RowPath) {
   for (const AttentionShape& s : {AttentionShape{1, 150, 4, 2, 16}, AttentionShape{2, 140, 2, 2, 20}}) {
     Rng rng(4);
     const Shape qs{s.batch, s.seq, s.q_heads, s.head_dim}, kvs{s.batch, s.seq, s.kv_heads, s.head_dim};
     auto q = random_tensor<double>(qs, rng), k = random_tensor<double>(kvs, rng), v = random_tensor<double>(kvs, rng);
-    Tensor<double> out(qs), probs({s.batch, s.q_heads, s.seq, s.seq});
-    for (int64_t i = 0; i < probs.numel(); ++i) probs[i] = NAN;
-    attention_forward(q.data(), k.data(), v.data(), out.data(), probs.data(), s);
+    Tensor<double> out(qs), stats({softmax_stats_size(s)});
+    for (int64_t i = 0; i < stats.numel(); ++i) stats[i] = NAN;
+    attention_forward(q.data(), k.data(), v.data(), out.data(), stats.data(), s);
     auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v);
-    Tensor<float> of(qs), pf(probs.shape());
-    for (int64_t i = 0; i < pf.numel(); ++i) pf[i] = NAN;
-    attention_forward(qf.data(), kf.data(), vf.data(), of.data(), pf.data(), s);
+    Tensor<float> of(qs), sf(stats.shape());
+    for (int64_t i = 0; i < sf.numel(); ++i) sf[i] = NAN;
+    attention_forward(qf.data(), kf.data(), vf.data(), of.data(), sf.data(), s);
     EXPECT_LT(rel_error(of, out), 1e-5) << "seq " << s.seq;
-    double worst = 0;
-    for (int64_t bh = 0; bh < s.batch * s.q_heads; ++bh)
-      for (int64_t i = 0; i < s.seq; ++i) {
-        const int64_t row = (bh * s.seq + i) * s.seq, written = probs_written_end(i + 1, s.seq);
-        for (int64_t j = 0; j <= i; ++j) worst = std::max(worst, std::abs(double(pf[row + j]) - probs[row + j]));
-        for (int64_t j = i + 1; j < written; ++j) {
-          ASSERT_EQ(pf[row + j], 0.0f) << i << " " << j;
-          ASSERT_EQ(probs[row + j], 0.0) << i << " " << j;
-        }
-        for (int64_t j = written; j < s.seq; ++j) {  // untouched, or a zero of the row's run
-          ASSERT_TRUE(std::isnan(pf[row + j]) || pf[row + j] == 0.0f) << i << " " << j;
-          ASSERT_TRUE(std::isnan(probs[row + j])) << "the f64 rows write their block only: " << i << " " << j;
-        }
-      }
-    EXPECT_LT(worst, 1e-6) << "seq " << s.seq;
+    for (int64_t i = 0; i < stats.numel(); ++i) {
+      ASSERT_TRUE(std::isfinite(stats[i]) && std::isfinite(sf[i])) << "stat " << i << " left unwritten";
+      // A maximum moves by the f32 dot products' rounding; an inverse sum (up to 1) by that
+      // relative to the row's terms.
+      ASSERT_NEAR(sf[i], stats[i], 1e-5 * (1 + std::abs(stats[i]))) << "stat " << i;
+    }
     auto dout = random_tensor<double>(qs, rng);
     Tensor<double> dq(qs), dk(kvs), dv(kvs);
-    attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
+    attention_backward(q.data(), k.data(), v.data(), stats.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
     auto df = cast<float>(dout);
     Tensor<float> dqf(qs), dkf(kvs), dvf(kvs);
-    attention_backward(qf.data(), kf.data(), vf.data(), pf.data(), df.data(), dqf.data(), dkf.data(), dvf.data(), s);
+    attention_backward(qf.data(), kf.data(), vf.data(), sf.data(), df.data(), dqf.data(), dkf.data(), dvf.data(), s);
     EXPECT_LT(rel_error(dqf, dq), 1e-5) << "seq " << s.seq;
     EXPECT_LT(rel_error(dkf, dk), 1e-5) << "seq " << s.seq;
     EXPECT_LT(rel_error(dvf, dv), 1e-5) << "seq " << s.seq;
   }
 }
 
+namespace {
+
+// The backward recomputes the probabilities the forward took (it keeps only their softmax
+// stats), and must get the same bits. Both can be read out exactly: with value row j the
+// unit vector e_j, the forward's output row i is sum_j P_ij e_j, so its element j is
+// P_ij (one nonzero term; the rest add zeros); with dO row i of the first head of each kv
+// group e_i (other heads' dO zero), dV += P^T dO makes dv row j's element i P_ij the same
+// way. Needs T <= head_dim.
+template <typename T>
+void check_recomputed_probabilities(const AttentionShape& s) {
+  SCOPED_TRACE(::testing::Message() << "seq " << s.seq << " heads " << s.q_heads << "/" << s.kv_heads
+                                    << (sizeof(T) == 8 ? " f64" : " f32"));
+  const int64_t T_ = s.seq, hd = s.head_dim, G = s.q_heads / s.kv_heads;
+  ASSERT_LE(T_, hd);
+  const Shape qs{s.batch, T_, s.q_heads, hd}, kvs{s.batch, T_, s.kv_heads, hd};
+  Rng rng(9);
+  auto q = random_tensor<T>(qs, rng), k = random_tensor<T>(kvs, rng);
+  Tensor<T> v(kvs), dout(qs), out(qs), stats({softmax_stats_size(s)}), dq(qs), dk(kvs), dv(kvs);
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t j = 0; j < T_; ++j) {
+      for (int64_t g = 0; g < s.kv_heads; ++g) v[((b * T_ + j) * s.kv_heads + g) * hd + j] = T(1);
+      for (int64_t h = 0; h < s.q_heads; h += G) dout[((b * T_ + j) * s.q_heads + h) * hd + j] = T(1);
+    }
+  attention_forward(q.data(), k.data(), v.data(), out.data(), stats.data(), s);
+  attention_backward(q.data(), k.data(), v.data(), stats.data(), dout.data(), dq.data(), dk.data(), dv.data(), s);
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < s.q_heads; h += G)
+      for (int64_t i = 0; i < T_; ++i)
+        for (int64_t j = 0; j < T_; ++j) {
+          const T forward = out[((b * T_ + i) * s.q_heads + h) * hd + j];
+          const T backward = dv[((b * T_ + j) * s.kv_heads + h / G) * hd + i];
+          if (j > i) {
+            ASSERT_EQ(forward, T(0)) << "a future key's weight, " << i << " " << j;
+          } else {
+            ASSERT_GT(forward, T(0)) << i << " " << j;
+          }
+          ASSERT_EQ(backward, forward) << "sequence " << b << " head " << h << " query " << i << " key " << j;
+        }
+}
+
+}  // namespace
+
+// Grouped heads, a partial last tile of 16 queries and two runs of the forward (32 rows of
+// 2 heads each); then one head per group at 64 positions (one run, four whole tiles).
+TEST(Attention, BackwardRecomputesTheForwardsProbabilitiesBitForBit) {
+  for (const AttentionShape& s : {AttentionShape{2, 40, 4, 2, 64}, AttentionShape{1, 64, 2, 2, 64}}) {
+    check_recomputed_probabilities<float>(s);
+    check_recomputed_probabilities<double>(s);
+  }
+}
+
 TEST(Attention, HeadsThatDoNotGroupAreAnError) {
-  Tensor<float> x({1, 1, 3, 2}), p({1, 3, 1, 1});
+  Tensor<float> x({1, 1, 3, 2}), p({softmax_stats_size(AttentionShape{1, 1, 3, 2, 2})});
   EXPECT_THROW(attention_forward(x.data(), x.data(), x.data(), x.data(), p.data(), AttentionShape{1, 1, 3, 2, 2}), Error);
 }
 

@@ -1,4 +1,4 @@
-#include "kernels/attention_kept.h"
+#include "kernels/attention_forward_tiles.h"
 
 #include <algorithm>
 #include <cmath>
@@ -21,11 +21,12 @@ namespace {
 constexpr int64_t kValueBlock = 128;  // keys a pass of P V reads (even: whole pairs of keys)
 
 // Softmax down the columns of St [keys][Mp] (scores on entry), query m seeing keys
-// j < seen[m]: each column's exact maximum, then exp(s - max) in place (0 where unseen), and
-// inverse[m] = 1 / its sum. The probabilities are St times inverse: scaled as they are
-// written out, and P V is taken over the exponentials and scaled once per output row (a
-// rounding fewer per term, and no pass over St to normalize it).
-void softmax_columns(float* St, int64_t keys, int64_t Mp, const int32_t* seen, float* inverse) {
+// j < seen[m]: each column's exact maximum (to row_max[m]), then exp(s - max) in place (0
+// where unseen), and inverse[m] = 1 / its sum. The probabilities are St times inverse, as
+// the backward recomputes them (softmax_probs_transposed, kernels/attention_tiles.h); P V
+// is taken over the exponentials and scaled once per output row (a rounding fewer per term,
+// and no pass over St to normalize it).
+void softmax_columns(float* St, int64_t keys, int64_t Mp, const int32_t* seen, float* row_max, float* inverse) {
   constexpr __mmask16 all = 0xFFFF;
   for (int64_t c = 0; c < Mp; c += 16) {
     const __m512i limit = _mm512_loadu_si512(seen + c);
@@ -38,6 +39,7 @@ void softmax_columns(float* St, int64_t keys, int64_t Mp, const int32_t* seen, f
       _mm512_storeu_ps(St + j * Mp + c, p);
       sum = _mm512_add_ps(sum, p);
     }
+    _mm512_storeu_ps(row_max + c, mx);
     _mm512_storeu_ps(inverse + c, _mm512_maskz_div_ps(all, _mm512_set1_ps(1.0f), sum));
   }
 }
@@ -98,20 +100,20 @@ void values_times_bf16(const float* St, int64_t Mp, int64_t keys, const bf16_pai
 }
 #else
 ValueRows paired_values(const float*, const AttentionShape&) {
-  MOEPP_CHECK(false, "attention_forward_kept: this build has no AVX-512 BF16");
+  MOEPP_CHECK(false, "attention_forward_tiles: this build has no AVX-512 BF16");
   return {};
 }
 void values_times_bf16(const float*, int64_t, int64_t, const uint32_t*, int64_t, float*) {
-  MOEPP_CHECK(false, "attention_forward_kept: this build has no AVX-512 BF16");
+  MOEPP_CHECK(false, "attention_forward_tiles: this build has no AVX-512 BF16");
 }
 #endif
 
 }  // namespace
 
-void attention_forward_kept(const float* q, const float* k, const float* v, float* out, float* probs,
-                            const AttentionShape& s, bool bf16_values) {
-  MOEPP_CHECK(attention_in_tiles(), "attention_forward_kept: this build has no AVX-512");
-  MOEPP_CHECK(!bf16_values || attention_bf16_available(s.head_dim), "attention_forward_kept: bf16 values at head_dim ",
+void attention_forward_tiles(const float* q, const float* k, const float* v, float* out, float* stats,
+                             const AttentionShape& s, bool bf16_values) {
+  MOEPP_CHECK(attention_in_tiles(), "attention_forward_tiles: this build has no AVX-512");
+  MOEPP_CHECK(!bf16_values || attention_bf16_available(s.head_dim), "attention_forward_tiles: bf16 values at head_dim ",
               s.head_dim, " (needs AVX-512 BF16 and an even head_dim)");
   const int64_t B = s.batch, T = s.seq, Hq = s.q_heads, Hkv = s.kv_heads, hd = s.head_dim, G = Hq / Hkv;
   const int64_t width = (hd + 15) / 16 * 16, T2 = (T + 1) / 2;
@@ -143,14 +145,12 @@ void attention_forward_kept(const float* q, const float* k, const float* v, floa
     tiles::transposed_scores_of(Mp, Qt, hd, k + (b * T * Hkv + kvh) * hd, Hkv * hd, keys, St);
     alignas(64) int32_t seen[kRunBlockQueries];
     for (int64_t m = 0; m < Mp; ++m) seen[m] = int32_t(r0 + 1 + (m < M ? m / G : 0));  // padding: the first row's
-    alignas(64) float inverse[kRunBlockQueries];
-    softmax_columns(St, keys, Mp, seen, inverse);
-    float* rows_of_probs[kRunBlockQueries];
-    for (int64_t i = 0; i < rows; ++i) rows_of_probs[i] = probs + ((b * Hq + kvh * G) * T + r0 + i) * T;
-    tiles::copy_probs_transposed(St, Mp, M, keys, G, tiles::KeptProbs{rows_of_probs, T * T}, inverse);
+    alignas(64) float row_max[kRunBlockQueries], inverse[kRunBlockQueries];
+    softmax_columns(St, keys, Mp, seen, row_max, inverse);
     for (int64_t m = 0; m < M; ++m) {
-      float* p = rows_of_probs[m / G] + (m % G) * T * T;
-      std::fill(p + keys, p + probs_written_end(keys, T), 0.0f);
+      const int64_t h = kvh * G + m % G, i = r0 + m / G;
+      softmax_max(stats, b, h, s)[i] = row_max[m];
+      softmax_inverse(stats, b, h, s)[i] = inverse[m];
     }
     // O = P V, a block of keys at a time so that the block's values stay in L1 while every
     // query of the run reads them.
@@ -173,8 +173,8 @@ void attention_forward_kept(const float* q, const float* k, const float* v, floa
 
 #else
 
-void attention_forward_kept(const float*, const float*, const float*, float*, float*, const AttentionShape&, bool) {
-  MOEPP_CHECK(false, "attention_forward_kept: this build has no AVX-512");
+void attention_forward_tiles(const float*, const float*, const float*, float*, float*, const AttentionShape&, bool) {
+  MOEPP_CHECK(false, "attention_forward_tiles: this build has no AVX-512");
 }
 
 #endif
