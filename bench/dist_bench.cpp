@@ -49,6 +49,7 @@ struct Twin {
   MoeConfig cfg;
   MoeParams<float> w, g;
   MoeCache<float> cache;
+  MoeBackwardScratch<float> backward_scratch;
   std::vector<Step> steps;
 };
 
@@ -99,7 +100,7 @@ Step run_step(Twin& t, Collectives& comm, const Tensor<float>& x, const Tensor<f
     moe_forward(t.cfg, t.w, x.data(), T, zp, t.cache, y.data());
     dx.zero();
     moe_backward(t.cfg, t.w, x.data(), zp, t.cache, dy.data(), static_cast<const float*>(nullptr), 0.01, dx.data(),
-                 zp ? dz.data() : nullptr, t.g, GradMode::overwrite);
+                 zp ? dz.data() : nullptr, t.g, t.backward_scratch, GradMode::overwrite);
     sum_layer_gradients(t, comm, staging);
   });
   const Collectives::Traffic& after = comm.traffic;
@@ -209,8 +210,8 @@ int main(int argc, char** argv) try {
   Collectives& comm = *comm_owner;
   const bool lead = comm.rank() == 0;
 
-  Twin van{"vanilla", released_moe_layer(D, I, F, false), {}, {}, {}, {}};
-  Twin pp{"moe++", released_moe_layer(D, I, F, true), {}, {}, {}, {}};
+  Twin van{"vanilla", released_moe_layer(D, I, F, false), {}, {}, {}, {}, {}};
+  Twin pp{"moe++", released_moe_layer(D, I, F, true), {}, {}, {}, {}, {}};
   check_expert_parallel(van.cfg, comm.ep_size());
   van.cache.comm = pp.cache.comm = &comm;
   // The same weights on every rank (the same seed); each rank its own tokens.

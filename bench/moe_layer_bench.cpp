@@ -296,6 +296,7 @@ int main(int argc, char** argv) try {
     const size_t V = runs.size();
     std::vector<std::vector<double>> fwd(V), fwd_packed(V), fwdbwd(V);
     std::vector<MoeCache<float>> caches(V);
+    MoeBackwardScratch<float> backward_scratch;
     Tensor<float> y({s.T, s.D}), dx({s.T, s.D}), dzp({s.T, int64_t(pp_cfg.num_experts())});
     // Forward alone (as trained or prepacked), or forward then backward (as trained).
     // With bf16, the products round their operands to bf16 (train --precision bf16): the
@@ -334,7 +335,8 @@ int main(int argc, char** argv) try {
         moe_forward(cfg, view, x.data(), s.T, zp, caches[i], y.data());
         if (backward)
           moe_backward<float>(cfg, w, x.data(), zp, caches[i], dy.data(), nullptr, 0.01, dx.data(),
-                              zp ? dzp.data() : nullptr, vanilla ? van_grad : pp_grad, GradMode::overwrite);
+                              zp ? dzp.data() : nullptr, vanilla ? van_grad : pp_grad, backward_scratch,
+                              GradMode::overwrite);
       };
       // Each timed call follows an untimed one of its own kind: the steady state of a layer
       // run again and again, not the write-backs and cold lines of whatever mode or twin ran

@@ -48,6 +48,9 @@ double cache_mb(const ModelCache<float>& c) {
     const auto& m = l.moe;
     add(m.x_in); add(m.router.z); add(m.router.s); add(m.router.p); add(m.router.g); add(m.router.hidden);
     add(m.ffn.x); add(m.ffn.u); add(m.ffn.h); add(m.ffn.o); add(m.constant_a);
+  }
+  {
+    const auto& m = c.layer_scratch.moe;  // one for all layers
     add(m.d_o); add(m.d_h); add(m.d_u); add(m.d_xg); add(m.dx_in); add(m.dg); add(m.dp);
   }
   add(c.x_final); add(c.normed); add(c.rstd_final); add(c.logits); add(c.dlogits);

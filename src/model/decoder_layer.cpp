@@ -38,7 +38,8 @@ void decoder_layer_backward(const ModelConfig& cfg, const LayerParams<T>& w, con
   db.fit({n, D});
   parallel_zero({{db.data(), size_t(n * D) * sizeof(T)}});
   if (w.is_moe) {
-    moe_backward(cfg.layer_moe(), w.moe, c.b.data(), z_prev, c.moe, dx, dz, dbalance, db.data(), dz_prev, g.moe, mode);
+    moe_backward(cfg.layer_moe(), w.moe, c.b.data(), z_prev, c.moe, dx, dz, dbalance, db.data(), dz_prev, g.moe,
+                 scratch.moe, mode);
   } else {
     dense_mlp_backward(cfg, w, c.b.data(), n, c.mlp, dx, db.data(), g);
   }

@@ -32,10 +32,11 @@ struct LayerCache {
 };
 
 // Scratch of the training backward that every layer takes in turn (model/transformer keeps
-// one in its ModelCache): db = dL/d rms2(h), and the attention block's.
+// one in its ModelCache): db = dL/d rms2(h), the MoE layer's and the attention block's.
 template <typename T>
 struct LayerBackwardScratch {
   Tensor<T> db;
+  MoeBackwardScratch<T> moe;
   AttentionBackwardScratch<T> attn;
 };
 

@@ -90,7 +90,7 @@ void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& weights, const T* x,
 template <typename T>
 void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const T* z_prev,
                   MoeCache<T>& c, const T* dy, const T* dz_next, double dbalance, T* dx,
-                  T* dz_prev, MoeParams<T>& grad, GradMode mode) {
+                  T* dz_prev, MoeParams<T>& grad, MoeBackwardScratch<T>& scratch, GradMode mode) {
   const int64_t n = c.tokens, D = cfg.hidden, I = cfg.intermediate, k = cfg.top_k;
   // Overwriting, the FFN experts' gradients are written by their GEMMs (below); the rest
   // of the layer's are a few vectors and small matrices: zeroed, then accumulated into.
@@ -98,9 +98,9 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   const int64_t E = cfg.num_experts(), R = c.plan.ffn_rows();
   const T scale = T(cfg.input_scale());
   const T* xs = scale != T(1) ? c.x_in.data() : x;  // what the experts received
-  c.dg.fit({n, k});
-  c.d_o.fit({R, D});
-  c.dx_in.fit({n, D});
+  scratch.dg.fit({n, k});
+  scratch.d_o.fit({R, D});
+  scratch.dx_in.fit({n, D});
   // Gate gradients, the weighted output gradient of every FFN row, and the copy and
   // constant experts, token by token: each token's dy, x and dx rows are read once. A
   // constant expert's vector and mixer gradients are sums over its slots; each thread sums
@@ -116,18 +116,18 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
     for (int64_t t = 0; t < n; ++t) {
       const T* dyt = dy + t * D;
       const T* xt = xs + t * D;
-      T* dxt = c.dx_in.data() + t * D;
+      T* dxt = scratch.dx_in.data() + t * D;
       std::memset(dxt, 0, size_t(D) * sizeof(T));
       for (int64_t j = 0; j < k; ++j) {
         const int64_t slot = t * k + j;
         const int e = c.router.idx[size_t(slot)];
         const T gate = c.router.g[slot];
-        T& dg = c.dg[slot];
+        T& dg = scratch.dg[slot];
         switch (cfg.kind(e)) {
           case ExpertKind::ffn: {
             const int64_t pos = c.plan.slot_pos[size_t(slot)];
             dg = dot<T>(dyt, c.ffn.o.data() + pos * D, D);
-            T* dor = c.d_o.data() + pos * D;
+            T* dor = scratch.d_o.data() + pos * D;
             for (int64_t d = 0; d < D; ++d) dor[d] = gate * dyt[d];
             break;
           }
@@ -164,41 +164,43 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   }
 
   // FFN experts: grouped GEMM backward, then each token gathers its rows' input gradients.
-  c.d_xg.fit({R, D});
+  scratch.d_xg.fit({R, D});
   if (c.comm && c.comm->ep_size() > 1) {
-    ffn_experts_backward_parallel(cfg, w, c.plan, c.d_o.data(), c.d_xg.data(), grad, mode, *c.comm, c.ep);
+    ffn_experts_backward_parallel(cfg, w, c.plan, scratch.d_o.data(), scratch.d_xg.data(), grad, mode, *c.comm,
+                                  c.ep);
   } else {
-    c.d_h.fit({R, I});
-    c.d_u.fit({R, 2 * I});
-    ffn_experts_backward(cfg, w, c.plan, c.ffn, c.d_o.data(), c.d_h.data(), c.d_u.data(), c.d_xg.data(), grad, mode);
+    scratch.d_h.fit({R, I});
+    scratch.d_u.fit({R, 2 * I});
+    ffn_experts_backward(cfg, w, c.plan, c.ffn, scratch.d_o.data(), scratch.d_h.data(), scratch.d_u.data(),
+                         scratch.d_xg.data(), grad, mode);
   }
   parallel_for(n, [&](int64_t t) {
-    T* dxt = c.dx_in.data() + t * D;
+    T* dxt = scratch.dx_in.data() + t * D;
     for (int64_t j = 0; j < k; ++j) {
       const int64_t slot = t * k + j;
       if (cfg.kind(c.router.idx[size_t(slot)]) != ExpertKind::ffn) continue;
-      const T* src = c.d_xg.data() + int64_t(c.plan.slot_pos[size_t(slot)]) * D;
+      const T* src = scratch.d_xg.data() + int64_t(c.plan.slot_pos[size_t(slot)]) * D;
       for (int64_t d = 0; d < D; ++d) dxt[d] += src[d];
     }
   }, 16);
-  parallel_for(n * D, [&](int64_t i) { dx[i] += scale * c.dx_in[i]; }, 1 << 16);
+  parallel_for(n * D, [&](int64_t i) { dx[i] += scale * scratch.dx_in[i]; }, 1 << 16);
 
   // Router, with the balance loss's gradient w.r.t. p.
   const T* dp = nullptr;
   if (dbalance != 0.0) {
-    c.dp.fit({n, E});
-    c.dp.zero();
-    balance_loss_backward(cfg, c.f, n, c.balance_tokens, dbalance, c.dp.data());
-    dp = c.dp.data();
+    scratch.dp.fit({n, E});
+    scratch.dp.zero();
+    balance_loss_backward(cfg, c.f, n, c.balance_tokens, dbalance, scratch.dp.data());
+    dp = scratch.dp.data();
   }
-  router_backward(cfg, w, x, z_prev, c.router, c.dg.data(), dp, dz_next, dx, dz_prev, grad);
+  router_backward(cfg, w, x, z_prev, c.router, scratch.dg.data(), dp, dz_next, dx, dz_prev, grad);
 }
 
 template struct MoeCache<float>;
 template struct MoeCache<double>;
 template void moe_forward<float>(const MoeConfig&, const MoeWeights<float>&, const float*, int64_t, const float*, MoeCache<float>&, float*);
 template void moe_forward<double>(const MoeConfig&, const MoeWeights<double>&, const double*, int64_t, const double*, MoeCache<double>&, double*);
-template void moe_backward<float>(const MoeConfig&, const MoeParams<float>&, const float*, const float*, MoeCache<float>&, const float*, const float*, double, float*, float*, MoeParams<float>&, GradMode);
-template void moe_backward<double>(const MoeConfig&, const MoeParams<double>&, const double*, const double*, MoeCache<double>&, const double*, const double*, double, double*, double*, MoeParams<double>&, GradMode);
+template void moe_backward<float>(const MoeConfig&, const MoeParams<float>&, const float*, const float*, MoeCache<float>&, const float*, const float*, double, float*, float*, MoeParams<float>&, MoeBackwardScratch<float>&, GradMode);
+template void moe_backward<double>(const MoeConfig&, const MoeParams<double>&, const double*, const double*, MoeCache<double>&, const double*, const double*, double, double*, double*, MoeParams<double>&, MoeBackwardScratch<double>&, GradMode);
 
 }  // namespace moepp

@@ -37,7 +37,16 @@ struct MoeCache {
   Collectives* comm = nullptr;
   ExpertParallelCache<T> ep;
   RoutingStats stats;
-  // backward scratch
+};
+
+// The backward's intermediates: the slots' gate gradients dg [T, k], the FFN rows' output,
+// hidden, pre-activation and input gradients (d_o, d_h, d_u, d_xg: [R, ...] in plan
+// order), the tokens' input gradient dx_in [T, D] and the balance loss's dL/dp [T, E].
+// Nothing reads them once moe_backward returns, so the layers of a step take one in turn
+// (model/decoder_layer's LayerBackwardScratch), kept between steps: ~90 MB a layer at the
+// paper-0.6b preset's 2048 positions, held once instead of once per layer.
+template <typename T>
+struct MoeBackwardScratch {
   Tensor<T> d_o, d_h, d_u, d_xg, dx_in, dg, dp;
 };
 
@@ -58,10 +67,11 @@ void moe_forward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, int64_
 // dy: [T, D]; dz_next: [T, E] gradient w.r.t. this layer's z from the next layer, or null;
 // dbalance: dL/dL_b (beta / number of MoE layers in training). Accumulates into dx and
 // dz_prev (when z_prev was given); writes every tensor of grad as `mode` says (added to, or
-// written over: core/grad_mode.h).
+// written over: core/grad_mode.h). scratch: sized here, any contents.
 template <typename T>
 void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const T* z_prev,
                   MoeCache<T>& cache, const T* dy, const T* dz_next, double dbalance, T* dx,
-                  T* dz_prev, MoeParams<T>& grad, GradMode mode = GradMode::accumulate);
+                  T* dz_prev, MoeParams<T>& grad, MoeBackwardScratch<T>& scratch,
+                  GradMode mode = GradMode::accumulate);
 
 }  // namespace moepp

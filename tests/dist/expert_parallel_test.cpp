@@ -45,8 +45,9 @@ void check_layer(bool two_layer, double tol) {
   Tensor<T> y_ref({all, D}), dx_ref({all, D}), dz_ref({all, E});
   moe_forward(cfg, w, x.data(), all, z_prev.data(), ref, y_ref.data());
   auto g_ref = MoeParams<T>::zeros(cfg);
-  moe_backward(cfg, w, x.data(), z_prev.data(), ref, dy.data(), static_cast<const T*>(nullptr), dbalance, dx_ref.data(), dz_ref.data(), g_ref,
-               GradMode::overwrite);
+  MoeBackwardScratch<T> scratch;
+  moe_backward(cfg, w, x.data(), z_prev.data(), ref, dy.data(), static_cast<const T*>(nullptr), dbalance, dx_ref.data(),
+               dz_ref.data(), g_ref, scratch, GradMode::overwrite);
 
   // This rank's share, holding only the experts it owns: the others' weights and gradients
   // have no storage, so a read of them would fault.
@@ -64,8 +65,8 @@ void check_layer(bool two_layer, double tol) {
   auto g = MoeParams<T>::zeros(cfg);
   for (Tensor<T>* t : tensors_of(cfg, g)) fill_normal(t->data(), t->numel(), rng, 100.0);  // stale: overwritten
   if (comm.ep_size() > 1) release_foreign_experts(cfg, g, comm.ep_size(), comm.ep_rank());
-  moe_backward(cfg, w_mine, x.data() + first * D, z_prev.data() + first * E, c, dy.data() + first * D, static_cast<const T*>(nullptr), dbalance,
-               dx.data(), dz.data(), g, GradMode::overwrite);
+  moe_backward(cfg, w_mine, x.data() + first * D, z_prev.data() + first * E, c, dy.data() + first * D,
+               static_cast<const T*>(nullptr), dbalance, dx.data(), dz.data(), g, scratch, GradMode::overwrite);
   const int64_t rows_backward = comm.traffic.exchange_rows - rows_before - rows_forward;
 
   EXPECT_LT(rel_error(y.data(), y_ref.data() + first * D, n * D), tol) << "y";

@@ -83,8 +83,9 @@ TEST(GradMode, OverwriteZeroesTheGateMapWithoutAGatingResidual) {
   moe_forward(cfg, s.params[0], s.x.data(), s.tokens, static_cast<const float*>(nullptr), cache, y.data());
   auto grad = MoeParams<float>::zeros(cfg);
   for (int64_t i = 0; i < grad.gate_map.numel(); ++i) grad.gate_map[i] = 5.0f;
+  MoeBackwardScratch<float> scratch;
   moe_backward<float>(cfg, s.params[0], s.x.data(), nullptr, cache, s.dy.data(), nullptr, 0.1, dx.data(), nullptr,
-                      grad, GradMode::overwrite);
+                      grad, scratch, GradMode::overwrite);
   double sum = 0;
   for (int64_t i = 0; i < grad.gate_map.numel(); ++i) sum += std::fabs(grad.gate_map[i]);
   EXPECT_EQ(sum, 0.0);

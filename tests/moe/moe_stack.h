@@ -48,6 +48,7 @@ struct MoeStack {
   double beta = 0.1;
   std::vector<MoeParams<T>> params, grads;
   std::vector<MoeCache<T>> caches;
+  MoeBackwardScratch<T> backward_scratch;  // the layers' backward takes it in turn, as the model's does
   Tensor<T> x, z_in, dy;         // inputs
   std::vector<Tensor<T>> xs;     // x_0 .. x_L
   std::vector<double> balance;   // L_b per layer
@@ -131,7 +132,7 @@ struct MoeStack {
       Tensor<T> dz_prev({tokens, int64_t(cfg.num_experts())});
       moe_backward(cfg, params[size_t(l)], xs[size_t(l)].data(), z_prev, caches[size_t(l)], d_x.data(),
                    dz_next.numel() ? dz_next.data() : nullptr, beta / layers, d_in.data(),
-                   dz_prev.data(), grads[size_t(l)], mode);
+                   dz_prev.data(), grads[size_t(l)], backward_scratch, mode);
       d_x = std::move(d_in);
       dz_next = std::move(dz_prev);
     }
