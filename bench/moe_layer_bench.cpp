@@ -86,7 +86,7 @@ struct Timing {
 };
 
 Timing time_layer(const Setup& s, const MoeConfig& cfg, MoeParams<float>& w, MoeParams<float>& g,
-                  const Tensor<float>& x, const Tensor<float>& z_prev, const Tensor<float>& dy,
+                  const Tensor<float>& x, const Tensor<float>& z_prev,
                   const std::vector<PackedMatrix>& packed_up, const std::vector<PackedMatrix>& packed_down) {
   MoeCache<float> cache;
   Tensor<float> y({s.T, s.D});
@@ -221,7 +221,7 @@ int main(int argc, char** argv) try {
 
   // 1. vanilla
   std::fprintf(stderr, "  vanilla ...\n");
-  const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, dy, packed_up, packed_down);
+  const Timing v = time_layer(s, van_cfg, van, van_grad, x, ones, packed_up, packed_down);
   json runs = json::array();
   runs.push_back({{"rows_per_ffn_expert", v.ffn_per_token * double(s.T) / s.N}, {"rows_min", v.rows_min},
                   {"rows_max", v.rows_max}, {"variant", "vanilla"}, {"z", 0.0},
@@ -275,7 +275,7 @@ int main(int argc, char** argv) try {
     const double got = calibrate_zc(pp_cfg, pp, x, ones, s.T, target);
     gate_maps.push_back(pp.gate_map.clone());
     std::fprintf(stderr, "  moe++ z=%.2f (target %.2f) ...\n", got, target);
-    const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, dy, packed_up, packed_down);
+    const Timing t = time_layer(s, pp_cfg, pp, pp_grad, x, ones, packed_up, packed_down);
     const double rows_per_expert = t.ffn_per_token * double(s.T) / s.N;
     const int64_t rows = int64_t(std::lround(rows_per_expert));
     const double gemm_eff = up_gemm_gflops(s, pp, rows) / van_gemm;

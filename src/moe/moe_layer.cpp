@@ -139,7 +139,7 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
             two_dots(dyt, xt, v, D, dy_x, dy_v);
             dg = T(double(a[0]) * dy_x + double(a[1]) * dy_v);
             T* dv = mine + ci * 3 * D;
-            constant_backward(xt, v, w.constant_wg[size_t(ci)].data(), a, dyt, gate, dy_x, dy_v, D, dxt, dv, dv + D);
+            constant_backward(xt, w.constant_wg[size_t(ci)].data(), a, dyt, gate, dy_x, dy_v, D, dxt, dv, dv + D);
             break;
           }
           case ExpertKind::copy:

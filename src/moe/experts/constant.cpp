@@ -20,8 +20,8 @@ void constant_forward(const T* x, const T* v, const T* wc, int64_t D, T* a, T* o
 }
 
 template <typename T>
-void constant_backward(const T* x, const T* v, const T* wc, const T* a, const T* dy, T gate, double dy_x,
-                       double dy_v, int64_t D, T* dx, T* dv, T* dwc) {
+void constant_backward(const T* x, const T* wc, const T* a, const T* dy, T gate, double dy_x, double dy_v, int64_t D,
+                       T* dx, T* dv, T* dwc) {
   // The mixer's gradient is a difference of two dot products that often nearly cancel:
   // the caller accumulates them in double, and the two-way softmax's closed form
   // dl0 = -dl1 = a0 a1 (da0 - da1) replaces subtracting a weighted mean.
@@ -45,7 +45,7 @@ void constant_backward(const T* x, const T* v, const T* wc, const T* a, const T*
 
 template void constant_forward<float>(const float*, const float*, const float*, int64_t, float*, float*);
 template void constant_forward<double>(const double*, const double*, const double*, int64_t, double*, double*);
-template void constant_backward<float>(const float*, const float*, const float*, const float*, const float*, float, double, double, int64_t, float*, float*, float*);
-template void constant_backward<double>(const double*, const double*, const double*, const double*, const double*, double, double, double, int64_t, double*, double*, double*);
+template void constant_backward<float>(const float*, const float*, const float*, const float*, float, double, double, int64_t, float*, float*, float*);
+template void constant_backward<double>(const double*, const double*, const double*, const double*, double, double, double, int64_t, double*, double*, double*);
 
 }  // namespace moepp
