@@ -41,7 +41,8 @@ struct MoeCache {
 
 // The backward's intermediates: the slots' gate gradients dg [T, k], the FFN rows' output,
 // hidden, pre-activation and input gradients (d_o, d_h, d_u, d_xg: [R, ...] in plan
-// order), the tokens' input gradient dx_in [T, D] and the balance loss's dL/dp [T, E].
+// order; with expert parallelism d_h and d_u hold the owner's rows instead), the tokens'
+// input gradient dx_in [T, D] and the balance loss's dL/dp [T, E].
 // Nothing reads them once moe_backward returns, so the layers of a step take one in turn
 // (model/decoder_layer's LayerBackwardScratch), kept between steps: ~90 MB a layer at the
 // paper-0.6b preset's 2048 positions, held once instead of once per layer.
