@@ -1,12 +1,15 @@
 // Causal scaled-dot-product attention with grouped-query heads (Hq a multiple of Hkv; q
 // head h reads kv head h / (Hq/Hkv)). Scale 1/sqrt(head_dim), softmax in the compute type.
 //
-// One kernel family serves training, prefill and decode: attention_rows_forward runs query
-// rows against key/value histories, each row against its own (a row of a training batch
-// against the keys of its sequence so far; a new token against its sequence's KV cache),
-// one task per (row, kv head) so the Hq/Hkv query heads of a group read each key and value
-// row once. attention_forward is the training batch in that form, keeping the
-// probabilities [B, Hq, T, T] for attention_backward.
+// Prefill and decode go through attention_rows_forward: query rows against key/value
+// histories, each row against its own (a prompt's rows against the keys of their sequence
+// so far; a new token against its sequence's KV cache), one task per (row, kv head) so the
+// Hq/Hkv query heads of a group read each key and value row once. Training goes through
+// attention_forward and attention_backward over whole sequences: the forward keeps, of
+// each query row's softmax, only its largest score and the inverse of its sum (O(T)
+// memory, where the probabilities took [B, Hq, T, T]: 2.4 GB at the paper-0.6b preset's
+// 2048 positions), and the backward recomputes the probabilities from q, k and those two,
+// as the forward took them.
 #pragma once
 #include <cstdint>
 
