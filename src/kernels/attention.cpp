@@ -88,6 +88,27 @@ void attend_group(const T* q, int64_t G, int64_t hd, const KV* k, const KV* v, i
   }
 }
 
+// The training rows' softmax, row by row (f64, and f32 without AVX-512). The forward and
+// the backward's recomputation take every step alike, so they agree bit for bit.
+// Scores of query row qi over keys 0 .. n-1 (rows ldk apart): s_j = (qi . k_j) scale.
+template <typename T>
+void row_scores(const T* qi, const T* K, int64_t ldk, int64_t n, int64_t hd, T scale, T* s) {
+  for (int64_t j = 0; j < n; ++j) s[j] = dot<T, T>(qi, K + j * ldk, hd) * scale;
+}
+
+// s_j -> exp(s_j - max) in place; returns their sum.
+template <typename T>
+T exponentials(T* s, int64_t n, T max) {
+  T sum = 0;
+  for (int64_t j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] - max));
+  return sum;
+}
+
+template <typename T>
+void scale_in_place(T* s, int64_t n, T factor) {
+  for (int64_t j = 0; j < n; ++j) s[j] *= factor;
+}
+
 }  // namespace
 
 template <typename T>
@@ -159,23 +180,6 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   });
 }
 
-namespace {
-
-// The scores of query row qi over keys 0 .. n-1 (rows ldk apart), s_j = (qi . k_j) scale:
-// the forward and the backward's recomputation take them alike.
-template <typename T>
-void row_scores(const T* qi, const T* K, int64_t ldk, int64_t n, int64_t hd, T scale, T* s) {
-  for (int64_t j = 0; j < n; ++j) s[j] = dot<T, T>(qi, K + j * ldk, hd) * scale;
-}
-
-// s_j -> exp(s_j - max) * inverse in place: the probabilities from their scores.
-template <typename T>
-void probabilities_of_scores(T* s, int64_t n, T max, T inverse) {
-  for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - max) * inverse;
-}
-
-}  // namespace
-
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* stats, const AttentionShape& s) {
   check_shape(s);
@@ -196,12 +200,9 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* stats, con
     for (int64_t i = 0; i < Tn; ++i) {
       const T* qi = q + ((b * Tn + i) * Hq + h) * hd;
       row_scores(qi, K, Hkv * hd, i + 1, hd, scale, p.data());
-      const T mx = *std::max_element(p.begin(), p.begin() + i + 1);
-      T sum = 0;
-      for (int64_t j = 0; j <= i; ++j) sum += std::exp(p[size_t(j)] - mx);
-      row_max[i] = mx;
-      row_inverse[i] = T(1) / sum;
-      probabilities_of_scores(p.data(), i + 1, mx, row_inverse[i]);
+      row_max[i] = *std::max_element(p.begin(), p.begin() + i + 1);
+      row_inverse[i] = T(1) / exponentials(p.data(), i + 1, row_max[i]);
+      scale_in_place(p.data(), i + 1, row_inverse[i]);
       T* o = out + ((b * Tn + i) * Hq + h) * hd;
       std::fill(o, o + hd, T(0));
       for (int64_t j = 0; j <= i; ++j) add_scaled_value(p[size_t(j)], V + j * Hkv * hd, o, hd);
@@ -238,7 +239,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* stats, cons
         const T* qi = q + ((b * Tn + i) * Hq + h) * hd;
         T* dqi = dq + ((b * Tn + i) * Hq + h) * hd;
         row_scores(qi, K, Hkv * hd, i + 1, hd, scale, P.data());
-        probabilities_of_scores(P.data(), i + 1, row_max[i], row_inverse[i]);
+        exponentials(P.data(), i + 1, row_max[i]);
+        scale_in_place(P.data(), i + 1, row_inverse[i]);
         T dot = 0;
         for (int64_t j = 0; j <= i; ++j) {
           const T* vj = v + ((b * Tn + j) * Hkv + kvh) * hd;
