@@ -1,10 +1,23 @@
 #!/usr/bin/env python3
-"""Load for `moepp serve`: C concurrent clients, each sending R streaming completions of a
-random P-token prompt (token ids) for T generated tokens (ignore_eos), one after the other.
+"""Load for `moepp serve`. Two kinds:
+
+- Completions (the default): C concurrent clients, each sending R streaming completions of
+  a random P-token prompt (token ids) for T generated tokens (ignore_eos), one after the
+  other.
+- Chats (--chat-turns N): C concurrent clients, each holding one conversation of N turns
+  on /v1/chat/completions: a system message of --system words, then per turn a user
+  message of --words words and a streamed reply of T tokens (greedy, ignore_eos), every
+  request resending the whole conversation as chat clients do. --no-cache-prompt sends
+  "cache_prompt": false (every prompt prefilled whole: the baseline of the prompt cache).
+
 Prints one JSON line: aggregate generated tokens/s over the wall time of the whole load,
-time to first token (p50, p99) and inter-token latency (p50, p99, between streamed chunks).
+time to first token (p50, p99) and inter-token latency (p50, p99, between streamed chunks);
+for chats also the time to first token and the prompt's tokens by turn (medians over the
+clients), and the prompt tokens the server took from its prompt cache (its /metrics).
 
 Usage: serve_load.py --port N --clients C [--requests R] [--prompt P] [--tokens T] [--vocab V]
+       serve_load.py --port N --clients C --chat-turns N [--system W] [--words W] [--tokens T]
+                     [--no-cache-prompt] [--seed S]
 """
 import argparse
 import http.client
@@ -12,6 +25,12 @@ import json
 import random
 import threading
 import time
+
+# Words of the KJV corpus the bench tokenizers are trained on: user messages are random
+# sequences of them.
+WORDS = ("and the of that he unto shall lord his they them in him not be is with all for thou thy was which "
+         "my said god ye will have land from children israel king people house were upon out son day man "
+         "hath there came before made also earth went against hand when even these one this come so").split()
 
 
 def percentile(values, q):
@@ -21,14 +40,15 @@ def percentile(values, q):
     return v[min(len(v) - 1, int(q * len(v)))]
 
 
-def one_request(port, prompt, tokens, out):
+def stream(port, path, body):
+    """POSTs a streaming request; returns time to first text, the gaps between texts, the
+    text and the usage chunk's counts."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    body = json.dumps({"prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True, "ignore_eos": True})
     start = time.perf_counter()
-    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
     r = conn.getresponse()
-    assert r.status == 200, r.status
-    first, last, gaps, generated = None, None, [], 0
+    assert r.status == 200, (r.status, r.read()[:300])
+    first, last, gaps, text, usage = None, None, [], "", {}
     buffer = b""
     while True:
         chunk = r.read1(65536)
@@ -41,16 +61,50 @@ def one_request(port, prompt, tokens, out):
                 continue
             j = json.loads(event[6:])
             if j.get("usage"):
-                generated = j["usage"]["completion_tokens"]
-            if j["choices"] and j["choices"][0]["text"]:
+                usage = j["usage"]
+            if not j["choices"]:
+                continue
+            c = j["choices"][0]
+            piece = c.get("text") or c.get("delta", {}).get("content") or ""
+            if piece:
                 now = time.perf_counter()
                 if first is None:
                     first = now - start
                 else:
                     gaps.append(now - last)
                 last = now
+                text += piece
     conn.close()
-    out.append({"ttft": first, "gaps": gaps, "generated": generated})
+    return first, gaps, text, usage
+
+
+def one_request(port, prompt, tokens, out):
+    ttft, gaps, _, usage = stream(port, "/v1/completions", {"prompt": prompt, "max_tokens": tokens, "temperature": 0,
+                                                            "stream": True, "ignore_eos": True})
+    out.append({"ttft": ttft, "gaps": gaps, "generated": usage.get("completion_tokens", 0)})
+
+
+def one_chat(port, rng, args, out):
+    messages = [{"role": "system", "content": " ".join(rng.choice(WORDS) for _ in range(args.system))}]
+    for turn in range(args.chat_turns):
+        messages.append({"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(args.words))})
+        ttft, gaps, text, usage = stream(port, "/v1/chat/completions", {
+            "messages": messages, "max_tokens": args.tokens, "temperature": 0, "stream": True, "ignore_eos": True,
+            "cache_prompt": not args.no_cache_prompt})
+        messages.append({"role": "assistant", "content": text})
+        out.append({"turn": turn, "ttft": ttft, "gaps": gaps, "generated": usage.get("completion_tokens", 0),
+                    "prompt_tokens": usage.get("prompt_tokens", 0)})
+
+
+def cached_tokens(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    for line in text.splitlines():
+        if line.startswith("moepp_prompt_tokens_cached_total "):
+            return float(line.split()[1])
+    return float("nan")
 
 
 def main():
@@ -61,16 +115,25 @@ def main():
     a.add_argument("--prompt", type=int, default=256)
     a.add_argument("--tokens", type=int, default=128)
     a.add_argument("--vocab", type=int, default=8192)
+    a.add_argument("--chat-turns", type=int, default=0)
+    a.add_argument("--system", type=int, default=100)
+    a.add_argument("--words", type=int, default=40)
+    a.add_argument("--no-cache-prompt", action="store_true")
+    a.add_argument("--seed", type=int, default=1, help="the prompts' and conversations' random words")
     args = a.parse_args()
-    rng = random.Random(1)
+    rng = random.Random(args.seed)
     prompts = [[1] + [rng.randrange(3, args.vocab) for _ in range(args.prompt - 1)]
                for _ in range(args.clients * args.requests)]
     results = []
 
     def client(c):
+        if args.chat_turns:
+            one_chat(args.port, random.Random(args.seed * 1000 + c), args, results)
+            return
         for r in range(args.requests):
             one_request(args.port, prompts[c * args.requests + r], args.tokens, results)
 
+    cached_before = cached_tokens(args.port)
     start = time.perf_counter()
     threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
     for t in threads:
@@ -80,11 +143,20 @@ def main():
     wall = time.perf_counter() - start
     ttft = [r["ttft"] for r in results]
     gaps = [g for r in results for g in r["gaps"]]
-    print(json.dumps({"clients": args.clients, "requests": len(results), "wall_s": wall,
-                      "generated": sum(r["generated"] for r in results),
-                      "tokens_per_s": sum(r["generated"] for r in results) / wall,
-                      "ttft_p50_s": percentile(ttft, 0.5), "ttft_p99_s": percentile(ttft, 0.99),
-                      "itl_p50_s": percentile(gaps, 0.5), "itl_p99_s": percentile(gaps, 0.99)}))
+    report = {"clients": args.clients, "requests": len(results), "wall_s": wall,
+              "generated": sum(r["generated"] for r in results),
+              "tokens_per_s": sum(r["generated"] for r in results) / wall,
+              "ttft_p50_s": percentile(ttft, 0.5), "ttft_p99_s": percentile(ttft, 0.99),
+              "itl_p50_s": percentile(gaps, 0.5), "itl_p99_s": percentile(gaps, 0.99)}
+    if args.chat_turns:
+        turns = range(args.chat_turns)
+        report.update({"chat_turns": args.chat_turns, "cache_prompt": not args.no_cache_prompt,
+                       "ttft_by_turn_s": [percentile([r["ttft"] for r in results if r["turn"] == t], 0.5) for t in turns],
+                       "prompt_tokens_by_turn": [percentile([r["prompt_tokens"] for r in results if r["turn"] == t], 0.5)
+                                                 for t in turns],
+                       "prompt_tokens": sum(r["prompt_tokens"] for r in results),
+                       "prompt_tokens_cached": cached_tokens(args.port) - cached_before})
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--drain", o->drain_s, "On SIGTERM: seconds running requests may take to finish before they are cancelled")
       ->default_val(30)
       ->check(non_negative_number());
+  cmd->add_flag("!--no-prompt-cache", o->prompt_cache,
+               "Prefill every prompt whole (default: a prompt that begins with the tokens of a finished sequence, "
+               "as a chat's next turn does, starts from a copy of their KV cache; docs/serve.md)");
   add_threads_option(cmd, &o->threads);
   cmd->callback([o] {
 #ifdef MOEPP_HAVE_HTTPLIB

@@ -1,5 +1,6 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
 #include <type_traits>
 
 #include "core/error.h"
@@ -42,6 +43,30 @@ KvCache<T>::KvCache(const ModelConfig& cfg, int64_t capacity, KvDtype dtype) : c
       v_.emplace_back(Shape{capacity, kvD});
     }
   }
+}
+
+template <typename T>
+void KvCache<T>::copy_prefix(const KvCache& from, int64_t n) {
+  MOEPP_CHECK(from.dtype_ == dtype_, "kv cache: cannot copy ", kv_dtype_name(from.dtype_), " positions into a ",
+              kv_dtype_name(dtype_), " cache");
+  MOEPP_CHECK(from.k_.size() == k_.size() && from.k16_.size() == k16_.size(),
+              "kv cache: cannot copy positions between caches of different models");
+  MOEPP_CHECK(n >= 0 && n <= from.length_ && n <= capacity_, "kv cache: cannot copy ", n, " positions (the source holds ",
+              from.length_, ", this cache ", capacity_, ")");
+  for (size_t l = 0; l < k_.size(); ++l) {
+    const int64_t kvD = k_[l].shape()[1];
+    MOEPP_CHECK(from.k_[l].shape()[1] == kvD, "kv cache: cannot copy positions between caches of different models");
+    std::copy_n(from.k_[l].data(), n * kvD, k_[l].data());
+    std::copy_n(from.v_[l].data(), n * kvD, v_[l].data());
+  }
+  for (size_t l = 0; l < k16_.size(); ++l) {
+    const int64_t kvD = int64_t(k16_[l].size()) / capacity_;
+    MOEPP_CHECK(int64_t(from.k16_[l].size()) / from.capacity_ == kvD,
+                "kv cache: cannot copy positions between caches of different models");
+    std::copy_n(from.k16_[l].data(), n * kvD, k16_[l].data());
+    std::copy_n(from.v16_[l].data(), n * kvD, v16_[l].data());
+  }
+  length_ = n;
 }
 
 template <typename T>

@@ -50,6 +50,10 @@ class KvCache {
   uint16_t* values_bf16(int layer) { return v16_[size_t(layer)].data(); }
   // The decoder step, once every layer holds the n new positions.
   void advance(int64_t n) { length_ += n; }
+  // Takes the first n positions of `from` (a cache of the same model and dtype) as this
+  // cache's whole content: a prompt that begins with tokens another sequence already ran
+  // starts from their keys and values (serve's prompt cache, serve/scheduler.h).
+  void copy_prefix(const KvCache& from, int64_t n);
   // Bytes one position takes over all layers, keys and values.
   static int64_t bytes_per_position(const ModelConfig& cfg, KvDtype dtype);
 

@@ -109,6 +109,7 @@ void parse_common(const json& j, const ApiLimits& limits, ApiRequest& r) {
   r.n = int(n);
   r.stream = flag(j, "stream", false);
   r.ignore_eos = flag(j, "ignore_eos", false);
+  r.cache_prompt = flag(j, "cache_prompt", true);
 }
 
 }  // namespace

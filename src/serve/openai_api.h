@@ -48,6 +48,7 @@ struct ApiRequest {
   int logprobs = -1;  // >= 0: top alternatives per token (completions: the "logprobs" integer)
   bool echo = false;
   bool ignore_eos = false;  // llama.cpp's server extension: generate max_tokens whatever comes
+  bool cache_prompt = true;  // llama.cpp's server extension: false runs the whole prompt, whatever is cached
 };
 
 ApiRequest parse_completion_request(const std::string& body, const ApiLimits& limits);

@@ -65,6 +65,18 @@ struct Scheduler::Running {
   std::vector<TokenLogprob> prompt_logprobs;
 };
 
+// The fewest shared tokens worth starting from a kept cache. Every prompt shares its BOS
+// (and many a first word) with every kept sequence; a few rows of a step are not worth
+// leaving a fresh prefill's arithmetic for (a copied prefix was computed in another
+// batch, whose sums may round differently: docs/serve.md, "The prompt cache").
+constexpr size_t kMinCachedPrefix = 16;
+
+struct Scheduler::Kept {
+  std::vector<int32_t> tokens;  // what the cache's positions hold
+  std::unique_ptr<KvCache<float>> cache;
+  uint64_t last_used = 0;
+};
+
 Scheduler::Scheduler(const ModelConfig& cfg, DecoderWeights<float> weights, const Tokenizer& tok, SchedulerOptions opt)
     : cfg_(cfg), weights_(std::move(weights)), tok_(tok), opt_(opt) {
   MOEPP_CHECK(opt_.max_seqs >= 1, "serve: --max-seqs must be at least 1, got ", opt_.max_seqs);
@@ -179,6 +191,12 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       queue_.pop_front();
       continue;
     }
+    // Scored prompts need every row's logits, so they run whole.
+    int64_t shared = 0;
+    const Kept* source = opt_.prompt_cache && r->request.cache_prompt && r->request.prompt_logprobs < 0
+                             ? longest_kept_prefix(r->request.prompt, shared)
+                             : nullptr;
+    evict_kept(kv_in_use_ + need, source);  // room for the new cache; the source stays while it is read
     try {
       r->cache = std::make_unique<KvCache<float>>(cfg_, need, opt_.kv_dtype);
     } catch (const std::exception& e) {
@@ -186,15 +204,84 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       queue_.pop_front();
       continue;
     }
+    if (source) {
+      r->cache->copy_prefix(*source->cache, shared);
+      r->fed = size_t(shared);
+      metrics_.prompt_tokens_cached += shared;
+    }
     kv_in_use_ += need;
+    evict_kept(kv_in_use_, nullptr);
     metrics_.tokens_in += int64_t(r->request.prompt.size());
     running.push_back(std::move(r));
     queue_.pop_front();
   }
   metrics_.queued = int64_t(queue_.size());
   metrics_.running = int64_t(running.size());
+  publish_kv_metrics();
+}
+
+Scheduler::Kept* Scheduler::longest_kept_prefix(const std::vector<int32_t>& prompt, int64_t& shared) {
+  // At most all but the prompt's last token: that one runs, for the logits of the next.
+  const size_t limit = prompt.empty() ? 0 : prompt.size() - 1;
+  Kept* best = nullptr;
+  size_t best_n = kMinCachedPrefix - 1;
+  for (const auto& k : kept_) {
+    const size_t most = std::min(limit, k->tokens.size());
+    size_t n = 0;
+    while (n < most && k->tokens[n] == prompt[n]) ++n;
+    if (n > best_n || (n == best_n && best && k->last_used > best->last_used)) {
+      best = k.get();
+      best_n = n;
+    }
+  }
+  shared = best ? int64_t(best_n) : 0;
+  if (best) best->last_used = ++use_clock_;
+  return best;
+}
+
+void Scheduler::keep(Running& r) {
+  if (!opt_.prompt_cache || !r.request.cache_prompt || !r.cache || r.cache->length() == 0) return;
+  const std::vector<int32_t>& prompt = r.request.prompt;
+  const std::vector<int32_t>& generated = r.generation->generated();
+  const size_t length = size_t(r.cache->length());
+  // The cache holds the prompt, then the generated tokens fed back (all but the last).
+  if (length < prompt.size() || length - prompt.size() > generated.size()) return;
+  auto k = std::make_unique<Kept>();
+  k->tokens = prompt;
+  k->tokens.insert(k->tokens.end(), generated.begin(), generated.begin() + std::ptrdiff_t(length - prompt.size()));
+  k->cache = std::move(r.cache);
+  k->last_used = ++use_clock_;
+  // A kept cache whose tokens begin this one's adds nothing beside it.
+  for (size_t i = kept_.size(); i-- > 0;) {
+    const auto& t = kept_[i]->tokens;
+    if (t.size() <= k->tokens.size() && std::equal(t.begin(), t.end(), k->tokens.begin())) {
+      kept_positions_ -= kept_[i]->cache->capacity();
+      kept_.erase(kept_.begin() + std::ptrdiff_t(i));
+    }
+  }
+  kept_positions_ += k->cache->capacity();
+  kept_.push_back(std::move(k));
+  evict_kept(kv_in_use_, nullptr);
+}
+
+// Drops kept caches, the least recently used first (`spare` last of all, never), while
+// they and `running_positions` exceed the KV budget or more than --max-seqs are kept.
+void Scheduler::evict_kept(int64_t running_positions, const Kept* spare) {
+  while (running_positions + kept_positions_ > kv_budget_ || int64_t(kept_.size()) > opt_.max_seqs) {
+    auto victim = kept_.end();
+    for (auto it = kept_.begin(); it != kept_.end(); ++it)
+      if (it->get() != spare && (victim == kept_.end() || (*it)->last_used < (*victim)->last_used)) victim = it;
+    if (victim == kept_.end()) return;
+    kept_positions_ -= (*victim)->cache->capacity();
+    kept_.erase(victim);
+  }
+}
+
+void Scheduler::publish_kv_metrics() {
   metrics_.kv_positions_in_use = kv_in_use_;
   metrics_.kv_bytes_in_use = kv_in_use_ * kv_bytes_per_position_;
+  metrics_.kv_positions_kept = kept_positions_;
+  metrics_.kv_bytes_kept = kept_positions_ * kv_bytes_per_position_;
 }
 
 void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i, const std::string& error) {
@@ -202,13 +289,13 @@ void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i,
   Running& r = *owned;
   running.erase(running.begin() + std::ptrdiff_t(i));
   kv_in_use_ -= r.generation->capacity();
+  if (error.empty()) keep(r);
   {
     // Published before the stream ends, so a client that has read its last text sees the
     // scheduler idle (and its KV memory free) if nothing else runs.
     std::lock_guard<std::mutex> lock(mu_);
     metrics_.running = int64_t(running.size());
-    metrics_.kv_positions_in_use = kv_in_use_;
-    metrics_.kv_bytes_in_use = kv_in_use_ * kv_bytes_per_position_;
+    publish_kv_metrics();
   }
   if (error.empty()) {
     std::lock_guard<std::mutex> lock(tok_mu_);

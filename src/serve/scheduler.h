@@ -10,6 +10,13 @@
 // reach the request's Stream. A cancelled stream (a client that went away) is dropped at
 // the next step and its cache freed. One worker thread owns the model, the caches and the
 // scratch; request threads only touch their Stream and the queue.
+//
+// The prompt cache: a sequence that finishes leaves its cache behind, with the tokens it
+// holds (its prompt and what it generated), and a later prompt that begins with some of
+// those tokens (16 or more) starts from a copy of their keys and values, prefilling only
+// the rest (a chat's next turn resends the whole conversation). Kept caches share the KV budget with
+// the running ones and give way to them, the least recently used first; at most
+// --max-seqs are kept.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -39,6 +46,7 @@ struct SchedulerOptions {
   int max_queue = 64;         // waiting sequences beyond which submit() refuses
   int64_t prefill_chunk = 256;  // prompt tokens per step over all prefilling sequences
   KvDtype kv_dtype = KvDtype::f32;  // the sequences' KV caches (model/kv_cache.h)
+  bool prompt_cache = true;   // keep finished sequences' caches for the prompts that begin alike
 };
 
 // One sequence to generate: its prompt ids (BOS included where wanted) and options.
@@ -47,6 +55,8 @@ struct SequenceRequest {
   GenerateOptions options;
   int top_logprobs = -1;        // >= 0: log-probabilities of the generated tokens (k alternatives)
   int prompt_logprobs = -1;     // >= 0: also of the prompt tokens (echo); the prompt is prefilled in one step
+  bool cache_prompt = true;     // may start from a kept cache's prefix (never with prompt_logprobs: every
+                                // row's logits are needed), and leaves its own cache to be kept
 };
 
 // What a request thread reads: text as it becomes safe to show, then the end.
@@ -87,6 +97,8 @@ class Stream {
 // The scheduler's figures for /metrics.
 struct SchedulerMetrics {
   int64_t queued = 0, running = 0, kv_positions_in_use = 0, kv_bytes_in_use = 0;
+  int64_t kv_positions_kept = 0, kv_bytes_kept = 0;  // the prompt cache's
+  int64_t prompt_tokens_cached = 0;  // prompt tokens taken from kept caches instead of prefilled
   int64_t steps = 0, step_rows = 0, tokens_in = 0, tokens_out = 0;
   double last_batch_size = 0;
   int decoder_threads = 0;  // the OpenMP threads decoder steps run on (0 until the worker starts)
@@ -123,10 +135,17 @@ class Scheduler {
 
  private:
   struct Running;
+  struct Kept;
   void loop();
   void admit(std::vector<std::unique_ptr<Running>>& running);
   void step_once(std::vector<std::unique_ptr<Running>>& running);
   void retire(std::vector<std::unique_ptr<Running>>& running, size_t i, const std::string& error);
+  // The kept cache sharing the longest prefix with prompt (shared: its length, at most all
+  // but the prompt's last token); nullptr when none shares enough. Marks it used.
+  Kept* longest_kept_prefix(const std::vector<int32_t>& prompt, int64_t& shared);
+  void keep(Running& r);
+  void evict_kept(int64_t running_positions, const Kept* spare);
+  void publish_kv_metrics();  // under mu_
 
   const ModelConfig& cfg_;
   DecoderWeights<float> weights_;
@@ -139,6 +158,9 @@ class Scheduler {
   std::atomic<bool> admitting_{true}, quit_{false}, cancel_all_{false};
   SchedulerMetrics metrics_;
   int64_t kv_in_use_ = 0;   // positions, worker thread (published in metrics_)
+  std::vector<std::unique_ptr<Kept>> kept_;  // the prompt cache (worker thread)
+  int64_t kept_positions_ = 0;  // their capacities
+  uint64_t use_clock_ = 0;
   DecoderScratch<float> scratch_;
   Tensor<float> logits_;
   std::vector<RoutingStats> window_;

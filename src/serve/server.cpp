@@ -134,6 +134,7 @@ Submitted submit(ServerState& st, ApiRequest r) {
     q.options.ignore_eos = r.ignore_eos;
     q.top_logprobs = r.logprobs;
     q.prompt_logprobs = r.echo && r.logprobs >= 0 ? r.logprobs : -1;
+    q.cache_prompt = r.cache_prompt;
     try {
       s.streams.push_back(st.sched->submit(std::move(q)));
     } catch (const QueueFull& e) {
@@ -319,6 +320,12 @@ std::string metrics_text(ServerState& st) {
   metric("moepp_kv_cache_bytes", "gauge", "KV-cache memory held by running sequences.", num(double(m.kv_bytes_in_use)));
   metric("moepp_kv_cache_positions", "gauge", "KV-cache positions held by running sequences.",
          num(double(m.kv_positions_in_use)));
+  metric("moepp_prompt_cache_bytes", "gauge", "KV-cache memory kept from finished sequences for later prompts.",
+         num(double(m.kv_bytes_kept)));
+  metric("moepp_prompt_cache_positions", "gauge", "KV-cache positions kept from finished sequences.",
+         num(double(m.kv_positions_kept)));
+  metric("moepp_prompt_tokens_cached_total", "counter",
+         "Prompt tokens taken from the prompt cache instead of prefilled.", num(double(m.prompt_tokens_cached)));
   o << "# HELP moepp_ffn_experts_per_token Mean FFN experts per token routed over the last window of 64 steps "
        "(MoE++: below top-k where tokens chose zero-computation experts), by MoE layer.\n"
     << "# TYPE moepp_ffn_experts_per_token gauge\n";
@@ -375,7 +382,7 @@ int run_server(const ServeOptions& opt) {
   DecoderWeights<float> weights = st.f32 ? DecoderWeights<float>::of(st.f32->params) : DecoderWeights<float>::of(*st.packed);
   st.sched = std::make_unique<Scheduler>(st.cfg, std::move(weights), *st.tok,
                                          SchedulerOptions{opt.max_seqs, opt.ctx, opt.max_queue, 256,
-                                                                          parse_kv_dtype(opt.kv_dtype, type)});
+                                                          parse_kv_dtype(opt.kv_dtype, type), opt.prompt_cache});
 
   httplib::Server svr;
   const int pool = std::min(512, opt.max_seqs + opt.max_queue + 8);

@@ -22,6 +22,7 @@ struct ServeOptions {
   int threads = 0;
   bool quiet = false;
   std::string kv_dtype = "auto";  // auto, f32 or bf16: the KV caches' element type (model/kv_cache.h)
+  bool prompt_cache = true;       // reuse finished sequences' caches for prompts that begin alike
 };
 
 // Runs until SIGTERM or SIGINT; returns the process exit status.

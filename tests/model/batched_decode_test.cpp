@@ -29,6 +29,13 @@ ModelConfig config() {
   return cfg;
 }
 
+ModelParams<float> random_weights(const ModelConfig& cfg, uint64_t seed) {
+  auto w = ModelParams<float>::zeros(cfg);
+  Rng rng(seed);
+  w.init(cfg, rng);
+  return w;
+}
+
 // Fixed token streams: prompt, then the tokens fed at each decode step.
 const std::vector<std::vector<int32_t>> kPrompts = {{5}, {1, 7, 33}, {2, 49, 0, 18, 18, 5}, {11, 63, 12, 9, 4, 4, 30, 8, 1}};
 const std::vector<std::vector<int32_t>> kDecoded = {
@@ -121,9 +128,7 @@ void expect_batched_equals_alone(const ModelConfig& cfg, const DecoderWeights<fl
 
 TEST(BatchedDecode, ManySequencesInOneStepEqualEachAloneF32) {
   const ModelConfig cfg = config();
-  auto w = ModelParams<float>::zeros(cfg);
-  Rng rng(11);
-  w.init(cfg, rng);
+  auto w = random_weights(cfg, 11);
   expect_batched_equals_alone(cfg, DecoderWeights<float>::of(w), [&] { return Session<float>(cfg, w, kCapacity); },
                               1e-5);
 }
@@ -132,9 +137,7 @@ TEST(BatchedDecode, ManySequencesInOneStepEqualEachAlonePacked) {
   for (WeightType type : {WeightType::bf16, WeightType::q8_0, WeightType::q4}) {
     SCOPED_TRACE(weight_type_name(type));
     const ModelConfig cfg = config();
-    auto w = ModelParams<float>::zeros(cfg);
-    Rng rng(12);
-    w.init(cfg, rng);
+    auto w = random_weights(cfg, 12);
     const auto packed = PackedModel::pack(cfg, std::move(w), type);
     const auto dw = DecoderWeights<float>::of(*packed);
     auto make = [&] { return Session<float>(*packed, kCapacity); };
@@ -161,9 +164,7 @@ TEST(BatchedDecode, ManySequencesInOneStepEqualEachAlonePacked) {
 // measured up to 8e-5 of the logits' scale here, against 1e-5 with f32 caches.)
 TEST(BatchedDecode, Bf16KvCachesInOneStepEqualEachAloneAndStayNearF32Caches) {
   const ModelConfig cfg = config();
-  auto w = ModelParams<float>::zeros(cfg);
-  Rng rng(14);
-  w.init(cfg, rng);
+  auto w = random_weights(cfg, 14);
   expect_batched_equals_alone(cfg, DecoderWeights<float>::of(w),
                               [&] { return Session<float>(cfg, w, kCapacity, KvDtype::bf16); }, kBf16KvBatchTolerance,
                               KvDtype::bf16);
@@ -182,9 +183,7 @@ TEST(BatchedDecode, Bf16KvCachesInOneStepEqualEachAloneAndStayNearF32Caches) {
 
 TEST(BatchedDecode, RefusesAStepThatMixesF32AndBf16Caches) {
   const ModelConfig cfg = config();
-  auto w = ModelParams<float>::zeros(cfg);
-  Rng rng(15);
-  w.init(cfg, rng);
+  auto w = random_weights(cfg, 15);
   KvCache<float> a(cfg, kCapacity), b(cfg, kCapacity, KvDtype::bf16);
   DecoderScratch<float> scratch;
   Tensor<float> logits;
@@ -199,9 +198,7 @@ TEST(BatchedDecode, RefusesAStepThatMixesF32AndBf16Caches) {
 TEST(BatchedDecode, APrefillAndADecodeShareAStep) {
   const ModelConfig cfg = config();
   const int64_t V = cfg.vocab_size;
-  auto w = ModelParams<float>::zeros(cfg);
-  Rng rng(13);
-  w.init(cfg, rng);
+  auto w = random_weights(cfg, 13);
   const auto want = alone([&] { return Session<float>(cfg, w, kCapacity); }, V);
   const auto dw = DecoderWeights<float>::of(w);
   KvCache<float> a(cfg, kCapacity), b(cfg, kCapacity);
@@ -231,4 +228,55 @@ TEST(BatchedDecode, RefusesASequenceTwiceAndAFullCache) {
   expect_error_mentioning([&] { decoder_step<float>(cfg, dw, {&too_long, 1}, scratch, logits); },
                           "exceed the sequence's context of 4");
   EXPECT_EQ(a.length(), 0);
+}
+
+// The prompt cache's copy (KvCache::copy_prefix, serve/scheduler.h): a cache that takes all of
+// another's positions continues exactly as the other does, bit for bit (every layer's keys
+// and values came across); one that takes a prefix, into a cache that held another
+// sequence before, continues as the sequence alone does (its own old positions unread).
+TEST(BatchedDecode, ACopiedPrefixContinuesAsTheSequenceItCameFrom) {
+  const ModelConfig cfg = config();
+  const int64_t V = cfg.vocab_size;
+  auto w = random_weights(cfg, 16);
+  const auto dw = DecoderWeights<float>::of(w);
+  const std::vector<int32_t>& prompt = kPrompts[3];
+  const std::vector<int32_t>& decoded = kDecoded[3];
+  for (KvDtype kv : {KvDtype::f32, KvDtype::bf16}) {
+    SCOPED_TRACE(kv_dtype_name(kv));
+    const auto want = alone([&] { return Session<float>(cfg, w, kCapacity, kv); }, V);
+    DecoderScratch<float> scratch;
+    Tensor<float> logits;
+    auto run = [&](KvCache<float>& c, const int32_t* ids, int64_t n) {
+      SequenceStep<float> step{&c, ids, n};
+      decoder_step<float>(cfg, dw, {&step, 1}, scratch, logits, LogitRows::last);
+      return std::vector<float>(logits.data(), logits.data() + V);
+    };
+    KvCache<float> source(cfg, kCapacity, kv);
+    run(source, prompt.data(), int64_t(prompt.size()));
+    run(source, &decoded[0], 1);
+    // All of it, into a smaller cache: the next steps give the source's bits.
+    KvCache<float> whole(cfg, 12, kv);
+    whole.copy_prefix(source, source.length());
+    EXPECT_EQ(whole.length(), int64_t(prompt.size()) + 1);
+    for (size_t t = 1; t < 3; ++t) {
+      const std::vector<float> a = run(source, &decoded[t], 1), b = run(whole, &decoded[t], 1);
+      EXPECT_EQ(a, b) << "decode step " << t;
+      EXPECT_LE(relative_error(b.data(), want[3][t + 1]), kv == KvDtype::f32 ? 1e-5 : kBf16KvBatchTolerance);
+    }
+    // Its first 6 positions, into a cache that ran another prompt to 9 positions first.
+    KvCache<float> part(cfg, kCapacity, kv);
+    run(part, kPrompts[2].data(), int64_t(kPrompts[2].size()));
+    run(part, kPrompts[1].data(), 3);
+    part.copy_prefix(source, 6);
+    EXPECT_EQ(part.length(), 6);
+    const std::vector<float> last = run(part, prompt.data() + 6, int64_t(prompt.size()) - 6);
+    const double tol = kv == KvDtype::f32 ? 1e-5 : kBf16KvBatchTolerance;
+    EXPECT_LE(relative_error(last.data(), want[3][0]), tol);
+    for (size_t t = 0; t < decoded.size(); ++t)
+      EXPECT_LE(relative_error(run(part, &decoded[t], 1).data(), want[3][t + 1]), tol) << "decode step " << t;
+  }
+  KvCache<float> f32(cfg, kCapacity), bf16(cfg, kCapacity, KvDtype::bf16), small(cfg, 4);
+  expect_error_mentioning([&] { f32.copy_prefix(bf16, 0); }, "cannot copy bf16 positions into a f32 cache");
+  expect_error_mentioning([&] { small.copy_prefix(f32, 1); }, "cannot copy 1 positions (the source holds 0");
+  EXPECT_EQ(small.length(), 0);
 }

@@ -154,6 +154,113 @@ TEST(Scheduler, RefusesBeyondTheQueueAndDropsCancelledSequences) {
   expect_error_mentioning([&] { sched.submit(SequenceRequest{huge, too_long}); }, "fills the context");
 }
 
+// The prompt cache: a prompt that begins with a finished sequence's tokens (its prompt and
+// all it generated but the last token, which was never fed) starts from a copy of that
+// cache, and gives the text the same prompt gives prefilled whole (a scheduler without
+// the cache); cache_prompt false, scored prompts and prompts sharing fewer than 16 tokens
+// are prefilled whole; kept caches give way to running ones within the KV budget.
+TEST(Scheduler, APromptThatBeginsLikeAFinishedSequenceStartsFromItsCache) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  const auto weights = DecoderWeights<float>::of(m.params);
+  GenerateOptions greedy;
+  greedy.max_tokens = 10;
+  greedy.ignore_eos = true;
+  greedy.sampler = SamplerOptions{0.0, 0, 1.0, 1};
+  auto text_of = [&](Scheduler& sched, SequenceRequest q) {
+    const auto s = sched.submit(std::move(q));
+    std::string text = drain(*s);
+    EXPECT_TRUE(s->error().empty()) << s->error();
+    return std::make_pair(text, s->generated());
+  };
+  // The generated tokens' log-probabilities: the copied keys and values must be the ones
+  // a whole prefill computes (text alone hardly depends on this model's attention).
+  auto logprobs_of = [&](Scheduler& sched, const std::vector<int32_t>& prompt) {
+    const auto s = sched.submit(SequenceRequest{prompt, greedy, 0});
+    drain(*s);
+    std::vector<float> out;
+    for (const auto& t : s->logprobs()) out.push_back(t.logprob);
+    return out;
+  };
+  auto expect_near = [](const std::vector<float>& got, const std::vector<float>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "token " << i;
+  };
+  const std::vector<int32_t> first = tok.encode_prompt("Line 7: the quick brown fox jumps over the lazy dog 3.");
+  ASSERT_GE(first.size(), 6u);
+  Scheduler sched(m.cfg, weights, tok, SchedulerOptions{4, 64, 16, 256});
+  Scheduler whole(m.cfg, weights, tok, SchedulerOptions{4, 64, 16, 256, KvDtype::f32, /*prompt_cache=*/false});
+  const auto [text1, generated1] = text_of(sched, SequenceRequest{first, greedy});
+  ASSERT_EQ(generated1.size(), 10u);
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, 0);
+  EXPECT_EQ(sched.metrics().kv_positions_kept, int64_t(first.size()) + 10);
+  EXPECT_EQ(sched.metrics().kv_positions_in_use, 0);
+  // The next turn: the first sequence's tokens, then more.
+  std::vector<int32_t> next = first;
+  next.insert(next.end(), generated1.begin(), generated1.end());
+  const std::vector<int32_t> more = tok.encode(" Line 8: the quick");
+  next.insert(next.end(), more.begin(), more.end());
+  const auto [text2, generated2] = text_of(sched, SequenceRequest{next, greedy});
+  const int64_t shared = int64_t(first.size()) + 9;
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, shared);
+  EXPECT_EQ(text2, text_of(whole, SequenceRequest{next, greedy}).first);
+  EXPECT_EQ(whole.metrics().prompt_tokens_cached, 0);
+  expect_near(logprobs_of(sched, next), logprobs_of(whole, next));
+  // (from the second sequence's cache, all but the prompt's last token)
+  int64_t cached = shared + int64_t(next.size()) - 1;
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, cached);
+  // The second sequence's cache replaced the first's (whose tokens begin it).
+  EXPECT_EQ(sched.metrics().kv_positions_kept, int64_t(next.size()) + 10);
+  // Not taken: cache_prompt false; a scored prompt; a prompt sharing fewer than 16 tokens.
+  SequenceRequest uncached{next, greedy};
+  uncached.cache_prompt = false;
+  EXPECT_EQ(text_of(sched, uncached).first, text2);
+  GenerateOptions score;
+  score.max_tokens = 0;
+  text_of(sched, SequenceRequest{next, score, 1, 1});
+  std::vector<int32_t> short_share(next.begin(), next.begin() + 15);
+  short_share.push_back(3);
+  text_of(sched, SequenceRequest{short_share, greedy});
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, cached);
+  // A request in the cached sequence's place: the same text as prefilled whole.
+  std::vector<int32_t> again(next.begin(), next.begin() + 20);
+  const auto [text3, generated3] = text_of(sched, SequenceRequest{again, greedy});
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, cached + 19);
+  EXPECT_EQ(text3, text_of(whole, SequenceRequest{again, greedy}).first);
+  expect_near(logprobs_of(sched, again), logprobs_of(whole, again));
+}
+
+TEST(Scheduler, KeptCachesGiveWayToRunningOnesWithinTheBudget) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  GenerateOptions greedy;
+  greedy.max_tokens = 30;
+  greedy.ignore_eos = true;
+  greedy.sampler = SamplerOptions{0.0, 0, 1.0, 1};
+  // One sequence of at most 48 positions: 48 in the budget.
+  Scheduler sched(m.cfg, DecoderWeights<float>::of(m.params), tok, SchedulerOptions{1, 48, 16, 256});
+  const std::vector<int32_t> a = tok.encode_prompt("Line 3: the quick brown fox"), b = tok.encode_prompt("the lazy dog");
+  drain(*sched.submit(SequenceRequest{a, greedy}));
+  EXPECT_EQ(sched.metrics().kv_positions_kept, int64_t(a.size()) + 30);
+  // b needs its own 30 + positions beside a's: a's cache goes.
+  const auto s = sched.submit(SequenceRequest{b, greedy});
+  std::string piece;
+  s->next(piece);
+  const SchedulerMetrics running = sched.metrics();
+  EXPECT_LE(running.kv_positions_in_use + running.kv_positions_kept, 48);
+  drain(*s);
+  EXPECT_EQ(sched.metrics().kv_positions_kept, int64_t(b.size()) + 30);
+  // Starting from b's cache: its prompt and 29 generated tokens.
+  std::vector<int32_t> c = b;
+  c.insert(c.end(), s->generated().begin(), s->generated().end());
+  GenerateOptions few = greedy;
+  few.max_tokens = 4;
+  ASSERT_LE(int64_t(c.size()) + 4, 48);
+  drain(*sched.submit(SequenceRequest{c, few}));
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, int64_t(b.size()) + 29);
+  EXPECT_EQ(sched.metrics().kv_positions_kept, int64_t(c.size()) + 4);
+}
+
 TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
   const ApiLimits limits{"tiny", 128, 4};
   auto status_of = [&](const std::string& body, bool chat = false) {

@@ -255,6 +255,31 @@ def main():
             t.join(timeout=120)
         check(load_results and all(s == 200 for s in load_results), f"the background requests succeeded: {set(load_results)}")
 
+        # The prompt cache: a chat's next turn resends the conversation, whose first turn's
+        # tokens (prompt and reply) come from the kept cache; the reply is the one the whole
+        # prompt gives prefilled (cache_prompt false).
+        turn1 = {"messages": [{"role": "system", "content": "Answer in the words of the corpus, line by line."},
+                              {"role": "user", "content": "Line 3: the quick brown fox"}],
+                 "max_tokens": 12, "temperature": 0}
+        status, _, r1 = server.post("/v1/chat/completions", turn1)
+        check(status == 200, f"chat turn 1: {status} {r1}")
+        if status == 200:
+            turn2 = dict(turn1, messages=turn1["messages"] + [
+                {"role": "assistant", "content": r1["choices"][0]["message"]["content"]},
+                {"role": "user", "content": "Line 4: the"}])
+            before = server.metric("moepp_prompt_tokens_cached_total")
+            status, _, r2 = server.post("/v1/chat/completions", turn2)
+            cached = server.metric("moepp_prompt_tokens_cached_total") - before
+            status_w, _, whole = server.post("/v1/chat/completions", dict(turn2, cache_prompt=False))
+            check(status == 200 and status_w == 200 and cached >= r1["usage"]["prompt_tokens"] - 1,
+                  f"chat turn 2 starts from turn 1's cache ({cached:.0f} tokens; turn 1's prompt "
+                  f"{r1['usage']['prompt_tokens']})")
+            check(server.metric("moepp_prompt_tokens_cached_total") - before == cached,
+                  "cache_prompt false prefills the whole prompt")
+            if status == 200 and status_w == 200:
+                got, want = r2["choices"][0]["message"]["content"], whole["choices"][0]["message"]["content"]
+                check(got == want, f"chat turn 2 from the cache equals it prefilled whole: {got!r} vs {want!r}")
+
         # Every client mistake: a 4xx with the OpenAI error shape.
         def error_case(what, body, status_want, path="/v1/completions", raw=None, key=KEY):
             status, _, text = server.request("POST", path, body, raw=raw, key=key)
@@ -275,6 +300,7 @@ def main():
         error_case("temperature negative", {"prompt": "x", "temperature": -0.5}, 400)
         error_case("temperature NaN (not JSON)", None, 400, raw='{"prompt": "x", "temperature": NaN}')
         error_case("top_p zero", {"prompt": "x", "top_p": 0}, 400)
+        error_case("cache_prompt not a boolean", {"prompt": "x", "cache_prompt": "yes"}, 400)
         error_case("top_p above 1", {"prompt": "x", "top_p": 1.5}, 400)
         error_case("n too large", {"prompt": "x", "n": 1000}, 400)
         error_case("a prompt longer than the context", {"prompt": [5] * 8300, "max_tokens": 1}, 400)

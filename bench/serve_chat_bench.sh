@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# bench/serve_chat: the prompt cache under multi-turn chats. C concurrent clients (1 and 4)
+# each hold a conversation of 4 turns on /v1/chat/completions (a 100-word system message,
+# 40-word user messages, 64-token greedy replies), every request resending the whole
+# conversation. Each load runs twice, alternating: with the prompt cache ("cache_prompt":
+# true, the server's default) and without (false: every prompt prefilled whole), on the same
+# conversations; each pair has conversations of its own (the server keeps caches across
+# loads). One server per model, on the q8_0 folders of bench/serve_bench.sh. Prints, per
+# load, the time to first token by turn (medians over the clients), the prompt tokens by
+# turn, the share of prompt tokens the cache supplied, and generated tokens/s over the
+# load's wall time.
+# Usage: bash bench/serve_chat_bench.sh [WORK_DIR] [ROUNDS] (default work/serve-bench, 2)
+#        MOEPP=path/to/moepp ... serves with another build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${1:-work/serve-bench}
+rounds=${2:-2}
+moepp=${MOEPP:-build/moepp}
+# shellcheck source=bench/serve_common.sh
+source bench/serve_common.sh
+serve_folders "$work"
+printf '%-8s %3s %-6s | %-31s | %-23s | %7s | %9s\n' model cl. cache "TTFT by turn (s)" "prompt tokens by turn" "cached" "gen tok/s"
+for m in vanilla moepp; do
+  start_server "$moepp" "$work/q8/$m" "$work/serve-chat-$m.log"
+  python3 bench/serve_load.py --port "$port" --clients 1 --requests 1 --prompt 32 --tokens 8 >/dev/null  # warm-up
+  for round in $(seq 1 "$rounds"); do
+    for c in 1 4; do
+      for cache in on off; do
+        flag=""
+        [ $cache = off ] && flag=--no-cache-prompt
+        # shellcheck disable=SC2086  # flag is empty or one flag
+        r=$(python3 bench/serve_load.py --port "$port" --clients $c --chat-turns 4 --system 100 --words 40 --tokens 64 \
+          --seed $((10 * round + c)) $flag)
+        echo "$r" >>"$work/chat-results.jsonl"
+        echo "$r" | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+ttft = ' '.join('%.3f' % t for t in r['ttft_by_turn_s'])
+tokens = ' '.join('%d' % t for t in r['prompt_tokens_by_turn'])
+print('%-8s %3d %-6s | %-31s | %-23s | %6.0f%% | %9.1f' % ('$m', r['clients'], '$cache', ttft, tokens,
+      100 * r['prompt_tokens_cached'] / r['prompt_tokens'], r['tokens_per_s']))"
+      done
+    done
+  done
+  kill -TERM "$server"; wait "$server"
+done
