@@ -20,10 +20,12 @@ printf '%-8s %8s | %12s %8s | %9s %9s | %9s %9s\n' model clients "gen tok/s" "x 
 for m in vanilla moepp; do
   # shellcheck disable=SC2086  # SERVE_ARGS is a list of flags
   start_server "$moepp" "$work/q8/$m" "$work/serve-$m.log" ${SERVE_ARGS:-}
-  python3 bench/serve_load.py --port "$port" --clients 1 --requests 1 --prompt 32 --tokens 8 >/dev/null  # warm-up
+  python3 bench/serve_load.py --port "$port" --clients 1 --requests 1 --prompt 32 --tokens 8 --seed 0 >/dev/null  # warm-up
   one=""
   for c in 1 4 16; do
-    r=$(python3 bench/serve_load.py --port "$port" --clients $c)
+    # Each load's prompts its own (--seed): none begins like an earlier one, which the
+    # server's prompt cache would take instead of prefilling it (docs/serve.md).
+    r=$(python3 bench/serve_load.py --port "$port" --clients $c --seed $c)
     echo "$r" >>"$work/results.jsonl"
     tps=$(echo "$r" | sed -nE 's/.*"tokens_per_s": ([0-9.]+).*/\1/p')
     [ -z "$one" ] && one=$tps

@@ -22,7 +22,7 @@ serve_folders "$work"
 printf '%-8s %3s %-6s | %-31s | %-23s | %7s | %9s\n' model cl. cache "TTFT by turn (s)" "prompt tokens by turn" "cached" "gen tok/s"
 for m in vanilla moepp; do
   start_server "$moepp" "$work/q8/$m" "$work/serve-chat-$m.log"
-  python3 bench/serve_load.py --port "$port" --clients 1 --requests 1 --prompt 32 --tokens 8 >/dev/null  # warm-up
+  python3 bench/serve_load.py --port "$port" --clients 1 --requests 1 --prompt 32 --tokens 8 --seed 0 >/dev/null  # warm-up
   for round in $(seq 1 "$rounds"); do
     for c in 1 4; do
       for cache in on off; do

@@ -119,7 +119,7 @@ def main():
     a.add_argument("--system", type=int, default=100)
     a.add_argument("--words", type=int, default=40)
     a.add_argument("--no-cache-prompt", action="store_true")
-    a.add_argument("--seed", type=int, default=1, help="the prompts' and conversations' random words")
+    a.add_argument("--seed", type=int, default=1, help="the random prompts' and conversations' random words")
     args = a.parse_args()
     rng = random.Random(args.seed)
     prompts = [[1] + [rng.randrange(3, args.vocab) for _ in range(args.prompt - 1)]
