@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by the serving benchmarks (bench/serve_bench.sh, bench/serve_chat_bench.sh), from
+# Sourced by the serving benchmarks (bench/serve_bench.sh, bench/serve_prompt_cache_bench.sh), from
 # the repository root.
 
 # serve_folders WORK: the Mixtral-shaped random model and its MoE++ twin (decode_bench's

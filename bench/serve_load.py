@@ -7,17 +7,26 @@
 - Chats (--chat-turns N): C concurrent clients, each holding one conversation of N turns
   on /v1/chat/completions: a system message of --system words, then per turn a user
   message of --words words and a streamed reply of T tokens (greedy, ignore_eos), every
-  request resending the whole conversation as chat clients do. --no-cache-prompt sends
-  "cache_prompt": false (every prompt prefilled whole: the baseline of the prompt cache).
+  request resending the whole conversation as chat clients do.
+- Scoring (--score-choices K): C concurrent clients, each scoring R random P-token contexts
+  with each of K random continuations of --continuation tokens, one request at a time, as
+  evaluation harnesses score multiple-choice questions ("echo": true, "max_tokens": 0,
+  "logprobs": 1 on the context and continuation together).
+
+--no-cache-prompt sends "cache_prompt": false (every prompt prefilled whole: the baseline of
+the server's prompt cache).
 
 Prints one JSON line: aggregate generated tokens/s over the wall time of the whole load,
 time to first token (p50, p99) and inter-token latency (p50, p99, between streamed chunks);
 for chats also the time to first token and the prompt's tokens by turn (medians over the
-clients), and the prompt tokens the server took from its prompt cache (its /metrics).
+clients); for scoring, requests/s, scored tokens/s and request latency (p50, p99); for
+both, the prompt tokens the server took from its prompt cache (its /metrics).
 
 Usage: serve_load.py --port N --clients C [--requests R] [--prompt P] [--tokens T] [--vocab V]
        serve_load.py --port N --clients C --chat-turns N [--system W] [--words W] [--tokens T]
                      [--no-cache-prompt] [--seed S]
+       serve_load.py --port N --clients C --score-choices K [--requests R] [--prompt P]
+                     [--continuation N] [--no-cache-prompt] [--seed S]
 """
 import argparse
 import http.client
@@ -96,6 +105,23 @@ def one_chat(port, rng, args, out):
                     "prompt_tokens": usage.get("prompt_tokens", 0)})
 
 
+def score_choices(port, rng, args, out):
+    for _ in range(args.requests):
+        context = [1] + [rng.randrange(3, args.vocab) for _ in range(args.prompt - 1)]
+        for _ in range(args.score_choices):
+            prompt = context + [rng.randrange(3, args.vocab) for _ in range(args.continuation)]
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            start = time.perf_counter()
+            conn.request("POST", "/v1/completions", headers={"Content-Type": "application/json"}, body=json.dumps({
+                "prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 1,
+                "cache_prompt": not args.no_cache_prompt}))
+            r = conn.getresponse()
+            body = r.read()
+            assert r.status == 200, (r.status, body[:300])
+            out.append({"latency": time.perf_counter() - start, "prompt_tokens": json.loads(body)["usage"]["prompt_tokens"]})
+            conn.close()
+
+
 def cached_tokens(port):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("GET", "/metrics")
@@ -118,6 +144,8 @@ def main():
     a.add_argument("--chat-turns", type=int, default=0)
     a.add_argument("--system", type=int, default=100)
     a.add_argument("--words", type=int, default=40)
+    a.add_argument("--score-choices", type=int, default=0)
+    a.add_argument("--continuation", type=int, default=16)
     a.add_argument("--no-cache-prompt", action="store_true")
     a.add_argument("--seed", type=int, default=1, help="the random prompts' and conversations' random words")
     args = a.parse_args()
@@ -130,6 +158,9 @@ def main():
         if args.chat_turns:
             one_chat(args.port, random.Random(args.seed * 1000 + c), args, results)
             return
+        if args.score_choices:
+            score_choices(args.port, random.Random(args.seed * 1000 + c), args, results)
+            return
         for r in range(args.requests):
             one_request(args.port, prompts[c * args.requests + r], args.tokens, results)
 
@@ -141,6 +172,16 @@ def main():
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    if args.score_choices:
+        latency = [r["latency"] for r in results]
+        scored = sum(r["prompt_tokens"] for r in results)
+        report = {"clients": args.clients, "requests": len(results), "wall_s": wall, "score_choices": args.score_choices,
+                  "cache_prompt": not args.no_cache_prompt, "requests_per_s": len(results) / wall,
+                  "scored_tokens_per_s": scored / wall, "latency_p50_s": percentile(latency, 0.5),
+                  "latency_p99_s": percentile(latency, 0.99), "prompt_tokens": scored,
+                  "prompt_tokens_cached": cached_tokens(args.port) - cached_before}
+        print(json.dumps(report))
+        return
     ttft = [r["ttft"] for r in results]
     gaps = [g for r in results for g in r["gaps"]]
     report = {"clients": args.clients, "requests": len(results), "wall_s": wall,

@@ -75,6 +75,10 @@ struct Scheduler::Kept {
   std::vector<int32_t> tokens;  // what the cache's positions hold
   std::unique_ptr<KvCache<float>> cache;
   uint64_t last_used = 0;
+  // A scored sequence's: its prompt tokens' log-probabilities (entry i: token i + 1), with
+  // top lists of top_k (-1: not scored).
+  std::vector<TokenLogprob> prompt_logprobs;
+  int top_k = -1;
 };
 
 Scheduler::Scheduler(const ModelConfig& cfg, DecoderWeights<float> weights, const Tokenizer& tok, SchedulerOptions opt)
@@ -191,10 +195,9 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       queue_.pop_front();
       continue;
     }
-    // Scored prompts need every row's logits, so they run whole.
     int64_t shared = 0;
-    const Kept* source = opt_.prompt_cache && r->request.cache_prompt && r->request.prompt_logprobs < 0
-                             ? longest_kept_prefix(r->request.prompt, shared)
+    const Kept* source = opt_.prompt_cache && r->request.cache_prompt
+                             ? longest_kept_prefix(r->request.prompt, r->request.prompt_logprobs, shared)
                              : nullptr;
     evict_kept(kv_in_use_ + need, source);  // room for the new cache; the source stays while it is read
     try {
@@ -208,6 +211,14 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       r->cache->copy_prefix(*source->cache, shared);
       r->fed = size_t(shared);
       metrics_.prompt_tokens_cached += shared;
+      // A scored prompt takes the log-probabilities of the tokens it did not run.
+      const int k = r->request.prompt_logprobs;
+      if (k >= 0)
+        for (int64_t i = 0; i < shared; ++i) {
+          TokenLogprob t = source->prompt_logprobs[size_t(i)];
+          t.top.resize(std::min(t.top.size(), size_t(k)));  // most likely first: the top k
+          r->prompt_logprobs.push_back(std::move(t));
+        }
     }
     kv_in_use_ += need;
     evict_kept(kv_in_use_, nullptr);
@@ -220,15 +231,20 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
   publish_kv_metrics();
 }
 
-Scheduler::Kept* Scheduler::longest_kept_prefix(const std::vector<int32_t>& prompt, int64_t& shared) {
+Scheduler::Kept* Scheduler::longest_kept_prefix(const std::vector<int32_t>& prompt, int scored, int64_t& shared) {
   // At most all but the prompt's last token: that one runs, for the logits of the next.
   const size_t limit = prompt.empty() ? 0 : prompt.size() - 1;
   Kept* best = nullptr;
   size_t best_n = kMinCachedPrefix - 1;
   for (const auto& k : kept_) {
+    if (scored > k->top_k) continue;  // a scored prompt needs the skipped tokens' log-probabilities
     const size_t most = std::min(limit, k->tokens.size());
     size_t n = 0;
     while (n < most && k->tokens[n] == prompt[n]) ++n;
+    // Scored: one position less. The kept sequence scored the shared tokens up to the last
+    // (n - 1); that one runs again, for the logits that score the first token not shared.
+    // And no further than the kept sequence's scored prompt.
+    if (scored >= 0) n = std::min(n == 0 ? 0 : n - 1, k->prompt_logprobs.size());
     if (n > best_n || (n == best_n && best && k->last_used > best->last_used)) {
       best = k.get();
       best_n = n;
@@ -251,10 +267,18 @@ void Scheduler::keep(Running& r) {
   k->tokens.insert(k->tokens.end(), generated.begin(), generated.begin() + std::ptrdiff_t(length - prompt.size()));
   k->cache = std::move(r.cache);
   k->last_used = ++use_clock_;
-  // A kept cache whose tokens begin this one's adds nothing beside it.
+  if (r.request.prompt_logprobs >= 0 && r.prompt_logprobs.size() + 1 == prompt.size()) {
+    k->prompt_logprobs = r.prompt_logprobs;
+    k->top_k = r.request.prompt_logprobs;
+  }
+  // A kept cache whose tokens begin this one's adds nothing beside it (unless it holds
+  // log-probabilities this one lacks).
   for (size_t i = kept_.size(); i-- > 0;) {
-    const auto& t = kept_[i]->tokens;
-    if (t.size() <= k->tokens.size() && std::equal(t.begin(), t.end(), k->tokens.begin())) {
+    const Kept& old = *kept_[i];
+    const auto& t = old.tokens;
+    const bool scores_no_more = old.top_k < 0 || (old.top_k <= k->top_k &&
+                                                  old.prompt_logprobs.size() <= k->prompt_logprobs.size());
+    if (scores_no_more && t.size() <= k->tokens.size() && std::equal(t.begin(), t.end(), k->tokens.begin())) {
       kept_positions_ -= kept_[i]->cache->capacity();
       kept_.erase(kept_.begin() + std::ptrdiff_t(i));
     }

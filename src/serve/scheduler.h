@@ -55,8 +55,7 @@ struct SequenceRequest {
   GenerateOptions options;
   int top_logprobs = -1;        // >= 0: log-probabilities of the generated tokens (k alternatives)
   int prompt_logprobs = -1;     // >= 0: also of the prompt tokens (echo); the prompt is prefilled in one step
-  bool cache_prompt = true;     // may start from a kept cache's prefix (never with prompt_logprobs: every
-                                // row's logits are needed), and leaves its own cache to be kept
+  bool cache_prompt = true;     // may start from a kept cache's prefix, and leaves its own cache to be kept
 };
 
 // What a request thread reads: text as it becomes safe to show, then the end.
@@ -141,8 +140,10 @@ class Scheduler {
   void step_once(std::vector<std::unique_ptr<Running>>& running);
   void retire(std::vector<std::unique_ptr<Running>>& running, size_t i, const std::string& error);
   // The kept cache sharing the longest prefix with prompt (shared: its length, at most all
-  // but the prompt's last token); nullptr when none shares enough. Marks it used.
-  Kept* longest_kept_prefix(const std::vector<int32_t>& prompt, int64_t& shared);
+  // but the prompt's last token); nullptr when none shares enough. Marks it used. A scored
+  // prompt (scored: its top-k, >= 0) takes only a scored sequence's cache with top lists as
+  // long, and one position less: the skipped tokens' log-probabilities come with it.
+  Kept* longest_kept_prefix(const std::vector<int32_t>& prompt, int scored, int64_t& shared);
   void keep(Running& r);
   void evict_kept(int64_t running_positions, const Kept* spare);
   void publish_kv_metrics();  // under mu_

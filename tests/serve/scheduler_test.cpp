@@ -230,6 +230,57 @@ TEST(Scheduler, APromptThatBeginsLikeAFinishedSequenceStartsFromItsCache) {
   expect_near(logprobs_of(sched, again), logprobs_of(whole, again));
 }
 
+// Scored prompts (echo + logprobs, as evaluation harnesses send a context with each of its
+// continuations): one that begins like a scored sequence takes its cache and the shared
+// tokens' log-probabilities (top lists cut to its own k), and scores as a whole prefill
+// does; a sequence scored with shorter top lists, or not scored, gives it nothing.
+TEST(Scheduler, ScoredPromptsSharingAContextTakeItsLogprobs) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  const auto weights = DecoderWeights<float>::of(m.params);
+  Scheduler sched(m.cfg, weights, tok, SchedulerOptions{4, 96, 16, 256});
+  Scheduler whole(m.cfg, weights, tok, SchedulerOptions{4, 96, 16, 256, KvDtype::f32, /*prompt_cache=*/false});
+  GenerateOptions score;
+  score.max_tokens = 0;
+  auto scored = [&](Scheduler& s, const std::vector<int32_t>& prompt, int k) {
+    const auto stream = s.submit(SequenceRequest{prompt, score, -1, k});
+    drain(*stream);
+    EXPECT_TRUE(stream->error().empty()) << stream->error();
+    return stream->prompt_logprobs();
+  };
+  const std::vector<int32_t> context =
+      tok.encode_prompt("Line 9: the quick brown fox jumps over the lazy dog 9.\nLine 10: the quick brown fox");
+  ASSERT_GE(context.size(), 18u);
+  auto with = [&](const std::string& continuation) {
+    std::vector<int32_t> p = context;
+    const std::vector<int32_t> c = tok.encode(continuation);
+    p.insert(p.end(), c.begin(), c.end());
+    return p;
+  };
+  const std::vector<int32_t> a = with(" jumps over the lazy dog"), b = with(" sleeps under a tree");
+  scored(sched, a, 2);
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, 0);
+  size_t common = 0;
+  while (a[common] == b[common]) ++common;
+  for (int k : {1, 3}) {  // k 1: a's taken, cut to 1; k 3: a's lists and b's (just kept) too short
+    SCOPED_TRACE("k " + std::to_string(k));
+    const int64_t before = sched.metrics().prompt_tokens_cached;
+    const std::vector<TokenLogprob> got = scored(sched, b, k), want = scored(whole, b, k);
+    EXPECT_EQ(sched.metrics().prompt_tokens_cached - before, k == 3 ? 0 : int64_t(common) - 1);
+    ASSERT_EQ(got.size(), b.size() - 1);
+    ASSERT_EQ(want.size(), b.size() - 1);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].id, b[i + 1]);
+      EXPECT_NEAR(got[i].logprob, want[i].logprob, 1e-5) << "token " << i + 1;
+      ASSERT_EQ(got[i].top.size(), size_t(k));
+      for (int j = 0; j < k; ++j) {
+        EXPECT_EQ(got[i].top[size_t(j)].first, want[i].top[size_t(j)].first) << "token " << i + 1;
+        EXPECT_NEAR(got[i].top[size_t(j)].second, want[i].top[size_t(j)].second, 1e-5);
+      }
+    }
+  }
+}
+
 TEST(Scheduler, KeptCachesGiveWayToRunningOnesWithinTheBudget) {
   const TinyModel m;
   const Tokenizer& tok = tokenizer();

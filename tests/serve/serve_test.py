@@ -174,6 +174,10 @@ def main():
     ids = [int(x) for x in run("tokenize", "-m", str(model), "-p", prompt, "--ids-only").stdout.strip().split(",")]
     run("logits", "--model", str(model), "--text", prompt, "--out", str(SCRATCH / "logits.safetensors"))
     logits = read_logits(SCRATCH / "logits.safetensors")
+    context = "Line 12: the quick brown fox jumps over the lazy dog 12.\nLine 13: the quick brown fox"
+    context_ids = [int(x) for x in run("tokenize", "-m", str(model), "-p", context, "--ids-only").stdout.strip().split(",")]
+    run("logits", "--model", str(model), "--text", context, "--out", str(SCRATCH / "context_logits.safetensors"))
+    context_logits = read_logits(SCRATCH / "context_logits.safetensors")
 
     server = Server(model, "--api-key", KEY, "--max-seqs", "12", "--max-queue", "16")
     try:
@@ -254,6 +258,28 @@ def main():
         for t in threads:
             t.join(timeout=120)
         check(load_results and all(s == 200 for s in load_results), f"the background requests succeeded: {set(load_results)}")
+
+        # Scoring a context, then the context with a continuation (as evaluation harnesses
+        # score each choice): the second takes the first's cache and its log-probabilities,
+        # which equal log-softmax of `moepp logits` over the context.
+        def score(text):
+            status, _, r = server.post("/v1/completions", {"prompt": text, "max_tokens": 0, "echo": True, "logprobs": 1})
+            check(status == 200, f"scoring status {status}: {r}")
+            return r["choices"][0]["logprobs"]["token_logprobs"] if status == 200 else []
+
+        def worst_against_logits(token_logprobs):
+            return max(abs(token_logprobs[p] - log_softmax_at(context_logits[p - 1], context_ids[p]))
+                       for p in range(1, len(context_ids)))
+
+        first_scores = score(context)
+        before = server.metric("moepp_prompt_tokens_cached_total")
+        second_scores = score(context + " jumps over the lazy dog")
+        cached = server.metric("moepp_prompt_tokens_cached_total") - before
+        if first_scores and second_scores:
+            check(cached >= len(context_ids) - 2 and len(second_scores) > len(context_ids),
+                  f"the continuation's scoring took the context's cache ({cached:.0f} of {len(context_ids)} tokens)")
+            worst = max(worst_against_logits(first_scores), worst_against_logits(second_scores))
+            check(worst <= 1e-4, f"scores from the cache equal log-softmax of moepp logits (worst {worst:.2e})")
 
         # The prompt cache: a chat's next turn resends the conversation, whose first turn's
         # tokens (prompt and reply) come from the kept cache; the reply is the one the whole
