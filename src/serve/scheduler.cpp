@@ -265,7 +265,18 @@ void Scheduler::keep(Running& r) {
   auto k = std::make_unique<Kept>();
   k->tokens = prompt;
   k->tokens.insert(k->tokens.end(), generated.begin(), generated.begin() + std::ptrdiff_t(length - prompt.size()));
-  k->cache = std::move(r.cache);
+  // Cut to the positions it holds where it had room for a quarter more (a chat without
+  // max_tokens had room for the whole context); the copy costs ~1 ms for 500 positions.
+  if (r.cache->capacity() - int64_t(length) > int64_t(length) / 4) {
+    try {
+      k->cache = std::make_unique<KvCache<float>>(cfg_, int64_t(length), opt_.kv_dtype);
+    } catch (const std::exception&) {
+      return;  // kept nothing: the memory was not there
+    }
+    k->cache->copy_prefix(*r.cache, int64_t(length));
+  } else {
+    k->cache = std::move(r.cache);
+  }
   k->last_used = ++use_clock_;
   if (r.request.prompt_logprobs >= 0 && r.prompt_logprobs.size() + 1 == prompt.size()) {
     k->prompt_logprobs = r.prompt_logprobs;

@@ -193,6 +193,8 @@ TEST(Scheduler, APromptThatBeginsLikeAFinishedSequenceStartsFromItsCache) {
   const auto [text1, generated1] = text_of(sched, SequenceRequest{first, greedy});
   ASSERT_EQ(generated1.size(), 10u);
   EXPECT_EQ(sched.metrics().prompt_tokens_cached, 0);
+  // Kept at its capacity: the prompt and 9 of the 10 tokens (the last never fed) are within
+  // a quarter of it.
   EXPECT_EQ(sched.metrics().kv_positions_kept, int64_t(first.size()) + 10);
   EXPECT_EQ(sched.metrics().kv_positions_in_use, 0);
   // The next turn: the first sequence's tokens, then more.
@@ -310,6 +312,17 @@ TEST(Scheduler, KeptCachesGiveWayToRunningOnesWithinTheBudget) {
   drain(*sched.submit(SequenceRequest{c, few}));
   EXPECT_EQ(sched.metrics().prompt_tokens_cached, int64_t(b.size()) + 29);
   EXPECT_EQ(sched.metrics().kv_positions_kept, int64_t(c.size()) + 4);
+  // A sequence that ends well short of its room (a stop string) is kept at what it holds.
+  GenerateOptions stops = greedy;
+  stops.max_tokens = 40;
+  stops.ignore_eos = false;
+  stops.stop = {" "};
+  const std::vector<int32_t> d = tok.encode_prompt("Line 5");
+  const auto ds = sched.submit(SequenceRequest{d, stops});
+  drain(*ds);
+  ASSERT_EQ(ds->stats().stopped, GenerateStats::Stop::stop_string);
+  ASSERT_LT(ds->generated().size(), 30u);
+  EXPECT_EQ(sched.metrics().kv_positions_kept, int64_t(d.size() + ds->generated().size()) - 1);
 }
 
 TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
