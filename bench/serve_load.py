@@ -3,7 +3,7 @@
 
 - Completions (the default): C concurrent clients, each sending R streaming completions of
   a random P-token prompt (token ids) for T generated tokens (ignore_eos), one after the
-  other.
+  other (--n N: N sampled choices a request, streamed together).
 - Chats (--chat-turns N): C concurrent clients, each holding one conversation of N turns
   on /v1/chat/completions: a system message of --system words, then per turn a user
   message of --words words and a streamed reply of T tokens (greedy, ignore_eos), every
@@ -22,7 +22,8 @@ for chats also the time to first token and the prompt's tokens by turn (medians 
 clients); for scoring, requests/s, scored tokens/s and request latency (p50, p99); for
 both, the prompt tokens the server took from its prompt cache (its /metrics).
 
-Usage: serve_load.py --port N --clients C [--requests R] [--prompt P] [--tokens T] [--vocab V]
+Usage: serve_load.py --port N --clients C [--requests R] [--prompt P] [--tokens T] [--vocab V] [--n N]
+                     [--no-cache-prompt] [--seed S]
        serve_load.py --port N --clients C --chat-turns N [--system W] [--words W] [--tokens T]
                      [--no-cache-prompt] [--seed S]
        serve_load.py --port N --clients C --score-choices K [--requests R] [--prompt P]
@@ -87,9 +88,10 @@ def stream(port, path, body):
     return first, gaps, text, usage
 
 
-def one_request(port, prompt, tokens, out):
-    ttft, gaps, _, usage = stream(port, "/v1/completions", {"prompt": prompt, "max_tokens": tokens, "temperature": 0,
-                                                            "stream": True, "ignore_eos": True})
+def one_request(port, prompt, args, out):
+    ttft, gaps, _, usage = stream(port, "/v1/completions", {
+        "prompt": prompt, "max_tokens": args.tokens, "temperature": 0 if args.n == 1 else 1, "seed": 7, "n": args.n,
+        "stream": True, "ignore_eos": True, "cache_prompt": not args.no_cache_prompt})
     out.append({"ttft": ttft, "gaps": gaps, "generated": usage.get("completion_tokens", 0)})
 
 
@@ -144,6 +146,7 @@ def main():
     a.add_argument("--chat-turns", type=int, default=0)
     a.add_argument("--system", type=int, default=100)
     a.add_argument("--words", type=int, default=40)
+    a.add_argument("--n", type=int, default=1, help="completions: choices per request (sampled, seed 7)")
     a.add_argument("--score-choices", type=int, default=0)
     a.add_argument("--continuation", type=int, default=16)
     a.add_argument("--no-cache-prompt", action="store_true")
@@ -162,7 +165,7 @@ def main():
             score_choices(args.port, random.Random(args.seed * 1000 + c), args, results)
             return
         for r in range(args.requests):
-            one_request(args.port, prompts[c * args.requests + r], args.tokens, results)
+            one_request(args.port, prompts[c * args.requests + r], args, results)
 
     cached_before = cached_tokens(args.port)
     start = time.perf_counter()

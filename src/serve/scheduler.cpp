@@ -63,6 +63,9 @@ struct Scheduler::Running {
   size_t fed = 0;                    // prompt tokens already in the cache
   std::optional<int32_t> next;       // the token to feed at the next step
   std::vector<TokenLogprob> prompt_logprobs;
+  // A running sequence with the same prompt (the first of a request's n choices) whose
+  // prefill this one waits for, to copy all of it but the last token.
+  Running* prefix_from = nullptr;
 };
 
 // The fewest shared tokens worth starting from a kept cache. Every prompt shares its BOS
@@ -207,6 +210,15 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       queue_.pop_front();
       continue;
     }
+    if (!source && opt_.prompt_cache && r->request.cache_prompt && r->request.prompt_logprobs < 0 &&
+        r->request.prompt.size() > kMinCachedPrefix) {
+      // The same prompt prefilling beside it (a request's n choices): wait for it, then copy.
+      for (const auto& lead : running)
+        if (!lead->prefix_from && lead->request.cache_prompt && lead->request.prompt == r->request.prompt) {
+          r->prefix_from = lead.get();
+          break;
+        }
+    }
     if (source) {
       r->cache->copy_prefix(*source->cache, shared);
       r->fed = size_t(shared);
@@ -312,6 +324,21 @@ void Scheduler::evict_kept(int64_t running_positions, const Kept* spare) {
   }
 }
 
+void Scheduler::take_prefilled_prefixes(std::vector<std::unique_ptr<Running>>& running) {
+  for (auto& r : running) take_lead_prefix(*r);
+}
+
+void Scheduler::take_lead_prefix(Running& r) {
+  const Running* lead = r.prefix_from;
+  const size_t n = r.request.prompt.size() - 1;
+  if (!lead || lead->fed < n) return;
+  r.cache->copy_prefix(*lead->cache, int64_t(n));
+  r.fed = n;
+  r.prefix_from = nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  metrics_.prompt_tokens_cached += int64_t(n);
+}
+
 void Scheduler::publish_kv_metrics() {
   metrics_.kv_positions_in_use = kv_in_use_;
   metrics_.kv_bytes_in_use = kv_in_use_ * kv_bytes_per_position_;
@@ -323,6 +350,11 @@ void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i,
   std::unique_ptr<Running> owned = std::move(running[i]);
   Running& r = *owned;
   running.erase(running.begin() + std::ptrdiff_t(i));
+  for (auto& other : running)
+    if (other->prefix_from == &r) {
+      take_lead_prefix(*other);     // if r's prefill is there
+      other->prefix_from = nullptr;  // else it prefills its prompt itself
+    }
   kv_in_use_ -= r.generation->capacity();
   if (error.empty()) keep(r);
   {
@@ -346,6 +378,7 @@ void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i,
 }
 
 void Scheduler::step_once(std::vector<std::unique_ptr<Running>>& running) {
+  take_prefilled_prefixes(running);
   std::vector<SequenceStep<float>> steps;
   std::vector<size_t> owner;
   std::vector<bool> prefill;
@@ -354,6 +387,7 @@ void Scheduler::step_once(std::vector<std::unique_ptr<Running>>& running) {
   for (size_t i = 0; i < running.size(); ++i) {
     Running& r = *running[i];
     const auto& prompt = r.request.prompt;
+    if (r.prefix_from) continue;  // waits for the same prompt's prefill
     if (r.fed < prompt.size()) {
       int64_t n = int64_t(prompt.size() - r.fed);
       if (r.request.prompt_logprobs >= 0) {

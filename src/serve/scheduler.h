@@ -16,7 +16,8 @@
 // those tokens (16 or more) starts from a copy of their keys and values, prefilling only
 // the rest (a chat's next turn resends the whole conversation). Kept caches share the KV budget with
 // the running ones and give way to them, the least recently used first; at most
-// --max-seqs are kept.
+// --max-seqs are kept. The n choices of one request prefill their prompt once: the others
+// wait for the first's prefill and copy it.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -97,7 +98,7 @@ class Stream {
 struct SchedulerMetrics {
   int64_t queued = 0, running = 0, kv_positions_in_use = 0, kv_bytes_in_use = 0;
   int64_t kv_positions_kept = 0, kv_bytes_kept = 0;  // the prompt cache's
-  int64_t prompt_tokens_cached = 0;  // prompt tokens taken from kept caches instead of prefilled
+  int64_t prompt_tokens_cached = 0;  // prompt tokens copied (kept caches, a request's first choice)
   int64_t steps = 0, step_rows = 0, tokens_in = 0, tokens_out = 0;
   double last_batch_size = 0;
   int decoder_threads = 0;  // the OpenMP threads decoder steps run on (0 until the worker starts)
@@ -147,6 +148,9 @@ class Scheduler {
   void keep(Running& r);
   void evict_kept(int64_t running_positions, const Kept* spare);
   void publish_kv_metrics();  // under mu_
+  // Sequences waiting for the same prompt's prefill take it once it is there.
+  void take_prefilled_prefixes(std::vector<std::unique_ptr<Running>>& running);
+  void take_lead_prefix(Running& r);
 
   const ModelConfig& cfg_;
   DecoderWeights<float> weights_;

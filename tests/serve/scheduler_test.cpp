@@ -283,6 +283,46 @@ TEST(Scheduler, ScoredPromptsSharingAContextTakeItsLogprobs) {
   }
 }
 
+// A request's n choices (sequences submitted together with one prompt) prefill it once:
+// the others wait for the first's prefill and copy all of it but the last token, and each
+// gives the text it gives alone; the copy is taken also when the first ends right there.
+TEST(Scheduler, SequencesWithOnePromptPrefillItOnce) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  const std::string prompt = "Line 7: the quick brown fox jumps over the lazy dog 3.\nLine 8: the";
+  const std::vector<int32_t> ids = tok.encode_prompt(prompt);
+  ASSERT_GT(ids.size(), 17u);
+  Scheduler sched(m.cfg, DecoderWeights<float>::of(m.params), tok, SchedulerOptions{8, 0, 16, 256});
+  std::vector<GenerateOptions> options;
+  std::vector<std::shared_ptr<Stream>> streams;
+  for (int i = 0; i < 3; ++i) {
+    GenerateOptions o;
+    o.max_tokens = 9;
+    o.sampler = i == 0 ? SamplerOptions{0.0, 0, 1.0, 1} : SamplerOptions{0.9, 20, 0.9, uint64_t(40 + i)};
+    options.push_back(o);
+    streams.push_back(sched.submit(SequenceRequest{ids, o}));
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const std::string got = drain(*streams[i]);
+    EXPECT_TRUE(streams[i]->error().empty()) << streams[i]->error();
+    EXPECT_EQ(tok.decode(std::vector<int32_t>(ids.begin() + 1, ids.end())) + got,
+              generate_text(m.cfg, m.params, tok, prompt, options[i]))
+        << "sequence " << i;
+  }
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, 2 * (int64_t(ids.size()) - 1));
+  // The first scores its prompt and ends after its prefill: the second still takes it.
+  GenerateOptions score;
+  score.max_tokens = 0;
+  std::vector<int32_t> other = ids;
+  other.back() = 5;
+  const auto first = sched.submit(SequenceRequest{other, score, -1, 0});
+  const auto second = sched.submit(SequenceRequest{other, options[0]});
+  drain(*first);
+  drain(*second);
+  EXPECT_TRUE(second->error().empty()) << second->error();
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, 3 * (int64_t(ids.size()) - 1));
+}
+
 TEST(Scheduler, KeptCachesGiveWayToRunningOnesWithinTheBudget) {
   const TinyModel m;
   const Tokenizer& tok = tokenizer();
