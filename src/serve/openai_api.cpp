@@ -119,21 +119,36 @@ ApiRequest parse_completion_request(const std::string& body, const ApiLimits& li
   ApiRequest r;
   if (!present(j, "prompt")) bad("prompt", "'prompt' is required");
   const json& p = j["prompt"];
-  if (p.is_string()) {
-    r.prompt_text = p.get<std::string>();
-  } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
-    r.prompt_text = p[0].get<std::string>();
-  } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
-    for (const auto& e : p) {
+  auto token_ids = [](const json& list) {
+    if (list.empty()) bad("prompt", "a token-id prompt must not be empty");
+    ApiPrompt out;
+    for (const auto& e : list) {
       if (!e.is_number_integer()) bad("prompt", "a token-id prompt must hold integers only");
       const int64_t id = e.get<int64_t>();
       if (id < 0 || id > INT32_MAX) bad("prompt", "token id " + std::to_string(id) + " is out of range");
-      r.prompt_ids.push_back(int32_t(id));
+      out.ids.push_back(int32_t(id));
+    }
+    return out;
+  };
+  const char* shapes = "'prompt' must be a string, a list of token ids, or a list of strings or of token-id lists";
+  if (p.is_string()) {
+    r.prompts.push_back({p.get<std::string>(), {}});
+  } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
+    r.prompts.push_back(token_ids(p));
+  } else if (p.is_array() && !p.empty()) {
+    for (const auto& e : p) {
+      if (e.is_string() && p[0].is_string()) r.prompts.push_back({e.get<std::string>(), {}});
+      else if (e.is_array() && p[0].is_array()) r.prompts.push_back(token_ids(e));
+      else bad("prompt", std::string(shapes) + " (a batch holds one kind)");
     }
   } else {
-    bad("prompt", "'prompt' must be a string, a list of one string, or a list of token ids");
+    bad("prompt", shapes);
   }
   parse_common(j, limits, r);
+  if (int64_t(r.prompts.size()) * r.n > limits.max_sequences)
+    bad("prompt", std::to_string(r.prompts.size()) + " prompts x " + std::to_string(r.n) + " choices are " +
+                      std::to_string(int64_t(r.prompts.size()) * r.n) + " sequences; this server holds " +
+                      std::to_string(limits.max_sequences) + " at once");
   r.echo = flag(j, "echo", false);
   if (present(j, "logprobs")) {
     const int64_t k = integer(j, "logprobs", 0);

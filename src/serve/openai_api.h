@@ -31,13 +31,21 @@ struct ApiLimits {
   std::string model_name;
   int64_t context = 0;  // positions per sequence
   int max_n = 16;       // choices per request
+  int max_sequences = 80;  // prompts x choices per request (what the server holds at once)
+};
+
+// One completion prompt: text, or token ids (as evaluation harnesses send them).
+struct ApiPrompt {
+  std::string text;          // empty with ids
+  std::vector<int32_t> ids;  // used exactly as given
 };
 
 // A checked completion or chat request.
 struct ApiRequest {
   bool chat = false;
-  std::string prompt_text;          // completions: the prompt as text (empty with prompt_ids)
-  std::vector<int32_t> prompt_ids;  // completions: the prompt given as token ids
+  // completions: one prompt, or a batch (a list of strings or of token-id lists); each
+  // prompt gets n choices, indexed prompt-major (choice j of prompt i: i * n + j).
+  std::vector<ApiPrompt> prompts;
   std::vector<ChatMessage> messages;
   int max_tokens = 16;
   SamplerOptions sampler;

@@ -89,62 +89,72 @@ void name_tokens(const ServerState& st, ApiChoice& c) {
   }
 }
 
-// The request's sequences, submitted: one per choice (seed + index for choice index).
+// The request's sequences, submitted: n per prompt, prompt-major (stream k runs prompt
+// k / n with seed + k % n).
 struct Submitted {
   std::vector<std::shared_ptr<Stream>> streams;
-  std::vector<int32_t> prompt;
-  std::string prompt_text;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::string> prompt_texts;  // as echo shows them (BOS left out)
   ApiRequest request;
+  size_t prompt_of(size_t stream) const { return stream / size_t(request.n); }
+  int64_t prompt_tokens() const {
+    int64_t total = 0;
+    for (const auto& p : prompts) total += int64_t(p.size());
+    return total;
+  }
 };
 
 Submitted submit(ServerState& st, ApiRequest r) {
   Submitted s;
   const int64_t ctx = st.sched->context();
+  const char* param = r.chat ? "messages" : "prompt";
   {
     std::lock_guard<std::mutex> lock(st.sched->tokenizer_mutex());
-    if (r.chat) {
-      s.prompt = st.tok->encode_prompt(render_chat(st.chat, r.messages, st.eos_text));
-    } else if (!r.prompt_ids.empty()) {
-      s.prompt = r.prompt_ids;
-    } else {
-      s.prompt = st.tok->encode_prompt(r.prompt_text);
+    if (r.chat) s.prompts.push_back(st.tok->encode_prompt(render_chat(st.chat, r.messages, st.eos_text)));
+    for (const ApiPrompt& p : r.prompts) s.prompts.push_back(p.ids.empty() ? st.tok->encode_prompt(p.text) : p.ids);
+    for (const auto& prompt : s.prompts) {
+      for (int32_t id : prompt)
+        if (id >= st.cfg.vocab_size)
+          throw ApiError(400, "token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                  std::to_string(st.cfg.vocab_size), param, "invalid_value");
+      std::vector<int32_t> text_ids(prompt.begin() + (!prompt.empty() && prompt[0] == st.tok->bos_id()), prompt.end());
+      s.prompt_texts.push_back(st.tok->decode(text_ids));
     }
-    for (int32_t id : s.prompt)
-      if (id >= st.cfg.vocab_size)
-        throw ApiError(400, "token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                std::to_string(st.cfg.vocab_size), "prompt", "invalid_value");
-    std::vector<int32_t> text_ids(s.prompt.begin() + (!s.prompt.empty() && s.prompt[0] == st.tok->bos_id()), s.prompt.end());
-    s.prompt_text = st.tok->decode(text_ids);
   }
-  if (s.prompt.empty()) throw ApiError(400, "the prompt is empty", r.chat ? "messages" : "prompt", "invalid_value");
-  const int64_t n = int64_t(s.prompt.size());
-  if (n > ctx || (n == ctx && r.max_tokens != 0))
-    throw ApiError(400, "the prompt is " + std::to_string(n) + " tokens; the context holds " + std::to_string(ctx) +
-                            (r.max_tokens != 0 ? " with room for at least one generated token" : ""),
-                   r.chat ? "messages" : "prompt", "context_length_exceeded");
-  if (r.max_tokens < 0) r.max_tokens = int(ctx - n);  // chat without max_tokens
+  int64_t longest = 0;
+  for (const auto& prompt : s.prompts) {
+    if (prompt.empty()) throw ApiError(400, "the prompt is empty", param, "invalid_value");
+    const int64_t n = int64_t(prompt.size());
+    if (n > ctx || (n == ctx && r.max_tokens != 0))
+      throw ApiError(400, "the prompt is " + std::to_string(n) + " tokens; the context holds " + std::to_string(ctx) +
+                              (r.max_tokens != 0 ? " with room for at least one generated token" : ""),
+                     param, "context_length_exceeded");
+    longest = std::max(longest, n);
+  }
+  if (r.max_tokens < 0) r.max_tokens = int(ctx - longest);  // chat without max_tokens
   if (!r.seeded) r.sampler.seed = uint64_t(unix_now()) * 1000003u + st.next_seed++;
-  for (int i = 0; i < r.n; ++i) {
-    SequenceRequest q;
-    q.prompt = s.prompt;
-    q.options.max_tokens = r.max_tokens;
-    q.options.sampler = r.sampler;
-    q.options.sampler.seed = r.sampler.seed + uint64_t(i);
-    q.options.stop = r.stop;
-    q.options.ignore_eos = r.ignore_eos;
-    q.top_logprobs = r.logprobs;
-    q.prompt_logprobs = r.echo && r.logprobs >= 0 ? r.logprobs : -1;
-    q.cache_prompt = r.cache_prompt;
-    try {
-      s.streams.push_back(st.sched->submit(std::move(q)));
-    } catch (const QueueFull& e) {
-      for (auto& done : s.streams) done->cancel();
-      throw ApiError(429, std::string(e.what()) + "; retry shortly", "", "queue_full");
-    } catch (const Error& e) {
-      for (auto& done : s.streams) done->cancel();
-      throw ApiError(400, e.what(), "", "invalid_value");
+  for (const auto& prompt : s.prompts)
+    for (int i = 0; i < r.n; ++i) {
+      SequenceRequest q;
+      q.prompt = prompt;
+      q.options.max_tokens = r.max_tokens;
+      q.options.sampler = r.sampler;
+      q.options.sampler.seed = r.sampler.seed + uint64_t(i);
+      q.options.stop = r.stop;
+      q.options.ignore_eos = r.ignore_eos;
+      q.top_logprobs = r.logprobs;
+      q.prompt_logprobs = r.echo && r.logprobs >= 0 ? r.logprobs : -1;
+      q.cache_prompt = r.cache_prompt;
+      try {
+        s.streams.push_back(st.sched->submit(std::move(q)));
+      } catch (const QueueFull& e) {
+        for (auto& done : s.streams) done->cancel();
+        throw ApiError(429, std::string(e.what()) + "; retry shortly", "", "queue_full");
+      } catch (const Error& e) {
+        for (auto& done : s.streams) done->cancel();
+        throw ApiError(400, e.what(), "", "invalid_value");
+      }
     }
-  }
   s.request = std::move(r);
   return s;
 }
@@ -154,7 +164,9 @@ struct ClientGone {};
 
 // One choice's whole text. client_fd (or -1) is looked at every 100 ms while it waits: a
 // client that left has its request's sequences cancelled, as a streaming one's are.
-ApiChoice collect(ServerState& st, const Submitted& s, Stream& stream, int client_fd) {
+ApiChoice collect(ServerState& st, const Submitted& s, size_t k, int client_fd) {
+  Stream& stream = *s.streams[k];
+  const size_t p = s.prompt_of(k);
   ApiChoice c;
   std::string piece;
   for (Stream::Poll got; (got = stream.poll(piece, std::chrono::milliseconds(100))) != Stream::Poll::ended;) {
@@ -166,7 +178,7 @@ ApiChoice collect(ServerState& st, const Submitted& s, Stream& stream, int clien
   if (s.request.logprobs >= 0) {
     if (s.request.echo) {
       TokenLogprob first;
-      first.id = s.prompt[0];
+      first.id = s.prompts[p][0];
       first.logprob = std::nanf("");
       c.logprobs.push_back(first);
       for (const auto& t : stream.prompt_logprobs()) c.logprobs.push_back(t);
@@ -175,14 +187,14 @@ ApiChoice collect(ServerState& st, const Submitted& s, Stream& stream, int clien
     std::lock_guard<std::mutex> lock(st.sched->tokenizer_mutex());
     name_tokens(st, c);
   }
-  if (s.request.echo) c.text = s.prompt_text + c.text;
+  if (s.request.echo) c.text = s.prompt_texts[p] + c.text;
   return c;
 }
 
 void handle_generation(ServerState& st, const httplib::Request& req, httplib::Response& res, bool chat) {
   (chat ? st.requests_chat : st.requests_completions)++;
   if (!st.sched->admitting()) throw ApiError(503, "the server is shutting down", "", "shutting_down");
-  const ApiLimits limits{st.model_name, st.sched->context(), st.opt.max_seqs};
+  const ApiLimits limits{st.model_name, st.sched->context(), st.opt.max_seqs, st.opt.max_seqs + st.opt.max_queue};
   ApiRequest r = chat ? parse_chat_request(req.body, limits) : parse_completion_request(req.body, limits);
   auto s = std::make_shared<Submitted>(submit(st, std::move(r)));
   const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(st.started) + "-" + std::to_string(st.next_id++);
@@ -192,9 +204,9 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
     int64_t completion_tokens = 0;
     const int client_fd = find_client_socket(req.remote_addr, req.remote_port);
     try {
-      for (auto& stream : s->streams) {
-        choices.push_back(collect(st, *s, *stream, client_fd));
-        completion_tokens += stream->stats().generated_tokens;
+      for (size_t k = 0; k < s->streams.size(); ++k) {
+        choices.push_back(collect(st, *s, k, client_fd));
+        completion_tokens += s->streams[k]->stats().generated_tokens;
       }
     } catch (const ClientGone&) {
       for (auto& stream : s->streams) stream->cancel();
@@ -204,7 +216,7 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
       for (auto& stream : s->streams) stream->cancel();  // the other choices stop too
       throw;
     }
-    const int64_t prompt_tokens = int64_t(s->prompt.size());
+    const int64_t prompt_tokens = s->prompt_tokens();
     send_json(res, 200,
               chat ? chat_response(id, created, st.model_name, choices, prompt_tokens, completion_tokens,
                                    s->request.logprobs >= 0)
@@ -227,14 +239,15 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
           for (auto& other : s->streams) other->cancel();
           return false;
         };
-        // The n choices decode together; their chunks go out as each has text, in turns.
+        // The choices (n a prompt) decode together; their chunks go out as each has text, in turns.
         const size_t n = s->streams.size();
         std::vector<bool> first(n, true), over(n, false);
         size_t left = n;
         int64_t completion_tokens = 0;
         if (s->request.echo && !chat) {
           for (size_t i = 0; i < n; ++i) {
-            if (!send(completion_chunk(id, created, state->model_name, int(i), s->prompt_text, ""))) return cancel_all();
+            if (!send(completion_chunk(id, created, state->model_name, int(i), s->prompt_texts[s->prompt_of(i)], "")))
+              return cancel_all();
             first[i] = false;
           }
         }
@@ -270,7 +283,7 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
             --left;
           }
         }
-        const int64_t prompt_tokens = int64_t(s->prompt.size());
+        const int64_t prompt_tokens = s->prompt_tokens();
         json usage_chunk = {{"id", id},
                             {"object", chat ? "chat.completion.chunk" : "text_completion"},
                             {"created", created},

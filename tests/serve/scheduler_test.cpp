@@ -389,6 +389,23 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
   EXPECT_EQ(status_of(R"({"messages": [{"role": "robot", "content": "x"}]})", true),
             std::make_pair(400, std::string("messages")));
   EXPECT_EQ(status_of(R"({"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 127, "n": 4, "stop": "x"})").first, 200);
+  // Batches of prompts (as evaluation harnesses send them): strings, or token-id lists.
+  EXPECT_EQ(status_of(R"({"prompt": [[1, 2], "x"]})"), std::make_pair(400, std::string("prompt")));
+  EXPECT_EQ(status_of(R"({"prompt": [[]]})"), std::make_pair(400, std::string("prompt")));
+  EXPECT_EQ(status_of(R"({"prompt": []})"), std::make_pair(400, std::string("prompt")));
+  EXPECT_EQ(status_of(R"({"prompt": [[1, -2]]})"), std::make_pair(400, std::string("prompt")));
+  const ApiRequest batch = parse_completion_request(R"({"prompt": [[1, 2], [3]], "n": 2})", limits);
+  ASSERT_EQ(batch.prompts.size(), 2u);
+  EXPECT_EQ(batch.prompts[0].ids, (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(batch.prompts[1].ids, (std::vector<int32_t>{3}));
+  const ApiRequest texts = parse_completion_request(R"({"prompt": ["a", "b", "c"]})", limits);
+  ASSERT_EQ(texts.prompts.size(), 3u);
+  EXPECT_EQ(texts.prompts[2].text, "c");
+  EXPECT_TRUE(texts.prompts[2].ids.empty());
+  std::string many = R"({"n": 2, "prompt": [)";
+  for (int i = 0; i < 41; ++i) many += std::string(i ? ", " : "") + "[1, 2]";
+  EXPECT_EQ(status_of(many + "]}"), std::make_pair(400, std::string("prompt")));  // 82 sequences of 80
+  EXPECT_EQ(status_of(R"({"n": 2, "prompt": [[1], [2], [3], [4], [5], [6], [7], [8], [9], [10]]})").first, 200);
   const ApiRequest r = parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true,
                                               "top_logprobs": 2, "seed": 9, "temperature": 0})",
                                           limits);

@@ -221,6 +221,31 @@ def main():
             worst = max(abs(lp["token_logprobs"][p] - log_softmax_at(logits[p - 1], ids[p])) for p in range(1, len(ids)))
             check(worst <= 1e-4, f"echo logprobs equal log-softmax of moepp logits (worst {worst:.2e})")
             check(all(len(t) == 2 for t in lp["top_logprobs"][1:]), "two alternatives per scored token")
+        # As lm-evaluation-harness's local-completions scores: the prompt as a batch of one
+        # token-id list, echo, logprobs 1 and max_tokens 1; the prompt's scores come first,
+        # then the generated token's.
+        status, _, r = server.post("/v1/completions", {"prompt": [ids], "max_tokens": 1, "echo": True, "logprobs": 1,
+                                                       "temperature": 0, "seed": 1234})
+        check(status == 200, f"lm-eval-style scoring status {status}: {r}")
+        if status == 200:
+            lp = r["choices"][0]["logprobs"]["token_logprobs"]
+            worst = max(abs(lp[p] - log_softmax_at(logits[p - 1], ids[p])) for p in range(1, len(ids)))
+            check(len(lp) == len(ids) + 1 and worst <= 1e-4,
+                  f"batch-of-one token prompt scored like the text (worst {worst:.2e}, {len(lp)} scores)")
+        # A batch of prompts with n = 2: choices prompt-major, each as its prompt alone gives.
+        other = "Line 3: the"
+        status, _, r = server.post("/v1/completions", {"prompt": [prompt, other], "n": 2, "max_tokens": 8,
+                                                       "temperature": 0})
+        alone = [server.post("/v1/completions", {"prompt": q, "max_tokens": 8, "temperature": 0})[2]["choices"][0]["text"]
+                 for q in (prompt, other)]
+        if status == 200:
+            texts = [c["text"] for c in sorted(r["choices"], key=lambda c: c["index"])]
+            other_ids = run("tokenize", "-m", str(model), "-p", other, "--ids-only").stdout.strip().split(",")
+            check(texts == [alone[0], alone[0], alone[1], alone[1]],
+                  f"a batch of 2 prompts x 2 choices gives each prompt's text: {texts!r} vs {alone!r}")
+            check(r["usage"]["prompt_tokens"] == len(ids) + len(other_ids), f"batch usage counts each prompt: {r['usage']}")
+        else:
+            check(False, f"batch of prompts status {status}: {r}")
         # Streaming gives the same text as the whole response.
         status, events = server.stream("/v1/completions", {"prompt": prompt, "max_tokens": n_new, "temperature": 0})
         text = "".join(e["choices"][0]["text"] for e in events if isinstance(e, dict) and e["choices"])
