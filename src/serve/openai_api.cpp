@@ -28,6 +28,8 @@ namespace {
   throw ApiError(400, message, param, "invalid_value");
 }
 
+}  // namespace
+
 json parse_body(const std::string& body) {
   json j;
   try {
@@ -38,6 +40,8 @@ json parse_body(const std::string& body) {
   if (!j.is_object()) throw ApiError(400, "the request body must be a JSON object", "", "invalid_json");
   return j;
 }
+
+namespace {
 
 bool present(const json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
 

@@ -59,6 +59,9 @@ struct ApiRequest {
   bool cache_prompt = true;  // llama.cpp's server extension: false runs the whole prompt, whatever is cached
 };
 
+// A request body as a JSON object (ApiError 400 when it is not valid JSON or not an object).
+nlohmann::json parse_body(const std::string& body);
+
 ApiRequest parse_completion_request(const std::string& body, const ApiLimits& limits);
 ApiRequest parse_chat_request(const std::string& body, const ApiLimits& limits);
 

@@ -25,6 +25,7 @@
 #include "serve/client_socket.h"
 #include "serve/openai_api.h"
 #include "serve/scheduler.h"
+#include "serve/tokenizer_api.h"
 
 namespace moepp {
 
@@ -448,6 +449,20 @@ int run_server(const ServeOptions& opt) {
   });
   svr.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_text(st), "text/plain; version=0.0.4");
+  });
+  // The tokenizer (vLLM's endpoints; lm-evaluation-harness's remote tokenizer reads them).
+  auto with_tokenizer = [&](const auto& answer) {
+    std::lock_guard<std::mutex> lock(st.sched->tokenizer_mutex());
+    return answer();
+  };
+  svr.Get("/tokenizer_info", [&](const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200, with_tokenizer([&] { return tokenizer_info(*st.tok, st.sched->context()); }));
+  });
+  svr.Post("/tokenize", [&](const httplib::Request& req, httplib::Response& res) {
+    send_json(res, 200, with_tokenizer([&] { return tokenize_request(*st.tok, req.body, st.sched->context()); }));
+  });
+  svr.Post("/detokenize", [&](const httplib::Request& req, httplib::Response& res) {
+    send_json(res, 200, with_tokenizer([&] { return detokenize_request(*st.tok, req.body); }));
   });
   svr.Post("/v1/completions",
            [&](const httplib::Request& req, httplib::Response& res) { handle_generation(st, req, res, false); });

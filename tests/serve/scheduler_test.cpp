@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -19,6 +20,7 @@
 #include "serve/chat_template.h"
 #include "serve/openai_api.h"
 #include "serve/scheduler.h"
+#include "serve/tokenizer_api.h"
 #include "test_util.h"
 
 using namespace moepp;
@@ -414,6 +416,40 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
   EXPECT_TRUE(r.seeded);
   EXPECT_EQ(r.sampler.seed, 9u);
   EXPECT_EQ(r.sampler.temperature, 0.0);
+}
+
+// vLLM's tokenizer endpoints (serve/tokenizer_api.h), against the tokenizer itself: BOS
+// with add_special_tokens, the BOS and EOS pieces in a text as those tokens, decode back.
+TEST(ServeApi, TokenizerEndpointsAreTheTokenizers) {
+  const Tokenizer& tok = tokenizer();
+  const std::string text = "Line 5: the quick brown fox";
+  auto ids_of = [](const nlohmann::json& j) { return j["tokens"].get<std::vector<int32_t>>(); };
+  EXPECT_EQ(ids_of(tokenize_request(tok, R"({"prompt": "Line 5: the quick brown fox"})", 128)), tok.encode_prompt(text));
+  EXPECT_EQ(ids_of(tokenize_request(tok, R"({"prompt": "Line 5: the quick brown fox", "add_special_tokens": false})",
+                                    128)),
+            tok.encode(text));
+  const std::string eos = tok.piece(tok.eos_id());
+  std::vector<int32_t> want = tok.encode("Line 5");
+  want.push_back(tok.eos_id());
+  const std::vector<int32_t> after = tok.encode("the fox");
+  want.insert(want.end(), after.begin(), after.end());
+  const nlohmann::json body = {{"prompt", "Line 5" + eos + "the fox"}, {"add_special_tokens", false}};
+  EXPECT_EQ(ids_of(tokenize_request(tok, body.dump(), 128)), want);
+  const nlohmann::json ids = {{"tokens", tok.encode(text)}};
+  EXPECT_EQ(detokenize_request(tok, ids.dump())["prompt"], text);
+  EXPECT_EQ(tokenizer_info(tok, 128)["eos_token"], eos);
+  auto param_of = [](const std::function<void()>& call) {
+    try {
+      call();
+    } catch (const ApiError& e) {
+      return std::make_pair(e.status(), e.body()["error"]["param"].get<std::string>());
+    }
+    return std::make_pair(200, std::string());
+  };
+  EXPECT_EQ(param_of([&] { tokenize_request(tok, R"({"prompt": 5})", 128); }), std::make_pair(400, std::string("prompt")));
+  EXPECT_EQ(param_of([&] { detokenize_request(tok, R"({"tokens": [1, 99999]})"); }),
+            std::make_pair(400, std::string("tokens")));
+  EXPECT_EQ(param_of([&] { detokenize_request(tok, R"({"tokens": "x"})"); }), std::make_pair(400, std::string("tokens")));
 }
 
 TEST(ChatTemplate, FamiliesRenderTheirKnownShapes) {

@@ -186,6 +186,15 @@ def main():
         status, _, text = server.request("GET", "/v1/models")
         check(status == 200 and json.loads(text)["data"][0]["id"] == name, "/v1/models names the folder: " + text)
 
+        # vLLM's tokenizer endpoints (lm-evaluation-harness's remote tokenizer): the ids
+        # `moepp tokenize` gives, and back.
+        status, _, text = server.request("GET", "/tokenizer_info")
+        check(status == 200 and "eos_token" in json.loads(text), "/tokenizer_info names the EOS token: " + text)
+        status, _, r = server.post("/tokenize", {"prompt": prompt})
+        check(status == 200 and r["tokens"] == ids, f"/tokenize gives moepp tokenize's ids: {r}")
+        status, _, r = server.post("/detokenize", {"tokens": ids[1:]})
+        check(status == 200 and r["prompt"] == prompt, f"/detokenize gives the text back: {r}")
+
         stop = threading.Event()
         load_results = []
         threads = background_load(server, 8, stop, load_results)
