@@ -63,9 +63,11 @@ struct Scheduler::Running {
   size_t fed = 0;                    // prompt tokens already in the cache
   std::optional<int32_t> next;       // the token to feed at the next step
   std::vector<TokenLogprob> prompt_logprobs;
-  // A running sequence with the same prompt (the first of a request's n choices) whose
-  // prefill this one waits for, to copy all of it but the last token.
+  // A running sequence whose prompt begins with this one's first prefix_length tokens (a
+  // request's first choice; another user of one system prompt): this one waits for its
+  // prefill of them, then copies them.
   Running* prefix_from = nullptr;
+  size_t prefix_length = 0;
 };
 
 // The fewest shared tokens worth starting from a kept cache. Every prompt shares its BOS
@@ -210,14 +212,26 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       queue_.pop_front();
       continue;
     }
-    if (!source && opt_.prompt_cache && r->request.cache_prompt && r->request.prompt_logprobs < 0 &&
+    if (opt_.prompt_cache && r->request.cache_prompt && r->request.prompt_logprobs < 0 &&
         r->request.prompt.size() > kMinCachedPrefix) {
-      // The same prompt prefilling beside it (a request's n choices): wait for it, then copy.
-      for (const auto& lead : running)
-        if (!lead->prefix_from && lead->request.cache_prompt && lead->request.prompt == r->request.prompt) {
+      // A running sequence whose prompt begins alike, further than any kept cache (a
+      // request's n choices; a burst of users of one system prompt): its prefill of the
+      // shared tokens is copied, at the step where it is there.
+      const std::vector<int32_t>& prompt = r->request.prompt;
+      size_t longest = std::max(size_t(shared), kMinCachedPrefix - 1);
+      for (const auto& lead : running) {
+        if (lead->prefix_from || !lead->request.cache_prompt) continue;  // a waiting one has nothing to give
+        const std::vector<int32_t>& theirs = lead->request.prompt;
+        const size_t most = std::min(theirs.size(), prompt.size() - 1);
+        size_t n = 0;
+        while (n < most && theirs[n] == prompt[n]) ++n;
+        if (n > longest) {
+          longest = n;
           r->prefix_from = lead.get();
-          break;
+          r->prefix_length = n;
         }
+      }
+      if (r->prefix_from) source = nullptr;
     }
     if (source) {
       r->cache->copy_prefix(*source->cache, shared);
@@ -330,7 +344,7 @@ void Scheduler::take_prefilled_prefixes(std::vector<std::unique_ptr<Running>>& r
 
 void Scheduler::take_lead_prefix(Running& r) {
   const Running* lead = r.prefix_from;
-  const size_t n = r.request.prompt.size() - 1;
+  const size_t n = r.prefix_length;
   if (!lead || lead->fed < n) return;
   r.cache->copy_prefix(*lead->cache, int64_t(n));
   r.fed = n;
@@ -387,7 +401,7 @@ void Scheduler::step_once(std::vector<std::unique_ptr<Running>>& running) {
   for (size_t i = 0; i < running.size(); ++i) {
     Running& r = *running[i];
     const auto& prompt = r.request.prompt;
-    if (r.prefix_from) continue;  // waits for the same prompt's prefill
+    if (r.prefix_from) continue;  // waits for another's prefill of its prompt's beginning
     if (r.fed < prompt.size()) {
       int64_t n = int64_t(prompt.size() - r.fed);
       if (r.request.prompt_logprobs >= 0) {

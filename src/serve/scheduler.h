@@ -16,8 +16,9 @@
 // those tokens (16 or more) starts from a copy of their keys and values, prefilling only
 // the rest (a chat's next turn resends the whole conversation). Kept caches share the KV budget with
 // the running ones and give way to them, the least recently used first; at most
-// --max-seqs are kept. The n choices of one request prefill their prompt once: the others
-// wait for the first's prefill and copy it.
+// --max-seqs are kept. Prompts running together share their common beginning the same
+// way: a request's n choices, or users of one system prompt, wait for the first one's
+// prefill of it and copy it.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -98,7 +99,7 @@ class Stream {
 struct SchedulerMetrics {
   int64_t queued = 0, running = 0, kv_positions_in_use = 0, kv_bytes_in_use = 0;
   int64_t kv_positions_kept = 0, kv_bytes_kept = 0;  // the prompt cache's
-  int64_t prompt_tokens_cached = 0;  // prompt tokens copied (kept caches, a request's first choice)
+  int64_t prompt_tokens_cached = 0;  // prompt tokens copied (kept caches, running sequences)
   int64_t steps = 0, step_rows = 0, tokens_in = 0, tokens_out = 0;
   double last_batch_size = 0;
   int decoder_threads = 0;  // the OpenMP threads decoder steps run on (0 until the worker starts)

@@ -339,7 +339,7 @@ std::string metrics_text(ServerState& st) {
   metric("moepp_prompt_cache_positions", "gauge", "KV-cache positions kept from finished sequences.",
          num(double(m.kv_positions_kept)));
   metric("moepp_prompt_tokens_cached_total", "counter",
-         "Prompt tokens copied from the prompt cache or a request's first choice instead of prefilled.",
+         "Prompt tokens copied from the prompt cache or a running sequence instead of prefilled.",
          num(double(m.prompt_tokens_cached)));
   o << "# HELP moepp_ffn_experts_per_token Mean FFN experts per token routed over the last window of 64 steps "
        "(MoE++: below top-k where tokens chose zero-computation experts), by MoE layer.\n"

@@ -288,6 +288,7 @@ TEST(Scheduler, ScoredPromptsSharingAContextTakeItsLogprobs) {
 // A request's n choices (sequences submitted together with one prompt) prefill it once:
 // the others wait for the first's prefill and copy all of it but the last token, and each
 // gives the text it gives alone; the copy is taken also when the first ends right there.
+// Prompts that only begin alike share their common beginning the same way.
 TEST(Scheduler, SequencesWithOnePromptPrefillItOnce) {
   const TinyModel m;
   const Tokenizer& tok = tokenizer();
@@ -323,6 +324,22 @@ TEST(Scheduler, SequencesWithOnePromptPrefillItOnce) {
   drain(*second);
   EXPECT_TRUE(second->error().empty()) << second->error();
   EXPECT_EQ(sched.metrics().prompt_tokens_cached, 3 * (int64_t(ids.size()) - 1));
+  // Prompts that only begin alike (one system prompt, two users) share that beginning (a
+  // scheduler of their own: the one above keeps caches that begin alike too).
+  Scheduler fresh(m.cfg, DecoderWeights<float>::of(m.params), tok, SchedulerOptions{8, 0, 16, 256});
+  std::vector<int32_t> a = ids, b = ids;
+  const std::vector<int32_t> tail_a = tok.encode(" jumps over"), tail_b = tok.encode(" sleeps");
+  a.insert(a.end(), tail_a.begin(), tail_a.end());
+  b.insert(b.end(), tail_b.begin(), tail_b.end());
+  size_t common = 0;
+  while (a[common] == b[common]) ++common;
+  const auto sa = fresh.submit(SequenceRequest{a, options[0]});
+  const auto sb = fresh.submit(SequenceRequest{b, options[0]});
+  drain(*sa);
+  const std::string tb = drain(*sb);
+  EXPECT_EQ(fresh.metrics().prompt_tokens_cached, int64_t(common));
+  EXPECT_EQ(tok.decode(std::vector<int32_t>(b.begin() + 1, b.end())) + tb,
+            generate_text(m.cfg, m.params, tok, tok.decode(std::vector<int32_t>(b.begin() + 1, b.end())), options[0]));
 }
 
 TEST(Scheduler, KeptCachesGiveWayToRunningOnesWithinTheBudget) {
