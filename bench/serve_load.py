@@ -3,7 +3,8 @@
 
 - Completions (the default): C concurrent clients, each sending R streaming completions of
   a random P-token prompt (token ids) for T generated tokens (ignore_eos), one after the
-  other (--n N: N sampled choices a request, streamed together).
+  other (--n N: N sampled choices a request, streamed together; --shared-prefix S: every
+  prompt begins with the same S tokens after BOS, as users of one system prompt send).
 - Chats (--chat-turns N): C concurrent clients, each holding one conversation of N turns
   on /v1/chat/completions: a system message of --system words, then per turn a user
   message of --words words and a streamed reply of T tokens (greedy, ignore_eos), every
@@ -23,7 +24,7 @@ clients); for scoring, requests/s, scored tokens/s and request latency (p50, p99
 both, the prompt tokens the server took from its prompt cache (its /metrics).
 
 Usage: serve_load.py --port N --clients C [--requests R] [--prompt P] [--tokens T] [--vocab V] [--n N]
-                     [--no-cache-prompt] [--seed S]
+                     [--shared-prefix S] [--no-cache-prompt] [--seed S]
        serve_load.py --port N --clients C --chat-turns N [--system W] [--words W] [--tokens T]
                      [--no-cache-prompt] [--seed S]
        serve_load.py --port N --clients C --score-choices K [--requests R] [--prompt P]
@@ -147,13 +148,16 @@ def main():
     a.add_argument("--system", type=int, default=100)
     a.add_argument("--words", type=int, default=40)
     a.add_argument("--n", type=int, default=1, help="completions: choices per request (sampled, seed 7)")
+    a.add_argument("--shared-prefix", type=int, default=0,
+                   help="completions: every prompt begins with the same this many random tokens (a system prompt)")
     a.add_argument("--score-choices", type=int, default=0)
     a.add_argument("--continuation", type=int, default=16)
     a.add_argument("--no-cache-prompt", action="store_true")
     a.add_argument("--seed", type=int, default=1, help="the random prompts' and conversations' random words")
     args = a.parse_args()
     rng = random.Random(args.seed)
-    prompts = [[1] + [rng.randrange(3, args.vocab) for _ in range(args.prompt - 1)]
+    shared = [rng.randrange(3, args.vocab) for _ in range(args.shared_prefix)]
+    prompts = [[1] + shared + [rng.randrange(3, args.vocab) for _ in range(args.prompt - 1 - len(shared))]
                for _ in range(args.clients * args.requests)]
     results = []
 
