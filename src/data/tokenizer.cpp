@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <unordered_map>
+#include <utility>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -38,6 +39,34 @@ std::vector<int32_t> Tokenizer::encode_prompt(const std::string& text) const {
   const std::vector<int32_t> body = encode(text);
   ids.insert(ids.end(), body.begin(), body.end());
   return ids;
+}
+
+std::vector<int32_t> Tokenizer::encode_with_special_pieces(const std::string& text) const {
+  std::vector<std::pair<std::string, int32_t>> specials;
+  for (int32_t id : {bos_id(), eos_id()})
+    if (id >= 0 && !piece(id).empty()) specials.emplace_back(piece(id), id);
+  std::vector<int32_t> out;
+  size_t at = 0;
+  while (true) {
+    // The nearest special piece from `at` on.
+    size_t next = std::string::npos;
+    const std::pair<std::string, int32_t>* found = nullptr;
+    for (const auto& sp : specials) {
+      const size_t where = text.find(sp.first, at);
+      if (where < next) {
+        next = where;
+        found = &sp;
+      }
+    }
+    const std::string part = text.substr(at, next == std::string::npos ? std::string::npos : next - at);
+    if (!part.empty()) {
+      const std::vector<int32_t> ids = encode(part);
+      out.insert(out.end(), ids.begin(), ids.end());
+    }
+    if (!found) return out;
+    out.push_back(found->second);
+    at = next + found->first.size();
+  }
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {

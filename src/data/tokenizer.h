@@ -24,6 +24,9 @@ class Tokenizer {
   // BOS (when the tokenizer has one), then encode(text): a sequence as the model is fed it
   // (generation, `moepp tokenize`, `logits --text`, the C API).
   std::vector<int32_t> encode_prompt(const std::string& text) const;
+  // encode(text), except that the BOS and EOS pieces written in it ("<s>", "</s>") become
+  // those tokens, as a Hugging Face tokenizer splits its special tokens out of text.
+  std::vector<int32_t> encode_with_special_pieces(const std::string& text) const;
   std::string decode(std::span<const int32_t> ids) const;
   std::string piece(int32_t id) const;
   int32_t vocab_size() const;

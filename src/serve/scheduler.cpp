@@ -76,6 +76,12 @@ struct Scheduler::Running {
 // batch, whose sums may round differently: docs/serve.md, "The prompt cache").
 constexpr size_t kMinCachedPrefix = 16;
 
+// How many leading tokens a and b share, at most `most`.
+size_t shared_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b, size_t most) {
+  most = std::min({most, a.size(), b.size()});
+  return size_t(std::mismatch(a.begin(), a.begin() + std::ptrdiff_t(most), b.begin()).first - a.begin());
+}
+
 struct Scheduler::Kept {
   std::vector<int32_t> tokens;  // what the cache's positions hold
   std::unique_ptr<KvCache<float>> cache;
@@ -221,10 +227,7 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       size_t longest = std::max(size_t(shared), kMinCachedPrefix - 1);
       for (const auto& lead : running) {
         if (lead->prefix_from || !lead->request.cache_prompt) continue;  // a waiting one has nothing to give
-        const std::vector<int32_t>& theirs = lead->request.prompt;
-        const size_t most = std::min(theirs.size(), prompt.size() - 1);
-        size_t n = 0;
-        while (n < most && theirs[n] == prompt[n]) ++n;
+        const size_t n = shared_prefix(lead->request.prompt, prompt, prompt.size() - 1);
         if (n > longest) {
           longest = n;
           r->prefix_from = lead.get();
@@ -264,9 +267,7 @@ Scheduler::Kept* Scheduler::longest_kept_prefix(const std::vector<int32_t>& prom
   size_t best_n = kMinCachedPrefix - 1;
   for (const auto& k : kept_) {
     if (scored > k->top_k) continue;  // a scored prompt needs the skipped tokens' log-probabilities
-    const size_t most = std::min(limit, k->tokens.size());
-    size_t n = 0;
-    while (n < most && k->tokens[n] == prompt[n]) ++n;
+    size_t n = shared_prefix(k->tokens, prompt, limit);
     // Scored: one position less. The kept sequence scored the shared tokens up to the last
     // (n - 1); that one runs again, for the logits that score the first token not shared.
     // And no further than the kept sequence's scored prompt.
@@ -338,10 +339,6 @@ void Scheduler::evict_kept(int64_t running_positions, const Kept* spare) {
   }
 }
 
-void Scheduler::take_prefilled_prefixes(std::vector<std::unique_ptr<Running>>& running) {
-  for (auto& r : running) take_lead_prefix(*r);
-}
-
 void Scheduler::take_lead_prefix(Running& r) {
   const Running* lead = r.prefix_from;
   const size_t n = r.prefix_length;
@@ -392,7 +389,7 @@ void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i,
 }
 
 void Scheduler::step_once(std::vector<std::unique_ptr<Running>>& running) {
-  take_prefilled_prefixes(running);
+  for (auto& r : running) take_lead_prefix(*r);  // those whose shared prefill is there
   std::vector<SequenceStep<float>> steps;
   std::vector<size_t> owner;
   std::vector<bool> prefill;

@@ -149,8 +149,8 @@ class Scheduler {
   void keep(Running& r);
   void evict_kept(int64_t running_positions, const Kept* spare);
   void publish_kv_metrics();  // under mu_
-  // Sequences waiting for the same prompt's prefill take it once it is there.
-  void take_prefilled_prefixes(std::vector<std::unique_ptr<Running>>& running);
+  // A sequence waiting for another's prefill of its prompt's beginning copies it once it
+  // is there.
   void take_lead_prefix(Running& r);
 
   const ModelConfig& cfg_;

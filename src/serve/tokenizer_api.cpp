@@ -1,5 +1,7 @@
 #include "serve/tokenizer_api.h"
 
+#include <vector>
+
 #include "serve/openai_api.h"
 
 namespace moepp {
@@ -20,34 +22,6 @@ json tokenizer_info(const Tokenizer& tok, int64_t context) {
           {"model_max_length", context}};
 }
 
-std::vector<int32_t> encode_with_special_pieces(const Tokenizer& tok, const std::string& text) {
-  std::vector<int32_t> out;
-  size_t at = 0;
-  while (true) {
-    // The nearest BOS or EOS piece from `at` on.
-    size_t next = std::string::npos, length = 0;
-    int32_t special = -1;
-    for (int32_t id : {tok.bos_id(), tok.eos_id()}) {
-      if (id < 0) continue;
-      const std::string piece = tok.piece(id);
-      const size_t found = piece.empty() ? std::string::npos : text.find(piece, at);
-      if (found < next) {
-        next = found;
-        length = piece.size();
-        special = id;
-      }
-    }
-    const std::string part = text.substr(at, next == std::string::npos ? std::string::npos : next - at);
-    if (!part.empty()) {
-      const std::vector<int32_t> ids = tok.encode(part);
-      out.insert(out.end(), ids.begin(), ids.end());
-    }
-    if (next == std::string::npos) return out;
-    out.push_back(special);
-    at = next + length;
-  }
-}
-
 json tokenize_request(const Tokenizer& tok, const std::string& body, int64_t context) {
   const json j = parse_body(body);
   if (!j.contains("prompt") || !j["prompt"].is_string())
@@ -60,7 +34,7 @@ json tokenize_request(const Tokenizer& tok, const std::string& body, int64_t con
   }
   std::vector<int32_t> ids;
   if (special && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-  const std::vector<int32_t> text = encode_with_special_pieces(tok, j["prompt"].get<std::string>());
+  const std::vector<int32_t> text = tok.encode_with_special_pieces(j["prompt"].get<std::string>());
   ids.insert(ids.end(), text.begin(), text.end());
   return {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", context}};
 }

@@ -3,14 +3,13 @@
 //   GET  /tokenizer_info  {"eos_token", "bos_token", "pad_token", "chat_template", "model_max_length"}
 //   POST /tokenize        {"prompt": text, "add_special_tokens": true} -> {"tokens", "count", "max_model_len"}
 //   POST /detokenize      {"tokens": [ids]} -> {"prompt": text}
-// The BOS and EOS pieces written in a text ("<s>", "</s>") tokenize as those tokens, as a
-// Hugging Face tokenizer splits its special tokens out of text. The server calls these under
-// the scheduler's tokenizer lock, as it encodes prompts.
+// The BOS and EOS pieces written in a text ("<s>", "</s>") tokenize as those tokens
+// (Tokenizer::encode_with_special_pieces). The server calls these under the scheduler's
+// tokenizer lock, as it encodes prompts.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
 
 #include "data/tokenizer.h"
 
@@ -20,8 +19,5 @@ nlohmann::json tokenizer_info(const Tokenizer& tok, int64_t context);
 // Bodies are checked field by field; mistakes are ApiError 400s naming the field.
 nlohmann::json tokenize_request(const Tokenizer& tok, const std::string& body, int64_t context);
 nlohmann::json detokenize_request(const Tokenizer& tok, const std::string& body);
-
-// text as token ids, with the BOS and EOS pieces it holds as those tokens.
-std::vector<int32_t> encode_with_special_pieces(const Tokenizer& tok, const std::string& text);
 
 }  // namespace moepp
