@@ -30,7 +30,7 @@ void add_serve(CLI::App& app) {
       ->check(non_negative_number());
   cmd->add_option("--api-key", o->api_key, "Require \"Authorization: Bearer KEY\" on every endpoint but /health");
   cmd->add_option("--chat-template", o->chat_template_file,
-                  "A Jinja chat template file (its family is recognised: chatml, llama2, zephyr) or one of those "
+                  "A Jinja chat template file (its family is recognised: chatml, llama2, mistral, zephyr) or one of those "
                   "names, or plain; default: the folder's tokenizer_config.json, else plain");
   cmd->add_option("--max-body", o->max_body_bytes, "Largest request body in bytes (413 beyond)")
       ->default_val(8 << 20)

@@ -69,6 +69,12 @@ std::vector<int32_t> Tokenizer::encode_with_special_pieces(const std::string& te
   }
 }
 
+std::vector<int32_t> Tokenizer::encode_chat_prompt(const std::string& text) const {
+  std::vector<int32_t> ids = encode_with_special_pieces(text);
+  if (bos_id() >= 0 && (ids.empty() || ids.front() != bos_id())) ids.insert(ids.begin(), bos_id());
+  return ids;
+}
+
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   std::string text;
   const std::vector<int> in(ids.begin(), ids.end());

@@ -27,6 +27,9 @@ class Tokenizer {
   // encode(text), except that the BOS and EOS pieces written in it ("<s>", "</s>") become
   // those tokens, as a Hugging Face tokenizer splits its special tokens out of text.
   std::vector<int32_t> encode_with_special_pieces(const std::string& text) const;
+  // A rendered chat (serve/chat_template): encode_with_special_pieces(text), with BOS first
+  // when the tokenizer has one and the text does not already begin with it.
+  std::vector<int32_t> encode_chat_prompt(const std::string& text) const;
   std::string decode(std::span<const int32_t> ids) const;
   std::string piece(int32_t id) const;
   int32_t vocab_size() const;

@@ -12,6 +12,7 @@ const char* chat_template_name(ChatTemplate t) {
   switch (t) {
     case ChatTemplate::chatml: return "chatml";
     case ChatTemplate::llama2: return "llama2";
+    case ChatTemplate::mistral: return "mistral";
     case ChatTemplate::zephyr: return "zephyr";
     case ChatTemplate::plain: break;
   }
@@ -19,10 +20,13 @@ const char* chat_template_name(ChatTemplate t) {
 }
 
 ChatTemplate detect_chat_template(const std::string& text) {
-  for (ChatTemplate t : {ChatTemplate::plain, ChatTemplate::chatml, ChatTemplate::llama2, ChatTemplate::zephyr})
+  for (ChatTemplate t :
+       {ChatTemplate::plain, ChatTemplate::chatml, ChatTemplate::llama2, ChatTemplate::mistral, ChatTemplate::zephyr})
     if (text == chat_template_name(t) || text == std::string(chat_template_name(t)) + "\n") return t;
   if (text.find("<|im_start|>") != std::string::npos) return ChatTemplate::chatml;
-  if (text.find("[INST]") != std::string::npos) return ChatTemplate::llama2;
+  // Llama-2's template puts the system message in <<SYS>>; Mistral's and Mixtral's have none.
+  if (text.find("[INST]") != std::string::npos)
+    return text.find("<<SYS>>") != std::string::npos ? ChatTemplate::llama2 : ChatTemplate::mistral;
   if (text.find("<|user|>") != std::string::npos) return ChatTemplate::zephyr;
   return ChatTemplate::plain;
 }
@@ -43,28 +47,62 @@ ChatTemplate folder_chat_template(const std::string& dir) {
   return ChatTemplate::plain;
 }
 
-std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages, const std::string& eos) {
+namespace {
+
+// Python's str.strip() on ASCII whitespace, as Llama-2's template strips each message.
+std::string strip(const std::string& s) {
+  const char* space = " \t\n\r\f\v";
+  const size_t first = s.find_first_not_of(space);
+  if (first == std::string::npos) return "";
+  return s.substr(first, s.find_last_not_of(space) - first + 1);
+}
+
+// The content of the last system message, if any (empty otherwise).
+std::string system_message(const std::vector<ChatMessage>& messages) {
+  std::string system;
+  for (const auto& m : messages)
+    if (m.role == "system") system = m.content;
+  return system;
+}
+
+}  // namespace
+
+std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages, const std::string& bos,
+                        const std::string& eos) {
   std::string out;
+  const std::string system = system_message(messages);
+  bool first_user = true;
   switch (t) {
     case ChatTemplate::chatml:
       for (const auto& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
       return out + "<|im_start|>assistant\n";
-    case ChatTemplate::llama2: {
-      // The system message goes inside the first [INST] block; an assistant turn closes with EOS.
-      std::string system;
-      bool first = true;
+    case ChatTemplate::llama2:
+      // Every user turn opens with BOS; the system message goes inside the first [INST]
+      // block; an assistant turn closes with " EOS".
       for (const auto& m : messages) {
-        if (m.role == "system") {
-          system = "<<SYS>>\n" + m.content + "\n<</SYS>>\n\n";
-        } else if (m.role == "user") {
-          out += "[INST] " + (first ? system : std::string()) + m.content + " [/INST]";
-          first = false;
-        } else {
-          out += " " + m.content + eos;
+        if (m.role == "user") {
+          const std::string sys = first_user && !system.empty() ? "<<SYS>>\n" + system + "\n<</SYS>>\n\n" : "";
+          out += bos + "[INST] " + strip(sys + m.content) + " [/INST]";
+          first_user = false;
+        } else if (m.role == "assistant") {
+          out += " " + strip(m.content) + " " + eos;
         }
       }
       return out;
-    }
+    case ChatTemplate::mistral:
+      // One BOS; replies follow [/INST] directly and close with EOS. Mixtral's template takes
+      // no system message: it opens the first user message, as Mistral's later templates do.
+      out = bos;
+      for (const auto& m : messages) {
+        if (m.role == "user") {
+          const std::string sys = first_user && !system.empty() ? system + "\n\n" : "";
+          out += "[INST] " + sys + m.content + " [/INST]";
+          first_user = false;
+        } else if (m.role == "assistant") {
+          out += m.content + eos;
+        }
+      }
+      return out;
     case ChatTemplate::zephyr:
       for (const auto& m : messages) out += "<|" + m.role + "|>\n" + m.content + eos + "\n";
       return out + "<|assistant|>\n";

@@ -43,7 +43,7 @@ struct ServerState {
   std::unique_ptr<Scheduler> sched;
   std::string model_name;
   ChatTemplate chat = ChatTemplate::plain;
-  std::string eos_text;
+  std::string bos_text, eos_text;
   int64_t started = 0;
   std::atomic<uint64_t> next_seed{0}, next_id{0};
   std::atomic<int64_t> requests_completions{0}, requests_chat{0}, requests_failed{0}, rejected_queue_full{0};
@@ -111,7 +111,7 @@ Submitted submit(ServerState& st, ApiRequest r) {
   const char* param = r.chat ? "messages" : "prompt";
   {
     std::lock_guard<std::mutex> lock(st.sched->tokenizer_mutex());
-    if (r.chat) s.prompts.push_back(st.tok->encode_prompt(render_chat(st.chat, r.messages, st.eos_text)));
+    if (r.chat) s.prompts.push_back(st.tok->encode_chat_prompt(render_chat(st.chat, r.messages, st.bos_text, st.eos_text)));
     for (const ApiPrompt& p : r.prompts) s.prompts.push_back(p.ids.empty() ? st.tok->encode_prompt(p.text) : p.ids);
     for (const auto& prompt : s.prompts) {
       for (int32_t id : prompt)
@@ -384,10 +384,17 @@ int run_server(const ServeOptions& opt) {
   MOEPP_CHECK(file_exists(opt.model_dir + "/tokenizer.model"), "serve: ", opt.model_dir,
               " has no tokenizer.model; the server needs one to read prompts");
   st.tok = std::make_unique<Tokenizer>(opt.model_dir + "/tokenizer.model");
+  st.bos_text = st.tok->bos_id() >= 0 ? st.tok->piece(st.tok->bos_id()) : "";
   st.eos_text = st.tok->eos_id() >= 0 ? st.tok->piece(st.tok->eos_id()) : "";
   if (!opt.chat_template_file.empty()) {
-    const MappedFile f(opt.chat_template_file);
-    st.chat = detect_chat_template(std::string(reinterpret_cast<const char*>(f.data()), f.size()));
+    // A family's name, else a file holding a template (or a name).
+    const ChatTemplate named = detect_chat_template(opt.chat_template_file);
+    if (opt.chat_template_file == chat_template_name(named)) {
+      st.chat = named;
+    } else {
+      const MappedFile f(opt.chat_template_file);
+      st.chat = detect_chat_template(std::string(reinterpret_cast<const char*>(f.data()), f.size()));
+    }
   } else {
     st.chat = folder_chat_template(opt.model_dir);
   }

@@ -17,7 +17,6 @@
 #include "infer/generator.h"
 #include "model/decoder.h"
 #include "model/kv_cache.h"
-#include "serve/chat_template.h"
 #include "serve/openai_api.h"
 #include "serve/scheduler.h"
 #include "serve/tokenizer_api.h"
@@ -467,22 +466,6 @@ TEST(ServeApi, TokenizerEndpointsAreTheTokenizers) {
   EXPECT_EQ(param_of([&] { detokenize_request(tok, R"({"tokens": [1, 99999]})"); }),
             std::make_pair(400, std::string("tokens")));
   EXPECT_EQ(param_of([&] { detokenize_request(tok, R"({"tokens": "x"})"); }), std::make_pair(400, std::string("tokens")));
-}
-
-TEST(ChatTemplate, FamiliesRenderTheirKnownShapes) {
-  const std::vector<ChatMessage> m = {{"system", "S"}, {"user", "U1"}, {"assistant", "A1"}, {"user", "U2"}};
-  EXPECT_EQ(render_chat(ChatTemplate::chatml, m, "</s>"),
-            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
-            "<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(render_chat(ChatTemplate::llama2, m, "</s>"), "[INST] <<SYS>>\nS\n<</SYS>>\n\nU1 [/INST] A1</s>[INST] U2 [/INST]");
-  EXPECT_EQ(render_chat(ChatTemplate::zephyr, m, "</s>"),
-            "<|system|>\nS</s>\n<|user|>\nU1</s>\n<|assistant|>\nA1</s>\n<|user|>\nU2</s>\n<|assistant|>\n");
-  EXPECT_EQ(render_chat(ChatTemplate::plain, m, "</s>"), "System: S\n\nUser: U1\n\nAssistant: A1\n\nUser: U2\n\nAssistant:");
-  EXPECT_EQ(detect_chat_template("{% for m in messages %}<|im_start|>{{ m.role }}"), ChatTemplate::chatml);
-  EXPECT_EQ(detect_chat_template("{{ bos_token }}[INST] {{ m.content }} [/INST]"), ChatTemplate::llama2);
-  EXPECT_EQ(detect_chat_template("<|user|>\n{{ m.content }}"), ChatTemplate::zephyr);
-  EXPECT_EQ(detect_chat_template("zephyr\n"), ChatTemplate::zephyr);
-  EXPECT_EQ(detect_chat_template("{{ something else }}"), ChatTemplate::plain);
 }
 
 // A character the tokenizer has no piece for comes as byte-fallback tokens, one byte each:

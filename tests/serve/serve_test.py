@@ -420,11 +420,20 @@ def main():
     # 429 under an overfull queue: one running sequence, one waiting, many arriving. This
     # server runs q8_0 weights, so it keeps its KV caches in bf16 (--kv-dtype auto, the
     # default): half the bytes per position.
-    small = Server(model, "--max-seqs", "1", "--max-queue", "1", "--dtype", "q8_0")
+    small = Server(model, "--max-seqs", "1", "--max-queue", "1", "--dtype", "q8_0", "--chat-template", "mistral")
     c = json.loads((model / "config.json").read_text())
     kv_heads = c.get("num_key_value_heads", c["num_attention_heads"])
     bf16_bytes_per_position = c["num_hidden_layers"] * 2 * kv_heads * (c["hidden_size"] // c["num_attention_heads"]) * 2
     try:
+        # A named chat template: Mixtral-Instruct's text, its <s> and </s> as BOS and EOS
+        # tokens (one BOS, and the earlier reply closed by EOS, as the model was trained).
+        chat = {"messages": [{"role": "user", "content": "Line 3:"}, {"role": "assistant", "content": "the quick"},
+                             {"role": "user", "content": "Line 4:"}], "max_tokens": 1, "temperature": 0}
+        status, _, r = small.post("/v1/chat/completions", chat)
+        _, _, tokens = small.post("/tokenize", {"prompt": "<s>[INST] Line 3: [/INST]the quick</s>[INST] Line 4: [/INST]",
+                                                "add_special_tokens": False})
+        check(status == 200 and r["usage"]["prompt_tokens"] == tokens["count"],
+              f"a mistral chat is its template's text with BOS and EOS tokens: {r.get('usage')} vs {tokens}")
         statuses, retry = [], []
 
         def burst():
