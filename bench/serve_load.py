@@ -12,7 +12,9 @@
 - Scoring (--score-choices K): C concurrent clients, each scoring R random P-token contexts
   with each of K random continuations of --continuation tokens, one request at a time, as
   evaluation harnesses score multiple-choice questions ("echo": true, "max_tokens": 0,
-  "logprobs": 1 on the context and continuation together).
+  "logprobs": 1 on the context and continuation together). --score-batch B sends B of these
+  prompts a request, in order (a list of token-id lists, as lm-evaluation-harness's
+  local-completions sends its batch_size).
 
 --no-cache-prompt sends "cache_prompt": false (every prompt prefilled whole: the baseline of
 the server's prompt cache).
@@ -28,7 +30,7 @@ Usage: serve_load.py --port N --clients C [--requests R] [--prompt P] [--tokens 
        serve_load.py --port N --clients C --chat-turns N [--system W] [--words W] [--tokens T]
                      [--no-cache-prompt] [--seed S]
        serve_load.py --port N --clients C --score-choices K [--requests R] [--prompt P]
-                     [--continuation N] [--no-cache-prompt] [--seed S]
+                     [--continuation N] [--score-batch B] [--no-cache-prompt] [--seed S]
 """
 import argparse
 import http.client
@@ -109,20 +111,24 @@ def one_chat(port, rng, args, out):
 
 
 def score_choices(port, rng, args, out):
+    prompts = []
     for _ in range(args.requests):
         context = [1] + [rng.randrange(3, args.vocab) for _ in range(args.prompt - 1)]
         for _ in range(args.score_choices):
-            prompt = context + [rng.randrange(3, args.vocab) for _ in range(args.continuation)]
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            start = time.perf_counter()
-            conn.request("POST", "/v1/completions", headers={"Content-Type": "application/json"}, body=json.dumps({
-                "prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 1,
-                "cache_prompt": not args.no_cache_prompt}))
-            r = conn.getresponse()
-            body = r.read()
-            assert r.status == 200, (r.status, body[:300])
-            out.append({"latency": time.perf_counter() - start, "prompt_tokens": json.loads(body)["usage"]["prompt_tokens"]})
-            conn.close()
+            prompts.append(context + [rng.randrange(3, args.vocab) for _ in range(args.continuation)])
+    for first in range(0, len(prompts), args.score_batch):
+        batch = prompts[first:first + args.score_batch]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        start = time.perf_counter()
+        conn.request("POST", "/v1/completions", headers={"Content-Type": "application/json"}, body=json.dumps({
+            "prompt": batch[0] if args.score_batch == 1 else batch, "max_tokens": 0, "echo": True, "logprobs": 1,
+            "cache_prompt": not args.no_cache_prompt}))
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200, (r.status, body[:300])
+        out.append({"latency": time.perf_counter() - start, "prompts": len(batch),
+                    "prompt_tokens": json.loads(body)["usage"]["prompt_tokens"]})
+        conn.close()
 
 
 def cached_tokens(port):
@@ -152,6 +158,7 @@ def main():
                    help="completions: every prompt begins with the same this many random tokens (a system prompt)")
     a.add_argument("--score-choices", type=int, default=0)
     a.add_argument("--continuation", type=int, default=16)
+    a.add_argument("--score-batch", type=int, default=1, help="scoring: prompts a request")
     a.add_argument("--no-cache-prompt", action="store_true")
     a.add_argument("--seed", type=int, default=1, help="the random prompts' and conversations' random words")
     args = a.parse_args()
@@ -182,7 +189,9 @@ def main():
     if args.score_choices:
         latency = [r["latency"] for r in results]
         scored = sum(r["prompt_tokens"] for r in results)
+        prompts = sum(r["prompts"] for r in results)
         report = {"clients": args.clients, "requests": len(results), "wall_s": wall, "score_choices": args.score_choices,
+                  "score_batch": args.score_batch, "prompts": prompts, "prompts_per_s": prompts / wall,
                   "cache_prompt": not args.no_cache_prompt, "requests_per_s": len(results) / wall,
                   "scored_tokens_per_s": scored / wall, "latency_p50_s": percentile(latency, 0.5),
                   "latency_p99_s": percentile(latency, 0.99), "prompt_tokens": scored,

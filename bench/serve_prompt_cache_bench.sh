@@ -9,8 +9,10 @@
 #   prompt tokens the cache supplied, and generated tokens/s over the load's wall time.
 # - Scoring: C concurrent clients (1 and 4) each score 4 random 256-token contexts with 4
 #   random 16-token continuations each (echo + logprobs, as evaluation harnesses score
-#   multiple-choice questions). Prints requests/s, scored tokens/s, latency p50 and the
-#   share of prompt tokens the cache supplied.
+#   multiple-choice questions), one prompt a request; and one client sending them 4 a
+#   request (a context's 4 continuations together, as lm-evaluation-harness's
+#   local-completions sends batch_size 4). Prints scored prompts/s, scored tokens/s, request
+#   latency p50 and the share of prompt tokens the cache supplied.
 # Each load runs with the cache ("cache_prompt": true, the server's default) and then
 # without (false: every prompt prefilled whole) on the same prompts; each pair has prompts
 # of its own (the server keeps caches across loads).
@@ -47,21 +49,23 @@ print('%-8s %3d %-6s | %-31s | %-23s | %6.0f%% | %9.1f' % ('$m', r['clients'], '
       done
     done
   done
-  printf '%-8s %3s %-6s | %10s | %14s | %11s | %7s\n' model cl. cache "requests/s" "scored tok/s" "latency p50" "cached"
+  printf '%-8s %3s %5s %-6s | %9s | %14s | %11s | %7s\n' model cl. batch cache "prompts/s" "scored tok/s" "latency p50" \
+    "cached"
   for round in $(seq 1 "$rounds"); do
-    for c in 1 4; do
+    for load in "1 1" "4 1" "1 4"; do
+      read -r c batch <<<"$load"
       for cache in on off; do
         flag=""
         [ $cache = off ] && flag=--no-cache-prompt
         # shellcheck disable=SC2086  # flag is empty or one flag
         r=$(python3 bench/serve_load.py --port "$port" --clients $c --score-choices 4 --requests 4 --prompt 256 \
-          --continuation 16 --seed $((10 * round + c)) $flag)
+          --continuation 16 --score-batch $batch --seed $((10 * round + c + 5 * batch)) $flag)
         echo "$r" >>"$work/scoring-results.jsonl"
         echo "$r" | python3 -c "
 import json, sys
 r = json.load(sys.stdin)
-print('%-8s %3d %-6s | %10.2f | %14.1f | %10.3fs | %6.0f%%' % ('$m', r['clients'], '$cache', r['requests_per_s'],
-      r['scored_tokens_per_s'], r['latency_p50_s'], 100 * r['prompt_tokens_cached'] / r['prompt_tokens']))"
+print('%-8s %3d %5d %-6s | %9.2f | %14.1f | %10.3fs | %6.0f%%' % ('$m', r['clients'], r['score_batch'], '$cache',
+      r['prompts_per_s'], r['scored_tokens_per_s'], r['latency_p50_s'], 100 * r['prompt_tokens_cached'] / r['prompt_tokens']))"
       done
     done
   done

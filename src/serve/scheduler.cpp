@@ -132,26 +132,39 @@ Scheduler::~Scheduler() {
 }
 
 std::shared_ptr<Stream> Scheduler::submit(SequenceRequest request) {
+  std::vector<SequenceRequest> one;
+  one.push_back(std::move(request));
+  return submit_all(std::move(one)).front();
+}
+
+std::vector<std::shared_ptr<Stream>> Scheduler::submit_all(std::vector<SequenceRequest> requests) {
   MOEPP_CHECK(admitting_, "serve: the server is shutting down");
-  auto r = std::make_unique<Running>();
-  request.options.context = std::min<int64_t>(request.options.context > 0 ? request.options.context : ctx_, ctx_);
-  {
-    std::lock_guard<std::mutex> lock(tok_mu_);
-    r->generation = std::make_unique<Generation>(cfg_, tok_, request.prompt, request.options, request.top_logprobs);
+  std::vector<std::unique_ptr<Running>> batch;
+  std::vector<std::shared_ptr<Stream>> streams;
+  for (SequenceRequest& request : requests) {
+    auto r = std::make_unique<Running>();
+    request.options.context = std::min<int64_t>(request.options.context > 0 ? request.options.context : ctx_, ctx_);
+    {
+      std::lock_guard<std::mutex> lock(tok_mu_);
+      r->generation = std::make_unique<Generation>(cfg_, tok_, request.prompt, request.options, request.top_logprobs);
+    }
+    r->request = std::move(request);
+    r->stream = std::make_shared<Stream>();
+    streams.push_back(r->stream);
+    batch.push_back(std::move(r));
   }
-  r->request = std::move(request);
-  r->stream = std::make_shared<Stream>();
-  auto stream = r->stream;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (int64_t(queue_.size()) >= opt_.max_queue + opt_.max_seqs - metrics_.running)
-      throw QueueFull("serve: " + std::to_string(queue_.size()) + " requests are waiting (the bound is " +
-                      std::to_string(opt_.max_queue) + ")");
-    queue_.push_back(std::move(r));
+    const int64_t room = opt_.max_queue + opt_.max_seqs - metrics_.running - int64_t(queue_.size());
+    if (int64_t(batch.size()) > room)
+      throw QueueFull("serve: " + std::to_string(queue_.size()) + " sequences are waiting (the bound is " +
+                      std::to_string(opt_.max_queue) + " beyond the running batch); this request holds " +
+                      std::to_string(batch.size()));
+    for (auto& r : batch) queue_.push_back(std::move(r));
     metrics_.queued = int64_t(queue_.size());
   }
   cv_.notify_all();
-  return stream;
+  return streams;
 }
 
 void Scheduler::cancel_all() {
@@ -218,16 +231,20 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       queue_.pop_front();
       continue;
     }
-    if (opt_.prompt_cache && r->request.cache_prompt && r->request.prompt_logprobs < 0 &&
-        r->request.prompt.size() > kMinCachedPrefix) {
+    if (opt_.prompt_cache && r->request.cache_prompt && r->request.prompt.size() > kMinCachedPrefix) {
       // A running sequence whose prompt begins alike, further than any kept cache (a
-      // request's n choices; a burst of users of one system prompt): its prefill of the
-      // shared tokens is copied, at the step where it is there.
+      // request's n choices; a burst of users of one system prompt; a context sent with
+      // each of its continuations to be scored): its prefill of the shared tokens is
+      // copied, at the step where it is there. A scored prompt takes, as from a kept
+      // cache, only a scored sequence's, with top lists as long, and one position less.
       const std::vector<int32_t>& prompt = r->request.prompt;
+      const int scored = r->request.prompt_logprobs;
       size_t longest = std::max(size_t(shared), kMinCachedPrefix - 1);
       for (const auto& lead : running) {
         if (lead->prefix_from || !lead->request.cache_prompt) continue;  // a waiting one has nothing to give
-        const size_t n = shared_prefix(lead->request.prompt, prompt, prompt.size() - 1);
+        if (scored > lead->request.prompt_logprobs) continue;
+        size_t n = shared_prefix(lead->request.prompt, prompt, prompt.size() - 1);
+        if (scored >= 0 && n > 0) --n;
         if (n > longest) {
           longest = n;
           r->prefix_from = lead.get();
@@ -342,10 +359,17 @@ void Scheduler::evict_kept(int64_t running_positions, const Kept* spare) {
 void Scheduler::take_lead_prefix(Running& r) {
   const Running* lead = r.prefix_from;
   const size_t n = r.prefix_length;
-  if (!lead || lead->fed < n) return;
+  const int scored = r.request.prompt_logprobs;
+  if (!lead || lead->fed < n || (scored >= 0 && lead->prompt_logprobs.size() < n)) return;
   r.cache->copy_prefix(*lead->cache, int64_t(n));
   r.fed = n;
   r.prefix_from = nullptr;
+  if (scored >= 0)
+    for (size_t i = 0; i < n; ++i) {
+      TokenLogprob t = lead->prompt_logprobs[i];
+      t.top.resize(std::min(t.top.size(), size_t(scored)));  // most likely first: the top k
+      r.prompt_logprobs.push_back(std::move(t));
+    }
   std::lock_guard<std::mutex> lock(mu_);
   metrics_.prompt_tokens_cached += int64_t(n);
 }

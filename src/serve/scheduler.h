@@ -123,6 +123,10 @@ class Scheduler {
   // Checks the request (throws moepp::Error with the reason: the prompt too long for the
   // context, ...) and queues it; throws QueueFull when the queue is at its bound.
   std::shared_ptr<Stream> submit(SequenceRequest request);
+  // A request's sequences (its prompts, each with its n choices), queued together or not at
+  // all (QueueFull when they do not all fit), so that they are admitted at one step and
+  // those sharing a prompt's beginning prefill it once.
+  std::vector<std::shared_ptr<Stream>> submit_all(std::vector<SequenceRequest> requests);
   // Admits nothing more; sequences already admitted or queued run on.
   void stop_admitting() { admitting_ = false; }
   bool admitting() const { return admitting_; }

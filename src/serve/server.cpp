@@ -134,6 +134,7 @@ Submitted submit(ServerState& st, ApiRequest r) {
   }
   if (r.max_tokens < 0) r.max_tokens = int(ctx - longest);  // chat without max_tokens
   if (!r.seeded) r.sampler.seed = uint64_t(unix_now()) * 1000003u + st.next_seed++;
+  std::vector<SequenceRequest> sequences;
   for (const auto& prompt : s.prompts)
     for (int i = 0; i < r.n; ++i) {
       SequenceRequest q;
@@ -146,16 +147,15 @@ Submitted submit(ServerState& st, ApiRequest r) {
       q.top_logprobs = r.logprobs;
       q.prompt_logprobs = r.echo && r.logprobs >= 0 ? r.logprobs : -1;
       q.cache_prompt = r.cache_prompt;
-      try {
-        s.streams.push_back(st.sched->submit(std::move(q)));
-      } catch (const QueueFull& e) {
-        for (auto& done : s.streams) done->cancel();
-        throw ApiError(429, std::string(e.what()) + "; retry shortly", "", "queue_full");
-      } catch (const Error& e) {
-        for (auto& done : s.streams) done->cancel();
-        throw ApiError(400, e.what(), "", "invalid_value");
-      }
+      sequences.push_back(std::move(q));
     }
+  try {
+    s.streams = st.sched->submit_all(std::move(sequences));
+  } catch (const QueueFull& e) {
+    throw ApiError(429, std::string(e.what()) + "; retry shortly", "", "queue_full");
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), "", "invalid_value");
+  }
   s.request = std::move(r);
   return s;
 }

@@ -50,6 +50,12 @@ struct TinyModel {
   }
 };
 
+size_t shared_length(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
 std::string drain(Stream& s) {
   std::string text, piece;
   while (s.next(piece)) text += piece;
@@ -282,6 +288,56 @@ TEST(Scheduler, ScoredPromptsSharingAContextTakeItsLogprobs) {
       }
     }
   }
+}
+
+// Scored prompts queued together (an evaluation harness's batch: one context, several
+// continuations) do not wait for a kept cache: they copy the first one's context and its
+// log-probabilities as it prefills, and score as whole prefills do. One asking for longer
+// top lists than the first's prefills its prompt itself.
+TEST(Scheduler, ScoredPromptsQueuedTogetherPrefillTheirContextOnce) {
+  const TinyModel m;
+  const Tokenizer& tok = tokenizer();
+  const auto weights = DecoderWeights<float>::of(m.params);
+  Scheduler sched(m.cfg, weights, tok, SchedulerOptions{8, 96, 16, 256});
+  Scheduler whole(m.cfg, weights, tok, SchedulerOptions{8, 96, 16, 256, KvDtype::f32, /*prompt_cache=*/false});
+  GenerateOptions score;
+  score.max_tokens = 0;
+  const std::vector<int32_t> context =
+      tok.encode_prompt("Line 11: the quick brown fox jumps over the lazy dog 11.\nLine 12: the quick brown fox");
+  std::vector<std::vector<int32_t>> prompts;
+  for (const char* continuation : {" jumps over the lazy dog", " sleeps under a tree", " runs", " jumps high"}) {
+    std::vector<int32_t> p = context;
+    const std::vector<int32_t> c = tok.encode(continuation);
+    p.insert(p.end(), c.begin(), c.end());
+    prompts.push_back(p);
+  }
+  const std::vector<int> k = {2, 1, 2, 3};
+  std::vector<SequenceRequest> batch;
+  for (size_t i = 0; i < prompts.size(); ++i) batch.push_back(SequenceRequest{prompts[i], score, -1, k[i]});
+  const std::vector<std::shared_ptr<Stream>> streams = sched.submit_all(batch);
+  int64_t want_cached = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    SCOPED_TRACE("prompt " + std::to_string(i));
+    drain(*streams[i]);
+    ASSERT_TRUE(streams[i]->error().empty()) << streams[i]->error();
+    const auto reference = whole.submit(batch[i]);
+    drain(*reference);
+    const std::vector<TokenLogprob>&got = streams[i]->prompt_logprobs(), &want = reference->prompt_logprobs();
+    ASSERT_EQ(got.size(), prompts[i].size() - 1);
+    ASSERT_EQ(want.size(), prompts[i].size() - 1);
+    for (size_t t = 0; t < got.size(); ++t) {
+      EXPECT_EQ(got[t].id, prompts[i][t + 1]);
+      EXPECT_NEAR(got[t].logprob, want[t].logprob, 1e-5) << "token " << t + 1;
+      ASSERT_EQ(got[t].top.size(), size_t(k[i]));
+      for (int j = 0; j < k[i]; ++j) {
+        EXPECT_EQ(got[t].top[size_t(j)].first, want[t].top[size_t(j)].first) << "token " << t + 1;
+        EXPECT_NEAR(got[t].top[size_t(j)].second, want[t].top[size_t(j)].second, 1e-5);
+      }
+    }
+    if (i == 1 || i == 2) want_cached += int64_t(shared_length(prompts[0], prompts[i])) - 1;
+  }
+  EXPECT_GE(shared_length(prompts[0], prompts[1]), context.size());
+  EXPECT_EQ(sched.metrics().prompt_tokens_cached, want_cached);
 }
 
 // A request's n choices (sequences submitted together with one prompt) prefill it once:

@@ -315,6 +315,29 @@ def main():
             worst = max(worst_against_logits(first_scores), worst_against_logits(second_scores))
             check(worst <= 1e-4, f"scores from the cache equal log-softmax of moepp logits (worst {worst:.2e})")
 
+        # A harness's batch: one request scoring a context with three continuations (token
+        # ids, as lm-eval sends them). The prompts run together; the second and third copy the
+        # first's context and its scores as it prefills, and score as each prompt alone does.
+        def ids_of(text, *flags):
+            return [int(x) for x in run("tokenize", "-m", str(model), "-p", text, "--ids-only", *flags).stdout.strip().split(",")]
+        ctx2 = ids_of("Line 14: the quick brown fox jumps over the lazy dog 14.\nLine 15: the quick brown fox")
+        batch = [ctx2 + ids_of(c, "--no-bos") for c in (" jumps over", " sleeps", " runs far away")]
+        before = server.metric("moepp_prompt_tokens_cached_total")
+        status, _, r = server.post("/v1/completions", {"prompt": batch, "max_tokens": 0, "echo": True, "logprobs": 1})
+        cached = server.metric("moepp_prompt_tokens_cached_total") - before
+        common = [next(i for i, (x, y) in enumerate(zip(batch[0], p)) if x != y) for p in batch[1:]]
+        check(status == 200 and common[0] >= len(ctx2) and cached == sum(common) - 2,
+              f"a batch of a context's continuations prefills the context once (copied {cached:.0f}; "
+              f"{common} shared, one less of each expected)")
+        if status == 200:
+            got = [c["logprobs"]["token_logprobs"] for c in sorted(r["choices"], key=lambda c: c["index"])]
+            alone = [server.post("/v1/completions", {"prompt": p, "max_tokens": 0, "echo": True, "logprobs": 1,
+                                                     "cache_prompt": False})[2]["choices"][0]["logprobs"]["token_logprobs"]
+                     for p in batch]
+            worst = max(abs(x - y) for g, w in zip(got, alone) for x, y in zip(g[1:], w[1:]))
+            check(all(len(g) == len(p) for g, p in zip(got, batch)) and worst <= 1e-4,
+                  f"the batch's scores equal each prompt's scored alone (worst {worst:.2e})")
+
         # The prompt cache: a chat's next turn resends the conversation, whose first turn's
         # tokens (prompt and reply) come from the kept cache; the reply is the one the whole
         # prompt gives prefilled (cache_prompt false).
