@@ -20,6 +20,7 @@ void add_generate(CLI::App& app) {
     std::vector<std::string> stop;
     double repeat_penalty = 1.0;
     int repeat_last_n = 64;
+    double presence_penalty = 0, frequency_penalty = 0;
     bool quiet = false;
     bool mmap = false;
   };
@@ -40,6 +41,15 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--repeat-last-n", a->repeat_last_n, "How many recent tokens the repeat penalty looks at")
       ->default_val(64)
       ->check(non_negative_number());
+  cmd->add_option("--presence-penalty", a->presence_penalty,
+                  "Lower the logit of every token generated so far by this (OpenAI's presence_penalty; 0: off)")
+      ->default_val(0.0)
+      ->check(CLI::Range(-2.0, 2.0));
+  cmd->add_option("--frequency-penalty", a->frequency_penalty,
+                  "Lower the logit of a generated token by this for each time it was generated (OpenAI's "
+                  "frequency_penalty; 0: off)")
+      ->default_val(0.0)
+      ->check(CLI::Range(-2.0, 2.0));
   cmd->add_flag("-q,--quiet", a->quiet, "No timing line and no notices on stderr");
   cmd->add_option("-n,--max-tokens", a->n, "Tokens to generate")->default_val(128)->check(non_negative_number());
   cmd->add_option("--temperature,--temp", a->s.temperature, "Sampling temperature (0: greedy)")
@@ -76,6 +86,8 @@ void add_generate(CLI::App& app) {
     opt.stop = a->stop;
     opt.repeat_penalty = a->repeat_penalty;
     opt.repeat_last_n = a->repeat_last_n;
+    opt.presence_penalty = a->presence_penalty;
+    opt.frequency_penalty = a->frequency_penalty;
     opt.stats = &stats;
     std::vector<RoutingStats> routing;
     opt.routing = &routing;

@@ -51,6 +51,12 @@ Generation::Generation(const ModelConfig& cfg, const Tokenizer& tok, std::vector
   MOEPP_CHECK(n < context_ || opt.max_tokens == 0, "generate: the prompt (", n, " tokens) fills the context of ", limit);
   MOEPP_CHECK(opt.repeat_penalty > 0 && std::isfinite(opt.repeat_penalty), "generate: the repeat penalty ",
               opt.repeat_penalty, " must be a positive number");
+  MOEPP_CHECK(std::isfinite(opt.presence_penalty) && std::isfinite(opt.frequency_penalty),
+              "generate: the presence and frequency penalties must be finite, got ", opt.presence_penalty, " and ",
+              opt.frequency_penalty);
+  for (const auto& [id, bias] : opt.logit_bias)
+    MOEPP_CHECK(id >= 0 && id < cfg.vocab_size && std::isfinite(bias), "generate: a logit bias of ", bias,
+                " for token ", id, " (a finite bias for a token of the vocabulary of ", cfg.vocab_size, ")");
   for (const auto& s : opt.stop) MOEPP_CHECK(!s.empty(), "generate: an empty stop string");
   ids_ = prompt_;
   text_ = Detokenizer(tok, std::vector<int32_t>(
@@ -71,10 +77,17 @@ std::optional<int32_t> Generation::step(const float* logits) {
                 position, "): the logit of token ", v, " is ", logits[v],
                 " (the model's weights or activations are not finite)");
   const float* scores = logits;
-  if (opt_.repeat_penalty != 1.0) {
+  const bool penalised = opt_.presence_penalty != 0 || opt_.frequency_penalty != 0;
+  if (opt_.repeat_penalty != 1.0 || penalised || !opt_.logit_bias.empty()) {
     std::copy(logits, logits + V, row_.begin());
-    const int64_t n = std::min<int64_t>(opt_.repeat_last_n, int64_t(ids_.size()));
-    apply_repeat_penalty(row_.data(), V, ids_.data() + ids_.size() - size_t(n), n, opt_.repeat_penalty);
+    if (opt_.repeat_penalty != 1.0) {
+      const int64_t n = std::min<int64_t>(opt_.repeat_last_n, int64_t(ids_.size()));
+      apply_repeat_penalty(row_.data(), V, ids_.data() + ids_.size() - size_t(n), n, opt_.repeat_penalty);
+    }
+    if (penalised)
+      apply_generated_penalties(row_.data(), V, generated_.data(), int64_t(generated_.size()), opt_.presence_penalty,
+                                opt_.frequency_penalty);
+    for (const auto& [id, bias] : opt_.logit_bias) row_[size_t(id)] += bias;
     scores = row_.data();
   }
   const int32_t next = sampler_.sample(scores, V);

@@ -1,6 +1,7 @@
 // Generation: what happens to one sequence between two decoder steps, whoever runs the
 // decoder (the one-sequence generator, or the server's batch of many). Given the logits of
-// the sequence's last position it applies the repeat penalty, samples, and keeps the text:
+// the sequence's last position it applies the penalties and logit biases, samples, and
+// keeps the text:
 // pieces decoded together with the prompt so leading spaces survive (incrementally: a
 // token's cost does not grow with the text, infer/detokenizer.h), text that could start
 // a stop string held back until the next tokens decide, and why generation ended (a token
@@ -18,8 +19,8 @@
 
 namespace moepp {
 
-// A generated token with its log-probability (log-softmax of the logits before the repeat
-// penalty and temperature) and, when asked for, the most likely alternatives.
+// A generated token with its log-probability (log-softmax of the model's logits, before the
+// penalties, biases and temperature) and, when asked for, the most likely alternatives.
 struct TokenLogprob {
   int32_t id = 0;
   float logprob = 0;

@@ -33,6 +33,18 @@ void apply_repeat_penalty(float* logits, int64_t vocab, const int32_t* recent, i
   }
 }
 
+void apply_generated_penalties(float* logits, int64_t vocab, const int32_t* generated, int64_t n, double presence,
+                               double frequency) {
+  std::vector<int32_t> ids(generated, generated + n);
+  std::sort(ids.begin(), ids.end());
+  for (size_t i = 0; i < ids.size();) {
+    size_t j = i;
+    while (j < ids.size() && ids[j] == ids[i]) ++j;
+    if (ids[i] >= 0 && ids[i] < vocab) logits[ids[i]] = float(logits[ids[i]] - double(j - i) * frequency - presence);
+    i = j;
+  }
+}
+
 namespace {
 
 // make_session(context) builds the session over whichever weights the caller holds.

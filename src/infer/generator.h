@@ -40,6 +40,13 @@ struct GenerateOptions {
   // penalty when positive and multiplied by it when negative (1: off).
   double repeat_penalty = 1.0;
   int repeat_last_n = 64;
+  // OpenAI's penalties, over the tokens generated so far (not the prompt): the logit of a
+  // token generated c times is lowered by c * frequency_penalty + (c > 0) * presence_penalty
+  // (negative values favour repeats). 0: off.
+  double presence_penalty = 0, frequency_penalty = 0;
+  // Added to these tokens' logits at every step (OpenAI's logit_bias; -100 bans a token in
+  // practice, 100 all but forces it).
+  std::vector<std::pair<int32_t, float>> logit_bias = {};
   bool ignore_eos = false;         // EOS is a token like any other (benchmarks: fixed lengths)
   GenerateStats* stats = nullptr;  // filled when set
   // When set, receives the routing statistics of every token run (the prompt and the
@@ -50,6 +57,10 @@ struct GenerateOptions {
 // The repeat penalty on one row of logits: each distinct token among recent[0..n) has its
 // logit divided by `penalty` when positive, multiplied by it otherwise.
 void apply_repeat_penalty(float* logits, int64_t vocab, const int32_t* recent, int64_t n, double penalty);
+// OpenAI's presence and frequency penalties: generated[0..n) are the tokens generated so
+// far; ids outside [0, vocab) are ignored.
+void apply_generated_penalties(float* logits, int64_t vocab, const int32_t* generated, int64_t n, double presence,
+                               double frequency);
 
 // Returns prompt + continuation; on_text (if set) receives each new piece of text.
 std::string generate_text(const ModelConfig& cfg, const ModelParams<float>& params, const Tokenizer& tok,

@@ -114,6 +114,30 @@ void parse_common(const json& j, const ApiLimits& limits, ApiRequest& r) {
   r.stream = flag(j, "stream", false);
   r.ignore_eos = flag(j, "ignore_eos", false);
   r.cache_prompt = flag(j, "cache_prompt", true);
+  auto penalty = [&](const char* key) {
+    const double v = number(j, key, 0.0);
+    if (v < -2 || v > 2) bad(key, std::string("'") + key + "' must be in [-2, 2], got " + std::to_string(v));
+    return v;
+  };
+  r.presence_penalty = penalty("presence_penalty");
+  r.frequency_penalty = penalty("frequency_penalty");
+  r.repeat_penalty = number(j, "repeat_penalty", 1.0);
+  if (r.repeat_penalty <= 0)
+    bad("repeat_penalty", "'repeat_penalty' must be positive (1: off), got " + std::to_string(r.repeat_penalty));
+  const int64_t last_n = integer(j, "repeat_last_n", 64);
+  if (last_n < -1) bad("repeat_last_n", "'repeat_last_n' must be -1 (the whole context) or more, got " + std::to_string(last_n));
+  r.repeat_last_n = last_n < 0 || last_n > limits.context ? int(limits.context) : int(last_n);
+  if (present(j, "logit_bias")) {
+    const json& bias = j["logit_bias"];
+    const char* shape = "'logit_bias' must map token ids (as strings) to numbers in [-100, 100]";
+    if (!bias.is_object()) bad("logit_bias", shape);
+    for (const auto& [key, value] : bias.items()) {
+      if (key.empty() || key.size() > 9 || key.find_first_not_of("0123456789") != std::string::npos ||
+          !value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100))
+        bad("logit_bias", std::string(shape) + "; got \"" + key + "\": " + value.dump());
+      r.logit_bias.emplace_back(int32_t(std::stol(key)), value.get<float>());
+    }
+  }
 }
 
 }  // namespace

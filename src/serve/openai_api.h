@@ -57,6 +57,12 @@ struct ApiRequest {
   bool echo = false;
   bool ignore_eos = false;  // llama.cpp's server extension: generate max_tokens whatever comes
   bool cache_prompt = true;  // llama.cpp's server extension: false runs the whole prompt, whatever is cached
+  // OpenAI's penalties (over the generated tokens) and logit_bias (token id, bias), and
+  // llama.cpp's repeat penalty (over the last repeat_last_n tokens, prompt included).
+  double presence_penalty = 0, frequency_penalty = 0;
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  double repeat_penalty = 1.0;
+  int repeat_last_n = 64;
 };
 
 // A request body as a JSON object (ApiError 400 when it is not valid JSON or not an object).

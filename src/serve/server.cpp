@@ -122,6 +122,10 @@ Submitted submit(ServerState& st, ApiRequest r) {
       s.prompt_texts.push_back(st.tok->decode(text_ids));
     }
   }
+  for (const auto& [id, bias] : r.logit_bias)
+    if (id >= st.cfg.vocab_size)
+      throw ApiError(400, "logit_bias: token id " + std::to_string(id) + " is outside the vocabulary of " +
+                              std::to_string(st.cfg.vocab_size), "logit_bias", "invalid_value");
   int64_t longest = 0;
   for (const auto& prompt : s.prompts) {
     if (prompt.empty()) throw ApiError(400, "the prompt is empty", param, "invalid_value");
@@ -144,6 +148,11 @@ Submitted submit(ServerState& st, ApiRequest r) {
       q.options.sampler.seed = r.sampler.seed + uint64_t(i);
       q.options.stop = r.stop;
       q.options.ignore_eos = r.ignore_eos;
+      q.options.presence_penalty = r.presence_penalty;
+      q.options.frequency_penalty = r.frequency_penalty;
+      q.options.logit_bias = r.logit_bias;
+      q.options.repeat_penalty = r.repeat_penalty;
+      q.options.repeat_last_n = r.repeat_last_n;
       q.top_logprobs = r.logprobs;
       q.prompt_logprobs = r.echo && r.logprobs >= 0 ? r.logprobs : -1;
       q.cache_prompt = r.cache_prompt;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -488,6 +489,26 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
   EXPECT_TRUE(r.seeded);
   EXPECT_EQ(r.sampler.seed, 9u);
   EXPECT_EQ(r.sampler.temperature, 0.0);
+  // Penalties and logit biases (OpenAI's; llama.cpp's repeat penalty).
+  EXPECT_EQ(status_of(R"({"prompt": "x", "presence_penalty": 2.5})"), std::make_pair(400, std::string("presence_penalty")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "frequency_penalty": "a"})"), std::make_pair(400, std::string("frequency_penalty")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "repeat_penalty": 0})"), std::make_pair(400, std::string("repeat_penalty")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "repeat_last_n": -2})"), std::make_pair(400, std::string("repeat_last_n")));
+  for (const char* bias : {R"([1, 2])", R"({"x": 1})", R"({"-1": 1})", R"({"5": 101})", R"({"5": "a"})"})
+    EXPECT_EQ(status_of(std::string(R"({"prompt": "x", "logit_bias": )") + bias + "}"),
+              std::make_pair(400, std::string("logit_bias")))
+        << bias;
+  const ApiRequest p = parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}], "presence_penalty": -1,
+                                              "frequency_penalty": 0.5, "logit_bias": {"7": -100, "12": 2.5},
+                                              "repeat_penalty": 1.1, "repeat_last_n": -1})",
+                                          limits);
+  EXPECT_EQ(p.presence_penalty, -1.0);
+  EXPECT_EQ(p.frequency_penalty, 0.5);
+  std::vector<std::pair<int32_t, float>> biases = p.logit_bias;
+  std::sort(biases.begin(), biases.end());
+  EXPECT_EQ(biases, (std::vector<std::pair<int32_t, float>>{{7, -100.0f}, {12, 2.5f}}));
+  EXPECT_EQ(p.repeat_penalty, 1.1);
+  EXPECT_EQ(p.repeat_last_n, 128);  // -1: the context
 }
 
 // vLLM's tokenizer endpoints (serve/tokenizer_api.h), against the tokenizer itself: BOS

@@ -171,6 +171,9 @@ def main():
     # What the library says, before any server runs.
     greedy_cli = run("generate", "-m", str(model), "-p", prompt, "-n", str(n_new), "--temp", "0", "-q").stdout
     greedy_cli = greedy_cli[:-1] if greedy_cli.endswith("\n") else greedy_cli  # the line end generate adds
+    penalised_cli = run("generate", "-m", str(model), "-p", prompt, "-n", str(n_new), "--temp", "0", "-q",
+                        "--frequency-penalty", "1.5", "--presence-penalty", "0.5").stdout
+    penalised_cli = penalised_cli[:-1] if penalised_cli.endswith("\n") else penalised_cli
     ids = [int(x) for x in run("tokenize", "-m", str(model), "-p", prompt, "--ids-only").stdout.strip().split(",")]
     run("logits", "--model", str(model), "--text", prompt, "--out", str(SCRATCH / "logits.safetensors"))
     logits = read_logits(SCRATCH / "logits.safetensors")
@@ -203,6 +206,23 @@ def main():
             most = max(most, server.metric("moepp_running_sequences") or 0)
             time.sleep(0.025)
         check(most >= 2, f"the background requests run together (at most {most} running)")
+
+        # Penalties and biases: greedy with OpenAI's penalties equals `moepp generate` with
+        # them; a logit_bias of -100 on the most likely first token gives the second most
+        # likely (by `moepp logits`), whose log-probability is reported unbiased.
+        status, _, r = server.post("/v1/completions", {"prompt": prompt, "max_tokens": n_new, "temperature": 0,
+                                                       "frequency_penalty": 1.5, "presence_penalty": 0.5})
+        check(status == 200 and prompt + r["choices"][0]["text"] == penalised_cli and penalised_cli != greedy_cli,
+              f"penalised greedy equals generate with the penalties: {r} vs {penalised_cli!r}")
+        last = logits[len(ids) - 1]
+        first, second = sorted(range(len(last)), key=lambda v: -last[v])[:2]
+        status, _, r = server.post("/v1/completions", {"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 1,
+                                                       "logit_bias": {str(first): -100}})
+        got = r["choices"][0]["logprobs"]["token_logprobs"][0] if status == 200 else None
+        check(got is not None and abs(got - log_softmax_at(last, second)) <= 1e-4,
+              f"logit_bias -100 on the first choice gives the second: {got} vs {log_softmax_at(last, second)}")
+        status, _, r = server.post("/v1/completions", {"prompt": prompt, "logit_bias": {str(len(last)): 1}})
+        check(status == 400 and r["error"]["param"] == "logit_bias", f"a bias outside the vocabulary: {status} {r}")
 
         # Greedy equals `moepp generate --temp 0`, token for token (as text).
         status, _, r = server.post("/v1/completions", {"model": name, "prompt": prompt, "max_tokens": n_new,
