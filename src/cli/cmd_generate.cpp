@@ -59,6 +59,10 @@ void add_generate(CLI::App& app) {
       ->default_val(40)
       ->check(non_negative_number());
   cmd->add_option("--top-p", a->s.top_p, "Nucleus sampling mass")->default_val(0.95)->check(unit_fraction());
+  cmd->add_option("--min-p", a->s.min_p,
+                  "Sample only among tokens at least this likely relative to the most likely one (0: off)")
+      ->default_val(0.0)
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("-s,--seed", a->s.seed, "Sampling seed")->default_val(1);
   cmd->add_option("--dtype", a->dtype, "Weights in memory: f32, bf16, q8_0 or q4 (packed on load; docs/quantization.md)")
       ->default_val("f32")

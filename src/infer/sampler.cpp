@@ -14,6 +14,7 @@ Sampler::Sampler(SamplerOptions o) : opt_(o), rng_(o.seed) {
               " must be a finite number, 0 or more");
   MOEPP_CHECK(o.top_p > 0 && o.top_p <= 1, "sampler: top-p ", o.top_p, " must be in (0, 1]");
   MOEPP_CHECK(o.top_k >= 0, "sampler: top-k ", o.top_k, " must be non-negative");
+  MOEPP_CHECK(o.min_p >= 0 && o.min_p <= 1, "sampler: min-p ", o.min_p, " must be in [0, 1]");
 }
 
 int32_t Sampler::sample(const float* logits, int64_t V) {
@@ -41,6 +42,8 @@ int32_t Sampler::sample(const float* logits, int64_t V) {
       break;
     }
   }
+  // p[0], the most likely token's, is exp(0) = 1: min_p compares with p itself.
+  while (keep > 1 && p[size_t(keep - 1)] < opt_.min_p) --keep;
   double total = 0;
   for (int64_t i = 0; i < keep; ++i) total += p[size_t(i)];
   double u = rng_.uniform() * total;

@@ -13,6 +13,9 @@ struct SamplerOptions {
   int top_k = 40;       // 0: no limit
   double top_p = 0.95;  // 1: no limit
   uint64_t seed = 1;
+  // Drops tokens less likely than min_p times the most likely one (after temperature, top-k
+  // and top-p); 0: off.
+  double min_p = 0;
 };
 
 class Sampler {

@@ -87,7 +87,9 @@ void parse_common(const json& j, const ApiLimits& limits, ApiRequest& r) {
   if (!(top_p > 0 && top_p <= 1)) bad("top_p", "'top_p' must be in (0, 1], got " + std::to_string(top_p));
   const int64_t top_k = integer(j, "top_k", 0);
   if (top_k < 0) bad("top_k", "'top_k' must be 0 (no limit) or more, got " + std::to_string(top_k));
-  r.sampler = SamplerOptions{temperature, int(std::min<int64_t>(top_k, 1 << 30)), top_p, 0};
+  const double min_p = number(j, "min_p", 0.0);
+  if (min_p < 0 || min_p > 1) bad("min_p", "'min_p' must be in [0, 1], got " + std::to_string(min_p));
+  r.sampler = SamplerOptions{temperature, int(std::min<int64_t>(top_k, 1 << 30)), top_p, 0, min_p};
   if (present(j, "seed")) {
     r.seeded = true;
     r.sampler.seed = uint64_t(integer(j, "seed", 0));

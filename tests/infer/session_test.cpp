@@ -1,8 +1,10 @@
 // The KV-cache session: prefill then token-by-token decode gives the logits of one full
-// forward, and the sampler's greedy and seeded behaviour.
+// forward, and the sampler's greedy and seeded behaviour and its min-p cut.
 #include "infer/session.h"
 
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "infer/sampler.h"
 #include "model/transformer.h"
@@ -48,4 +50,23 @@ TEST(Sampler, GreedyPicksArgmaxAndSeedsRepeat) {
   }
   Sampler topk1(SamplerOptions{1.0, 1, 1.0, 5});
   for (int i = 0; i < 10; ++i) EXPECT_EQ(topk1.sample(logits, 5), 1);
+}
+
+// min_p keeps the tokens at least min_p times as likely as the most likely one, at the
+// sampling temperature, and samples among them in proportion to their probabilities.
+TEST(Sampler, MinPKeepsTokensAtLeastThatLikelyRelativeToTheFirst) {
+  // At temperature 0.5 the probabilities relative to token 0 are exp(2 * (l - 2)):
+  // 1, e^-1 = 0.368, e^-2 = 0.135, e^-0.5 = 0.607, e^-4 = 0.018.
+  const float logits[] = {2.0f, 1.5f, 1.0f, 1.75f, 0.0f};
+  Sampler s(SamplerOptions{0.5, 0, 1.0, 7, 0.3});
+  std::vector<int> count(5, 0);
+  const int draws = 20000;
+  for (int i = 0; i < draws; ++i) ++count[size_t(s.sample(logits, 5))];
+  EXPECT_EQ(count[2], 0);  // 0.135 < 0.3
+  EXPECT_EQ(count[4], 0);
+  const double kept = 1 + std::exp(-1.0) + std::exp(-0.5);
+  const double want[] = {1 / kept, std::exp(-1.0) / kept, 0, std::exp(-0.5) / kept, 0};
+  for (int t : {0, 1, 3})  // binomial standard deviations are ~0.0035 at 20000 draws
+    EXPECT_NEAR(double(count[size_t(t)]) / draws, want[t], 0.015) << "token " << t;
+  EXPECT_THROW(Sampler(SamplerOptions{1.0, 0, 1.0, 1, 1.5}), Error);
 }

@@ -493,6 +493,7 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
   EXPECT_EQ(status_of(R"({"prompt": "x", "presence_penalty": 2.5})"), std::make_pair(400, std::string("presence_penalty")));
   EXPECT_EQ(status_of(R"({"prompt": "x", "frequency_penalty": "a"})"), std::make_pair(400, std::string("frequency_penalty")));
   EXPECT_EQ(status_of(R"({"prompt": "x", "repeat_penalty": 0})"), std::make_pair(400, std::string("repeat_penalty")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "min_p": 1.5})"), std::make_pair(400, std::string("min_p")));
   EXPECT_EQ(status_of(R"({"prompt": "x", "repeat_last_n": -2})"), std::make_pair(400, std::string("repeat_last_n")));
   for (const char* bias : {R"([1, 2])", R"({"x": 1})", R"({"-1": 1})", R"({"5": 101})", R"({"5": "a"})"})
     EXPECT_EQ(status_of(std::string(R"({"prompt": "x", "logit_bias": )") + bias + "}"),
@@ -500,7 +501,7 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
         << bias;
   const ApiRequest p = parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}], "presence_penalty": -1,
                                               "frequency_penalty": 0.5, "logit_bias": {"7": -100, "12": 2.5},
-                                              "repeat_penalty": 1.1, "repeat_last_n": -1})",
+                                              "repeat_penalty": 1.1, "repeat_last_n": -1, "min_p": 0.05})",
                                           limits);
   EXPECT_EQ(p.presence_penalty, -1.0);
   EXPECT_EQ(p.frequency_penalty, 0.5);
@@ -509,6 +510,7 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
   EXPECT_EQ(biases, (std::vector<std::pair<int32_t, float>>{{7, -100.0f}, {12, 2.5f}}));
   EXPECT_EQ(p.repeat_penalty, 1.1);
   EXPECT_EQ(p.repeat_last_n, 128);  // -1: the context
+  EXPECT_EQ(p.sampler.min_p, 0.05);
 }
 
 // vLLM's tokenizer endpoints (serve/tokenizer_api.h), against the tokenizer itself: BOS
