@@ -32,7 +32,7 @@
 extern "C" {
 #endif
 
-#define MOEPP_API_VERSION 1
+#define MOEPP_API_VERSION 2 /* 2: moepp_generate_with and its options */
 
 typedef enum moepp_status {
   MOEPP_OK = 0,
@@ -111,6 +111,33 @@ typedef int (*moepp_text_callback)(const char* piece, size_t length, void* user_
  * (the prompt and the generated tokens). */
 moepp_status moepp_generate(moepp_model* model, const char* prompt, const moepp_sampling* sampling,
                             moepp_text_callback on_text, void* user_data);
+
+/* What generation does beyond sampling (API version 2): stop strings, and the penalties and
+ * min-p of `moepp generate` (docs/decisions.md, "Penalties, logit biases and min-p").
+ * `size` is the struct's size as the caller was compiled (moepp_generation_options_init
+ * sets it): the library reads only the fields it covers and keeps the defaults for the
+ * rest, so a program goes on working with a later library that adds fields. */
+typedef struct moepp_generation_options {
+  size_t size;              /* sizeof(moepp_generation_options) */
+  const char* const* stop;  /* n_stop non-empty strings (NULL when n_stop is 0): the text
+                               ends before the first of them it contains, not shown */
+  size_t n_stop;            /* 0 */
+  double repeat_penalty;    /* 1 (off); > 0: divides the positive logits of tokens among the
+                               last repeat_last_n (prompt included), multiplies negative ones */
+  int32_t repeat_last_n;    /* 64; >= 0 */
+  double presence_penalty;  /* 0; in [-2, 2]: lowers a token's logit once it was generated */
+  double frequency_penalty; /* 0; in [-2, 2]: lowers it for each time it was generated */
+  double min_p;             /* 0 (off); in [0, 1]: only tokens at least this likely relative to
+                               the most likely, at the sampling temperature */
+} moepp_generation_options;
+
+moepp_status moepp_generation_options_init(moepp_generation_options* options);
+
+/* moepp_generate with options (NULL: the defaults, which moepp_generate uses). The stop
+ * strings are read during the call only. */
+moepp_status moepp_generate_with(moepp_model* model, const char* prompt, const moepp_sampling* sampling,
+                                 const moepp_generation_options* options, moepp_text_callback on_text,
+                                 void* user_data);
 
 /* ---- routing statistics ----------------------------------------------------------- */
 

@@ -35,13 +35,19 @@ inline void check(moepp_status s) {
 }
 }  // namespace detail
 
-// Sampling parameters, with `moepp generate`'s defaults.
+// Sampling parameters and the options beyond them (moepp_generation_options in moepp.h),
+// with `moepp generate`'s defaults.
 struct Sampling {
   int max_tokens = 128;
   double temperature = 0.8;  // 0: greedy
   int top_k = 40;            // 0: no limit
   double top_p = 0.95;       // 1: no limit
   uint64_t seed = 1;
+  std::vector<std::string> stop = {};  // the text ends before the first of these it contains
+  double repeat_penalty = 1.0;         // 1: off
+  int repeat_last_n = 64;
+  double presence_penalty = 0, frequency_penalty = 0;  // [-2, 2], over the generated tokens
+  double min_p = 0;                                    // 0: off
 };
 
 // Where the tokens of the last logits() or generate() went, per MoE layer.
@@ -111,8 +117,19 @@ class Model {
     s.top_k = p.top_k;
     s.top_p = p.top_p;
     s.seed = p.seed;
+    moepp_generation_options o;
+    detail::check(moepp_generation_options_init(&o));
+    std::vector<const char*> stops;
+    for (const std::string& x : p.stop) stops.push_back(x.c_str());
+    o.stop = stops.data();
+    o.n_stop = stops.size();
+    o.repeat_penalty = p.repeat_penalty;
+    o.repeat_last_n = p.repeat_last_n;
+    o.presence_penalty = p.presence_penalty;
+    o.frequency_penalty = p.frequency_penalty;
+    o.min_p = p.min_p;
     Sink sink{&on_piece, {}, {}};
-    const moepp_status st = moepp_generate(m_.get(), prompt.c_str(), &s, &Sink::call, &sink);
+    const moepp_status st = moepp_generate_with(m_.get(), prompt.c_str(), &s, &o, &Sink::call, &sink);
     if (sink.error) std::rethrow_exception(sink.error);
     detail::check(st);
     return sink.text;

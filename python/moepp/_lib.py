@@ -18,6 +18,13 @@ class Sampling(ctypes.Structure):
                 ("top_p", ctypes.c_double), ("seed", ctypes.c_uint64)]
 
 
+class GenerationOptions(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("stop", ctypes.POINTER(ctypes.c_char_p)), ("n_stop", ctypes.c_size_t),
+                ("repeat_penalty", ctypes.c_double), ("repeat_last_n", ctypes.c_int32),
+                ("presence_penalty", ctypes.c_double), ("frequency_penalty", ctypes.c_double),
+                ("min_p", ctypes.c_double)]
+
+
 class LayerRoutingC(ctypes.Structure):
     _fields_ = [("layer", ctypes.c_int32), ("top_k", ctypes.c_int32), ("tokens", ctypes.c_int64),
                 ("ffn_experts_per_token", ctypes.c_double), ("share_ffn", ctypes.c_double),
@@ -59,6 +66,9 @@ _SIGNATURES = {
                                     ctypes.POINTER(ctypes.c_float), ctypes.c_size_t]),
     "moepp_sampling_init": (ctypes.c_int, [ctypes.POINTER(Sampling)]),
     "moepp_generate": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.POINTER(Sampling), TextCallback, _P]),
+    "moepp_generation_options_init": (ctypes.c_int, [ctypes.POINTER(GenerationOptions)]),
+    "moepp_generate_with": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.POINTER(Sampling),
+                                           ctypes.POINTER(GenerationOptions), TextCallback, _P]),
     "moepp_routing": (ctypes.c_int, [_P, ctypes.POINTER(LayerRoutingC), ctypes.c_size_t,
                                      ctypes.POINTER(ctypes.c_size_t)]),
     "moepp_train_options_init": (ctypes.c_int, [ctypes.POINTER(TrainOptions)]),

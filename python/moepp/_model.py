@@ -109,19 +109,31 @@ class Model:
                                            out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), out.size))
         return out
 
-    def generate(self, prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, seed=1):
-        """An iterator over the pieces of text continuing prompt (not the prompt itself).
+    def generate(self, prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, seed=1, stop=(),
+                 repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, min_p=0.0):
+        """An iterator over the pieces of text continuing prompt (not the prompt itself), as
+        `moepp generate` with the same options gives it: stop (strings the text ends before),
+        the penalties and min_p as moepp_generation_options in moepp.h describes them.
         Generation runs in a worker thread; leaving the loop early stops it."""
         s = _lib.Sampling()
         _lib.check(_lib.lib().moepp_sampling_init(ctypes.byref(s)))
         s.max_tokens, s.temperature, s.top_k, s.top_p, s.seed = max_tokens, temperature, top_k, top_p, seed
-        return self._stream(prompt.encode(), s)
+        o = _lib.GenerationOptions()
+        _lib.check(_lib.lib().moepp_generation_options_init(ctypes.byref(o)))
+        if isinstance(stop, str):
+            stop = (stop,)
+        stops = (ctypes.c_char_p * max(len(stop), 1))(*[x.encode() for x in stop])
+        o.stop, o.n_stop = ctypes.cast(stops, ctypes.POINTER(ctypes.c_char_p)), len(stop)
+        o.repeat_penalty, o.repeat_last_n, o.min_p = repeat_penalty, repeat_last_n, min_p
+        o.presence_penalty, o.frequency_penalty = presence_penalty, frequency_penalty
+        return self._stream(prompt.encode(), s, o, stops)
 
     def generate_text(self, prompt, **sampling):
         """The whole continuation as one string (generate() joined)."""
         return "".join(self.generate(prompt, **sampling))
 
-    def _stream(self, prompt, sampling):
+    def _stream(self, prompt, sampling, options, keep_alive):
+        # keep_alive: what options point to (the stop strings), held by this frame until the call ends
         handle, lib = self._handle(), _lib.lib()
         pieces, stop = queue.Queue(), threading.Event()
         done = object()
@@ -136,7 +148,8 @@ class Model:
         result = {}
 
         def work():
-            status = lib.moepp_generate(handle, prompt, ctypes.byref(sampling), callback, None)
+            status = lib.moepp_generate_with(handle, prompt, ctypes.byref(sampling), ctypes.byref(options), callback,
+                                             None)
             if status != _lib.OK:
                 result["error"] = _lib.message()  # this thread's message
             pieces.put(done)

@@ -195,42 +195,108 @@ moepp_status moepp_sampling_init(moepp_sampling* sampling) {
   });
 }
 
+namespace {
+
+moepp_generation_options default_generation_options() {
+  const GenerateOptions d;  // `moepp generate`'s defaults
+  moepp_generation_options o{};
+  o.size = sizeof(moepp_generation_options);
+  o.repeat_penalty = d.repeat_penalty;
+  o.repeat_last_n = d.repeat_last_n;
+  o.presence_penalty = d.presence_penalty;
+  o.frequency_penalty = d.frequency_penalty;
+  o.min_p = d.sampler.min_p;
+  return o;
+}
+
+// The fields the caller's struct holds (its `size`), over the defaults.
+moepp_generation_options options_of(const moepp_generation_options* given) {
+  moepp_generation_options o = default_generation_options();
+  if (!given) return o;
+  if (given->size < sizeof(size_t) || given->size > (size_t(1) << 16))
+    throw InvalidArgument{"moepp_generate_with: options->size is " + std::to_string(given->size) +
+                          "; set it with moepp_generation_options_init"};
+  std::memcpy(&o, given, std::min(given->size, sizeof o));
+  return o;
+}
+
+void generate_into(moepp_model* model, const char* prompt, const moepp_sampling* sampling,
+                   const moepp_generation_options* options, moepp_text_callback on_text, void* user_data,
+                   const char* fn) {
+  auto& m = model_of(model, fn);
+  require(prompt, fn, "prompt");
+  require(sampling, fn, "sampling");
+  const moepp_sampling& s = *sampling;
+  const moepp_generation_options o = options_of(options);
+  // The checks `moepp generate` makes on its flags.
+  if (s.max_tokens < 0 || !std::isfinite(s.temperature) || s.temperature < 0 || s.top_k < 0 ||
+      !(s.top_p > 0 && s.top_p <= 1))
+    throw InvalidArgument{std::string(fn) + ": sampling needs max_tokens >= 0, temperature >= 0, top_k >= 0 and "
+                          "top_p in (0, 1]; got max_tokens " + std::to_string(s.max_tokens) + ", temperature " +
+                          std::to_string(s.temperature) + ", top_k " + std::to_string(s.top_k) + ", top_p " +
+                          std::to_string(s.top_p)};
+  if (!(o.repeat_penalty > 0 && std::isfinite(o.repeat_penalty)) || o.repeat_last_n < 0 ||
+      !(o.presence_penalty >= -2 && o.presence_penalty <= 2) || !(o.frequency_penalty >= -2 && o.frequency_penalty <= 2) ||
+      !(o.min_p >= 0 && o.min_p <= 1))
+    throw InvalidArgument{std::string(fn) + ": options need repeat_penalty > 0, repeat_last_n >= 0, presence and "
+                          "frequency penalties in [-2, 2] and min_p in [0, 1]; got " + std::to_string(o.repeat_penalty) +
+                          ", " + std::to_string(o.repeat_last_n) + ", " + std::to_string(o.presence_penalty) + ", " +
+                          std::to_string(o.frequency_penalty) + ", " + std::to_string(o.min_p)};
+  if (o.n_stop > 0) require(o.stop, fn, "options->stop");
+  GenerateOptions opt;
+  for (size_t i = 0; i < o.n_stop; ++i) {
+    if (!o.stop[i] || !*o.stop[i])
+      throw InvalidArgument{std::string(fn) + ": options->stop[" + std::to_string(i) + "] is NULL or empty"};
+    opt.stop.push_back(text_of(o.stop[i]));
+  }
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  const Tokenizer& tok = m.tok();
+  m.routing.clear();
+  opt.max_tokens = s.max_tokens;
+  opt.sampler = SamplerOptions{s.temperature, s.top_k, s.top_p, s.seed, o.min_p};
+  opt.repeat_penalty = o.repeat_penalty;
+  opt.repeat_last_n = o.repeat_last_n;
+  opt.presence_penalty = o.presence_penalty;
+  opt.frequency_penalty = o.frequency_penalty;
+  opt.routing = &m.routing;
+  const TextSink sink{on_text, user_data};
+  bool first = true;  // generate_text shows the decoded prompt first; the callback gets the continuation
+  auto show = [&](const std::string& piece) {
+    if (first) {
+      first = false;
+      return;
+    }
+    if (sink.fn && sink.fn(piece.c_str(), piece.size(), sink.user) != 0) throw StopGeneration{};
+  };
+  try {
+    if (m.f32) generate_text(m.f32->config, m.f32->params, tok, text_of(prompt), opt, show);
+    else generate_text(*m.packed, tok, text_of(prompt), opt, show);
+  } catch (const StopGeneration&) {
+    // the caller asked to stop: not an error; m.routing holds the tokens run so far
+  }
+}
+
+}  // namespace
+
+moepp_status moepp_generation_options_init(moepp_generation_options* options) {
+  return guarded("moepp_generation_options_init", [&] {
+    require(options, "moepp_generation_options_init", "options");
+    *options = default_generation_options();
+  });
+}
+
 moepp_status moepp_generate(moepp_model* model, const char* prompt, const moepp_sampling* sampling,
                             moepp_text_callback on_text, void* user_data) {
   return guarded_compute("moepp_generate", [&] {
-    auto& m = model_of(model, "moepp_generate");
-    require(prompt, "moepp_generate", "prompt");
-    require(sampling, "moepp_generate", "sampling");
-    const moepp_sampling& s = *sampling;
-    // The checks `moepp generate` makes on its flags.
-    if (s.max_tokens < 0 || !std::isfinite(s.temperature) || s.temperature < 0 || s.top_k < 0 ||
-        !(s.top_p > 0 && s.top_p <= 1))
-      throw InvalidArgument{"moepp_generate: sampling needs max_tokens >= 0, temperature >= 0, top_k >= 0 and "
-                            "top_p in (0, 1]; got max_tokens " + std::to_string(s.max_tokens) + ", temperature " +
-                            std::to_string(s.temperature) + ", top_k " + std::to_string(s.top_k) + ", top_p " +
-                            std::to_string(s.top_p)};
-    const std::lock_guard<std::mutex> lock(m.mutex);
-    const Tokenizer& tok = m.tok();
-    m.routing.clear();
-    GenerateOptions opt;
-    opt.max_tokens = s.max_tokens;
-    opt.sampler = SamplerOptions{s.temperature, s.top_k, s.top_p, s.seed};
-    opt.routing = &m.routing;
-    const TextSink sink{on_text, user_data};
-    bool first = true;  // generate_text shows the decoded prompt first; the callback gets the continuation
-    auto show = [&](const std::string& piece) {
-      if (first) {
-        first = false;
-        return;
-      }
-      if (sink.fn && sink.fn(piece.c_str(), piece.size(), sink.user) != 0) throw StopGeneration{};
-    };
-    try {
-      if (m.f32) generate_text(m.f32->config, m.f32->params, tok, text_of(prompt), opt, show);
-      else generate_text(*m.packed, tok, text_of(prompt), opt, show);
-    } catch (const StopGeneration&) {
-      // the caller asked to stop: not an error; m.routing holds the tokens run so far
-    }
+    generate_into(model, prompt, sampling, nullptr, on_text, user_data, "moepp_generate");
+  });
+}
+
+moepp_status moepp_generate_with(moepp_model* model, const char* prompt, const moepp_sampling* sampling,
+                                 const moepp_generation_options* options, moepp_text_callback on_text,
+                                 void* user_data) {
+  return guarded_compute("moepp_generate_with", [&] {
+    generate_into(model, prompt, sampling, options, on_text, user_data, "moepp_generate_with");
   });
 }
 

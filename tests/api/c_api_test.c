@@ -10,6 +10,7 @@
  * Usage: c_api_test MOEPP_CLI FIXTURE_DIR SCRATCH_DIR HF_FOLDER */
 #include <dirent.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,6 +226,91 @@ static void check_generate(const char* dtype) {
   moepp_model_free(m);
 }
 
+/* moepp_generate_with: penalties and min-p give `moepp generate`'s text with the same flags;
+ * a stop string cuts the text before it; a struct of an older, shorter size is read only as
+ * far as it reaches; bad options are refused. */
+static void check_generation_options(void) {
+  const char* prompt = "Line 3";
+  moepp_model* m = NULL;
+  if (moepp_model_load(g_model, "f32", &m) != MOEPP_OK) {
+    CHECK(0, "load: %s", moepp_last_error());
+    return;
+  }
+  moepp_sampling s;
+  moepp_sampling_init(&s);
+  s.temperature = 0;
+  s.max_tokens = 16;
+  moepp_generation_options o;
+  CHECK(moepp_generation_options_init(&o) == MOEPP_OK && o.size == sizeof o && o.n_stop == 0 &&
+            o.repeat_penalty == 1.0 && o.repeat_last_n == 64 && o.presence_penalty == 0 && o.min_p == 0,
+        "generation options: the CLI's defaults");
+  o.repeat_penalty = 1.1;
+  o.presence_penalty = 0.5;
+  o.frequency_penalty = 1.5;
+  o.min_p = 0.05;
+  struct pieces penalised = {{0}, 0, 0};
+  CHECK(moepp_generate_with(m, prompt, &s, &o, collect, &penalised) == MOEPP_OK, "generate_with: %s",
+        moepp_last_error());
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "'%s' generate --model '%s' --prompt '%s' -n 16 --temperature 0 --repeat-penalty 1.1 "
+           "--presence-penalty 0.5 --frequency-penalty 1.5 --min-p 0.05",
+           g_cli, g_model, prompt);
+  char* cli = run_capture(cmd);
+  char want[sizeof penalised.text + 64];
+  snprintf(want, sizeof want, "%s%s\n", prompt, penalised.text);
+  CHECK(cli && strcmp(cli, want) == 0, "penalised: api '%s' vs cli '%s'", want, cli ? cli : "(failed)");
+  free(cli);
+  struct pieces plain = {{0}, 0, 0};
+  CHECK(moepp_generate(m, prompt, &s, collect, &plain) == MOEPP_OK && strcmp(plain.text, penalised.text) != 0,
+        "the penalties change the greedy text: '%s'", plain.text);
+
+  /* A stop string from the middle of the penalised text: the text ends before it. */
+  const size_t len = strlen(penalised.text);
+  char stop[3] = {0};
+  if (len >= 6) memcpy(stop, penalised.text + len / 2, 2);
+  const char* stops[] = {"never in this text", stop};
+  o.stop = stops;
+  o.n_stop = 2;
+  struct pieces cut = {{0}, 0, 0};
+  CHECK(len >= 6 && moepp_generate_with(m, prompt, &s, &o, collect, &cut) == MOEPP_OK, "generate_with a stop: %s",
+        moepp_last_error());
+  const char* at = strstr(penalised.text, stop);
+  CHECK(at && strlen(cut.text) == (size_t)(at - penalised.text) && strncmp(cut.text, penalised.text, strlen(cut.text)) == 0,
+        "stop '%s': '%s' of '%s'", stop, cut.text, penalised.text);
+
+  /* An older caller's struct: only the fields its size covers are read. */
+  moepp_generation_options old = o;
+  old.size = offsetof(moepp_generation_options, repeat_penalty);
+  old.repeat_penalty = -1; /* beyond its size: not read */
+  struct pieces short_struct = {{0}, 0, 0};
+  CHECK(moepp_generate_with(m, prompt, &s, &old, collect, &short_struct) == MOEPP_OK, "an older size: %s",
+        moepp_last_error());
+  const char* plain_at = strstr(plain.text, stop);
+  CHECK(strncmp(short_struct.text, plain.text, strlen(short_struct.text)) == 0 &&
+            (plain_at ? strlen(short_struct.text) == (size_t)(plain_at - plain.text) : strcmp(short_struct.text, plain.text) == 0),
+        "an older size: the stop strings without the penalties: '%s' of '%s'", short_struct.text, plain.text);
+
+  moepp_generation_options bad;
+  moepp_generation_options_init(&bad);
+  bad.size = 0;
+  CHECK(moepp_generate_with(m, prompt, &s, &bad, NULL, NULL) == MOEPP_INVALID_ARGUMENT, "size 0: %s", moepp_last_error());
+  moepp_generation_options_init(&bad);
+  bad.presence_penalty = 3;
+  CHECK(moepp_generate_with(m, prompt, &s, &bad, NULL, NULL) == MOEPP_INVALID_ARGUMENT, "presence 3: %s",
+        moepp_last_error());
+  moepp_generation_options_init(&bad);
+  bad.n_stop = 1;
+  CHECK(moepp_generate_with(m, prompt, &s, &bad, NULL, NULL) == MOEPP_INVALID_ARGUMENT, "stop NULL: %s",
+        moepp_last_error());
+  const char* empty[] = {""};
+  bad.stop = empty;
+  CHECK(moepp_generate_with(m, prompt, &s, &bad, NULL, NULL) == MOEPP_INVALID_ARGUMENT, "an empty stop: %s",
+        moepp_last_error());
+  CHECK(moepp_generate_with(m, prompt, &s, NULL, NULL, NULL) == MOEPP_OK, "NULL options: the defaults");
+  moepp_model_free(m);
+}
+
 /* A folder without tokenizer.model loads; the text functions say what is missing. */
 static void check_no_tokenizer(const char* dir) {
   moepp_model* m = NULL;
@@ -327,6 +413,7 @@ int main(int argc, char** argv) {
   check_generate("f32");
   check_generate("bf16");
   check_generate("q8_0");
+  check_generation_options();
   check_errors();
   printf("c api: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail == 0 ? 0 : 1;

@@ -97,6 +97,33 @@ void check_generation(const std::string& model_dir) {
         "generate routed the prompt and the generated tokens: " + std::to_string(routed.empty() ? -1 : routed[0].tokens) +
             " vs " + std::to_string(seq.size()));
 
+  // OpenAI's penalties, computed here over the same logits: a token's logit raised by 1.5 for
+  // each time it was generated and 0.5 once it was (negative penalties: greedy text that
+  // never repeats a token would not show positive ones); and a stop string from that text.
+  std::vector<int32_t> pen = prompt_ids;
+  for (int i = 0; i < n_new; ++i) {
+    auto lg = m.logits(pen);
+    float* last = lg.data() + (pen.size() - 1) * size_t(V);
+    for (size_t j = prompt_ids.size(); j < pen.size(); ++j) last[pen[j]] += 1.5f;
+    std::vector<int32_t> distinct(pen.begin() + std::ptrdiff_t(prompt_ids.size()), pen.end());
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    for (int32_t t : distinct) last[t] += 0.5f;
+    const int32_t next = int32_t(std::max_element(last, last + V) - last);
+    if (next == eos) break;
+    pen.push_back(next);
+  }
+  const std::string want_pen = m.detokenize(pen).substr(prompt.size());
+  moepp::Sampling penalised = greedy;
+  penalised.frequency_penalty = -1.5;
+  penalised.presence_penalty = -0.5;
+  const std::string got_pen = m.generate(prompt, penalised);
+  check(got_pen == want_pen && want_pen != want, "penalised generate '" + got_pen + "' == '" + want_pen + "'");
+  penalised.stop = {"not in it", want_pen.substr(want_pen.size() / 2, 2)};
+  const std::string cut = m.generate(prompt, penalised);
+  check(want_pen.size() >= 6 && cut == want_pen.substr(0, want_pen.find(penalised.stop[1])),
+        "stop '" + penalised.stop[1] + "': '" + cut + "' of '" + want_pen + "'");
+
   // Stop after two pieces; an exception from the callback comes out of generate().
   int calls = 0;
   const std::string two = m.generate(prompt, greedy, [&](const std::string&) { return ++calls < 2; });

@@ -103,6 +103,16 @@ def main():
     sampled = list(m.generate("Line 3", max_tokens=6, temperature=0.8, seed=5))
     again = list(m.generate("Line 3", max_tokens=6, temperature=0.8, seed=5))
     check(sampled == again, "a seed repeats its sample")
+    # Stop strings, penalties and min-p, as `moepp generate` takes them.
+    flags = dict(repeat_penalty=1.1, presence_penalty=0.5, frequency_penalty=1.5, min_p=0.05)
+    penalised = m.generate_text("Line 3", max_tokens=16, temperature=0, **flags)
+    cli_text = subprocess.run([cli, "generate", "--model", str(model), "--prompt", "Line 3", "-n", "16", "--temperature",
+                               "0", "--repeat-penalty", "1.1", "--presence-penalty", "0.5", "--frequency-penalty", "1.5",
+                               "--min-p", "0.05"], check=True, capture_output=True).stdout
+    check(("Line 3" + penalised + "\n").encode() == cli_text, "penalised: api %r vs cli %r" % (penalised, cli_text))
+    stop = penalised[len(penalised) // 2:len(penalised) // 2 + 2]
+    cut = m.generate_text("Line 3", max_tokens=16, temperature=0, stop=["never here", stop], **flags)
+    check(len(stop) == 2 and cut == penalised[:penalised.find(stop)], "stop %r: %r of %r" % (stop, cut, penalised))
 
     for bad, needle in ((fixture / "nothing-here", "nothing-here"), (fixture / "corrupt", "config.json")):
         try:
@@ -113,7 +123,8 @@ def main():
             print("error:", e)
     for call, needle in ((lambda: m.logits([1, 400]), "outside the vocabulary"),
                          (lambda: moepp.Model(model, dtype="f16"), "f16"),
-                         (lambda: list(m.generate("x", top_p=0)), "top_p")):
+                         (lambda: list(m.generate("x", top_p=0)), "top_p"),
+                         (lambda: list(m.generate("x", min_p=2)), "min_p")):
         try:
             call()
             check(False, "no error for " + needle)
