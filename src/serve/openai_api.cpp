@@ -114,6 +114,12 @@ void parse_common(const json& j, const ApiLimits& limits, ApiRequest& r) {
     bad("n", "'n' must be between 1 and " + std::to_string(limits.max_n) + ", got " + std::to_string(n));
   r.n = int(n);
   r.stream = flag(j, "stream", false);
+  if (present(j, "stream_options")) {
+    const json& o = j["stream_options"];
+    if (!r.stream) bad("stream_options", "'stream_options' is only allowed with 'stream': true");
+    if (!o.is_object()) bad("stream_options", "'stream_options' must be an object, got " + o.dump());
+    r.include_usage = flag(o, "include_usage", false);
+  }
   r.ignore_eos = flag(j, "ignore_eos", false);
   r.cache_prompt = flag(j, "cache_prompt", true);
   auto penalty = [&](const char* key) {
@@ -218,13 +224,13 @@ std::string finish_reason(const GenerateStats& s) {
   return s.stopped == GenerateStats::Stop::eos || s.stopped == GenerateStats::Stop::stop_string ? "stop" : "length";
 }
 
-namespace {
-
-json usage(int64_t prompt_tokens, int64_t completion_tokens) {
+json usage_json(int64_t prompt_tokens, int64_t completion_tokens) {
   return {{"prompt_tokens", prompt_tokens},
           {"completion_tokens", completion_tokens},
           {"total_tokens", prompt_tokens + completion_tokens}};
 }
+
+namespace {
 
 json number_or_null(float v) { return std::isnan(v) ? json(nullptr) : json(v); }
 
@@ -253,7 +259,7 @@ json completion_response(const std::string& id, int64_t created, const std::stri
     out.push_back({{"text", c.text}, {"index", i}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
   }
   return {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model}, {"choices", out},
-          {"usage", usage(prompt_tokens, completion_tokens)}};
+          {"usage", usage_json(prompt_tokens, completion_tokens)}};
 }
 
 json chat_response(const std::string& id, int64_t created, const std::string& model,
@@ -279,7 +285,7 @@ json chat_response(const std::string& id, int64_t created, const std::string& mo
                    {"finish_reason", c.finish_reason}});
   }
   return {{"id", id}, {"object", "chat.completion"}, {"created", created}, {"model", model}, {"choices", out},
-          {"usage", usage(prompt_tokens, completion_tokens)}};
+          {"usage", usage_json(prompt_tokens, completion_tokens)}};
 }
 
 json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,

@@ -53,6 +53,9 @@ struct ApiRequest {
   std::vector<std::string> stop;
   int n = 1;
   bool stream = false;
+  // stream_options.include_usage: a last chunk with empty choices and the usage, as
+  // OpenAI sends it only when asked (clients that read choices[0] of every chunk break on it).
+  bool include_usage = false;
   int logprobs = -1;  // >= 0: top alternatives per token (completions: the "logprobs" integer)
   bool echo = false;
   bool ignore_eos = false;  // llama.cpp's server extension: generate max_tokens whatever comes
@@ -87,6 +90,8 @@ nlohmann::json completion_response(const std::string& id, int64_t created, const
 nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
                              const std::vector<ApiChoice>& choices, int64_t prompt_tokens, int64_t completion_tokens,
                              bool logprobs);
+// {"prompt_tokens", "completion_tokens", "total_tokens"}
+nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens);
 // Streaming chunks: text for choice `index`; finish_reason empty while the choice runs.
 nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
                                  const std::string& text, const std::string& finish_reason);

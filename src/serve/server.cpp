@@ -286,24 +286,25 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
             }
             completion_tokens += stream.stats().generated_tokens;
             const std::string reason = finish_reason(stream.stats());
-            const json last = chat ? chat_chunk(id, created, state->model_name, int(i), "", reason, first[i])
-                                   : completion_chunk(id, created, state->model_name, int(i), "", reason);
-            if (!send(last)) return cancel_all();
+            json last = chat ? chat_chunk(id, created, state->model_name, int(i), "", reason, first[i])
+                             : completion_chunk(id, created, state->model_name, int(i), "", reason);
             over[i] = true;
             --left;
+            // The request's last choice to finish carries the usage (as llama.cpp's server
+            // sends it): a client that reads choices[0] of every chunk still gets its text.
+            if (left == 0) last["usage"] = usage_json(s->prompt_tokens(), completion_tokens);
+            if (!send(last)) return cancel_all();
           }
         }
-        const int64_t prompt_tokens = s->prompt_tokens();
-        json usage_chunk = {{"id", id},
-                            {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                            {"created", created},
-                            {"model", state->model_name},
-                            {"choices", json::array()},
-                            {"usage",
-                             {{"prompt_tokens", prompt_tokens},
-                              {"completion_tokens", completion_tokens},
-                              {"total_tokens", prompt_tokens + completion_tokens}}}};
-        send(usage_chunk);
+        if (s->request.include_usage) {
+          const json usage_chunk = {{"id", id},
+                                    {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                                    {"created", created},
+                                    {"model", state->model_name},
+                                    {"choices", json::array()},
+                                    {"usage", usage_json(s->prompt_tokens(), completion_tokens)}};
+          send(usage_chunk);
+        }
         const std::string done = "data: [DONE]\n\n";
         sink.write(done.data(), done.size());
         sink.done();

@@ -62,6 +62,19 @@ const chat = await client.chat.completions.create({ model: expected.model, max_t
                                                     messages: [{ role: "user", content: expected.chats[0].user }],
                                                     temperature: 0 });
 check(chat.choices[0].message.content === expected.chats[0].continuation, "a non-streaming chat completion");
+// stream_options.include_usage, as the client passes it: the usage arrives in the last chunk.
+const withUsage = await client.chat.completions.create({ model: expected.model, max_tokens: expected.chats[0].max_tokens,
+                                                         messages: [{ role: "user", content: expected.chats[0].user }],
+                                                         temperature: 0, stream: true,
+                                                         stream_options: { include_usage: true } });
+let usage = null, usageText = "";
+for await (const chunk of withUsage) {
+  if (chunk.usage) usage = chunk.usage;
+  for (const choice of chunk.choices) usageText += choice.delta.content ?? "";
+}
+check(usageText === expected.chats[0].continuation, "a streamed chat with include_usage");
+check(usage !== null && usage.completion_tokens > 0 && usage.total_tokens === usage.prompt_tokens + usage.completion_tokens,
+      `include_usage: the stream's usage ${JSON.stringify(usage)}`);
 try {
   await client.completions.create({ model: "no-such-model", prompt: "x" });
   check(false, "an unknown model is refused");

@@ -282,7 +282,18 @@ def main():
         check(prompt + text == greedy_cli, f"streamed greedy text equals generate: {text!r}")
         finals = [e for e in events if isinstance(e, dict) and e["choices"] and e["choices"][0]["finish_reason"]]
         check(len(finals) == 1 and finals[0]["choices"][0]["finish_reason"] in ("stop", "length"), "one finish_reason")
-        check(any(isinstance(e, dict) and e.get("usage") for e in events), "the stream carries usage")
+        chunks = [e for e in events if isinstance(e, dict)]
+        check(all(e["choices"] for e in chunks) and chunks[-1].get("usage", {}).get("completion_tokens") == n_new and
+              chunks[-1]["usage"]["prompt_tokens"] == len(ids),
+              "every chunk has a choice (no usage chunk unasked); the last carries the usage: " + str(chunks[-1:]))
+        # stream_options.include_usage: then a last chunk with empty choices and the usage, as OpenAI sends it.
+        status, events = server.stream("/v1/completions", {"prompt": prompt, "max_tokens": 4, "temperature": 0,
+                                                           "stream_options": {"include_usage": True}})
+        chunks = [e for e in events if isinstance(e, dict)]
+        check(status == 200 and chunks and chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4,
+              "include_usage ends with a usage chunk: " + str(chunks[-1:]))
+        status, _, r = server.post("/v1/completions", {"prompt": prompt, "stream_options": {"include_usage": True}})
+        check(status == 400 and r["error"]["param"] == "stream_options", f"stream_options without stream: {status} {r}")
         # Chat, whole and streamed.
         chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Line 3: the"}],
                 "max_tokens": 12, "temperature": 0}
