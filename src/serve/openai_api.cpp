@@ -191,6 +191,8 @@ ApiRequest parse_completion_request(const std::string& body, const ApiLimits& li
     if (k < 0 || k > 5) bad("logprobs", "'logprobs' must be between 0 and 5, got " + std::to_string(k));
     r.logprobs = int(k);
   }
+  if (r.stream && r.echo && r.logprobs >= 0)
+    bad("echo", "a streamed request cannot score its prompt (echo with logprobs): send it with 'stream': false");
   return r;
 }
 
@@ -236,26 +238,39 @@ json number_or_null(float v) { return std::isnan(v) ? json(nullptr) : json(v); }
 
 }  // namespace
 
+json completion_logprobs(const ApiChoice& c, size_t& offset) {
+  json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+  for (size_t t = 0; t < c.logprobs.size(); ++t) {
+    tokens.push_back(c.tokens[t]);
+    values.push_back(number_or_null(c.logprobs[t].logprob));
+    json top = json::object();
+    for (size_t a = 0; a < c.logprobs[t].top.size(); ++a) top[c.top_tokens[t][a]] = c.logprobs[t].top[a].second;
+    tops.push_back(std::isnan(c.logprobs[t].logprob) ? json(nullptr) : top);
+    offsets.push_back(offset);
+    offset += c.tokens[t].size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+json chat_logprobs(const ApiChoice& c) {
+  json content = json::array();
+  for (size_t t = 0; t < c.logprobs.size(); ++t) {
+    json top = json::array();
+    for (size_t a = 0; a < c.logprobs[t].top.size(); ++a)
+      top.push_back({{"token", c.top_tokens[t][a]}, {"logprob", c.logprobs[t].top[a].second}});
+    content.push_back({{"token", c.tokens[t]}, {"logprob", c.logprobs[t].logprob}, {"top_logprobs", top}});
+  }
+  return {{"content", content}};
+}
+
 json completion_response(const std::string& id, int64_t created, const std::string& model,
                          const std::vector<ApiChoice>& choices, int64_t prompt_tokens, int64_t completion_tokens) {
   json out = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ApiChoice& c = choices[i];
     json lp = nullptr;
-    if (!c.tokens.empty() || !c.logprobs.empty()) {
-      json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
-      size_t offset = 0;
-      for (size_t t = 0; t < c.logprobs.size(); ++t) {
-        tokens.push_back(c.tokens[t]);
-        values.push_back(number_or_null(c.logprobs[t].logprob));
-        json top = json::object();
-        for (size_t a = 0; a < c.logprobs[t].top.size(); ++a) top[c.top_tokens[t][a]] = c.logprobs[t].top[a].second;
-        tops.push_back(std::isnan(c.logprobs[t].logprob) ? json(nullptr) : top);
-        offsets.push_back(offset);
-        offset += c.tokens[t].size();
-      }
-      lp = {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
-    }
+    size_t offset = 0;
+    if (!c.tokens.empty() || !c.logprobs.empty()) lp = completion_logprobs(c, offset);
     out.push_back({{"text", c.text}, {"index", i}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
   }
   return {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model}, {"choices", out},
@@ -268,17 +283,7 @@ json chat_response(const std::string& id, int64_t created, const std::string& mo
   json out = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ApiChoice& c = choices[i];
-    json lp = nullptr;
-    if (logprobs) {
-      json content = json::array();
-      for (size_t t = 0; t < c.logprobs.size(); ++t) {
-        json top = json::array();
-        for (size_t a = 0; a < c.logprobs[t].top.size(); ++a)
-          top.push_back({{"token", c.top_tokens[t][a]}, {"logprob", c.logprobs[t].top[a].second}});
-        content.push_back({{"token", c.tokens[t]}, {"logprob", c.logprobs[t].logprob}, {"top_logprobs", top}});
-      }
-      lp = {{"content", content}};
-    }
+    const json lp = logprobs ? chat_logprobs(c) : json(nullptr);
     out.push_back({{"index", i},
                    {"message", {{"role", "assistant"}, {"content", c.text}}},
                    {"logprobs", lp},
@@ -289,7 +294,7 @@ json chat_response(const std::string& id, int64_t created, const std::string& mo
 }
 
 json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
-                      const std::string& text, const std::string& finish_reason) {
+                      const std::string& text, const std::string& finish_reason, const json& logprobs) {
   return {{"id", id},
           {"object", "text_completion"},
           {"created", created},
@@ -297,12 +302,12 @@ json completion_chunk(const std::string& id, int64_t created, const std::string&
           {"choices",
            {{{"text", text},
              {"index", index},
-             {"logprobs", nullptr},
+             {"logprobs", logprobs},
              {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}}}}};
 }
 
 json chat_chunk(const std::string& id, int64_t created, const std::string& model, int index, const std::string& text,
-                const std::string& finish_reason, bool first) {
+                const std::string& finish_reason, bool first, const json& logprobs) {
   json delta = json::object();
   if (first) delta["role"] = "assistant";
   if (!text.empty() || (first && finish_reason.empty())) delta["content"] = text;
@@ -313,7 +318,7 @@ json chat_chunk(const std::string& id, int64_t created, const std::string& model
           {"choices",
            {{{"index", index},
              {"delta", delta},
-             {"logprobs", nullptr},
+             {"logprobs", logprobs},
              {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}}}}};
 }
 

@@ -92,10 +92,18 @@ nlohmann::json chat_response(const std::string& id, int64_t created, const std::
                              bool logprobs);
 // {"prompt_tokens", "completion_tokens", "total_tokens"}
 nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens);
-// Streaming chunks: text for choice `index`; finish_reason empty while the choice runs.
+// A choice's log-probabilities as the completions API gives them ({tokens, token_logprobs,
+// top_logprobs, text_offset}; offset: the first token's text offset, advanced past the
+// tokens) and as the chat API does ({content: [{token, logprob, top_logprobs}]}).
+nlohmann::json completion_logprobs(const ApiChoice& c, size_t& offset);
+nlohmann::json chat_logprobs(const ApiChoice& c);
+// Streaming chunks: text for choice `index`; finish_reason empty while the choice runs;
+// logprobs (null, or as above) of the tokens generated since the choice's last chunk.
 nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
-                                 const std::string& text, const std::string& finish_reason);
+                                 const std::string& text, const std::string& finish_reason,
+                                 const nlohmann::json& logprobs = nullptr);
 nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model, int index,
-                          const std::string& text, const std::string& finish_reason, bool first);
+                          const std::string& text, const std::string& finish_reason, bool first,
+                          const nlohmann::json& logprobs = nullptr);
 
 }  // namespace moepp

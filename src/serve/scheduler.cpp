@@ -19,22 +19,28 @@ bool Stream::next(std::string& text) {
   }
 }
 
-Stream::Poll Stream::poll(std::string& text, std::chrono::milliseconds wait) {
+Stream::Poll Stream::poll(std::string& text, std::chrono::milliseconds wait, std::vector<TokenLogprob>* logprobs) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, wait, [&] { return !pending_.empty() || ended_; });
-  if (!pending_.empty()) {
+  auto news = [&] { return !pending_.empty() || (logprobs && !pending_logprobs_.empty()); };
+  cv_.wait_for(lock, wait, [&] { return news() || ended_; });
+  if (news()) {
     text = std::move(pending_);
     pending_.clear();
+    if (logprobs) {
+      *logprobs = std::move(pending_logprobs_);
+      pending_logprobs_.clear();
+    }
     return Poll::text;
   }
   return ended_ ? Poll::ended : Poll::nothing;
 }
 
-void Stream::push(std::string text) {
-  if (text.empty()) return;
+void Stream::push(std::string text, std::vector<TokenLogprob> logprobs) {
+  if (text.empty() && logprobs.empty()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_ += text;
+    for (auto& t : logprobs) pending_logprobs_.push_back(std::move(t));
   }
   cv_.notify_all();
 }
@@ -68,6 +74,16 @@ struct Scheduler::Running {
   // prefill of them, then copies them.
   Running* prefix_from = nullptr;
   size_t prefix_length = 0;
+  size_t logprobs_pushed = 0;  // generated tokens' log-probabilities handed to the stream
+
+  // The text that became safe to show, with the log-probabilities of the tokens generated
+  // since the last call (under the tokenizer lock).
+  void push_news() {
+    const std::vector<TokenLogprob>& all = generation->logprobs();
+    std::vector<TokenLogprob> fresh(all.begin() + std::ptrdiff_t(logprobs_pushed), all.end());
+    logprobs_pushed = all.size();
+    stream->push(generation->take_text(), std::move(fresh));
+  }
 };
 
 // The fewest shared tokens worth starting from a kept cache. Every prompt shares its BOS
@@ -401,7 +417,7 @@ void Scheduler::retire(std::vector<std::unique_ptr<Running>>& running, size_t i,
   }
   if (error.empty()) {
     std::lock_guard<std::mutex> lock(tok_mu_);
-    r.stream->push(r.generation->take_text());
+    r.push_news();
   } else {
     r.generation->cancel();
   }
@@ -478,15 +494,13 @@ void Scheduler::step_once(std::vector<std::unique_ptr<Running>>& running) {
       continue;
     }
     try {
-      std::string text;
       std::optional<int32_t> next;
       {
         std::lock_guard<std::mutex> lock(tok_mu_);
         next = r.generation->step(logits_.data() + last * V);
-        text = r.generation->take_text();
+        r.push_news();
       }
       ++produced;
-      r.stream->push(std::move(text));
       if (!next || r.generation->finished()) {
         done.push_back(owner[j]);
         errors.emplace_back();

@@ -67,9 +67,12 @@ class Stream {
   // everything was read (then error() / stats() are final).
   bool next(std::string& text);
   // Waits up to `wait` for new text: text (into `text`), nothing yet, or ended (everything
-  // read). Lets one reader follow several streams (the n choices of a request).
+  // read). Lets one reader follow several streams (the n choices of a request). With
+  // `logprobs` (a sequence asked for them: top_logprobs >= 0), the log-probabilities of the
+  // tokens generated since the last poll count as news too and go there (their text may
+  // still be held back: a stop string's beginning, part of a character).
   enum class Poll { text, nothing, ended };
-  Poll poll(std::string& text, std::chrono::milliseconds wait);
+  Poll poll(std::string& text, std::chrono::milliseconds wait, std::vector<TokenLogprob>* logprobs = nullptr);
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
   const std::string& error() const { return error_; }
@@ -81,12 +84,13 @@ class Stream {
 
  private:
   friend class Scheduler;
-  void push(std::string text);
+  void push(std::string text, std::vector<TokenLogprob> logprobs = {});
   void finish(const Generation* gen, std::string error);
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::string pending_;
+  std::vector<TokenLogprob> pending_logprobs_;
   bool ended_ = false;
   std::atomic<bool> cancelled_{false};
   std::string error_;

@@ -252,6 +252,19 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
         // The choices (n a prompt) decode together; their chunks go out as each has text, in turns.
         const size_t n = s->streams.size();
         std::vector<bool> first(n, true), over(n, false);
+        const bool logprobs = s->request.logprobs >= 0;
+        std::vector<size_t> text_offset(n, 0);
+        // The log-probabilities of the tokens generated since a choice's last chunk, named.
+        auto logprobs_json = [&](size_t i, std::vector<TokenLogprob> fresh) -> json {
+          if (!logprobs) return nullptr;
+          ApiChoice c;
+          c.logprobs = std::move(fresh);
+          {
+            std::lock_guard<std::mutex> lock(state->sched->tokenizer_mutex());
+            name_tokens(*state, c);
+          }
+          return chat ? chat_logprobs(c) : completion_logprobs(c, text_offset[i]);
+        };
         size_t left = n;
         int64_t completion_tokens = 0;
         if (s->request.echo && !chat) {
@@ -269,13 +282,15 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
             if (over[i]) continue;
             Stream& stream = *s->streams[i];
             std::string piece;
+            std::vector<TokenLogprob> fresh;
             const auto wait = waited ? std::chrono::milliseconds(0) : std::chrono::milliseconds(left > 1 ? 5 : 1000);
             waited = true;
-            const Stream::Poll got = stream.poll(piece, wait);
+            const Stream::Poll got = stream.poll(piece, wait, logprobs ? &fresh : nullptr);
             if (got == Stream::Poll::nothing) continue;
             if (got == Stream::Poll::text) {
-              const json chunk = chat ? chat_chunk(id, created, state->model_name, int(i), piece, "", first[i])
-                                      : completion_chunk(id, created, state->model_name, int(i), piece, "");
+              const json lp = logprobs_json(i, std::move(fresh));
+              const json chunk = chat ? chat_chunk(id, created, state->model_name, int(i), piece, "", first[i], lp)
+                                      : completion_chunk(id, created, state->model_name, int(i), piece, "", lp);
               if (!send(chunk)) return cancel_all();
               first[i] = false;
               continue;

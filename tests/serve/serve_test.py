@@ -286,6 +286,36 @@ def main():
         check(all(e["choices"] for e in chunks) and chunks[-1].get("usage", {}).get("completion_tokens") == n_new and
               chunks[-1]["usage"]["prompt_tokens"] == len(ids),
               "every chunk has a choice (no usage chunk unasked); the last carries the usage: " + str(chunks[-1:]))
+        # Streamed log-probabilities: each chunk carries those of the tokens generated since the
+        # one before; together they are the whole response's (completions and chat).
+        body = {"prompt": prompt, "max_tokens": n_new, "temperature": 0, "logprobs": 2}
+        status, _, whole = server.post("/v1/completions", body)
+        status_s, events = server.stream("/v1/completions", dict(body, stream=True))
+        parts = [e["choices"][0]["logprobs"] for e in events if isinstance(e, dict) and e["choices"]
+                 and e["choices"][0]["logprobs"]]
+        if status == 200 and status_s == 200:
+            w = whole["choices"][0]["logprobs"]
+            got = {k: [x for p in parts for x in p[k]] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+            # (values to 1e-5: the two ran in different batches beside the background load)
+            worst = max([abs(a - b) for a, b in zip(got["token_logprobs"], w["token_logprobs"])] +
+                        [abs(x[k] - y[k]) for x, y in zip(got["top_logprobs"], w["top_logprobs"]) for k in y])
+            check(got["tokens"] == w["tokens"] and [list(x) for x in got["top_logprobs"]] ==
+                  [list(y) for y in w["top_logprobs"]] and got["text_offset"] == w["text_offset"] and len(parts) > 1 and
+                  worst <= 1e-5,
+                  f"streamed logprobs in {len(parts)} chunks equal the whole response's: {got} vs {w}")
+        else:
+            check(False, f"logprobs whole {status}, streamed {status_s}")
+        chat_lp = {"messages": [{"role": "user", "content": "Line 3: the"}], "max_tokens": 8, "temperature": 0,
+                   "logprobs": True, "top_logprobs": 1}
+        status, _, whole = server.post("/v1/chat/completions", chat_lp)
+        status_s, events = server.stream("/v1/chat/completions", dict(chat_lp, stream=True))
+        content = [x for e in events if isinstance(e, dict) and e["choices"] and e["choices"][0]["logprobs"]
+                   for x in e["choices"][0]["logprobs"]["content"]]
+        check(status == 200 and status_s == 200 and
+              [x["token"] for x in content] == [x["token"] for x in whole["choices"][0]["logprobs"]["content"]],
+              f"streamed chat logprobs equal the whole response's: {content} vs {whole}")
+        status, _, r = server.post("/v1/completions", dict(body, stream=True, echo=True))
+        check(status == 400 and r["error"]["param"] == "echo", f"a streamed prompt score is refused: {status} {r}")
         # stream_options.include_usage: then a last chunk with empty choices and the usage, as OpenAI sends it.
         status, events = server.stream("/v1/completions", {"prompt": prompt, "max_tokens": 4, "temperature": 0,
                                                            "stream_options": {"include_usage": True}})
