@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/CMakeLists.txt: clang, ASan + UBSan, into
 # fuzz/out/build) and fuzzes each for SECONDS (default 60), seeded from the test fixtures.
-#   bash fuzz/run.sh [SECONDS] [TARGET...]      targets: pickle safetensors zip config index
+#   bash fuzz/run.sh [SECONDS] [TARGET...]      targets: pickle safetensors zip config index request
 # Every target runs even when another finds something. Before fuzzing, a target replays
 # the kept reproducers in fuzz/crashes/TARGET/ (each must now pass). At the end one
 # summary line per target (executions, coverage, features, corpus size, verdict); the
@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 [ $# -gt 0 ] && shift
-all_targets=(pickle safetensors zip config index)
+all_targets=(pickle safetensors zip config index request)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 out=fuzz/out
@@ -75,6 +75,7 @@ seed zip "${bins[@]}"
 seed config tests/fixtures/hf/*/config.json
 mapfile -t idx < <(find tests/fixtures -name '*.index.json' | sort)
 seed index "${idx[@]}"
+seed request fuzz/seeds/request/*.json
 
 # --- fuzz -----------------------------------------------------------------------------
 max_len() {
@@ -87,7 +88,7 @@ max_len() {
 }
 dict() {  # the JSON targets get the JSON dictionary
   case $1 in
-    config | index) echo "-dict=fuzz/json.dict" ;;
+    config | index | request) echo "-dict=fuzz/json.dict" ;;
   esac
 }
 failed=()
