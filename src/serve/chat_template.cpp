@@ -81,11 +81,13 @@ std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages
       // block; an assistant turn closes with " EOS".
       for (const auto& m : messages) {
         if (m.role == "user") {
-          const std::string sys = first_user && !system.empty() ? "<<SYS>>\n" + system + "\n<</SYS>>\n\n" : "";
-          out += bos + "[INST] " + strip(sys + m.content) + " [/INST]";
+          std::string content;
+          if (first_user && !system.empty()) content.append("<<SYS>>\n").append(system).append("\n<</SYS>>\n\n");
+          content += m.content;
+          out.append(bos).append("[INST] ").append(strip(content)).append(" [/INST]");
           first_user = false;
         } else if (m.role == "assistant") {
-          out += " " + strip(m.content) + " " + eos;
+          out.append(" ").append(strip(m.content)).append(" ").append(eos);
         }
       }
       return out;
@@ -95,11 +97,12 @@ std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages
       out = bos;
       for (const auto& m : messages) {
         if (m.role == "user") {
-          const std::string sys = first_user && !system.empty() ? system + "\n\n" : "";
-          out += "[INST] " + sys + m.content + " [/INST]";
+          out += "[INST] ";
+          if (first_user && !system.empty()) out.append(system).append("\n\n");
+          out.append(m.content).append(" [/INST]");
           first_user = false;
         } else if (m.role == "assistant") {
-          out += m.content + eos;
+          out.append(m.content).append(eos);
         }
       }
       return out;

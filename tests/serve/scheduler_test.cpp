@@ -451,6 +451,8 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
     return std::make_pair(200, std::string());
   };
   EXPECT_EQ(status_of("{nope"), std::make_pair(400, std::string()));
+  EXPECT_EQ(status_of("1e309"), std::make_pair(400, std::string()));  // out of double's range (found by fuzz/request)
+  EXPECT_EQ(status_of(R"({"prompt": "x", "temperature": 1e400})"), std::make_pair(400, std::string()));
   EXPECT_EQ(status_of(R"({"prompt": "x", "temperature": "hot"})"), std::make_pair(400, std::string("temperature")));
   EXPECT_EQ(status_of(R"({"model": "other", "prompt": "x"})"), std::make_pair(404, std::string("model")));
   EXPECT_EQ(status_of(R"({"max_tokens": 3})"), std::make_pair(400, std::string("prompt")));

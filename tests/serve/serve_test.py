@@ -435,6 +435,7 @@ def main():
             check(status == status_want and shaped, f"{what}: {status} {text[:200]}")
 
         error_case("malformed JSON", None, 400, raw="{not json")
+        error_case("a number beyond double's range", None, 400, raw='{"prompt": "x", "top_p": 1e309}')
         error_case("a wrong type", {"prompt": "x", "temperature": "hot"}, 400)
         error_case("an unknown model", {"model": "gpt-4", "prompt": "x"}, 404)
         error_case("no prompt", {"max_tokens": 3}, 400)
