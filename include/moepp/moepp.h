@@ -129,6 +129,9 @@ typedef struct moepp_generation_options {
   double frequency_penalty; /* 0; in [-2, 2]: lowers it for each time it was generated */
   double min_p;             /* 0 (off); in [0, 1]: only tokens at least this likely relative to
                                the most likely, at the sampling temperature */
+  const int32_t* logit_bias_ids;   /* n_logit_bias token ids (NULL when 0) whose logits get */
+  const float* logit_bias_values;  /* these finite values added at every step (-100: banned) */
+  size_t n_logit_bias;             /* 0 */
 } moepp_generation_options;
 
 moepp_status moepp_generation_options_init(moepp_generation_options* options);

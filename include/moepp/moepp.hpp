@@ -48,6 +48,7 @@ struct Sampling {
   int repeat_last_n = 64;
   double presence_penalty = 0, frequency_penalty = 0;  // [-2, 2], over the generated tokens
   double min_p = 0;                                    // 0: off
+  std::vector<std::pair<int32_t, float>> logit_bias = {};  // (token id, added to its logit)
 };
 
 // Where the tokens of the last logits() or generate() went, per MoE layer.
@@ -128,6 +129,15 @@ class Model {
     o.presence_penalty = p.presence_penalty;
     o.frequency_penalty = p.frequency_penalty;
     o.min_p = p.min_p;
+    std::vector<int32_t> bias_ids;
+    std::vector<float> bias_values;
+    for (const auto& [id, bias] : p.logit_bias) {
+      bias_ids.push_back(id);
+      bias_values.push_back(bias);
+    }
+    o.logit_bias_ids = bias_ids.data();
+    o.logit_bias_values = bias_values.data();
+    o.n_logit_bias = bias_ids.size();
     Sink sink{&on_piece, {}, {}};
     const moepp_status st = moepp_generate_with(m_.get(), prompt.c_str(), &s, &o, &Sink::call, &sink);
     if (sink.error) std::rethrow_exception(sink.error);

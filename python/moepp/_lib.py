@@ -22,7 +22,8 @@ class GenerationOptions(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t), ("stop", ctypes.POINTER(ctypes.c_char_p)), ("n_stop", ctypes.c_size_t),
                 ("repeat_penalty", ctypes.c_double), ("repeat_last_n", ctypes.c_int32),
                 ("presence_penalty", ctypes.c_double), ("frequency_penalty", ctypes.c_double),
-                ("min_p", ctypes.c_double)]
+                ("min_p", ctypes.c_double), ("logit_bias_ids", ctypes.POINTER(ctypes.c_int32)),
+                ("logit_bias_values", ctypes.POINTER(ctypes.c_float)), ("n_logit_bias", ctypes.c_size_t)]
 
 
 class LayerRoutingC(ctypes.Structure):

@@ -110,10 +110,12 @@ class Model:
         return out
 
     def generate(self, prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, seed=1, stop=(),
-                 repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, min_p=0.0):
+                 repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, min_p=0.0,
+                 logit_bias=None):
         """An iterator over the pieces of text continuing prompt (not the prompt itself), as
         `moepp generate` with the same options gives it: stop (strings the text ends before),
-        the penalties and min_p as moepp_generation_options in moepp.h describes them.
+        the penalties, min_p and logit_bias ({token id: bias}) as moepp_generation_options in
+        moepp.h describes them.
         Generation runs in a worker thread; leaving the loop early stops it."""
         s = _lib.Sampling()
         _lib.check(_lib.lib().moepp_sampling_init(ctypes.byref(s)))
@@ -126,7 +128,13 @@ class Model:
         o.stop, o.n_stop = ctypes.cast(stops, ctypes.POINTER(ctypes.c_char_p)), len(stop)
         o.repeat_penalty, o.repeat_last_n, o.min_p = repeat_penalty, repeat_last_n, min_p
         o.presence_penalty, o.frequency_penalty = presence_penalty, frequency_penalty
-        return self._stream(prompt.encode(), s, o, stops)
+        bias = sorted((logit_bias or {}).items())
+        bias_ids = (ctypes.c_int32 * max(len(bias), 1))(*[int(k) for k, _ in bias])
+        bias_values = (ctypes.c_float * max(len(bias), 1))(*[float(v) for _, v in bias])
+        o.logit_bias_ids = ctypes.cast(bias_ids, ctypes.POINTER(ctypes.c_int32))
+        o.logit_bias_values = ctypes.cast(bias_values, ctypes.POINTER(ctypes.c_float))
+        o.n_logit_bias = len(bias)
+        return self._stream(prompt.encode(), s, o, (stops, bias_ids, bias_values))
 
     def generate_text(self, prompt, **sampling):
         """The whole continuation as one string (generate() joined)."""

@@ -243,6 +243,10 @@ void generate_into(moepp_model* model, const char* prompt, const moepp_sampling*
                           ", " + std::to_string(o.repeat_last_n) + ", " + std::to_string(o.presence_penalty) + ", " +
                           std::to_string(o.frequency_penalty) + ", " + std::to_string(o.min_p)};
   if (o.n_stop > 0) require(o.stop, fn, "options->stop");
+  if (o.n_logit_bias > 0) {
+    require(o.logit_bias_ids, fn, "options->logit_bias_ids");
+    require(o.logit_bias_values, fn, "options->logit_bias_values");
+  }
   GenerateOptions opt;
   for (size_t i = 0; i < o.n_stop; ++i) {
     if (!o.stop[i] || !*o.stop[i])
@@ -258,6 +262,15 @@ void generate_into(moepp_model* model, const char* prompt, const moepp_sampling*
   opt.repeat_last_n = o.repeat_last_n;
   opt.presence_penalty = o.presence_penalty;
   opt.frequency_penalty = o.frequency_penalty;
+  for (size_t i = 0; i < o.n_logit_bias; ++i) {
+    const int32_t id = o.logit_bias_ids[i];
+    const float bias = o.logit_bias_values[i];
+    if (id < 0 || id >= m.config().vocab_size || !std::isfinite(bias))
+      throw InvalidArgument{std::string(fn) + ": logit bias " + std::to_string(i) + " (token " + std::to_string(id) +
+                            ", " + std::to_string(bias) + ") needs a token of the vocabulary of " +
+                            std::to_string(m.config().vocab_size) + " and a finite bias"};
+    opt.logit_bias.emplace_back(id, bias);
+  }
   opt.routing = &m.routing;
   const TextSink sink{on_text, user_data};
   bool first = true;  // generate_text shows the decoded prompt first; the callback gets the continuation

@@ -1,5 +1,8 @@
 // moepp generate: stream a continuation of a prompt, with a KV cache.
+#include <cstdint>
 #include <cstdio>
+#include <string>
+#include <utility>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -8,6 +11,30 @@
 #include "model/model_folder.h"
 
 namespace moepp::cli {
+
+namespace {
+
+// "ID=BIAS", as --logit-bias takes it.
+std::pair<int32_t, float> parse_logit_bias(const std::string& text) {
+  const size_t eq = text.find('=');
+  size_t id_end = 0, bias_end = 0;
+  int64_t id = -1;
+  float bias = 0;
+  try {
+    if (eq != std::string::npos) {
+      id = std::stoll(text.substr(0, eq), &id_end);
+      bias = std::stof(text.substr(eq + 1), &bias_end);
+    }
+  } catch (const std::exception&) {
+    id = -1;
+  }
+  MOEPP_CHECK(eq != std::string::npos && id_end == eq && bias_end == text.size() - eq - 1 && id >= 0 &&
+                  id <= INT32_MAX,
+              "generate: --logit-bias takes ID=BIAS (a token id and a number), got '", text, "'");
+  return {int32_t(id), bias};
+}
+
+}  // namespace
 
 void add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming text to stdout");
@@ -21,6 +48,7 @@ void add_generate(CLI::App& app) {
     double repeat_penalty = 1.0;
     int repeat_last_n = 64;
     double presence_penalty = 0, frequency_penalty = 0;
+    std::vector<std::string> logit_bias;
     bool quiet = false;
     bool mmap = false;
   };
@@ -50,6 +78,8 @@ void add_generate(CLI::App& app) {
                   "frequency_penalty; 0: off)")
       ->default_val(0.0)
       ->check(CLI::Range(-2.0, 2.0));
+  cmd->add_option("--logit-bias", a->logit_bias,
+                  "ID=BIAS: add BIAS to token ID's logit at every step (repeatable; -100 bans the token)");
   cmd->add_flag("-q,--quiet", a->quiet, "No timing line and no notices on stderr");
   cmd->add_option("-n,--max-tokens", a->n, "Tokens to generate")->default_val(128)->check(non_negative_number());
   cmd->add_option("--temperature,--temp", a->s.temperature, "Sampling temperature (0: greedy)")
@@ -92,6 +122,7 @@ void add_generate(CLI::App& app) {
     opt.repeat_last_n = a->repeat_last_n;
     opt.presence_penalty = a->presence_penalty;
     opt.frequency_penalty = a->frequency_penalty;
+    for (const std::string& b : a->logit_bias) opt.logit_bias.push_back(parse_logit_bias(b));
     opt.stats = &stats;
     std::vector<RoutingStats> routing;
     opt.routing = &routing;

@@ -291,6 +291,44 @@ static void check_generation_options(void) {
             (plain_at ? strlen(short_struct.text) == (size_t)(plain_at - plain.text) : strcmp(short_struct.text, plain.text) == 0),
         "an older size: the stop strings without the penalties: '%s' of '%s'", short_struct.text, plain.text);
 
+  /* A logit bias of -100 on the greedy first token (by moepp_logits): `moepp generate
+   * --logit-bias ID=-100`'s text, which starts otherwise. */
+  int32_t ids[64];
+  size_t n_ids = 0;
+  static float logits[64 * 400];
+  int32_t first = -1;
+  if (moepp_tokenize(m, prompt, ids, 64, &n_ids) == MOEPP_OK &&
+      moepp_logits(m, ids, n_ids, logits, sizeof logits / sizeof logits[0]) == MOEPP_OK) {
+    const float* last = logits + (n_ids - 1) * 400;
+    first = 0;
+    for (int32_t v = 1; v < 400; ++v)
+      if (last[v] > last[first]) first = v;
+  }
+  moepp_generation_options biased;
+  moepp_generation_options_init(&biased);
+  const int32_t bias_ids[] = {first};
+  const float bias_values[] = {-100.0f};
+  biased.logit_bias_ids = bias_ids;
+  biased.logit_bias_values = bias_values;
+  biased.n_logit_bias = 1;
+  struct pieces banned = {{0}, 0, 0};
+  CHECK(first >= 0 && moepp_generate_with(m, prompt, &s, &biased, collect, &banned) == MOEPP_OK, "logit bias: %s",
+        moepp_last_error());
+  snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt '%s' -n 16 --temperature 0 --logit-bias %d=-100",
+           g_cli, g_model, prompt, first);
+  cli = run_capture(cmd);
+  snprintf(want, sizeof want, "%s%s\n", prompt, banned.text);
+  CHECK(cli && strcmp(cli, want) == 0 && strcmp(banned.text, plain.text) != 0, "logit bias: api '%s' vs cli '%s' (plain '%s')",
+        want, cli ? cli : "(failed)", plain.text);
+  free(cli);
+  biased.logit_bias_ids = NULL;
+  CHECK(moepp_generate_with(m, prompt, &s, &biased, NULL, NULL) == MOEPP_INVALID_ARGUMENT, "bias ids NULL: %s",
+        moepp_last_error());
+  const int32_t outside[] = {400};
+  biased.logit_bias_ids = outside;
+  CHECK(moepp_generate_with(m, prompt, &s, &biased, NULL, NULL) == MOEPP_INVALID_ARGUMENT, "bias token 400: %s",
+        moepp_last_error());
+
   moepp_generation_options bad;
   moepp_generation_options_init(&bad);
   bad.size = 0;

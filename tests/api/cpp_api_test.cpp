@@ -119,6 +119,22 @@ void check_generation(const std::string& model_dir) {
   penalised.presence_penalty = -0.5;
   const std::string got_pen = m.generate(prompt, penalised);
   check(got_pen == want_pen && want_pen != want, "penalised generate '" + got_pen + "' == '" + want_pen + "'");
+  // A logit bias of -100 on the greedy first token, against the chain with it applied.
+  std::vector<int32_t> biased_seq = prompt_ids;
+  const int32_t banned = seq.size() > prompt_ids.size() ? seq[prompt_ids.size()] : 0;
+  for (int i = 0; i < n_new; ++i) {
+    auto lg = m.logits(biased_seq);
+    float* last = lg.data() + (biased_seq.size() - 1) * size_t(V);
+    last[banned] -= 100.0f;
+    const int32_t next = int32_t(std::max_element(last, last + V) - last);
+    if (next == eos) break;
+    biased_seq.push_back(next);
+  }
+  moepp::Sampling biased = greedy;
+  biased.logit_bias = {{banned, -100.0f}};
+  const std::string got_biased = m.generate(prompt, biased), want_biased = m.detokenize(biased_seq).substr(prompt.size());
+  check(got_biased == want_biased && got_biased != want,
+        "logit_bias generate '" + got_biased + "' == '" + want_biased + "'");
   penalised.stop = {"not in it", want_pen.substr(want_pen.size() / 2, 2)};
   const std::string cut = m.generate(prompt, penalised);
   check(want_pen.size() >= 6 && cut == want_pen.substr(0, want_pen.find(penalised.stop[1])),

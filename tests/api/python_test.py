@@ -113,6 +113,13 @@ def main():
     stop = penalised[len(penalised) // 2:len(penalised) // 2 + 2]
     cut = m.generate_text("Line 3", max_tokens=16, temperature=0, stop=["never here", stop], **flags)
     check(len(stop) == 2 and cut == penalised[:penalised.find(stop)], "stop %r: %r of %r" % (stop, cut, penalised))
+    first = int(m.logits(m.tokenize("Line 3"))[-1].argmax())  # the greedy first token, banned
+    banned = m.generate_text("Line 3", max_tokens=16, temperature=0, logit_bias={first: -100})
+    cli_text = subprocess.run([cli, "generate", "--model", str(model), "--prompt", "Line 3", "-n", "16", "--temperature",
+                               "0", "--logit-bias", "%d=-100" % first], check=True, capture_output=True).stdout
+    check(("Line 3" + banned + "\n").encode() == cli_text and banned != m.generate_text("Line 3", max_tokens=16,
+                                                                                          temperature=0),
+          "logit_bias: api %r vs cli %r" % (banned, cli_text))
 
     for bad, needle in ((fixture / "nothing-here", "nothing-here"), (fixture / "corrupt", "config.json")):
         try:
