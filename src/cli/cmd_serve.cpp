@@ -1,10 +1,29 @@
 // moepp serve: an OpenAI-compatible HTTP server with continuous batching (src/serve/).
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
 #include "cli/commands.h"
 #include "core/error.h"
 #include "kernels/quant.h"
 #include "serve/server.h"
 
 namespace moepp::cli {
+
+namespace {
+
+// The file's first line, without its line end and surrounding spaces.
+std::string read_first_line(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("serve: cannot read " + path);
+  std::string line;
+  std::getline(in, line);
+  const char* space = " \t\r\n";
+  const size_t first = line.find_first_not_of(space);
+  return first == std::string::npos ? "" : line.substr(first, line.find_last_not_of(space) - first + 1);
+}
+
+}  // namespace
 
 void add_serve(CLI::App& app) {
   auto* cmd = app.add_subcommand(
@@ -28,7 +47,13 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--max-queue", o->max_queue, "Requests waiting beyond the running batch before 429")
       ->default_val(64)
       ->check(non_negative_number());
-  cmd->add_option("--api-key", o->api_key, "Require \"Authorization: Bearer KEY\" on every endpoint but /health");
+  auto* key = cmd->add_option("--api-key", o->api_key,
+                              "Require \"Authorization: Bearer KEY\" on every endpoint but /health (any user of this "
+                              "machine can read a command line: prefer --api-key-file or MOEPP_API_KEY)");
+  auto key_file = std::make_shared<std::string>();
+  auto* key_from_file =
+      cmd->add_option("--api-key-file", *key_file, "Read the API key from the first line of FILE")->check(CLI::ExistingFile);
+  key->excludes(key_from_file);
   cmd->add_option("--chat-template", o->chat_template_file,
                   "A Jinja chat template file (its family is recognised: chatml, llama2, mistral, zephyr) or one of those "
                   "names, or plain; default: the folder's tokenizer_config.json, else plain");
@@ -45,8 +70,14 @@ void add_serve(CLI::App& app) {
                "Prefill every prompt whole (default: a prompt that begins with the tokens of a finished sequence, "
                "as a chat's next turn does, starts from a copy of their KV cache; docs/serve.md)");
   add_threads_option(cmd, &o->threads);
-  cmd->callback([o] {
+  cmd->callback([o, key_file] {
 #ifdef MOEPP_HAVE_HTTPLIB
+    if (!key_file->empty()) {
+      o->api_key = read_first_line(*key_file);
+      if (o->api_key.empty()) fail("serve: " + *key_file + " holds no API key on its first line");
+    } else if (o->api_key.empty()) {
+      if (const char* env = std::getenv("MOEPP_API_KEY")) o->api_key = env;
+    }
     apply_threads(o->threads);
     const int status = run_server(*o);
     if (status != 0) throw CLI::RuntimeError(status);

@@ -33,6 +33,15 @@ using json = nlohmann::json;
 
 namespace {
 
+// Whether a request's credential equals the key, in a time that does not depend on where
+// they first differ (an == would stop there, and its timing tells a guesser how far a
+// guess got).
+bool same_secret(const std::string& given, const std::string& key) {
+  unsigned char diff = given.size() == key.size() ? 0 : 1;
+  for (size_t i = 0; i < key.size(); ++i) diff |= static_cast<unsigned char>(key[i] ^ (i < given.size() ? given[i] : 0));
+  return diff == 0;
+}
+
 // What every handler shares: the model, the tokenizer, the scheduler, the counters.
 struct ServerState {
   ServeOptions opt;
@@ -439,7 +448,7 @@ int run_server(const ServeOptions& opt) {
   svr.set_write_timeout(opt.timeout_s, 0);
   svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
     if (opt.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
-    if (req.get_header_value("Authorization") == "Bearer " + opt.api_key)
+    if (same_secret(req.get_header_value("Authorization"), "Bearer " + opt.api_key))
       return httplib::Server::HandlerResponse::Unhandled;
     ++st.requests_failed;
     send_error(res, ApiError(401, "a valid API key is required: Authorization: Bearer KEY", "", "invalid_api_key"));

@@ -68,9 +68,9 @@ def make_model():
 
 
 class Server:
-    def __init__(self, model, *flags):
+    def __init__(self, model, *flags, env=None):
         self.proc = subprocess.Popen([MOEPP, "serve", "-m", str(model), "--port", "0", *flags],
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, env=env)
         self.log = []
         deadline = time.time() + 60
         self.port = None
@@ -501,6 +501,21 @@ def main():
     finally:
         server.stop()
     check(server.proc.returncode == 0, f"SIGTERM on an idle server exits 0 (got {server.proc.returncode})")
+
+    # The key from a file or from MOEPP_API_KEY, kept out of the process list.
+    key_file = SCRATCH / "api-key"
+    key_file.write_text("file-key\n")
+    for source, server_args, env in (("--api-key-file", ["--api-key-file", str(key_file)], None),
+                                     ("MOEPP_API_KEY", [], dict(os.environ, MOEPP_API_KEY="env-key"))):
+        keyed = Server(model, *server_args, env=env)
+        try:
+            want = "file-key" if env is None else "env-key"
+            without, _, _ = keyed.request("GET", "/v1/models", key=None)
+            wrong, _, _ = keyed.request("GET", "/v1/models", key=want + "x")
+            right, _, _ = keyed.request("GET", "/v1/models", key=want)
+            check((without, wrong, right) == (401, 401, 200), f"the key from {source}: {without}, {wrong}, {right}")
+        finally:
+            keyed.stop()
 
     # 429 under an overfull queue: one running sequence, one waiting, many arriving. This
     # server runs q8_0 weights, so it keeps its KV caches in bf16 (--kv-dtype auto, the
