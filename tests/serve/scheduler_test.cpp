@@ -51,6 +51,23 @@ struct TinyModel {
   }
 };
 
+// A prompt's scores (log-probabilities of tokens 1.., top lists of k) as a whole prefill
+// gives them (`want`), to 1e-5.
+void expect_same_scores(const std::vector<TokenLogprob>& got, const std::vector<TokenLogprob>& want,
+                        const std::vector<int32_t>& prompt, int k) {
+  ASSERT_EQ(got.size(), prompt.size() - 1);
+  ASSERT_EQ(want.size(), prompt.size() - 1);
+  for (size_t t = 0; t < got.size(); ++t) {
+    EXPECT_EQ(got[t].id, prompt[t + 1]);
+    EXPECT_NEAR(got[t].logprob, want[t].logprob, 1e-5) << "token " << t + 1;
+    ASSERT_EQ(got[t].top.size(), size_t(k));
+    for (int j = 0; j < k; ++j) {
+      EXPECT_EQ(got[t].top[size_t(j)].first, want[t].top[size_t(j)].first) << "token " << t + 1;
+      EXPECT_NEAR(got[t].top[size_t(j)].second, want[t].top[size_t(j)].second, 1e-5);
+    }
+  }
+}
+
 size_t shared_length(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
   size_t n = 0;
   while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
@@ -277,17 +294,7 @@ TEST(Scheduler, ScoredPromptsSharingAContextTakeItsLogprobs) {
     const int64_t before = sched.metrics().prompt_tokens_cached;
     const std::vector<TokenLogprob> got = scored(sched, b, k), want = scored(whole, b, k);
     EXPECT_EQ(sched.metrics().prompt_tokens_cached - before, k == 3 ? 0 : int64_t(common) - 1);
-    ASSERT_EQ(got.size(), b.size() - 1);
-    ASSERT_EQ(want.size(), b.size() - 1);
-    for (size_t i = 0; i < got.size(); ++i) {
-      EXPECT_EQ(got[i].id, b[i + 1]);
-      EXPECT_NEAR(got[i].logprob, want[i].logprob, 1e-5) << "token " << i + 1;
-      ASSERT_EQ(got[i].top.size(), size_t(k));
-      for (int j = 0; j < k; ++j) {
-        EXPECT_EQ(got[i].top[size_t(j)].first, want[i].top[size_t(j)].first) << "token " << i + 1;
-        EXPECT_NEAR(got[i].top[size_t(j)].second, want[i].top[size_t(j)].second, 1e-5);
-      }
-    }
+    expect_same_scores(got, want, b, k);
   }
 }
 
@@ -323,18 +330,7 @@ TEST(Scheduler, ScoredPromptsQueuedTogetherPrefillTheirContextOnce) {
     ASSERT_TRUE(streams[i]->error().empty()) << streams[i]->error();
     const auto reference = whole.submit(batch[i]);
     drain(*reference);
-    const std::vector<TokenLogprob>&got = streams[i]->prompt_logprobs(), &want = reference->prompt_logprobs();
-    ASSERT_EQ(got.size(), prompts[i].size() - 1);
-    ASSERT_EQ(want.size(), prompts[i].size() - 1);
-    for (size_t t = 0; t < got.size(); ++t) {
-      EXPECT_EQ(got[t].id, prompts[i][t + 1]);
-      EXPECT_NEAR(got[t].logprob, want[t].logprob, 1e-5) << "token " << t + 1;
-      ASSERT_EQ(got[t].top.size(), size_t(k[i]));
-      for (int j = 0; j < k[i]; ++j) {
-        EXPECT_EQ(got[t].top[size_t(j)].first, want[t].top[size_t(j)].first) << "token " << t + 1;
-        EXPECT_NEAR(got[t].top[size_t(j)].second, want[t].top[size_t(j)].second, 1e-5);
-      }
-    }
+    expect_same_scores(streams[i]->prompt_logprobs(), reference->prompt_logprobs(), prompts[i], k[i]);
     if (i == 1 || i == 2) want_cached += int64_t(shared_length(prompts[0], prompts[i])) - 1;
   }
   EXPECT_GE(shared_length(prompts[0], prompts[1]), context.size());
