@@ -30,7 +30,7 @@ void check_accepted(const moepp::ApiRequest& r, const moepp::ApiLimits& limits, 
   if (!(r.repeat_penalty > 0 && std::isfinite(r.repeat_penalty)) || r.repeat_last_n < 0) broken("repeat", body);
   for (const auto& [id, bias] : r.logit_bias)
     if (id < 0 || !(std::abs(bias) <= 100)) broken("logit_bias", body);
-  if (r.stop.size() > 4) broken("stop count", body);
+  if (r.stop.size() > moepp::kMaxStopStrings) broken("stop count", body);
   for (const auto& s : r.stop)
     if (s.empty()) broken("empty stop", body);
   if (r.logprobs < -1 || r.logprobs > 5) broken("logprobs", body);

@@ -96,15 +96,16 @@ void parse_common(const json& j, const ApiLimits& limits, ApiRequest& r) {
   }
   if (present(j, "stop")) {
     const json& s = j["stop"];
+    const std::string shape = "'stop' must be a string or a list of up to " + std::to_string(kMaxStopStrings) + " strings";
     if (s.is_string()) {
       r.stop = {s.get<std::string>()};
-    } else if (s.is_array() && s.size() <= 4) {
+    } else if (s.is_array() && s.size() <= kMaxStopStrings) {
       for (const auto& e : s) {
-        if (!e.is_string()) bad("stop", "'stop' must be a string or a list of up to 4 strings");
+        if (!e.is_string()) bad("stop", shape);
         r.stop.push_back(e.get<std::string>());
       }
     } else {
-      bad("stop", "'stop' must be a string or a list of up to 4 strings");
+      bad("stop", shape);
     }
     for (const auto& e : r.stop)
       if (e.empty()) bad("stop", "'stop' strings must not be empty");

@@ -27,6 +27,10 @@ class ApiError : public std::runtime_error {
 };
 
 // What the server knows when it checks a request.
+// Stop strings a request may give. OpenAI's API takes 4; evaluation harnesses send a
+// task's stop sequences as they are (lm-evaluation-harness's `until`), sometimes more.
+constexpr size_t kMaxStopStrings = 16;
+
 struct ApiLimits {
   std::string model_name;
   int64_t context = 0;  // positions per sequence

@@ -458,6 +458,10 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
   EXPECT_EQ(status_of(R"({"prompt": "x", "n": 5})"), std::make_pair(400, std::string("n")));
   EXPECT_EQ(status_of(R"({"prompt": "x", "logprobs": 6})"), std::make_pair(400, std::string("logprobs")));
   EXPECT_EQ(status_of(R"({"prompt": "x", "stop": ["a", ""]})"), std::make_pair(400, std::string("stop")));
+  std::string stops = R"({"prompt": "x", "stop": ["s0")";
+  for (int i = 1; i < 16; ++i) stops += ", \"s" + std::to_string(i) + "\"";
+  EXPECT_EQ(status_of(stops + "]}").first, 200);  // 16, more than OpenAI's 4, as harnesses send them
+  EXPECT_EQ(status_of(stops + R"(, "s16"]})"), std::make_pair(400, std::string("stop")));
   EXPECT_EQ(status_of(R"({"messages": []})", true), std::make_pair(400, std::string("messages")));
   EXPECT_EQ(status_of(R"({"messages": [{"role": "robot", "content": "x"}]})", true),
             std::make_pair(400, std::string("messages")));
