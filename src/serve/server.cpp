@@ -242,9 +242,11 @@ void handle_generation(ServerState& st, const httplib::Request& req, httplib::Re
                    : completion_response(id, created, st.model_name, choices, prompt_tokens, completion_tokens));
     return;
   }
-  // Server-Sent Events: one "data: {chunk}" per piece of text, a last chunk per choice with
-  // its finish_reason, a usage chunk, then "data: [DONE]". A failed write means the client
-  // went away: its sequences are cancelled and leave the batch at the next step.
+  // Server-Sent Events: one "data: {chunk}" per piece of text (with its tokens'
+  // log-probabilities when asked), a last chunk per choice with its finish_reason (the
+  // request's last one with the usage), a usage chunk if stream_options asks for one, then
+  // "data: [DONE]". A failed write means the client went away: its sequences are cancelled
+  // and leave the batch at the next step.
   ServerState* state = &st;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
