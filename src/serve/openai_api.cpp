@@ -121,6 +121,21 @@ void parse_common(const json& j, const ApiLimits& limits, ApiRequest& r) {
     if (!o.is_object()) bad("stream_options", "'stream_options' must be an object, got " + o.dump());
     r.include_usage = flag(o, "include_usage", false);
   }
+  // What the server does not do is refused, not ignored: a client asking for JSON or a
+  // tool call would otherwise get free text as if it were the answer. The defaults pass.
+  if (present(j, "response_format")) {
+    const json& f = j["response_format"];
+    if (!(f.is_object() && f.value("type", json("text")) == "text"))
+      bad("response_format", "only {\"type\": \"text\"} is supported (no JSON mode), got " + f.dump());
+  }
+  if (present(j, "tools") && !(j["tools"].is_array() && j["tools"].empty()))
+    bad("tools", "tool calls are not supported");
+  if (present(j, "tool_choice") && j["tool_choice"] != "none")
+    bad("tool_choice", "tool calls are not supported");
+  if (present(j, "best_of") && j["best_of"] != 1 && j["best_of"] != r.n)
+    bad("best_of", "'best_of' must be 1 or equal to n (no ranking of extra samples), got " + j["best_of"].dump());
+  if (present(j, "suffix") && !(j["suffix"].is_string() && j["suffix"].get<std::string>().empty()))
+    bad("suffix", "'suffix' (insertion) is not supported");
   r.ignore_eos = flag(j, "ignore_eos", false);
   r.cache_prompt = flag(j, "cache_prompt", true);
   auto penalty = [&](const char* key) {

@@ -496,6 +496,22 @@ TEST(ServeApi, RequestChecksNameTheFieldAndStatus) {
   EXPECT_EQ(status_of(R"({"prompt": "x", "frequency_penalty": "a"})"), std::make_pair(400, std::string("frequency_penalty")));
   EXPECT_EQ(status_of(R"({"prompt": "x", "repeat_penalty": 0})"), std::make_pair(400, std::string("repeat_penalty")));
   EXPECT_EQ(status_of(R"({"prompt": "x", "min_p": 1.5})"), std::make_pair(400, std::string("min_p")));
+  // What the server does not do is refused, the defaults pass.
+  EXPECT_EQ(status_of(R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
+                      true),
+            std::make_pair(400, std::string("response_format")));
+  EXPECT_EQ(status_of(R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})", true),
+            std::make_pair(400, std::string("tools")));
+  EXPECT_EQ(status_of(R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", true),
+            std::make_pair(400, std::string("tool_choice")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "n": 2, "best_of": 3})"), std::make_pair(400, std::string("best_of")));
+  EXPECT_EQ(status_of(R"({"prompt": "x", "suffix": "y"})"), std::make_pair(400, std::string("suffix")));
+  EXPECT_EQ(status_of(R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "text"},
+                          "tools": [], "tool_choice": "none"})",
+                      true)
+                .first,
+            200);
+  EXPECT_EQ(status_of(R"({"prompt": "x", "n": 2, "best_of": 2, "suffix": ""})").first, 200);
   EXPECT_EQ(status_of(R"({"prompt": "x", "repeat_last_n": -2})"), std::make_pair(400, std::string("repeat_last_n")));
   for (const char* bias : {R"([1, 2])", R"({"x": 1})", R"({"-1": 1})", R"({"5": 101})", R"({"5": "a"})"})
     EXPECT_EQ(status_of(std::string(R"({"prompt": "x", "logit_bias": )") + bias + "}"),
