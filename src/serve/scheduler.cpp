@@ -78,6 +78,18 @@ struct Scheduler::Running {
 
   // The text that became safe to show, with the log-probabilities of the tokens generated
   // since the last call (under the tokenizer lock).
+  // A sequence that starts from a copied prefix: when scored, it takes the first n of its
+  // source's prompt log-probabilities, top lists cut to its own k (most likely first).
+  void take_scores(const std::vector<TokenLogprob>& from, size_t n) {
+    const int k = request.prompt_logprobs;
+    if (k < 0) return;
+    for (size_t i = 0; i < n; ++i) {
+      TokenLogprob t = from[i];
+      t.top.resize(std::min(t.top.size(), size_t(k)));
+      prompt_logprobs.push_back(std::move(t));
+    }
+  }
+
   void push_news() {
     const std::vector<TokenLogprob>& all = generation->logprobs();
     std::vector<TokenLogprob> fresh(all.begin() + std::ptrdiff_t(logprobs_pushed), all.end());
@@ -274,13 +286,7 @@ void Scheduler::admit(std::vector<std::unique_ptr<Running>>& running) {
       r->fed = size_t(shared);
       metrics_.prompt_tokens_cached += shared;
       // A scored prompt takes the log-probabilities of the tokens it did not run.
-      const int k = r->request.prompt_logprobs;
-      if (k >= 0)
-        for (int64_t i = 0; i < shared; ++i) {
-          TokenLogprob t = source->prompt_logprobs[size_t(i)];
-          t.top.resize(std::min(t.top.size(), size_t(k)));  // most likely first: the top k
-          r->prompt_logprobs.push_back(std::move(t));
-        }
+      r->take_scores(source->prompt_logprobs, size_t(shared));
     }
     kv_in_use_ += need;
     evict_kept(kv_in_use_, nullptr);
@@ -380,12 +386,7 @@ void Scheduler::take_lead_prefix(Running& r) {
   r.cache->copy_prefix(*lead->cache, int64_t(n));
   r.fed = n;
   r.prefix_from = nullptr;
-  if (scored >= 0)
-    for (size_t i = 0; i < n; ++i) {
-      TokenLogprob t = lead->prompt_logprobs[i];
-      t.top.resize(std::min(t.top.size(), size_t(scored)));  // most likely first: the top k
-      r.prompt_logprobs.push_back(std::move(t));
-    }
+  r.take_scores(lead->prompt_logprobs, n);
   std::lock_guard<std::mutex> lock(mu_);
   metrics_.prompt_tokens_cached += int64_t(n);
 }
