@@ -24,6 +24,7 @@ void add_grad(CLI::App& app) {
     check_ids_in_vocab(ids, m.config.vocab_size);
     const auto targets = next_token_targets(ids.data(), int64_t(ids.size()));
     ModelCache<float> cache;
+    cache.capacity_factor = m.config.capacity_factor;  // a training step's gradient
     model_forward(m.config, m.params, ids.data(), 1, int64_t(ids.size()), cache);
     auto grads = ModelParams<float>::zeros(m.config);
     const LossParts p = model_backward(m.config, m.params, cache, targets.data(), grads);

@@ -18,7 +18,7 @@ struct TrainArgs {
   TrainOptions opt;
   std::string preset = "small", config;
   bool vanilla = false;
-  double tau = -1, beta = -1;
+  double tau = -1, beta = -1, capacity_factor = -1;
   int threads = 0;
   int ep_size = 1;
   std::string precision = "f32";
@@ -38,6 +38,9 @@ void add_train(CLI::App& app) {
   cmd->add_flag("--vanilla", a->vanilla, "The preset's vanilla twin: no zero-computation experts, no gating residual");
   cmd->add_option("--tau", a->tau, "Balance-loss weight of zero-computation experts (moepp.balance_tau)");
   cmd->add_option("--beta", a->beta, "Balance-loss coefficient (moepp.balance_coef)");
+  cmd->add_option("--capacity-factor", a->capacity_factor,
+                  "Expert capacity factor gamma (moepp.capacity_factor; SPEC 2.4, the paper's Eq. 8): slots over an "
+                  "expert's capacity in a batch are dropped in training; 0: dropless (the presets' default)");
   cmd->add_option("--steps", o.steps, "Optimizer steps")->default_val(1000);
   cmd->add_option("--batch", o.batch, "Sequences per micro-batch")->default_val(8);
   cmd->add_option("--seq", o.seq, "Tokens per sequence")->default_val(128);
@@ -88,7 +91,10 @@ void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm) {
               "; the balance weight of zero-computation experts must be non-negative");
   MOEPP_CHECK(!cmd->count("--beta") || (std::isfinite(a->beta) && a->beta >= 0), "train: --beta is ", a->beta,
               "; the balance-loss coefficient must be non-negative");
-  const bool model_flags = cmd->count("--tau") || cmd->count("--beta") || cmd->count("--config") ||
+  MOEPP_CHECK(!cmd->count("--capacity-factor") || (std::isfinite(a->capacity_factor) && a->capacity_factor >= 0),
+              "train: --capacity-factor is ", a->capacity_factor, "; it must be non-negative (0: dropless)");
+  const bool model_flags = cmd->count("--tau") || cmd->count("--beta") || cmd->count("--capacity-factor") ||
+                           cmd->count("--config") ||
                            cmd->count("--vanilla") || cmd->count("--preset");
   if (!o.resume || model_flags) {
     const Tokenizer tok(o.data_dir + "/tokenizer.model");
@@ -99,6 +105,7 @@ void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm) {
     }
     if (cmd->count("--tau")) o.model.moe.balance_tau = a->tau;
     if (cmd->count("--beta")) o.model.balance_coef = a->beta;
+    if (cmd->count("--capacity-factor")) o.model.capacity_factor = a->capacity_factor;
     o.model.bos_token_id = tok.bos_id();
     o.model.eos_token_id = tok.eos_id();
     o.model.validate();

@@ -141,8 +141,11 @@ void ModelConfig::validate() const {
   MOEPP_CHECK(moe_expert_interval >= 1, "config: moe_expert_interval must be at least 1, got ", moe_expert_interval);
   MOEPP_CHECK(num_moe_layers() > 0, "config: no layer is an MoE layer (num_hidden_layers ",
               num_hidden_layers, ", moe_expert_interval ", moe_expert_interval, ")");
-  MOEPP_CHECK(capacity_factor == 0.0, "config: moepp.capacity_factor ", capacity_factor,
-              " is not supported yet (moepp is dropless); use 0");
+  MOEPP_CHECK(std::isfinite(capacity_factor) && capacity_factor >= 0, "config: moepp.capacity_factor must be ",
+              "non-negative (0: dropless), got ", capacity_factor);
+  MOEPP_CHECK(capacity_factor == 0.0 || moe.num_zero_compute() == 0 || moe.balance_tau > 0,
+              "config: moepp.capacity_factor ", capacity_factor, " with moepp.balance_tau = 0 gives FFN experts ",
+              "no slot (SPEC §2.4: gamma*tau*S / (tau*N + n)); set tau above 0 or the factor to 0");
   MOEPP_CHECK(balance_coef >= 0, "config: moepp.balance_coef must be non-negative, got ", balance_coef);
   MOEPP_CHECK(moe.num_ffn >= 0, "config: num_experts ", num_experts(), " is smaller than the ",
               moe.num_zero_compute(), " zero-computation experts of the moepp block");

@@ -35,7 +35,7 @@ struct ModelConfig {
   int moe_expert_interval = 1;
   bool gating_residual = true;  // each MoE layer's router adds a map of the previous one's logits
   double balance_coef = 0.01;
-  double capacity_factor = 0.0;
+  double capacity_factor = 0.0;  // SPEC §2.4, in training only (ModelCache::capacity_factor); 0: dropless
 
   int head_dim() const { return int(hidden_size / num_attention_heads); }
   int num_experts() const { return moe.num_experts(); }  // E, all kinds (HF num_experts: [E])

@@ -60,6 +60,7 @@ void model_forward(const ModelConfig& cfg, const ModelParams<T>& w, const int32_
       last_moe = int(l);
     }
     lc.moe.comm = c.comm;
+    lc.moe.capacity_factor = c.capacity_factor;
     Tensor<T>& x_out = input_of(l + 1);
     x_out.fit({n, D});
     decoder_layer_forward(cfg, dw.layers[l], int(l), rows, lc.x.data(), z_prev, lc, x_out.data());

@@ -37,6 +37,10 @@ struct ModelCache {
   // gradients it writes are those of the whole batch's mean loss (the gradients as this
   // rank's share, to be summed over ranks), and the MoE layers route as one batch.
   Collectives* comm = nullptr;
+  // The MoE layers' capacity factor (SPEC §2.4): the trainer sets the config's, so that a
+  // training step drops slots over capacity; 0 (every other forward: eval, logits) keeps
+  // every slot, so a model's outputs never depend on what else is in the batch.
+  double capacity_factor = 0.0;
   // Called by model_backward, on its thread, as parts of the gradient become final (set by
   // a distributed trainer to start summing them while the backward goes on): part L (the
   // number of layers) for the final norm and an untied LM head, part l after layer l

@@ -1,13 +1,63 @@
 #include "moe/dispatch.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
+#include "core/collectives.h"
 #include "core/error.h"
 #include "core/parallel.h"
 
 namespace moepp {
 
-void plan_dispatch(const MoeConfig& cfg, const int32_t* idx, int64_t tokens, DispatchPlan& plan) {
+ExpertCapacity expert_capacity(const MoeConfig& cfg, double gamma, int64_t slots) {
+  MOEPP_CHECK(std::isfinite(gamma) && gamma > 0, "dispatch: capacity factor must be positive, got ", gamma);
+  const int n = cfg.num_zero_compute();
+  // A vanilla pool (n = 0) shares the slots evenly whatever tau is.
+  const double tau = n == 0 ? 1.0 : cfg.balance_tau;
+  MOEPP_CHECK(tau > 0, "dispatch: capacity factor ", gamma,
+              " with balance_tau = 0 gives FFN experts no slot (Eq. 8: gamma*tau*S / (tau*N + n))");
+  const double per_weight = gamma * double(slots) / (tau * cfg.num_ffn + n);
+  return {int64_t(std::ceil(tau * per_weight)), int64_t(std::ceil(per_weight))};
+}
+
+std::vector<int64_t> slots_kept_under_capacity(const MoeConfig& cfg, double gamma, const int32_t* idx,
+                                               int64_t tokens, Collectives* comm) {
+  const int E = cfg.num_experts();
+  const int64_t slots = tokens * cfg.top_k;
+  std::vector<int64_t> count(static_cast<size_t>(E), 0);
+  for (int64_t s = 0; s < slots; ++s) {
+    MOEPP_CHECK(idx[s] >= 0 && idx[s] < E, "dispatch: expert index ", idx[s], " at slot ", s,
+                " is outside [0, ", E, ")");
+    ++count[size_t(idx[s])];
+  }
+  std::vector<int64_t> before(static_cast<size_t>(E), 0);  // the expert's slots on the ranks before this one
+  int64_t all_slots = slots;
+  if (comm && comm->size() > 1) {
+    // Every rank's counts in its own row (then one more column: its slots), summed.
+    const int ranks = comm->size(), me = comm->rank();
+    std::vector<double> table(size_t(ranks) * size_t(E + 1), 0.0);
+    for (int e = 0; e < E; ++e) table[size_t(me) * size_t(E + 1) + size_t(e)] = double(count[size_t(e)]);
+    table[size_t(me) * size_t(E + 1) + size_t(E)] = double(slots);
+    comm->sum_all(table.data(), int64_t(table.size()));
+    all_slots = 0;
+    for (int r = 0; r < ranks; ++r) {
+      all_slots += int64_t(table[size_t(r) * size_t(E + 1) + size_t(E)]);
+      if (r < me)
+        for (int e = 0; e < E; ++e) before[size_t(e)] += int64_t(table[size_t(r) * size_t(E + 1) + size_t(e)]);
+    }
+  }
+  const ExpertCapacity cap = expert_capacity(cfg, gamma, all_slots);
+  std::vector<int64_t> keep(static_cast<size_t>(E), 0);
+  for (int e = 0; e < E; ++e) {
+    const int64_t c = cfg.kind(e) == ExpertKind::ffn ? cap.ffn : cap.zero_compute;
+    keep[size_t(e)] = std::clamp<int64_t>(c - before[size_t(e)], 0, count[size_t(e)]);
+  }
+  return keep;
+}
+
+void plan_dispatch(const MoeConfig& cfg, const int32_t* idx, int64_t tokens, DispatchPlan& plan,
+                   const int64_t* keep) {
   const int E = cfg.num_experts(), k = cfg.top_k;
   const int64_t slots = tokens * k;
   MOEPP_CHECK(slots < (int64_t(1) << 31), "dispatch: ", slots, " slots exceed the 32-bit slot index");
@@ -20,12 +70,27 @@ void plan_dispatch(const MoeConfig& cfg, const int32_t* idx, int64_t tokens, Dis
                 " is outside [0, ", E, ")");
     ++plan.offsets[size_t(idx[s]) + 1];
   }
+  plan.dropped_slots = 0;
+  if (keep) {
+    for (int e = 0; e < E; ++e) {
+      int64_t& count = plan.offsets[size_t(e) + 1];
+      const int64_t kept = std::clamp<int64_t>(keep[e], 0, count);
+      plan.dropped_slots += count - kept;
+      count = kept;
+    }
+  }
   for (int e = 0; e < E; ++e) plan.offsets[size_t(e) + 1] += plan.offsets[size_t(e)];
   std::vector<int64_t> next(plan.offsets.begin(), plan.offsets.end() - 1);
-  plan.sorted_slots.resize(size_t(slots));
+  plan.sorted_slots.resize(size_t(slots - plan.dropped_slots));
   plan.slot_pos.resize(size_t(slots));
+  // Token order: an expert's first slots are kept, those past its capacity dropped.
   for (int64_t s = 0; s < slots; ++s) {
-    const int64_t pos = next[size_t(idx[s])]++;
+    const size_t e = size_t(idx[s]);
+    if (next[e] == plan.offsets[e + 1]) {
+      plan.slot_pos[size_t(s)] = -1;
+      continue;
+    }
+    const int64_t pos = next[e]++;
     plan.sorted_slots[size_t(pos)] = int32_t(s);
     plan.slot_pos[size_t(s)] = int32_t(pos);
   }

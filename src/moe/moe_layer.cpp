@@ -39,7 +39,12 @@ void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& weights, const T* x,
   }
 
   router_forward(cfg, w, x, n, z_prev, c.router);
-  plan_dispatch(cfg, c.router.idx.data(), n, c.plan);
+  if (c.capacity_factor > 0) {
+    const auto keep = slots_kept_under_capacity(cfg, c.capacity_factor, c.router.idx.data(), n, c.comm);
+    plan_dispatch(cfg, c.router.idx.data(), n, c.plan, keep.data());
+  } else {
+    plan_dispatch(cfg, c.router.idx.data(), n, c.plan);
+  }
   c.stats = routing_stats(cfg, c.plan);
   std::vector<double> sums;
   balance_loss_sums(cfg, c.router.p.data(), c.router.idx.data(), n, sums);
@@ -53,7 +58,8 @@ void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& weights, const T* x,
   if (c.comm && c.comm->ep_size() > 1) ffn_experts_forward_parallel(cfg, weights, c.plan, c.ffn, *c.comm, c.ep);
   else ffn_experts_forward(cfg, weights, c.plan, c.ffn);
 
-  // Combine, with the copy and constant experts applied in the same pass; zero slots skip.
+  // Combine, with the copy and constant experts applied in the same pass; zero slots and
+  // slots over capacity skip.
   c.constant_a.fit({n * k, 2});
   parallel_for(n, [&](int64_t t) {
     T* yt = y + t * D;
@@ -61,6 +67,7 @@ void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& weights, const T* x,
     std::memset(yt, 0, size_t(D) * sizeof(T));
     for (int64_t j = 0; j < k; ++j) {
       const int64_t slot = t * k + j;
+      if (c.plan.dropped(slot)) continue;
       const int e = c.router.idx[size_t(slot)];
       const T gate = c.router.g[slot];
       switch (cfg.kind(e)) {
@@ -123,6 +130,10 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
         const int e = c.router.idx[size_t(slot)];
         const T gate = c.router.g[slot];
         T& dg = scratch.dg[slot];
+        if (c.plan.dropped(slot)) {  // its output is 0 whatever its gate
+          dg = 0;
+          continue;
+        }
         switch (cfg.kind(e)) {
           case ExpertKind::ffn: {
             const int64_t pos = c.plan.slot_pos[size_t(slot)];
@@ -178,7 +189,7 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
     T* dxt = scratch.dx_in.data() + t * D;
     for (int64_t j = 0; j < k; ++j) {
       const int64_t slot = t * k + j;
-      if (cfg.kind(c.router.idx[size_t(slot)]) != ExpertKind::ffn) continue;
+      if (cfg.kind(c.router.idx[size_t(slot)]) != ExpertKind::ffn || c.plan.dropped(slot)) continue;
       const T* src = scratch.d_xg.data() + int64_t(c.plan.slot_pos[size_t(slot)]) * D;
       for (int64_t d = 0; d < D; ++d) dxt[d] += src[d];
     }

@@ -35,6 +35,9 @@ struct MoeCache {
   // A multi-process run's ranks (null: one process). Set, the balance loss covers the whole
   // batch across ranks, and with an expert-parallel group the FFN experts run on their owners.
   Collectives* comm = nullptr;
+  // Set by training (SPEC §2.4; 0: dropless, as inference always is): slots over their
+  // expert's capacity in this process's batch are dropped and add nothing (moe/dispatch.h).
+  double capacity_factor = 0.0;
   ExpertParallelCache<T> ep;
   RoutingStats stats;
 };

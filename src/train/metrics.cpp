@@ -24,15 +24,21 @@ json routing_json(const std::vector<RoutingStats>& per_layer) {
   json layers = json::array();
   for (const auto& s : per_layer) {
     all.add(s);
-    layers.push_back({{"ffn_experts_per_token", s.ffn_experts_per_token()}, {"share", shares(s)},
-                      {"ffn_load_max_over_mean", s.ffn_load_max_over_mean()}});
+    json layer = {{"ffn_experts_per_token", s.ffn_experts_per_token()}, {"share", shares(s)},
+                  {"ffn_load_max_over_mean", s.ffn_load_max_over_mean()}};
+    if (s.dropped) layer["dropped_share"] = s.dropped_share();
+    layers.push_back(std::move(layer));
   }
   // Pooled over layers: tokens counted once per layer, so per-token means are layer means.
-  return {{"ffn_experts_per_token", all.ffn_experts_per_token()},
-          {"ffn_flops_vs_vanilla", all.ffn_flops_vs_vanilla()},
-          {"share", shares(all)},
-          {"ffn_load_max_over_mean", all.ffn_load_max_over_mean()},
-          {"layers", layers}};
+  json out = {{"ffn_experts_per_token", all.ffn_experts_per_token()},
+              {"ffn_flops_vs_vanilla", all.ffn_flops_vs_vanilla()},
+              {"share", shares(all)},
+              {"ffn_load_max_over_mean", all.ffn_load_max_over_mean()},
+              {"layers", layers}};
+  // With a capacity factor: the slots dropped over capacity, of all routed (the shares and
+  // FFN figures above count the computed slots).
+  if (all.dropped) out["dropped_share"] = all.dropped_share();
+  return out;
 }
 
 void append_jsonl(const std::string& path, const json& line) {

@@ -137,6 +137,7 @@ void sum_routing(std::vector<RoutingStats>& per_layer, Collectives& comm) {
   std::vector<double> v;
   for (const auto& s : per_layer) {
     v.push_back(double(s.tokens));
+    v.push_back(double(s.dropped));
     for (int64_t k : s.slots_by_kind) v.push_back(double(k));
     for (int64_t k : s.ffn_load) v.push_back(double(k));
   }
@@ -144,6 +145,7 @@ void sum_routing(std::vector<RoutingStats>& per_layer, Collectives& comm) {
   size_t at = 0;
   for (auto& s : per_layer) {
     s.tokens = int64_t(v[at++]);
+    s.dropped = int64_t(v[at++]);
     for (auto& k : s.slots_by_kind) k = int64_t(v[at++]);
     for (auto& k : s.ffn_load) k = int64_t(v[at++]);
   }

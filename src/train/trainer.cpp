@@ -214,6 +214,7 @@ TrainResult train(const TrainOptions& options) {
                    comm->size(), comm->dp_size(), E, (long long)(o.batch / ranks), (long long)o.batch, F / E, F);
   }
   ModelCache<float> cache;
+  cache.capacity_factor = cfg.capacity_factor;  // training steps only; validation keeps every slot
   Bf16Shadow shadow;  // the weights rounded to bf16 (--precision bf16), kept current by AdamW
   cache.comm = comm;
   // Gradients are summed over the ranks while the last micro-batch's backward runs.

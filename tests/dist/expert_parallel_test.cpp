@@ -4,7 +4,9 @@
 // each rank. The distributed layer takes this rank's share of the tokens and must give the
 // reference's rows of y and dx, the whole batch's balance loss, and, summed over ranks, the
 // reference's parameter gradients. The all-to-all must carry exactly the FFN slots routed to
-// experts on other ranks, out and back: zero-computation slots never cross.
+// experts on other ranks, out and back: zero-computation slots never cross. With a capacity
+// factor the ranks' tokens are one batch in rank order: the capacities count over all of
+// them, and a slot dropped in the one-process layer is dropped on its rank.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -25,7 +27,7 @@ namespace {
 Collectives* g_comm = nullptr;
 
 template <typename T>
-void check_layer(bool two_layer, double tol) {
+void check_layer(bool two_layer, double tol, double capacity = 0.0) {
   Collectives& comm = *g_comm;
   const MoeConfig cfg = wide_moe_config(two_layer);
   const int64_t n = 24, D = cfg.hidden, E = cfg.num_experts(), all = n * comm.size();
@@ -42,6 +44,7 @@ void check_layer(bool two_layer, double tol) {
 
   // The reference: one process, the whole batch.
   MoeCache<T> ref;
+  ref.capacity_factor = capacity;
   Tensor<T> y_ref({all, D}), dx_ref({all, D}), dz_ref({all, E});
   moe_forward(cfg, w, x.data(), all, z_prev.data(), ref, y_ref.data());
   auto g_ref = MoeParams<T>::zeros(cfg);
@@ -58,6 +61,7 @@ void check_layer(bool two_layer, double tol) {
   const int64_t first = int64_t(comm.rank()) * n;
   MoeCache<T> c;
   c.comm = &comm;
+  c.capacity_factor = capacity;
   Tensor<T> y({n, D}), dx({n, D}), dz({n, E});
   const int64_t rows_before = comm.traffic.exchange_rows;
   moe_forward(cfg, w_mine, x.data() + first * D, n, z_prev.data() + first * E, c, y.data());
@@ -96,20 +100,27 @@ void check_layer(bool two_layer, double tol) {
   // again in the backward); every other slot stays.
   const int ep = comm.ep_size();
   const ExpertShard here = ExpertShard::of(cfg, ep, comm.ep_rank());
-  double counts[4] = {0, 0, 0, double(rows_forward)};  // remote FFN, local FFN, zero-computation, rows sent
+  // remote FFN, local FFN, zero-computation, rows sent, dropped over capacity
+  double counts[5] = {0, 0, 0, double(rows_forward), 0};
   for (int64_t s = 0; s < n * cfg.top_k; ++s) {
     const int e = c.router.idx[size_t(s)];
-    if (cfg.kind(e) != ExpertKind::ffn) counts[2] += 1;
+    EXPECT_EQ(c.plan.dropped(s), ref.plan.dropped(first * cfg.top_k + s)) << "slot " << s;
+    if (c.plan.dropped(s)) counts[4] += 1;
+    else if (cfg.kind(e) != ExpertKind::ffn) counts[2] += 1;
     else if (here.owns(e)) counts[1] += 1;
     else counts[0] += 1;
   }
   EXPECT_EQ(rows_backward, rows_forward) << "the backward mirrors the forward's exchange";
-  comm.sum_all(counts, 4);
+  comm.sum_all(counts, 5);
   EXPECT_EQ(counts[3], 2 * counts[0]) << "rows sent over the whole job against remote FFN slots";
   EXPECT_GT(counts[2], 0) << "the batch routes some slots to zero-computation experts";
   if (ep > 1) EXPECT_GT(counts[0], 0) << "some FFN slots must cross for the test to mean anything";
   else EXPECT_EQ(counts[0], 0) << "without expert parallelism nothing crosses";
-  EXPECT_EQ(counts[0] + counts[1] + counts[2], double(all * cfg.top_k));
+  EXPECT_EQ(counts[0] + counts[1] + counts[2] + counts[4], double(all * cfg.top_k));
+  EXPECT_EQ(counts[4], double(ref.plan.dropped_slots));
+  if (capacity > 0) {
+    EXPECT_GT(counts[4], 0) << "the capacity must drop slots for the test to mean anything";
+  }
 }
 
 }  // namespace
@@ -117,6 +128,7 @@ void check_layer(bool two_layer, double tol) {
 TEST(ExpertParallelLayer, DoubleLinearRouterEqualsOneProcess) { check_layer<double>(false, 1e-12); }
 TEST(ExpertParallelLayer, DoubleTwoLayerRouterEqualsOneProcess) { check_layer<double>(true, 1e-12); }
 TEST(ExpertParallelLayer, FloatEqualsOneProcess) { check_layer<float>(false, 2e-5); }
+TEST(ExpertParallelLayer, DoubleWithCapacityEqualsOneProcess) { check_layer<double>(false, 1e-12, 0.8); }
 
 // Ranks per expert-parallel group from --ep-size N (default 1).
 int main(int argc, char** argv) {

@@ -3,7 +3,8 @@
 #   1. 20 steps of the tiny MoE++ model with DP 2, EP 2, DP 2 x EP 2 and EP 4 give the
 #      one-process run's loss curve and final weights and moments (tests/dist/compare_runs.py:
 #      1e-5 relative for the curves and each file as a whole, 1e-4 for single tensors).
-#      With --accum 2 too (-np 2 --ep-size 2 against one process with --accum 2).
+#      With --accum 2 too (-np 2 --ep-size 2 against one process with --accum 2), and with
+#      --capacity-factor 1 (slots dropped over capacity: the same ones).
 #   2. A run stopped after 10 steps on 2 ranks, resumed on 4 (DP 2 x EP 2), continues the
 #      same curve to the same weights.
 #   3. The checkpoint the 4 ranks wrote loads in one process: `moepp eval` there gives the
@@ -45,6 +46,21 @@ done
   || { cat "$tmp/accum.log"; fail "mpirun -np 2 --ep-size 2 --accum 2"; }
 echo "-np 2 --ep-size 2 --accum 2:"
 compare "$tmp/accum" "-np 2 --ep-size 2 --accum 2" "$tmp/single_accum"
+
+# 1c. A capacity factor: the ranks' sequences are one batch, so each expert's capacity and
+#     its first slots in token order are the one process's (moe/dispatch.h).
+"$moepp" train "${args[@]}" --capacity-factor 1 --out "$tmp/single_capacity" >"$tmp/single_capacity.log" 2>&1 \
+  || { cat "$tmp/single_capacity.log"; fail "one-process run with --capacity-factor 1"; }
+"$mpirun" -np 2 "$moepp" train "${args[@]}" --capacity-factor 1 --ep-size 2 --out "$tmp/capacity" >"$tmp/capacity.log" 2>&1 \
+  || { cat "$tmp/capacity.log"; fail "mpirun -np 2 --ep-size 2 --capacity-factor 1"; }
+echo "-np 2 --ep-size 2 --capacity-factor 1:"
+compare "$tmp/capacity" "-np 2 --ep-size 2 --capacity-factor 1" "$tmp/single_capacity"
+"$python" - "$tmp/capacity/metrics.jsonl" <<'PY' || fail "the capacity run dropped no slot"
+import json, sys
+shares = [json.loads(l)["routing"].get("dropped_share", 0) for l in open(sys.argv[1]) if '"routing"' in l]
+assert shares and min(shares) > 0, shares
+print(f"  dropped share per step {min(shares):.3f}-{max(shares):.3f}")
+PY
 
 # 2. Stop on 2 ranks (pure data parallel), resume on 4 (expert parallel).
 "$mpirun" -np 2 "$moepp" train "${args[@]}" --out "$tmp/moved" --stop-after 10 >"$tmp/moved.log" 2>&1 \

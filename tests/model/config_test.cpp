@@ -87,6 +87,15 @@ TEST(ConfigBadInput, UnknownMoeppField) {
   expect_error(j, "unknown field moepp.balance_tua");
 }
 
+TEST(Config, CapacityFactorIsReadAndWrittenBack) {
+  json j = released();
+  j["moepp"] = {{"capacity_factor", 1.25}};
+  const ModelConfig c = ModelConfig::from_json(j, "config.json");
+  c.validate();
+  EXPECT_EQ(c.capacity_factor, 1.25);
+  EXPECT_EQ(c.to_json()["moepp"]["capacity_factor"].get<double>(), 1.25);
+}
+
 TEST(ConfigBadInput, UnknownMoeSettingAtTopLevel) {
   json j = released();
   j["moe_use_capacity"] = true;
@@ -114,8 +123,11 @@ TEST(ConfigBadInput, WrongTypeHeadsThatDoNotDivideAndUnsupportedCapacity) {
   j["num_key_value_heads"] = 5;
   expect_error(j, "not a multiple of num_key_value_heads 5");
   j = released();
-  j["moepp"] = {{"capacity_factor", 1.25}};
-  expect_error(j, "capacity_factor 1.25 is not supported");
+  j["moepp"] = {{"capacity_factor", -0.5}};
+  expect_error(j, "capacity_factor must be non-negative (0: dropless), got -0.5");
+  j = released();
+  j["moepp"] = {{"capacity_factor", 1.25}, {"balance_tau", 0.0}};
+  expect_error(j, "capacity_factor 1.25 with moepp.balance_tau = 0 gives FFN experts no slot");
   j = released();
   j["model_type"] = "llama";
   expect_error(j, "model_type \"llama\"");

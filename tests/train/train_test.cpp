@@ -145,6 +145,32 @@ TEST(Train, Bf16ResumeContinuesTheSameLossCurveAndKeepsItsPrecision) {
   expect_same_loss_curve(full, split, 20);
 }
 
+// With a capacity factor (SPEC §2.4) the training steps drop slots over capacity and say
+// how many in metrics.jsonl; the model still learns the task, and validation (like every
+// use of the trained model) computes every slot.
+TEST(Train, TinyMoeppLearnsTheCountingTaskWithACapacityFactor) {
+  const std::string data = make_task_data(32);
+  const std::string run = temp_dir("run");
+  TrainOptions o = tiny_run(data, run, 300);
+  o.model.capacity_factor = 1.0;
+  const TrainResult r = train(o);
+  EXPECT_LT(r.val_loss, 0.9) << "validation loss after 300 steps";
+  int64_t steps = 0;
+  for (const auto& j : read_jsonl(run + "/metrics.jsonl")) {
+    if (j.contains("routing")) {
+      ++steps;
+      const double dropped = j["routing"].value("dropped_share", 0.0);
+      EXPECT_GT(dropped, 0.0) << "step " << j.value("step", -1);
+      EXPECT_LT(dropped, 0.5) << "step " << j.value("step", -1);
+    }
+    if (j.contains("val_routing")) {
+      EXPECT_FALSE(j["val_routing"].contains("dropped_share")) << "validation drops nothing";
+    }
+  }
+  EXPECT_GT(steps, 0);
+  EXPECT_EQ(load_model_folder(checkpoint_dir(run)).config.capacity_factor, 1.0) << "the run's config records it";
+}
+
 TEST(Train, SmallerTauSendsMoreSlotsToZeroComputationExperts) {
   const std::string data = make_task_data(32);
   auto zc_share = [&](double tau) {
