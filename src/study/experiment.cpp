@@ -33,7 +33,7 @@ TrainOptions run_options_unchecked(const json& base, const json& run, int64_t vo
   const std::string name = run.value("name", std::string("?"));
   static const std::vector<std::string> known = {"name", "preset", "vanilla", "steps", "batch", "seq", "lr", "seed",
                                                  "eval_batches", "tau", "beta", "gating_residual", "zero", "copy", "vocab",
-                                                 "constant", "warmup", "about", "precision"};
+                                                 "constant", "warmup", "about", "precision", "capacity_factor"};
   for (auto it = m.begin(); it != m.end(); ++it)
     MOEPP_CHECK(std::find(known.begin(), known.end(), it.key()) != known.end(), "plan: run ", name,
                 ": unknown field ", it.key());
@@ -43,6 +43,7 @@ TrainOptions run_options_unchecked(const json& base, const json& run, int64_t vo
   o.model = ModelConfig::preset(m.value("preset", std::string("small")), vocab, m.value("vanilla", false));
   if (m.contains("tau")) o.model.moe.balance_tau = m["tau"].get<double>();
   if (m.contains("beta")) o.model.balance_coef = m["beta"].get<double>();
+  if (m.contains("capacity_factor")) o.model.capacity_factor = m["capacity_factor"].get<double>();
   if (m.contains("gating_residual")) o.model.gating_residual = m["gating_residual"].get<bool>();
   if (m.contains("zero")) o.model.moe.num_zero = m["zero"].get<int>();
   if (m.contains("copy")) o.model.moe.num_copy = m["copy"].get<int>();

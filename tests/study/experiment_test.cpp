@@ -46,7 +46,8 @@ TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
   const json plan = {{"name", "test"},
                      {"base", {{"preset", "tiny"}, {"vocab", 32}, {"steps", 6}, {"batch", 4}, {"seq", 16}, {"eval_batches", 2}}},
                      {"runs", {{{"name", "vanilla"}, {"vanilla", true}}, {{"name", "moepp"}, {"tau", 0.5}},
-                               {{"name", "broken"}, {"tau", -1.0}}, {{"name", "f16"}, {"precision", "f16"}}}}};
+                               {{"name", "broken"}, {"tau", -1.0}}, {{"name", "f16"}, {"precision", "f16"}},
+                               {{"name", "capacity"}, {"tau", 0.5}, {"capacity_factor", 1.0}}}}};
   json with_bf16 = plan;  // a bf16 run where the CPU multiplies bf16 natively
   if (gemm_bf16_available()) with_bf16["runs"].push_back({{"name", "moepp-bf16"}, {"tau", 0.5}, {"precision", "bf16"}});
   std::ofstream(dir + "/plan.json") << with_bf16.dump();
@@ -57,6 +58,9 @@ TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
   EXPECT_NE(first.find("| broken | failed |"), std::string::npos) << first;
   EXPECT_NE(first.find("balance_tau must be non-negative"), std::string::npos) << first;
   EXPECT_NE(first.find("\"precision\" must be \"f32\" or \"bf16\", got \"f16\""), std::string::npos) << first;
+  EXPECT_NE(first.find("| capacity | "), std::string::npos) << first;
+  const json capacity_config = json::parse(std::ifstream(dir + "/exp/runs/capacity/config.json"));
+  EXPECT_EQ(capacity_config.at("moepp").at("capacity_factor"), 1.0) << "the plan's capacity_factor reaches the run";
   if (gemm_bf16_available()) {
     EXPECT_NE(first.find("| moepp-bf16 | "), std::string::npos) << first;
     const json st = json::parse(std::ifstream(dir + "/exp/runs/moepp-bf16/trainer_state.json"));
