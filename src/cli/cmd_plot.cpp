@@ -48,8 +48,8 @@ TrainingRunCurves read_run(const std::string& dir) {
 void add_plot(CLI::App& app) {
   auto* cmd = app.add_subcommand("plot",
                                  "Training curves of run folders as PNGs (gnuplot): loss and validation loss vs tokens, "
-                                 "learning rate, gradient norm, FFN experts per token, slot shares per expert kind; "
-                                 "several runs overlaid");
+                                 "learning rate, gradient norm, FFN experts per token, slot shares per expert kind "
+                                 "(and slots dropped over capacity); several runs overlaid");
   struct Args {
     std::vector<std::string> runs;
     std::string out;

@@ -32,6 +32,13 @@ size_t layer_count(const TrainingRunCurves& r) {
   return n;
 }
 
+// A run trained with a capacity factor logs the slots it dropped (moe/dispatch.h).
+bool drops_slots(const TrainingRunCurves& r) {
+  for (const auto& line : r.metrics)
+    if (line.contains("routing") && line["routing"].contains("dropped_share")) return true;
+  return false;
+}
+
 void write_run_data(const TrainingRunCurves& r, size_t i, const std::string& dir) {
   const size_t layers = layer_count(r);
   std::ostringstream steps, val;
@@ -39,7 +46,7 @@ void write_run_data(const TrainingRunCurves& r, size_t i, const std::string& dir
         << "# step\ttokens\tloss\tlm_loss\tbalance_loss\tlr\tgrad_norm\ttokens_per_s\tffn_experts_per_token"
            "\tshare_ffn\tshare_zero\tshare_copy\tshare_constant";
   for (size_t l = 0; l < layers; ++l) steps << "\tffn_experts_per_token_moe_layer" << l;
-  steps << "\n";
+  steps << "\tdropped_share\n";
   val << "# run: " << r.name << " (" << r.description << ")\n# step\ttokens\tval_loss\tval_perplexity\tval_tokens\n";
   for (const auto& line : r.metrics) {
     MOEPP_CHECK(line.contains("step") && line["step"].is_number_integer(), "plot: ", r.name,
@@ -57,6 +64,10 @@ void write_run_data(const TrainingRunCurves& r, size_t i, const std::string& dir
       for (size_t l = 0; l < layers; ++l)
         steps << "\t"
               << (per_layer && l < per_layer->size() ? cell((*per_layer)[l], {"ffn_experts_per_token"}) : "NaN");
+      // Dropped over capacity, of all routed slots (absent: none dropped).
+      steps << "\t" << (line.contains("routing") && line["routing"].contains("dropped_share")
+                             ? cell(line, {"routing", "dropped_share"})
+                             : "0");
       steps << "\n";
     }
     if (line.contains("val_loss"))
@@ -150,6 +161,10 @@ PlotResult plot_training_runs(const std::vector<TrainingRunCurves>& runs, const 
            << i + 1 << " lc rgb '" << colours[c] << "' title \"" << gnuplot_text(runs[i].name) << ": " << kinds[c] << "\"";
         first = false;
       }
+    for (size_t i = 0; i < runs.size(); ++i)
+      if (drops_slots(runs[i]))
+        gp << ", '" << run_file(i, "steps") << "' using 1:" << 14 + layer_count(runs[i]) << " with lines lw 2 dt "
+           << i + 1 << " lc rgb 'black' title \"" << gnuplot_text(runs[i].name) << ": dropped over capacity (of all)\"";
     gp << "\n";
     draw_plot(dir, "slot_shares", "", gp.str(), r);
   }

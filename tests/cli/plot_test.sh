@@ -17,7 +17,8 @@ for r in moe van; do mkdir -p "$tmp/runs/$r"; cp "$tmp/$r/config.json" "$tmp/run
 printf '{"step": 1, "batch": 4, "seq": 8, "accum": 3, "model": "tiny preset"}\n' >"$tmp/runs/moe/trainer_state.json"
 printf '{"step": 1, "batch": 2, "seq": 16, "accum": 1}\n' >"$tmp/runs/van/trainer_state.json"
 
-# Synthetic logs: 30 steps, a validation line every 10, values with many significant digits.
+# Synthetic logs: 30 steps, a validation line every 10, values with many significant digits;
+# the MoE++ run dropped slots over capacity (routing.dropped_share), the vanilla run none.
 check "synthetic metrics" $py - "$tmp/runs" <<'PY'
 import json, math, sys
 for run, zc in (("moe", True), ("van", False)):
@@ -26,11 +27,13 @@ for run, zc in (("moe", True), ("van", False)):
             x = s / 7.0
             sh = [0.5 + 0.01 * math.sin(x), 0.2 - 0.003 * x / 3, 0.1 + 1e-9 * s, 0.2 + math.cos(x) / 97] if zc else [1.0, 0, 0, 0]
             layers = [{"ffn_experts_per_token": 2 * sh[0] + l / 13.0, "share": {}} for l in range(2)]
+            routing = {"ffn_experts_per_token": 2 * sh[0], "share": dict(zip(["ffn", "zero", "copy", "constant"], sh)),
+                       "layers": layers}
+            if zc:
+                routing["dropped_share"] = 0.3 / (1 + x)
             f.write(json.dumps({"step": s, "loss": 5 - math.log1p(x) + (0.1 if zc else 0.0), "lm_loss": 4.9 - math.log1p(x) / 3,
                                 "balance_loss": 0.01 * math.exp(-x), "lr": 1e-3 * min(1, s / 3) * (0.5 + 0.5 * math.cos(math.pi * s / 30)),
-                                "grad_norm": 1 / (x + 0.3), "tokens_per_s": 1000 + math.pi * s,
-                                "routing": {"ffn_experts_per_token": 2 * sh[0], "share": dict(zip(["ffn", "zero", "copy", "constant"], sh)),
-                                            "layers": layers}}) + "\n")
+                                "grad_norm": 1 / (x + 0.3), "tokens_per_s": 1000 + math.pi * s, "routing": routing}) + "\n")
             if s % 10 == 0:
                 f.write(json.dumps({"step": s, "val_loss": 4.5 - math.log1p(x) / 5, "val_perplexity": math.exp(4.5 - math.log1p(x) / 5),
                                     "val_tokens": 4096}) + "\n")
@@ -44,6 +47,8 @@ for f in loss lr grad_norm ffn_per_token slot_shares ffn_per_token_by_layer-run1
 done
 check "no per-layer plot for the vanilla run" test ! -e "$tmp/plots/ffn_per_token_by_layer-run2.png"
 check "the loss plot draws lm_loss and val_loss" grep -q "using 2:4 .*using 2:3" "$tmp/plots/loss.gp"
+check "the slot shares draw the MoE++ run's dropped share" grep -q "run1.steps.tsv' using 1:16 .*dropped over capacity" "$tmp/plots/slot_shares.gp"
+check "no dropped line for the vanilla run" sh -c "! grep -q \"run2.steps.tsv' using 1:[0-9]* [^,]*dropped\" '$tmp/plots/slot_shares.gp'"
 
 # Every number in the data files is the input's number, exactly (as a double).
 check "data files hold the input numbers exactly" $py - "$tmp/runs" "$tmp/plots" <<'PY'
@@ -64,7 +69,8 @@ for i, run in enumerate(("moe", "van"), 1):
         r = l["routing"]
         want = [l["step"], l["step"] * tokens_per_step[run], l["loss"], l["lm_loss"], l["balance_loss"], l["lr"],
                 l["grad_norm"], l["tokens_per_s"], r["ffn_experts_per_token"]] + \
-               [r["share"][k] for k in ("ffn", "zero", "copy", "constant")] + [x["ffn_experts_per_token"] for x in r["layers"]]
+               [r["share"][k] for k in ("ffn", "zero", "copy", "constant")] + [x["ffn_experts_per_token"] for x in r["layers"]] + \
+               [r.get("dropped_share", 0)]
         assert len(c) == len(want), (c, want)
         for a, b in zip(c, want):
             assert same(a, b), (run, l["step"], a, b)
