@@ -49,25 +49,8 @@ TEST_P(MoeLayerGrad, EveryGradientMatchesFiniteDifferencesAndF32MatchesF64) {
         if (s.caches[size_t(l)].plan.rows(e) == 0) return false;
     return true;
   };
-  uint64_t seed = 11;
-  for (; seed < 200; ++seed) {
-    s.randomize(seed);
-    s.forward();
-    if (every_expert_used()) break;
-  }
-  ASSERT_TRUE(every_expert_used()) << "no seed routes slots to every expert";
-  Tensor<double> dx, dz_in;
-  s.backward(dx, dz_in);
-  s.expect_fd("x", s.x.data(), dx.data(), dx.numel());
-  s.expect_fd("z_in", s.z_in.data(), dz_in.data(), dz_in.numel());
-  for (int l = 0; l < s.layers; ++l) {
-    std::vector<std::pair<std::string, Tensor<double>*>> gs;
-    s.grads[size_t(l)].for_each(cfg, [&](const std::string& n, Tensor<double>& t) { gs.emplace_back(n, &t); });
-    size_t i = 0;
-    s.params[size_t(l)].for_each(cfg, [&](const std::string& n, Tensor<double>& p) {
-      s.expect_fd("layer " + std::to_string(l) + " " + n, p.data(), gs[i++].second->data(), p.numel());
-    });
-  }
+  ASSERT_TRUE(s.randomize_until(11, every_expert_used)) << "no seed routes slots to every expert";
+  s.expect_every_gradient_matches_fd();
 
   // The f32 path on the same numbers stays within 1e-4 of the f64 path.
   MoeStack<float> f(cfg, 3, 16);
@@ -83,6 +66,7 @@ TEST_P(MoeLayerGrad, EveryGradientMatchesFiniteDifferencesAndF32MatchesF64) {
   const double l64 = s.forward(), l32 = f.forward();
   EXPECT_NEAR(l32, l64, 1e-5 * std::fabs(l64) + 1e-6);
   EXPECT_LT(rel_error(f.xs.back(), s.xs.back()), 1e-5);
+  Tensor<double> dx, dz_in;
   s.backward(dx, dz_in);
   Tensor<float> dxf, dzf;
   f.backward(dxf, dzf);

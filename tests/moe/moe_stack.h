@@ -4,6 +4,7 @@
 //   loss = sum(dy * x_L) + beta * mean_l L_b(l)
 // The PyTorch reference (tools/reference/moe_reference.py) computes the same function.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,33 @@ struct MoeStack {
     const auto base = routing();
     expect_fd_gradient(what, param, grad, n, [&] { return forward(); }, 1e-6, 1e-3,
                        [&] { return routing() == base; });
+  }
+
+  // Randomizes with the first seed from `first` on (below 200) whose forward satisfies
+  // `wanted` (a routing the test needs); false when none does.
+  bool randomize_until(uint64_t first, const std::function<bool()>& wanted) {
+    for (uint64_t seed = first; seed < 200; ++seed) {
+      randomize(seed);
+      forward();
+      if (wanted()) return true;
+    }
+    return false;
+  }
+
+  // After forward(): the backward's gradients of x, z_in and every parameter of every layer
+  // against finite differences (double stacks only).
+  void expect_every_gradient_matches_fd() {
+    Tensor<T> dx, dz_in;
+    backward(dx, dz_in);
+    expect_fd("x", x.data(), dx.data(), dx.numel());
+    expect_fd("z_in", z_in.data(), dz_in.data(), dz_in.numel());
+    for (int l = 0; l < layers; ++l) {
+      const auto p = tensors_of(cfg, params[size_t(l)]), g = tensors_of(cfg, grads[size_t(l)]);
+      std::vector<std::string> names;
+      params[size_t(l)].for_each(cfg, [&](const std::string& n, Tensor<T>&) { names.push_back(n); });
+      for (size_t i = 0; i < p.size(); ++i)
+        expect_fd("layer " + std::to_string(l) + " " + names[i], p[i]->data(), g[i]->data(), p[i]->numel());
+    }
   }
 
   // After forward(): fills grads, dx and dz_in. Accumulating, grads are zeroed first;
