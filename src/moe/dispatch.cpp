@@ -18,7 +18,10 @@ ExpertCapacity expert_capacity(const MoeConfig& cfg, double gamma, int64_t slots
   MOEPP_CHECK(tau > 0, "dispatch: capacity factor ", gamma,
               " with balance_tau = 0 gives FFN experts no slot (Eq. 8: gamma*tau*S / (tau*N + n))");
   const double per_weight = gamma * double(slots) / (tau * cfg.num_ffn + n);
-  return {int64_t(std::ceil(tau * per_weight)), int64_t(std::ceil(per_weight))};
+  // No expert can take more than all S slots: a huge gamma (or one that overflows to inf
+  // here) keeps every slot rather than converting an out-of-range double.
+  auto capped = [&](double c) { return int64_t(std::min(std::ceil(c), double(slots))); };
+  return {capped(tau * per_weight), capped(per_weight)};
 }
 
 std::vector<int64_t> slots_kept_under_capacity(const MoeConfig& cfg, double gamma, const int32_t* idx,

@@ -43,6 +43,9 @@ TEST(Capacity, EquationEightInClosedForm) {
   EXPECT_EQ(big.zero_compute, 800);
   // A vanilla pool shares S evenly, tau or not: 1.25 * 8 / 3 = 3.33 -> 4.
   EXPECT_EQ(expert_capacity(small_pool(0, 0, 0.0), 1.25, 8).ffn, 4);
+  // A factor too large to mean anything keeps every slot (no expert can take more than S).
+  EXPECT_EQ(expert_capacity(moepp, 1e300, 8).ffn, 8);
+  EXPECT_EQ(expert_capacity(moepp, 1e308, 2800).zero_compute, 2800);
   // tau = 0 with zero-computation experts leaves FFN experts nothing: refused.
   EXPECT_THROW(expert_capacity(small_pool(1, 1, 0.0), 1.0, 8), Error);
   EXPECT_THROW(expert_capacity(moepp, -1.0, 8), Error);
