@@ -92,7 +92,8 @@ void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm) {
   MOEPP_CHECK(!cmd->count("--beta") || (std::isfinite(a->beta) && a->beta >= 0), "train: --beta is ", a->beta,
               "; the balance-loss coefficient must be non-negative");
   MOEPP_CHECK(!cmd->count("--capacity-factor") || (std::isfinite(a->capacity_factor) && a->capacity_factor >= 0),
-              "train: --capacity-factor is ", a->capacity_factor, "; it must be non-negative (0: dropless)");
+              "train: --capacity-factor is ", a->capacity_factor,
+              "; it must be a finite number, 0 or more (0: dropless)");
   const bool model_flags = cmd->count("--tau") || cmd->count("--beta") || cmd->count("--capacity-factor") ||
                            cmd->count("--config") ||
                            cmd->count("--vanilla") || cmd->count("--preset");

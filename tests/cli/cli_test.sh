@@ -41,7 +41,8 @@ check_error "bad id" "'x' is not a token id" "$moepp" logits --model "$tmp/run" 
 check_error "not a model folder" "not a model folder" "$moepp" info --model "$tmp"
 check_error "existing run" "already holds a run" "$moepp" train --data "$tmp/data" --out "$tmp/run" --preset tiny --steps 2
 check_error "unknown preset" "unknown preset" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset huge --steps 2
-check_error "negative capacity factor" "--capacity-factor is -1; it must be non-negative" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset tiny --steps 2 --capacity-factor -1
+check_error "negative capacity factor" "--capacity-factor is -1; it must be a finite number, 0 or more" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset tiny --steps 2 --capacity-factor -1
+check_error "infinite capacity factor" "--capacity-factor is inf; it must be a finite number" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset tiny --steps 2 --capacity-factor inf
 check_error "capacity with tau 0" "balance_tau = 0 gives FFN experts no slot" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset tiny --steps 2 --capacity-factor 1 --tau 0
 check_error "unknown precision" "--precision: f16 not in {f32,bf16}" "$moepp" train --data "$tmp/data" --out "$tmp/run2" --preset tiny --steps 2 --precision f16
 # Mixed precision where the CPU multiplies bf16 natively (the trainer refuses it elsewhere, naming the CPU's lack).
