@@ -95,8 +95,7 @@ void run_train(TrainArgs* a, CLI::App* cmd, Collectives* comm) {
               "train: --capacity-factor is ", a->capacity_factor,
               "; it must be a finite number, 0 or more (0: dropless)");
   const bool model_flags = cmd->count("--tau") || cmd->count("--beta") || cmd->count("--capacity-factor") ||
-                           cmd->count("--config") ||
-                           cmd->count("--vanilla") || cmd->count("--preset");
+                           cmd->count("--config") || cmd->count("--vanilla") || cmd->count("--preset");
   if (!o.resume || model_flags) {
     const Tokenizer tok(o.data_dir + "/tokenizer.model");
     if (a->config.empty()) {

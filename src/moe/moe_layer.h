@@ -36,7 +36,8 @@ struct MoeCache {
   // batch across ranks, and with an expert-parallel group the FFN experts run on their owners.
   Collectives* comm = nullptr;
   // Set by training (SPEC §2.4; 0: dropless, as inference always is): slots over their
-  // expert's capacity in this process's batch are dropped and add nothing (moe/dispatch.h).
+  // expert's capacity in the batch (all ranks' with comm) are dropped and add nothing
+  // (moe/dispatch.h).
   double capacity_factor = 0.0;
   ExpertParallelCache<T> ep;
   RoutingStats stats;
