@@ -37,7 +37,7 @@ TEST(Capacity, EquationEightInClosedForm) {
   // gamma = 0.5: 0.57 -> 1 and 1.14 -> 2.
   EXPECT_EQ(expert_capacity(moepp, 0.5, 8).ffn, 1);
   EXPECT_EQ(expert_capacity(moepp, 0.5, 8).zero_compute, 2);
-  // Whatever gamma, gamma * (N * cap_ffn + n * cap_zc) sums to about gamma * S: 3.5 * 800 / 3.5.
+  // Where nothing rounds, the capacities add up to gamma * S: 3 * 400 + 2 * 800 = 2800.
   const ExpertCapacity big = expert_capacity(moepp, 1.0, 2800);
   EXPECT_EQ(big.ffn, 400);
   EXPECT_EQ(big.zero_compute, 800);
