@@ -76,8 +76,6 @@ struct Scheduler::Running {
   size_t prefix_length = 0;
   size_t logprobs_pushed = 0;  // generated tokens' log-probabilities handed to the stream
 
-  // The text that became safe to show, with the log-probabilities of the tokens generated
-  // since the last call (under the tokenizer lock).
   // A sequence that starts from a copied prefix: when scored, it takes the first n of its
   // source's prompt log-probabilities, top lists cut to its own k (most likely first).
   void take_scores(const std::vector<TokenLogprob>& from, size_t n) {
@@ -90,6 +88,8 @@ struct Scheduler::Running {
     }
   }
 
+  // The text that became safe to show, with the log-probabilities of the tokens generated
+  // since the last call (under the tokenizer lock).
   void push_news() {
     const std::vector<TokenLogprob>& all = generation->logprobs();
     std::vector<TokenLogprob> fresh(all.begin() + std::ptrdiff_t(logprobs_pushed), all.end());
