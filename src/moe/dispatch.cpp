@@ -24,23 +24,19 @@ ExpertCapacity expert_capacity(const MoeConfig& cfg, double gamma, int64_t slots
   return {capped(tau * per_weight), capped(per_weight)};
 }
 
-std::vector<int64_t> slots_kept_under_capacity(const MoeConfig& cfg, double gamma, const int32_t* idx,
-                                               int64_t tokens, Collectives* comm) {
+std::vector<int64_t> slots_kept_under_capacity(const MoeConfig& cfg, double gamma, const std::vector<int64_t>& routed,
+                                               Collectives* comm) {
   const int E = cfg.num_experts();
-  const int64_t slots = tokens * cfg.top_k;
-  std::vector<int64_t> count(static_cast<size_t>(E), 0);
-  for (int64_t s = 0; s < slots; ++s) {
-    MOEPP_CHECK(idx[s] >= 0 && idx[s] < E, "dispatch: expert index ", idx[s], " at slot ", s,
-                " is outside [0, ", E, ")");
-    ++count[size_t(idx[s])];
-  }
+  MOEPP_CHECK(int64_t(routed.size()) == E, "dispatch: ", routed.size(), " slot counts for ", E, " experts");
+  int64_t slots = 0;
+  for (int64_t c : routed) slots += c;
   std::vector<int64_t> before(static_cast<size_t>(E), 0);  // the expert's slots on the ranks before this one
   int64_t all_slots = slots;
   if (comm && comm->size() > 1) {
     // Every rank's counts in its own row (then one more column: its slots), summed.
     const int ranks = comm->size(), me = comm->rank();
     std::vector<double> table(size_t(ranks) * size_t(E + 1), 0.0);
-    for (int e = 0; e < E; ++e) table[size_t(me) * size_t(E + 1) + size_t(e)] = double(count[size_t(e)]);
+    for (int e = 0; e < E; ++e) table[size_t(me) * size_t(E + 1) + size_t(e)] = double(routed[size_t(e)]);
     table[size_t(me) * size_t(E + 1) + size_t(E)] = double(slots);
     comm->sum_all(table.data(), int64_t(table.size()));
     all_slots = 0;
@@ -54,13 +50,13 @@ std::vector<int64_t> slots_kept_under_capacity(const MoeConfig& cfg, double gamm
   std::vector<int64_t> keep(static_cast<size_t>(E), 0);
   for (int e = 0; e < E; ++e) {
     const int64_t c = cfg.kind(e) == ExpertKind::ffn ? cap.ffn : cap.zero_compute;
-    keep[size_t(e)] = std::clamp<int64_t>(c - before[size_t(e)], 0, count[size_t(e)]);
+    keep[size_t(e)] = std::clamp<int64_t>(c - before[size_t(e)], 0, routed[size_t(e)]);
   }
   return keep;
 }
 
 void plan_dispatch(const MoeConfig& cfg, const int32_t* idx, int64_t tokens, DispatchPlan& plan,
-                   const int64_t* keep) {
+                   double capacity_factor, Collectives* comm) {
   const int E = cfg.num_experts(), k = cfg.top_k;
   const int64_t slots = tokens * k;
   MOEPP_CHECK(slots < (int64_t(1) << 31), "dispatch: ", slots, " slots exceed the 32-bit slot index");
@@ -74,12 +70,13 @@ void plan_dispatch(const MoeConfig& cfg, const int32_t* idx, int64_t tokens, Dis
     ++plan.offsets[size_t(idx[s]) + 1];
   }
   plan.dropped_slots = 0;
-  if (keep) {
+  if (capacity_factor > 0) {
+    // offsets[e + 1] holds expert e's routed slots until the prefix sum below.
+    const std::vector<int64_t> routed(plan.offsets.begin() + 1, plan.offsets.end());
+    const std::vector<int64_t> keep = slots_kept_under_capacity(cfg, capacity_factor, routed, comm);
     for (int e = 0; e < E; ++e) {
-      int64_t& count = plan.offsets[size_t(e) + 1];
-      const int64_t kept = std::clamp<int64_t>(keep[e], 0, count);
-      plan.dropped_slots += count - kept;
-      count = kept;
+      plan.dropped_slots += routed[size_t(e)] - keep[size_t(e)];
+      plan.offsets[size_t(e) + 1] = keep[size_t(e)];
     }
   }
   for (int e = 0; e < E; ++e) plan.offsets[size_t(e) + 1] += plan.offsets[size_t(e)];

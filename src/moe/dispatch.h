@@ -39,17 +39,19 @@ struct ExpertCapacity {
 };
 ExpertCapacity expert_capacity(const MoeConfig& cfg, double capacity_factor, int64_t slots);
 
-// keep: null (dropless), or [E] how many of its slots each expert keeps, its first in
-// token order (the rest are dropped).
+// capacity_factor 0: dropless, every slot kept. Above 0 (training): each expert keeps its
+// first slots in token order up to its capacity (slots_kept_under_capacity; comm: the
+// ranks' tokens are one batch), the rest are dropped.
 void plan_dispatch(const MoeConfig& cfg, const int32_t* idx, int64_t tokens, DispatchPlan& plan,
-                   const int64_t* keep = nullptr);
+                   double capacity_factor = 0.0, Collectives* comm = nullptr);
 
-// What each expert keeps of this batch's slots under capacity factor gamma (moe/moe_layer's
-// forward in training). One process: its capacity over S = tokens*k. Several (comm): the
-// ranks' tokens are one batch in rank order, so the capacity is over the whole batch's S
-// and a rank keeps what its expert's capacity leaves after the ranks before it.
-std::vector<int64_t> slots_kept_under_capacity(const MoeConfig& cfg, double gamma, const int32_t* idx,
-                                               int64_t tokens, Collectives* comm);
+// How many of its routed slots (routed: [E], this batch's, or this rank's) each expert keeps
+// under capacity factor gamma. One process: the capacities are over S = sum(routed).
+// Several (comm): the ranks' tokens are one batch in rank order, so the capacities are
+// over the whole batch's S and a rank keeps what its expert's capacity leaves after the
+// ranks before it.
+std::vector<int64_t> slots_kept_under_capacity(const MoeConfig& cfg, double gamma, const std::vector<int64_t>& routed,
+                                               Collectives* comm);
 
 // xg[r] = x[token of sorted slot r] for the FFN rows r in [0, ffn_rows).
 template <typename T>

@@ -39,12 +39,7 @@ void moe_forward(const MoeConfig& cfg, const MoeWeights<T>& weights, const T* x,
   }
 
   router_forward(cfg, w, x, n, z_prev, c.router);
-  if (c.capacity_factor > 0) {
-    const auto keep = slots_kept_under_capacity(cfg, c.capacity_factor, c.router.idx.data(), n, c.comm);
-    plan_dispatch(cfg, c.router.idx.data(), n, c.plan, keep.data());
-  } else {
-    plan_dispatch(cfg, c.router.idx.data(), n, c.plan);
-  }
+  plan_dispatch(cfg, c.router.idx.data(), n, c.plan, c.capacity_factor, c.comm);
   c.stats = routing_stats(cfg, c.plan);
   std::vector<double> sums;
   balance_loss_sums(cfg, c.router.p.data(), c.router.idx.data(), n, sums);

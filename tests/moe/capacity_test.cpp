@@ -55,10 +55,11 @@ TEST(Capacity, EachExpertKeepsItsFirstSlotsInTokenOrder) {
   const MoeConfig cfg = small_pool(1, 1, 0.5);
   const int32_t idx[] = {4, 0, 0, 2, 3, 0, 2, 4};  // 4 tokens x 2; experts 3 copy, 4 zero
   // gamma = 0.5: FFN experts keep 1 slot, zero-computation experts 2.
-  const auto keep = slots_kept_under_capacity(cfg, 0.5, idx, 4, nullptr);
+  const std::vector<int64_t> routed = {3, 0, 2, 1, 2};  // slots per expert in idx
+  const auto keep = slots_kept_under_capacity(cfg, 0.5, routed, nullptr);
   EXPECT_EQ(keep, (std::vector<int64_t>{1, 0, 1, 1, 2}));
   DispatchPlan plan;
-  plan_dispatch(cfg, idx, 4, plan, keep.data());
+  plan_dispatch(cfg, idx, 4, plan, 0.5);
   // Expert 0 had slots 1, 2, 5: keeps 1. Expert 2 had 3, 6: keeps 3.
   EXPECT_EQ(plan.offsets, (std::vector<int64_t>{0, 1, 1, 2, 3, 5}));
   EXPECT_EQ(plan.sorted_slots, (std::vector<int32_t>{1, 3, 4, 0, 7}));
