@@ -1,6 +1,7 @@
 // bench/decode: prefill and decode tokens/s with a KV-cache session, per weight type (f32,
 // bf16, q8_0, q4), and decode as a fraction of the memory-bandwidth bound (the weight and
-// KV-cache bytes a decode token reads over a read bandwidth measured in the same run).
+// KV-cache bytes a decode token reads over the read bandwidth, measured before each chunk of
+// 16 decoded tokens: the VM's bandwidth drifts within a decode).
 // Random weights, built in memory.
 //   --shape mixtral (default): a Mixtral-shaped vanilla MoE (vocab 8192, hidden 1024, 8
 //     layers, 16/8 heads, FFN 2816, 8 experts, top-2) and its MoE++ twin (+ 2 constant,
@@ -81,20 +82,31 @@ ModelConfig moepp7b_shape(int layers) {
   return c;
 }
 
-// GB/s of a plain parallel read of a buffer much larger than the caches.
-double read_bandwidth() {
-  std::vector<float> buf(size_t(1) << 28);  // 1 GiB
-  for (size_t i = 0; i < buf.size(); i += 1024) buf[i] = float(i);
-  double sink = 0;
-  const double t = median_seconds(3, [&] {
-    double s = 0;
+// GB/s of a plain parallel read of a buffer much larger than the caches. The VM's read
+// bandwidth moves by up to 1.7x within a minute, so the bench reads it before each chunk of
+// a decode and holds each chunk against the bandwidth read just before it.
+class BandwidthProbe {
+ public:
+  explicit BandwidthProbe(size_t bytes) : buf_(bytes / sizeof(float)) {
+    for (size_t i = 0; i < buf_.size(); i += 1024) buf_[i] = float(i);  // every page touched
+  }
+  double read_gbps() {
+    const double t = median_seconds(3, [&] {
+      double s = 0;
 #pragma omp parallel for reduction(+ : s) schedule(static)
-    for (int64_t i = 0; i < int64_t(buf.size()); i += 16) s += buf[size_t(i)] + buf[size_t(i) + 8];
-    sink += s;
-  });
-  if (sink == 42) std::printf(" ");
-  return double(buf.size()) * 4 / t / 1e9;
-}
+      for (int64_t i = 0; i < int64_t(buf_.size()); i += 16) s += buf_[size_t(i)] + buf_[size_t(i) + 8];
+      sink_ += s;
+    });
+    return double(buf_.size()) * sizeof(float) / t / 1e9;
+  }
+  ~BandwidthProbe() {
+    if (sink_ == 42) std::printf(" ");  // keeps the reads
+  }
+
+ private:
+  std::vector<float> buf_;
+  double sink_ = 0;
+};
 
 // Random weights like a trained model's in scale: uniform matrices of std 0.02, unit
 // norms, zero gate maps, and router weights of std 0.5 so that routing is decisive. A
@@ -262,12 +274,14 @@ int main(int argc, char** argv) try {
     run_batched(f, dtypes, kv_dtypes, layers);
     return 0;
   }
-  const double bw = read_bandwidth();
-  std::printf("decode bench: %s shape, %d layers, %d threads; read bandwidth %.1f GB/s; prompt %lld, decode %lld\n",
-              shape.c_str(), layers, max_threads(), bw, (long long)prompt, (long long)decode);
-  // "of bound": decode tokens/s over bandwidth / (weight MB + KV MB a token reads).
-  std::printf("%-6s %-4s %-8s %6s %8s | %9s %8s | %11s %10s | %9s %6s %9s\n", "dtype", "kv", "model", "z", "FFN/tok",
-              "build s", "RSS GB", "prefill t/s", "decode t/s", "MB/token", "KV MB", "of bound");
+  std::printf("decode bench: %s shape, %d layers, %d threads; prompt %lld, decode %lld\n", shape.c_str(), layers,
+              max_threads(), (long long)prompt, (long long)decode);
+  // "of bound": decode tokens/s over bandwidth / (weight MB + KV MB a token reads), per
+  // chunk of the decode against the bandwidth read just before it; the median over chunks
+  // and, in brackets, their range. "read GB/s": the median of those reads.
+  std::printf("%-6s %-4s %-8s %6s %8s | %9s %8s | %11s %10s | %9s %6s %9s %9s %s\n", "dtype", "kv", "model", "z",
+              "FFN/tok", "build s", "RSS GB", "prefill t/s", "decode t/s", "MB/token", "KV MB", "read GB/s", "of bound",
+              "(chunks)");
   for (const auto& dtype : dtypes) {
     if (big && dtype == "f32") throw std::runtime_error("moepp7b in f32 needs ~31 GB; use bf16 or q8_0");
     double van_decode = 0;
@@ -288,22 +302,39 @@ int main(int argc, char** argv) try {
         auto t0 = std::chrono::steady_clock::now();
         s.append(ids.data(), prompt, logits);
         const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        double ffn_slots = 0;
-        t0 = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < decode; ++i) {
-          const int32_t next = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-          s.append(&next, 1, logits);
-          for (const auto& r : s.last_routing()) ffn_slots += double(r.slots_by_kind[size_t(ExpertKind::ffn)]);
+        // The decode in chunks of kChunk tokens, each after a read of the bandwidth (256 MB,
+        // allocated after the resident set above was taken).
+        constexpr int64_t kChunk = 16;
+        BandwidthProbe probe(size_t(256) << 20);
+        std::vector<double> chunk_tps, chunk_bw;
+        double ffn_slots = 0, decode_s = 0;
+        for (int64_t done = 0; done < decode;) {
+          const int64_t n = std::min(kChunk, decode - done);
+          chunk_bw.push_back(probe.read_gbps());
+          t0 = std::chrono::steady_clock::now();
+          for (int64_t i = 0; i < n; ++i) {
+            const int32_t next = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+            s.append(&next, 1, logits);
+            for (const auto& r : s.last_routing()) ffn_slots += double(r.slots_by_kind[size_t(ExpertKind::ffn)]);
+          }
+          const double chunk_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          chunk_tps.push_back(double(n) / chunk_s);
+          decode_s += chunk_s;
+          done += n;
         }
-        const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double ffn_per_tok = ffn_slots / double(decode) / double(cfg.num_moe_layers());
         const double bytes = bytes_per_token(cfg, w, ffn_per_tok), kv = kv_bytes_per_token(cfg, prompt, decode, kvd);
         const double tps = double(decode) / decode_s;
+        // Of the bound: the median over chunks of each chunk's rate over its own bound.
+        std::vector<double> of_bound;
+        for (size_t c = 0; c < chunk_tps.size(); ++c) of_bound.push_back(chunk_tps[c] / (chunk_bw[c] * 1e9 / (bytes + kv)));
+        const double bw = median(chunk_bw);
         if (!moepp && kv_name == kv_dtypes[0]) van_decode = tps;
-        std::printf("%-6s %-4s %-8s %6.3f %8.3f | %9.1f %8.2f | %11.0f %10.1f | %9.1f %6.1f %8.0f%%\n", dtype.c_str(),
-                    kv_name.c_str(), moepp ? "MoE++" : "vanilla", moepp ? 1.0 - ffn_per_tok / 2.0 : 0.0, ffn_per_tok,
-                    w.build_s, rss, double(prompt) / prefill_s, tps, bytes / 1e6, kv / 1e6,
-                    100.0 * tps / (bw * 1e9 / (bytes + kv)));
+        std::printf("%-6s %-4s %-8s %6.3f %8.3f | %9.1f %8.2f | %11.0f %10.1f | %9.1f %6.1f %9.1f %8.0f%% (%.0f-%.0f)\n",
+                    dtype.c_str(), kv_name.c_str(), moepp ? "MoE++" : "vanilla", moepp ? 1.0 - ffn_per_tok / 2.0 : 0.0,
+                    ffn_per_tok, w.build_s, rss, double(prompt) / prefill_s, tps, bytes / 1e6, kv / 1e6, bw,
+                    100.0 * median(of_bound), 100.0 * *std::min_element(of_bound.begin(), of_bound.end()),
+                    100.0 * *std::max_element(of_bound.begin(), of_bound.end()));
         if (moepp && van_decode > 0 && kv_name == kv_dtypes[0])
           std::printf("%-6s MoE++/vanilla decode: %.2fx (FFN slots skipped: %.0f%%)\n", dtype.c_str(), tps / van_decode,
                       100.0 * (1.0 - ffn_per_tok / 2.0));

@@ -2,8 +2,10 @@
 // vanilla twin in the same run, f32 and (where the CPU has native bf16 products, unless
 // --bf16 0) bf16 products, on synthetic tokens (speed does not depend on the text),
 // and peak memory against the planned sum of parameters, gradients, AdamW moments and
-// activations. A PyTorch eager peer of the same model runs through bench/train_torch.py
-// when --torch 1 and Debian's python3-torch is installed.
+// activations. The four runs (MoE++ and vanilla, f32 and bf16) take their steps in turn,
+// so that the ratios between them see the same machine. A PyTorch eager peer of the same
+// model runs through bench/train_torch.py when --torch 1 and Debian's python3-torch is
+// installed.
 // Usage: train_bench [--preset small] [--steps 20] [--batch 8] [--seq 128] [--threads 2] [--pin 1]
 //        [--vocab 4000] [--torch 1] [--bf16 1] [--json FILE]
 #include <sys/resource.h>
@@ -11,9 +13,11 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "bench_util.h"
+#include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/stats.h"
@@ -57,69 +61,93 @@ double cache_mb(const ModelCache<float>& c) {
   return b / 1e6;
 }
 
-json run(const ModelConfig& cfg, int64_t steps, int64_t B, int64_t S, GemmPrecision precision) {
-  Rng rng(7);
-  auto params = ModelParams<float>::zeros(cfg);
-  params.init(cfg, rng);
-  auto grads = ModelParams<float>::zeros(cfg);
-  AdamW opt(cfg, AdamWConfig{});
-  ModelCache<float> cache;
-  Bf16Shadow shadow;
-  std::vector<int32_t> ids(size_t(B * S)), targets(size_t(B * S));
-  std::vector<double> times, forward_s, backward_s, norm_s, adamw_s, products_s;
-  const ProductClock products;  // the forward and backward products' share of the step
-  double ffn_per_token = 0;
-  // Warm-up steps: bf16 products build a oneDNN kernel for each new padded shape in their
-  // first steps (~0.5 ms each), a cost a run of thousands of steps does not see.
-  constexpr int64_t kWarmup = 8;
-  for (int64_t step = 0; step < steps + kWarmup; ++step) {
-    for (size_t i = 0; i < ids.size(); ++i) {
-      ids[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-      targets[i] = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+// One model training on synthetic tokens at one precision, a step at a time, so that the
+// bench can interleave its runs: each round steps every run once, and a ratio between two
+// runs is taken within each round, where the VM's drift touches both alike.
+class TrainingRun {
+ public:
+  // `products` (one clock for all runs: a process has one) splits the step's time.
+  TrainingRun(const ModelConfig& cfg, int64_t B, int64_t S, GemmPrecision precision, const ProductClock& products)
+      : cfg_(cfg), B_(B), S_(S), precision_(precision), products_(products), rng_(7), params_(ModelParams<float>::zeros(cfg)),
+        grads_(ModelParams<float>::zeros(cfg)), opt_(cfg, AdamWConfig{}), ids_(size_t(B * S)),
+        targets_(size_t(B * S)) {
+    params_.init(cfg, rng_);
+  }
+
+  // One training step as the trainer takes it; its phases are kept when `record`.
+  // Returns the step's seconds.
+  double step(bool record) {
+    for (size_t i = 0; i < ids_.size(); ++i) {
+      ids_[i] = int32_t(rng_.below(uint64_t(cfg_.vocab_size)));
+      targets_[i] = int32_t(rng_.below(uint64_t(cfg_.vocab_size)));
     }
     using clock = std::chrono::steady_clock;
     const auto seconds = [](clock::time_point a, clock::time_point b) {
       return std::chrono::duration<double>(b - a).count();
     };
     const auto t0 = clock::now();
-    const double p0 = products.seconds();
+    const double p0 = products_.seconds();
     clock::time_point t1, t2;
     {  // as the trainer's step: bf16 reads the weights AdamW rounded (a first pass at step 0)
-      if (precision == GemmPrecision::bf16 && step == 0) shadow.refresh(weight_matrix_spans(cfg, params));
-      const GemmPrecisionScope products(precision, &shadow);
-      model_forward(cfg, params, ids.data(), B, S, cache);
+      if (precision_ == GemmPrecision::bf16 && steps_taken_ == 0) shadow_.refresh(weight_matrix_spans(cfg_, params_));
+      const GemmPrecisionScope products(precision_, &shadow_);
+      model_forward(cfg_, params_, ids_.data(), B_, S_, cache_);
       t1 = clock::now();
-      model_backward(cfg, params, cache, targets.data(), grads, GradMode::overwrite);  // as the trainer's first micro-batch
+      model_backward(cfg_, params_, cache_, targets_.data(), grads_, GradMode::overwrite);  // as the first micro-batch
       t2 = clock::now();
     }
     // As the trainer: clipping scales the gradients as AdamW reads them; AdamW rounds the
     // bf16 weights as it updates.
-    const float clip = clip_scale(grad_norm(cfg, grads), 1.0);
+    const float clip = clip_scale(grad_norm(cfg_, grads_), 1.0);
     const auto t3 = clock::now();
-    opt.update(cfg, params, grads, 1e-3, {}, precision == GemmPrecision::bf16 ? &shadow : nullptr, clip);
+    opt_.update(cfg_, params_, grads_, 1e-3, {}, precision_ == GemmPrecision::bf16 ? &shadow_ : nullptr, clip);
     const auto t4 = clock::now();
-    if (step >= kWarmup) {
-      times.push_back(seconds(t0, t4));
-      forward_s.push_back(seconds(t0, t1));
-      backward_s.push_back(seconds(t1, t2));
-      products_s.push_back(products.seconds() - p0);
-      norm_s.push_back(seconds(t2, t3));
-      adamw_s.push_back(seconds(t3, t4));
+    ++steps_taken_;
+    if (record) {
+      times_.push_back(seconds(t0, t4));
+      forward_s_.push_back(seconds(t0, t1));
+      backward_s_.push_back(seconds(t1, t2));
+      products_s_.push_back(products_.seconds() - p0);
+      norm_s_.push_back(seconds(t2, t3));
+      adamw_s_.push_back(seconds(t3, t4));
+      RoutingStats all;
+      for (const auto& s : routing_stats_of(cfg_, cache_)) all.add(s);
+      ffn_per_token_ = all.ffn_experts_per_token();
     }
-    RoutingStats all;
-    for (const auto& s : routing_stats_of(cfg, cache)) all.add(s);
-    ffn_per_token = all.ffn_experts_per_token();
+    return seconds(t0, t4);
   }
-  const double med = median(times);
-  const double n = double(params.numel(cfg));
-  return {{"params", int64_t(n)}, {"tokens_per_s", double(B * S) / med}, {"step_s_median", med},
-          {"phase_ms_median", {{"forward", median(forward_s) * 1e3}, {"backward", median(backward_s) * 1e3},
-                               {"grad_norm", median(norm_s) * 1e3}, {"adamw", median(adamw_s) * 1e3},
-                               {"products", median(products_s) * 1e3}}},
-          {"ffn_experts_per_token", ffn_per_token},
-          {"planned_mb", {{"params", n * 4 / 1e6}, {"grads", n * 4 / 1e6}, {"adam_moments", n * 8 / 1e6},
-                          {"activations", cache_mb(cache)}}}};
-}
+
+  json summary() const {
+    const double med = median(times_);
+    const double n = double(params_.numel(cfg_));
+    return {{"params", int64_t(n)}, {"tokens_per_s", double(B_ * S_) / med}, {"step_s_median", med},
+            {"phase_ms_median", {{"forward", median(forward_s_) * 1e3}, {"backward", median(backward_s_) * 1e3},
+                                 {"grad_norm", median(norm_s_) * 1e3}, {"adamw", median(adamw_s_) * 1e3},
+                                 {"products", median(products_s_) * 1e3}}},
+            {"ffn_experts_per_token", ffn_per_token_},
+            {"planned_mb", {{"params", n * 4 / 1e6}, {"grads", n * 4 / 1e6}, {"adam_moments", n * 8 / 1e6},
+                            {"activations", cache_mb(cache_)}}}};
+  }
+
+ private:
+  ModelConfig cfg_;
+  int64_t B_, S_;
+  GemmPrecision precision_;
+  const ProductClock& products_;
+  Rng rng_;
+  ModelParams<float> params_, grads_;
+  AdamW opt_;
+  ModelCache<float> cache_;
+  Bf16Shadow shadow_;
+  std::vector<int32_t> ids_, targets_;
+  int64_t steps_taken_ = 0;
+  std::vector<double> times_, forward_s_, backward_s_, norm_s_, adamw_s_, products_s_;
+  double ffn_per_token_ = 0;
+};
+
+// Warm-up steps: bf16 products build a oneDNN kernel for each new padded shape in their
+// first steps (~0.5 ms each), a cost a run of thousands of steps does not see.
+constexpr int64_t kWarmup = 8;
 
 }  // namespace
 
@@ -137,17 +165,56 @@ int main(int argc, char** argv) try {
   setup_threads(f, threads);
   const bool bf16 = f.get_int("bf16", 1) && gemm_bf16_available();
   json out = {{"preset", preset}, {"batch", B}, {"seq", S}, {"threads", threads}, {"steps", steps}};
+  // Every run steps once a round, the order rotating, and each ratio below is also taken
+  // round by round (the median of the rounds' ratios): the VM's speed drifts by up to 2x
+  // over a minute, which runs taken one after another would read as a difference.
+  const ProductClock products;
+  struct Entry {
+    const char* key;
+    bool bf16;
+    std::unique_ptr<TrainingRun> run;
+    std::vector<double> step_s;
+  };
+  std::vector<Entry> runs;
   for (bool vanilla : {false, true}) {
     const ModelConfig cfg = ModelConfig::preset(preset, vocab, vanilla);
-    const char* key = vanilla ? "vanilla" : "moepp";
-    std::fprintf(stderr, "train_bench: %s %s, f32 ...\n", preset.c_str(), vanilla ? "vanilla" : "MoE++");
-    out[key] = run(cfg, steps, B, S, GemmPrecision::f32);
-    out[key]["peak_rss_mb_so_far"] = peak_rss_mb();
-    if (bf16) {
-      std::fprintf(stderr, "train_bench: %s %s, bf16 products ...\n", preset.c_str(), vanilla ? "vanilla" : "MoE++");
-      out["bf16"][key] = run(cfg, steps, B, S, GemmPrecision::bf16);
+    for (bool b : {false, true}) {
+      if (b && !bf16) continue;
+      std::fprintf(stderr, "train_bench: %s %s, %s products: warming up ...\n", preset.c_str(),
+                   vanilla ? "vanilla" : "MoE++", b ? "bf16" : "f32");
+      runs.push_back({vanilla ? "vanilla" : "moepp", b,
+                      std::make_unique<TrainingRun>(cfg, B, S, b ? GemmPrecision::bf16 : GemmPrecision::f32, products),
+                      {}});
+      for (int64_t w = 0; w < kWarmup; ++w) runs.back().run->step(false);
+      // Memory is MoE++'s at f32 alone: the runs after it add theirs to the process.
+      if (runs.size() == 1) out["moepp"]["peak_rss_mb_so_far"] = peak_rss_mb();
     }
   }
+  std::fprintf(stderr, "train_bench: %lld rounds of %zu interleaved runs ...\n", (long long)steps, runs.size());
+  for (int64_t r = 0; r < steps; ++r)
+    for (size_t j = 0; j < runs.size(); ++j) {
+      Entry& e = runs[(size_t(r) + j) % runs.size()];
+      e.step_s.push_back(e.run->step(true));
+    }
+  const auto entry = [&](const char* key, bool b) -> const Entry& {
+    for (const auto& e : runs)
+      if (std::string(e.key) == key && e.bf16 == b) return e;
+    throw Error("train_bench: no run " + std::string(key));
+  };
+  // The median over rounds of num's step time over den's: den's speed over num's.
+  const auto paired = [](const Entry& num, const Entry& den) {
+    std::vector<double> ratio;
+    for (size_t r = 0; r < num.step_s.size(); ++r) ratio.push_back(num.step_s[r] / den.step_s[r]);
+    return median(ratio);
+  };
+  for (const auto& e : runs) {
+    json& slot = e.bf16 ? out["bf16"][e.key] : out[e.key];
+    const json summary = e.run->summary();
+    for (auto it = summary.begin(); it != summary.end(); ++it) slot[it.key()] = it.value();
+  }
+  out["moepp_over_vanilla_paired"] = paired(entry("vanilla", false), entry("moepp", false));
+  if (bf16)
+    for (const char* k : {"moepp", "vanilla"}) out["bf16"][k]["speedup_paired"] = paired(entry(k, false), entry(k, true));
   if (f.get_int("torch", 1)) {
     for (const char* precision : bf16 ? std::vector<const char*>{"f32", "bf16"} : std::vector<const char*>{"f32"}) {
       const std::string cmd = "/usr/bin/python3 " MOEPP_BENCH_DIR "/train_torch.py --preset " + preset + " --steps " +
@@ -165,7 +232,8 @@ int main(int argc, char** argv) try {
   }
   const auto& pp = out["moepp"];
   const auto& va = out["vanilla"];
-  std::printf("\ntraining step, preset %s, batch %lld x seq %lld, f32, %d threads (median of %lld steps)\n",
+  std::printf("\ntraining step, preset %s, batch %lld x seq %lld, f32, %d threads (median of %lld steps,\n"
+              "the runs interleaved a step at a time)\n",
               preset.c_str(), (long long)B, (long long)S, threads, (long long)steps);
   std::printf("%-10s %12s %12s %10s", "model", "params", "tokens/s", "FFN/tok");
   const bool torch = out.contains("torch") && out["torch"].contains("moepp");
@@ -180,17 +248,19 @@ int main(int argc, char** argv) try {
                   r["tokens_per_s"].get<double>() / out["torch"][k]["tokens_per_s"].get<double>());
     std::printf("\n");
   }
-  std::printf("MoE++ / vanilla: %.2fx\n", pp["tokens_per_s"].get<double>() / va["tokens_per_s"].get<double>());
+  std::printf("MoE++ / vanilla: %.2fx (median of the rounds' ratios: %.2fx)\n",
+              pp["tokens_per_s"].get<double>() / va["tokens_per_s"].get<double>(),
+              out["moepp_over_vanilla_paired"].get<double>());
   if (bf16) {
     const bool tb = out.contains("torch_bf16") && out["torch_bf16"].contains("moepp");
     std::printf("\nbf16 products (train --precision bf16: operands rounded to bf16, f32 accumulation, f32 master\n"
                 "weights and AdamW; weights rounded once per step, inside the step's time)\n");
-    std::printf("%-10s %12s %12s %10s", "model", "f32 tok/s", "bf16 tok/s", "bf16/f32");
+    std::printf("%-10s %12s %12s %10s %11s", "model", "f32 tok/s", "bf16 tok/s", "bf16/f32", "by rounds");
     if (tb) std::printf(" %16s %10s", "torch bf16 tok/s", "vs torch");
     std::printf("\n");
     for (const char* k : {"moepp", "vanilla"}) {
       const double a = out[k]["tokens_per_s"].get<double>(), b = out["bf16"][k]["tokens_per_s"].get<double>();
-      std::printf("%-10s %12.0f %12.0f %9.2fx", k, a, b, b / a);
+      std::printf("%-10s %12.0f %12.0f %9.2fx %10.2fx", k, a, b, b / a, out["bf16"][k]["speedup_paired"].get<double>());
       if (tb) {
         const double t = out["torch_bf16"][k]["tokens_per_s"].get<double>();
         std::printf(" %16.0f %9.2fx", t, b / t);
