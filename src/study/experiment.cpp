@@ -102,6 +102,20 @@ double time_moe_layers(const ModelConfig& cfg, const ModelParams<float>& w, cons
   return median(t);
 }
 
+// Mean over a run's training steps of the share of routed slots its expert capacity dropped
+// (metrics.jsonl's routing.dropped_share; a step that dropped none logs no share).
+double mean_train_dropped_share(const std::string& run_dir) {
+  double sum = 0;
+  int64_t steps = 0;
+  for (const auto& line : read_metrics_log(run_dir)) {
+    if (!line.contains("tokens_per_s")) continue;  // a step's line, not an evaluation's
+    ++steps;
+    if (line.contains("routing") && line["routing"].contains("dropped_share"))
+      sum += line["routing"]["dropped_share"].get<double>();
+  }
+  return steps ? sum / double(steps) : 0.0;
+}
+
 std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
@@ -200,6 +214,23 @@ std::string experiment_report(const json& plan, const std::vector<json>& results
                                                       : std::string("when each run was evaluated"))
      << (base ? " (baseline: " + base->value("name", std::string()) + ")" : " (no finished vanilla run: n/a)")
      << ".\n";
+  // What each run changed from the base, and what its expert capacity dropped in training
+  // (evaluation computes every slot, so the table's figures do not show it).
+  md << "\n## Runs\n\n";
+  for (const auto& r : results) {
+    const std::string name = r.value("name", std::string("?"));
+    std::string fields;
+    for (const auto& run : plan.value("runs", json::array())) {
+      if (!run.is_object() || run.value("name", std::string()) != name) continue;
+      for (auto it = run.begin(); it != run.end(); ++it)
+        if (it.key() != "name") fields += (fields.empty() ? "" : ", ") + it.key() + " " + it.value().dump();
+    }
+    md << "- " << name << ": " << (fields.empty() ? std::string("the base") : fields);
+    if (r.contains("train_dropped_share"))
+      md << "; capacity factor " << fmt("%g", r.at("capacity_factor").get<double>()) << " dropped "
+         << fmt("%.1f", 100.0 * r.at("train_dropped_share").get<double>()) << "% of routed slots in training (mean over steps)";
+    md << "\n";
+  }
   if (!failed.empty()) {
     md << "\n## Failed runs\n\n";
     for (const auto& f : failed) md << "- " << f << "\n";
@@ -256,6 +287,8 @@ std::string run_experiment(const ExperimentOptions& opt) {
                 {"params", total_params(m.config)}, {"train_tokens_per_s", median_tokens_per_s(dir)},
                 {"moe_forward_s", time_moe_layers(m.config, m.params, val, o.batch, o.seq)},
                 {"routing", routing_json(ev.routing)}});
+      if (o.model.capacity_factor > 0)
+        r.update({{"capacity_factor", o.model.capacity_factor}, {"train_dropped_share", mean_train_dropped_share(dir)}});
       write_file_atomic(result_path, r.dump(2) + "\n");
     } catch (const Error& e) {
       std::fprintf(stderr, "experiment: %s failed: %s\n", name.c_str(), e.what());

@@ -16,12 +16,17 @@ using namespace moepp;
 using json = nlohmann::json;
 
 TEST(ExperimentReport, EveryNumberComesFromTheResults) {
-  const json plan = {{"name", "demo"}, {"base", {{"preset", "tiny"}}}};
+  const json plan = {{"name", "demo"},
+                     {"base", {{"preset", "tiny"}}},
+                     {"runs", {{{"name", "vanilla"}, {"vanilla", true}},
+                               {{"name", "moepp-tau0.5"}, {"tau", 0.5}, {"capacity_factor", 1.25}},
+                               {{"name", "broken"}, {"tau", -1}}}}};
   const std::vector<json> results = {
       {{"name", "vanilla"}, {"status", "done"}, {"val_loss", 3.5}, {"val_ppl", 33.115452}, {"ffn_experts_per_token", 2.0},
        {"top_k", 2}, {"zc_experts", 0}, {"train_tokens_per_s", 1000.4}, {"moe_forward_s", 0.30}},
       {{"name", "moepp-tau0.5"}, {"status", "done"}, {"val_loss", 3.41234}, {"val_ppl", 30.3}, {"ffn_experts_per_token", 1.25},
-       {"top_k", 2}, {"zc_experts", 4}, {"train_tokens_per_s", 1499.6}, {"moe_forward_s", 0.20}},
+       {"top_k", 2}, {"zc_experts", 4}, {"train_tokens_per_s", 1499.6}, {"moe_forward_s", 0.20},
+       {"capacity_factor", 1.25}, {"train_dropped_share", 0.38149}},
       {{"name", "broken"}, {"status", "failed"}, {"error", "moe config: balance_tau must be non-negative, got -1"}}};
   const std::string md = experiment_report(plan, results);
   EXPECT_NE(md.find("| vanilla | 3.5000 | 33.12 | 2.000 | 1.000 | 1.00x | 1000 |"), std::string::npos) << md;
@@ -29,6 +34,14 @@ TEST(ExperimentReport, EveryNumberComesFromTheResults) {
   EXPECT_NE(md.find("| broken | failed |"), std::string::npos) << md;
   EXPECT_NE(md.find("- broken: moe config: balance_tau must be non-negative, got -1"), std::string::npos) << md;
   EXPECT_NE(md.find("(baseline: vanilla)"), std::string::npos) << md;
+  // Each run's own fields (in the order JSON objects keep: by name), and what its
+  // capacity dropped in training.
+  EXPECT_NE(md.find("- vanilla: vanilla true\n"), std::string::npos) << md;
+  EXPECT_NE(md.find("- moepp-tau0.5: capacity_factor 1.25, tau 0.5; capacity factor 1.25 dropped 38.1% of routed "
+                    "slots in training (mean over steps)\n"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("- broken: tau -1\n"), std::string::npos) << md;
 }
 
 TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
@@ -61,6 +74,26 @@ TEST(ExperimentRunner, SkipsFinishedRunsAndReportsFailedOnes) {
   EXPECT_NE(first.find("| capacity | "), std::string::npos) << first;
   const json capacity_config = json::parse(std::ifstream(dir + "/exp/runs/capacity/config.json"));
   EXPECT_EQ(capacity_config.at("moepp").at("capacity_factor"), 1.0) << "the plan's capacity_factor reaches the run";
+  // The result's dropped share is the mean over the run's logged steps (a step that
+  // dropped nothing logs no share); a dropless run has none.
+  {
+    double sum = 0;
+    int steps = 0;
+    std::ifstream log(dir + "/exp/runs/capacity/metrics.jsonl");
+    for (std::string line; std::getline(log, line);) {
+      const json j = json::parse(line);
+      if (!j.contains("tokens_per_s")) continue;
+      ++steps;
+      if (j.contains("routing") && j["routing"].contains("dropped_share")) sum += j["routing"]["dropped_share"].get<double>();
+    }
+    ASSERT_EQ(steps, 6);
+    const json r = json::parse(std::ifstream(dir + "/exp/results/capacity.json"));
+    EXPECT_GT(sum, 0.0) << "a capacity factor of 1 on a tiny model drops slots";
+    EXPECT_NEAR(r.at("train_dropped_share").get<double>(), sum / steps, 1e-12);
+    EXPECT_NE(first.find("- capacity: capacity_factor 1.0, tau 0.5; capacity factor 1 dropped "), std::string::npos)
+        << first;
+    EXPECT_FALSE(json::parse(std::ifstream(dir + "/exp/results/moepp.json")).contains("train_dropped_share"));
+  }
   if (gemm_bf16_available()) {
     EXPECT_NE(first.find("| moepp-bf16 | "), std::string::npos) << first;
     const json st = json::parse(std::ifstream(dir + "/exp/runs/moepp-bf16/trainer_state.json"));
