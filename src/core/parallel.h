@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -46,6 +47,50 @@ void parallel_for_dynamic(int64_t n, Fn&& fn, int64_t chunk = 1) {
   }
 #pragma omp parallel for schedule(dynamic, chunk)
   for (int64_t i = 0; i < n; ++i) fn(i);
+}
+
+// parallel_for for tasks of equal cost whose time still varies by thread (a memory-bound
+// stream: two cores draw unequal shares of the bandwidth from moment to moment). Each
+// thread takes its own contiguous range from the front, as parallel_for would give it,
+// so its reads stay one stream; a thread done with its range takes the last tasks of the
+// others' ranges, one at a time, until none is left. Costs an uncontended atomic a task.
+template <typename Fn>
+void parallel_for_stealing(int64_t n, Fn&& fn) {
+  const int T = omp_get_max_threads();
+  if (n < 2 || omp_in_parallel() || T == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  if (n >= (int64_t(1) << 31)) return parallel_for(n, fn);  // a task index must fit a half word
+  // A range's next task from the front (high half) and its end (low half), in one word.
+  struct alignas(64) Range {
+    std::atomic<uint64_t> front_end;
+  };
+  std::vector<Range> ranges(static_cast<size_t>(T));
+  for (int t = 0; t < T; ++t) {
+    const uint64_t front = uint64_t(n * t / T), end = uint64_t(n * (t + 1) / T);
+    ranges[size_t(t)].front_end.store((front << 32) | end, std::memory_order_relaxed);
+  }
+  // Takes a task from range r's front (its owner) or back (another thread); -1 when empty.
+  const auto take = [&](Range& r, bool front) -> int64_t {
+    uint64_t v = r.front_end.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint64_t f = v >> 32, e = v & 0xffffffffu;
+      if (f >= e) return -1;
+      const uint64_t next = front ? (((f + 1) << 32) | e) : ((f << 32) | (e - 1));
+      if (r.front_end.compare_exchange_weak(v, next, std::memory_order_relaxed)) return int64_t(front ? f : e - 1);
+    }
+  };
+#pragma omp parallel
+  {
+    const int me = omp_get_thread_num();
+    for (int64_t i; (i = take(ranges[size_t(me)], true)) >= 0;) fn(i);
+    // Ranges of threads the team lacks (fewer threads than asked for) are taken from the back too.
+    for (int k = 1; k < T; ++k) {
+      Range& other = ranges[size_t((me + k) % T)];
+      for (int64_t i; (i = take(other, false)) >= 0;) fn(i);
+    }
+  }
 }
 
 // memcpy in 1 MB pieces on all threads: into fresh memory (an UninitVector just resized)

@@ -361,7 +361,9 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     // q4 (and q8_0 with VNNI): x quantized to int8 once per call, in blocks of up to 8
     // rows, into buffers each calling thread keeps (named through a reference: inside the
     // workers the thread_local's own name would be their own buffers). Each task takes 16
-    // weight rows against every block, so the weights are read from memory once.
+    // weight rows against every block, so the weights are read from memory once. The
+    // tasks are shared out with stealing: two threads streaming halves of the weights
+    // finished ~15 us apart a ~105 us call (q8_0, 2816 x 1024), one waiting on the other.
     thread_local std::vector<Int8Rows> buffers;
     std::vector<Int8Rows>& xq = buffers;
     const int64_t blocks = (M + kMaxDecodeRows - 1) / kMaxDecodeRows;
@@ -369,7 +371,7 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     for (int64_t b = 0; b < blocks; ++b)
       quantize_rows_int8(x + b * kMaxDecodeRows * ldx, std::min(kMaxDecodeRows, M - b * kMaxDecodeRows), ldx, K,
                          xq[size_t(b)], W.type);
-    parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
+    parallel_for_stealing((N + chunk - 1) / chunk, [&](int64_t c) {
       const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
       for (int64_t b = 0; b < blocks; ++b)
         int8_linear_rows(xq[size_t(b)], W, j0, j1, y + b * kMaxDecodeRows * ldy, ldy, accumulate);
@@ -377,7 +379,7 @@ void packed_linear(const float* x, int64_t M, int64_t ldx, const PackedMatrix& W
     return;
   }
   if (M <= kMaxDecodeRows) {
-    parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
+    parallel_for_stealing((N + chunk - 1) / chunk, [&](int64_t c) {
       const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
       with_row_count(M, [&]<int R>() {
         if (W.type == WeightType::bf16) return dot_row_range<R, 1>(x, ldx, W, j0, j1, y, ldy, accumulate);

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -7,6 +8,7 @@
 #include "core/aligned_vector.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/uninit_vector.h"
@@ -143,4 +145,25 @@ TEST(Error, CarriesItsContext) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "field top_k has value 7");
   }
+}
+
+// parallel_for_stealing runs every task exactly once whatever the counts: a task that ran
+// twice or never shows in the per-task counters.
+TEST(ParallelForStealing, RunsEveryTaskExactlyOnce) {
+  const int before = max_threads();
+  for (int threads : {1, 2, 3, 7}) {
+    set_threads(threads);  // more threads than CPUs too: then they interleave and steal
+    for (int64_t n : {0, 1, 2, 3, 5, 16, 17, 176, 1000}) {
+      std::vector<std::atomic<int>> runs(static_cast<size_t>(n));
+      // Uneven task costs, so that threads finish their own ranges at different times.
+      parallel_for_stealing(n, [&](int64_t i) {
+        volatile double sink = 0;
+        for (int64_t k = 0; k < (i % 7) * 200; ++k) sink = sink + double(k);
+        runs[size_t(i)].fetch_add(1);
+      });
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(runs[size_t(i)].load(), 1) << "task " << i << " of " << n << ", " << threads << " threads";
+    }
+  }
+  set_threads(before);
 }
