@@ -104,17 +104,19 @@ void ffn_experts_forward_parallel(const MoeConfig& cfg, const MoeWeights<T>& w, 
 template <typename T>
 void ffn_experts_backward_parallel(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan&,
                                    const T* d_o, T* dx, MoeParams<T>& grad, GradMode mode, Collectives& comm,
-                                   ExpertParallelCache<T>& ep, Tensor<T>& d_h, Tensor<T>& d_u) {
+                                   ExpertParallelCache<T>& ep, Tensor<T>& owner_d_o, Tensor<T>& d_h,
+                                   Tensor<T>& d_u, Tensor<T>& owner_d_xg) {
   const int64_t D = cfg.hidden, I = cfg.intermediate, owned = int64_t(ep.owner_row_of.size());
   ep.staging.fit({owned, D});
   comm.group_exchange_rows(d_o, ep.send_rows.data(), ep.staging.data(), ep.recv_rows.data(), D * int64_t(sizeof(T)));
-  ep.d_o.fit({owned, D});
-  permute_rows(ep.staging.data(), ep.d_o.data(), ep.owner_row_of, D, true);
+  owner_d_o.fit({owned, D});
+  permute_rows(ep.staging.data(), owner_d_o.data(), ep.owner_row_of, D, true);
   d_h.fit({owned, I});
   d_u.fit({owned, 2 * I});
-  ep.d_xg.fit({owned, D});
-  ffn_experts_backward(cfg, w, ep.plan, ep.ffn, ep.d_o.data(), d_h.data(), d_u.data(), ep.d_xg.data(), grad, mode);
-  permute_rows(ep.d_xg.data(), ep.staging.data(), ep.owner_row_of, D, false);
+  owner_d_xg.fit({owned, D});
+  ffn_experts_backward(cfg, w, ep.plan, ep.ffn, owner_d_o.data(), d_h.data(), d_u.data(), owner_d_xg.data(), grad,
+                       mode);
+  permute_rows(owner_d_xg.data(), ep.staging.data(), ep.owner_row_of, D, false);
   comm.group_exchange_rows(ep.staging.data(), ep.recv_rows.data(), dx, ep.send_rows.data(), D * int64_t(sizeof(T)));
 }
 
@@ -124,7 +126,7 @@ template struct ExpertParallelCache<float>;
 template struct ExpertParallelCache<double>;
 template void ffn_experts_forward_parallel<float>(const MoeConfig&, const MoeWeights<float>&, const DispatchPlan&, FfnCache<float>&, Collectives&, ExpertParallelCache<float>&);
 template void ffn_experts_forward_parallel<double>(const MoeConfig&, const MoeWeights<double>&, const DispatchPlan&, FfnCache<double>&, Collectives&, ExpertParallelCache<double>&);
-template void ffn_experts_backward_parallel<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, const float*, float*, MoeParams<float>&, GradMode, Collectives&, ExpertParallelCache<float>&, Tensor<float>&, Tensor<float>&);
-template void ffn_experts_backward_parallel<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, const double*, double*, MoeParams<double>&, GradMode, Collectives&, ExpertParallelCache<double>&, Tensor<double>&, Tensor<double>&);
+template void ffn_experts_backward_parallel<float>(const MoeConfig&, const MoeParams<float>&, const DispatchPlan&, const float*, float*, MoeParams<float>&, GradMode, Collectives&, ExpertParallelCache<float>&, Tensor<float>&, Tensor<float>&, Tensor<float>&, Tensor<float>&);
+template void ffn_experts_backward_parallel<double>(const MoeConfig&, const MoeParams<double>&, const DispatchPlan&, const double*, double*, MoeParams<double>&, GradMode, Collectives&, ExpertParallelCache<double>&, Tensor<double>&, Tensor<double>&, Tensor<double>&, Tensor<double>&);
 
 }  // namespace moepp

@@ -47,7 +47,6 @@ struct ExpertParallelCache {
   DispatchPlan plan;                          // the owner's rows by expert (others empty)
   FfnCache<T> ffn;                            // the owner's FFN activations
   Tensor<T> staging;                          // rows in received (by source) order
-  Tensor<T> d_o, d_xg;                        // the owner's backward, its rows in owner order
   int64_t remote_rows = 0;                    // this rank's FFN rows sent to another rank
 };
 
@@ -59,12 +58,14 @@ void ffn_experts_forward_parallel(const MoeConfig& cfg, const MoeWeights<T>& w, 
 
 // Like ffn_experts_backward: d_o [R, D] in plan order; writes dx [R, D] in plan order and the
 // gradients of this rank's experts as `mode` says (the other experts' are zeroed when
-// overwriting, left alone when accumulating). d_h and d_u: scratch for the owner's hidden
-// and pre-activation gradients (sized here; the layers of a step share them,
-// MoeBackwardScratch), the widest of the owner's backward.
+// overwriting, left alone when accumulating). owner_d_o, d_h, d_u and owner_d_xg: scratch
+// for the owner's output, hidden, pre-activation and input gradients, its rows in owner
+// order (sized here; the layers of a step share them, MoeBackwardScratch, where each
+// layer's own cache would hold them between steps).
 template <typename T>
 void ffn_experts_backward_parallel(const MoeConfig& cfg, const MoeParams<T>& w, const DispatchPlan& plan,
                                    const T* d_o, T* dx, MoeParams<T>& grad, GradMode mode, Collectives& comm,
-                                   ExpertParallelCache<T>& ep, Tensor<T>& d_h, Tensor<T>& d_u);
+                                   ExpertParallelCache<T>& ep, Tensor<T>& owner_d_o, Tensor<T>& d_h,
+                                   Tensor<T>& d_u, Tensor<T>& owner_d_xg);
 
 }  // namespace moepp

@@ -173,7 +173,7 @@ void moe_backward(const MoeConfig& cfg, const MoeParams<T>& w, const T* x, const
   scratch.d_xg.fit({R, D});
   if (c.comm && c.comm->ep_size() > 1) {
     ffn_experts_backward_parallel(cfg, w, c.plan, scratch.d_o.data(), scratch.d_xg.data(), grad, mode, *c.comm,
-                                  c.ep, scratch.d_h, scratch.d_u);
+                                  c.ep, scratch.owner_d_o, scratch.d_h, scratch.d_u, scratch.owner_d_xg);
   } else {
     scratch.d_h.fit({R, I});
     scratch.d_u.fit({R, 2 * I});

@@ -45,7 +45,8 @@ struct MoeCache {
 
 // The backward's intermediates: the slots' gate gradients dg [T, k], the FFN rows' output,
 // hidden, pre-activation and input gradients (d_o, d_h, d_u, d_xg: [R, ...] in plan
-// order; with expert parallelism d_h and d_u hold the owner's rows instead), the tokens'
+// order; with expert parallelism d_h and d_u hold the owner's rows instead, and owner_d_o
+// and owner_d_xg the owner's output and input gradients in owner order), the tokens'
 // input gradient dx_in [T, D] and the balance loss's dL/dp [T, E].
 // Nothing reads them once moe_backward returns, so the layers of a step take one in turn
 // (model/decoder_layer's LayerBackwardScratch), kept between steps: ~90 MB a layer at the
@@ -53,6 +54,7 @@ struct MoeCache {
 template <typename T>
 struct MoeBackwardScratch {
   Tensor<T> d_o, d_h, d_u, d_xg, dx_in, dg, dp;
+  Tensor<T> owner_d_o, owner_d_xg;  // expert parallelism only
 };
 
 // x: [T, D]; z_prev: [T, E] from the previous MoE layer or null. Writes y [T, D]; the
