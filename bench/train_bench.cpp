@@ -75,8 +75,7 @@ class TrainingRun {
   }
 
   // One training step as the trainer takes it; its phases are kept when `record`.
-  // Returns the step's seconds.
-  double step(bool record) {
+  void step(bool record) {
     for (size_t i = 0; i < ids_.size(); ++i) {
       ids_[i] = int32_t(rng_.below(uint64_t(cfg_.vocab_size)));
       targets_[i] = int32_t(rng_.below(uint64_t(cfg_.vocab_size)));
@@ -114,8 +113,10 @@ class TrainingRun {
       for (const auto& s : routing_stats_of(cfg_, cache_)) all.add(s);
       ffn_per_token_ = all.ffn_experts_per_token();
     }
-    return seconds(t0, t4);
   }
+
+  // The recorded steps' seconds, in the order taken (a round's step of each run shares an index).
+  const std::vector<double>& step_seconds() const { return times_; }
 
   json summary() const {
     const double med = median(times_);
@@ -173,7 +174,6 @@ int main(int argc, char** argv) try {
     const char* key;
     bool bf16;
     std::unique_ptr<TrainingRun> run;
-    std::vector<double> step_s;
   };
   std::vector<Entry> runs;
   for (bool vanilla : {false, true}) {
@@ -183,8 +183,7 @@ int main(int argc, char** argv) try {
       std::fprintf(stderr, "train_bench: %s %s, %s products: warming up ...\n", preset.c_str(),
                    vanilla ? "vanilla" : "MoE++", b ? "bf16" : "f32");
       runs.push_back({vanilla ? "vanilla" : "moepp", b,
-                      std::make_unique<TrainingRun>(cfg, B, S, b ? GemmPrecision::bf16 : GemmPrecision::f32, products),
-                      {}});
+                      std::make_unique<TrainingRun>(cfg, B, S, b ? GemmPrecision::bf16 : GemmPrecision::f32, products)});
       for (int64_t w = 0; w < kWarmup; ++w) runs.back().run->step(false);
       // Memory is MoE++'s at f32 alone: the runs after it add theirs to the process.
       if (runs.size() == 1) out["moepp"]["peak_rss_mb_so_far"] = peak_rss_mb();
@@ -193,8 +192,7 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr, "train_bench: %lld rounds of %zu interleaved runs ...\n", (long long)steps, runs.size());
   for (int64_t r = 0; r < steps; ++r)
     for (size_t j = 0; j < runs.size(); ++j) {
-      Entry& e = runs[(size_t(r) + j) % runs.size()];
-      e.step_s.push_back(e.run->step(true));
+      runs[(size_t(r) + j) % runs.size()].run->step(true);
     }
   const auto entry = [&](const char* key, bool b) -> const Entry& {
     for (const auto& e : runs)
@@ -204,7 +202,8 @@ int main(int argc, char** argv) try {
   // The median over rounds of num's step time over den's: den's speed over num's.
   const auto paired = [](const Entry& num, const Entry& den) {
     std::vector<double> ratio;
-    for (size_t r = 0; r < num.step_s.size(); ++r) ratio.push_back(num.step_s[r] / den.step_s[r]);
+    const auto &a = num.run->step_seconds(), &b = den.run->step_seconds();
+    for (size_t r = 0; r < a.size(); ++r) ratio.push_back(a[r] / b[r]);
     return median(ratio);
   };
   for (const auto& e : runs) {
