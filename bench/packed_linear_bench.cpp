@@ -1,7 +1,8 @@
 // bench/packed_linear: one packed product y = x W^T (kernels/quant.h) for f32, bf16, q8_0
 // and q4 weights at several row counts of x, on a Mixtral-sized FFN matrix (2816 x 1024 by
-// default). Each figure is the median over rounds of one pass over 16 distinct copies of
-// the matrix (48-180 MB, so the weights come from memory as in decode). Prints ms per
+// default). Each figure is the median over rounds of one pass over distinct copies of the
+// matrix, at least 16 and enough to span 134 MB (4x a 32 MB L3), so the weights come from
+// memory as in decode: 16 copies of the q4 matrix are 26 MB, which a 32 MB L3 could hold. Prints ms per
 // product, weight GB/s, GFLOP/s, which path ran (the few-row kernel with f32 or int8
 // activations, the bf16 GEMM, or the f32 panels), and each format's time over f32's in the same run.
 // For q8_0 and q4 it also times each integer kernel directly (the few-row vpdpbusd kernel up
@@ -9,6 +10,7 @@
 // has them), whichever one packed_linear picks.
 // Usage: packed_linear_bench [--rows 1,4,8,9,16,64,256] [--n 2816] [--k 1024]
 //                            [--rounds 15] [--threads 2] [--pin 1]
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -75,18 +77,24 @@ int main(int argc, char** argv) try {
   const int64_t N = f.get_int("n", 2816), K = f.get_int("k", 1024);
   const int rounds = int(f.get_int("rounds", 15));
   const std::vector<double> rows = f.get_list("rows", {1, 4, 8, 9, 16, 64, 256});
-  constexpr int kCopies = 16;
+  // Bytes each format's copies span: 4x a 32 MB L3 (sysconf's figure for the L3 is not to
+  // be trusted on these VMs: 335 MB on one whose CPU reports 32 MB).
+  constexpr int64_t fill = int64_t(128) << 20;
   Rng rng(7);
   std::vector<float> w(size_t(N * K));
   for (auto& v : w) v = float(rng.normal());
-  std::printf("packed_linear: W [%lld, %lld], %d copies, %d threads, median of %d rounds\n", (long long)N,
-              (long long)K, kCopies, threads, rounds);
-  std::printf("%-5s %5s | %9s %8s %9s | %-14s | %s\n", "dtype", "rows", "ms", "GB/s", "GFLOP/s", "path", "time / f32");
   std::vector<std::vector<PackedMatrix>> packed;
+  std::string copies;
   for (WeightType t : kWeightTypes) {
     packed.emplace_back();
-    for (int c = 0; c < kCopies; ++c) packed.back().push_back(PackedMatrix::pack(w.data(), N, K, t));
+    packed.back().push_back(PackedMatrix::pack(w.data(), N, K, t));
+    const int64_t n = std::max<int64_t>(16, (fill + packed.back()[0].bytes() - 1) / packed.back()[0].bytes());
+    while (int64_t(packed.back().size()) < n) packed.back().push_back(PackedMatrix::pack(w.data(), N, K, t));
+    copies += std::string(copies.empty() ? "" : ", ") + weight_type_name(t) + " " + std::to_string(n);
   }
+  std::printf("packed_linear: W [%lld, %lld], %d threads, median of %d rounds; copies (%.0f MB of each format): %s\n",
+              (long long)N, (long long)K, threads, rounds, double(fill) / 1e6, copies.c_str());
+  std::printf("%-5s %5s | %9s %8s %9s | %-14s | %s\n", "dtype", "rows", "ms", "GB/s", "GFLOP/s", "path", "time / f32");
   for (double r : rows) {
     const int64_t M = int64_t(r);
     std::vector<float> x(size_t(M * K)), y(size_t(M * N));
@@ -96,7 +104,7 @@ int main(int argc, char** argv) try {
       const auto& mats = packed[ti];
       const double s = bench::median_seconds(rounds, [&] {
                          for (const auto& p : mats) packed_linear(x.data(), M, K, p, y.data(), N);
-                       }) / kCopies;
+                       }) / double(mats.size());
       if (ti == 0) f32_s = s;
       const PackedMatrix& p = mats[0];
       const char* path = p.type == WeightType::f32 ? "f32 panels"
@@ -114,7 +122,7 @@ int main(int argc, char** argv) try {
         for (const auto& [how, product] : integer_paths(M, K)) {
           const double alt = bench::median_seconds(rounds, [&] {
                                for (const auto& q : mats) product(x.data(), q, y.data());
-                             }) / kCopies;
+                             }) / double(mats.size());
           report(how.c_str(), alt);
         }
     }
