@@ -2,8 +2,8 @@
 // and q4 weights at several row counts of x, on a Mixtral-sized FFN matrix (2816 x 1024 by
 // default). Each figure is the median over rounds of one pass over distinct copies of the
 // matrix, at least 16 and enough to span 134 MB (4x a 32 MB L3), so the weights come from
-// memory as in decode: 16 copies of the q4 matrix are 26 MB, which a 32 MB L3 could hold. Prints ms per
-// product, weight GB/s, GFLOP/s, which path ran (the few-row kernel with f32 or int8
+// memory as in decode (16 copies of the q4 matrix are 26 MB, which such an L3 holds).
+// Prints ms per product, weight GB/s, GFLOP/s, which path ran (the few-row kernel with f32 or int8
 // activations, the bf16 GEMM, or the f32 panels), and each format's time over f32's in the same run.
 // For q8_0 and q4 it also times each integer kernel directly (the few-row vpdpbusd kernel up
 // to 8 rows, the int8 GEMM at any row count where the CPU has VNNI, the AMX tiles where it
@@ -88,7 +88,7 @@ int main(int argc, char** argv) try {
   for (WeightType t : kWeightTypes) {
     packed.emplace_back();
     packed.back().push_back(PackedMatrix::pack(w.data(), N, K, t));
-    const int64_t n = std::max<int64_t>(16, (fill + packed.back()[0].bytes() - 1) / packed.back()[0].bytes());
+    const int64_t bytes = packed.back()[0].bytes(), n = std::max<int64_t>(16, (fill + bytes - 1) / bytes);
     while (int64_t(packed.back().size()) < n) packed.back().push_back(PackedMatrix::pack(w.data(), N, K, t));
     copies += std::string(copies.empty() ? "" : ", ") + weight_type_name(t) + " " + std::to_string(n);
   }
