@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <exception>
 #include <numeric>
 #include <string>
@@ -277,28 +278,74 @@ void gemm<double>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double al
 #endif
 }
 
+namespace {
+
+// A share of one grouped problem that a thread runs alone: C's rows [m0, m0 + M) and
+// columns [n0, n0 + N).
+struct GroupedPiece {
+  size_t problem;
+  int64_t m0, M, n0, N;
+  double work;  // M N K
+};
+
+constexpr int64_t kPiecesPerThread = 4;  // a thread's share of the work, in pieces
+constexpr int64_t kPieceMultiple = 32;   // the rows the bf16 products pad to (mixed_precision.cpp)
+
+// The pieces of a bf16 grouped product, largest first. Routing can give most of a batch to
+// one or two experts (early in training the others get a few rows), and one problem a
+// thread then leaves the other thread idle for most of the call. So a problem larger than
+// a quarter of a thread's share is cut, in multiples of 32 so that the shapes oneDNN
+// compiles stay few. Where A is not transposed the cut runs along M: each piece rounds only
+// its own rows of A, and B is a weight (the shadow's copy). The weight gradients (TN) are
+// cut along M or N, whichever makes every piece round the smaller operand again (B [K, N]
+// or A [K, M]).
+std::vector<GroupedPiece> grouped_pieces(Trans ta, const std::vector<GemmProblem<float>>& problems, int threads) {
+  double total = 0;
+  for (const auto& p : problems) total += double(p.M) * double(p.N) * double(p.K);
+  const double target = total / double(std::max(threads, 1) * kPiecesPerThread);
+  std::vector<GroupedPiece> pieces;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const auto& p = problems[i];
+    const bool along_m = ta == Trans::N || p.M >= p.N;
+    const int64_t extent = along_m ? p.M : p.N;
+    if (extent == 0) continue;  // no element of C to write
+    const double work = double(p.M) * double(p.N) * double(p.K);
+    const int64_t most = std::max<int64_t>(1, extent / kPieceMultiple);
+    const int64_t parts = target > 0 ? std::clamp<int64_t>(int64_t(std::ceil(work / target)), 1, most) : 1;
+    const int64_t step = (extent + parts * kPieceMultiple - 1) / (parts * kPieceMultiple) * kPieceMultiple;
+    for (int64_t s = 0; s < extent; s += step) {
+      const int64_t len = std::min(step, extent - s);
+      const double share = work * double(len) / double(extent);
+      pieces.push_back(along_m ? GroupedPiece{i, s, len, 0, p.N, share} : GroupedPiece{i, 0, p.M, s, len, share});
+    }
+  }
+  std::stable_sort(pieces.begin(), pieces.end(),
+                   [](const GroupedPiece& a, const GroupedPiece& b) { return a.work > b.work; });
+  return pieces;
+}
+
+}  // namespace
+
 template <typename T>
 void gemm_grouped(Trans ta, Trans tb, const std::vector<GemmProblem<T>>& problems) {
   const ProductTiming timing;
   if constexpr (std::is_same_v<T, float>) {
     if (gemm_precision() == GemmPrecision::bf16) {
-      // One product a thread, each on that thread alone (inside a parallel region oneDNN and
-      // the rounding run serially): an expert's product of ~100 rows split over two threads
-      // spends much of its time at their barriers.
+      // Pieces a thread, each on that thread alone (inside a parallel region oneDNN and the
+      // rounding run serially): an expert's product of ~100 rows split over two threads
+      // spends much of its time at their barriers. Largest first, taken as threads free up.
       // An error in a worker (an exception may not leave an OpenMP region) is rethrown here.
-      // Largest first: taken in the routing's order, a large expert left for last kept one
-      // thread busy while the other waited at the region's end.
       const Bf16Shadow* shadow = gemm_shadow();
-      std::vector<size_t> order(problems.size());
-      std::iota(order.begin(), order.end(), size_t(0));
-      const auto work = [&](size_t i) { return problems[i].M * problems[i].N * problems[i].K; };
-      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return work(a) > work(b); });
+      const std::vector<GroupedPiece> pieces = grouped_pieces(ta, problems, max_threads());
       std::exception_ptr first_error;
-      parallel_for_dynamic(int64_t(problems.size()), [&](int64_t i) {
+      parallel_for_dynamic(int64_t(pieces.size()), [&](int64_t i) {
         try {
           const GemmPrecisionScope same(GemmPrecision::bf16, shadow);
-          const auto& p = problems[order[size_t(i)]];
-          gemm<float>(ta, tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
+          const GroupedPiece& q = pieces[size_t(i)];
+          const auto& p = problems[q.problem];
+          const float* A = p.A + (ta == Trans::N ? q.m0 * p.lda : q.m0);
+          const float* B = p.B + (tb == Trans::N ? q.n0 : q.n0 * p.ldb);
+          gemm<float>(ta, tb, q.M, q.N, p.K, 1.0f, A, p.lda, B, p.ldb, p.beta, p.C + q.m0 * p.ldc + q.n0, p.ldc);
         } catch (...) {
 #pragma omp critical(moepp_gemm_grouped_error)
           if (!first_error) first_error = std::current_exception();

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "core/dtype.h"
 #include "test_util.h"
 
@@ -230,6 +232,74 @@ TEST(MixedPrecision, GroupedProductsEqualEachAlone) {
         << "expert " << e;
   }
   EXPECT_EQ(C[1][0], 1.0f);  // no rows: C untouched
+}
+
+// Routing can give one expert most of a batch; the threads then share that expert's product
+// in pieces of 32-row multiples: along M for the forward and input-gradient products
+// (NT, NN), along M or N for the weight gradients (TN). Here one problem holds 400 of ~470
+// rows, so it is cut. Every piece must land in its own block of the strided C, and the gaps
+// between C's rows stay as they were.
+TEST(MixedPrecision, GroupedProductsCutIntoPiecesEqualDouble) {
+  SKIP_WITHOUT_BF16();
+  Rng rng(17);
+  const int64_t rows[4] = {3, 400, 0, 70};
+  struct Kind {
+    bool ta, tb;
+    int64_t M, N, K;  // the problem's sizes with r rows routed: -1 marks the dimension that is r
+  };
+  // Forward X W^T; input gradient dY W; weight gradients dY^T X with M > N and with N > M.
+  for (const Kind kind : {Kind{false, true, -1, 96, 64}, Kind{false, false, -1, 64, 96}, Kind{true, false, 96, 64, -1},
+                          Kind{true, false, 64, 96, -1}})
+    for (float beta : {0.0f, 1.0f}) {
+      std::vector<Strided> as, bs;
+      std::vector<std::vector<float>> C0, C;
+      std::vector<GemmProblem<float>> problems;
+      std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes;
+      const int64_t ldc_pad = 5;
+      for (int e = 0; e < 4; ++e) {
+        const int64_t r = rows[e];
+        const int64_t M = kind.M < 0 ? r : kind.M, N = kind.N, K = kind.K < 0 ? r : kind.K;
+        as.push_back(kind.ta ? Strided(K, M, 3, rng) : Strided(M, K, 3, rng));
+        bs.push_back(kind.tb ? Strided(N, K, 2, rng) : Strided(K, N, 2, rng));
+        std::vector<float> c(size_t(M * (N + ldc_pad)));
+        for (auto& v : c) v = float(rng.normal());
+        C0.push_back(c);
+        C.push_back(c);
+        shapes.emplace_back(M, N, K);
+      }
+      for (int e = 0; e < 4; ++e) {
+        const auto [M, N, K] = shapes[size_t(e)];
+        problems.push_back({M, N, K, as[size_t(e)].v.data(), as[size_t(e)].ld, bs[size_t(e)].v.data(),
+                            bs[size_t(e)].ld, C[size_t(e)].data(), N + ldc_pad, beta});
+      }
+      {
+        const GemmPrecisionScope bf16(GemmPrecision::bf16);
+        gemm_grouped<float>(kind.ta ? Trans::T : Trans::N, kind.tb ? Trans::T : Trans::N, problems);
+      }
+      for (int e = 0; e < 4; ++e) {
+        const auto [M, N, K] = shapes[size_t(e)];
+        if (M == 0) continue;
+        std::vector<float> got(size_t(M * N)), before(size_t(M * N));
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N + ldc_pad; ++j) {
+            const size_t at = size_t(i * (N + ldc_pad) + j);
+            if (j < N) {
+              got[size_t(i * N + j)] = C[size_t(e)][at];
+              before[size_t(i * N + j)] = C0[size_t(e)][at];
+            } else {
+              ASSERT_EQ(C[size_t(e)][at], C0[size_t(e)][at]) << "a gap of C changed: expert " << e << " row " << i;
+            }
+          }
+        if (K == 0) {  // no rows routed to a weight gradient: C becomes beta C
+          for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], beta * before[i]) << "expert " << e;
+          continue;
+        }
+        EXPECT_LT(rel_err(got, expected(kind.ta, kind.tb, M, N, K, 1.0, as[size_t(e)], bs[size_t(e)], beta, before)),
+                  1e-6)
+            << "ta=" << kind.ta << " tb=" << kind.tb << " expert " << e << " (" << M << "x" << N << "x" << K
+            << ") beta " << beta;
+      }
+    }
 }
 
 // The experts of a bf16 grouped product run on the OpenMP threads; an error in one of
