@@ -1,5 +1,5 @@
-// WeightBuffer: the storage of a packed weight matrix - either its own memory (an
-// UninitVector, filled by packing) or a read-only view into memory someone else keeps
+// WeightBuffer: the storage of a packed weight matrix - either its own memory (uninitialised,
+// filled by packing, on 2 MB pages: core/huge_page_arena.h) or a read-only view into memory someone else keeps
 // alive (a mapped model file whose bytes are already in the layout the kernels read). A
 // borrowed buffer holds a shared_ptr to its keeper, so the mapping lives as long as any
 // matrix viewing it, whoever outlives whom.
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/uninit_vector.h"
+#include "core/huge_page_arena.h"
 
 namespace moepp {
 
@@ -26,7 +26,7 @@ class WeightBuffer {
   }
   // A view of n elements at p, valid while keeper lives; the owned storage is freed.
   void borrow(const T* p, size_t n, std::shared_ptr<const void> keeper) {
-    UninitVector<T>().swap(owned_);
+    HugePageVector<T>().swap(owned_);
     borrowed_ = p;
     borrowed_size_ = n;
     keeper_ = std::move(keeper);
@@ -46,7 +46,7 @@ class WeightBuffer {
   std::vector<T> values() const { return std::vector<T>(data(), data() + size()); }
 
  private:
-  UninitVector<T> owned_;
+  HugePageVector<T> owned_;
   const T* borrowed_ = nullptr;
   size_t borrowed_size_ = 0;
   std::shared_ptr<const void> keeper_;

@@ -57,7 +57,7 @@ struct PackedMatrix {
   PanelMatrix f32;                // f32: column panels
   WeightBuffer<uint16_t> bf16;    // bf16: [rows, cols] raw bits
   WeightBuffer<int8_t> q;         // q8_0: [rows, cols]
-  std::vector<uint16_t> scales;   // q8_0, q4: [rows, cols / 32], f16 bits (scale(i) as f32)
+  HugePageVector<uint16_t> scales;  // q8_0, q4: [rows, cols / 32], f16 bits (scale(i) as f32)
   WeightBuffer<uint8_t> nibbles;  // q4: [rows, cols / 2], two values a byte (kernels/int8_dot.h)
   // (bf16, q and nibbles may view a mapped file loaded in place: io/weight_source.h.)
 

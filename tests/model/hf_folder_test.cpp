@@ -296,7 +296,8 @@ TEST(ConvertCommand, Q4FolderRoundTripsThroughThePackedLoader) {
     rewrite({32, 1}, scales_dtype);
     const auto stored = load_packed_model_folder(dir + "/bad", WeightType::q4);
     EXPECT_EQ(stored->layers[0].wq.nibbles.values(), std::vector<uint8_t>(32 * 16, 0x99));
-    EXPECT_EQ(stored->layers[0].wq.scales, std::vector<uint16_t>(32, f32_to_f16(1.0f)));
+    EXPECT_EQ(std::vector<uint16_t>(stored->layers[0].wq.scales.begin(), stored->layers[0].wq.scales.end()),
+              std::vector<uint16_t>(32, f32_to_f16(1.0f)));
     rewrite({32, 2}, scales_dtype);
     expect_error_mentioning([&] { load_packed_model_folder(dir + "/bad", WeightType::q4); },
                             "q_proj.weight.q4_scales has shape [32, 2], expected [32, 1]");

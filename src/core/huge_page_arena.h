@@ -1,0 +1,57 @@
+// HugePageArena: storage for large, long-lived buffers (the packed weight matrices) on 2 MB
+// pages. A q4 expert of Mixtral's FFN shape is 1.4 MB and a q8_0 one 2.9 MB: on its own
+// each would sit on 4 KB pages, where the few-row kernels streaming it from memory ran at
+// 0.65-0.77x the rate they reach on 2 MB pages (docs/results/decode.md, "Packed weights on
+// 2 MB pages"). So blocks of 64 KB and more are carved one after another from chunks of
+// 64 MB, mapped 2 MB-aligned and advised for transparent huge pages; a block of half a
+// chunk or more gets a chunk of its own. A chunk goes back to the system when its last
+// block is freed. Smaller blocks come from operator new, 64-byte aligned. Thread-safe.
+#pragma once
+#include <cstddef>
+#include <new>
+#include <utility>
+#include <vector>
+
+namespace moepp {
+
+// 64-byte aligned storage for `bytes` bytes, uninitialised; throws moepp::Error when the
+// system has no memory for it.
+void* arena_allocate(size_t bytes);
+// Frees a block arena_allocate returned for the same byte count.
+void arena_free(void* p, size_t bytes) noexcept;
+// The chunks held now (tests).
+size_t arena_chunks();
+
+// An allocator over the arena whose construct() leaves bytes and floats uninitialised (as
+// UninitVector's does): the code that packs a matrix first touches its pages.
+template <typename T>
+struct HugePageAllocator {
+  using value_type = T;
+  template <typename U>
+  struct rebind {
+    using other = HugePageAllocator<U>;
+  };
+  HugePageAllocator() = default;
+  template <typename U>
+  HugePageAllocator(const HugePageAllocator<U>&) noexcept {}
+
+  T* allocate(size_t n) { return static_cast<T*>(arena_allocate(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) noexcept { arena_free(p, n * sizeof(T)); }
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  template <typename U>
+  bool operator==(const HugePageAllocator<U>&) const noexcept {
+    return true;
+  }
+};
+
+template <typename T>
+using HugePageVector = std::vector<T, HugePageAllocator<T>>;
+
+}  // namespace moepp
