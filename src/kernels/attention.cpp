@@ -132,8 +132,10 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   std::vector<Task>& tasks = task_list;
   tasks.clear();
   const int64_t block_rows = std::max<int64_t>(1, kRunBlockQueries / G);
+  // Where kv head g of row r's history starts, from the row's keys (and values).
+  const auto head_offset = [&](int64_t r, int64_t g) { return g * (a.head_strides ? a.head_strides[r] : hd); };
   auto same_history = [&](int64_t r) {
-    return a.context[r] == a.context[r - 1] + 1 &&
+    return a.context[r] == a.context[r - 1] + 1 && head_offset(r, 1) == head_offset(r - 1, 1) &&
            (a.keys_bf16 ? a.keys_bf16[r] == a.keys_bf16[r - 1] && a.values_bf16[r] == a.values_bf16[r - 1]
                         : a.keys[r] == a.keys[r - 1] && a.values[r] == a.values[r - 1]);
   };
@@ -151,10 +153,11 @@ void attention_rows_forward(const T* q, const AttentionRows<T>& a, T* out) {
   std::stable_sort(tasks.begin(), tasks.end(), [](const Task& x, const Task& y) { return x.cost > y.cost; });
   // fn(keys, values) over kv head kvh of row r's history, as stored (T, or bf16 bits).
   const auto with_history = [&](int64_t r, int64_t kvh, const auto& fn) {
+    const int64_t at = head_offset(r, kvh);
     if constexpr (std::is_same_v<T, float>) {
-      if (a.keys_bf16) return fn(a.keys_bf16[r] + kvh * hd, a.values_bf16[r] + kvh * hd);
+      if (a.keys_bf16) return fn(a.keys_bf16[r] + at, a.values_bf16[r] + at);
     }
-    fn(a.keys[r] + kvh * hd, a.values[r] + kvh * hd);
+    fn(a.keys[r] + at, a.values[r] + at);
   };
   parallel_for_dynamic(int64_t(tasks.size()), [&](int64_t t) {
     const Task task = tasks[size_t(t)];

@@ -20,7 +20,9 @@ struct AttentionShape {
 };
 
 // Where each query row finds its keys and values. Row r attends positions
-// 0..context[r]-1 of its history: key j of kv head g at keys[r] + j * kv_stride + g * head_dim.
+// 0..context[r]-1 of its history: key j of kv head g at keys[r] + j * kv_stride +
+// g * head_strides[r] (g * head_dim where head_strides is null: a row's kv heads side by
+// side; a KV cache stores each head's positions one after another: model/kv_cache.h).
 template <typename T>
 struct AttentionRows {
   int64_t rows = 0, q_heads = 1, kv_heads = 1, head_dim = 1;
@@ -32,6 +34,7 @@ struct AttentionRows {
   const uint16_t* const* values_bf16 = nullptr;
   const int64_t* context = nullptr;  // [rows], each >= 1
   int64_t kv_stride = 0;
+  const int64_t* head_strides = nullptr;  // [rows], or null
 };
 
 // What a training forward keeps of its softmax, [B, Hq, 2, T]: for query row i of head h in

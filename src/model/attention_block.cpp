@@ -61,29 +61,26 @@ void attention_block_forward(const ModelConfig& cfg, const LayerWeights<T>& w, i
     c.keys_bf16.resize(bf16 ? size_t(n) : 0);
     c.values_bf16.resize(bf16 ? size_t(n) : 0);
     c.context.resize(size_t(n));
+    c.head_strides.resize(size_t(n));
     for (int64_t r = 0; r < n; ++r) {
       KvCache<T>& kv = *rows.caches[r];
       const int64_t pos = rows.positions[r];
+      kv.store(layer, pos, c.k.data() + r * kvD, c.v.data() + r * kvD);
       if (bf16) {
-        if constexpr (std::is_same_v<T, float>) {
-          round_to_bf16(c.k.data() + r * kvD, kvD, kv.keys_bf16(layer) + pos * kvD);
-          round_to_bf16(c.v.data() + r * kvD, kvD, kv.values_bf16(layer) + pos * kvD);
-        }
         c.keys_bf16[size_t(r)] = kv.keys_bf16(layer);
         c.values_bf16[size_t(r)] = kv.values_bf16(layer);
       } else {
-        std::copy_n(c.k.data() + r * kvD, kvD, kv.keys(layer) + pos * kvD);
-        std::copy_n(c.v.data() + r * kvD, kvD, kv.values(layer) + pos * kvD);
         c.keys[size_t(r)] = kv.keys(layer);
         c.values[size_t(r)] = kv.values(layer);
       }
       c.context[size_t(r)] = pos + 1;
+      c.head_strides[size_t(r)] = kv.head_stride();
     }
     const AttentionRows<T> a{.rows = n, .q_heads = H, .kv_heads = Hkv, .head_dim = hd,
                              .keys = bf16 ? nullptr : c.keys.data(), .values = bf16 ? nullptr : c.values.data(),
                              .keys_bf16 = bf16 ? c.keys_bf16.data() : nullptr,
                              .values_bf16 = bf16 ? c.values_bf16.data() : nullptr, .context = c.context.data(),
-                             .kv_stride = kvD};
+                             .kv_stride = hd, .head_strides = c.head_strides.data()};
     attention_rows_forward(c.q.data(), a, c.ctx.data());
   }
   // h = x + ctx Wo^T

@@ -23,7 +23,7 @@ struct AttentionCache {
   // Inference: each row's key/value history and its length, reused from layer to layer.
   std::vector<const T*> keys, values;
   std::vector<const uint16_t*> keys_bf16, values_bf16;  // caches holding bf16 (KvDtype::bf16)
-  std::vector<int64_t> context;
+  std::vector<int64_t> context, head_strides;
 };
 
 // The backward's gradients of the block's intermediates (dL/dctx, dq, dk, dv, dL/da):

@@ -33,14 +33,32 @@ KvCache<T>::KvCache(const ModelConfig& cfg, int64_t capacity, KvDtype dtype) : c
               " tokens exceeds max_position_embeddings ", cfg.max_position_embeddings);
   constexpr bool f32_inference = std::is_same_v<T, float>;
   MOEPP_CHECK(dtype == KvDtype::f32 || f32_inference, "kv cache: bf16 keys and values need f32 inference");
-  const int64_t kvD = int64_t(cfg.num_key_value_heads) * cfg.head_dim();
+  kv_heads_ = cfg.num_key_value_heads;
+  head_dim_ = cfg.head_dim();
   for (int l = 0; l < cfg.num_hidden_layers; ++l) {
     if (dtype == KvDtype::bf16) {
-      k16_.emplace_back(size_t(capacity * kvD));
-      v16_.emplace_back(size_t(capacity * kvD));
+      k16_.emplace_back(size_t(kv_heads_ * capacity * head_dim_));
+      v16_.emplace_back(size_t(kv_heads_ * capacity * head_dim_));
     } else {
-      k_.emplace_back(Shape{capacity, kvD});
-      v_.emplace_back(Shape{capacity, kvD});
+      k_.emplace_back(Shape{kv_heads_, capacity, head_dim_});
+      v_.emplace_back(Shape{kv_heads_, capacity, head_dim_});
+    }
+  }
+}
+
+template <typename T>
+void KvCache<T>::store(int layer, int64_t pos, const T* key, const T* value) {
+  const int64_t at = pos * head_dim_;
+  for (int64_t g = 0; g < kv_heads_; ++g) {
+    const int64_t to = g * head_stride() + at, from = g * head_dim_;
+    if (dtype_ == KvDtype::bf16) {
+      if constexpr (std::is_same_v<T, float>) {
+        round_to_bf16(key + from, head_dim_, k16_[size_t(layer)].data() + to);
+        round_to_bf16(value + from, head_dim_, v16_[size_t(layer)].data() + to);
+      }
+    } else {
+      std::copy_n(key + from, head_dim_, k_[size_t(layer)].data() + to);
+      std::copy_n(value + from, head_dim_, v_[size_t(layer)].data() + to);
     }
   }
 }
@@ -53,18 +71,21 @@ void KvCache<T>::copy_prefix(const KvCache& from, int64_t n) {
               "kv cache: cannot copy positions between caches of different models");
   MOEPP_CHECK(n >= 0 && n <= from.length_ && n <= capacity_, "kv cache: cannot copy ", n, " positions (the source holds ",
               from.length_, ", this cache ", capacity_, ")");
+  MOEPP_CHECK(from.kv_heads_ == kv_heads_ && from.head_dim_ == head_dim_,
+              "kv cache: cannot copy positions between caches of different models");
+  // Each kv head's first n positions: the heads start head_stride() apart, which differs
+  // between caches of different capacities.
+  const auto copy_heads = [&](const auto* src, auto* dst) {
+    for (int64_t g = 0; g < kv_heads_; ++g)
+      std::copy_n(src + g * from.head_stride(), n * head_dim_, dst + g * head_stride());
+  };
   for (size_t l = 0; l < k_.size(); ++l) {
-    const int64_t kvD = k_[l].shape()[1];
-    MOEPP_CHECK(from.k_[l].shape()[1] == kvD, "kv cache: cannot copy positions between caches of different models");
-    std::copy_n(from.k_[l].data(), n * kvD, k_[l].data());
-    std::copy_n(from.v_[l].data(), n * kvD, v_[l].data());
+    copy_heads(from.k_[l].data(), k_[l].data());
+    copy_heads(from.v_[l].data(), v_[l].data());
   }
   for (size_t l = 0; l < k16_.size(); ++l) {
-    const int64_t kvD = int64_t(k16_[l].size()) / capacity_;
-    MOEPP_CHECK(int64_t(from.k16_[l].size()) / from.capacity_ == kvD,
-                "kv cache: cannot copy positions between caches of different models");
-    std::copy_n(from.k16_[l].data(), n * kvD, k16_[l].data());
-    std::copy_n(from.v16_[l].data(), n * kvD, v16_[l].data());
+    copy_heads(from.k16_[l].data(), k16_[l].data());
+    copy_heads(from.v16_[l].data(), v16_[l].data());
   }
   length_ = n;
 }

@@ -1,5 +1,6 @@
-// KvCache: one sequence's keys and values, per layer [capacity, kv_heads * head_dim] after
-// RoPE, and how many positions are filled. A decoder step (model/decoder.h) appends the
+// KvCache: one sequence's keys and values after RoPE, per layer [kv_heads, capacity,
+// head_dim] (each kv head's positions one after another, so that attention over a head
+// reads one stream), and how many positions are filled. A decoder step (model/decoder.h) appends the
 // keys and values of the sequence's new tokens at positions length().. and advances the
 // length; many sequences, each with its own cache, can go through the same step.
 //
@@ -42,12 +43,17 @@ class KvCache {
   int64_t capacity() const { return capacity_; }
   KvDtype dtype() const { return dtype_; }
   void reset() { length_ = 0; }
-  // Keys and values of `layer`, [capacity, kvD], as T (dtype f32) or as bf16 bits (dtype
-  // bf16); positions >= length() are not yet written.
-  T* keys(int layer) { return k_[size_t(layer)].data(); }
-  T* values(int layer) { return v_[size_t(layer)].data(); }
-  uint16_t* keys_bf16(int layer) { return k16_[size_t(layer)].data(); }
-  uint16_t* values_bf16(int layer) { return v16_[size_t(layer)].data(); }
+  // Keys and values of `layer`, [kv_heads, capacity, head_dim], as T (dtype f32) or as bf16
+  // bits (dtype bf16): position j of kv head g at g * head_stride() + j * head_dim.
+  // Positions >= length() are not yet written.
+  const T* keys(int layer) const { return k_[size_t(layer)].data(); }
+  const T* values(int layer) const { return v_[size_t(layer)].data(); }
+  const uint16_t* keys_bf16(int layer) const { return k16_[size_t(layer)].data(); }
+  const uint16_t* values_bf16(int layer) const { return v16_[size_t(layer)].data(); }
+  int64_t head_stride() const { return capacity_ * head_dim_; }
+  // Stores the key and value rows [kv_heads * head_dim] of position pos in `layer` (rounded
+  // to bf16 in a bf16 cache).
+  void store(int layer, int64_t pos, const T* key, const T* value);
   // The decoder step, once every layer holds the n new positions.
   void advance(int64_t n) { length_ += n; }
   // Takes the first n positions of `from` (a cache of the same model and dtype) as this
@@ -58,7 +64,7 @@ class KvCache {
   static int64_t bytes_per_position(const ModelConfig& cfg, KvDtype dtype);
 
  private:
-  int64_t capacity_ = 0, length_ = 0;
+  int64_t capacity_ = 0, length_ = 0, kv_heads_ = 0, head_dim_ = 0;
   KvDtype dtype_ = KvDtype::f32;
   std::vector<Tensor<T>> k_, v_;
   std::vector<UninitVector<uint16_t>> k16_, v16_;

@@ -191,9 +191,11 @@ struct QueryRow {
 // sequence with consecutive contexts form a run (a prompt chunk), which the kernel takes in
 // blocks. With bf16: the histories are stored as bf16 bits (a KV cache under --kv-dtype
 // bf16) and the reference reads the same rounded values.
+// head_major: the kernel reads copies of the histories stored as a KV cache stores them,
+// each kv head's positions one after another (head_strides), not every head side by side.
 template <typename T>
 void check_rows_against_naive(const std::vector<QueryRow>& rows, int64_t Hq, int64_t Hkv, int64_t hd, bool use_bf16,
-                              double tolerance) {
+                              double tolerance, bool head_major = false) {
   const int64_t kvD = Hkv * hd, n = int64_t(rows.size());
   int64_t sequences = 0;
   for (const auto& r : rows) sequences = std::max(sequences, r.sequence + 1);
@@ -218,19 +220,43 @@ void check_rows_against_naive(const std::vector<QueryRow>& rows, int64_t Hq, int
         }
       }
   }
+  // Head-major copies: position j of kv head g at g * (L + 3) * hd + j * hd.
+  std::vector<std::vector<T>> k_major(static_cast<size_t>(sequences)), v_major(static_cast<size_t>(sequences));
+  std::vector<std::vector<uint16_t>> k16_major(static_cast<size_t>(sequences)), v16_major(static_cast<size_t>(sequences));
+  const auto by_head = [&](const auto& from, auto& to, int64_t positions) {
+    to.resize(from.size());
+    for (int64_t g = 0; g < Hkv; ++g)
+      for (int64_t j = 0; j < positions; ++j)
+        for (int64_t e = 0; e < hd; ++e) to[size_t((g * positions + j) * hd + e)] = from[size_t(j * kvD + g * hd + e)];
+  };
+  if (head_major)
+    for (int64_t s = 0; s < sequences; ++s) {
+      const int64_t positions = length[size_t(s)] + 3;
+      const Tensor<T>& kh = k_hist[size_t(s)];
+      const Tensor<T>& vh = v_hist[size_t(s)];
+      by_head(std::vector<T>(kh.data(), kh.data() + kh.numel()), k_major[size_t(s)], positions);
+      by_head(std::vector<T>(vh.data(), vh.data() + vh.numel()), v_major[size_t(s)], positions);
+      if (use_bf16) {
+        by_head(k16[size_t(s)], k16_major[size_t(s)], positions);
+        by_head(v16[size_t(s)], v16_major[size_t(s)], positions);
+      }
+    }
   std::vector<const T*> keys, values;
   std::vector<const uint16_t*> keys16, values16;
-  std::vector<int64_t> context;
+  std::vector<int64_t> context, head_strides;
   for (const auto& r : rows) {
-    keys.push_back(k_hist[size_t(r.sequence)].data());
-    values.push_back(v_hist[size_t(r.sequence)].data());
-    keys16.push_back(k16[size_t(r.sequence)].data());
-    values16.push_back(v16[size_t(r.sequence)].data());
+    const size_t s = size_t(r.sequence);
+    keys.push_back(head_major ? k_major[s].data() : k_hist[s].data());
+    values.push_back(head_major ? v_major[s].data() : v_hist[s].data());
+    keys16.push_back(head_major ? k16_major[s].data() : k16[s].data());
+    values16.push_back(head_major ? v16_major[s].data() : v16[s].data());
     context.push_back(r.context);
+    head_strides.push_back((length[s] + 3) * hd);
   }
   auto q = random_tensor<T>({n, Hq, hd}, rng);
   AttentionRows<T> a{.rows = n, .q_heads = Hq, .kv_heads = Hkv, .head_dim = hd, .keys = keys.data(),
-                     .values = values.data(), .context = context.data(), .kv_stride = kvD};
+                     .values = values.data(), .context = context.data(), .kv_stride = head_major ? hd : kvD,
+                     .head_strides = head_major ? head_strides.data() : nullptr};
   if (use_bf16) {
     a.keys = a.values = nullptr;  // the bf16 histories alone
     a.keys_bf16 = keys16.data();
@@ -303,6 +329,19 @@ TEST(Attention, RowsAgainstTheirOwnHistoriesMatchNaive) { check_rows_against_nai
 TEST(Attention, RowsAgainstBf16HistoriesMatchNaiveOverTheRoundedValues) {
   check_rows_against_naive(true, 16);
   check_rows_against_naive(true, 20);
+}
+
+// Histories stored as a KV cache holds them, each kv head's positions one after another
+// (model/kv_cache.h), each sequence with its own head stride: a serving step's rows (a
+// decode row, prompt chunks in blocks) and decode rows at model head sizes, f32 and bf16.
+TEST(Attention, HistoriesStoredHeadByHeadMatchNaive) {
+  const std::vector<QueryRow> decode_rows = {{0, 1}, {1, 16}, {2, 17}, {3, 100}};
+  for (bool use_bf16 : {false, true}) {
+    check_rows_against_naive<float>(mixed_step(), 8, 2, 64, use_bf16, 2e-5, true);
+    check_rows_against_naive<float>(mixed_step(), 4, 4, 20, use_bf16, 2e-5, true);
+    for (int64_t hd : {64, 128}) check_rows_against_naive<float>(decode_rows, 8, 2, hd, use_bf16, 2e-5, true);
+  }
+  check_rows_against_naive<double>(mixed_step(), 8, 2, 20, false, 1e-12, true);
 }
 
 // Decode rows at the head sizes the vectorised group kernel takes (kernels/attention_group:
