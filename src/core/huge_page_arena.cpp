@@ -16,6 +16,13 @@ constexpr size_t kHugePage = size_t(2) << 20;
 constexpr size_t kChunk = size_t(64) << 20;
 constexpr size_t kSmallest = size_t(64) << 10;  // smaller blocks come from operator new
 constexpr std::align_val_t kAlign{64};
+// Under AddressSanitizer every block comes from the heap, where a read past its end is
+// caught; inside a chunk it would read the next block.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kHeapOnly = true;
+#else
+constexpr bool kHeapOnly = false;
+#endif
 
 struct Chunk {
   size_t size = 0;  // bytes mapped
@@ -54,7 +61,7 @@ char* map_chunk(size_t size) {
 }  // namespace
 
 void* arena_allocate(size_t bytes) {
-  if (bytes < kSmallest) return ::operator new(bytes, kAlign);
+  if (kHeapOnly || bytes < kSmallest) return ::operator new(bytes, kAlign);
   MOEPP_CHECK(bytes <= (size_t(1) << 56), "cannot allocate ", bytes, " bytes (an implausible size)");
   const size_t need = (bytes + 63) / 64 * 64;
   Arena& a = arena();
@@ -79,7 +86,7 @@ void* arena_allocate(size_t bytes) {
 
 void arena_free(void* p, size_t bytes) noexcept {
   if (!p) return;
-  if (bytes < kSmallest) return ::operator delete(p, kAlign);
+  if (kHeapOnly || bytes < kSmallest) return ::operator delete(p, kAlign);
   Arena& a = arena();
   const std::lock_guard<std::mutex> lock(a.mutex);
   auto it = a.chunks.upper_bound(static_cast<char*>(p));
@@ -91,6 +98,8 @@ void arena_free(void* p, size_t bytes) noexcept {
   munmap(it->first, it->second.size);
   a.chunks.erase(it);
 }
+
+bool arena_uses_chunks() { return !kHeapOnly; }
 
 size_t arena_chunks() {
   Arena& a = arena();

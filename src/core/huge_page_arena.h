@@ -5,7 +5,8 @@
 // 2 MB pages"). So blocks of 64 KB and more are carved one after another from chunks of
 // 64 MB, mapped 2 MB-aligned and advised for transparent huge pages; a block of half a
 // chunk or more gets a chunk of its own. A chunk goes back to the system when its last
-// block is freed. Smaller blocks come from operator new, 64-byte aligned. Thread-safe.
+// block is freed. Smaller blocks come from operator new, 64-byte aligned, and so does every
+// block in a build with AddressSanitizer (which checks heap blocks). Thread-safe.
 #pragma once
 #include <cstddef>
 #include <new>
@@ -19,7 +20,9 @@ namespace moepp {
 void* arena_allocate(size_t bytes);
 // Frees a block arena_allocate returned for the same byte count.
 void arena_free(void* p, size_t bytes) noexcept;
-// The chunks held now (tests).
+// Whether large blocks come from chunks (false under AddressSanitizer), and the chunks held
+// now (tests).
+bool arena_uses_chunks();
 size_t arena_chunks();
 
 // An allocator over the arena whose construct() leaves bytes and floats uninitialised (as
