@@ -9,9 +9,9 @@
 // block in a build with AddressSanitizer (which checks heap blocks). Thread-safe.
 #pragma once
 #include <cstddef>
-#include <new>
-#include <utility>
 #include <vector>
+
+#include "core/uninit_vector.h"
 
 namespace moepp {
 
@@ -25,34 +25,25 @@ void arena_free(void* p, size_t bytes) noexcept;
 bool arena_uses_chunks();
 size_t arena_chunks();
 
-// An allocator over the arena whose construct() leaves bytes and floats uninitialised (as
-// UninitVector's does): the code that packs a matrix first touches its pages.
+// The arena as an allocator's storage.
 template <typename T>
-struct HugePageAllocator {
+struct HugePageStorage {
   using value_type = T;
+  HugePageStorage() = default;
   template <typename U>
-  struct rebind {
-    using other = HugePageAllocator<U>;
-  };
-  HugePageAllocator() = default;
-  template <typename U>
-  HugePageAllocator(const HugePageAllocator<U>&) noexcept {}
-
+  HugePageStorage(const HugePageStorage<U>&) noexcept {}
   T* allocate(size_t n) { return static_cast<T*>(arena_allocate(n * sizeof(T))); }
   void deallocate(T* p, size_t n) noexcept { arena_free(p, n * sizeof(T)); }
   template <typename U>
-  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-  template <typename U>
-  bool operator==(const HugePageAllocator<U>&) const noexcept {
+  bool operator==(const HugePageStorage<U>&) const noexcept {
     return true;
   }
 };
+
+// Over the arena, leaving bytes and floats uninitialised (as UninitVector does): the code
+// that packs a matrix first touches its pages.
+template <typename T>
+using HugePageAllocator = DefaultInitOver<HugePageStorage, T>;
 
 template <typename T>
 using HugePageVector = std::vector<T, HugePageAllocator<T>>;

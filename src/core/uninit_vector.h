@@ -6,6 +6,7 @@
 #pragma once
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -13,15 +14,17 @@
 
 namespace moepp {
 
-template <typename T>
-struct DefaultInitAllocator : CacheLineAllocator<T> {
+// An allocator whose storage comes from Storage<T> (allocate, deallocate) and whose
+// construct() default-initialises: for bytes and floats, leaves them untouched.
+template <template <typename> class Storage, typename T>
+struct DefaultInitOver : Storage<T> {
   template <typename U>
   struct rebind {
-    using other = DefaultInitAllocator<U>;
+    using other = DefaultInitOver<Storage, U>;
   };
-  DefaultInitAllocator() = default;
+  DefaultInitOver() = default;
   template <typename U>
-  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+  DefaultInitOver(const DefaultInitOver<Storage, U>&) noexcept {}
 
   template <typename U>
   void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
@@ -32,6 +35,9 @@ struct DefaultInitAllocator : CacheLineAllocator<T> {
     ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
   }
 };
+
+template <typename T>
+using DefaultInitAllocator = DefaultInitOver<CacheLineAllocator, T>;
 
 template <typename T>
 using UninitVector = std::vector<T, DefaultInitAllocator<T>>;
