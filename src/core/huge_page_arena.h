@@ -1,7 +1,7 @@
 // HugePageArena: storage for large, long-lived buffers (the packed weight matrices) on 2 MB
 // pages. A q4 expert of Mixtral's FFN shape is 1.4 MB and a q8_0 one 2.9 MB: on its own
 // each would sit on 4 KB pages, where the few-row kernels streaming it from memory ran at
-// 0.65-0.77x the rate they reach on 2 MB pages (docs/results/decode.md, "Packed weights on
+// 0.67-0.77x the rate they reach on 2 MB pages (docs/results/decode.md, "Packed weights on
 // 2 MB pages"). So blocks of 64 KB and more are carved one after another from chunks of
 // 64 MB, mapped 2 MB-aligned and advised for transparent huge pages; a block of half a
 // chunk or more gets a chunk of its own. A chunk goes back to the system when its last

@@ -1,8 +1,8 @@
-// WeightBuffer: the storage of a packed weight matrix - either its own memory (uninitialised,
-// filled by packing, on 2 MB pages: core/huge_page_arena.h) or a read-only view into memory someone else keeps
-// alive (a mapped model file whose bytes are already in the layout the kernels read). A
-// borrowed buffer holds a shared_ptr to its keeper, so the mapping lives as long as any
-// matrix viewing it, whoever outlives whom.
+// WeightBuffer: the storage of a packed weight matrix - either its own memory (filled by
+// packing, on 2 MB pages: core/huge_page_arena.h) or a read-only view into memory someone
+// else keeps alive (a mapped model file whose bytes are already in the layout the kernels
+// read). A borrowed buffer holds a shared_ptr to its keeper, so the mapping lives as long
+// as any matrix viewing it, whoever outlives whom.
 #pragma once
 #include <cstddef>
 #include <memory>

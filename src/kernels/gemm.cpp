@@ -4,7 +4,6 @@
 #include <cctype>
 #include <cmath>
 #include <exception>
-#include <numeric>
 #include <string>
 #include <type_traits>
 
